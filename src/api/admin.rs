@@ -1,0 +1,223 @@
+//! `/v1/admin`: commission plans (and, with `--simulated-clock`, the clock).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::extract::{Caller, JsonBody};
+use crate::app::AppState;
+use crate::domain::access::Role;
+use crate::domain::ids::DistributorId;
+use crate::domain::ledger::{AccountId, Bucket, PlatformAccount, Transfer, TransferKind};
+use crate::domain::money::Money;
+use crate::store::{StoredPlan, TransferOutcome};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanView {
+    pub version: i64,
+    pub name: String,
+    pub effective_from: DateTime<Utc>,
+    pub applied_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<StoredPlan> for PlanView {
+    fn from(plan: StoredPlan) -> PlanView {
+        PlanView {
+            version: plan.version,
+            name: plan.name,
+            effective_from: plan.effective_from,
+            applied_by: plan.applied_by,
+            created_at: plan.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyPlan {
+    /// The plan file's TOML text, as `fenrun plan apply FILE` would read it.
+    pub toml: String,
+    /// Name used for the file in error messages (default `plan.toml`).
+    pub file_name: Option<String>,
+}
+
+#[utoipa::path(
+    post, path = "/v1/admin/plans", tag = "admin", request_body = ApplyPlan,
+    responses(
+        (status = 201, body = PlanView),
+        (status = 422, description = "invalid plan, with file and line", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn apply_plan(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<ApplyPlan>,
+) -> Result<(StatusCode, Json<PlanView>), ApiError> {
+    let principal = caller.require(&[Role::Admin])?;
+    let file_name = request.file_name.as_deref().unwrap_or("plan.toml");
+    let stored = crate::plans::apply(
+        &state.store,
+        &request.toml,
+        file_name,
+        &principal.token_id,
+        state.clock.now(),
+    )
+    .await?;
+    tracing::info!(version = stored.version, applied_by = %principal.token_id, "commission plan applied");
+    Ok((StatusCode::CREATED, Json(stored.into())))
+}
+
+#[utoipa::path(
+    get, path = "/v1/admin/plans", tag = "admin",
+    responses((status = 200, body = Vec<PlanView>)),
+    security(("bearer" = []))
+)]
+pub async fn list_plans(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<PlanView>>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let plans = state.store.list_plans().await?;
+    Ok(Json(plans.into_iter().map(Into::into).collect()))
+}
+
+/// Direction of a manual adjustment, from the distributor's point of view.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AdjustmentDirection {
+    /// Platform → distributor's available balance.
+    Credit,
+    /// Distributor's available balance → platform; refused if it would go below zero.
+    Debit,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdjustment {
+    pub distributor_id: DistributorId,
+    /// Positive amount with at most two decimals.
+    pub amount: Money,
+    pub direction: AdjustmentDirection,
+    /// Why, for the record (1–200 characters).
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdjustmentView {
+    pub transfer_id: i64,
+    /// `false` when the same Idempotency-Key and body were applied before.
+    pub applied_now: bool,
+    pub distributor_id: DistributorId,
+    pub amount: Money,
+    pub direction: AdjustmentDirection,
+}
+
+/// Longest reason text of a manual adjustment.
+const MAX_REASON_CHARS: usize = 200;
+
+#[utoipa::path(
+    post, path = "/v1/admin/adjustments", tag = "admin", request_body = CreateAdjustment,
+    params(("Idempotency-Key" = String, Header, description = "same key + same body = no-op")),
+    responses(
+        (status = 201, body = AdjustmentView),
+        (status = 400, description = "malformed, e.g. an amount with 3 decimals", body = ErrorBody),
+        (status = 409, description = "key reused with another body", body = ErrorBody),
+        (status = 422, description = "insufficient_balance", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn adjust(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<CreateAdjustment>,
+) -> Result<(StatusCode, Json<AdjustmentView>), ApiError> {
+    let principal = caller.require(&[Role::Admin])?;
+    let key = idempotency_key(&headers)?;
+    if request.amount.is_zero() {
+        return Err(
+            ApiError::bad_request("invalid_amount", "amount must be greater than zero")
+                .with_field("amount"),
+        );
+    }
+    let reason = request.reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(
+            ApiError::bad_request("invalid_field", "reason must be 1–200 characters")
+                .with_field("reason"),
+        );
+    }
+    if state
+        .store
+        .distributor(&request.distributor_id)
+        .await?
+        .is_none()
+    {
+        return Err(
+            ApiError::unprocessable("unknown_distributor", "distributor does not exist")
+                .with_field("distributor_id"),
+        );
+    }
+    let platform = AccountId::Platform(PlatformAccount::CommissionExpense);
+    let available = AccountId::Distributor(request.distributor_id.clone(), Bucket::Available);
+    let (from, to) = match request.direction {
+        AdjustmentDirection::Credit => (platform, available),
+        AdjustmentDirection::Debit => (available, platform),
+    };
+    let transfer = Transfer::between(
+        format!("adjustment:{key}"),
+        TransferKind::Adjustment,
+        from,
+        to,
+        request.amount,
+    )
+    .map_err(|error| ApiError::bad_request("invalid_field", error.to_string()))?;
+    let outcome = state.store.transfer(&transfer, state.clock.now()).await?;
+    let (transfer_id, applied_now) = match outcome {
+        TransferOutcome::Applied { transfer_id } => (transfer_id, true),
+        TransferOutcome::AlreadyApplied { transfer_id } => (transfer_id, false),
+    };
+    tracing::info!(
+        transfer_id, applied_now, distributor_id = %request.distributor_id,
+        actor = %principal.token_id, reason, "manual adjustment"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(AdjustmentView {
+            transfer_id,
+            applied_now,
+            distributor_id: request.distributor_id,
+            amount: request.amount,
+            direction: request.direction,
+        }),
+    ))
+}
+
+/// Longest Idempotency-Key header accepted.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 100;
+
+/// The `Idempotency-Key` header: required, 1–100 printable ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let missing = || {
+        ApiError::bad_request(
+            "missing_idempotency_key",
+            "send an Idempotency-Key header (1–100 printable ASCII characters)",
+        )
+        .with_field("Idempotency-Key")
+    };
+    let value = headers.get("idempotency-key").ok_or_else(missing)?;
+    let key = value.to_str().map_err(|_| missing())?;
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_CHARS
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(missing());
+    }
+    Ok(key.to_owned())
+}

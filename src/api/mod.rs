@@ -1,0 +1,78 @@
+//! The HTTP API (SPEC §4): axum routers per resource, bearer-token auth, one
+//! error shape, a body size limit, and an OpenAPI document generated from the
+//! handlers' annotations at `/openapi.json`.
+
+pub mod admin;
+pub mod distributors;
+pub mod error;
+pub mod extract;
+pub mod health;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
+use axum::routing::get;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::app::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "fenrun", description = "Payout and compliance orchestrator for social distribution commerce"),
+    paths(
+        distributors::create, distributors::list, distributors::get, distributors::balance,
+        admin::apply_plan, admin::list_plans, admin::adjust,
+        health::healthz, health::readyz,
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.request_body_limit_bytes;
+    Router::new()
+        .route(
+            "/v1/distributors",
+            get(distributors::list).post(distributors::create),
+        )
+        .route("/v1/distributors/{id}", get(distributors::get))
+        .route("/v1/distributors/{id}/balance", get(distributors::balance))
+        .route(
+            "/v1/admin/plans",
+            get(admin::list_plans).post(admin::apply_plan),
+        )
+        .route("/v1/admin/adjustments", axum::routing::post(admin::adjust))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
+        .fallback(|| async { error::ApiError::not_found("route") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                tracing::info_span!(
+                    "http",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    token_id = tracing::field::Empty,
+                )
+            }),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,263 @@
+//! The `fenrun` command line: parse, build, run. Every command has `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::app::{Application, shutdown_signal};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{LogFormat, Settings};
+use crate::domain::access::Role;
+use crate::domain::ids::DistributorId;
+use crate::store::{Store, redact_url};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fenrun",
+    version,
+    about = "Payout and compliance orchestrator for social distribution commerce (分销)"
+)]
+pub struct Cli {
+    /// Settings file (TOML); default `fenrun.toml` if present. Env: FENRUN_CONFIG.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// `sqlite://fenrun.db` (default) or `postgres://…`. Env: FENRUN_DATABASE_URL.
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// Log as `text` or `json`. Env: FENRUN_LOG_FORMAT.
+    #[arg(long, global = true)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API.
+    Serve {
+        /// Address to listen on. Env: FENRUN_LISTEN (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Time moves only on POST /v1/admin/clock/advance. Never in production.
+        #[arg(long)]
+        simulated_clock: bool,
+    },
+    /// Apply every database migration (fenrun's and apalis's) and exit.
+    Migrate,
+    /// Ledger commands.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// API token commands.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Commission plan commands.
+    Plan {
+        #[command(subcommand)]
+        command: PlanCommand,
+    },
+    /// Workflow definition commands.
+    Workflows {
+        #[command(subcommand)]
+        command: WorkflowsCommand,
+    },
+    /// Seed a temporary database with a distributor tree and orders, and show the ledger.
+    Demo {
+        /// Keep the demo database here instead of a temporary file.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Re-derive every balance from the postings and check that Σ = 0; exit 1 if not.
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a bearer token; the token is the last word printed.
+    Create {
+        /// admin, ingest, ops, accountant or distributor.
+        #[arg(long)]
+        role: Role,
+        /// The distributor a distributor token is scoped to.
+        #[arg(long)]
+        distributor: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Validate a plan file and store it as a new version.
+    Apply { file: PathBuf },
+    /// List every stored plan version.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsCommand {
+    /// Validate the calendars and plans under the workflows folder.
+    Check {
+        /// Folder to check (default: the `workflows_dir` setting).
+        dir: Option<PathBuf>,
+    },
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format must be text or json, not {other:?}")),
+        }
+    }
+}
+
+impl Cli {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let mut settings = Settings::load(self.config.as_deref())?;
+        if let Some(url) = &self.database_url {
+            settings.database_url = SecretString::from(url.clone());
+        }
+        if let Some(format) = self.log_format {
+            settings.log_format = format;
+        }
+        if let Command::Serve {
+            listen,
+            simulated_clock,
+        } = &self.command
+        {
+            if let Some(listen) = listen {
+                settings.listen = listen.clone();
+            }
+            settings.simulated_clock |= *simulated_clock;
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let url = settings.database_url.expose_secret();
+    let store = Store::open(url, &settings.store_options())
+        .await
+        .map_err(|error| anyhow::anyhow!("opening {}: {error}", redact_url(url)))?;
+    crate::plans::ensure_default(&store, SystemClock.now()).await?;
+    Ok(store)
+}
+
+/// Runs the parsed command; the process exit code is the result's.
+pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let settings = cli.settings()?;
+    crate::telemetry::init(settings.log_format, &settings.log_filter);
+    match cli.command {
+        Command::Serve { .. } => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let store = open_store(&settings).await?;
+            println!(
+                "migrations applied to {}",
+                redact_url(settings.database_url.expose_secret())
+            );
+            store.close().await;
+        }
+        Command::Ledger {
+            command: LedgerCommand::Verify { json },
+        } => {
+            let store = open_store(&settings).await?;
+            let report = store.verify_ledger().await?;
+            store.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::demo::describe_ledger_report(&report));
+            }
+            if !report.is_clean() {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
+        Command::Token {
+            command: TokenCommand::Create { role, distributor },
+        } => {
+            let distributor = distributor.map(DistributorId::parse).transpose()?;
+            let store = open_store(&settings).await?;
+            let issued =
+                crate::tokens::create(&store, role, distributor.as_ref(), SystemClock.now())
+                    .await?;
+            store.close().await;
+            eprintln!(
+                "created {role} token {} (shown once; store it now)",
+                issued.id
+            );
+            println!("{}", issued.secret.expose_secret());
+        }
+        Command::Plan {
+            command: PlanCommand::Apply { file },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|error| anyhow::anyhow!("reading {}: {error}", file.display()))?;
+            let store = open_store(&settings).await?;
+            let stored = crate::plans::apply(
+                &store,
+                &text,
+                &file.display().to_string(),
+                "cli",
+                SystemClock.now(),
+            )
+            .await;
+            store.close().await;
+            let stored = stored?;
+            println!(
+                "plan {:?} stored as version {}, in force from {}",
+                stored.name, stored.version, stored.effective_from
+            );
+        }
+        Command::Plan {
+            command: PlanCommand::List,
+        } => {
+            let store = open_store(&settings).await?;
+            let plans = store.list_plans().await?;
+            store.close().await;
+            println!(
+                "{:>7}  {:<24}  {:<25}  applied by",
+                "version", "name", "effective from"
+            );
+            for plan in plans {
+                println!(
+                    "{:>7}  {:<24}  {:<25}  {}",
+                    plan.version,
+                    plan.name,
+                    plan.effective_from.to_rfc3339(),
+                    plan.applied_by
+                );
+            }
+        }
+        Command::Workflows {
+            command: WorkflowsCommand::Check { dir },
+        } => {
+            let dir = dir.unwrap_or_else(|| settings.workflows_dir.clone());
+            let checked = crate::workflows::check_dir(&dir)?;
+            for file in &checked {
+                println!("ok  {}", file.display());
+            }
+            println!("{} file(s) valid", checked.len());
+        }
+        Command::Demo { keep } => {
+            crate::demo::run(keep).await?;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

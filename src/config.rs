@@ -1,0 +1,218 @@
+//! Typed settings, layered and validated once at start-up.
+//!
+//! Layers, later wins: built-in defaults → a TOML file (`--config FILE`, or
+//! `FENRUN_CONFIG`, or `fenrun.toml` in the working directory if present) →
+//! `FENRUN_*` environment variables (`FENRUN_DATABASE_URL`, `FENRUN_LISTEN`, …)
+//! → command-line flags. An invalid value fails the start with the key's name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Default file read when it exists and no other file is named.
+pub const DEFAULT_CONFIG_FILE: &str = "fenrun.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// `sqlite://fenrun.db` (the default, a file beside the working directory)
+    /// or `postgres://user:password@host/db`. Secret: it may hold a password.
+    #[serde(serialize_with = "serialize_redacted")]
+    pub database_url: SecretString,
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// `text` for people, `json` for log shippers.
+    pub log_format: LogFormat,
+    /// `tracing` filter directives, e.g. `info,fenrun=debug`.
+    pub log_filter: String,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub request_body_limit_bytes: usize,
+    /// Database pool size.
+    pub db_max_connections: u32,
+    /// How long a SQLite writer waits for the write lock, in milliseconds.
+    pub sqlite_busy_timeout_ms: u64,
+    /// Folder of workflow definitions, calendars and plans; the copies built
+    /// into the binary are used for any file missing there.
+    pub workflows_dir: PathBuf,
+    /// Start with a clock that only moves on `POST /v1/admin/clock/advance`.
+    /// Never in production.
+    pub simulated_clock: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            database_url: SecretString::from("sqlite://fenrun.db"),
+            listen: "127.0.0.1:8080".to_owned(),
+            log_format: LogFormat::Text,
+            log_filter: "info".to_owned(),
+            request_body_limit_bytes: 1024 * 1024,
+            db_max_connections: 8,
+            sqlite_busy_timeout_ms: 5_000,
+            workflows_dir: PathBuf::from("workflows"),
+            simulated_clock: false,
+        }
+    }
+}
+
+fn serialize_redacted<S: serde::Serializer>(
+    url: &SecretString,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::store::redact_url(url.expose_secret()))
+}
+
+/// A setting that cannot be used, named by its key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting `{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl Settings {
+    /// Reads the layers (see the module doc) and validates the result.
+    pub fn load(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let named = config_file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("FENRUN_CONFIG").map(PathBuf::from));
+        match named {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError {
+                        key: "config".to_owned(),
+                        message: format!("file {} does not exist", path.display()),
+                    });
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+            }
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("FENRUN_").only(&Settings::KEYS));
+        let settings: Settings = figment.extract().map_err(|error| ConfigError {
+            key: error.path.join("."),
+            message: error.kind.to_string(),
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Every key a file or `FENRUN_*` variable may set.
+    pub const KEYS: [&'static str; 9] = [
+        "database_url",
+        "listen",
+        "log_format",
+        "log_filter",
+        "request_body_limit_bytes",
+        "db_max_connections",
+        "sqlite_busy_timeout_ms",
+        "workflows_dir",
+        "simulated_clock",
+    ];
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError {
+            key: key.to_owned(),
+            message,
+        };
+        if crate::store::backend_of(self.database_url.expose_secret()).is_none() {
+            return Err(invalid(
+                "database_url",
+                "must start with sqlite: or postgres:".to_owned(),
+            ));
+        }
+        self.listen_addr()?;
+        if !(1024..=64 * 1024 * 1024).contains(&self.request_body_limit_bytes) {
+            return Err(invalid(
+                "request_body_limit_bytes",
+                "must be between 1024 and 67108864".to_owned(),
+            ));
+        }
+        if !(1..=256).contains(&self.db_max_connections) {
+            return Err(invalid(
+                "db_max_connections",
+                "must be between 1 and 256".to_owned(),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_filter).is_err() {
+            return Err(invalid(
+                "log_filter",
+                format!("{:?} is not a valid filter", self.log_filter),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError {
+            key: "listen".to_owned(),
+            message: format!("{:?} is not an address such as 127.0.0.1:8080", self.listen),
+        })
+    }
+
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            max_connections: self.db_max_connections,
+            sqlite_busy_timeout_ms: self.sqlite_busy_timeout_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_listen_address_is_named_by_its_key() {
+        let settings = Settings {
+            listen: "nowhere".to_owned(),
+            ..Settings::default()
+        };
+        let error = settings.validate().unwrap_err();
+        assert_eq!(error.key, "listen");
+        assert!(error.to_string().contains("`listen`"));
+    }
+
+    #[test]
+    fn an_unknown_database_scheme_is_refused() {
+        let settings = Settings {
+            database_url: SecretString::from("mysql://x"),
+            ..Settings::default()
+        };
+        assert_eq!(settings.validate().unwrap_err().key, "database_url");
+    }
+
+    #[test]
+    fn a_file_value_of_the_wrong_type_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fenrun.toml");
+        std::fs::write(&path, "db_max_connections = \"many\"\n").unwrap();
+        let error = Settings::load(Some(&path)).unwrap_err();
+        assert_eq!(error.key, "db_max_connections");
+    }
+
+    #[test]
+    fn the_database_password_is_redacted_when_settings_are_shown() {
+        let settings = Settings {
+            database_url: SecretString::from("postgres://u:hunter2@h/db"),
+            ..Settings::default()
+        };
+        let shown = serde_json::to_string(&settings).unwrap();
+        assert!(!shown.contains("hunter2"));
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+}

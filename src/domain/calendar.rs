@@ -1,0 +1,1147 @@
+//! Business days: which dates banks and payment channels settle on, and
+//! "T+n" arithmetic over them.
+//!
+//! Owns [`BusinessCalendar`], built from a calendar file such as
+//! `workflows/calendars/cn.toml`. A day is a business day unless it is a
+//! weekend day or a listed public holiday; a listed make-up working day
+//! (调休上班) is a business day even on a Saturday or Sunday.
+//!
+//! A year the file does not cover falls back to "weekends only": payouts keep
+//! flowing (possibly a day early, never stuck) and the gap is reported twice,
+//! as one `tracing::warn!` per year and through
+//! [`BusinessCalendar::fallback_years`], so ops can add next year's State
+//! Council notice before it matters. [`BusinessCalendar::covers_range`] lets
+//! the app warn ahead of time.
+//!
+//! Pure apart from [`BusinessCalendar::load`], which only reads the file.
+//! Every problem in a file is refused at load, naming the file and line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use chrono::{Datelike, NaiveDate, Weekday};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use toml::Spanned;
+use toml::value::Date as TomlDate;
+
+/// Longest holiday period one entry may span, in days (inclusive). The
+/// longest ever announced was 10 days (Spring Festival 2020, extended); 14
+/// leaves room for that and still catches a mistyped month, such as
+/// `to = 2026-12-23` for `2026-02-23`, which would silently close ten months.
+pub const MAX_HOLIDAY_DAYS: i64 = 14;
+
+/// The working calendar of one jurisdiction, loaded and checked once.
+#[derive(Debug)]
+pub struct BusinessCalendar {
+    name: String,
+    time_zone: Tz,
+    /// Covered year → the notice it was copied from.
+    sources: BTreeMap<i32, String>,
+    /// Every day off that is not simply a weekend, with its holiday's name.
+    holidays: BTreeMap<NaiveDate, String>,
+    makeup_workdays: BTreeSet<NaiveDate>,
+    /// Years asked about but not covered; each is warned about once.
+    fallback_years: Mutex<BTreeSet<i32>>,
+}
+
+/// Why a calendar file was refused. Every variant names the file, and all but
+/// [`CalendarError::Unreadable`] the line, as `file:line: what is wrong`.
+#[derive(Debug, thiserror::Error)]
+pub enum CalendarError {
+    #[error("{file}: cannot read the business calendar: {source}")]
+    Unreadable {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{}: {message}", line_or_unknown(*.line))]
+    Syntax {
+        file: String,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error(
+        "{file}:{line}: year table [years.{key}] must be named by a four-digit year such as 2026"
+    )]
+    InvalidYear {
+        file: String,
+        line: usize,
+        key: String,
+    },
+    #[error(
+        "{file}:{line}: unknown time zone {name:?}; use an IANA name such as \"Asia/Shanghai\""
+    )]
+    UnknownTimeZone {
+        file: String,
+        line: usize,
+        name: String,
+    },
+    /// The TOML parser already refuses impossible dates such as 2026-02-30;
+    /// this guards the conversion to `NaiveDate` all the same.
+    #[error("{file}:{line}: {value} is not a calendar date; write a local date such as 2026-02-15")]
+    NotADate {
+        file: String,
+        line: usize,
+        value: String,
+    },
+    #[error("{file}:{line}: {date} is listed under [years.{year}] but is not in {year}")]
+    DateOutsideYear {
+        file: String,
+        line: usize,
+        date: NaiveDate,
+        year: i32,
+    },
+    #[error("{file}:{line}: holiday {name} ends ({to}) before it starts ({from})")]
+    HolidayEndsBeforeStart {
+        file: String,
+        line: usize,
+        name: String,
+        from: NaiveDate,
+        to: NaiveDate,
+    },
+    #[error(
+        "{file}:{line}: holiday {name} runs from {from} to {to}, past the end of [years.{year}]; \
+         split it at the year end and list each part under its own year"
+    )]
+    HolidaySpansYears {
+        file: String,
+        line: usize,
+        name: String,
+        from: NaiveDate,
+        to: NaiveDate,
+        year: i32,
+    },
+    #[error(
+        "{file}:{line}: holiday {name} is {days} days long; \
+         more than {MAX_HOLIDAY_DAYS} is taken to be a typo"
+    )]
+    HolidayTooLong {
+        file: String,
+        line: usize,
+        name: String,
+        days: i64,
+    },
+    #[error(
+        "{file}:{line}: make-up working day {date} is a {weekday}, \
+         but make-up days are Saturdays or Sundays"
+    )]
+    MakeupDayNotWeekend {
+        file: String,
+        line: usize,
+        date: NaiveDate,
+        weekday: Weekday,
+    },
+    #[error(
+        "{file}:{line}: {date} is listed as a make-up working day \
+         and as holiday {holiday} (line {holiday_line})"
+    )]
+    HolidayAndMakeupDay {
+        file: String,
+        line: usize,
+        date: NaiveDate,
+        holiday: String,
+        holiday_line: usize,
+    },
+    #[error("{file}:{line}: {date} is already listed on line {first_line}")]
+    DuplicateDate {
+        file: String,
+        line: usize,
+        date: NaiveDate,
+        first_line: usize,
+    },
+}
+
+impl BusinessCalendar {
+    /// Reads and checks a calendar file.
+    ///
+    /// # Errors
+    /// [`CalendarError::Unreadable`] if the file cannot be read, otherwise as
+    /// [`BusinessCalendar::from_toml_str`].
+    pub fn load(path: impl AsRef<Path>) -> Result<BusinessCalendar, CalendarError> {
+        let path = path.as_ref();
+        let file_name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| CalendarError::Unreadable {
+            file: file_name.clone(),
+            source,
+        })?;
+        BusinessCalendar::from_toml_str(&text, &file_name)
+    }
+
+    /// Parses and checks calendar text; `file_name` is only used in errors.
+    ///
+    /// # Errors
+    /// Any [`CalendarError`] but `Unreadable`: the first problem found, with
+    /// its line.
+    pub fn from_toml_str(text: &str, file_name: &str) -> Result<BusinessCalendar, CalendarError> {
+        let parsed: CalendarFile = toml::from_str(text).map_err(|error| CalendarError::Syntax {
+            file: file_name.to_owned(),
+            line: error.span().map(|span| line_of(text, span.start)),
+            message: error.message().trim_end().to_owned(),
+        })?;
+        CalendarBuilder {
+            text,
+            file: file_name,
+            sources: BTreeMap::new(),
+            holidays: BTreeMap::new(),
+            makeup_workdays: BTreeMap::new(),
+        }
+        .build(parsed)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The zone in which to decide today's date before asking about it.
+    pub fn time_zone(&self) -> Tz {
+        self.time_zone
+    }
+
+    /// The years the file lists, in order.
+    pub fn covered_years(&self) -> impl Iterator<Item = i32> + '_ {
+        self.sources.keys().copied()
+    }
+
+    /// The notice a covered year was copied from, e.g. "国办发明电〔2025〕7号".
+    pub fn source(&self, year: i32) -> Option<&str> {
+        self.sources.get(&year).map(String::as_str)
+    }
+
+    pub fn covers(&self, year: i32) -> bool {
+        self.sources.contains_key(&year)
+    }
+
+    /// Whether every date from `from` to `to` (inclusive) is in a covered
+    /// year, e.g. the coming 60 days for the start-up warning. An empty range
+    /// (`to` before `from`) is covered.
+    pub fn covers_range(&self, from: NaiveDate, to: NaiveDate) -> bool {
+        self.first_uncovered_date(from) > to
+    }
+
+    /// The first date on or after `from` in a year the file does not cover:
+    /// from that day on, only weekends are skipped.
+    pub fn first_uncovered_date(&self, from: NaiveDate) -> NaiveDate {
+        let mut date = from;
+        // Bounded by the number of covered years.
+        while self.covers(date.year()) {
+            date = NaiveDate::from_ymd_opt(date.year() + 1, 1, 1)
+                .expect("covered years have four digits, so the next 1 January exists");
+        }
+        date
+    }
+
+    /// Whether money moves on `date`: not a weekend day or holiday, or a
+    /// make-up working day. In an uncovered year only weekends are off, and
+    /// the year is reported (see [`BusinessCalendar::fallback_years`]).
+    pub fn is_business_day(&self, date: NaiveDate) -> bool {
+        if !self.covers(date.year()) {
+            self.record_fallback(date.year());
+            return !is_weekend(date);
+        }
+        if self.makeup_workdays.contains(&date) {
+            return true;
+        }
+        !is_weekend(date) && !self.holidays.contains_key(&date)
+    }
+
+    /// The holiday `date` falls in, if the file lists one.
+    pub fn holiday_name(&self, date: NaiveDate) -> Option<&str> {
+        self.holidays.get(&date).map(String::as_str)
+    }
+
+    /// The `business_days`-th business day strictly after `date` ("T+n");
+    /// `date` itself when `business_days` is 0, even if it is a day off.
+    ///
+    /// # Panics
+    /// If the result would lie past [`NaiveDate::MAX`].
+    pub fn add_business_days(&self, date: NaiveDate, business_days: u32) -> NaiveDate {
+        let mut day = date;
+        for _ in 0..business_days {
+            day = self.next_business_day_after(day);
+        }
+        day
+    }
+
+    /// The first business day strictly after `date`.
+    ///
+    /// # Panics
+    /// If the result would lie past [`NaiveDate::MAX`].
+    pub fn next_business_day_after(&self, date: NaiveDate) -> NaiveDate {
+        let mut day = date;
+        // Ends: covered years hold finitely many holidays, each at most
+        // MAX_HOLIDAY_DAYS long, and elsewhere at most a weekend is skipped.
+        loop {
+            day = day.succ_opt().expect("business day past NaiveDate::MAX");
+            if self.is_business_day(day) {
+                return day;
+            }
+        }
+    }
+
+    /// Years asked about that the file does not cover, for which only
+    /// weekends were treated as days off. Empty when the calendar sufficed.
+    pub fn fallback_years(&self) -> BTreeSet<i32> {
+        self.fallback_years
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record_fallback(&self, year: i32) {
+        // A poisoned lock only means another thread panicked mid-insert; the
+        // set of years is still meaningful, so carry on with it.
+        let mut years = self
+            .fallback_years
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if years.insert(year) {
+            tracing::warn!(
+                calendar = %self.name,
+                year,
+                "business calendar does not cover this year; only weekends are treated as days off"
+            );
+        }
+    }
+}
+
+fn is_weekend(date: NaiveDate) -> bool {
+    matches!(date.weekday(), Weekday::Sat | Weekday::Sun)
+}
+
+fn line_or_unknown(line: Option<usize>) -> String {
+    line.map_or_else(|| "?".to_owned(), |line| line.to_string())
+}
+
+/// 1-based line of a byte offset, counted on bytes so an offset inside a
+/// multi-byte character (a holiday name) cannot panic.
+fn line_of(text: &str, byte_offset: usize) -> usize {
+    let before = &text.as_bytes()[..byte_offset.min(text.len())];
+    before.iter().filter(|&&byte| byte == b'\n').count() + 1
+}
+
+/// The file as written. Unknown keys are refused so that a misspelt
+/// `makeup_workday` cannot silently drop every make-up day.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CalendarFile {
+    name: String,
+    time_zone: Spanned<String>,
+    #[serde(default)]
+    years: BTreeMap<Spanned<String>, YearTable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct YearTable {
+    source: String,
+    #[serde(default)]
+    holidays: Vec<HolidayEntry>,
+    #[serde(default)]
+    makeup_workdays: Vec<Spanned<TomlDate>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HolidayEntry {
+    name: String,
+    from: Spanned<TomlDate>,
+    to: Spanned<TomlDate>,
+}
+
+/// Checks a parsed file entry by entry, remembering each date's line so a
+/// clash can point at both places.
+struct CalendarBuilder<'a> {
+    text: &'a str,
+    file: &'a str,
+    sources: BTreeMap<i32, String>,
+    /// Day off → (holiday name, line of its entry).
+    holidays: BTreeMap<NaiveDate, (String, usize)>,
+    /// Make-up working day → its line.
+    makeup_workdays: BTreeMap<NaiveDate, usize>,
+}
+
+impl CalendarBuilder<'_> {
+    fn build(mut self, parsed: CalendarFile) -> Result<BusinessCalendar, CalendarError> {
+        let time_zone = parsed.time_zone.get_ref().parse::<Tz>().map_err(|_| {
+            CalendarError::UnknownTimeZone {
+                file: self.file.to_owned(),
+                line: self.line(&parsed.time_zone),
+                name: parsed.time_zone.get_ref().clone(),
+            }
+        })?;
+        for (key, table) in &parsed.years {
+            let year = self.year(key)?;
+            for holiday in &table.holidays {
+                self.add_holiday(year, holiday)?;
+            }
+            for day in &table.makeup_workdays {
+                self.add_makeup_workday(year, day)?;
+            }
+            self.sources.insert(year, table.source.clone());
+        }
+        // Checked once all years are in, so the clash is found whichever
+        // entry comes first in the file.
+        for (date, &line) in &self.makeup_workdays {
+            if let Some((holiday, holiday_line)) = self.holidays.get(date) {
+                return Err(CalendarError::HolidayAndMakeupDay {
+                    file: self.file.to_owned(),
+                    line,
+                    date: *date,
+                    holiday: holiday.clone(),
+                    holiday_line: *holiday_line,
+                });
+            }
+        }
+        Ok(BusinessCalendar {
+            name: parsed.name,
+            time_zone,
+            sources: self.sources,
+            holidays: self
+                .holidays
+                .into_iter()
+                .map(|(date, (name, _line))| (date, name))
+                .collect(),
+            makeup_workdays: self.makeup_workdays.into_keys().collect(),
+            fallback_years: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    fn year(&self, key: &Spanned<String>) -> Result<i32, CalendarError> {
+        let digits = key.get_ref();
+        let is_four_digits = digits.len() == 4 && digits.bytes().all(|byte| byte.is_ascii_digit());
+        match digits.parse::<i32>() {
+            Ok(year) if is_four_digits => Ok(year),
+            _ => Err(CalendarError::InvalidYear {
+                file: self.file.to_owned(),
+                line: self.line(key),
+                key: digits.clone(),
+            }),
+        }
+    }
+
+    fn add_holiday(&mut self, year: i32, holiday: &HolidayEntry) -> Result<(), CalendarError> {
+        let from = self.date(&holiday.from)?;
+        let to = self.date(&holiday.to)?;
+        let from_line = self.line(&holiday.from);
+        let to_line = self.line(&holiday.to);
+        if from.year() != year {
+            return Err(self.outside_year(from_line, from, year));
+        }
+        if to < from {
+            return Err(CalendarError::HolidayEndsBeforeStart {
+                file: self.file.to_owned(),
+                line: to_line,
+                name: holiday.name.clone(),
+                from,
+                to,
+            });
+        }
+        if to.year() != year {
+            return Err(CalendarError::HolidaySpansYears {
+                file: self.file.to_owned(),
+                line: to_line,
+                name: holiday.name.clone(),
+                from,
+                to,
+                year,
+            });
+        }
+        let days = (to - from).num_days() + 1;
+        if days > MAX_HOLIDAY_DAYS {
+            return Err(CalendarError::HolidayTooLong {
+                file: self.file.to_owned(),
+                line: to_line,
+                name: holiday.name.clone(),
+                days,
+            });
+        }
+        // `days` is at most MAX_HOLIDAY_DAYS, so this walk is short.
+        for date in from.iter_days().take_while(|date| *date <= to) {
+            if let Some((_, first_line)) = self.holidays.get(&date) {
+                return Err(self.duplicate(from_line, date, *first_line));
+            }
+            self.holidays
+                .insert(date, (holiday.name.clone(), from_line));
+        }
+        Ok(())
+    }
+
+    fn add_makeup_workday(
+        &mut self,
+        year: i32,
+        day: &Spanned<TomlDate>,
+    ) -> Result<(), CalendarError> {
+        let date = self.date(day)?;
+        let line = self.line(day);
+        if date.year() != year {
+            return Err(self.outside_year(line, date, year));
+        }
+        if !is_weekend(date) {
+            return Err(CalendarError::MakeupDayNotWeekend {
+                file: self.file.to_owned(),
+                line,
+                date,
+                weekday: date.weekday(),
+            });
+        }
+        if let Some(&first_line) = self.makeup_workdays.get(&date) {
+            return Err(self.duplicate(line, date, first_line));
+        }
+        self.makeup_workdays.insert(date, line);
+        Ok(())
+    }
+
+    fn date(&self, value: &Spanned<TomlDate>) -> Result<NaiveDate, CalendarError> {
+        let TomlDate { year, month, day } = *value.get_ref();
+        NaiveDate::from_ymd_opt(i32::from(year), u32::from(month), u32::from(day)).ok_or_else(
+            || CalendarError::NotADate {
+                file: self.file.to_owned(),
+                line: self.line(value),
+                value: value.get_ref().to_string(),
+            },
+        )
+    }
+
+    fn line<T>(&self, value: &Spanned<T>) -> usize {
+        line_of(self.text, value.span().start)
+    }
+
+    fn outside_year(&self, line: usize, date: NaiveDate, year: i32) -> CalendarError {
+        CalendarError::DateOutsideYear {
+            file: self.file.to_owned(),
+            line,
+            date,
+            year,
+        }
+    }
+
+    fn duplicate(&self, line: usize, date: NaiveDate, first_line: usize) -> CalendarError {
+        CalendarError::DuplicateDate {
+            file: self.file.to_owned(),
+            line,
+            date,
+            first_line,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CN_TOML: &str = include_str!("../../workflows/calendars/cn.toml");
+
+    fn cn() -> BusinessCalendar {
+        BusinessCalendar::from_toml_str(CN_TOML, "cn.toml").expect("cn.toml loads")
+    }
+
+    fn date(year: i32, month: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(year, month, day).expect("valid test date")
+    }
+
+    /// One holiday period as the State Council notice states it, weekdays included.
+    struct Period {
+        name: &'static str,
+        from: (i32, u32, u32, Weekday),
+        to: (i32, u32, u32, Weekday),
+    }
+
+    const fn period(
+        name: &'static str,
+        from: (i32, u32, u32, Weekday),
+        to: (i32, u32, u32, Weekday),
+    ) -> Period {
+        Period { name, from, to }
+    }
+
+    use Weekday::{Fri, Mon, Sat, Sun, Thu, Tue, Wed};
+
+    /// 国办发明电〔2024〕12号 and 国办发明电〔2025〕7号, typed in independently of cn.toml.
+    const NOTICE_HOLIDAYS: [Period; 13] = [
+        period("元旦", (2025, 1, 1, Wed), (2025, 1, 1, Wed)),
+        period("春节", (2025, 1, 28, Tue), (2025, 2, 4, Tue)),
+        period("清明节", (2025, 4, 4, Fri), (2025, 4, 6, Sun)),
+        period("劳动节", (2025, 5, 1, Thu), (2025, 5, 5, Mon)),
+        period("端午节", (2025, 5, 31, Sat), (2025, 6, 2, Mon)),
+        period("国庆节、中秋节", (2025, 10, 1, Wed), (2025, 10, 8, Wed)),
+        period("元旦", (2026, 1, 1, Thu), (2026, 1, 3, Sat)),
+        period("春节", (2026, 2, 15, Sun), (2026, 2, 23, Mon)),
+        period("清明节", (2026, 4, 4, Sat), (2026, 4, 6, Mon)),
+        period("劳动节", (2026, 5, 1, Fri), (2026, 5, 5, Tue)),
+        period("端午节", (2026, 6, 19, Fri), (2026, 6, 21, Sun)),
+        period("中秋节", (2026, 9, 25, Fri), (2026, 9, 27, Sun)),
+        period("国庆节", (2026, 10, 1, Thu), (2026, 10, 7, Wed)),
+    ];
+
+    const NOTICE_MAKEUP_WORKDAYS: [(i32, u32, u32, Weekday); 11] = [
+        (2025, 1, 26, Sun),
+        (2025, 2, 8, Sat),
+        (2025, 4, 27, Sun),
+        (2025, 9, 28, Sun),
+        (2025, 10, 11, Sat),
+        (2026, 1, 4, Sun),
+        (2026, 2, 14, Sat),
+        (2026, 2, 28, Sat),
+        (2026, 5, 9, Sat),
+        (2026, 9, 20, Sun),
+        (2026, 10, 10, Sat),
+    ];
+
+    fn dated((year, month, day, weekday): (i32, u32, u32, Weekday)) -> NaiveDate {
+        let result = date(year, month, day);
+        assert_eq!(result.weekday(), weekday, "{result} is not a {weekday}");
+        result
+    }
+
+    /// Asserts that `first..=last` are all off, that `last_business_day_before`
+    /// and `first_business_day_after` are business days, and that nothing in
+    /// between them and the period is.
+    fn assert_holiday_boundaries(
+        last_business_day_before: NaiveDate,
+        first: NaiveDate,
+        last: NaiveDate,
+        first_business_day_after: NaiveDate,
+    ) {
+        let calendar = cn();
+        assert!(calendar.is_business_day(last_business_day_before));
+        assert!(!calendar.is_business_day(first), "{first} should be off");
+        assert!(!calendar.is_business_day(last), "{last} should be off");
+        assert!(calendar.is_business_day(first_business_day_after));
+        for day in last_business_day_before
+            .succ_opt()
+            .unwrap()
+            .iter_days()
+            .take_while(|day| *day < first_business_day_after)
+        {
+            assert!(!calendar.is_business_day(day), "{day} should be off");
+        }
+        assert_eq!(
+            calendar.next_business_day_after(last_business_day_before),
+            first_business_day_after
+        );
+        assert_eq!(
+            calendar.add_business_days(last_business_day_before, 1),
+            first_business_day_after
+        );
+    }
+
+    #[test]
+    fn the_china_calendar_loads_with_its_zone_years_and_sources() {
+        let calendar = cn();
+        assert_eq!(calendar.time_zone(), chrono_tz::Asia::Shanghai);
+        assert_eq!(calendar.covered_years().collect::<Vec<_>>(), [2025, 2026]);
+        assert_eq!(calendar.source(2025), Some("国办发明电〔2024〕12号"));
+        assert_eq!(calendar.source(2026), Some("国办发明电〔2025〕7号"));
+        assert!(calendar.fallback_years().is_empty());
+    }
+
+    #[test]
+    fn the_china_calendar_loads_from_disk() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/calendars/cn.toml");
+        let calendar = BusinessCalendar::load(path).expect("cn.toml loads from disk");
+        assert!(calendar.covers(2026));
+    }
+
+    #[test]
+    fn every_notice_date_falls_on_the_weekday_the_notice_gives() {
+        for holiday in &NOTICE_HOLIDAYS {
+            dated(holiday.from);
+            dated(holiday.to);
+        }
+        for day in NOTICE_MAKEUP_WORKDAYS {
+            dated(day);
+        }
+    }
+
+    #[test]
+    fn the_file_lists_exactly_the_holidays_of_the_notices() {
+        let mut expected = BTreeMap::new();
+        for holiday in &NOTICE_HOLIDAYS {
+            let (from, to) = (dated(holiday.from), dated(holiday.to));
+            for day in from.iter_days().take_while(|day| *day <= to) {
+                expected.insert(day, holiday.name.to_owned());
+            }
+        }
+        assert_eq!(cn().holidays, expected);
+    }
+
+    #[test]
+    fn the_file_lists_exactly_the_makeup_workdays_of_the_notices() {
+        let expected: BTreeSet<NaiveDate> = NOTICE_MAKEUP_WORKDAYS.into_iter().map(dated).collect();
+        assert_eq!(cn().makeup_workdays, expected);
+    }
+
+    #[test]
+    fn every_makeup_workday_in_the_file_is_a_saturday_or_sunday() {
+        for day in &cn().makeup_workdays {
+            assert!(is_weekend(*day), "{day} is a {}", day.weekday());
+        }
+    }
+
+    #[test]
+    fn every_2026_makeup_workday_is_a_business_day_though_a_weekend_day() {
+        let calendar = cn();
+        let days_2026: Vec<_> = NOTICE_MAKEUP_WORKDAYS
+            .into_iter()
+            .filter(|(year, ..)| *year == 2026)
+            .map(dated)
+            .collect();
+        assert_eq!(days_2026.len(), 6);
+        for day in days_2026 {
+            assert!(is_weekend(day));
+            assert!(
+                calendar.is_business_day(day),
+                "{day} is a make-up working day"
+            );
+        }
+    }
+
+    #[test]
+    fn every_2025_makeup_workday_is_a_business_day_though_a_weekend_day() {
+        let calendar = cn();
+        for day in NOTICE_MAKEUP_WORKDAYS
+            .into_iter()
+            .filter(|(year, ..)| *year == 2025)
+        {
+            assert!(calendar.is_business_day(dated(day)));
+        }
+    }
+
+    #[test]
+    fn new_years_day_2026_runs_thursday_to_saturday_and_sunday_is_worked() {
+        assert_holiday_boundaries(
+            date(2025, 12, 31),
+            date(2026, 1, 1),
+            date(2026, 1, 3),
+            date(2026, 1, 4),
+        );
+    }
+
+    #[test]
+    fn spring_festival_2026_runs_sunday_to_monday_after_a_saturday_make_up_day() {
+        assert_holiday_boundaries(
+            date(2026, 2, 14),
+            date(2026, 2, 15),
+            date(2026, 2, 23),
+            date(2026, 2, 24),
+        );
+    }
+
+    #[test]
+    fn qingming_2026_runs_saturday_to_monday() {
+        assert_holiday_boundaries(
+            date(2026, 4, 3),
+            date(2026, 4, 4),
+            date(2026, 4, 6),
+            date(2026, 4, 7),
+        );
+    }
+
+    #[test]
+    fn labour_day_2026_runs_friday_to_tuesday() {
+        assert_holiday_boundaries(
+            date(2026, 4, 30),
+            date(2026, 5, 1),
+            date(2026, 5, 5),
+            date(2026, 5, 6),
+        );
+    }
+
+    #[test]
+    fn dragon_boat_2026_runs_friday_to_sunday() {
+        assert_holiday_boundaries(
+            date(2026, 6, 18),
+            date(2026, 6, 19),
+            date(2026, 6, 21),
+            date(2026, 6, 22),
+        );
+    }
+
+    #[test]
+    fn mid_autumn_2026_runs_friday_to_sunday() {
+        assert_holiday_boundaries(
+            date(2026, 9, 24),
+            date(2026, 9, 25),
+            date(2026, 9, 27),
+            date(2026, 9, 28),
+        );
+    }
+
+    #[test]
+    fn national_day_2026_runs_thursday_to_wednesday() {
+        assert_holiday_boundaries(
+            date(2026, 9, 30),
+            date(2026, 10, 1),
+            date(2026, 10, 7),
+            date(2026, 10, 8),
+        );
+    }
+
+    #[test]
+    fn ordinary_weekdays_are_business_days_and_weekends_are_not() {
+        let calendar = cn();
+        assert!(calendar.is_business_day(date(2026, 3, 10)));
+        assert!(!calendar.is_business_day(date(2026, 3, 14)));
+        assert!(!calendar.is_business_day(date(2026, 3, 15)));
+    }
+
+    #[test]
+    fn holiday_name_names_the_period_a_day_falls_in() {
+        let calendar = cn();
+        assert_eq!(calendar.holiday_name(date(2026, 2, 16)), Some("春节"));
+        assert_eq!(
+            calendar.holiday_name(date(2025, 10, 6)),
+            Some("国庆节、中秋节")
+        );
+        assert_eq!(calendar.holiday_name(date(2026, 2, 14)), None);
+    }
+
+    #[test]
+    fn t_plus_3_from_the_thursday_before_spring_festival_2026_is_the_tuesday_after() {
+        // Fri Feb 13, Sat Feb 14 (make-up day), then Tue Feb 24.
+        assert_eq!(
+            cn().add_business_days(date(2026, 2, 12), 3),
+            date(2026, 2, 24)
+        );
+    }
+
+    #[test]
+    fn t_plus_1_across_national_day_2026_lands_on_the_thursday_after() {
+        let calendar = cn();
+        assert_eq!(
+            calendar.add_business_days(date(2026, 9, 30), 1),
+            date(2026, 10, 8)
+        );
+        // Sat Oct 10 is worked: Thu Oct 8, Fri Oct 9, Sat Oct 10.
+        assert_eq!(
+            calendar.add_business_days(date(2026, 9, 30), 3),
+            date(2026, 10, 10)
+        );
+        // Sun Sep 20 is worked too.
+        assert_eq!(
+            calendar.add_business_days(date(2026, 9, 18), 1),
+            date(2026, 9, 20)
+        );
+    }
+
+    #[test]
+    fn t_plus_3_across_national_day_2025_lands_on_the_saturday_make_up_day() {
+        let calendar = cn();
+        assert_eq!(
+            calendar.add_business_days(date(2025, 9, 30), 1),
+            date(2025, 10, 9)
+        );
+        assert_eq!(
+            calendar.add_business_days(date(2025, 9, 30), 3),
+            date(2025, 10, 11)
+        );
+    }
+
+    #[test]
+    fn business_days_carry_across_the_2025_to_2026_year_end() {
+        let calendar = cn();
+        assert_eq!(
+            calendar.add_business_days(date(2025, 12, 30), 2),
+            date(2026, 1, 4)
+        );
+        assert_eq!(
+            calendar.add_business_days(date(2025, 12, 30), 3),
+            date(2026, 1, 5)
+        );
+        assert!(calendar.fallback_years().is_empty());
+    }
+
+    #[test]
+    fn adding_zero_business_days_returns_the_same_date_even_on_a_holiday() {
+        let calendar = cn();
+        assert_eq!(
+            calendar.add_business_days(date(2026, 2, 16), 0),
+            date(2026, 2, 16)
+        );
+        assert_eq!(
+            calendar.add_business_days(date(2026, 3, 10), 0),
+            date(2026, 3, 10)
+        );
+    }
+
+    #[test]
+    fn an_uncovered_year_skips_only_weekends_and_is_reported() {
+        let calendar = cn();
+        assert!(!calendar.covers(2027));
+        // 2027-01-01 is really New Year's Day, but the file does not know it yet.
+        assert!(calendar.is_business_day(date(2027, 1, 1)));
+        assert!(!calendar.is_business_day(date(2027, 1, 2)));
+        assert_eq!(
+            calendar.add_business_days(date(2027, 1, 1), 1),
+            date(2027, 1, 4)
+        );
+        assert_eq!(
+            calendar.add_business_days(date(2026, 12, 31), 1),
+            date(2027, 1, 1)
+        );
+        assert_eq!(calendar.fallback_years(), BTreeSet::from([2027]));
+    }
+
+    #[test]
+    fn an_uncovered_year_is_warned_about_once_however_often_it_is_asked() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tracing_subscriber::layer::SubscriberExt;
+
+        struct CountWarnings(Arc<AtomicUsize>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountWarnings {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                if *event.metadata().level() == tracing::Level::WARN {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+
+        let warnings = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(CountWarnings(Arc::clone(&warnings)));
+        tracing::subscriber::with_default(subscriber, || {
+            let calendar = cn();
+            calendar.add_business_days(date(2027, 1, 1), 30);
+            assert_eq!(warnings.load(Ordering::SeqCst), 1);
+            calendar.is_business_day(date(2028, 6, 1));
+            calendar.is_business_day(date(2028, 6, 2));
+            assert_eq!(warnings.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    #[test]
+    fn the_coming_60_days_from_mid_november_2026_are_not_covered() {
+        let calendar = cn();
+        let today = date(2026, 11, 15);
+        let horizon = today + chrono::Days::new(60);
+        assert!(!calendar.covers_range(today, horizon));
+        assert_eq!(calendar.first_uncovered_date(today), date(2027, 1, 1));
+        assert!(calendar.covers_range(date(2025, 12, 1), date(2026, 1, 30)));
+        assert!(calendar.covers_range(today, date(2026, 12, 31)));
+    }
+
+    #[test]
+    fn a_date_before_the_first_covered_year_is_itself_uncovered() {
+        assert_eq!(
+            cn().first_uncovered_date(date(2024, 6, 1)),
+            date(2024, 6, 1)
+        );
+    }
+
+    #[test]
+    fn checking_coverage_does_not_count_as_a_fallback() {
+        let calendar = cn();
+        assert!(!calendar.covers_range(date(2026, 12, 1), date(2027, 2, 1)));
+        assert!(calendar.fallback_years().is_empty());
+    }
+
+    /// Loads `text` as "test.toml" and returns the error message. Test
+    /// inputs start with the same two lines, so line 3 is the first after them.
+    fn refusal(body: &str) -> String {
+        let text = format!("name = \"test\"\ntime_zone = \"Asia/Shanghai\"\n{body}");
+        BusinessCalendar::from_toml_str(&text, "test.toml")
+            .expect_err("the calendar should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn a_holiday_ending_before_it_starts_is_refused_with_its_line() {
+        let message = refusal(
+            r#"[years.2026]
+            source = "x"
+            holidays = [
+                { name = "春节", from = 2026-02-15, to = 2026-02-13 },
+            ]"#,
+        );
+        let expected = "test.toml:6: holiday 春节 ends (2026-02-13) before it starts (2026-02-15)";
+        assert_eq!(message, expected);
+    }
+
+    #[test]
+    fn a_holiday_in_another_year_than_its_table_is_refused_with_its_line() {
+        let message = refusal(
+            r#"[years.2025]
+            source = "x"
+            holidays = [{ name = "春节", from = 2026-02-15, to = 2026-02-23 }]"#,
+        );
+        let expected = "test.toml:5: 2026-02-15 is listed under [years.2025] but is not in 2025";
+        assert_eq!(message, expected);
+    }
+
+    #[test]
+    fn a_makeup_workday_in_another_year_than_its_table_is_refused_with_its_line() {
+        let message = refusal(
+            r#"[years.2026]
+            source = "x"
+            makeup_workdays = [
+                2025-02-08,
+            ]"#,
+        );
+        let expected = "test.toml:6: 2025-02-08 is listed under [years.2026] but is not in 2026";
+        assert_eq!(message, expected);
+    }
+
+    #[test]
+    fn a_holiday_crossing_the_year_end_is_refused_with_its_line() {
+        let message = refusal(
+            r#"[years.2025]
+            source = "x"
+            holidays = [{ name = "元旦", from = 2025-12-31, to = 2026-01-02 }]"#,
+        );
+        let expected = "test.toml:5: holiday 元旦 runs from 2025-12-31 to 2026-01-02, \
+                        past the end of [years.2025]; \
+                        split it at the year end and list each part under its own year";
+        assert_eq!(message, expected);
+    }
+
+    #[test]
+    fn a_weekday_listed_as_makeup_workday_is_refused_with_its_line() {
+        let message = refusal(
+            r#"[years.2026]
+            source = "x"
+            makeup_workdays = [2026-02-14, 2026-02-13]"#,
+        );
+        let expected = "test.toml:5: make-up working day 2026-02-13 is a Fri, \
+                        but make-up days are Saturdays or Sundays";
+        assert_eq!(message, expected);
+    }
+
+    #[test]
+    fn a_date_both_holiday_and_makeup_workday_is_refused_naming_both_lines() {
+        let message = refusal(
+            r#"[years.2026]
+            source = "x"
+            holidays = [{ name = "春节", from = 2026-02-14, to = 2026-02-23 }]
+            makeup_workdays = [
+                2026-02-14,
+            ]"#,
+        );
+        let expected = "test.toml:7: 2026-02-14 is listed as a make-up working day \
+                        and as holiday 春节 (line 5)";
+        assert_eq!(message, expected);
+    }
+
+    #[test]
+    fn a_holiday_longer_than_two_weeks_is_refused_as_a_typo() {
+        let message = refusal(
+            r#"[years.2026]
+            source = "x"
+            holidays = [{ name = "春节", from = 2026-02-15, to = 2026-12-23 }]"#,
+        );
+        let expected = "test.toml:5: holiday 春节 is 312 days long; \
+                        more than 14 is taken to be a typo";
+        assert_eq!(message, expected);
+    }
+
+    #[test]
+    fn overlapping_holidays_are_refused_naming_both_lines() {
+        let message = refusal(
+            r#"[years.2025]
+            source = "x"
+            holidays = [
+                { name = "国庆节", from = 2025-10-01, to = 2025-10-07 },
+                { name = "中秋节", from = 2025-10-06, to = 2025-10-06 },
+            ]"#,
+        );
+        assert_eq!(
+            message,
+            "test.toml:7: 2025-10-06 is already listed on line 6"
+        );
+    }
+
+    #[test]
+    fn a_makeup_workday_listed_twice_is_refused_naming_both_lines() {
+        let message = refusal(
+            r#"[years.2026]
+            source = "x"
+            makeup_workdays = [
+                2026-02-14,
+                2026-02-14,
+            ]"#,
+        );
+        assert_eq!(
+            message,
+            "test.toml:7: 2026-02-14 is already listed on line 6"
+        );
+    }
+
+    #[test]
+    fn a_year_table_not_named_by_a_year_is_refused_with_its_line() {
+        let message = refusal(
+            r#"
+            [years.next]
+            source = "x""#,
+        );
+        let expected = "test.toml:4: year table [years.next] \
+                        must be named by a four-digit year such as 2026";
+        assert_eq!(message, expected);
+    }
+
+    #[test]
+    fn an_unknown_time_zone_is_refused_with_its_line() {
+        let error = BusinessCalendar::from_toml_str(
+            "name = \"test\"\ntime_zone = \"Asia/Beijing\"\n",
+            "test.toml",
+        )
+        .expect_err("Asia/Beijing is not an IANA zone");
+        let expected = "test.toml:2: unknown time zone \"Asia/Beijing\"; \
+                        use an IANA name such as \"Asia/Shanghai\"";
+        assert_eq!(error.to_string(), expected);
+    }
+
+    #[test]
+    fn a_misspelt_key_is_refused_with_its_line() {
+        let message = refusal(
+            r#"[years.2026]
+            source = "x"
+            makeup_workday = [2026-02-14]"#,
+        );
+        assert!(
+            message.starts_with("test.toml:5: unknown field `makeup_workday`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_quoted_date_is_refused_with_its_line() {
+        let message = refusal(
+            r#"[years.2026]
+            source = "x"
+            makeup_workdays = ["2026-02-14"]"#,
+        );
+        assert!(
+            message.starts_with("test.toml:5: invalid type: string"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_impossible_date_is_refused_with_its_line() {
+        let message = refusal(
+            r#"[years.2026]
+            source = "x"
+            makeup_workdays = [2026-02-29]"#,
+        );
+        assert!(
+            message.starts_with("test.toml:5: invalid date"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_refused_naming_the_file() {
+        let message = BusinessCalendar::load("/nonexistent/calendar.toml")
+            .expect_err("no such file")
+            .to_string();
+        assert!(
+            message.starts_with("/nonexistent/calendar.toml: cannot read the business calendar"),
+            "{message}"
+        );
+    }
+}

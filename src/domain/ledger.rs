@@ -1,0 +1,393 @@
+//! The ledger's rules, without storage: account names, balanced transfers,
+//! and the fingerprint that makes a transfer idempotent.
+//!
+//! A [`Transfer`] can only be built balanced (its postings sum to zero), so
+//! the store never sees an unbalanced one; the store then applies it exactly
+//! once per idempotency key and keeps distributor balances in step.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ring::digest;
+
+use crate::domain::ids::DistributorId;
+use crate::domain::money::Money;
+
+/// The three balances a distributor has (SPEC §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Bucket {
+    /// Commission inside the T+3 hold (待结算).
+    Pending,
+    /// Released commission that may be withdrawn; negative while a clawback debt is open.
+    Available,
+    /// Reserved by a withdrawal in flight.
+    Withdrawing,
+}
+
+impl Bucket {
+    pub const ALL: [Bucket; 3] = [Bucket::Pending, Bucket::Available, Bucket::Withdrawing];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bucket::Pending => "pending",
+            Bucket::Available => "available",
+            Bucket::Withdrawing => "withdrawing",
+        }
+    }
+
+    /// Only available balance may be driven below zero, and only by a transfer
+    /// that explicitly allows it (a clawback); the others never.
+    pub fn may_go_negative(self) -> bool {
+        match self {
+            Bucket::Pending | Bucket::Withdrawing => false,
+            Bucket::Available => true,
+        }
+    }
+}
+
+/// The platform's accounts; their balances are derived from postings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PlatformAccount {
+    CommissionExpense,
+    TaxPayable,
+    FeeIncome,
+    WechatClearing,
+    AlipayClearing,
+    BankClearing,
+}
+
+impl PlatformAccount {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlatformAccount::CommissionExpense => "platform:commission_expense",
+            PlatformAccount::TaxPayable => "platform:tax_payable",
+            PlatformAccount::FeeIncome => "platform:fee_income",
+            PlatformAccount::WechatClearing => "platform:clearing:wechat",
+            PlatformAccount::AlipayClearing => "platform:clearing:alipay",
+            PlatformAccount::BankClearing => "platform:clearing:bank",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AccountId {
+    Distributor(DistributorId, Bucket),
+    Platform(PlatformAccount),
+}
+
+impl AccountId {
+    /// Whether the store keeps a running balance for this account (distributor
+    /// accounts) or derives it from postings (platform accounts).
+    pub fn tracks_balance(&self) -> bool {
+        matches!(self, AccountId::Distributor(..))
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AccountId::Distributor(id, bucket) => write!(f, "distributor:{id}:{}", bucket.as_str()),
+            AccountId::Platform(account) => f.write_str(account.as_str()),
+        }
+    }
+}
+
+/// What a transfer is for; stored with it so the journal reads as a story.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TransferKind {
+    CommissionPending,
+    CommissionReversed,
+    CommissionReleased,
+    CommissionClawedBack,
+    WithdrawalReserved,
+    WithdrawalReturned,
+    WithdrawalPaid,
+    Adjustment,
+}
+
+impl TransferKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::CommissionPending => "commission_pending",
+            TransferKind::CommissionReversed => "commission_reversed",
+            TransferKind::CommissionReleased => "commission_released",
+            TransferKind::CommissionClawedBack => "commission_clawed_back",
+            TransferKind::WithdrawalReserved => "withdrawal_reserved",
+            TransferKind::WithdrawalReturned => "withdrawal_returned",
+            TransferKind::WithdrawalPaid => "withdrawal_paid",
+            TransferKind::Adjustment => "adjustment",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    pub account: AccountId,
+    pub amount: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error("a transfer needs at least two postings")]
+    TooFewPostings,
+    #[error("a posting of zero moves nothing")]
+    ZeroPosting,
+    #[error("postings sum to {0}, not zero")]
+    Unbalanced(Money),
+    #[error("the postings overflow")]
+    Overflow,
+    #[error("idempotency key must be 1–200 printable ASCII characters")]
+    BadKey,
+}
+
+/// Longest idempotency key; long enough for `{kind}:{order_id}:{step}:{n}`.
+const MAX_KEY_CHARS: usize = 200;
+
+/// A balanced movement of money, with the key that makes it happen once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    key: String,
+    kind: TransferKind,
+    postings: Vec<Posting>,
+    overdraft_allowed: Vec<AccountId>,
+}
+
+impl Transfer {
+    pub fn new(
+        key: impl Into<String>,
+        kind: TransferKind,
+        postings: Vec<Posting>,
+    ) -> Result<Transfer, TransferError> {
+        let key = key.into();
+        if key.is_empty() || key.len() > MAX_KEY_CHARS || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(TransferError::BadKey);
+        }
+        if postings.len() < 2 {
+            return Err(TransferError::TooFewPostings);
+        }
+        if postings.iter().any(|posting| posting.amount.is_zero()) {
+            return Err(TransferError::ZeroPosting);
+        }
+        let total = Money::checked_sum(postings.iter().map(|posting| posting.amount))
+            .ok_or(TransferError::Overflow)?;
+        if !total.is_zero() {
+            return Err(TransferError::Unbalanced(total));
+        }
+        Ok(Transfer {
+            key,
+            kind,
+            postings,
+            overdraft_allowed: Vec::new(),
+        })
+    }
+
+    /// A transfer moving `amount` from one account to another.
+    pub fn between(
+        key: impl Into<String>,
+        kind: TransferKind,
+        from: AccountId,
+        to: AccountId,
+        amount: Money,
+    ) -> Result<Transfer, TransferError> {
+        let negated = amount.checked_neg().ok_or(TransferError::Overflow)?;
+        Transfer::new(
+            key,
+            kind,
+            vec![
+                Posting {
+                    account: from,
+                    amount: negated,
+                },
+                Posting {
+                    account: to,
+                    amount,
+                },
+            ],
+        )
+    }
+
+    /// Lets this transfer drive `account` below zero (a clawback creating a
+    /// debt). The database still refuses it for accounts that may never be negative.
+    pub fn allowing_overdraft(mut self, account: AccountId) -> Transfer {
+        self.overdraft_allowed.push(account);
+        self
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn kind(&self) -> TransferKind {
+        self.kind
+    }
+
+    pub fn postings(&self) -> &[Posting] {
+        &self.postings
+    }
+
+    pub fn allows_overdraft(&self, account: &AccountId) -> bool {
+        self.overdraft_allowed.contains(account)
+    }
+
+    /// Net change per account, in account order: the order the store locks
+    /// balance rows in, so two transfers never wait on each other in a cycle.
+    pub fn net_by_account(&self) -> BTreeMap<&AccountId, Money> {
+        let mut net: BTreeMap<&AccountId, Money> = BTreeMap::new();
+        for posting in &self.postings {
+            let entry = net.entry(&posting.account).or_default();
+            // Cannot overflow: `new` checked the running sum of all postings.
+            *entry = entry.checked_add(posting.amount).unwrap_or(*entry);
+        }
+        net
+    }
+
+    /// SHA-256 of the transfer's meaning (kind, postings regardless of order,
+    /// overdraft permissions): a replay with the same key must match it.
+    pub fn fingerprint(&self) -> String {
+        let mut lines: Vec<String> = self
+            .postings
+            .iter()
+            .map(|posting| format!("{}={}", posting.account, posting.amount.fen()))
+            .collect();
+        lines.sort();
+        let mut overdraft: Vec<String> = self
+            .overdraft_allowed
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        overdraft.sort();
+        let text = format!(
+            "{}\n{}\noverdraft:{}",
+            self.kind.as_str(),
+            lines.join("\n"),
+            overdraft.join(",")
+        );
+        sha256_hex(text.as_bytes())
+    }
+}
+
+/// Lower-case hex SHA-256, the fingerprint format used across the store.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = digest::digest(&digest::SHA256, bytes);
+    digest
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn available(id: &str) -> AccountId {
+        AccountId::Distributor(DistributorId::parse(id).unwrap(), Bucket::Available)
+    }
+
+    fn expense() -> AccountId {
+        AccountId::Platform(PlatformAccount::CommissionExpense)
+    }
+
+    #[test]
+    fn a_balanced_transfer_is_accepted() {
+        let transfer = Transfer::between(
+            "k1",
+            TransferKind::Adjustment,
+            expense(),
+            available("d1"),
+            Money::from_fen(100),
+        )
+        .unwrap();
+        assert_eq!(transfer.postings().len(), 2);
+        assert_eq!(
+            transfer.net_by_account()[&available("d1")],
+            Money::from_fen(100)
+        );
+    }
+
+    #[test]
+    fn an_unbalanced_transfer_cannot_be_built() {
+        let postings = vec![
+            Posting {
+                account: expense(),
+                amount: Money::from_fen(-100),
+            },
+            Posting {
+                account: available("d1"),
+                amount: Money::from_fen(99),
+            },
+        ];
+        assert_eq!(
+            Transfer::new("k", TransferKind::Adjustment, postings),
+            Err(TransferError::Unbalanced(Money::from_fen(-1)))
+        );
+    }
+
+    #[test]
+    fn zero_postings_and_single_postings_are_refused() {
+        let zero = vec![
+            Posting {
+                account: expense(),
+                amount: Money::ZERO,
+            },
+            Posting {
+                account: available("d1"),
+                amount: Money::ZERO,
+            },
+        ];
+        assert_eq!(
+            Transfer::new("k", TransferKind::Adjustment, zero),
+            Err(TransferError::ZeroPosting)
+        );
+        let single = vec![Posting {
+            account: expense(),
+            amount: Money::from_fen(1),
+        }];
+        assert_eq!(
+            Transfer::new("k", TransferKind::Adjustment, single),
+            Err(TransferError::TooFewPostings)
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_posting_order_but_not_amounts() {
+        let a = Posting {
+            account: expense(),
+            amount: Money::from_fen(-100),
+        };
+        let b = Posting {
+            account: available("d1"),
+            amount: Money::from_fen(100),
+        };
+        let one = Transfer::new("k", TransferKind::Adjustment, vec![a.clone(), b.clone()]).unwrap();
+        let two = Transfer::new("k", TransferKind::Adjustment, vec![b, a]).unwrap();
+        assert_eq!(one.fingerprint(), two.fingerprint());
+        let other = Transfer::between(
+            "k",
+            TransferKind::Adjustment,
+            expense(),
+            available("d1"),
+            Money::from_fen(101),
+        )
+        .unwrap();
+        assert_ne!(one.fingerprint(), other.fingerprint());
+    }
+
+    #[test]
+    fn keys_must_be_printable_and_bounded() {
+        let build = |key: &str| {
+            Transfer::between(
+                key,
+                TransferKind::Adjustment,
+                expense(),
+                available("d1"),
+                Money::from_fen(1),
+            )
+        };
+        assert_eq!(build(""), Err(TransferError::BadKey));
+        assert_eq!(build("a b"), Err(TransferError::BadKey));
+        assert_eq!(build(&"k".repeat(201)), Err(TransferError::BadKey));
+        assert!(build("order:o-1:pending").is_ok());
+    }
+}

@@ -1,0 +1,10 @@
+//! Pure business rules: no I/O, no SQL, no HTTP. Every function takes the
+//! time it needs as an argument.
+
+pub mod access;
+pub mod calendar;
+pub mod commission;
+pub mod ids;
+pub mod ledger;
+pub mod money;
+pub mod plan;

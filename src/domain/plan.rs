@@ -1,0 +1,1223 @@
+//! Commission plans (分佣方案): the rates each level of the referral chain earns
+//! on a sale, parsed from a TOML file and refused with its file and line when
+//! it breaks a rule.
+//!
+//! The rules that make a plan lawful are enforced here, at load time, so no
+//! code downstream can ever see an unlawful plan:
+//!
+//! - at most [`MAX_LEVELS`] levels (Chinese law treats more as pyramid selling,
+//!   传销);
+//! - pay only from sales amounts: every table refuses unknown keys, and a key
+//!   that sounds like pay per person recruited gets its own error first;
+//! - every rate a percentage string within 0%–100% (`"10%"`), never a bare
+//!   number whose meaning (10% or 0.1%?) would have to be guessed.
+//!
+//! The file format is documented by the shipped default,
+//! `workflows/plans/default.toml` ([`SHIPPED_DEFAULT_TOML`]). A plan's version
+//! number is assigned by the store when the plan is applied, so it is not part
+//! of [`Plan`] and a `version` key in the file is refused.
+//!
+//! Parsing runs in three passes over the text:
+//!
+//! ```text
+//! text ──► toml syntax tree ──► per-recruit keys? ──► raw serde structs ──► validated Plan
+//!          (syntax errors)      (specific error)      (unknown keys,      (levels, rates, grades,
+//!                                                      wrong types)        overrides)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::domain::money::{Rate, RateError};
+
+/// The most commission levels a plan may pay: the attributed distributor,
+/// their referrer and the referrer's referrer. More is pyramid selling under
+/// Chinese law (《禁止传销条例》), so a plan asking for more is refused.
+pub const MAX_LEVELS: usize = 3;
+
+/// Where the plan in force on a fresh install lives, relative to the
+/// repository root (for error messages and the audit log).
+pub const SHIPPED_DEFAULT_FILE: &str = "workflows/plans/default.toml";
+
+/// The text of the plan in force on a fresh install, built into the binary so
+/// a new install pays commissions with no setup.
+pub const SHIPPED_DEFAULT_TOML: &str = include_str!("../../workflows/plans/default.toml");
+
+/// Fragments of key names that describe pay per person recruited (per
+/// recruit, per sign-up, per invitation, per head). Such pay is unlawful, so a
+/// key containing one is refused with an explanation rather than the generic
+/// "unknown field" error. Matched case-insensitively against every key in the
+/// file, grade names included.
+const PER_RECRUIT_KEY_FRAGMENTS: &[&str] = &[
+    "recruit",
+    "signup",
+    "sign_up",
+    "invite",
+    "per_referral",
+    "per_head",
+    "headcount",
+];
+
+/// The order cap when a plan does not set `order_cap`: 30% of the order's
+/// commissionable amount.
+fn default_order_cap() -> Rate {
+    Rate::from_fraction(Decimal::new(30, 2)).expect("30% is within 0%–100%")
+}
+
+/// A validated commission plan. Fields are private: the only way to get one
+/// is [`Plan::parse`], so every `Plan` obeys the rules in the module docs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    name: String,
+    effective_from: Option<DateTime<Utc>>,
+    /// In file order, which is the order an admin expects to see them in.
+    grades: Vec<Grade>,
+    /// Index into `grades`; always valid.
+    default_grade: usize,
+    /// In file order; no two share the same (target, grade).
+    overrides: Vec<Override>,
+    excluded_skus: BTreeSet<String>,
+    order_cap: Rate,
+    self_purchase_pays: bool,
+    source_text: String,
+}
+
+/// A distributor grade (等级) and the rates it earns at each level.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grade {
+    key: String,
+    display_name: String,
+    /// Rates for levels 1..=len; at most [`MAX_LEVELS`].
+    levels: Vec<Rate>,
+}
+
+/// What an [`Override`] applies to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OverrideTarget {
+    Category(String),
+    Sku(String),
+}
+
+/// Rates that replace the grade rates for one category or sku, for one grade
+/// or (with no grade) for all of them. Levels past the end of its list pay
+/// nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    target: OverrideTarget,
+    grade: Option<String>,
+    levels: Vec<Rate>,
+}
+
+/// Why a plan file was refused. Every variant names the file and the 1-based
+/// line of the offending key or value, and displays as `file:line: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// Not valid TOML, an unknown key, a missing key or a value of the wrong
+    /// type; the message is the TOML parser's.
+    #[error("{file}:{line}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error(
+        "{file}:{line}: at most {MAX_LEVELS} commission levels are allowed \
+         (more is pyramid selling under Chinese law); this list has {found}"
+    )]
+    TooManyLevels {
+        file: String,
+        line: usize,
+        found: usize,
+    },
+    #[error(
+        "{file}:{line}: `{key}` would pay per person recruited; pay may only be \
+         computed from sales amounts, never from the number of people recruited \
+         (Chinese law treats that as pyramid selling)"
+    )]
+    PaysPerRecruit {
+        file: String,
+        line: usize,
+        key: String,
+    },
+    #[error("{file}:{line}: rate \"{text}\" is outside 0%–100%")]
+    RateOutOfRange {
+        file: String,
+        line: usize,
+        text: String,
+    },
+    #[error(
+        "{file}:{line}: rate \"{text}\" is not a percentage; write rates as \
+         strings such as \"10%\" or \"2.5%\""
+    )]
+    RateNotAPercentage {
+        file: String,
+        line: usize,
+        text: String,
+    },
+    #[error(
+        "{file}:{line}: rate {found} is a bare number; write rates as percentage \
+         strings in quotes, such as \"10%\""
+    )]
+    RateIsANumber {
+        file: String,
+        line: usize,
+        found: String,
+    },
+    #[error("{file}:{line}: unknown grade \"{grade}\"; this plan's grades are {known}")]
+    UnknownGrade {
+        file: String,
+        line: usize,
+        grade: String,
+        known: String,
+    },
+    #[error("{file}:{line}: an override names both `category` and `sku`; give exactly one")]
+    OverrideHasBothTargets { file: String, line: usize },
+    #[error("{file}:{line}: an override must name exactly one of `category` or `sku`")]
+    OverrideHasNoTarget { file: String, line: usize },
+    #[error(
+        "{file}:{line}: a second override for {target} and {grades}; \
+         the first is on line {first_line}"
+    )]
+    DuplicateOverride {
+        file: String,
+        line: usize,
+        target: String,
+        grades: String,
+        first_line: usize,
+    },
+    #[error("{file}:{line}: the plan has no grades; add at least one, e.g. [grades.regular]")]
+    NoGrades { file: String, line: usize },
+    #[error(
+        "{file}:{line}: effective_from must be an RFC 3339 time with a UTC offset, \
+         such as \"2025-11-01T00:00:00+08:00\""
+    )]
+    InvalidEffectiveFrom { file: String, line: usize },
+    #[error(
+        "{file}:{line}: `version` is assigned by fenrun when the plan is applied; \
+         remove it from the file"
+    )]
+    VersionInFile { file: String, line: usize },
+    #[error("{file}:{line}: {what} must not be empty")]
+    Empty {
+        file: String,
+        line: usize,
+        what: &'static str,
+    },
+}
+
+impl PlanError {
+    /// The file the error is in, as given to [`Plan::parse`].
+    pub fn file(&self) -> &str {
+        match self {
+            PlanError::Invalid { file, .. }
+            | PlanError::TooManyLevels { file, .. }
+            | PlanError::PaysPerRecruit { file, .. }
+            | PlanError::RateOutOfRange { file, .. }
+            | PlanError::RateNotAPercentage { file, .. }
+            | PlanError::RateIsANumber { file, .. }
+            | PlanError::UnknownGrade { file, .. }
+            | PlanError::OverrideHasBothTargets { file, .. }
+            | PlanError::OverrideHasNoTarget { file, .. }
+            | PlanError::DuplicateOverride { file, .. }
+            | PlanError::NoGrades { file, .. }
+            | PlanError::InvalidEffectiveFrom { file, .. }
+            | PlanError::VersionInFile { file, .. }
+            | PlanError::Empty { file, .. } => file,
+        }
+    }
+
+    /// The 1-based line the error points at.
+    pub fn line(&self) -> usize {
+        match self {
+            PlanError::Invalid { line, .. }
+            | PlanError::TooManyLevels { line, .. }
+            | PlanError::PaysPerRecruit { line, .. }
+            | PlanError::RateOutOfRange { line, .. }
+            | PlanError::RateNotAPercentage { line, .. }
+            | PlanError::RateIsANumber { line, .. }
+            | PlanError::UnknownGrade { line, .. }
+            | PlanError::OverrideHasBothTargets { line, .. }
+            | PlanError::OverrideHasNoTarget { line, .. }
+            | PlanError::DuplicateOverride { line, .. }
+            | PlanError::NoGrades { line, .. }
+            | PlanError::InvalidEffectiveFrom { line, .. }
+            | PlanError::VersionInFile { line, .. }
+            | PlanError::Empty { line, .. } => *line,
+        }
+    }
+}
+
+impl Plan {
+    /// Parses and validates a plan. `file_name` is only used in error
+    /// messages (`plans/x.toml:12: ...`).
+    pub fn parse(text: &str, file_name: &str) -> Result<Plan, PlanError> {
+        let source = Source {
+            text,
+            file: file_name,
+        };
+        let tree = DeTable::parse(text).map_err(|error| source.toml_error(&error))?;
+        if let Some((key, span)) = first_per_recruit_key(tree.get_ref()) {
+            return Err(PlanError::PaysPerRecruit {
+                file: source.file.to_owned(),
+                line: source.line(span),
+                key,
+            });
+        }
+        if let Some((key, _)) = tree.get_ref().get_key_value("version") {
+            return Err(PlanError::VersionInFile {
+                file: source.file.to_owned(),
+                line: source.line(key.span()),
+            });
+        }
+        let raw: RawPlan = toml::from_str(text).map_err(|error| source.toml_error(&error))?;
+        raw.validate(&source)
+    }
+
+    /// The plan in force on a fresh install ([`SHIPPED_DEFAULT_TOML`]).
+    pub fn shipped_default() -> Result<Plan, PlanError> {
+        Plan::parse(SHIPPED_DEFAULT_TOML, SHIPPED_DEFAULT_FILE)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// When the plan takes effect; `None` means "when it is applied".
+    pub fn effective_from(&self) -> Option<DateTime<Utc>> {
+        self.effective_from
+    }
+
+    /// The grades in file order.
+    pub fn grades(&self) -> &[Grade] {
+        &self.grades
+    }
+
+    /// The grade with this key, if the plan has it.
+    pub fn grade(&self, key: &str) -> Option<&Grade> {
+        self.grades.iter().find(|grade| grade.key == key)
+    }
+
+    /// The grade used for distributors whose grade the plan does not know.
+    pub fn default_grade(&self) -> &Grade {
+        &self.grades[self.default_grade]
+    }
+
+    /// The grade with this key, or the default grade if the plan does not
+    /// know it.
+    pub fn grade_or_default(&self, key: &str) -> &Grade {
+        self.grade(key).unwrap_or_else(|| self.default_grade())
+    }
+
+    /// The overrides in file order.
+    pub fn overrides(&self) -> &[Override] {
+        &self.overrides
+    }
+
+    pub fn excluded_skus(&self) -> &BTreeSet<String> {
+        &self.excluded_skus
+    }
+
+    /// Whether this sku pays no commission at all.
+    pub fn is_excluded(&self, sku: &str) -> bool {
+        self.excluded_skus.contains(sku)
+    }
+
+    /// The most an order may pay in commissions, as a share of its
+    /// commissionable amount.
+    pub fn order_cap(&self) -> Rate {
+        self.order_cap
+    }
+
+    /// Whether a distributor earns level 1 on their own purchases.
+    pub fn self_purchase_pays(&self) -> bool {
+        self.self_purchase_pays
+    }
+
+    /// The TOML text the plan was parsed from, for the store to keep.
+    pub fn source_text(&self) -> &str {
+        &self.source_text
+    }
+
+    /// The rate a distributor of `grade` earns at `level` (1..=3) on an item.
+    ///
+    /// The most specific rule wins: an override for the sku and this grade,
+    /// then one for the sku and all grades, then for the category and this
+    /// grade, then for the category and all grades, then the grade's own
+    /// rates. A grade the plan does not know is read as the default grade.
+    /// A level past the end of the chosen list, or outside 1..=3, pays 0%.
+    /// Exclusion is not considered here; see [`Plan::is_excluded`].
+    pub fn rate(&self, grade: &str, sku: &str, category: &str, level: u8) -> Rate {
+        let grade = self.grade_or_default(grade);
+        let specificity = |rule: &Override| -> Option<u8> {
+            let target = match &rule.target {
+                OverrideTarget::Sku(rule_sku) if rule_sku == sku => 2,
+                OverrideTarget::Category(rule_category) if rule_category == category => 0,
+                _ => return None,
+            };
+            match &rule.grade {
+                Some(rule_grade) if *rule_grade == grade.key => Some(target + 1),
+                Some(_) => None,
+                None => Some(target),
+            }
+        };
+        // Duplicate (target, grade) pairs are refused at parse time, so the
+        // most specific match is unique.
+        self.overrides
+            .iter()
+            .filter_map(|rule| specificity(rule).map(|rank| (rank, rule)))
+            .max_by_key(|(rank, _)| *rank)
+            .map_or_else(|| grade.rate(level), |(_, rule)| rule.rate(level))
+    }
+}
+
+impl Grade {
+    /// The key the shop uses for this grade (`regular`, `gold`, ...).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The name people see (普通, 金牌, ...); the key when the file gives none.
+    pub fn display_name(&self) -> &str {
+        &self.display_name
+    }
+
+    /// Rates for levels 1, 2, 3; a shorter list pays nothing deeper.
+    pub fn levels(&self) -> &[Rate] {
+        &self.levels
+    }
+
+    /// The rate at `level` (1..=3); 0% past the end of the list.
+    pub fn rate(&self, level: u8) -> Rate {
+        level_rate(&self.levels, level)
+    }
+}
+
+impl Override {
+    pub fn target(&self) -> &OverrideTarget {
+        &self.target
+    }
+
+    /// The grade this override is limited to; `None` for all grades.
+    pub fn grade(&self) -> Option<&str> {
+        self.grade.as_deref()
+    }
+
+    pub fn levels(&self) -> &[Rate] {
+        &self.levels
+    }
+
+    /// The rate at `level` (1..=3); 0% past the end of the list.
+    pub fn rate(&self, level: u8) -> Rate {
+        level_rate(&self.levels, level)
+    }
+}
+
+impl fmt::Display for OverrideTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OverrideTarget::Category(category) => write!(f, "category \"{category}\""),
+            OverrideTarget::Sku(sku) => write!(f, "sku \"{sku}\""),
+        }
+    }
+}
+
+fn level_rate(levels: &[Rate], level: u8) -> Rate {
+    usize::from(level)
+        .checked_sub(1)
+        .and_then(|index| levels.get(index))
+        .copied()
+        .unwrap_or(Rate::ZERO)
+}
+
+/// The text being parsed and its name, to turn byte spans into `file:line`.
+struct Source<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Source<'_> {
+    /// The 1-based line of the first byte of `span`.
+    fn line(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|byte| **byte == b'\n')
+            .count()
+            + 1
+    }
+
+    fn toml_error(&self, error: &toml::de::Error) -> PlanError {
+        PlanError::Invalid {
+            file: self.file.to_owned(),
+            line: error.span().map_or(1, |span| self.line(span)),
+            message: error.message().to_owned(),
+        }
+    }
+}
+
+/// The first key (by position in the file) anywhere in the document whose
+/// name contains a [`PER_RECRUIT_KEY_FRAGMENTS`] fragment.
+fn first_per_recruit_key(table: &DeTable<'_>) -> Option<(String, Range<usize>)> {
+    let mut found: Option<(String, Range<usize>)> = None;
+    let mut consider = |key: &str, span: Range<usize>| {
+        let lower = key.to_lowercase();
+        let is_per_recruit = PER_RECRUIT_KEY_FRAGMENTS
+            .iter()
+            .any(|fragment| lower.contains(fragment));
+        let is_earlier = found
+            .as_ref()
+            .is_none_or(|(_, earlier)| span.start < earlier.start);
+        if is_per_recruit && is_earlier {
+            found = Some((key.to_owned(), span));
+        }
+    };
+    visit_keys(table, &mut consider);
+    found
+}
+
+/// Calls `visit` with every key in the document, in tables, inline tables and
+/// arrays of tables at any depth. The depth is bounded by the TOML parser's
+/// own nesting limit.
+fn visit_keys(table: &DeTable<'_>, visit: &mut impl FnMut(&str, Range<usize>)) {
+    for (key, value) in table {
+        visit(key.get_ref(), key.span());
+        visit_value_keys(value.get_ref(), visit);
+    }
+}
+
+fn visit_value_keys(value: &DeValue<'_>, visit: &mut impl FnMut(&str, Range<usize>)) {
+    match value {
+        DeValue::Table(table) => visit_keys(table, visit),
+        DeValue::Array(array) => {
+            for element in array.iter() {
+                visit_value_keys(element.get_ref(), visit);
+            }
+        }
+        DeValue::String(_)
+        | DeValue::Integer(_)
+        | DeValue::Float(_)
+        | DeValue::Boolean(_)
+        | DeValue::Datetime(_) => {}
+    }
+}
+
+// ---- the file as written, before validation ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    name: Spanned<String>,
+    #[serde(default)]
+    effective_from: Option<Spanned<toml::Value>>,
+    grades: Spanned<BTreeMap<String, Spanned<RawGrade>>>,
+    default_grade: Spanned<String>,
+    #[serde(default)]
+    overrides: Vec<Spanned<RawOverride>>,
+    #[serde(default)]
+    excluded_skus: Vec<Spanned<String>>,
+    #[serde(default)]
+    order_cap: Option<Spanned<RawRate>>,
+    #[serde(default)]
+    self_purchase_pays: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrade {
+    #[serde(default)]
+    display_name: Option<Spanned<String>>,
+    levels: Spanned<Vec<Spanned<RawRate>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    #[serde(default)]
+    category: Option<Spanned<String>>,
+    #[serde(default)]
+    sku: Option<Spanned<String>>,
+    #[serde(default)]
+    grade: Option<Spanned<String>>,
+    levels: Spanned<Vec<Spanned<RawRate>>>,
+}
+
+/// A rate as written: a string to parse, or a bare number kept only as text
+/// to quote back in the error (never used as a rate).
+enum RawRate {
+    Text(String),
+    Number(String),
+}
+
+impl<'de> Deserialize<'de> for RawRate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RawRate, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawRate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a percentage string such as \"10%\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawRate, E> {
+                Ok(RawRate::Text(text.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<RawRate, E> {
+                Ok(RawRate::Number(number.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<RawRate, E> {
+                Ok(RawRate::Number(number.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, number: f64) -> Result<RawRate, E> {
+                Ok(RawRate::Number(number.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl RawPlan {
+    fn validate(self, source: &Source<'_>) -> Result<Plan, PlanError> {
+        let file = || source.file.to_owned();
+
+        let name = non_empty(self.name, "name", source)?;
+
+        let effective_from = self
+            .effective_from
+            .map(|value| parse_effective_from(&value, source))
+            .transpose()?;
+
+        let grades_span = self.grades.span();
+        let mut raw_grades: Vec<(String, Spanned<RawGrade>)> =
+            self.grades.into_inner().into_iter().collect();
+        if raw_grades.is_empty() {
+            return Err(PlanError::NoGrades {
+                file: file(),
+                line: source.line(grades_span),
+            });
+        }
+        raw_grades.sort_by_key(|(_, grade)| grade.span().start);
+        let mut grades = Vec::with_capacity(raw_grades.len());
+        for (key, raw) in raw_grades {
+            let span = raw.span();
+            if key.trim().is_empty() {
+                return Err(PlanError::Empty {
+                    file: file(),
+                    line: source.line(span),
+                    what: "a grade's key",
+                });
+            }
+            let raw = raw.into_inner();
+            let display_name = match raw.display_name {
+                Some(display_name) => non_empty(display_name, "display_name", source)?,
+                None => key.clone(),
+            };
+            let levels = parse_levels(raw.levels, source)?;
+            grades.push(Grade {
+                key,
+                display_name,
+                levels,
+            });
+        }
+        let known = || {
+            grades
+                .iter()
+                .map(|grade| format!("\"{}\"", grade.key))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+
+        let default_grade_line = source.line(self.default_grade.span());
+        let default_grade_key = self.default_grade.into_inner();
+        let default_grade = grades
+            .iter()
+            .position(|grade| grade.key == default_grade_key)
+            .ok_or_else(|| PlanError::UnknownGrade {
+                file: file(),
+                line: default_grade_line,
+                grade: default_grade_key.clone(),
+                known: known(),
+            })?;
+
+        let order_cap = match self.order_cap {
+            Some(rate) => parse_rate(&rate, source)?,
+            None => default_order_cap(),
+        };
+
+        let mut excluded_skus = BTreeSet::new();
+        for sku in self.excluded_skus {
+            excluded_skus.insert(non_empty(sku, "an excluded sku", source)?);
+        }
+
+        let mut overrides = Vec::with_capacity(self.overrides.len());
+        let mut first_lines: BTreeMap<(OverrideTarget, Option<String>), usize> = BTreeMap::new();
+        for raw in self.overrides {
+            let override_line = source.line(raw.span());
+            let raw = raw.into_inner();
+            let target = match (raw.category, raw.sku) {
+                (Some(category), None) => {
+                    OverrideTarget::Category(non_empty(category, "category", source)?)
+                }
+                (None, Some(sku)) => OverrideTarget::Sku(non_empty(sku, "sku", source)?),
+                (Some(category), Some(sku)) => {
+                    let later = category.span().start.max(sku.span().start);
+                    return Err(PlanError::OverrideHasBothTargets {
+                        file: file(),
+                        line: source.line(later..later),
+                    });
+                }
+                (None, None) => {
+                    return Err(PlanError::OverrideHasNoTarget {
+                        file: file(),
+                        line: override_line,
+                    });
+                }
+            };
+            let grade = match raw.grade {
+                None => None,
+                Some(grade) => {
+                    let line = source.line(grade.span());
+                    let grade = grade.into_inner();
+                    if !grades.iter().any(|known| known.key == grade) {
+                        return Err(PlanError::UnknownGrade {
+                            file: file(),
+                            line,
+                            grade,
+                            known: known(),
+                        });
+                    }
+                    Some(grade)
+                }
+            };
+            let levels = parse_levels(raw.levels, source)?;
+            let key = (target.clone(), grade.clone());
+            if let Some(first_line) = first_lines.get(&key) {
+                return Err(PlanError::DuplicateOverride {
+                    file: file(),
+                    line: override_line,
+                    target: target.to_string(),
+                    grades: grade.map_or_else(
+                        || "all grades".to_owned(),
+                        |grade| format!("grade \"{grade}\""),
+                    ),
+                    first_line: *first_line,
+                });
+            }
+            first_lines.insert(key, override_line);
+            overrides.push(Override {
+                target,
+                grade,
+                levels,
+            });
+        }
+
+        Ok(Plan {
+            name,
+            effective_from,
+            grades,
+            default_grade,
+            overrides,
+            excluded_skus,
+            order_cap,
+            self_purchase_pays: self.self_purchase_pays,
+            source_text: source.text.to_owned(),
+        })
+    }
+}
+
+fn non_empty(
+    value: Spanned<String>,
+    what: &'static str,
+    source: &Source<'_>,
+) -> Result<String, PlanError> {
+    if value.get_ref().trim().is_empty() {
+        return Err(PlanError::Empty {
+            file: source.file.to_owned(),
+            line: source.line(value.span()),
+            what,
+        });
+    }
+    Ok(value.into_inner())
+}
+
+fn parse_levels(
+    levels: Spanned<Vec<Spanned<RawRate>>>,
+    source: &Source<'_>,
+) -> Result<Vec<Rate>, PlanError> {
+    let levels = levels.into_inner();
+    if let Some(first_too_deep) = levels.get(MAX_LEVELS) {
+        return Err(PlanError::TooManyLevels {
+            file: source.file.to_owned(),
+            line: source.line(first_too_deep.span()),
+            found: levels.len(),
+        });
+    }
+    levels.iter().map(|rate| parse_rate(rate, source)).collect()
+}
+
+fn parse_rate(rate: &Spanned<RawRate>, source: &Source<'_>) -> Result<Rate, PlanError> {
+    let file = source.file.to_owned();
+    let line = source.line(rate.span());
+    match rate.get_ref() {
+        RawRate::Number(found) => Err(PlanError::RateIsANumber {
+            file,
+            line,
+            found: found.clone(),
+        }),
+        RawRate::Text(text) => Rate::parse_percent(text).map_err(|error| match error {
+            RateError::OutOfRange => PlanError::RateOutOfRange {
+                file,
+                line,
+                text: text.clone(),
+            },
+            RateError::NotAPercentage => PlanError::RateNotAPercentage {
+                file,
+                line,
+                text: text.clone(),
+            },
+        }),
+    }
+}
+
+/// Accepts an RFC 3339 string or a TOML offset date-time; a local time with
+/// no offset is refused, since it would be ambiguous across time zones.
+fn parse_effective_from(
+    value: &Spanned<toml::Value>,
+    source: &Source<'_>,
+) -> Result<DateTime<Utc>, PlanError> {
+    let text = match value.get_ref() {
+        toml::Value::String(text) => text.clone(),
+        toml::Value::Datetime(datetime) => datetime.to_string(),
+        _ => String::new(),
+    };
+    DateTime::parse_from_rfc3339(&text)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|_| PlanError::InvalidEffectiveFrom {
+            file: source.file.to_owned(),
+            line: source.line(value.span()),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "plans/x.toml";
+
+    fn rate(text: &str) -> Rate {
+        Rate::parse_percent(text).unwrap()
+    }
+
+    fn refusal(text: &str) -> PlanError {
+        Plan::parse(text, FILE).expect_err("the plan should be refused")
+    }
+
+    /// A small valid plan; tests append or replace lines to break it.
+    const BASE: &str = r#"name = "test"
+default_grade = "regular"
+
+[grades.regular]
+display_name = "普通"
+levels = ["10%", "5%", "2%"]
+
+[grades.gold]
+display_name = "金牌"
+levels = ["12%", "6%", "3%"]
+"#;
+
+    #[test]
+    fn the_shipped_default_plan_parses_with_the_documented_rates() {
+        let plan = Plan::parse(
+            include_str!("../../workflows/plans/default.toml"),
+            SHIPPED_DEFAULT_FILE,
+        )
+        .unwrap();
+        assert_eq!(plan, Plan::shipped_default().unwrap());
+        assert_eq!(plan.name(), "default");
+        assert_eq!(plan.effective_from(), None);
+        let grades: Vec<(&str, &str, Vec<String>)> = plan
+            .grades()
+            .iter()
+            .map(|grade| {
+                let levels = grade.levels().iter().map(Rate::to_string).collect();
+                (grade.key(), grade.display_name(), levels)
+            })
+            .collect();
+        let expected = |levels: [&str; 3]| levels.map(str::to_owned).to_vec();
+        assert_eq!(
+            grades,
+            vec![
+                ("regular", "普通", expected(["10%", "5%", "2%"])),
+                ("gold", "金牌", expected(["12%", "6%", "3%"])),
+                ("partner", "合伙人", expected(["15%", "8%", "3%"])),
+            ]
+        );
+        assert_eq!(plan.default_grade().key(), "regular");
+        assert_eq!(plan.order_cap(), rate("30%"));
+        assert!(!plan.self_purchase_pays());
+        assert!(plan.excluded_skus().is_empty());
+        assert!(plan.overrides().is_empty());
+        assert_eq!(plan.source_text(), SHIPPED_DEFAULT_TOML);
+    }
+
+    #[test]
+    fn the_commented_example_override_in_the_default_plan_is_itself_valid() {
+        // Uncomment the example as the file tells an admin to: the lines
+        // from `# [[overrides]]` on lose their leading "# ".
+        let example_start = SHIPPED_DEFAULT_TOML.find("# [[overrides]]").unwrap();
+        let (head, example) = SHIPPED_DEFAULT_TOML.split_at(example_start);
+        let example: String = example
+            .lines()
+            .map(|line| format!("{}\n", line.strip_prefix("# ").unwrap_or(line)))
+            .collect();
+        let uncommented = format!("{head}{example}");
+        let plan = Plan::parse(&uncommented, SHIPPED_DEFAULT_FILE).unwrap();
+        assert_eq!(plan.overrides().len(), 1);
+        assert_eq!(plan.rate("gold", "any", "groceries", 1), rate("3%"));
+        assert_eq!(plan.rate("gold", "any", "groceries", 2), rate("1%"));
+        assert_eq!(plan.rate("gold", "any", "groceries", 3), Rate::ZERO);
+        assert_eq!(plan.rate("partner", "any", "groceries", 1), rate("15%"));
+    }
+
+    #[test]
+    fn optional_keys_take_their_documented_defaults() {
+        let plan = Plan::parse(BASE, FILE).unwrap();
+        assert_eq!(plan.order_cap(), rate("30%"));
+        assert!(!plan.self_purchase_pays());
+        assert_eq!(plan.effective_from(), None);
+        assert_eq!(plan.grades()[0].key(), "regular", "grades keep file order");
+    }
+
+    #[test]
+    fn all_keys_are_read_when_present() {
+        let text = format!(
+            "{BASE}\n[grades.partner]\nlevels = [\"15%\"]\n\n\
+             [[overrides]]\nsku = \"S1\"\ngrade = \"gold\"\nlevels = [\"1%\"]\n"
+        )
+        .replace(
+            "name = \"test\"\n",
+            "name = \"test\"\neffective_from = \"2025-11-01T00:00:00+08:00\"\n\
+             order_cap = \"25%\"\nself_purchase_pays = true\nexcluded_skus = [\"GIFT\"]\n",
+        );
+        let plan = Plan::parse(&text, FILE).unwrap();
+        assert_eq!(
+            plan.effective_from().unwrap().to_rfc3339(),
+            "2025-10-31T16:00:00+00:00"
+        );
+        assert_eq!(plan.order_cap(), rate("25%"));
+        assert!(plan.self_purchase_pays());
+        assert!(plan.is_excluded("GIFT"));
+        assert!(!plan.is_excluded("S1"));
+        let partner = plan.grade("partner").unwrap();
+        assert_eq!(partner.display_name(), "partner", "defaults to the key");
+        assert_eq!(partner.rate(1), rate("15%"));
+        assert_eq!(
+            partner.rate(2),
+            Rate::ZERO,
+            "a short list pays nothing deeper"
+        );
+        let rule = &plan.overrides()[0];
+        assert_eq!(rule.target(), &OverrideTarget::Sku("S1".to_owned()));
+        assert_eq!(rule.grade(), Some("gold"));
+    }
+
+    #[test]
+    fn effective_from_accepts_a_toml_offset_datetime_but_not_a_local_one() {
+        let with_offset = BASE.replace(
+            "name = \"test\"\n",
+            "name = \"test\"\neffective_from = 2025-11-01T00:00:00Z\n",
+        );
+        let plan = Plan::parse(&with_offset, FILE).unwrap();
+        assert_eq!(
+            plan.effective_from().unwrap().to_rfc3339(),
+            "2025-11-01T00:00:00+00:00"
+        );
+        let local = BASE.replace(
+            "name = \"test\"\n",
+            "name = \"test\"\neffective_from = \"2025-11-01T00:00:00\"\n",
+        );
+        let error = refusal(&local);
+        assert!(matches!(error, PlanError::InvalidEffectiveFrom { .. }));
+        assert!(error.to_string().starts_with("plans/x.toml:2: "), "{error}");
+    }
+
+    #[test]
+    fn a_fourth_level_is_refused_as_pyramid_selling_with_its_line() {
+        let text = BASE.replace(
+            "levels = [\"12%\", \"6%\", \"3%\"]",
+            "levels = [\"12%\", \"6%\", \"3%\", \"1%\"]",
+        );
+        let error = refusal(&text);
+        assert_eq!(
+            error.to_string(),
+            "plans/x.toml:10: at most 3 commission levels are allowed \
+             (more is pyramid selling under Chinese law); this list has 4"
+        );
+        assert_eq!(error.line(), 10);
+        assert_eq!(error.file(), FILE);
+    }
+
+    #[test]
+    fn a_fourth_level_in_an_override_is_refused_too() {
+        let text = format!(
+            "{BASE}\n[[overrides]]\ncategory = \"books\"\nlevels = [\n  \"4%\",\n  \"3%\",\n  \"2%\",\n  \"1%\",\n]\n"
+        );
+        let error = refusal(&text);
+        assert!(matches!(error, PlanError::TooManyLevels { found: 4, .. }));
+        // Points at the fourth rate itself.
+        assert!(
+            error.to_string().starts_with("plans/x.toml:18: "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_rate_above_one_hundred_percent_is_refused_with_its_line() {
+        let text = BASE.replace("\"12%\"", "\"101%\"");
+        assert_eq!(
+            refusal(&text).to_string(),
+            "plans/x.toml:10: rate \"101%\" is outside 0%–100%"
+        );
+    }
+
+    #[test]
+    fn a_negative_rate_is_refused_with_its_line() {
+        let text = BASE.replace("\"5%\"", "\"-1%\"");
+        assert_eq!(
+            refusal(&text).to_string(),
+            "plans/x.toml:6: rate \"-1%\" is outside 0%–100%"
+        );
+    }
+
+    #[test]
+    fn a_float_rate_is_refused_with_a_hint_to_write_a_percentage_string() {
+        let text = BASE.replace("\"10%\"", "0.1");
+        assert_eq!(
+            refusal(&text).to_string(),
+            "plans/x.toml:6: rate 0.1 is a bare number; write rates as percentage \
+             strings in quotes, such as \"10%\""
+        );
+    }
+
+    #[test]
+    fn an_integer_rate_and_a_string_without_percent_are_refused_too() {
+        let integer = BASE.replace(
+            "default_grade = \"regular\"\n",
+            "default_grade = \"regular\"\norder_cap = 30\n",
+        );
+        let error = refusal(&integer);
+        assert!(
+            matches!(error, PlanError::RateIsANumber { line: 3, .. }),
+            "{error}"
+        );
+        let no_percent = BASE.replace("\"2%\"", "\"2\"");
+        let error = refusal(&no_percent);
+        assert!(error.to_string().contains("\"10%\""), "{error}");
+        assert!(matches!(
+            error,
+            PlanError::RateNotAPercentage { line: 6, .. }
+        ));
+    }
+
+    #[test]
+    fn a_per_recruit_key_is_refused_with_the_reason_and_its_line() {
+        let text = BASE.replace(
+            "[grades.gold]\n",
+            "[grades.gold]\nper_recruit_bonus = \"5.00\"\n",
+        );
+        assert_eq!(
+            refusal(&text).to_string(),
+            "plans/x.toml:9: `per_recruit_bonus` would pay per person recruited; pay may \
+             only be computed from sales amounts, never from the number of people recruited \
+             (Chinese law treats that as pyramid selling)"
+        );
+    }
+
+    #[test]
+    fn every_per_recruit_spelling_is_caught_anywhere_in_the_file() {
+        for key in [
+            "SignUp_Reward",
+            "invite_bonus",
+            "pay_per_referral",
+            "per_head",
+            "headcount_bonus",
+            "recruits",
+        ] {
+            let top = format!("{key} = \"1.00\"\n{BASE}");
+            let error = refusal(&top);
+            assert!(
+                matches!(&error, PlanError::PaysPerRecruit { line: 1, key: found, .. } if found == key),
+                "{key}: {error}"
+            );
+            let nested = format!(
+                "{BASE}\n[[overrides]]\nsku = \"A\"\nlevels = []\nbonus = {{ {key} = 1 }}\n"
+            );
+            assert!(
+                matches!(refusal(&nested), PlanError::PaysPerRecruit { line: 15, .. }),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_unknown_keys_are_refused_with_their_line() {
+        let text = BASE.replace("[grades.gold]\n", "[grades.gold]\nbonus = \"5%\"\n");
+        let error = refusal(&text);
+        assert!(
+            matches!(error, PlanError::Invalid { line: 9, .. }),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("unknown field `bonus`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_version_key_is_refused_because_the_store_assigns_versions() {
+        let error = refusal(&format!("version = 3\n{BASE}"));
+        assert!(
+            matches!(error, PlanError::VersionInFile { line: 1, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_line_of_the_mistake() {
+        let error = refusal(&BASE.replace("levels = [\"12%\"", "levels = [\"12%\" \"1%\""));
+        assert!(
+            matches!(error, PlanError::Invalid { line: 10, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_default_grade_is_refused_with_its_line() {
+        let error =
+            refusal(&BASE.replace("default_grade = \"regular\"", "default_grade = \"vip\""));
+        assert_eq!(
+            error.to_string(),
+            "plans/x.toml:2: unknown grade \"vip\"; this plan's grades are \"regular\", \"gold\""
+        );
+    }
+
+    #[test]
+    fn an_override_for_an_unknown_grade_is_refused_with_its_line() {
+        let text = format!(
+            "{BASE}\n[[overrides]]\ncategory = \"books\"\ngrade = \"vip\"\nlevels = [\"1%\"]\n"
+        );
+        let error = refusal(&text);
+        assert!(
+            matches!(error, PlanError::UnknownGrade { line: 14, .. }),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("plans/x.toml:14: unknown grade \"vip\"")
+        );
+    }
+
+    #[test]
+    fn an_override_with_both_category_and_sku_is_refused_with_its_line() {
+        let text = format!(
+            "{BASE}\n[[overrides]]\ncategory = \"books\"\nsku = \"B1\"\nlevels = [\"1%\"]\n"
+        );
+        assert_eq!(
+            refusal(&text).to_string(),
+            "plans/x.toml:14: an override names both `category` and `sku`; give exactly one"
+        );
+    }
+
+    #[test]
+    fn an_override_with_neither_category_nor_sku_is_refused() {
+        let text = format!("{BASE}\n[[overrides]]\ngrade = \"gold\"\nlevels = [\"1%\"]\n");
+        let error = refusal(&text);
+        assert!(
+            matches!(error, PlanError::OverrideHasNoTarget { .. }),
+            "{error}"
+        );
+        assert_eq!(error.line(), 12, "points at the [[overrides]] header");
+    }
+
+    #[test]
+    fn duplicate_overrides_for_the_same_target_and_grade_are_refused() {
+        let one = "[[overrides]]\nsku = \"B1\"\nlevels = [\"1%\"]\n";
+        let error = refusal(&format!("{BASE}\n{one}\n{one}"));
+        assert!(
+            matches!(
+                error,
+                PlanError::DuplicateOverride {
+                    line: 16,
+                    first_line: 12,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("sku \"B1\" and all grades"),
+            "{error}"
+        );
+
+        // The same sku for one grade and for all grades is not a duplicate,
+        // nor is a category with the same name as a sku.
+        let gold = "[[overrides]]\nsku = \"B1\"\ngrade = \"gold\"\nlevels = [\"2%\"]\n";
+        let category = "[[overrides]]\ncategory = \"B1\"\nlevels = [\"3%\"]\n";
+        assert!(Plan::parse(&format!("{BASE}\n{one}\n{gold}\n{category}"), FILE).is_ok());
+    }
+
+    #[test]
+    fn an_empty_grades_table_is_refused() {
+        let text = "name = \"test\"\ndefault_grade = \"regular\"\n[grades]\n";
+        let error = refusal(text);
+        assert!(matches!(error, PlanError::NoGrades { .. }), "{error}");
+        assert!(error.to_string().starts_with("plans/x.toml:3: "), "{error}");
+    }
+
+    #[test]
+    fn overrides_resolve_from_most_to_least_specific() {
+        let text = format!(
+            "{BASE}
+[[overrides]]
+category = \"books\"
+levels = [\"4%\", \"3%\"]
+
+[[overrides]]
+category = \"books\"
+grade = \"gold\"
+levels = [\"7%\"]
+
+[[overrides]]
+sku = \"B1\"
+levels = [\"1%\", \"1%\", \"1%\"]
+
+[[overrides]]
+sku = \"B1\"
+grade = \"gold\"
+levels = [\"9%\"]
+"
+        );
+        let plan = Plan::parse(&text, FILE).unwrap();
+        // sku + grade beats everything
+        assert_eq!(plan.rate("gold", "B1", "books", 1), rate("9%"));
+        assert_eq!(plan.rate("gold", "B1", "books", 2), Rate::ZERO);
+        // sku for all grades beats category + grade
+        assert_eq!(plan.rate("regular", "B1", "books", 2), rate("1%"));
+        // category + grade beats category for all grades
+        assert_eq!(plan.rate("gold", "B2", "books", 1), rate("7%"));
+        assert_eq!(plan.rate("regular", "B2", "books", 1), rate("4%"));
+        // no override: the grade's own rate
+        assert_eq!(plan.rate("gold", "X", "toys", 1), rate("12%"));
+        // an unknown grade reads as the default grade
+        assert_eq!(plan.rate("vip", "X", "toys", 2), rate("5%"));
+        assert_eq!(plan.rate("vip", "B2", "books", 1), rate("4%"));
+        // levels outside 1..=3 pay nothing
+        assert_eq!(plan.rate("gold", "X", "toys", 0), Rate::ZERO);
+        assert_eq!(plan.rate("gold", "X", "toys", 4), Rate::ZERO);
+    }
+}

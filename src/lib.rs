@@ -1,0 +1,29 @@
+//! # fenrun
+//!
+//! Payout and compliance orchestrator for social distribution commerce (分销):
+//! confirmed orders → T+3 hold → commission (≤ 3 levels) → double-entry ledger
+//! → withdrawals with tax withholding → gateway transfer → certificate.
+//!
+//! # Layout
+//! - [`domain`]: pure rules — money, ids, calendar, commission plans, ledger transfers, roles.
+//! - [`store`]: all SQL, for SQLite and PostgreSQL, behind one [`store::Store`].
+//! - [`api`]: the HTTP API (axum), its errors, auth and OpenAPI document.
+//! - [`app`]: `Application::build(settings)` → `run_until_stopped(shutdown)`.
+//! - [`config`]: layered, validated settings.
+//! - [`clock`]: injectable time, real or simulated.
+//! - [`plans`], [`tokens`]: applying commission plans; issuing and checking API tokens.
+//! - [`cli`]: the `fenrun` command line.
+//! - [`telemetry`]: logging set-up.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod plans;
+pub mod store;
+pub mod telemetry;
+pub mod tokens;
+pub mod workflows;

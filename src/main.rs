@@ -1,0 +1,15 @@
+//! `fenrun`: parse the command line, run it.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = fenrun::cli::Cli::parse();
+    match fenrun::cli::run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

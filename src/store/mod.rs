@@ -1,0 +1,280 @@
+//! All SQL of fenrun, for SQLite and PostgreSQL. Nothing outside this module
+//! touches sqlx.
+//!
+//! The domain SQL is written once, in `queries.rs`, in the dialect both
+//! databases share (`$n` parameters, `on conflict`, `returning`); each backend
+//! module includes it with its own concrete types and the few things that
+//! differ (row locks, how a write transaction begins, connection set-up).
+//! [`Store`] picks the backend from the database URL.
+
+pub mod error;
+mod postgres;
+pub mod records;
+mod sqlite;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::access::Role;
+use crate::domain::ids::DistributorId;
+use crate::domain::ledger::{AccountId, Transfer};
+use crate::domain::money::Money;
+pub use error::StoreError;
+pub use records::*;
+
+/// Largest page any list query returns, whatever the caller asks for.
+pub const MAX_PAGE: i64 = 500;
+
+/// Our migrations' bookkeeping table; apalis keeps `_sqlx_migrations` to itself.
+pub const MIGRATIONS_TABLE: &str = "fenrun_migrations";
+
+/// Connection settings the store needs (a slice of the application's settings).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Pool size. SQLite has one writer at a time anyway; readers use the rest.
+    pub max_connections: u32,
+    /// How long a SQLite writer waits for the lock before failing.
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            max_connections: 8,
+            sqlite_busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+enum Backend {
+    Sqlite(sqlite::Repo),
+    Postgres(postgres::Repo),
+}
+
+/// The database, whichever backend the URL names. Cheap to share behind an `Arc`.
+pub struct Store {
+    backend: Backend,
+}
+
+/// Runs the same call on whichever backend is open.
+macro_rules! dispatch {
+    ($self:ident, $repo:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($repo) => $call,
+            Backend::Postgres($repo) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the database named by `url` (`sqlite://…` or `postgres://…`),
+    /// creating a SQLite file if needed, and applies every migration: apalis's
+    /// and ours.
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        let backend = match backend_of(url) {
+            Some(BackendKind::Sqlite) => {
+                Backend::Sqlite(sqlite::Repo::connect(url, options).await?)
+            }
+            Some(BackendKind::Postgres) => {
+                Backend::Postgres(postgres::Repo::connect(url, options).await?)
+            }
+            None => {
+                return Err(StoreError::Database(sqlx::Error::Configuration(
+                    format!(
+                        "database URL must start with sqlite: or postgres:, got {:?}",
+                        redact_url(url)
+                    )
+                    .into(),
+                )));
+            }
+        };
+        Ok(Store { backend })
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.ping().await)
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self, repo => repo.close().await)
+    }
+
+    pub async fn create_distributor(
+        &self,
+        new: &NewDistributor,
+        now: DateTime<Utc>,
+    ) -> Result<Creation<Distributor>, StoreError> {
+        dispatch!(self, repo => repo.create_distributor(new, now).await)
+    }
+
+    pub async fn distributor(&self, id: &DistributorId) -> Result<Option<Distributor>, StoreError> {
+        dispatch!(self, repo => repo.distributor(id).await)
+    }
+
+    pub async fn list_distributors(
+        &self,
+        after: Option<&DistributorId>,
+        limit: i64,
+    ) -> Result<Vec<Distributor>, StoreError> {
+        dispatch!(self, repo => repo.list_distributors(after, limit).await)
+    }
+
+    pub async fn balance(&self, id: &DistributorId) -> Result<Option<Balance>, StoreError> {
+        dispatch!(self, repo => repo.balance(id).await)
+    }
+
+    pub async fn transfer(
+        &self,
+        transfer: &Transfer,
+        now: DateTime<Utc>,
+    ) -> Result<TransferOutcome, StoreError> {
+        dispatch!(self, repo => repo.transfer(transfer, now).await)
+    }
+
+    pub async fn account_balance(&self, account: &AccountId) -> Result<Option<Money>, StoreError> {
+        dispatch!(self, repo => repo.account_balance(account).await)
+    }
+
+    pub async fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {
+        dispatch!(self, repo => repo.verify_ledger().await)
+    }
+
+    pub async fn insert_plan(
+        &self,
+        name: &str,
+        effective_from: DateTime<Utc>,
+        source_toml: &str,
+        source_sha256: &str,
+        applied_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StoredPlan, StoreError> {
+        dispatch!(self, repo => repo.insert_plan(name, effective_from, source_toml, source_sha256, applied_by, now).await)
+    }
+
+    pub async fn ensure_default_plan(
+        &self,
+        name: &str,
+        source_toml: &str,
+        source_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.ensure_default_plan(name, source_toml, source_sha256, now).await)
+    }
+
+    pub async fn plan_in_force(&self, at: DateTime<Utc>) -> Result<Option<StoredPlan>, StoreError> {
+        dispatch!(self, repo => repo.plan_in_force(at).await)
+    }
+
+    pub async fn list_plans(&self) -> Result<Vec<StoredPlan>, StoreError> {
+        dispatch!(self, repo => repo.list_plans().await)
+    }
+
+    pub async fn insert_token(
+        &self,
+        token_id: &str,
+        token_sha256: &str,
+        role: Role,
+        distributor: Option<&DistributorId>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.insert_token(token_id, token_sha256, role, distributor, now).await)
+    }
+
+    pub async fn token_by_hash(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        dispatch!(self, repo => repo.token_by_hash(token_sha256).await)
+    }
+
+    /// How SQLite would plan apalis's ack query (`None` on PostgreSQL).
+    pub async fn sqlite_ack_plan(&self) -> Result<Option<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(repo) => Ok(Some(sqlite::ack_plan(repo.pool()).await?)),
+            Backend::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// `PRAGMA synchronous` of every pooled SQLite connection (`None` on PostgreSQL).
+    pub async fn sqlite_synchronous_levels(&self) -> Result<Option<Vec<i64>>, StoreError> {
+        let Backend::Sqlite(repo) = &self.backend else {
+            return Ok(None);
+        };
+        let mut held = Vec::new();
+        let mut levels = Vec::new();
+        let size = repo.pool().size().max(1);
+        for _ in 0..size {
+            let mut conn = repo.pool().acquire().await?;
+            levels.push(
+                sqlx::query_scalar("pragma synchronous")
+                    .fetch_one(&mut *conn)
+                    .await?,
+            );
+            held.push(conn);
+        }
+        Ok(Some(levels))
+    }
+}
+
+/// Which backend a URL names.
+pub fn backend_of(url: &str) -> Option<BackendKind> {
+    if url.starts_with("sqlite:") {
+        Some(BackendKind::Sqlite)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Some(BackendKind::Postgres)
+    } else {
+        None
+    }
+}
+
+/// A database URL with any password replaced, fit for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***{}", &url[..scheme_end], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_a_redacted_url() {
+        assert_eq!(
+            redact_url("postgres://fenrun:s3cret@db:5432/fenrun"),
+            "postgres://fenrun:***@db:5432/fenrun"
+        );
+        assert_eq!(
+            redact_url("postgres://root@127.0.0.1/test"),
+            "postgres://root@127.0.0.1/test"
+        );
+        assert_eq!(redact_url("sqlite://fenrun.db"), "sqlite://fenrun.db");
+    }
+
+    #[test]
+    fn the_backend_is_chosen_by_the_url_scheme() {
+        assert_eq!(backend_of("sqlite://fenrun.db"), Some(BackendKind::Sqlite));
+        assert_eq!(backend_of("postgres://x/y"), Some(BackendKind::Postgres));
+        assert_eq!(backend_of("postgresql://x/y"), Some(BackendKind::Postgres));
+        assert_eq!(backend_of("mysql://x"), None);
+    }
+}

@@ -1,0 +1,557 @@
+// The SQL shared by both backends. This file is `include!`d by `sqlite.rs`
+// and `postgres.rs`, each of which first defines `Db` (the sqlx database),
+// `Conn` (its connection type), `Repo` (with `pool` and `begin_write`) and the
+// `for_update!()` macro (row locks where the backend has them). One source,
+// compiled twice with concrete types: no second copy of the logic, and no
+// generic trait bounds to fight.
+
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Row};
+
+use crate::domain::access::Role;
+use crate::domain::ids::DistributorId;
+use crate::domain::ledger::{AccountId, Bucket, Transfer};
+use crate::domain::money::Money;
+use crate::store::MAX_PAGE;
+use crate::store::error::StoreError;
+use crate::store::records::{
+    AccountMismatch, Balance, Creation, Distributor, DistributorStatus, LedgerReport,
+    NewDistributor, StoredPlan, TokenRecord, TransferOutcome,
+};
+
+
+/// How many offending rows `verify_ledger` names before it stops listing.
+const MAX_REPORTED_PROBLEMS: i64 = 100;
+
+fn distributor_from_row(row: &<Db as sqlx::Database>::Row) -> Result<Distributor, StoreError> {
+    let referrer: Option<String> = row.try_get("referrer_id")?;
+    let upline_2: Option<String> = row.try_get("upline_2")?;
+    let upline_3: Option<String> = row.try_get("upline_3")?;
+    let upline = [referrer.clone(), upline_2, upline_3]
+        .into_iter()
+        .flatten()
+        .map(DistributorId::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Distributor {
+        id: DistributorId::parse(row.try_get::<String, _>("id")?)?,
+        name: row.try_get("name")?,
+        referrer_id: referrer.map(DistributorId::parse).transpose()?,
+        upline,
+        grade: row.try_get("grade")?,
+        status: DistributorStatus::from_db(&row.try_get::<String, _>("status")?),
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+async fn fetch_distributor(
+    conn: &mut Conn,
+    id: &DistributorId,
+) -> Result<Option<(Distributor, String)>, StoreError> {
+    let row = sqlx::query(concat!(
+        "select id, name, referrer_id, upline_2, upline_3, grade, status, created_at, request_sha256 ",
+        "from distributors where id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => {
+            let fingerprint: String = row.try_get("request_sha256")?;
+            Ok(Some((distributor_from_row(&row)?, fingerprint)))
+        }
+    }
+}
+
+fn replay_or_conflict(
+    existing: Distributor,
+    existing_fingerprint: &str,
+    new: &NewDistributor,
+) -> Result<Creation<Distributor>, StoreError> {
+    if existing_fingerprint == new.request_sha256 {
+        Ok(Creation::Replayed(existing))
+    } else {
+        Err(StoreError::Conflict {
+            what: "distributor",
+            id: new.id.to_string(),
+        })
+    }
+}
+
+/// Applies a balanced transfer inside the caller's transaction, exactly once
+/// per idempotency key. Distributor balances move in the same transaction,
+/// each by a conditional update, so the non-negative rule is enforced by the
+/// database and never by a read-then-write race.
+pub async fn apply_transfer(
+    conn: &mut Conn,
+    transfer: &Transfer,
+    now: DateTime<Utc>,
+) -> Result<TransferOutcome, StoreError> {
+    let fingerprint = transfer.fingerprint();
+    let inserted: Option<i64> = sqlx::query_scalar(concat!(
+        "insert into ledger_transfers (idempotency_key, kind, body_sha256, created_at) ",
+        "values ($1, $2, $3, $4) on conflict (idempotency_key) do nothing returning id"
+    ))
+    .bind(transfer.key())
+    .bind(transfer.kind().as_str())
+    .bind(&fingerprint)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(transfer_id) = inserted else {
+        let (transfer_id, existing): (i64, String) = sqlx::query_as(
+            "select id, body_sha256 from ledger_transfers where idempotency_key = $1",
+        )
+        .bind(transfer.key())
+        .fetch_one(&mut *conn)
+        .await?;
+        return if existing == fingerprint {
+            Ok(TransferOutcome::AlreadyApplied { transfer_id })
+        } else {
+            Err(StoreError::IdempotencyConflict {
+                key: transfer.key().to_owned(),
+            })
+        };
+    };
+
+    // Balances first, in account order (see `net_by_account`), so a refusal
+    // names the account before any posting is written.
+    for (account, net) in transfer.net_by_account() {
+        if !account.tracks_balance() || net.is_zero() {
+            continue;
+        }
+        let account_name = account.to_string();
+        // The floor is in the WHERE clause, so a refusal is "0 rows" and not
+        // a constraint error (which would abort a PostgreSQL transaction);
+        // the `ledger_accounts_balance_floor` check stays as the backstop.
+        let updated = sqlx::query(concat!(
+            "update ledger_accounts set balance_fen = balance_fen + $1 ",
+            "where id = $2 and (balance_fen + $1 >= 0 or ($3 and may_go_negative))"
+        ))
+        .bind(net.fen())
+        .bind(&account_name)
+        .bind(transfer.allows_overdraft(account))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            let exists: Option<i64> =
+                sqlx::query_scalar("select balance_fen from ledger_accounts where id = $1")
+                    .bind(&account_name)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            return Err(match exists {
+                None => StoreError::NotFound {
+                    what: "account",
+                    id: account_name,
+                },
+                Some(_) => StoreError::InsufficientFunds {
+                    account: account_name,
+                },
+            });
+        }
+    }
+
+    let mut insert = QueryBuilder::<Db>::new(
+        "insert into ledger_postings (transfer_id, account_id, amount_fen, created_at) ",
+    );
+    insert.push_values(transfer.postings(), |mut row, posting| {
+        row.push_bind(transfer_id)
+            .push_bind(posting.account.to_string())
+            .push_bind(posting.amount.fen())
+            .push_bind(now);
+    });
+    insert.build().execute(&mut *conn).await?;
+    Ok(TransferOutcome::Applied { transfer_id })
+}
+
+fn plan_from_row(row: &<Db as sqlx::Database>::Row) -> Result<StoredPlan, StoreError> {
+    Ok(StoredPlan {
+        version: row.try_get("version")?,
+        name: row.try_get("name")?,
+        effective_from: row.try_get("effective_from")?,
+        source_toml: row.try_get("source_toml")?,
+        applied_by: row.try_get("applied_by")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn role_from_db(text: &str) -> Result<Role, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("unknown role {text:?} in api_tokens")))
+}
+
+impl Repo {
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn create_distributor(
+        &self,
+        new: &NewDistributor,
+        now: DateTime<Utc>,
+    ) -> Result<Creation<Distributor>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if let Some((existing, fingerprint)) = fetch_distributor(&mut tx, &new.id).await? {
+            return replay_or_conflict(existing, &fingerprint, new);
+        }
+        let upline: [Option<String>; 3] = match &new.referrer_id {
+            None => [None, None, None],
+            Some(referrer) => {
+                let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(concat!(
+                    "select referrer_id, upline_2 from distributors where id = $1",
+                    for_update!()
+                ))
+                .bind(referrer.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((referrer_of_referrer, third)) = row else {
+                    return Err(StoreError::NotFound {
+                        what: "referrer",
+                        id: referrer.to_string(),
+                    });
+                };
+                [Some(referrer.to_string()), referrer_of_referrer, third]
+            }
+        };
+        let [referrer_id, upline_2, upline_3] = upline;
+        let inserted = sqlx::query(concat!(
+            "insert into distributors ",
+            "(id, name, referrer_id, upline_2, upline_3, grade, status, request_sha256, created_at) ",
+            "values ($1, $2, $3, $4, $5, $6, 'active', $7, $8) on conflict (id) do nothing"
+        ))
+        .bind(new.id.as_str())
+        .bind(&new.name)
+        .bind(referrer_id)
+        .bind(upline_2)
+        .bind(upline_3)
+        .bind(&new.grade)
+        .bind(&new.request_sha256)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            // Lost a race with the same id: the winner has committed by now.
+            let (existing, fingerprint) = fetch_distributor(&mut tx, &new.id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("distributor {} vanished", new.id)))?;
+            return replay_or_conflict(existing, &fingerprint, new);
+        }
+        let mut accounts = QueryBuilder::<Db>::new(concat!(
+            "insert into ledger_accounts ",
+            "(id, owner_distributor_id, kind, tracks_balance, may_go_negative, created_at) "
+        ));
+        accounts.push_values(Bucket::ALL, |mut row, bucket| {
+            let account = AccountId::Distributor(new.id.clone(), bucket);
+            row.push_bind(account.to_string())
+                .push_bind(new.id.as_str())
+                .push_bind(bucket.as_str())
+                .push_bind(true)
+                .push_bind(bucket.may_go_negative())
+                .push_bind(now);
+        });
+        accounts.build().execute(&mut *tx).await?;
+        let (created, _) = fetch_distributor(&mut tx, &new.id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("distributor {} vanished", new.id)))?;
+        tx.commit().await?;
+        Ok(Creation::Created(created))
+    }
+
+    pub async fn distributor(&self, id: &DistributorId) -> Result<Option<Distributor>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(fetch_distributor(&mut conn, id).await?.map(|(distributor, _)| distributor))
+    }
+
+    /// Distributors in id order, after `after` (keyset pagination).
+    pub async fn list_distributors(
+        &self,
+        after: Option<&DistributorId>,
+        limit: i64,
+    ) -> Result<Vec<Distributor>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select id, name, referrer_id, upline_2, upline_3, grade, status, created_at ",
+            "from distributors where id > $1 order by id limit $2"
+        ))
+        .bind(after.map(DistributorId::as_str).unwrap_or(""))
+        .bind(limit.clamp(1, MAX_PAGE))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(distributor_from_row).collect()
+    }
+
+    pub async fn balance(&self, id: &DistributorId) -> Result<Option<Balance>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "select kind, balance_fen from ledger_accounts where owner_distributor_id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut balance = Balance::default();
+        for (kind, fen) in rows {
+            let money = Money::from_fen(fen);
+            match kind.as_str() {
+                "pending" => balance.pending = money,
+                "available" => balance.available = money,
+                "withdrawing" => balance.withdrawing = money,
+                other => return Err(StoreError::Corrupt(format!("account kind {other:?}"))),
+            }
+        }
+        let withdrawn: i64 = sqlx::query_scalar(concat!(
+            "select cast(coalesce(-sum(p.amount_fen), 0) as bigint) from ledger_postings p ",
+            "join ledger_transfers t on t.id = p.transfer_id ",
+            "where p.account_id = $1 and t.kind = 'withdrawal_paid'"
+        ))
+        .bind(AccountId::Distributor(id.clone(), Bucket::Withdrawing).to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        balance.withdrawn_total = Money::from_fen(withdrawn);
+        Ok(Some(balance))
+    }
+
+    /// Applies one transfer in a transaction of its own.
+    pub async fn transfer(
+        &self,
+        transfer: &Transfer,
+        now: DateTime<Utc>,
+    ) -> Result<TransferOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let outcome = apply_transfer(&mut tx, transfer, now).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// The balance of any account, derived from postings for platform accounts.
+    pub async fn account_balance(&self, account: &AccountId) -> Result<Option<Money>, StoreError> {
+        let row: Option<(i64, bool)> =
+            sqlx::query_as("select balance_fen, tracks_balance from ledger_accounts where id = $1")
+                .bind(account.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some((stored, tracked)) = row else {
+            return Ok(None);
+        };
+        if tracked {
+            return Ok(Some(Money::from_fen(stored)));
+        }
+        let derived: i64 = sqlx::query_scalar(
+            "select cast(coalesce(sum(amount_fen), 0) as bigint) from ledger_postings where account_id = $1",
+        )
+        .bind(account.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some(Money::from_fen(derived)))
+    }
+
+    /// Re-derives every balance from the postings and checks Σ = 0.
+    pub async fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let accounts: i64 = sqlx::query_scalar("select count(*) from ledger_accounts")
+            .fetch_one(&mut *conn)
+            .await?;
+        let transfers: i64 = sqlx::query_scalar("select count(*) from ledger_transfers")
+            .fetch_one(&mut *conn)
+            .await?;
+        let (postings, postings_sum_fen): (i64, i64) = sqlx::query_as(
+            "select count(*), cast(coalesce(sum(amount_fen), 0) as bigint) from ledger_postings",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let unbalanced_transfers: Vec<String> = sqlx::query_scalar(concat!(
+            "select t.idempotency_key from ledger_transfers t ",
+            "left join ledger_postings p on p.transfer_id = t.id ",
+            "group by t.id, t.idempotency_key ",
+            "having count(p.id) < 2 or coalesce(sum(p.amount_fen), 0) <> 0 ",
+            "order by t.id limit $1"
+        ))
+        .bind(MAX_REPORTED_PROBLEMS)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mismatched: Vec<(String, i64, i64)> = sqlx::query_as(concat!(
+            "select a.id, a.balance_fen, cast(coalesce(sum(p.amount_fen), 0) as bigint) ",
+            "from ledger_accounts a left join ledger_postings p on p.account_id = a.id ",
+            "where a.tracks_balance = $1 group by a.id, a.balance_fen ",
+            "having a.balance_fen <> coalesce(sum(p.amount_fen), 0) order by a.id limit $2"
+        ))
+        .bind(true)
+        .bind(MAX_REPORTED_PROBLEMS)
+        .fetch_all(&mut *conn)
+        .await?;
+        let negative_accounts: Vec<String> = sqlx::query_scalar(concat!(
+            "select a.id from ledger_accounts a left join ledger_postings p on p.account_id = a.id ",
+            "where a.may_go_negative = $1 group by a.id ",
+            "having coalesce(sum(p.amount_fen), 0) < 0 order by a.id limit $2"
+        ))
+        .bind(false)
+        .bind(MAX_REPORTED_PROBLEMS)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(LedgerReport {
+            accounts,
+            transfers,
+            postings,
+            postings_sum_fen,
+            unbalanced_transfers,
+            mismatched_accounts: mismatched
+                .into_iter()
+                .map(|(account, stored_fen, derived_fen)| AccountMismatch {
+                    account,
+                    stored_fen,
+                    derived_fen,
+                })
+                .collect(),
+            negative_accounts,
+        })
+    }
+
+    /// Stores a new plan version; the caller has parsed and validated it.
+    pub async fn insert_plan(
+        &self,
+        name: &str,
+        effective_from: DateTime<Utc>,
+        source_toml: &str,
+        source_sha256: &str,
+        applied_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StoredPlan, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let version: i64 = sqlx::query_scalar(concat!(
+            "insert into commission_plans ",
+            "(name, effective_from, source_toml, source_sha256, applied_by, created_at) ",
+            "values ($1, $2, $3, $4, $5, $6) returning version"
+        ))
+        .bind(name)
+        .bind(effective_from)
+        .bind(source_toml)
+        .bind(source_sha256)
+        .bind(applied_by)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(StoredPlan {
+            version,
+            name: name.to_owned(),
+            effective_from,
+            source_toml: source_toml.to_owned(),
+            applied_by: applied_by.to_owned(),
+            created_at: now,
+        })
+    }
+
+    /// Puts the shipped default plan in force from the beginning of time,
+    /// unless some plan exists already: a fresh install pays out of the box.
+    pub async fn ensure_default_plan(
+        &self,
+        name: &str,
+        source_toml: &str,
+        source_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let existing: i64 = sqlx::query_scalar("select count(*) from commission_plans")
+            .fetch_one(&mut *tx)
+            .await?;
+        if existing == 0 {
+            sqlx::query(concat!(
+                "insert into commission_plans ",
+                "(name, effective_from, source_toml, source_sha256, applied_by, created_at) ",
+                "values ($1, $2, $3, $4, 'install', $5)"
+            ))
+            .bind(name)
+            .bind(DateTime::<Utc>::UNIX_EPOCH)
+            .bind(source_toml)
+            .bind(source_sha256)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The plan in force at `at`: the latest effective_from at or before it.
+    pub async fn plan_in_force(&self, at: DateTime<Utc>) -> Result<Option<StoredPlan>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select version, name, effective_from, source_toml, applied_by, created_at ",
+            "from commission_plans where effective_from <= $1 ",
+            "order by effective_from desc, version desc limit 1"
+        ))
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(plan_from_row).transpose()
+    }
+
+    pub async fn list_plans(&self) -> Result<Vec<StoredPlan>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select version, name, effective_from, source_toml, applied_by, created_at ",
+            "from commission_plans order by version limit $1"
+        ))
+        .bind(MAX_PAGE)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(plan_from_row).collect()
+    }
+
+    pub async fn insert_token(
+        &self,
+        token_id: &str,
+        token_sha256: &str,
+        role: Role,
+        distributor: Option<&DistributorId>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let result = sqlx::query(concat!(
+            "insert into api_tokens (id, token_sha256, role, distributor_id, created_at) ",
+            "values ($1, $2, $3, $4, $5)"
+        ))
+        .bind(token_id)
+        .bind(token_sha256)
+        .bind(role.as_str())
+        .bind(distributor.map(DistributorId::as_str))
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(error) if matches!(&error, sqlx::Error::Database(db) if db.is_foreign_key_violation()) => {
+                return Err(StoreError::NotFound {
+                    what: "distributor",
+                    id: distributor.map(ToString::to_string).unwrap_or_default(),
+                });
+            }
+            Err(error) => return Err(error.into()),
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn token_by_hash(&self, token_sha256: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row: Option<(String, String, Option<String>)> = sqlx::query_as(concat!(
+            "select id, role, distributor_id from api_tokens ",
+            "where token_sha256 = $1 and revoked_at is null"
+        ))
+        .bind(token_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(id, role, distributor)| {
+            Ok(TokenRecord {
+                id,
+                role: role_from_db(&role)?,
+                distributor_id: distributor.map(DistributorId::parse).transpose()?,
+            })
+        })
+        .transpose()
+    }
+}

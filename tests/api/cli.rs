@@ -1,0 +1,92 @@
+//! The real `fenrun` binary: migrate, tokens, plans, ledger verify, workflows check.
+
+use std::process::{Command, Output};
+
+fn fenrun(database_url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fenrun"))
+        .args(args)
+        .env("FENRUN_DATABASE_URL", database_url)
+        .env_remove("FENRUN_CONFIG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run fenrun")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_command_line_migrates_issues_tokens_applies_plans_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cli.db").display());
+
+    let migrate = fenrun(&url, &["migrate"]);
+    assert!(migrate.status.success(), "{}", text(&migrate.stderr));
+
+    let token = fenrun(&url, &["token", "create", "--role", "admin"]);
+    assert!(token.status.success(), "{}", text(&token.stderr));
+    let stdout = text(&token.stdout);
+    let secret = stdout.split_whitespace().last().unwrap();
+    assert!(
+        secret.starts_with("fenrun_") && secret.len() > 60,
+        "{stdout}"
+    );
+
+    let scoped = fenrun(&url, &["token", "create", "--role", "distributor"]);
+    assert!(!scoped.status.success());
+    assert!(text(&scoped.stderr).contains("--distributor"));
+
+    let plan_dir = tempfile::tempdir().unwrap();
+    let greedy = plan_dir.path().join("greedy.toml");
+    std::fs::write(
+        &greedy,
+        "name = \"greedy\"\ndefault_grade = \"r\"\n[grades.r]\ndisplay_name = \"R\"\nlevels = [\"1%\", \"1%\", \"1%\", \"1%\"]\n",
+    )
+    .unwrap();
+    let refused = fenrun(&url, &["plan", "apply", greedy.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("greedy.toml:5"), "{stderr}");
+
+    let good = plan_dir.path().join("good.toml");
+    std::fs::write(&good, "name = \"good\"\ndefault_grade = \"r\"\n[grades.r]\ndisplay_name = \"R\"\nlevels = [\"9%\"]\n").unwrap();
+    let applied = fenrun(&url, &["plan", "apply", good.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    assert!(text(&applied.stdout).contains("version 2"));
+
+    let verify = fenrun(&url, &["ledger", "verify", "--json"]);
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(report["postings_sum_fen"], 0);
+
+    let check = fenrun(&url, &["workflows", "check"]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(text(&check.stdout).contains("cn.toml"));
+}
+
+#[test]
+fn a_bad_setting_fails_the_start_with_its_key() {
+    let output = Command::new(env!("CARGO_BIN_EXE_fenrun"))
+        .args(["migrate"])
+        .env("FENRUN_DATABASE_URL", "mysql://nope")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("database_url"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_fenrun"))
+        .args(["migrate"])
+        .env("FENRUN_DB_MAX_CONNECTIONS", "lots")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("db_max_connections"),
+        "{}",
+        text(&output.stderr)
+    );
+}

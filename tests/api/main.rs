@@ -1,0 +1,13 @@
+//! Black-box tests: the application on port 0 over HTTP, the real binary for
+//! the command line, and the store's shared suite — each against SQLite and,
+//! when `FENRUN_TEST_PG` is set, PostgreSQL.
+
+mod helpers;
+
+mod admin;
+mod cli;
+mod distributors;
+mod http;
+mod ledger_properties;
+mod migrations;
+mod store_suite;

@@ -1,0 +1,383 @@
+//! The store's shared suite: the same assertions against SQLite and PostgreSQL.
+
+use chrono::{DateTime, Duration, Utc};
+use fenrun::domain::access::Role;
+use fenrun::domain::ids::DistributorId;
+use fenrun::domain::ledger::{AccountId, Bucket, PlatformAccount, Posting, Transfer, TransferKind};
+use fenrun::domain::money::Money;
+use fenrun::store::{Creation, NewDistributor, Store, StoreError, TransferOutcome};
+
+use crate::helpers::{Backend, TestDb};
+use crate::on_both_backends;
+
+on_both_backends!(
+    the_upline_is_copied_down_three_levels,
+    a_transfer_applies_once_per_key,
+    the_same_key_with_another_body_is_refused,
+    an_overdraft_is_refused_by_the_database,
+    a_clawback_may_take_available_below_zero_but_never_pending,
+    a_refused_transfer_writes_nothing,
+    ledger_rows_are_append_only,
+    the_plan_in_force_is_the_latest_effective_one,
+    tokens_are_stored_hashed_and_scoped,
+    a_tampered_balance_is_caught_by_verify,
+);
+
+fn id(text: &str) -> DistributorId {
+    DistributorId::parse(text).unwrap()
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+async fn create(store: &Store, name: &str, referrer: Option<&str>) {
+    let new = NewDistributor {
+        id: id(name),
+        name: name.to_owned(),
+        referrer_id: referrer.map(id),
+        grade: "regular".to_owned(),
+        request_sha256: format!("hash-{name}"),
+    };
+    store.create_distributor(&new, now()).await.unwrap();
+}
+
+fn credit(key: &str, to: &str, bucket: Bucket, fen: i64) -> Transfer {
+    Transfer::between(
+        key,
+        TransferKind::CommissionPending,
+        AccountId::Platform(PlatformAccount::CommissionExpense),
+        AccountId::Distributor(id(to), bucket),
+        Money::from_fen(fen),
+    )
+    .unwrap()
+}
+
+async fn the_upline_is_copied_down_three_levels(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    create(&store, "a", None).await;
+    create(&store, "b", Some("a")).await;
+    create(&store, "c", Some("b")).await;
+    create(&store, "d", Some("c")).await;
+    create(&store, "e", Some("d")).await;
+    let e = store.distributor(&id("e")).await.unwrap().unwrap();
+    assert_eq!(e.upline, vec![id("d"), id("c"), id("b")]);
+    let b = store.distributor(&id("b")).await.unwrap().unwrap();
+    assert_eq!(b.upline, vec![id("a")]);
+    // Replays are recognised by the request fingerprint.
+    let replay = NewDistributor {
+        id: id("e"),
+        name: "e".to_owned(),
+        referrer_id: Some(id("d")),
+        grade: "regular".to_owned(),
+        request_sha256: "hash-e".to_owned(),
+    };
+    assert!(matches!(
+        store.create_distributor(&replay, now()).await.unwrap(),
+        Creation::Replayed(_)
+    ));
+    let conflicting = NewDistributor {
+        request_sha256: "other".to_owned(),
+        ..replay
+    };
+    assert!(matches!(
+        store.create_distributor(&conflicting, now()).await,
+        Err(StoreError::Conflict { .. })
+    ));
+}
+
+async fn a_transfer_applies_once_per_key(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    create(&store, "a", None).await;
+    let transfer = credit("k1", "a", Bucket::Pending, 1234);
+    assert!(matches!(
+        store.transfer(&transfer, now()).await.unwrap(),
+        TransferOutcome::Applied { .. }
+    ));
+    assert!(matches!(
+        store.transfer(&transfer, now()).await.unwrap(),
+        TransferOutcome::AlreadyApplied { .. }
+    ));
+    let balance = store.balance(&id("a")).await.unwrap().unwrap();
+    assert_eq!(balance.pending, Money::from_fen(1234));
+    let expense = store
+        .account_balance(&AccountId::Platform(PlatformAccount::CommissionExpense))
+        .await
+        .unwrap();
+    assert_eq!(expense, Some(Money::from_fen(-1234)));
+    let report = store.verify_ledger().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!((report.transfers, report.postings), (1, 2));
+}
+
+async fn the_same_key_with_another_body_is_refused(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    create(&store, "a", None).await;
+    store
+        .transfer(&credit("k1", "a", Bucket::Pending, 100), now())
+        .await
+        .unwrap();
+    let error = store
+        .transfer(&credit("k1", "a", Bucket::Pending, 101), now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::IdempotencyConflict { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        store.balance(&id("a")).await.unwrap().unwrap().pending,
+        Money::from_fen(100)
+    );
+}
+
+async fn an_overdraft_is_refused_by_the_database(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    create(&store, "a", None).await;
+    store
+        .transfer(&credit("in", "a", Bucket::Available, 500), now())
+        .await
+        .unwrap();
+    let reserve = |key: &str, fen| {
+        Transfer::between(
+            key,
+            TransferKind::WithdrawalReserved,
+            AccountId::Distributor(id("a"), Bucket::Available),
+            AccountId::Distributor(id("a"), Bucket::Withdrawing),
+            Money::from_fen(fen),
+        )
+        .unwrap()
+    };
+    let error = store
+        .transfer(&reserve("w1", 501), now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::InsufficientFunds { ref account } if account == "distributor:a:available"),
+        "{error}"
+    );
+    store.transfer(&reserve("w2", 500), now()).await.unwrap();
+    let balance = store.balance(&id("a")).await.unwrap().unwrap();
+    assert_eq!(
+        (balance.available, balance.withdrawing),
+        (Money::ZERO, Money::from_fen(500))
+    );
+}
+
+async fn a_clawback_may_take_available_below_zero_but_never_pending(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    create(&store, "a", None).await;
+    store
+        .transfer(&credit("in", "a", Bucket::Available, 100), now())
+        .await
+        .unwrap();
+    let clawback = |key: &str, bucket| {
+        let account = AccountId::Distributor(id("a"), bucket);
+        Transfer::between(
+            key,
+            TransferKind::CommissionClawedBack,
+            account.clone(),
+            AccountId::Platform(PlatformAccount::CommissionExpense),
+            Money::from_fen(300),
+        )
+        .unwrap()
+        .allowing_overdraft(account)
+    };
+    store
+        .transfer(&clawback("c1", Bucket::Available), now())
+        .await
+        .unwrap();
+    let balance = store.balance(&id("a")).await.unwrap().unwrap();
+    assert_eq!(balance.available, Money::from_fen(-200));
+    assert_eq!(balance.debt(), Money::from_fen(200));
+    let error = store
+        .transfer(&clawback("c2", Bucket::Pending), now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::InsufficientFunds { .. }),
+        "{error}"
+    );
+    assert!(store.verify_ledger().await.unwrap().is_clean());
+}
+
+async fn a_refused_transfer_writes_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    create(&store, "a", None).await;
+    create(&store, "b", None).await;
+    // Credits a, then fails on b: the credit to a must roll back with it.
+    let transfer = Transfer::new(
+        "split",
+        TransferKind::Adjustment,
+        vec![
+            Posting {
+                account: AccountId::Distributor(id("a"), Bucket::Available),
+                amount: Money::from_fen(50),
+            },
+            Posting {
+                account: AccountId::Distributor(id("b"), Bucket::Available),
+                amount: Money::from_fen(-50),
+            },
+        ],
+    )
+    .unwrap();
+    assert!(store.transfer(&transfer, now()).await.is_err());
+    assert_eq!(
+        store.balance(&id("a")).await.unwrap().unwrap().available,
+        Money::ZERO
+    );
+    let report = store.verify_ledger().await.unwrap();
+    assert_eq!(report.transfers, 0);
+    // An account that does not exist is refused, not created.
+    let ghost = credit("ghost", "nobody", Bucket::Pending, 1);
+    assert!(matches!(
+        store.transfer(&ghost, now()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn raw_execute(url: &str, sql: &'static str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await?;
+        sqlx::query(sql).execute(&mut conn).await.map(|_| ())
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::query(sql).execute(&mut conn).await.map(|_| ())
+    }
+}
+
+async fn ledger_rows_are_append_only(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    create(&store, "a", None).await;
+    store
+        .transfer(&credit("k", "a", Bucket::Pending, 100), now())
+        .await
+        .unwrap();
+    for sql in [
+        "update ledger_postings set amount_fen = 1",
+        "delete from ledger_postings",
+        "update ledger_transfers set kind = 'x'",
+        "delete from ledger_transfers",
+    ] {
+        let error = raw_execute(&db.url, sql).await.unwrap_err();
+        assert!(error.to_string().contains("append-only"), "{sql}: {error}");
+    }
+    assert!(store.verify_ledger().await.unwrap().is_clean());
+}
+
+async fn the_plan_in_force_is_the_latest_effective_one(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let start = now();
+    fenrun::plans::ensure_default(&store, start).await.unwrap();
+    fenrun::plans::ensure_default(&store, start).await.unwrap();
+    let (version, plan) = fenrun::plans::in_force(&store, start).await.unwrap();
+    assert_eq!((version, plan.name()), (1, "default"));
+    let later = start + Duration::days(10);
+    let text = format!(
+        "name = \"later\"\neffective_from = \"{}\"\ndefault_grade = \"regular\"\n[grades.regular]\ndisplay_name = \"普通\"\nlevels = [\"1%\"]\n",
+        later.to_rfc3339()
+    );
+    let stored = fenrun::plans::apply(&store, &text, "later.toml", "test", start)
+        .await
+        .unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(
+        fenrun::plans::in_force(&store, start + Duration::days(9))
+            .await
+            .unwrap()
+            .0,
+        1
+    );
+    assert_eq!(fenrun::plans::in_force(&store, later).await.unwrap().0, 2);
+    assert_eq!(store.list_plans().await.unwrap().len(), 2);
+}
+
+async fn tokens_are_stored_hashed_and_scoped(backend: Backend) {
+    use secrecy::ExposeSecret;
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    create(&store, "a", None).await;
+    let issued = fenrun::tokens::create(&store, Role::Distributor, Some(&id("a")), now())
+        .await
+        .unwrap();
+    let principal = fenrun::tokens::authenticate(&store, &issued.secret)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (principal.role, principal.distributor),
+        (Role::Distributor, Some(id("a")))
+    );
+    let wrong = secrecy::SecretString::from(format!("{}0", issued.secret.expose_secret()));
+    assert!(
+        fenrun::tokens::authenticate(&store, &wrong)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        fenrun::tokens::create(&store, Role::Distributor, None, now())
+            .await
+            .is_err()
+    );
+    assert!(
+        fenrun::tokens::create(&store, Role::Ops, Some(&id("a")), now())
+            .await
+            .is_err()
+    );
+    assert!(
+        fenrun::tokens::create(&store, Role::Distributor, Some(&id("ghost")), now())
+            .await
+            .is_err()
+    );
+}
+
+async fn a_tampered_balance_is_caught_by_verify(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    create(&store, "a", None).await;
+    store
+        .transfer(&credit("k", "a", Bucket::Pending, 100), now())
+        .await
+        .unwrap();
+    raw_execute(
+        &db.url,
+        "update ledger_accounts set balance_fen = 999 where id = 'distributor:a:pending'",
+    )
+    .await
+    .unwrap();
+    let report = store.verify_ledger().await.unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(
+        report.mismatched_accounts[0].account,
+        "distributor:a:pending"
+    );
+    assert_eq!(
+        (
+            report.mismatched_accounts[0].stored_fen,
+            report.mismatched_accounts[0].derived_fen
+        ),
+        (999, 100)
+    );
+}
+
+#[tokio::test]
+async fn every_sqlite_connection_runs_at_synchronous_full_with_the_fast_ack_plan() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.open().await;
+    let levels = store.sqlite_synchronous_levels().await.unwrap().unwrap();
+    assert!(!levels.is_empty());
+    assert!(levels.iter().all(|&level| level == 2), "{levels:?}");
+    let plan = store.sqlite_ack_plan().await.unwrap().unwrap();
+    assert!(!plan.contains("LIdx"), "{plan}");
+    assert!(plan.contains("json_each"), "{plan}");
+}

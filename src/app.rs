@@ -1,18 +1,34 @@
 //! The application: settings in, a bound listener and a running service out.
 //! Tests start it exactly as `main` does, on port 0 with a fresh database.
+//!
+//! One process may serve the API, run the workers (the step queues and the
+//! scheduler), or both (`serve`, `serve --no-workers`, `worker`).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SimulatedClock, SystemClock};
 use crate::config::Settings;
-use crate::store::{Store, redact_url};
+use crate::domain::calendar::BusinessCalendar;
+use crate::engine::definition::{Schedules, StepDefinition, StepKind, WorkflowDefinition};
+use crate::engine::settlement::{SettlementEngine, SettlementSettings};
+use crate::store::{JobSpec, Store, redact_url};
 
-/// What every request handler can reach.
+/// How long stopping waits for workers to finish their current step.
+const WORKER_STOP_GRACE: Duration = Duration::from_secs(10);
+/// T+3 when a workflow file leaves the hold unset.
+const DEFAULT_HOLD_BUSINESS_DAYS: u32 = 3;
+
+/// What every request handler and worker can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
@@ -20,27 +36,100 @@ pub struct AppState {
     /// Present only under `--simulated-clock`.
     pub simulated_clock: Option<Arc<SimulatedClock>>,
     pub settings: Arc<Settings>,
+    pub settlement: Arc<SettlementEngine>,
+    /// Told the new time whenever a simulated clock moves, so the scheduler runs at once.
+    pub clock_moved: Arc<watch::Sender<DateTime<Utc>>>,
 }
 
-pub struct Application {
-    listener: TcpListener,
-    state: AppState,
+/// The workflow files in force: from the workflows folder, or the copies
+/// built into the binary for any file missing there.
+pub struct Workflows {
+    pub order_settlement: WorkflowDefinition,
+    pub calendar: Arc<BusinessCalendar>,
+    pub schedules: Schedules,
 }
 
-impl Application {
-    /// Opens and migrates the database, installs the default plan if none is
-    /// in force, and binds the listener. Nothing is served until
-    /// [`Application::run_until_stopped`].
-    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+impl Workflows {
+    pub fn load(dir: &Path) -> anyhow::Result<Workflows> {
+        let definition_file = dir.join("order-settlement.toml");
+        let order_settlement = if definition_file.exists() {
+            WorkflowDefinition::load(&definition_file)?
+        } else {
+            WorkflowDefinition::shipped_order_settlement()?
+        };
+        let calendar = match order_settlement.calendar().filter(|path| path.exists()) {
+            Some(path) => BusinessCalendar::load(path)?,
+            None => BusinessCalendar::from_toml_str(
+                crate::workflows::SHIPPED_CN_CALENDAR,
+                "calendars/cn.toml",
+            )?,
+        };
+        let schedules_file = dir.join("schedules.toml");
+        let schedules = if schedules_file.exists() {
+            Schedules::load(&schedules_file)?
+        } else {
+            Schedules::shipped()?
+        };
+        Ok(Workflows {
+            order_settlement,
+            calendar: Arc::new(calendar),
+            schedules,
+        })
+    }
+
+    fn step(&self, kind: StepKind) -> anyhow::Result<&StepDefinition> {
+        self.order_settlement.step(kind).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no {} step",
+                self.order_settlement.file(),
+                kind.name()
+            )
+        })
+    }
+
+    fn settlement_settings(&self) -> anyhow::Result<SettlementSettings> {
+        let release = self.step(StepKind::ReleaseCommission)?;
+        let ingest = self.step(StepKind::IngestOrder)?;
+        Ok(SettlementSettings {
+            time_zone: self.order_settlement.time_zone(),
+            hold_business_days: self
+                .order_settlement
+                .hold_business_days()
+                .unwrap_or(DEFAULT_HOLD_BUSINESS_DAYS),
+            release_job: JobSpec {
+                queue: release
+                    .queue()
+                    .ok_or_else(|| anyhow::anyhow!("the release step needs a queue"))?
+                    .to_owned(),
+                max_attempts: release.retry().max_attempts,
+            },
+            release_batch_size: release.batch_size().unwrap_or(1_000) as i64,
+            ingest_batch_size: ingest.batch_size().unwrap_or(1),
+            ingest_batch_max_wait: ingest.batch_max_wait().unwrap_or(Duration::ZERO),
+        })
+    }
+}
+
+/// Everything but the listener: the database, the clock, the engine.
+pub struct Runtime {
+    pub state: AppState,
+    workflows: Workflows,
+}
+
+impl Runtime {
+    pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         settings.validate()?;
+        let workflows = Workflows::load(&settings.workflows_dir)?;
         let url = settings.database_url.expose_secret().to_owned();
-        let store = Store::open(&url, &settings.store_options())
-            .await
-            .map_err(|error| anyhow::anyhow!("opening {}: {error}", redact_url(&url)))?;
+        let store = Arc::new(
+            Store::open(&url, &settings.store_options())
+                .await
+                .map_err(|error| anyhow::anyhow!("opening {}: {error}", redact_url(&url)))?,
+        );
         let (clock, simulated_clock): (Arc<dyn Clock>, Option<Arc<SimulatedClock>>) = if settings
             .simulated_clock
         {
-            let simulated = Arc::new(SimulatedClock::starting_at(chrono::Utc::now()));
+            let simulated = Arc::new(SimulatedClock::starting_at(Utc::now()));
             tracing::warn!(
                 "simulated clock: time only moves on POST /v1/admin/clock/advance; never use this in production"
             );
@@ -49,21 +138,110 @@ impl Application {
             (Arc::new(SystemClock), None)
         };
         crate::plans::ensure_default(&store, clock.now()).await?;
-        let listener = TcpListener::bind(settings.listen_addr()?).await?;
-        tracing::info!(
-            address = %listener.local_addr()?,
-            database = %redact_url(&url),
-            "fenrun is ready"
-        );
-        Ok(Application {
-            listener,
+        let fallback = workflows.calendar.fallback_years();
+        let horizon = clock.now().date_naive() + chrono::Days::new(60);
+        if !workflows
+            .calendar
+            .covers_range(clock.now().date_naive(), horizon)
+            || !fallback.is_empty()
+        {
+            tracing::warn!(
+                calendar = workflows.calendar.name(),
+                first_uncovered = %workflows.calendar.first_uncovered_date(clock.now().date_naive()),
+                "the business calendar does not cover the coming 60 days: only weekends are skipped there"
+            );
+        }
+        let settlement = Arc::new(SettlementEngine::start(
+            store.clone(),
+            clock.clone(),
+            workflows.calendar.clone(),
+            workflows.settlement_settings()?,
+        ));
+        let (clock_moved, _) = watch::channel(clock.now());
+        Ok(Runtime {
             state: AppState {
-                store: Arc::new(store),
+                store,
                 clock,
                 simulated_clock,
                 settings: Arc::new(settings),
+                settlement,
+                clock_moved: Arc::new(clock_moved),
             },
+            workflows,
         })
+    }
+
+    /// Starts the release worker and the scheduler; they stop when `stop` turns true.
+    pub fn spawn_workers(
+        &self,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+        let release = self.workflows.step(StepKind::ReleaseCommission)?.clone();
+        let pool = self.state.store.queue_pool();
+        let engine = self.state.settlement.clone();
+        let worker_stop = stop.clone();
+        let worker = tokio::spawn(async move {
+            if let Err(error) =
+                crate::engine::worker::run_release_worker(pool, engine, release, worker_stop).await
+            {
+                tracing::error!(error = %error, "release worker stopped with an error");
+            }
+        });
+        let scheduler = tokio::spawn(crate::engine::worker::run_scheduler(
+            self.workflows.schedules.clone(),
+            self.state.clock.clone(),
+            self.state.settlement.clone(),
+            stop.clone(),
+            self.state.clock_moved.subscribe(),
+        ));
+        Ok(vec![worker, scheduler])
+    }
+
+    /// Runs only the workers until `shutdown` (`fenrun worker`).
+    pub async fn run_workers_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        let handles = self.spawn_workers(&stopped)?;
+        shutdown.await;
+        let _ = stop.send(true);
+        join_within(handles, WORKER_STOP_GRACE).await;
+        self.state.store.close().await;
+        Ok(())
+    }
+}
+
+async fn join_within(handles: Vec<JoinHandle<()>>, grace: Duration) {
+    for handle in handles {
+        if tokio::time::timeout(grace, handle).await.is_err() {
+            tracing::warn!(
+                "a worker did not stop within {grace:?}; its job will be re-run elsewhere"
+            );
+        }
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    runtime: Runtime,
+}
+
+impl Application {
+    /// Opens and migrates the database, installs the default plan if none is
+    /// in force, loads the workflow files, starts the ingest writer and binds
+    /// the listener. Workers start with [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let listen = settings.listen_addr()?;
+        let runtime = Runtime::build(settings).await?;
+        let listener = TcpListener::bind(listen).await?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            database = %redact_url(runtime.state.settings.database_url.expose_secret()),
+            workers = runtime.state.settings.run_workers,
+            "fenrun is ready"
+        );
+        Ok(Application { listener, runtime })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -77,20 +255,29 @@ impl Application {
     }
 
     pub fn state(&self) -> &AppState {
-        &self.state
+        &self.runtime.state
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests and
-    /// closes the database.
+    /// Serves (and, unless `run_workers` is off, runs the workers) until
+    /// `shutdown` resolves; then finishes in-flight requests, stops the
+    /// workers and closes the database.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let store = self.state.store.clone();
-        let router = crate::api::router(self.state);
+        let (stop, stopped) = watch::channel(false);
+        let handles = if self.runtime.state.settings.run_workers {
+            self.runtime.spawn_workers(&stopped)?
+        } else {
+            Vec::new()
+        };
+        let store = self.runtime.state.store.clone();
+        let router = crate::api::router(self.runtime.state.clone());
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await?;
+        let _ = stop.send(true);
+        join_within(handles, WORKER_STOP_GRACE).await;
         store.close().await;
         tracing::info!("fenrun stopped");
         Ok(())

@@ -42,7 +42,12 @@ pub enum Command {
         /// Time moves only on POST /v1/admin/clock/advance. Never in production.
         #[arg(long)]
         simulated_clock: bool,
+        /// Serve the API only; leave the step queues to `fenrun worker` processes.
+        #[arg(long)]
+        no_workers: bool,
     },
+    /// Run the step workers and the scheduler, without the API.
+    Worker,
     /// Apply every database migration (fenrun's and apalis's) and exit.
     Migrate,
     /// Ledger commands.
@@ -136,12 +141,14 @@ impl Cli {
         if let Command::Serve {
             listen,
             simulated_clock,
+            no_workers,
         } = &self.command
         {
             if let Some(listen) = listen {
                 settings.listen = listen.clone();
             }
             settings.simulated_clock |= *simulated_clock;
+            settings.run_workers &= !*no_workers;
         }
         settings.validate()?;
         Ok(settings)
@@ -165,6 +172,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Serve { .. } => {
             let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await?;
+        }
+        Command::Worker => {
+            let runtime = crate::app::Runtime::build(settings).await?;
+            runtime.run_workers_until_stopped(shutdown_signal()).await?;
         }
         Command::Migrate => {
             let store = open_store(&settings).await?;

@@ -47,6 +47,9 @@ pub struct Settings {
     /// Start with a clock that only moves on `POST /v1/admin/clock/advance`.
     /// Never in production.
     pub simulated_clock: bool,
+    /// Run the step workers and the scheduler in this process (`serve
+    /// --no-workers` turns them off for API-only nodes).
+    pub run_workers: bool,
 }
 
 impl Default for Settings {
@@ -61,6 +64,7 @@ impl Default for Settings {
             sqlite_busy_timeout_ms: 5_000,
             workflows_dir: PathBuf::from("workflows"),
             simulated_clock: false,
+            run_workers: true,
         }
     }
 }
@@ -112,7 +116,7 @@ impl Settings {
     }
 
     /// Every key a file or `FENRUN_*` variable may set.
-    pub const KEYS: [&'static str; 9] = [
+    pub const KEYS: [&'static str; 10] = [
         "database_url",
         "listen",
         "log_format",
@@ -122,6 +126,7 @@ impl Settings {
         "sqlite_busy_timeout_ms",
         "workflows_dir",
         "simulated_clock",
+        "run_workers",
     ];
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -69,6 +69,7 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
             name: name.clone(),
             referrer_id: referrer.as_deref().map(DistributorId::parse).transpose()?,
             grade: (*grade).to_owned(),
+            status: crate::store::DistributorStatus::Active,
             request_sha256: crate::domain::ledger::sha256_hex(id.as_bytes()),
         };
         store.create_distributor(&new, now).await?;

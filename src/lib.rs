@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`domain`]: pure rules — money, ids, calendar, commission plans, ledger transfers, roles.
 //! - [`store`]: all SQL, for SQLite and PostgreSQL, behind one [`store::Store`].
+//! - [`engine`]: workflow definitions and scheduled jobs from `workflows/*.toml`, and running them.
 //! - [`api`]: the HTTP API (axum), its errors, auth and OpenAPI document.
 //! - [`app`]: `Application::build(settings)` → `run_until_stopped(shutdown)`.
 //! - [`config`]: layered, validated settings.
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod engine;
 pub mod plans;
 pub mod store;
 pub mod telemetry;

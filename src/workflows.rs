@@ -1,17 +1,21 @@
-//! The data files under `workflows/`: business calendars and commission plans
-//! (workflow definitions join them with the order workflow). `fenrun
-//! workflows check` validates them all, naming the file and line of any error.
+//! The data files under `workflows/`: workflow definitions (`*.toml` directly
+//! in the folder), scheduled jobs (`schedules.toml`), business calendars
+//! (`calendars/`) and commission plans (`plans/`). `fenrun workflows check`
+//! validates them all, naming the file and line of any error.
 
 use std::path::{Path, PathBuf};
 
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::plan::Plan;
+use crate::engine::definition::{SCHEDULES_FILE_NAME, Schedules, WorkflowDefinition};
 
 /// The Chinese business calendar shipped inside the binary, for a machine
 /// without the `workflows/` folder.
 pub const SHIPPED_CN_CALENDAR: &str = include_str!("../workflows/calendars/cn.toml");
 
-/// Checks every `calendars/*.toml` and `plans/*.toml` under `dir`; returns the files checked.
+/// Checks every `calendars/*.toml` and `plans/*.toml` under `dir`, every
+/// workflow definition directly in it (queues unique across them) and its
+/// `schedules.toml` if present; returns the files checked.
 pub fn check_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         anyhow::bail!("{} is not a folder", dir.display());
@@ -26,6 +30,14 @@ pub fn check_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             .map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?;
         Plan::parse(&text, &path.display().to_string())?;
         checked.push(path);
+    }
+    for definition in WorkflowDefinition::load_all(dir)? {
+        checked.push(PathBuf::from(definition.file()));
+    }
+    let schedules = dir.join(SCHEDULES_FILE_NAME);
+    if schedules.is_file() {
+        Schedules::load(&schedules)?;
+        checked.push(schedules);
     }
     Ok(checked)
 }
@@ -60,6 +72,65 @@ mod tests {
             checked
                 .iter()
                 .any(|path| path.ends_with("plans/default.toml"))
+        );
+    }
+
+    #[test]
+    fn the_shipped_workflows_folder_includes_the_order_workflow_and_schedules() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+        let checked = check_dir(&dir).unwrap();
+        assert!(
+            checked
+                .iter()
+                .any(|path| path.ends_with("workflows/order-settlement.toml"))
+        );
+        assert!(
+            checked
+                .iter()
+                .any(|path| path.ends_with("workflows/schedules.toml"))
+        );
+    }
+
+    #[test]
+    fn a_broken_workflow_definition_is_reported_with_its_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            "name = \"bad\"\ntrigger = { event = \"order.confirmed\" }\n\
+             time_zone = \"Asia/Shanghai\"\n\n[[steps]]\nname = \"pay\"\nkind = \"teleport\"\n",
+        )
+        .unwrap();
+        let error = check_dir(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("bad.toml:7: unknown step kind"), "{error}");
+    }
+
+    #[test]
+    fn a_broken_schedules_file_is_reported_with_its_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("schedules.toml"),
+            "time_zone = \"Asia/Shanghai\"\n\n[[schedules]]\nname = \"sweep\"\n\
+             job = \"release_due_holds\"\ncron = \"* * * * *\"\n",
+        )
+        .unwrap();
+        let error = check_dir(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("schedules.toml:6: invalid cron"), "{error}");
+    }
+
+    #[test]
+    fn a_definition_naming_a_calendar_missing_from_the_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("order-settlement.toml"),
+            crate::engine::definition::SHIPPED_ORDER_SETTLEMENT,
+        )
+        .unwrap();
+        let error = check_dir(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("order-settlement.toml:"), "{error}");
+        assert!(
+            error.contains("calendars/cn.toml does not exist"),
+            "{error}"
         );
     }
 

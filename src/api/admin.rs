@@ -221,3 +221,56 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     }
     Ok(key.to_owned())
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceClock {
+    /// Calendar days to move forward.
+    pub days: Option<u32>,
+    /// Seconds to move forward.
+    pub seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClockView {
+    pub now: DateTime<Utc>,
+    /// Orders whose hold ended and were released as the clock moved.
+    pub released: usize,
+}
+
+/// Longest single move of the simulated clock: a year.
+const MAX_ADVANCE_SECONDS: u64 = 366 * 86_400;
+
+#[utoipa::path(
+    post, path = "/v1/admin/clock/advance", tag = "admin", request_body = AdvanceClock,
+    responses((status = 200, body = ClockView), (status = 404, description = "not running with --simulated-clock")),
+    security(("bearer" = []))
+)]
+pub async fn advance_clock(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(request): JsonBody<AdvanceClock>,
+) -> Result<Json<ClockView>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let Some(clock) = &state.simulated_clock else {
+        return Err(ApiError::not_found("route"));
+    };
+    let seconds = u64::from(request.days.unwrap_or(0))
+        .checked_mul(86_400)
+        .and_then(|days| days.checked_add(request.seconds.unwrap_or(0)))
+        .filter(|total| (1..=MAX_ADVANCE_SECONDS).contains(total))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_field",
+                "move the clock by 1 second to 366 days, with days and/or seconds",
+            )
+        })?;
+    let now = clock
+        .advance(chrono::Duration::seconds(seconds as i64))
+        .map_err(|error| ApiError::bad_request("invalid_field", error.to_string()))?;
+    tracing::info!(now = %now, actor = %caller.0.token_id, "simulated clock advanced");
+    // Due holds run now, before answering, so the caller sees their effect.
+    let released = state.settlement.release_due(1).await?;
+    let _ = state.clock_moved.send(now);
+    Ok(Json(ClockView { now, released }))
+}

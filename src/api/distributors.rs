@@ -14,7 +14,7 @@ use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::sha256_hex;
 use crate::domain::money::Money;
-use crate::store::{Creation, Distributor, NewDistributor, StoreError};
+use crate::store::{Creation, Distributor, DistributorStatus, NewDistributor, StoreError};
 
 /// Longest display name (characters) a distributor may have.
 const MAX_NAME_CHARS: usize = 100;
@@ -31,6 +31,8 @@ pub struct CreateDistributor {
     /// A grade key of the plan in force (e.g. `regular`, `gold`, `partner`);
     /// the plan's default grade when absent.
     pub grade: Option<String>,
+    /// `active` (default) or `cleared` (清退: earns no new commission).
+    pub status: Option<DistributorStatus>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -148,6 +150,7 @@ pub async fn create(
         name: name.to_owned(),
         referrer_id: request.referrer_id.clone(),
         grade,
+        status: request.status.unwrap_or(DistributorStatus::Active),
         request_sha256: sha256_hex(&fingerprint),
     };
     match state.store.create_distributor(&new, now).await {

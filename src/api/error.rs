@@ -133,6 +133,7 @@ impl From<StoreError> for ApiError {
             StoreError::InsufficientFunds { .. } => {
                 ApiError::unprocessable("insufficient_balance", error.to_string())
             }
+            StoreError::Refused { code, message } => ApiError::unprocessable(code, message),
             StoreError::Database(sqlx::Error::PoolTimedOut) => ApiError::unavailable(error),
             StoreError::Corrupt(_)
             | StoreError::Database(_)

@@ -7,6 +7,7 @@ pub mod distributors;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod orders;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -23,7 +24,8 @@ use crate::app::AppState;
     info(title = "fenrun", description = "Payout and compliance orchestrator for social distribution commerce"),
     paths(
         distributors::create, distributors::list, distributors::get, distributors::balance,
-        admin::apply_plan, admin::list_plans, admin::adjust,
+        admin::apply_plan, admin::list_plans, admin::adjust, admin::advance_clock,
+        orders::ingest, orders::refund, orders::get, orders::commissions,
         health::healthz, health::readyz,
     ),
     modifiers(&BearerAuth)
@@ -44,13 +46,31 @@ impl utoipa::Modify for BearerAuth {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.request_body_limit_bytes;
-    Router::new()
+    let mut router = Router::new();
+    if state.simulated_clock.is_some() {
+        // Absent, not forbidden, without --simulated-clock.
+        router = router.route(
+            "/v1/admin/clock/advance",
+            axum::routing::post(admin::advance_clock),
+        );
+    }
+    router
         .route(
             "/v1/distributors",
             get(distributors::list).post(distributors::create),
         )
         .route("/v1/distributors/{id}", get(distributors::get))
         .route("/v1/distributors/{id}/balance", get(distributors::balance))
+        .route(
+            "/v1/distributors/{id}/commissions",
+            get(orders::commissions),
+        )
+        .route("/v1/orders", axum::routing::post(orders::ingest))
+        .route("/v1/orders/{id}", get(orders::get))
+        .route(
+            "/v1/orders/{id}/refunds",
+            axum::routing::post(orders::refund),
+        )
         .route(
             "/v1/admin/plans",
             get(admin::list_plans).post(admin::apply_plan),

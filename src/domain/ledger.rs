@@ -267,6 +267,129 @@ impl Transfer {
     }
 }
 
+/// The pending credit of an order's commission lines: expense → each
+/// beneficiary's pending balance. `None` when the order earns nothing.
+pub fn commission_pending(
+    order_id: &str,
+    lines: &[(DistributorId, Money)],
+) -> Result<Option<Transfer>, TransferError> {
+    commission_movement(
+        format!("order:{order_id}:pending"),
+        TransferKind::CommissionPending,
+        lines,
+        |beneficiary| {
+            (
+                AccountId::Platform(PlatformAccount::CommissionExpense),
+                AccountId::Distributor(beneficiary, Bucket::Pending),
+            )
+        },
+    )
+}
+
+/// The release of an order's lines at the end of the hold: pending →
+/// available, line by line, with the final amounts.
+pub fn commission_release(
+    order_id: &str,
+    lines: &[(DistributorId, Money)],
+) -> Result<Option<Transfer>, TransferError> {
+    commission_movement(
+        format!("order:{order_id}:release"),
+        TransferKind::CommissionReleased,
+        lines,
+        |beneficiary| {
+            (
+                AccountId::Distributor(beneficiary.clone(), Bucket::Pending),
+                AccountId::Distributor(beneficiary, Bucket::Available),
+            )
+        },
+    )
+}
+
+/// The change a refund makes to an order's lines, as `(beneficiary, new −
+/// old)` deltas: inside the hold it moves pending; after the release it
+/// moves available and may leave a debt (a clawback). `None` when nothing changes.
+pub fn commission_refund(
+    order_id: &str,
+    refund_id: &str,
+    deltas: &[(DistributorId, Money)],
+    after_release: bool,
+) -> Result<Option<Transfer>, TransferError> {
+    let bucket = if after_release {
+        Bucket::Available
+    } else {
+        Bucket::Pending
+    };
+    let kind = if after_release {
+        TransferKind::CommissionClawedBack
+    } else {
+        TransferKind::CommissionReversed
+    };
+    let mut postings = Vec::new();
+    let mut total = Money::ZERO;
+    for (beneficiary, delta) in deltas {
+        if delta.is_zero() {
+            continue;
+        }
+        postings.push(Posting {
+            account: AccountId::Distributor(beneficiary.clone(), bucket),
+            amount: *delta,
+        });
+        total = total.checked_add(*delta).ok_or(TransferError::Overflow)?;
+    }
+    if postings.is_empty() {
+        return Ok(None);
+    }
+    if !total.is_zero() {
+        let expense = total.checked_neg().ok_or(TransferError::Overflow)?;
+        postings.push(Posting {
+            account: AccountId::Platform(PlatformAccount::CommissionExpense),
+            amount: expense,
+        });
+    }
+    let mut transfer = Transfer::new(
+        format!("order:{order_id}:refund:{refund_id}"),
+        kind,
+        postings,
+    )?;
+    if after_release {
+        for (beneficiary, _) in deltas {
+            transfer = transfer.allowing_overdraft(AccountId::Distributor(
+                beneficiary.clone(),
+                Bucket::Available,
+            ));
+        }
+    }
+    Ok(Some(transfer))
+}
+
+fn commission_movement(
+    key: String,
+    kind: TransferKind,
+    lines: &[(DistributorId, Money)],
+    accounts: impl Fn(DistributorId) -> (AccountId, AccountId),
+) -> Result<Option<Transfer>, TransferError> {
+    let mut postings = Vec::new();
+    for (beneficiary, amount) in lines {
+        if amount.is_zero() {
+            continue;
+        }
+        let (from, to) = accounts(beneficiary.clone());
+        let negated = amount.checked_neg().ok_or(TransferError::Overflow)?;
+        postings.push(Posting {
+            account: from,
+            amount: negated,
+        });
+        postings.push(Posting {
+            account: to,
+            amount: *amount,
+        });
+    }
+    if postings.is_empty() {
+        return Ok(None);
+    }
+    Transfer::new(key, kind, postings).map(Some)
+}
+
 /// Lower-case hex SHA-256, the fingerprint format used across the store.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = digest::digest(&digest::SHA256, bytes);
@@ -372,6 +495,53 @@ mod tests {
         )
         .unwrap();
         assert_ne!(one.fingerprint(), other.fingerprint());
+    }
+
+    #[test]
+    fn an_order_moves_from_pending_to_available_line_by_line() {
+        let lines = vec![
+            (DistributorId::parse("d1").unwrap(), Money::from_fen(1000)),
+            (DistributorId::parse("d2").unwrap(), Money::from_fen(500)),
+            (DistributorId::parse("d3").unwrap(), Money::ZERO),
+        ];
+        let pending = commission_pending("o1", &lines).unwrap().unwrap();
+        assert_eq!(pending.key(), "order:o1:pending");
+        assert_eq!(
+            pending.net_by_account()[&AccountId::Platform(PlatformAccount::CommissionExpense)],
+            Money::from_fen(-1500)
+        );
+        let release = commission_release("o1", &lines).unwrap().unwrap();
+        assert_eq!(release.postings().len(), 4, "zero lines move nothing");
+        assert_eq!(
+            release.net_by_account()[&available("d1")],
+            Money::from_fen(1000)
+        );
+        assert!(commission_release("o2", &[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_refund_after_release_is_a_clawback_that_may_overdraw_available() {
+        let deltas = vec![(DistributorId::parse("d1").unwrap(), Money::from_fen(-300))];
+        let clawback = commission_refund("o1", "r1", &deltas, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(clawback.kind(), TransferKind::CommissionClawedBack);
+        assert!(clawback.allows_overdraft(&available("d1")));
+        assert_eq!(clawback.net_by_account()[&expense()], Money::from_fen(300));
+        let in_hold = commission_refund("o1", "r1", &deltas, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(in_hold.kind(), TransferKind::CommissionReversed);
+        assert!(
+            commission_refund(
+                "o1",
+                "r2",
+                &[(DistributorId::parse("d1").unwrap(), Money::ZERO)],
+                false
+            )
+            .unwrap()
+            .is_none()
+        );
     }
 
     #[test]

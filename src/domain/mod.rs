@@ -8,3 +8,4 @@ pub mod ids;
 pub mod ledger;
 pub mod money;
 pub mod plan;
+pub mod settlement;

@@ -16,6 +16,9 @@ pub enum StoreError {
     /// The transfer would take an account below zero (→ 422).
     #[error("insufficient balance in {account}")]
     InsufficientFunds { account: String },
+    /// A business rule refused the change (→ 422 with this code); nothing was written.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     /// A stored value the code does not understand: a bug or a tampered row.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -26,6 +29,12 @@ pub enum StoreError {
     /// The SQLite planner would run apalis's ack as a scan (see apalis.md).
     #[error("unsafe query plan: {0}")]
     UnsafePlan(String),
+}
+
+impl From<crate::store::records::StoreErrorText> for StoreError {
+    fn from(error: crate::store::records::StoreErrorText) -> StoreError {
+        StoreError::Corrupt(error.0)
+    }
 }
 
 impl From<InvalidId> for StoreError {

@@ -45,6 +45,13 @@ impl Default for StoreOptions {
     }
 }
 
+/// How to enqueue a step's job: its queue and how often apalis may try it.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub queue: String,
+    pub max_attempts: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     Sqlite,
@@ -123,6 +130,10 @@ impl Store {
         dispatch!(self, repo => repo.distributor(id).await)
     }
 
+    pub async fn distributors_by_ids(&self, ids: &[&str]) -> Result<Vec<Distributor>, StoreError> {
+        dispatch!(self, repo => repo.distributors_by_ids(ids).await)
+    }
+
     pub async fn list_distributors(
         &self,
         after: Option<&DistributorId>,
@@ -199,6 +210,53 @@ impl Store {
         dispatch!(self, repo => repo.token_by_hash(token_sha256).await)
     }
 
+    pub async fn ingest_orders(
+        &self,
+        batch: &[PreparedOrder],
+        release_job: &JobSpec,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        dispatch!(self, repo => repo.ingest_orders(batch, release_job, now).await)
+    }
+
+    pub async fn release_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        attempt: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, repo => repo.release_due(now, limit, attempt).await)
+    }
+
+    pub async fn refund_order<F>(
+        &self,
+        request: &RefundRequest,
+        now: DateTime<Utc>,
+        decide: F,
+    ) -> Result<RefundOutcome, StoreError>
+    where
+        F: FnOnce(&OrderSnapshot) -> Result<RefundDecision, StoreError> + Send,
+    {
+        dispatch!(self, repo => repo.refund_order(request, now, decide).await)
+    }
+
+    pub async fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        dispatch!(self, repo => repo.order(order_id).await)
+    }
+
+    pub async fn commissions(
+        &self,
+        beneficiary_id: &str,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<LineRecord>, StoreError> {
+        dispatch!(self, repo => repo.commissions(beneficiary_id, before_id, limit).await)
+    }
+
+    pub async fn order_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, repo => repo.order_counts().await)
+    }
+
     /// How SQLite would plan apalis's ack query (`None` on PostgreSQL).
     pub async fn sqlite_ack_plan(&self) -> Result<Option<String>, StoreError> {
         match &self.backend {
@@ -226,6 +284,29 @@ impl Store {
         }
         Ok(Some(levels))
     }
+}
+
+/// The payload of a release job: the release time it was enqueued for. The
+/// step releases everything due by then (and anything else already due).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ReleaseJob {
+    pub release_at: DateTime<Utc>,
+}
+
+/// The apalis task for a release time: runs at that time, and its
+/// idempotency key makes every order with the same release time share one job.
+pub(crate) fn release_task(
+    spec: &JobSpec,
+    release_at: DateTime<Utc>,
+) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
+    let payload = serde_json::to_vec(&ReleaseJob { release_at })
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let run_at = u64::try_from(release_at.timestamp()).unwrap_or(0);
+    Ok(apalis_core::task::builder::TaskBuilder::new(payload)
+        .run_at_timestamp(run_at)
+        .max_attempts(spec.max_attempts as usize)
+        .idempotency_key(format!("release:{}", release_at.to_rfc3339()))
+        .build())
 }
 
 /// Which backend a URL names.
@@ -276,5 +357,23 @@ mod tests {
         assert_eq!(backend_of("postgres://x/y"), Some(BackendKind::Postgres));
         assert_eq!(backend_of("postgresql://x/y"), Some(BackendKind::Postgres));
         assert_eq!(backend_of("mysql://x"), None);
+    }
+}
+
+/// The pool apalis's storages run on: the job queue lives in the same
+/// database as the business tables, so a step's effect and its next job
+/// commit together.
+#[derive(Clone)]
+pub enum QueuePool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Store {
+    pub fn queue_pool(&self) -> QueuePool {
+        match &self.backend {
+            Backend::Sqlite(repo) => QueuePool::Sqlite(repo.pool().clone()),
+            Backend::Postgres(repo) => QueuePool::Postgres(repo.pool().clone()),
+        }
     }
 }

@@ -10,7 +10,7 @@ use sqlx::{QueryBuilder, Row};
 
 use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
-use crate::domain::ledger::{AccountId, Bucket, Transfer};
+use crate::domain::ledger::{AccountId, Bucket, Posting, Transfer};
 use crate::domain::money::Money;
 use crate::store::MAX_PAGE;
 use crate::store::error::StoreError;
@@ -78,91 +78,177 @@ fn replay_or_conflict(
     }
 }
 
-/// Applies a balanced transfer inside the caller's transaction, exactly once
-/// per idempotency key. Distributor balances move in the same transaction,
-/// each by a conditional update, so the non-negative rule is enforced by the
-/// database and never by a read-then-write race.
+/// Most rows one multi-row statement carries; keeps every backend well under
+/// its bound-parameter limit (SQLite 32,766; PostgreSQL 65,535).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Applies balanced transfers inside the caller's transaction, each exactly
+/// once per idempotency key, set-wise: one insert for the transfers, one
+/// update per chunk of touched balances, one insert per chunk of postings.
+/// Distributor balances move by a conditional update in the same
+/// transaction, so the non-negative rule is enforced by the database and
+/// never by a read-then-write race. On any error the caller must drop the
+/// transaction: nothing of it may be committed.
+pub async fn apply_transfers(
+    conn: &mut Conn,
+    transfers: &[Transfer],
+    now: DateTime<Utc>,
+) -> Result<Vec<TransferOutcome>, StoreError> {
+    let mut outcomes = Vec::with_capacity(transfers.len());
+    let mut fresh: Vec<(i64, &Transfer)> = Vec::with_capacity(transfers.len());
+    for chunk in transfers.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Db>::new(
+            "insert into ledger_transfers (idempotency_key, kind, body_sha256, created_at) ",
+        );
+        insert.push_values(chunk, |mut row, transfer| {
+            row.push_bind(transfer.key())
+                .push_bind(transfer.kind().as_str())
+                .push_bind(transfer.fingerprint())
+                .push_bind(now);
+        });
+        insert.push(" on conflict (idempotency_key) do nothing returning id, idempotency_key");
+        let inserted: Vec<(i64, String)> = insert.build_query_as().fetch_all(&mut *conn).await?;
+        let inserted: std::collections::HashMap<String, i64> =
+            inserted.into_iter().map(|(id, key)| (key, id)).collect();
+        let replayed: Vec<&Transfer> = chunk
+            .iter()
+            .filter(|transfer| !inserted.contains_key(transfer.key()))
+            .collect();
+        let mut existing = std::collections::HashMap::new();
+        if !replayed.is_empty() {
+            let mut select = QueryBuilder::<Db>::new(
+                "select id, idempotency_key, body_sha256 from ledger_transfers where idempotency_key in (",
+            );
+            let mut keys = select.separated(", ");
+            for transfer in &replayed {
+                keys.push_bind(transfer.key());
+            }
+            select.push(")");
+            let rows: Vec<(i64, String, String)> = select.build_query_as().fetch_all(&mut *conn).await?;
+            existing = rows.into_iter().map(|(id, key, hash)| (key, (id, hash))).collect();
+        }
+        for transfer in chunk {
+            if let Some(&transfer_id) = inserted.get(transfer.key()) {
+                outcomes.push(TransferOutcome::Applied { transfer_id });
+                fresh.push((transfer_id, transfer));
+                continue;
+            }
+            match existing.get(transfer.key()) {
+                Some((transfer_id, hash)) if *hash == transfer.fingerprint() => {
+                    outcomes.push(TransferOutcome::AlreadyApplied { transfer_id: *transfer_id });
+                }
+                // The same key twice in one batch with different bodies also lands here.
+                _ => {
+                    return Err(StoreError::IdempotencyConflict {
+                        key: transfer.key().to_owned(),
+                    });
+                }
+            }
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(outcomes);
+    }
+
+    // Net change per tracked account over the whole batch, in account order.
+    let mut net: std::collections::BTreeMap<String, (i64, bool)> = std::collections::BTreeMap::new();
+    for (_, transfer) in &fresh {
+        for (account, change) in transfer.net_by_account() {
+            if !account.tracks_balance() || change.is_zero() {
+                continue;
+            }
+            let entry = net.entry(account.to_string()).or_insert((0, true));
+            entry.0 = entry.0.checked_add(change.fen()).ok_or_else(|| {
+                StoreError::Corrupt(format!("balance change of {account} overflows"))
+            })?;
+            // An overdraft is allowed only if every transfer touching the account allows it.
+            entry.1 &= transfer.allows_overdraft(account);
+        }
+    }
+    net.retain(|_, (change, _)| *change != 0);
+    let touched: Vec<(&String, &(i64, bool))> = net.iter().collect();
+    for chunk in touched.chunks(ROWS_PER_STATEMENT) {
+        lock_accounts(conn, chunk.iter().map(|(account, _)| account.as_str())).await?;
+        // The floor is in the WHERE clause, so a refusal shows as a missing
+        // row and not as a constraint error (which would abort a PostgreSQL
+        // transaction); `ledger_accounts_balance_floor` stays as the backstop.
+        let mut update = QueryBuilder::<Db>::new(
+            "update ledger_accounts set balance_fen = balance_fen + v.change from (",
+        );
+        for (index, (account, (change, overdraft))) in chunk.iter().enumerate() {
+            update.push(if index == 0 { "select " } else { " union all select " });
+            update.push_bind(account.as_str()).push(" as account_id, ");
+            update.push_bind(*change).push(" as change, ");
+            update.push_bind(*overdraft).push(" as overdraft");
+        }
+        update.push(concat!(
+            ") v where ledger_accounts.id = v.account_id ",
+            "and (ledger_accounts.balance_fen + v.change >= 0 ",
+            "or (v.overdraft and ledger_accounts.may_go_negative))"
+        ));
+        let updated = update.build().execute(&mut *conn).await?.rows_affected();
+        if updated != chunk.len() as u64 {
+            return Err(refusal_for(conn, chunk).await?);
+        }
+    }
+
+    let postings: Vec<(i64, &Posting)> = fresh
+        .iter()
+        .flat_map(|(transfer_id, transfer)| transfer.postings().iter().map(move |posting| (*transfer_id, posting)))
+        .collect();
+    for chunk in postings.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Db>::new(
+            "insert into ledger_postings (transfer_id, account_id, amount_fen, created_at) ",
+        );
+        insert.push_values(chunk, |mut row, (transfer_id, posting)| {
+            row.push_bind(*transfer_id)
+                .push_bind(posting.account.to_string())
+                .push_bind(posting.amount.fen())
+                .push_bind(now);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(outcomes)
+}
+
+/// Names the account a refused balance update stumbled on.
+async fn refusal_for(conn: &mut Conn, chunk: &[(&String, &(i64, bool))]) -> Result<StoreError, StoreError> {
+    for (account, (change, overdraft)) in chunk {
+        let row: Option<(i64, bool)> =
+            sqlx::query_as("select balance_fen, may_go_negative from ledger_accounts where id = $1")
+                .bind(account.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        match row {
+            None => {
+                return Ok(StoreError::NotFound {
+                    what: "account",
+                    id: (*account).clone(),
+                });
+            }
+            // Without the failed update, the balance is as it was before it.
+            Some((balance, may_go_negative)) if balance + change < 0 && !(*overdraft && may_go_negative) => {
+                return Ok(StoreError::InsufficientFunds {
+                    account: (*account).clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(StoreError::Corrupt("a balance update was refused for no visible reason".to_owned()))
+}
+
+/// Applies one transfer inside the caller's transaction.
 pub async fn apply_transfer(
     conn: &mut Conn,
     transfer: &Transfer,
     now: DateTime<Utc>,
 ) -> Result<TransferOutcome, StoreError> {
-    let fingerprint = transfer.fingerprint();
-    let inserted: Option<i64> = sqlx::query_scalar(concat!(
-        "insert into ledger_transfers (idempotency_key, kind, body_sha256, created_at) ",
-        "values ($1, $2, $3, $4) on conflict (idempotency_key) do nothing returning id"
-    ))
-    .bind(transfer.key())
-    .bind(transfer.kind().as_str())
-    .bind(&fingerprint)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(transfer_id) = inserted else {
-        let (transfer_id, existing): (i64, String) = sqlx::query_as(
-            "select id, body_sha256 from ledger_transfers where idempotency_key = $1",
-        )
-        .bind(transfer.key())
-        .fetch_one(&mut *conn)
-        .await?;
-        return if existing == fingerprint {
-            Ok(TransferOutcome::AlreadyApplied { transfer_id })
-        } else {
-            Err(StoreError::IdempotencyConflict {
-                key: transfer.key().to_owned(),
-            })
-        };
-    };
-
-    // Balances first, in account order (see `net_by_account`), so a refusal
-    // names the account before any posting is written.
-    for (account, net) in transfer.net_by_account() {
-        if !account.tracks_balance() || net.is_zero() {
-            continue;
-        }
-        let account_name = account.to_string();
-        // The floor is in the WHERE clause, so a refusal is "0 rows" and not
-        // a constraint error (which would abort a PostgreSQL transaction);
-        // the `ledger_accounts_balance_floor` check stays as the backstop.
-        let updated = sqlx::query(concat!(
-            "update ledger_accounts set balance_fen = balance_fen + $1 ",
-            "where id = $2 and (balance_fen + $1 >= 0 or ($3 and may_go_negative))"
-        ))
-        .bind(net.fen())
-        .bind(&account_name)
-        .bind(transfer.allows_overdraft(account))
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            let exists: Option<i64> =
-                sqlx::query_scalar("select balance_fen from ledger_accounts where id = $1")
-                    .bind(&account_name)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            return Err(match exists {
-                None => StoreError::NotFound {
-                    what: "account",
-                    id: account_name,
-                },
-                Some(_) => StoreError::InsufficientFunds {
-                    account: account_name,
-                },
-            });
-        }
-    }
-
-    let mut insert = QueryBuilder::<Db>::new(
-        "insert into ledger_postings (transfer_id, account_id, amount_fen, created_at) ",
-    );
-    insert.push_values(transfer.postings(), |mut row, posting| {
-        row.push_bind(transfer_id)
-            .push_bind(posting.account.to_string())
-            .push_bind(posting.amount.fen())
-            .push_bind(now);
-    });
-    insert.build().execute(&mut *conn).await?;
-    Ok(TransferOutcome::Applied { transfer_id })
+    let outcomes = apply_transfers(conn, std::slice::from_ref(transfer), now).await?;
+    outcomes
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Corrupt("a transfer vanished".to_owned()))
 }
 
 fn plan_from_row(row: &<Db as sqlx::Database>::Row) -> Result<StoredPlan, StoreError> {
@@ -223,7 +309,7 @@ impl Repo {
         let inserted = sqlx::query(concat!(
             "insert into distributors ",
             "(id, name, referrer_id, upline_2, upline_3, grade, status, request_sha256, created_at) ",
-            "values ($1, $2, $3, $4, $5, $6, 'active', $7, $8) on conflict (id) do nothing"
+            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (id) do nothing"
         ))
         .bind(new.id.as_str())
         .bind(&new.name)
@@ -231,6 +317,7 @@ impl Repo {
         .bind(upline_2)
         .bind(upline_3)
         .bind(&new.grade)
+        .bind(new.status.as_str())
         .bind(&new.request_sha256)
         .bind(now)
         .execute(&mut *tx)
@@ -267,6 +354,25 @@ impl Repo {
     pub async fn distributor(&self, id: &DistributorId) -> Result<Option<Distributor>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         Ok(fetch_distributor(&mut conn, id).await?.map(|(distributor, _)| distributor))
+    }
+
+    /// The distributors among `ids` that exist, in no particular order.
+    pub async fn distributors_by_ids(&self, ids: &[&str]) -> Result<Vec<Distributor>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Db>::new(
+                "select id, name, referrer_id, upline_2, upline_3, grade, status, created_at from distributors where id in (",
+            );
+            let mut list = select.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            select.push(")");
+            for row in select.build().fetch_all(&self.pool).await? {
+                found.push(distributor_from_row(&row)?);
+            }
+        }
+        Ok(found)
     }
 
     /// Distributors in id order, after `after` (keyset pagination).

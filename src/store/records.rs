@@ -6,7 +6,10 @@ use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum DistributorStatus {
     Active,
     /// 清退: earns no new commission, keeps its balances.
@@ -37,6 +40,7 @@ pub struct NewDistributor {
     pub name: String,
     pub referrer_id: Option<DistributorId>,
     pub grade: String,
+    pub status: DistributorStatus,
     pub request_sha256: String,
 }
 
@@ -145,4 +149,196 @@ impl LedgerReport {
             && self.mismatched_accounts.is_empty()
             && self.negative_accounts.is_empty()
     }
+}
+
+/// Where an order is in the settlement workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    /// Inside the T+3 hold: commission is pending.
+    Holding,
+    /// Past the hold: commission is available.
+    Released,
+    /// Fully refunded inside the hold: no commission.
+    Cancelled,
+}
+
+impl OrderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Holding => "holding",
+            OrderState::Released => "released",
+            OrderState::Cancelled => "cancelled",
+        }
+    }
+
+    pub(crate) fn from_db(text: &str) -> Result<OrderState, StoreErrorText> {
+        match text {
+            "holding" => Ok(OrderState::Holding),
+            "released" => Ok(OrderState::Released),
+            "cancelled" => Ok(OrderState::Cancelled),
+            other => Err(StoreErrorText(format!("order state {other:?}"))),
+        }
+    }
+}
+
+/// Where a commission line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LineState {
+    Pending,
+    Released,
+    Cancelled,
+}
+
+impl LineState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineState::Pending => "pending",
+            LineState::Released => "released",
+            LineState::Cancelled => "cancelled",
+        }
+    }
+
+    pub(crate) fn from_db(text: &str) -> Result<LineState, StoreErrorText> {
+        match text {
+            "pending" => Ok(LineState::Pending),
+            "released" => Ok(LineState::Released),
+            "cancelled" => Ok(LineState::Cancelled),
+            other => Err(StoreErrorText(format!("commission line state {other:?}"))),
+        }
+    }
+}
+
+/// A decoding problem, turned into `StoreError::Corrupt` by the store.
+#[derive(Debug)]
+pub struct StoreErrorText(pub String);
+
+/// An order ready to be written: validated, its commission computed under
+/// the plan version in force at its confirmation.
+#[derive(Debug, Clone)]
+pub struct PreparedOrder {
+    pub order_id: crate::domain::ids::OrderId,
+    pub distributor_id: DistributorId,
+    pub buyer_id: crate::domain::ids::BuyerId,
+    pub placed_at: DateTime<Utc>,
+    pub confirmed_at: DateTime<Utc>,
+    pub items: Vec<crate::domain::commission::OrderItem>,
+    pub total: Money,
+    pub plan_version: i64,
+    pub release_at: DateTime<Utc>,
+    /// The beneficiary chain used, as JSON (kept with the order).
+    pub chain_json: String,
+    pub lines: Vec<crate::domain::commission::CommissionLine>,
+    /// The pending credit of every line; `None` when nothing is earned.
+    pub pending_transfer: Option<crate::domain::ledger::Transfer>,
+    pub request_sha256: String,
+}
+
+/// What happened to one order of an ingest batch.
+#[derive(Debug, Clone)]
+pub enum IngestOutcome {
+    /// Written now, as prepared.
+    Created(Box<PreparedOrder>),
+    /// The same order was sent before with the same body.
+    Replayed(OrderRecord),
+    /// The same order id was sent before with a different body.
+    Conflict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord {
+    pub order_id: String,
+    pub distributor_id: String,
+    pub buyer_id: String,
+    pub placed_at: DateTime<Utc>,
+    pub confirmed_at: DateTime<Utc>,
+    pub total: Money,
+    pub refunded: Money,
+    pub plan_version: i64,
+    pub state: OrderState,
+    pub release_at: DateTime<Utc>,
+    pub chain_json: String,
+    pub lines: Vec<LineRecord>,
+    pub timeline: Vec<OrderEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRecord {
+    pub line_no: i64,
+    pub sku: String,
+    pub category: String,
+    pub amount: Money,
+    pub refunded: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineRecord {
+    pub id: i64,
+    pub order_id: String,
+    pub beneficiary_id: String,
+    pub level: u8,
+    pub rate: crate::domain::money::Rate,
+    pub base: Money,
+    pub amount: Money,
+    pub plan_version: i64,
+    pub campaign: Option<String>,
+    pub state: LineState,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderEvent {
+    pub step: String,
+    pub outcome: String,
+    pub attempt: i64,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// What a refund decision sees: the order, locked, with its items and lines.
+#[derive(Debug, Clone)]
+pub struct OrderSnapshot {
+    pub order: OrderRecord,
+    pub items: Vec<ItemRecord>,
+}
+
+/// A refund as requested.
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub order_id: String,
+    pub refund_id: String,
+    pub sku: Option<String>,
+    pub amount: Money,
+    pub request_sha256: String,
+}
+
+/// What a refund does, decided by the engine from the locked snapshot.
+#[derive(Debug, Clone)]
+pub struct RefundDecision {
+    /// (item line_no, amount refunded from it by this refund).
+    pub item_refunds: Vec<(i64, Money)>,
+    /// (level, rate, beneficiary, new base, new amount) for every line that changes or appears.
+    pub line_updates: Vec<LineUpdate>,
+    pub transfer: Option<crate::domain::ledger::Transfer>,
+    pub new_state: OrderState,
+    /// `hold` or `after_release`.
+    pub phase: &'static str,
+    pub event_outcome: &'static str,
+    pub event_detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LineUpdate {
+    pub beneficiary_id: String,
+    pub level: u8,
+    pub rate: crate::domain::money::Rate,
+    pub base: Money,
+    pub amount: Money,
+}
+
+#[derive(Debug, Clone)]
+pub enum RefundOutcome {
+    Applied(OrderRecord),
+    Replayed(OrderRecord),
 }

@@ -168,4 +168,39 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// SQLite has no row locks: `BEGIN IMMEDIATE` already holds the write lock.
+async fn lock_accounts<'a>(
+    _conn: &mut Conn,
+    _accounts: impl Iterator<Item = &'a str>,
+) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// SQLite has no row locks: `BEGIN IMMEDIATE` already holds the write lock.
+macro_rules! skip_locked {
+    () => {
+        ""
+    };
+}
+
+/// Enqueues the release step for each release time, on the caller's
+/// transaction; apalis-sqlite skips a key it already has.
+async fn push_release_jobs(
+    conn: &mut Conn,
+    spec: &crate::store::JobSpec,
+    release_times: &[DateTime<Utc>],
+) -> Result<(), StoreError> {
+    let tasks: Vec<apalis_sqlite::SqliteTask> = release_times
+        .iter()
+        .map(|release_at| crate::store::release_task(spec, *release_at))
+        .collect::<Result<_, _>>()?;
+    if !tasks.is_empty() {
+        apalis_sqlite::queries::push_tasks(conn, &spec.queue, &tasks)
+            .await
+            .map_err(|error| StoreError::Corrupt(format!("pushing release jobs: {error}")))?;
+    }
+    Ok(())
+}
+
 include!("queries.rs");
+include!("queries_orders.rs");

@@ -31,6 +31,15 @@ async fn a_distributor_gets_an_upline_of_up_to_three_ids(backend: Backend) {
     let b: serde_json::Value = b.json().await.unwrap();
     assert_eq!(b["upline"], serde_json::json!(["a"]));
     assert_eq!(b["grade"], "gold");
+    let cleared =
+        serde_json::json!({"id": "f", "name": "f", "referrer_id": "a", "status": "cleared"});
+    let cleared: serde_json::Value = app
+        .post_json("/v1/distributors", &app.ingest, &cleared)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleared["status"], "cleared");
 }
 
 async fn replaying_the_same_creation_answers_the_same(backend: Backend) {

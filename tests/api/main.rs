@@ -10,4 +10,5 @@ mod distributors;
 mod http;
 mod ledger_properties;
 mod migrations;
+mod orders;
 mod store_suite;

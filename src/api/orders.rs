@@ -1,0 +1,441 @@
+//! `/v1/orders`: confirmed orders in, refunds, the order's timeline; and a
+//! distributor's commission lines.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, FixedOffset, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::extract::{Caller, distributor_id_from_path, parse_json};
+use crate::app::AppState;
+use crate::domain::access::Role;
+use crate::domain::commission::{CommissionLine, OrderItem};
+use crate::domain::ids::{BuyerId, DistributorId, OrderId};
+use crate::domain::ledger::sha256_hex;
+use crate::domain::money::{Money, Rate};
+use crate::engine::settlement::{IngestAnswer, NewOrder, SettlementError};
+use crate::store::{LineRecord, LineState, OrderRecord, OrderState, RefundOutcome};
+
+/// Most items one order may carry.
+const MAX_ITEMS: usize = 500;
+/// Longest sku or category.
+const MAX_LABEL_CHARS: usize = 64;
+/// Page size of commission listings when the caller does not say.
+const DEFAULT_PAGE: i64 = 50;
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmedOrder {
+    /// The shop's order id; re-sending the same order is a no-op.
+    pub order_id: OrderId,
+    /// The attributed seller (level 1).
+    pub distributor_id: DistributorId,
+    pub buyer_id: BuyerId,
+    /// RFC 3339.
+    #[schema(value_type = String, format = DateTime)]
+    pub placed_at: DateTime<FixedOffset>,
+    /// RFC 3339; the buyer's confirmation of receipt (确认收货). Starts the hold.
+    #[schema(value_type = String, format = DateTime)]
+    pub confirmed_at: DateTime<FixedOffset>,
+    pub items: Vec<ItemBody>,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemBody {
+    pub sku: String,
+    pub category: String,
+    /// Paid for the line, CNY with at most two decimals.
+    pub amount: Money,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommissionView {
+    pub beneficiary_id: String,
+    /// 1 = the seller, 2 = their referrer, 3 = the referrer's referrer.
+    pub level: u8,
+    pub base: Money,
+    pub rate: Rate,
+    pub amount: Money,
+    pub state: LineState,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestView {
+    pub order_id: String,
+    pub state: OrderState,
+    pub release_at: DateTime<Utc>,
+    pub plan_version: i64,
+    pub commissions: Vec<CommissionView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    pub step: String,
+    pub outcome: String,
+    pub attempt: i64,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderView {
+    pub order_id: String,
+    pub distributor_id: String,
+    pub buyer_id: String,
+    pub state: OrderState,
+    pub placed_at: DateTime<Utc>,
+    pub confirmed_at: DateTime<Utc>,
+    pub release_at: DateTime<Utc>,
+    pub total: Money,
+    pub refunded: Money,
+    pub plan_version: i64,
+    pub commissions: Vec<CommissionView>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+fn line_view(line: &LineRecord) -> CommissionView {
+    CommissionView {
+        beneficiary_id: line.beneficiary_id.clone(),
+        level: line.level,
+        base: line.base,
+        rate: line.rate,
+        amount: line.amount,
+        state: line.state,
+    }
+}
+
+fn fresh_line_view(line: &CommissionLine) -> CommissionView {
+    CommissionView {
+        beneficiary_id: line.beneficiary.to_string(),
+        level: line.level,
+        base: line.base,
+        rate: line.rate,
+        amount: line.amount,
+        state: LineState::Pending,
+    }
+}
+
+impl From<OrderRecord> for OrderView {
+    fn from(order: OrderRecord) -> OrderView {
+        OrderView {
+            commissions: order.lines.iter().map(line_view).collect(),
+            timeline: order
+                .timeline
+                .into_iter()
+                .map(|event| TimelineEntry {
+                    at: event.at,
+                    step: event.step,
+                    outcome: event.outcome,
+                    attempt: event.attempt,
+                    detail: event.detail,
+                })
+                .collect(),
+            order_id: order.order_id,
+            distributor_id: order.distributor_id,
+            buyer_id: order.buyer_id,
+            state: order.state,
+            placed_at: order.placed_at,
+            confirmed_at: order.confirmed_at,
+            release_at: order.release_at,
+            total: order.total,
+            refunded: order.refunded,
+            plan_version: order.plan_version,
+        }
+    }
+}
+
+impl From<SettlementError> for ApiError {
+    fn from(error: SettlementError) -> ApiError {
+        match error {
+            SettlementError::Refused {
+                code,
+                message,
+                field,
+            } => {
+                let refused = ApiError::unprocessable(code, message);
+                match field {
+                    Some(field) => refused.with_field(field),
+                    None => refused,
+                }
+            }
+            SettlementError::Conflict { code, message } => ApiError::conflict(code, message),
+            SettlementError::NotFound(what) => ApiError::not_found(what),
+            SettlementError::Stopping => ApiError::unavailable("the service is stopping"),
+            SettlementError::Store(store) => store.into(),
+        }
+    }
+}
+
+fn check_label(text: &str, field: String) -> Result<String, ApiError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty()
+        || trimmed.chars().count() > MAX_LABEL_CHARS
+        || trimmed.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("must be 1–{MAX_LABEL_CHARS} printable characters"),
+        )
+        .with_field(field));
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[utoipa::path(
+    post, path = "/v1/orders", tag = "orders", request_body = ConfirmedOrder,
+    responses(
+        (status = 202, description = "held; commissions pending", body = IngestView),
+        (status = 400, description = "malformed", body = ErrorBody),
+        (status = 409, description = "order_id sent before with a different body", body = ErrorBody),
+        (status = 422, description = "unknown distributor, no items, confirmed before placed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn ingest(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<IngestView>), ApiError> {
+    caller.require(&[Role::Ingest])?;
+    let request: ConfirmedOrder = parse_json(&body)?;
+    if request.items.is_empty() {
+        return Err(
+            ApiError::unprocessable("no_items", "an order needs at least one item")
+                .with_field("items"),
+        );
+    }
+    if request.items.len() > MAX_ITEMS {
+        return Err(ApiError::unprocessable(
+            "too_many_items",
+            format!("an order may have at most {MAX_ITEMS} items"),
+        )
+        .with_field("items"));
+    }
+    if request.confirmed_at < request.placed_at {
+        return Err(ApiError::unprocessable(
+            "confirmed_before_placed",
+            "confirmed_at is earlier than placed_at",
+        )
+        .with_field("confirmed_at"));
+    }
+    let mut items = Vec::with_capacity(request.items.len());
+    for (index, item) in request.items.iter().enumerate() {
+        items.push(OrderItem {
+            sku: check_label(&item.sku, format!("items[{index}].sku"))?,
+            category: check_label(&item.category, format!("items[{index}].category"))?,
+            amount: item.amount,
+        });
+    }
+    if Money::checked_sum(items.iter().map(|item| item.amount)).is_none() {
+        return Err(
+            ApiError::bad_request("invalid_amount", "the items' amounts overflow")
+                .with_field("items"),
+        );
+    }
+    let fingerprint = serde_json::to_vec(&request).map_err(ApiError::internal)?;
+    let order = NewOrder {
+        order_id: request.order_id,
+        distributor_id: request.distributor_id,
+        buyer_id: request.buyer_id,
+        placed_at: request.placed_at.to_utc(),
+        confirmed_at: request.confirmed_at.to_utc(),
+        items,
+        request_sha256: sha256_hex(&fingerprint),
+    };
+    let view = match state.settlement.ingest(order).await? {
+        IngestAnswer::Created(order) => IngestView {
+            order_id: order.order_id.to_string(),
+            state: OrderState::Holding,
+            release_at: order.release_at,
+            plan_version: order.plan_version,
+            commissions: order.lines.iter().map(fresh_line_view).collect(),
+        },
+        IngestAnswer::Replayed(order) => IngestView {
+            commissions: order.lines.iter().map(line_view).collect(),
+            order_id: order.order_id,
+            state: order.state,
+            release_at: order.release_at,
+            plan_version: order.plan_version,
+        },
+    };
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundBody {
+    /// The shop's refund id; the same id again is a no-op.
+    pub refund_id: String,
+    pub amount: Money,
+    /// Refund this sku's lines; without it the refund is spread over the
+    /// items in proportion to what remains of each.
+    pub sku: Option<String>,
+}
+
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/refunds", tag = "orders", request_body = RefundBody,
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "applied (or replayed): the order after it", body = OrderView),
+        (status = 404, description = "unknown order", body = ErrorBody),
+        (status = 409, description = "refund_id reused with another body", body = ErrorBody),
+        (status = 422, description = "larger than what remains, unknown sku", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn refund(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(order_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<OrderView>, ApiError> {
+    caller.require(&[Role::Ingest])?;
+    let order_id = OrderId::parse(order_id)
+        .map_err(|error| ApiError::bad_request("invalid_id", error.to_string()))?;
+    let request: RefundBody = parse_json(&body)?;
+    let refund_id = crate::domain::ids::OrderId::parse(request.refund_id.clone())
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_field",
+                "refund_id must be 1–64 letters, digits, '-', '_', '.' or ':'",
+            )
+            .with_field("refund_id")
+        })?
+        .to_string();
+    if request.amount.is_zero() {
+        return Err(
+            ApiError::bad_request("invalid_amount", "amount must be greater than zero")
+                .with_field("amount"),
+        );
+    }
+    let sku = request
+        .sku
+        .as_deref()
+        .map(|sku| check_label(sku, "sku".to_owned()))
+        .transpose()?;
+    let fingerprint = serde_json::to_vec(&request).map_err(ApiError::internal)?;
+    let (outcome, applied_now) = state
+        .settlement
+        .refund(
+            &order_id,
+            &refund_id,
+            request.amount,
+            sku,
+            sha256_hex(&fingerprint),
+        )
+        .await?;
+    let record = match outcome {
+        RefundOutcome::Applied(record) | RefundOutcome::Replayed(record) => record,
+    };
+    if applied_now {
+        tracing::info!(order_id = %order_id, refund_id, step = "refund", attempt = 1, "refund applied");
+    }
+    Ok(Json(record.into()))
+}
+
+#[utoipa::path(
+    get, path = "/v1/orders/{id}", tag = "orders", params(("id" = String, Path)),
+    responses((status = 200, body = OrderView), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    caller.require(&[Role::Ingest, Role::Ops, Role::Admin])?;
+    let order_id = OrderId::parse(order_id)
+        .map_err(|error| ApiError::bad_request("invalid_id", error.to_string()))?;
+    let order = state
+        .store
+        .order(order_id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    Ok(Json(order.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CommissionQuery {
+    /// Return lines older than this line id (the previous page's `next_before`).
+    pub before: Option<i64>,
+    /// Page size, 1–500 (default 50).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommissionLineView {
+    pub id: i64,
+    pub order_id: String,
+    pub level: u8,
+    pub base: Money,
+    pub rate: Rate,
+    pub amount: Money,
+    pub plan_version: i64,
+    pub campaign: Option<String>,
+    pub state: LineState,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommissionPage {
+    pub items: Vec<CommissionLineView>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next_before: Option<i64>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/distributors/{id}/commissions", tag = "distributors",
+    params(("id" = String, Path), CommissionQuery),
+    responses((status = 200, body = CommissionPage), (status = 403, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn commissions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<CommissionQuery>,
+) -> Result<Json<CommissionPage>, ApiError> {
+    let id: DistributorId = distributor_id_from_path(&id)?;
+    caller.require_self_or(&id, &[Role::Ops, Role::Admin])?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=crate::store::MAX_PAGE).contains(&limit) {
+        return Err(
+            ApiError::bad_request("invalid_field", "limit must be between 1 and 500")
+                .with_field("limit"),
+        );
+    }
+    if state.store.distributor(&id).await?.is_none() {
+        return Err(ApiError::not_found("distributor"));
+    }
+    let lines = state
+        .store
+        .commissions(id.as_str(), query.before, limit)
+        .await?;
+    let next_before = (lines.len() as i64 == limit)
+        .then(|| lines.last().map(|line| line.id))
+        .flatten();
+    Ok(Json(CommissionPage {
+        items: lines
+            .into_iter()
+            .map(|line| CommissionLineView {
+                id: line.id,
+                order_id: line.order_id,
+                level: line.level,
+                base: line.base,
+                rate: line.rate,
+                amount: line.amount,
+                plan_version: line.plan_version,
+                campaign: line.campaign,
+                state: line.state,
+                created_at: line.created_at,
+            })
+            .collect(),
+        next_before,
+    }))
+}

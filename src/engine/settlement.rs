@@ -1,0 +1,639 @@
+//! The order-settlement workflow (SPEC §2.1): ingest, hold, release, refunds.
+//!
+//! ```text
+//!  POST /v1/orders ──► [ingest] ────────────────► [hold] ──── release_at ───► [release]
+//!                      group commit: orders,       orders.state = holding     one tx per batch:
+//!                      lines, pending credit,      (a row, not a timer)       pending → available,
+//!                      event, release job ──┐                                 lines released, event
+//!                                           └─ apalis job `order.release`, key release:{time}
+//!  POST /v1/orders/{id}/refunds ──► [refund] one tx: lock order, recompute on the net
+//!                                   (in the hold) or claw back (after it), event
+//! ```
+//!
+//! Durable step design: our tables are the truth about where an order is; an
+//! apalis job is only the durable trigger of the next step. Each step runs in
+//! ONE database transaction that locks its business rows, returns early when
+//! its effect is already recorded (the `where state = …` of the transition, the
+//! ledger's idempotency keys `order:{id}:{step}`), writes the effect and the
+//! state transition, and pushes the next step's job on that same transaction
+//! with a deterministic idempotency key. apalis delivers at least once, so a
+//! step may run twice; the second run finds nothing to do. A crash between
+//! any two statements rolls the whole step back.
+//!
+//! Time is the injected [`Clock`]'s: release jobs are enqueued for their
+//! release time, and a sweep (scheduled in `workflows/schedules.toml`, and run
+//! whenever a simulated clock moves) releases whatever is due, so a lost or
+//! early-deduplicated job can only delay a release, never lose it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Clock;
+use crate::domain::calendar::BusinessCalendar;
+use crate::domain::commission::{self, Beneficiary, CommissionLine, Order, OrderItem};
+use crate::domain::ids::{BuyerId, DistributorId, OrderId};
+use crate::domain::ledger;
+use crate::domain::money::Money;
+use crate::domain::plan::Plan;
+use crate::domain::settlement::{self, ItemBalance, RecordedLine, RefundError};
+use crate::store::{
+    IngestOutcome, JobSpec, LineUpdate, OrderRecord, OrderSnapshot, OrderState, PreparedOrder,
+    RefundDecision, RefundOutcome, RefundRequest, Store, StoreError, StoredPlan,
+};
+
+/// How many ingest requests may wait for the group-commit writer before new
+/// ones are pushed back (the HTTP handler then waits for room).
+const INGEST_QUEUE_CAPACITY: usize = 4_096;
+
+/// A confirmed order, validated at the edge.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub order_id: OrderId,
+    pub distributor_id: DistributorId,
+    pub buyer_id: BuyerId,
+    pub placed_at: DateTime<Utc>,
+    pub confirmed_at: DateTime<Utc>,
+    pub items: Vec<OrderItem>,
+    /// SHA-256 of the request body as sent, for replay detection.
+    pub request_sha256: String,
+}
+
+/// What ingesting one order came to.
+#[derive(Debug, Clone)]
+pub enum IngestAnswer {
+    Created(Box<PreparedOrder>),
+    Replayed(Box<OrderRecord>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettlementError {
+    /// Refused by a rule (→ 422 with this code).
+    #[error("{message}")]
+    Refused {
+        code: &'static str,
+        message: String,
+        field: Option<&'static str>,
+    },
+    /// The same id with a different body (→ 409).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The engine is shutting down.
+    #[error("the service is stopping")]
+    Stopping,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A link of the beneficiary chain as stored with the order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct ChainLink {
+    distributor_id: String,
+    grade: String,
+    earns: bool,
+}
+
+/// Settings of the workflow, from `workflows/order-settlement.toml`.
+#[derive(Debug, Clone)]
+pub struct SettlementSettings {
+    pub time_zone: Tz,
+    pub hold_business_days: u32,
+    pub release_job: JobSpec,
+    pub release_batch_size: i64,
+    pub ingest_batch_size: usize,
+    pub ingest_batch_max_wait: Duration,
+}
+
+/// What the workflow's steps share.
+struct Shared {
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    calendar: Arc<BusinessCalendar>,
+    settings: SettlementSettings,
+    plans: Mutex<HashMap<i64, Arc<Plan>>>,
+}
+
+struct IngestRequest {
+    order: NewOrder,
+    answer: oneshot::Sender<Result<IngestAnswer, SettlementError>>,
+}
+
+pub struct SettlementEngine {
+    shared: Arc<Shared>,
+    ingest: mpsc::Sender<IngestRequest>,
+}
+
+impl SettlementEngine {
+    /// Starts the group-commit writer; it stops when the engine is dropped.
+    pub fn start(
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        calendar: Arc<BusinessCalendar>,
+        settings: SettlementSettings,
+    ) -> SettlementEngine {
+        let shared = Arc::new(Shared {
+            store,
+            clock,
+            calendar,
+            settings,
+            plans: Mutex::new(HashMap::new()),
+        });
+        let (sender, receiver) = mpsc::channel(INGEST_QUEUE_CAPACITY);
+        tokio::spawn(group_commit(shared.clone(), receiver));
+        SettlementEngine {
+            shared,
+            ingest: sender,
+        }
+    }
+
+    pub fn settings(&self) -> &SettlementSettings {
+        &self.shared.settings
+    }
+
+    /// Ingests a confirmed order (the `ingest` step); returns once it is committed.
+    pub async fn ingest(&self, order: NewOrder) -> Result<IngestAnswer, SettlementError> {
+        let (answer, answered) = oneshot::channel();
+        self.ingest
+            .send(IngestRequest { order, answer })
+            .await
+            .map_err(|_| SettlementError::Stopping)?;
+        answered.await.map_err(|_| SettlementError::Stopping)?
+    }
+
+    /// Releases every order due by the clock's now, in batches (the `release`
+    /// step). Safe to run any number of times, from any number of workers.
+    pub async fn release_due(&self, attempt: i64) -> Result<usize, StoreError> {
+        release_due(&self.shared, attempt).await
+    }
+
+    /// Applies a refund (the `refund` step).
+    pub async fn refund(
+        &self,
+        order_id: &OrderId,
+        refund_id: &str,
+        amount: Money,
+        sku: Option<String>,
+        request_sha256: String,
+    ) -> Result<(RefundOutcome, bool), SettlementError> {
+        let shared = &self.shared;
+        let Some(order) = shared.store.order(order_id.as_str()).await? else {
+            return Err(SettlementError::NotFound("order"));
+        };
+        let plan = plan_by_version(shared, order.plan_version).await?;
+        let chain = chain_from_json(&order.chain_json)?;
+        let request = RefundRequest {
+            order_id: order_id.to_string(),
+            refund_id: refund_id.to_owned(),
+            sku,
+            amount,
+            request_sha256,
+        };
+        let now = shared.clock.now();
+        let decide = |snapshot: &OrderSnapshot| decide_refund(&plan, &chain, &request, snapshot);
+        match shared.store.refund_order(&request, now, decide).await {
+            Ok(RefundOutcome::Replayed(record)) => Ok((RefundOutcome::Replayed(record), false)),
+            Ok(applied) => Ok((applied, true)),
+            Err(StoreError::Conflict { what: "refund", id }) => Err(SettlementError::Conflict {
+                code: "refund_conflict",
+                message: format!("refund {id} was already made with a different body"),
+            }),
+            Err(StoreError::NotFound { what: "order", .. }) => {
+                Err(SettlementError::NotFound("order"))
+            }
+            Err(StoreError::Refused { code, message }) => Err(SettlementError::Refused {
+                code,
+                message,
+                field: Some(if code == "unknown_sku" {
+                    "sku"
+                } else {
+                    "amount"
+                }),
+            }),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+/// The group-commit writer: takes every request already waiting (up to the
+/// batch size, waiting at most the configured time for more) and writes them
+/// in one transaction, so the fsync of a commit is paid once per batch.
+async fn group_commit(shared: Arc<Shared>, mut receiver: mpsc::Receiver<IngestRequest>) {
+    let batch_size = shared.settings.ingest_batch_size.max(1);
+    let max_wait = shared.settings.ingest_batch_max_wait;
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < batch_size {
+            match receiver.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        if batch.len() < batch_size && !max_wait.is_zero() {
+            let deadline = tokio::time::Instant::now() + max_wait;
+            while batch.len() < batch_size {
+                match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(Some(request)) => batch.push(request),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        ingest_batch(&shared, batch).await;
+    }
+}
+
+async fn ingest_batch(shared: &Shared, batch: Vec<IngestRequest>) {
+    let (requests, answers): (Vec<NewOrder>, Vec<_>) = batch
+        .into_iter()
+        .map(|request| (request.order, request.answer))
+        .unzip();
+    let results = match prepare_and_write(shared, &requests).await {
+        Ok(results) => results,
+        Err(error) => {
+            tracing::error!(error = %error, orders = requests.len(), "ingest batch failed");
+            let message = error.to_string();
+            requests
+                .iter()
+                .map(|_| Err(SettlementError::Store(StoreError::Corrupt(message.clone()))))
+                .collect()
+        }
+    };
+    for (answer, result) in answers.into_iter().zip(results) {
+        // The requester may have gone away (client timeout); the order stands.
+        let _ = answer.send(result);
+    }
+}
+
+/// Prepares every order of a batch (distributors, plan, commission, release
+/// time) and writes the valid ones in one transaction.
+async fn prepare_and_write(
+    shared: &Shared,
+    orders: &[NewOrder],
+) -> Result<Vec<Result<IngestAnswer, SettlementError>>, StoreError> {
+    let distributors = load_chains(shared, orders).await?;
+    let plans = shared.store.list_plans().await?;
+    let mut results: Vec<Option<Result<IngestAnswer, SettlementError>>> = Vec::new();
+    results.resize_with(orders.len(), || None);
+    let mut prepared = Vec::with_capacity(orders.len());
+    let mut prepared_index = Vec::with_capacity(orders.len());
+    for (index, order) in orders.iter().enumerate() {
+        match prepare(shared, order, &distributors, &plans).await {
+            Ok(ready) => {
+                prepared.push(ready);
+                prepared_index.push(index);
+            }
+            Err(error) => results[index] = Some(Err(error)),
+        }
+    }
+    if !prepared.is_empty() {
+        let now = shared.clock.now();
+        let outcomes = shared
+            .store
+            .ingest_orders(&prepared, &shared.settings.release_job, now)
+            .await?;
+        for (index, outcome) in prepared_index.into_iter().zip(outcomes) {
+            results[index] = Some(match outcome {
+                IngestOutcome::Created(order) => {
+                    tracing::info!(order_id = %order.order_id, step = "ingest", attempt = 1, lines = order.lines.len(), "order ingested");
+                    Ok(IngestAnswer::Created(order))
+                }
+                IngestOutcome::Replayed(record) => Ok(IngestAnswer::Replayed(Box::new(record))),
+                IngestOutcome::Conflict => Err(SettlementError::Conflict {
+                    code: "order_conflict",
+                    message: "this order_id was already sent with a different body".to_owned(),
+                }),
+            });
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|result| result.unwrap_or(Err(SettlementError::Stopping)))
+        .collect())
+}
+
+/// The distributors of every order's chain (seller and two levels up), by id.
+async fn load_chains(
+    shared: &Shared,
+    orders: &[NewOrder],
+) -> Result<HashMap<String, crate::store::Distributor>, StoreError> {
+    let sellers: HashSet<&str> = orders
+        .iter()
+        .map(|order| order.distributor_id.as_str())
+        .collect();
+    let sellers: Vec<&str> = sellers.into_iter().collect();
+    let mut found: HashMap<String, crate::store::Distributor> = shared
+        .store
+        .distributors_by_ids(&sellers)
+        .await?
+        .into_iter()
+        .map(|distributor| (distributor.id.to_string(), distributor))
+        .collect();
+    let above: HashSet<String> = found
+        .values()
+        .flat_map(|distributor| distributor.upline.iter().take(2).map(ToString::to_string))
+        .filter(|id| !found.contains_key(id))
+        .collect();
+    if !above.is_empty() {
+        let above: Vec<&str> = above.iter().map(String::as_str).collect();
+        for distributor in shared.store.distributors_by_ids(&above).await? {
+            found.insert(distributor.id.to_string(), distributor);
+        }
+    }
+    Ok(found)
+}
+
+async fn prepare(
+    shared: &Shared,
+    order: &NewOrder,
+    distributors: &HashMap<String, crate::store::Distributor>,
+    plans: &[StoredPlan],
+) -> Result<PreparedOrder, SettlementError> {
+    let Some(seller) = distributors.get(order.distributor_id.as_str()) else {
+        return Err(SettlementError::Refused {
+            code: "unknown_distributor",
+            message: format!("distributor {} does not exist", order.distributor_id),
+            field: Some("distributor_id"),
+        });
+    };
+    let mut chain = vec![seller];
+    for id in seller.upline.iter().take(2) {
+        let above = distributors.get(id.as_str()).ok_or_else(|| {
+            StoreError::Corrupt(format!("upline {id} of {} is missing", seller.id))
+        })?;
+        chain.push(above);
+    }
+    let beneficiaries: Vec<Beneficiary> = chain
+        .iter()
+        .map(|distributor| Beneficiary {
+            distributor_id: distributor.id.clone(),
+            grade: distributor.grade.clone(),
+            earns: distributor.status == crate::store::DistributorStatus::Active,
+        })
+        .collect();
+    let stored = plans
+        .iter()
+        .filter(|plan| plan.effective_from <= order.confirmed_at)
+        .max_by_key(|plan| (plan.effective_from, plan.version))
+        .ok_or_else(|| StoreError::Corrupt("no plan is in force".to_owned()))?;
+    let plan = plan_from_stored(shared, stored)?;
+    let commission_order = Order {
+        distributor_id: order.distributor_id.clone(),
+        buyer_id: order.buyer_id.clone(),
+        items: order.items.clone(),
+    };
+    let lines = commission::compute(&plan, &commission_order, &beneficiaries).map_err(|error| {
+        StoreError::Corrupt(format!("commission of {}: {error}", order.order_id))
+    })?;
+    let release_at = settlement::release_at(
+        order.confirmed_at,
+        &shared.calendar,
+        shared.settings.time_zone,
+        shared.settings.hold_business_days,
+    );
+    let credited: Vec<(DistributorId, Money)> = lines
+        .iter()
+        .map(|line| (line.beneficiary.clone(), line.amount))
+        .collect();
+    let pending_transfer = ledger::commission_pending(order.order_id.as_str(), &credited)
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let chain_json = serde_json::to_string(
+        &beneficiaries
+            .iter()
+            .map(|beneficiary| ChainLink {
+                distributor_id: beneficiary.distributor_id.to_string(),
+                grade: beneficiary.grade.clone(),
+                earns: beneficiary.earns,
+            })
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let total = Money::checked_sum(order.items.iter().map(|item| item.amount)).ok_or(
+        SettlementError::Refused {
+            code: "invalid_amount",
+            message: "the items' amounts overflow".to_owned(),
+            field: Some("items"),
+        },
+    )?;
+    Ok(PreparedOrder {
+        order_id: order.order_id.clone(),
+        distributor_id: order.distributor_id.clone(),
+        buyer_id: order.buyer_id.clone(),
+        placed_at: order.placed_at,
+        confirmed_at: order.confirmed_at,
+        items: order.items.clone(),
+        total,
+        plan_version: stored.version,
+        release_at,
+        chain_json,
+        lines,
+        pending_transfer,
+        request_sha256: order.request_sha256.clone(),
+    })
+}
+
+fn plan_from_stored(shared: &Shared, stored: &StoredPlan) -> Result<Arc<Plan>, StoreError> {
+    let mut cache = shared
+        .plans
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(plan) = cache.get(&stored.version) {
+        return Ok(plan.clone());
+    }
+    let plan = Plan::parse(
+        &stored.source_toml,
+        &format!("plan version {}", stored.version),
+    )
+    .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let plan = Arc::new(plan);
+    cache.insert(stored.version, plan.clone());
+    Ok(plan)
+}
+
+async fn plan_by_version(shared: &Shared, version: i64) -> Result<Arc<Plan>, StoreError> {
+    if let Some(plan) = shared
+        .plans
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(&version)
+    {
+        return Ok(plan.clone());
+    }
+    let plans = shared.store.list_plans().await?;
+    let stored = plans
+        .iter()
+        .find(|plan| plan.version == version)
+        .ok_or_else(|| StoreError::Corrupt(format!("plan version {version} is missing")))?;
+    plan_from_stored(shared, stored)
+}
+
+fn chain_from_json(text: &str) -> Result<Vec<Beneficiary>, StoreError> {
+    let links: Vec<ChainLink> = serde_json::from_str(text)
+        .map_err(|error| StoreError::Corrupt(format!("order chain: {error}")))?;
+    links
+        .into_iter()
+        .map(|link| {
+            Ok(Beneficiary {
+                distributor_id: DistributorId::parse(link.distributor_id)?,
+                grade: link.grade,
+                earns: link.earns,
+            })
+        })
+        .collect()
+}
+
+/// What a refund does to a locked order: which items it comes from, the
+/// commission recomputed on the net amount, and the ledger movement.
+fn decide_refund(
+    plan: &Plan,
+    chain: &[Beneficiary],
+    request: &RefundRequest,
+    snapshot: &OrderSnapshot,
+) -> Result<RefundDecision, StoreError> {
+    let balances: Vec<ItemBalance> = snapshot
+        .items
+        .iter()
+        .map(|item| ItemBalance {
+            sku: item.sku.clone(),
+            paid: item.amount,
+            refunded: item.refunded,
+        })
+        .collect();
+    let allocation = settlement::allocate_refund(&balances, request.amount, request.sku.as_deref())
+        .map_err(|error| match error {
+            RefundError::UnknownSku => StoreError::Refused {
+                code: "unknown_sku",
+                message: format!(
+                    "the order has no item with sku {:?}",
+                    request.sku.as_deref().unwrap_or("")
+                ),
+            },
+            RefundError::ExceedsRemaining { remaining } => StoreError::Refused {
+                code: "refund_exceeds_remaining",
+                message: format!("the refund is larger than what remains refundable ({remaining})"),
+            },
+            other => StoreError::Refused {
+                code: "invalid_refund",
+                message: other.to_string(),
+            },
+        })?;
+    let mut net_items = Vec::with_capacity(snapshot.items.len());
+    let mut remaining_after = Money::ZERO;
+    for (item, refunded_now) in snapshot.items.iter().zip(&allocation) {
+        let net = item
+            .amount
+            .checked_sub(item.refunded)
+            .and_then(|left| left.checked_sub(*refunded_now))
+            .ok_or_else(|| StoreError::Corrupt("refund arithmetic overflowed".to_owned()))?;
+        remaining_after = remaining_after
+            .checked_add(net)
+            .ok_or_else(|| StoreError::Corrupt("refund arithmetic overflowed".to_owned()))?;
+        net_items.push(OrderItem {
+            sku: item.sku.clone(),
+            category: item.category.clone(),
+            amount: net,
+        });
+    }
+    let order = Order {
+        distributor_id: DistributorId::parse(snapshot.order.distributor_id.as_str())?,
+        buyer_id: BuyerId::parse(snapshot.order.buyer_id.as_str())?,
+        items: net_items,
+    };
+    let fresh: Vec<CommissionLine> = commission::compute(plan, &order, chain)
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let recorded = snapshot
+        .order
+        .lines
+        .iter()
+        .map(|line| {
+            Ok(RecordedLine {
+                beneficiary: DistributorId::parse(line.beneficiary_id.as_str())?,
+                level: line.level,
+                rate: line.rate,
+                amount: line.amount,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let changes = settlement::reconcile(&recorded, &fresh);
+    let after_release = snapshot.order.state == OrderState::Released;
+    let new_state = match snapshot.order.state {
+        OrderState::Holding if remaining_after.is_zero() => OrderState::Cancelled,
+        state => state,
+    };
+    let deltas = changes
+        .iter()
+        .map(|change| {
+            change
+                .new_amount
+                .checked_sub(change.old_amount)
+                .map(|delta| (change.beneficiary.clone(), delta))
+                .ok_or_else(|| StoreError::Corrupt("commission delta overflowed".to_owned()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let transfer = ledger::commission_refund(
+        &request.order_id,
+        &request.refund_id,
+        &deltas,
+        after_release,
+    )
+    .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let moved = Money::checked_sum(deltas.iter().map(|(_, delta)| *delta)).unwrap_or_default();
+    let (event_outcome, phase) = match (after_release, new_state) {
+        (true, _) => ("clawed_back", "after_release"),
+        (false, OrderState::Cancelled) => ("cancelled", "hold"),
+        (false, _) => ("recomputed", "hold"),
+    };
+    Ok(RefundDecision {
+        item_refunds: snapshot
+            .items
+            .iter()
+            .map(|item| item.line_no)
+            .zip(allocation)
+            .collect(),
+        line_updates: changes
+            .iter()
+            .map(|change| LineUpdate {
+                beneficiary_id: change.beneficiary.to_string(),
+                level: change.level,
+                rate: change.rate,
+                base: change.base,
+                amount: change.new_amount,
+            })
+            .collect(),
+        transfer,
+        new_state,
+        phase,
+        event_outcome,
+        event_detail: format!(
+            "refund {} of {}: commission changed by {moved}; {} refundable remains",
+            request.refund_id, request.amount, remaining_after
+        ),
+    })
+}
+
+async fn release_due(shared: &Shared, attempt: i64) -> Result<usize, StoreError> {
+    let batch = shared.settings.release_batch_size.max(1);
+    let mut released = 0;
+    // Bounded: each round releases a full batch or ends the loop, and the
+    // clock's now is read once, so orders confirmed meanwhile wait for the next run.
+    let now = shared.clock.now();
+    loop {
+        let ids = shared.store.release_due(now, batch, attempt).await?;
+        released += ids.len();
+        for id in &ids {
+            tracing::debug!(order_id = %id, step = "release", attempt, "order released");
+        }
+        if (ids.len() as i64) < batch {
+            break;
+        }
+    }
+    if released > 0 {
+        tracing::info!(step = "release", attempt, released, "released due holds");
+    }
+    Ok(released)
+}

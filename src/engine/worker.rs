@@ -1,0 +1,217 @@
+//! Running the steps: apalis workers consuming the step queues, and the
+//! scheduler of the cron jobs in `workflows/schedules.toml`.
+//!
+//! Every process registers its workers under a name of its own (host, pid,
+//! random suffix): apalis only re-enqueues a dead worker's jobs when no live
+//! worker carries that name (apalis.md §5). Heartbeats every
+//! [`HEARTBEAT_INTERVAL`] and [`MISSED_HEARTBEATS`] of them make a killed
+//! worker's jobs run again within [`ORPHAN_TIMEOUT`].
+//!
+//! The scheduler follows the injected [`Clock`], not the wall clock, so under
+//! `--simulated-clock` the cron jobs run when time is moved (apalis-cron ticks
+//! on the wall clock, which is why it is not used here).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::layers::retry::backoff::{ExponentialBackoffMaker, MakeBackoff};
+use apalis::layers::retry::{BackoffRetryPolicy, HasherRng, RetryPolicy};
+use apalis::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::clock::Clock;
+use crate::engine::definition::{JobKind, Schedules, StepDefinition};
+use crate::engine::settlement::SettlementEngine;
+use crate::store::{QueuePool, ReleaseJob};
+
+/// How often a worker tells the database it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// Heartbeats a worker may miss before its jobs are given to another.
+pub const MISSED_HEARTBEATS: usize = 6;
+/// A killed worker's job runs again after at most this (plus one heartbeat).
+pub const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often an idle worker looks for due jobs (apalis.md: without a poll
+/// interval, delayed jobs wait for the heartbeat).
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Jobs a worker fetches per round trip; ≥ 100 keeps SQLite commits cheap (apalis.md).
+const FETCH_BATCH: usize = 100;
+/// The scheduler's resolution under a wall clock: it re-reads the clock at
+/// least this often, so a moved simulated clock is noticed promptly.
+const SCHEDULER_TICK: Duration = Duration::from_secs(1);
+
+/// A name no other process has: host, pid and a random suffix.
+pub fn worker_name(role: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{role}-{host}-{}-{}", std::process::id(), &suffix[..8])
+}
+
+fn retry_policy(
+    step: &StepDefinition,
+) -> anyhow::Result<BackoffRetryPolicy<apalis::layers::retry::backoff::ExponentialBackoff>> {
+    let retry = step.retry();
+    let backoff = ExponentialBackoffMaker::new(
+        retry.backoff_base,
+        retry.backoff_max,
+        0.2,
+        HasherRng::default(),
+    )
+    .map_err(|error| anyhow::anyhow!("step {}: {error}", step.name()))?
+    .make_backoff();
+    Ok(RetryPolicy::retries(retry.max_attempts.saturating_sub(1) as usize).with_backoff(backoff))
+}
+
+/// The `release` step as an apalis handler: releases everything due.
+async fn release_step(
+    job: ReleaseJob,
+    attempt: Attempt,
+    engine: Data<Arc<SettlementEngine>>,
+) -> Result<(), BoxDynError> {
+    let attempt = attempt.current() as i64;
+    let span = tracing::info_span!("step", step = "release", attempt, release_at = %job.release_at);
+    async move {
+        engine.release_due(attempt).await.map_err(|error| {
+            tracing::warn!(error = %error, "release step failed; it will be retried");
+            Box::new(error) as BoxDynError
+        })?;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs the release queue's worker until `stop` turns true.
+pub async fn run_release_worker(
+    pool: QueuePool,
+    engine: Arc<SettlementEngine>,
+    step: StepDefinition,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let queue = step
+        .queue()
+        .ok_or_else(|| anyhow::anyhow!("step {} has no queue", step.name()))?
+        .to_owned();
+    let name = worker_name("release");
+    tracing::info!(worker = %name, queue = %queue, "starting worker");
+    let signal = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+        Ok::<(), std::io::Error>(())
+    };
+    let concurrency = step.concurrency() as usize;
+    let policy = retry_policy(&step)?;
+    match pool {
+        QueuePool::Sqlite(pool) => {
+            let config = apalis_sqlite::Config::default()
+                .queue(&queue)
+                .batch_size(FETCH_BATCH)
+                .heartbeat_interval(HEARTBEAT_INTERVAL)
+                .missed_heartbeats(MISSED_HEARTBEATS);
+            let storage =
+                apalis_sqlite::SqliteStorage::<ReleaseJob>::new(&pool).with_config(config);
+            WorkerBuilder::new(name)
+                .backend(storage.poll_with_interval(POLL_INTERVAL))
+                .data(engine)
+                .concurrency(concurrency)
+                .retry(policy)
+                .build(release_step)
+                .run_until(signal)
+                .await?;
+        }
+        QueuePool::Postgres(pool) => {
+            let config = apalis_postgres::Config::default()
+                .queue(&queue)
+                .batch_size(FETCH_BATCH)
+                .heartbeat_interval(HEARTBEAT_INTERVAL)
+                .missed_heartbeats(MISSED_HEARTBEATS);
+            let storage =
+                apalis_postgres::PostgresStorage::<ReleaseJob>::new(&pool).with_config(config);
+            WorkerBuilder::new(name)
+                .backend(storage.poll_with_interval(POLL_INTERVAL))
+                .data(engine)
+                .concurrency(concurrency)
+                .retry(policy)
+                .build(release_step)
+                .run_until(signal)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the cron jobs of `schedules` on the injected clock until `stop`.
+/// Each job runs at most once per scheduled instant; a job whose instant
+/// passed while the process was down runs once at start (catch-up).
+pub async fn run_scheduler(
+    schedules: Schedules,
+    clock: Arc<dyn Clock>,
+    engine: Arc<SettlementEngine>,
+    mut stop: watch::Receiver<bool>,
+    mut clock_moved: watch::Receiver<DateTime<Utc>>,
+) {
+    let start = clock.now();
+    let mut next: Vec<Option<DateTime<Utc>>> = schedules
+        .jobs()
+        .iter()
+        .map(|job| {
+            job.schedule()
+                .after(&start.with_timezone(&job.time_zone()))
+                .next()
+                .map(|at| at.to_utc())
+        })
+        .collect();
+    // Catch up once at start: due holds may have piled up while we were down.
+    run_job(JobKind::from_str_lossy("release_due_holds"), &engine).await;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            _ = clock_moved.changed() => {},
+            () = tokio::time::sleep(SCHEDULER_TICK) => {},
+        }
+        let now = clock.now();
+        for (job, next_at) in schedules.jobs().iter().zip(next.iter_mut()) {
+            let Some(at) = *next_at else { continue };
+            if at > now {
+                continue;
+            }
+            run_job(Some(job.job()), &engine).await;
+            *next_at = job
+                .schedule()
+                .after(&now.with_timezone(&job.time_zone()))
+                .next()
+                .map(|at| at.to_utc());
+        }
+    }
+}
+
+async fn run_job(job: Option<JobKind>, engine: &SettlementEngine) {
+    match job {
+        Some(JobKind::ReleaseDueHolds) => {
+            if let Err(error) = engine.release_due(1).await {
+                tracing::warn!(error = %error, job = "release_due_holds", "scheduled job failed; it runs again at its next time");
+            }
+        }
+        Some(other) => tracing::debug!(
+            job = other.name(),
+            "scheduled job has no runner yet in this process"
+        ),
+        None => {}
+    }
+}
+
+impl JobKind {
+    fn from_str_lossy(name: &str) -> Option<JobKind> {
+        JobKind::from_name(name)
+    }
+}
+
+/// Parses a cron expression the way the definitions do (for tests and tools).
+pub fn parse_cron(expression: &str) -> Result<cron::Schedule, cron::error::Error> {
+    cron::Schedule::from_str(expression)
+}

@@ -70,7 +70,7 @@ pub enum Command {
         #[command(subcommand)]
         command: WorkflowsCommand,
     },
-    /// Seed a temporary database with a distributor tree and orders, and show the ledger.
+    /// Run the order-settlement workflow end to end on a temporary database and a simulated clock.
     Demo {
         /// Keep the demo database here instead of a temporary file.
         #[arg(long)]
@@ -111,7 +111,7 @@ pub enum PlanCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum WorkflowsCommand {
-    /// Validate the calendars and plans under the workflows folder.
+    /// Validate the workflow definitions, schedules, calendars and plans under the workflows folder.
     Check {
         /// Folder to check (default: the `workflows_dir` setting).
         dir: Option<PathBuf>,
@@ -167,7 +167,12 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 /// Runs the parsed command; the process exit code is the result's.
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let settings = cli.settings()?;
-    crate::telemetry::init(settings.log_format, &settings.log_filter);
+    // The demo prints its own story; its logs only matter when something is wrong.
+    let log_filter = match cli.command {
+        Command::Demo { .. } if std::env::var_os("FENRUN_LOG_FILTER").is_none() => "warn",
+        _ => settings.log_filter.as_str(),
+    };
+    crate::telemetry::init(settings.log_format, log_filter);
     match cli.command {
         Command::Serve { .. } => {
             let app = Application::build(settings).await?;

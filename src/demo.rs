@@ -1,20 +1,60 @@
-//! `fenrun demo`: a guided tour on a throw-away SQLite file — a referral tree
-//! four levels deep, commissions computed under the shipped plan and posted as
-//! pending balance, an idempotent replay, then balances and `ledger verify`.
+//! `fenrun demo`: the order-settlement workflow end to end, on a throw-away
+//! SQLite file and a simulated clock — a referral tree four levels deep, a
+//! commission plan, ~200 orders with refunds inside and after the hold, a
+//! fast-forward past T+3, then every distributor's balances and `ledger verify`.
+//!
+//! It drives the same engine the HTTP API does (ingest through the group-commit
+//! writer, refunds, the release step), only without the HTTP hop.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::Instant;
 
-use chrono::Utc;
+use chrono::Duration;
+use indicatif::{ProgressBar, ProgressStyle};
+use secrecy::SecretString;
 
-use crate::domain::commission::{self, Beneficiary, Order, OrderItem};
-use crate::domain::ids::{BuyerId, DistributorId};
-use crate::domain::ledger::{AccountId, Bucket, PlatformAccount, Transfer, TransferKind};
+use crate::app::Runtime;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::domain::commission::OrderItem;
+use crate::domain::ids::{BuyerId, DistributorId, OrderId};
+use crate::domain::ledger::sha256_hex;
 use crate::domain::money::Money;
-use crate::store::{LedgerReport, NewDistributor, Store, StoreOptions, TransferOutcome};
+use crate::engine::settlement::NewOrder;
+use crate::store::{DistributorStatus, LedgerReport, NewDistributor};
 
-/// How many sample orders the tour posts.
-const DEMO_ORDERS: u64 = 60;
+/// Orders the demo sends.
+const DEMO_ORDERS: u64 = 200;
+/// Orders sent at once, so the group-commit writer batches them.
+const CONCURRENT_ORDERS: usize = 25;
+/// Days over which the orders are confirmed.
+const ORDER_DAYS: u64 = 4;
+
+/// The plan the demo applies on top of the shipped default: the same grades,
+/// electronics paying less, gift cards paying nothing.
+const DEMO_PLAN: &str = r#"name = "demo-spring"
+default_grade = "regular"
+order_cap = "30%"
+self_purchase_pays = false
+excluded_skus = ["GIFT-CARD"]
+
+[grades.regular]
+display_name = "普通"
+levels = ["10%", "5%", "2%"]
+
+[grades.gold]
+display_name = "金牌"
+levels = ["12%", "6%", "3%"]
+
+[grades.partner]
+display_name = "合伙人"
+levels = ["15%", "8%", "3%"]
+
+[[overrides]]
+category = "electronics"
+levels = ["4%", "2%", "1%"]
+"#;
 
 /// (id, name, referrer, grade): a root partner, two gold, four regular, eight leaves.
 fn demo_tree() -> Vec<(String, String, Option<String>, &'static str)> {
@@ -48,143 +88,197 @@ impl Lcg {
     }
 }
 
+fn progress(length: u64, message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(length);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:<28} [{bar:30}] {pos}/{len}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar
+}
+
 pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
+    let started = Instant::now();
     let temp = tempfile::tempdir()?;
     let path = keep.unwrap_or_else(|| temp.path().join("demo.db"));
-    let url = format!("sqlite://{}", path.display());
-    println!("fenrun demo — database {}", path.display());
-    let store = Store::open(&url, &StoreOptions::default()).await?;
-    let now = Utc::now();
-    crate::plans::ensure_default(&store, now).await?;
-    let (version, plan) = crate::plans::in_force(&store, now).await?;
-    println!(
-        "commission plan in force: {:?} (version {version})",
-        plan.name()
-    );
+    let settings = Settings {
+        database_url: SecretString::from(format!("sqlite://{}", path.display())),
+        simulated_clock: true,
+        run_workers: false,
+        log_filter: "warn".to_owned(),
+        ..Settings::default()
+    };
+    println!("fenrun demo — SQLite database {}, simulated clock", path.display());
+    let runtime = Runtime::build(settings).await?;
+    let state = &runtime.state;
+    let clock = state
+        .simulated_clock
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the demo needs the simulated clock"))?;
+    let store = &state.store;
+    let engine = &state.settlement;
+
+    let plan = crate::plans::apply(store, DEMO_PLAN, "demo-plan.toml", "demo", clock.now()).await?;
+    println!("commission plan applied: {:?} as version {}", plan.name, plan.version);
 
     let tree = demo_tree();
-    for (index, (id, name, referrer, grade)) in tree.iter().enumerate() {
+    let bar = progress(tree.len() as u64, "creating distributors");
+    for (id, name, referrer, grade) in &tree {
         let new = NewDistributor {
             id: DistributorId::parse(id.as_str())?,
             name: name.clone(),
             referrer_id: referrer.as_deref().map(DistributorId::parse).transpose()?,
             grade: (*grade).to_owned(),
-            status: crate::store::DistributorStatus::Active,
-            request_sha256: crate::domain::ledger::sha256_hex(id.as_bytes()),
+            status: DistributorStatus::Active,
+            request_sha256: sha256_hex(id.as_bytes()),
         };
-        store.create_distributor(&new, now).await?;
-        print!("\rcreating distributors {}/{}", index + 1, tree.len());
+        store.create_distributor(&new, clock.now()).await?;
+        bar.inc(1);
     }
-    println!();
+    bar.finish();
 
-    let mut random = Lcg(20261122);
+    let mut random = Lcg(20_261_122);
     let categories = ["apparel", "beauty", "electronics", "food"];
-    let mut posted_lines = 0usize;
-    for number in 1..=DEMO_ORDERS {
-        let seller = DistributorId::parse(format!("d{:02}", 1 + random.next(15)))?;
-        let distributor = store
-            .distributor(&seller)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("missing {seller}"))?;
-        let mut chain = vec![Beneficiary {
-            distributor_id: seller.clone(),
-            grade: distributor.grade.clone(),
-            earns: true,
-        }];
-        for upline in distributor.upline.iter().take(2) {
-            let above = store
-                .distributor(upline)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("missing {upline}"))?;
-            chain.push(Beneficiary {
-                distributor_id: above.id,
-                grade: above.grade,
-                earns: true,
+    let orders_per_day = DEMO_ORDERS / ORDER_DAYS;
+    let mut all_orders = Vec::new();
+    let bar = progress(DEMO_ORDERS, "confirming orders (4 days)");
+    for day in 0..ORDER_DAYS {
+        let mut batch = Vec::new();
+        for number in day * orders_per_day + 1..=(day + 1) * orders_per_day {
+            let seller = DistributorId::parse(format!("d{:02}", 1 + random.next(15)))?;
+            let items = (0..1 + random.next(3))
+                .map(|line| {
+                    let gift = random.next(10) == 0;
+                    OrderItem {
+                        sku: if gift { "GIFT-CARD".to_owned() } else { format!("SKU-{number}-{line}") },
+                        category: categories[random.next(4) as usize].to_owned(),
+                        amount: Money::from_fen(990 + 100 * random.next(2_000) as i64),
+                    }
+                })
+                .collect();
+            let confirmed_at = clock.now();
+            batch.push(NewOrder {
+                order_id: OrderId::parse(format!("o{number:04}"))?,
+                distributor_id: seller,
+                buyer_id: BuyerId::parse(format!("buyer-{number}"))?,
+                placed_at: confirmed_at - Duration::days(3),
+                confirmed_at,
+                items,
+                request_sha256: sha256_hex(format!("demo-order-{number}").as_bytes()),
             });
         }
-        let items = (0..1 + random.next(3))
-            .map(|line| OrderItem {
-                sku: format!("SKU-{number}-{line}"),
-                category: categories[random.next(4) as usize].to_owned(),
-                amount: Money::from_fen(990 + 100 * random.next(2_000) as i64),
-            })
-            .collect();
-        let order = Order {
-            distributor_id: seller,
-            buyer_id: BuyerId::parse(format!("buyer-{number}"))?,
-            items,
-        };
-        for line in commission::compute(&plan, &order, &chain)? {
-            let transfer = Transfer::between(
-                format!("demo:o{number}:{}:{}", line.level, line.rate.fraction()),
-                TransferKind::CommissionPending,
-                AccountId::Platform(PlatformAccount::CommissionExpense),
-                AccountId::Distributor(line.beneficiary.clone(), Bucket::Pending),
-                line.amount,
-            )?;
-            store.transfer(&transfer, now).await?;
-            posted_lines += 1;
+        for chunk in batch.chunks(CONCURRENT_ORDERS) {
+            let mut sending = tokio::task::JoinSet::new();
+            for order in chunk.iter().cloned() {
+                let engine = engine.clone();
+                sending.spawn(async move { engine.ingest(order).await });
+            }
+            while let Some(answer) = sending.join_next().await {
+                answer??;
+                bar.inc(1);
+            }
         }
-        print!("\rposting commissions for orders {number}/{DEMO_ORDERS}");
+        all_orders.extend(batch);
+        clock.advance(Duration::days(1))?;
+        engine.release_due(1).await?;
     }
-    println!("\n{posted_lines} commission lines posted as pending");
+    bar.finish();
 
-    let replay = Transfer::between(
-        "demo:o1:replayed",
-        TransferKind::Adjustment,
-        AccountId::Platform(PlatformAccount::CommissionExpense),
-        AccountId::Distributor(DistributorId::parse("d01")?, Bucket::Available),
-        Money::from_fen(100),
-    )?;
-    let first = store.transfer(&replay, now).await?;
-    let second = store.transfer(&replay, now).await?;
-    println!(
-        "idempotency: the same transfer applied twice → {} then {}",
-        describe_outcome(first),
-        describe_outcome(second)
-    );
+    // Refunds while the last day's orders are still held: every 5th order,
+    // alternately partial (by sku) and full.
+    let held: Vec<&NewOrder> = all_orders.iter().rev().take(orders_per_day as usize).collect();
+    let mut refunds_in_hold = 0;
+    for (index, order) in held.iter().enumerate().filter(|(index, _)| index % 5 == 0) {
+        let full = index % 10 == 0;
+        let (amount, sku) = if full {
+            (Money::checked_sum(order.items.iter().map(|item| item.amount)).unwrap_or_default(), None)
+        } else {
+            (order.items[0].amount, Some(order.items[0].sku.clone()))
+        };
+        engine
+            .refund(&order.order_id, "hold-refund", amount, sku, sha256_hex(order.order_id.as_str().as_bytes()))
+            .await?;
+        refunds_in_hold += 1;
+    }
+    println!("{refunds_in_hold} refunds inside the hold: commission recomputed on the net, fully refunded orders cancelled");
+
+    clock.advance(Duration::days(7))?;
+    let released = engine.release_due(1).await?;
+    println!("clock moved past T+3 business days: {released} held orders released");
+
+    // A leaf seller takes out everything available (a manual debit stands in
+    // for the withdrawal workflow), then a refund of one of their released
+    // orders claws back more than is left: a debt, repaid from later commission.
+    let spender = DistributorId::parse("d15")?;
+    let spent = store.balance(&spender).await?.unwrap_or_default().available;
+    if spent.fen() > 0 {
+        let debit = crate::domain::ledger::Transfer::between(
+            "demo:d15:payout",
+            crate::domain::ledger::TransferKind::Adjustment,
+            crate::domain::ledger::AccountId::Distributor(spender.clone(), crate::domain::ledger::Bucket::Available),
+            crate::domain::ledger::AccountId::Platform(crate::domain::ledger::PlatformAccount::CommissionExpense),
+            spent,
+        )?;
+        store.transfer(&debit, clock.now()).await?;
+    }
+    let mut clawbacks = 0;
+    if let Some(order) = all_orders
+        .iter()
+        .take((orders_per_day * 2) as usize)
+        .find(|order| order.distributor_id == spender)
+    {
+        let amount = Money::checked_sum(order.items.iter().map(|item| item.amount)).unwrap_or_default();
+        engine.refund(&order.order_id, "late-refund", amount, None, sha256_hex(b"late")).await?;
+        clawbacks += 1;
+        println!("d15 withdrew {spent}, then order {} was refunded after its release", order.order_id);
+    }
+    // Refunds after the release claw commission back, possibly into debt.
+    for order in all_orders.iter().take(orders_per_day as usize).filter(|order| order.order_id.as_str().ends_with('7')) {
+        let amount = Money::checked_sum(order.items.iter().map(|item| item.amount)).unwrap_or_default();
+        engine
+            .refund(&order.order_id, "late-refund", amount, None, sha256_hex(b"late"))
+            .await?;
+        clawbacks += 1;
+    }
+    println!("{clawbacks} refunds after the release (clawed back from available balance)");
 
     println!(
-        "\n{:<5} {:<14} {:<8} {:<16} {:>12} {:>12}",
-        "id", "name", "grade", "upline", "pending", "available"
+        "\n{:<5} {:<10} {:<8} {:<13} {:>10} {:>10} {:>8} {:>6}",
+        "id", "name", "grade", "upline", "pending", "available", "debt", "lines"
     );
+    let mut total_available = Money::ZERO;
     for (id, name, _, grade) in &tree {
         let id = DistributorId::parse(id.as_str())?;
-        let distributor = store
-            .distributor(&id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("missing {id}"))?;
+        let distributor = store.distributor(&id).await?.ok_or_else(|| anyhow::anyhow!("missing {id}"))?;
         let balance = store.balance(&id).await?.unwrap_or_default();
+        let lines = store.commissions(id.as_str(), None, crate::store::MAX_PAGE).await?;
         let upline: Vec<String> = distributor.upline.iter().map(ToString::to_string).collect();
+        total_available = total_available.checked_add(balance.available).unwrap_or(total_available);
         println!(
-            "{:<5} {:<14} {:<8} {:<16} {:>12} {:>12}",
+            "{:<5} {:<10} {:<8} {:<13} {:>10} {:>10} {:>8} {:>6}",
             id.as_str(),
-            name.chars().take(12).collect::<String>(),
+            name,
             grade,
             upline.join(","),
             balance.pending.to_string(),
-            balance.available.to_string()
+            balance.available.to_string(),
+            balance.debt().to_string(),
+            lines.iter().filter(|line| !line.amount.is_zero()).count(),
         );
     }
-    let expense = store
-        .account_balance(&AccountId::Platform(PlatformAccount::CommissionExpense))
-        .await?
-        .unwrap_or_default();
-    println!("platform commission expense: {expense}");
+    let counts = store.order_counts().await?;
+    let counts: Vec<String> = counts.iter().map(|(state, count)| format!("{count} {state}")).collect();
+    println!("\norders: {}; distributors' available total {total_available}", counts.join(", "));
     let report = store.verify_ledger().await?;
-    print!("\n{}", describe_ledger_report(&report));
+    print!("{}", describe_ledger_report(&report));
+    println!("demo finished in {:.1?}", started.elapsed());
     store.close().await;
     if !report.is_clean() {
         anyhow::bail!("the ledger does not verify");
     }
     Ok(())
-}
-
-fn describe_outcome(outcome: TransferOutcome) -> &'static str {
-    match outcome {
-        TransferOutcome::Applied { .. } => "applied",
-        TransferOutcome::AlreadyApplied { .. } => "already applied (no-op)",
-    }
 }
 
 /// The human summary `ledger verify` and the demo print.

@@ -39,6 +39,7 @@ pub struct AppState {
     pub settlement: Arc<SettlementEngine>,
     /// Told the new time whenever a simulated clock moves, so the scheduler runs at once.
     pub clock_moved: Arc<watch::Sender<DateTime<Utc>>>,
+    pub tokens: Arc<crate::tokens::TokenCache>,
 }
 
 /// The workflow files in force: from the workflows folder, or the copies
@@ -87,7 +88,10 @@ impl Workflows {
         })
     }
 
-    fn settlement_settings(&self) -> anyhow::Result<SettlementSettings> {
+    fn settlement_settings(
+        &self,
+        backend: crate::store::BackendKind,
+    ) -> anyhow::Result<SettlementSettings> {
         let release = self.step(StepKind::ReleaseCommission)?;
         let ingest = self.step(StepKind::IngestOrder)?;
         Ok(SettlementSettings {
@@ -106,6 +110,11 @@ impl Workflows {
             release_batch_size: release.batch_size().unwrap_or(1_000) as i64,
             ingest_batch_size: ingest.batch_size().unwrap_or(1),
             ingest_batch_max_wait: ingest.batch_max_wait().unwrap_or(Duration::ZERO),
+            ingest_writers: match backend {
+                // One writer at a time is all SQLite has; more would only queue on its lock.
+                crate::store::BackendKind::Sqlite => 1,
+                crate::store::BackendKind::Postgres => ingest.concurrency() as usize,
+            },
         })
     }
 }
@@ -155,7 +164,7 @@ impl Runtime {
             store.clone(),
             clock.clone(),
             workflows.calendar.clone(),
-            workflows.settlement_settings()?,
+            workflows.settlement_settings(store.kind())?,
         ));
         let (clock_moved, _) = watch::channel(clock.now());
         Ok(Runtime {
@@ -166,6 +175,7 @@ impl Runtime {
                 settings: Arc::new(settings),
                 settlement,
                 clock_moved: Arc::new(clock_moved),
+                tokens: Arc::default(),
             },
             workflows,
         })

@@ -70,11 +70,37 @@ pub enum Command {
         #[command(subcommand)]
         command: WorkflowsCommand,
     },
+    /// Benchmarks; they print figures.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Run the order-settlement workflow end to end on a temporary database and a simulated clock.
     Demo {
         /// Keep the demo database here instead of a temporary file.
         #[arg(long)]
         keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Orders through ingest (HTTP, group commit) and release; SQLite by
+    /// default, or a scratch database on the PostgreSQL server of --database-url.
+    Settle {
+        #[arg(long, default_value_t = 10_000)]
+        orders: usize,
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Drain a backlog of no-op apalis jobs.
+    Queue {
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
     },
 }
 
@@ -169,7 +195,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let settings = cli.settings()?;
     // The demo prints its own story; its logs only matter when something is wrong.
     let log_filter = match cli.command {
-        Command::Demo { .. } if std::env::var_os("FENRUN_LOG_FILTER").is_none() => "warn",
+        Command::Demo { .. } | Command::Bench { .. }
+            if std::env::var_os("FENRUN_LOG_FILTER").is_none() =>
+        {
+            "warn"
+        }
         _ => settings.log_filter.as_str(),
     };
     crate::telemetry::init(settings.log_format, log_filter);
@@ -270,6 +300,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 println!("ok  {}", file.display());
             }
             println!("{} file(s) valid", checked.len());
+        }
+        Command::Bench { command } => {
+            // Only an explicit --database-url / FENRUN_DATABASE_URL picks PostgreSQL.
+            let url = settings.database_url.expose_secret().to_owned();
+            let server = url.starts_with("postgres").then_some(url.as_str());
+            match command {
+                BenchCommand::Settle {
+                    orders,
+                    concurrency,
+                    runs,
+                } => {
+                    crate::bench::settle(orders, concurrency.max(1), runs.max(1), server).await?;
+                }
+                BenchCommand::Queue { jobs } => crate::bench::queue(jobs, server).await?,
+            }
         }
         Command::Demo { keep } => {
             crate::demo::run(keep).await?;

@@ -110,7 +110,10 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         log_filter: "warn".to_owned(),
         ..Settings::default()
     };
-    println!("fenrun demo — SQLite database {}, simulated clock", path.display());
+    println!(
+        "fenrun demo — SQLite database {}, simulated clock",
+        path.display()
+    );
     let runtime = Runtime::build(settings).await?;
     let state = &runtime.state;
     let clock = state
@@ -121,7 +124,10 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     let engine = &state.settlement;
 
     let plan = crate::plans::apply(store, DEMO_PLAN, "demo-plan.toml", "demo", clock.now()).await?;
-    println!("commission plan applied: {:?} as version {}", plan.name, plan.version);
+    println!(
+        "commission plan applied: {:?} as version {}",
+        plan.name, plan.version
+    );
 
     let tree = demo_tree();
     let bar = progress(tree.len() as u64, "creating distributors");
@@ -152,7 +158,11 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
                 .map(|line| {
                     let gift = random.next(10) == 0;
                     OrderItem {
-                        sku: if gift { "GIFT-CARD".to_owned() } else { format!("SKU-{number}-{line}") },
+                        sku: if gift {
+                            "GIFT-CARD".to_owned()
+                        } else {
+                            format!("SKU-{number}-{line}")
+                        },
                         category: categories[random.next(4) as usize].to_owned(),
                         amount: Money::from_fen(990 + 100 * random.next(2_000) as i64),
                     }
@@ -188,21 +198,36 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
 
     // Refunds while the last day's orders are still held: every 5th order,
     // alternately partial (by sku) and full.
-    let held: Vec<&NewOrder> = all_orders.iter().rev().take(orders_per_day as usize).collect();
+    let held: Vec<&NewOrder> = all_orders
+        .iter()
+        .rev()
+        .take(orders_per_day as usize)
+        .collect();
     let mut refunds_in_hold = 0;
     for (index, order) in held.iter().enumerate().filter(|(index, _)| index % 5 == 0) {
         let full = index % 10 == 0;
         let (amount, sku) = if full {
-            (Money::checked_sum(order.items.iter().map(|item| item.amount)).unwrap_or_default(), None)
+            (
+                Money::checked_sum(order.items.iter().map(|item| item.amount)).unwrap_or_default(),
+                None,
+            )
         } else {
             (order.items[0].amount, Some(order.items[0].sku.clone()))
         };
         engine
-            .refund(&order.order_id, "hold-refund", amount, sku, sha256_hex(order.order_id.as_str().as_bytes()))
+            .refund(
+                &order.order_id,
+                "hold-refund",
+                amount,
+                sku,
+                sha256_hex(order.order_id.as_str().as_bytes()),
+            )
             .await?;
         refunds_in_hold += 1;
     }
-    println!("{refunds_in_hold} refunds inside the hold: commission recomputed on the net, fully refunded orders cancelled");
+    println!(
+        "{refunds_in_hold} refunds inside the hold: commission recomputed on the net, fully refunded orders cancelled"
+    );
 
     clock.advance(Duration::days(7))?;
     let released = engine.release_due(1).await?;
@@ -217,8 +242,13 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         let debit = crate::domain::ledger::Transfer::between(
             "demo:d15:payout",
             crate::domain::ledger::TransferKind::Adjustment,
-            crate::domain::ledger::AccountId::Distributor(spender.clone(), crate::domain::ledger::Bucket::Available),
-            crate::domain::ledger::AccountId::Platform(crate::domain::ledger::PlatformAccount::CommissionExpense),
+            crate::domain::ledger::AccountId::Distributor(
+                spender.clone(),
+                crate::domain::ledger::Bucket::Available,
+            ),
+            crate::domain::ledger::AccountId::Platform(
+                crate::domain::ledger::PlatformAccount::CommissionExpense,
+            ),
             spent,
         )?;
         store.transfer(&debit, clock.now()).await?;
@@ -229,16 +259,39 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         .take((orders_per_day * 2) as usize)
         .find(|order| order.distributor_id == spender)
     {
-        let amount = Money::checked_sum(order.items.iter().map(|item| item.amount)).unwrap_or_default();
-        engine.refund(&order.order_id, "late-refund", amount, None, sha256_hex(b"late")).await?;
+        let amount =
+            Money::checked_sum(order.items.iter().map(|item| item.amount)).unwrap_or_default();
+        engine
+            .refund(
+                &order.order_id,
+                "late-refund",
+                amount,
+                None,
+                sha256_hex(b"late"),
+            )
+            .await?;
         clawbacks += 1;
-        println!("d15 withdrew {spent}, then order {} was refunded after its release", order.order_id);
+        println!(
+            "d15 withdrew {spent}, then order {} was refunded after its release",
+            order.order_id
+        );
     }
     // Refunds after the release claw commission back, possibly into debt.
-    for order in all_orders.iter().take(orders_per_day as usize).filter(|order| order.order_id.as_str().ends_with('7')) {
-        let amount = Money::checked_sum(order.items.iter().map(|item| item.amount)).unwrap_or_default();
+    for order in all_orders
+        .iter()
+        .take(orders_per_day as usize)
+        .filter(|order| order.order_id.as_str().ends_with('7'))
+    {
+        let amount =
+            Money::checked_sum(order.items.iter().map(|item| item.amount)).unwrap_or_default();
         engine
-            .refund(&order.order_id, "late-refund", amount, None, sha256_hex(b"late"))
+            .refund(
+                &order.order_id,
+                "late-refund",
+                amount,
+                None,
+                sha256_hex(b"late"),
+            )
             .await?;
         clawbacks += 1;
     }
@@ -251,11 +304,18 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     let mut total_available = Money::ZERO;
     for (id, name, _, grade) in &tree {
         let id = DistributorId::parse(id.as_str())?;
-        let distributor = store.distributor(&id).await?.ok_or_else(|| anyhow::anyhow!("missing {id}"))?;
+        let distributor = store
+            .distributor(&id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("missing {id}"))?;
         let balance = store.balance(&id).await?.unwrap_or_default();
-        let lines = store.commissions(id.as_str(), None, crate::store::MAX_PAGE).await?;
+        let lines = store
+            .commissions(id.as_str(), None, crate::store::MAX_PAGE)
+            .await?;
         let upline: Vec<String> = distributor.upline.iter().map(ToString::to_string).collect();
-        total_available = total_available.checked_add(balance.available).unwrap_or(total_available);
+        total_available = total_available
+            .checked_add(balance.available)
+            .unwrap_or(total_available);
         println!(
             "{:<5} {:<10} {:<8} {:<13} {:>10} {:>10} {:>8} {:>6}",
             id.as_str(),
@@ -269,8 +329,14 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         );
     }
     let counts = store.order_counts().await?;
-    let counts: Vec<String> = counts.iter().map(|(state, count)| format!("{count} {state}")).collect();
-    println!("\norders: {}; distributors' available total {total_available}", counts.join(", "));
+    let counts: Vec<String> = counts
+        .iter()
+        .map(|(state, count)| format!("{count} {state}"))
+        .collect();
+    println!(
+        "\norders: {}; distributors' available total {total_available}",
+        counts.join(", ")
+    );
     let report = store.verify_ledger().await?;
     print!("{}", describe_ledger_report(&report));
     println!("demo finished in {:.1?}", started.elapsed());

@@ -13,11 +13,12 @@
 //! - [`config`]: layered, validated settings.
 //! - [`clock`]: injectable time, real or simulated.
 //! - [`plans`], [`tokens`]: applying commission plans; issuing and checking API tokens.
-//! - [`cli`]: the `fenrun` command line.
+//! - [`cli`]: the `fenrun` command line; [`bench`]: `fenrun bench`; [`demo`]: `fenrun demo`.
 //! - [`telemetry`]: logging set-up.
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

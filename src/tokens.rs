@@ -76,3 +76,54 @@ pub async fn authenticate(
         distributor: record.distributor_id,
     }))
 }
+
+/// How long a verified token is trusted without asking the database again.
+/// Revoking a token therefore takes effect within this time.
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Most tokens remembered at once; the cache is emptied when it is full.
+const TOKEN_CACHE_CAPACITY: usize = 10_000;
+
+/// Remembers recently verified tokens (by hash) so a busy client does not
+/// cost a database round trip per request. Unknown tokens are never cached.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Principal, std::time::Instant)>>,
+}
+
+impl TokenCache {
+    /// Like [`authenticate`], answered from memory while fresh.
+    pub async fn authenticate(
+        &self,
+        store: &Store,
+        presented: &SecretString,
+    ) -> Result<Option<Principal>, StoreError> {
+        let token = presented.expose_secret();
+        if !token.starts_with(TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let hash = sha256_hex(token.as_bytes());
+        {
+            let entries = self
+                .entries
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some((principal, verified_at)) = entries.get(&hash)
+                && verified_at.elapsed() < TOKEN_CACHE_TTL
+            {
+                return Ok(Some(principal.clone()));
+            }
+        }
+        let principal = authenticate(store, presented).await?;
+        if let Some(principal) = &principal {
+            let mut entries = self
+                .entries
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if entries.len() >= TOKEN_CACHE_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(hash, (principal.clone(), std::time::Instant::now()));
+        }
+        Ok(principal)
+    }
+}

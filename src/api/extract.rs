@@ -120,7 +120,9 @@ where
             .ok_or_else(|| {
                 ApiError::unauthenticated("unauthenticated", "send Authorization: Bearer <token>")
             })?;
-        let principal = crate::tokens::authenticate(&state.store, &token)
+        let principal = state
+            .tokens
+            .authenticate(&state.store, &token)
             .await?
             .ok_or_else(|| ApiError::unauthenticated("invalid_token", "the token is not valid"))?;
         tracing::Span::current().record("token_id", principal.token_id.as_str());

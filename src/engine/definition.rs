@@ -1011,8 +1011,11 @@ impl<'a> Source<'a> {
     }
 
     /// A step without a queue runs inline or waits, so worker settings on it
-    /// would be silently ignored; refuse them instead.
+    /// would be silently ignored; refuse them instead. The one exception is
+    /// batching on `ingest_order`, which batches inline (group commit of the
+    /// requests waiting at the same moment) with `concurrency` writers.
     fn refuse_worker_settings(&self, raw: &RawStep) -> Result<(), DefinitionError> {
+        let batches_inline = raw.kind.get_ref() == StepKind::IngestOrder.name();
         let settings = [
             ("concurrency", raw.concurrency.as_ref().map(Spanned::span)),
             ("retry", raw.retry.as_ref().map(Spanned::span)),
@@ -1023,6 +1026,9 @@ impl<'a> Source<'a> {
             ),
         ];
         for (key, span) in settings {
+            if batches_inline && (key.starts_with("batch_") || key == "concurrency") {
+                continue;
+            }
             if let Some(span) = span {
                 return Err(self.bad_value(
                     span,
@@ -1386,7 +1392,7 @@ queue = "withdrawal.certificate"
             ]
         );
         let ingest = definition.step(StepKind::IngestOrder).unwrap();
-        assert_eq!(ingest.queue(), Some("order.ingest"));
+        assert_eq!(ingest.queue(), None, "ingest runs inside the request");
         assert_eq!(ingest.batch_size(), Some(200));
         assert_eq!(ingest.batch_max_wait(), Some(Duration::from_millis(2)));
         let release = definition.step(StepKind::ReleaseCommission).unwrap();

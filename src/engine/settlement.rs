@@ -109,6 +109,8 @@ pub struct SettlementSettings {
     pub release_batch_size: i64,
     pub ingest_batch_size: usize,
     pub ingest_batch_max_wait: Duration,
+    /// Group-commit writers running side by side (1 on SQLite).
+    pub ingest_writers: usize,
 }
 
 /// What the workflow's steps share.
@@ -146,7 +148,10 @@ impl SettlementEngine {
             plans: Mutex::new(HashMap::new()),
         });
         let (sender, receiver) = mpsc::channel(INGEST_QUEUE_CAPACITY);
-        tokio::spawn(group_commit(shared.clone(), receiver));
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        for _ in 0..shared.settings.ingest_writers.max(1) {
+            tokio::spawn(group_commit(shared.clone(), receiver.clone()));
+        }
         SettlementEngine {
             shared,
             ingest: sender,
@@ -221,13 +226,35 @@ impl SettlementEngine {
     }
 }
 
-/// The group-commit writer: takes every request already waiting (up to the
+/// A group-commit writer: takes every request already waiting (up to the
 /// batch size, waiting at most the configured time for more) and writes them
 /// in one transaction, so the fsync of a commit is paid once per batch.
-async fn group_commit(shared: Arc<Shared>, mut receiver: mpsc::Receiver<IngestRequest>) {
+/// Several writers share the queue; each holds it only while gathering.
+async fn group_commit(
+    shared: Arc<Shared>,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<IngestRequest>>>,
+) {
     let batch_size = shared.settings.ingest_batch_size.max(1);
     let max_wait = shared.settings.ingest_batch_max_wait;
-    while let Some(first) = receiver.recv().await {
+    loop {
+        let batch = {
+            let mut receiver = queue.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            gather(&mut receiver, first, batch_size, max_wait).await
+        };
+        ingest_batch(&shared, batch).await;
+    }
+}
+
+async fn gather(
+    receiver: &mut mpsc::Receiver<IngestRequest>,
+    first: IngestRequest,
+    batch_size: usize,
+    max_wait: Duration,
+) -> Vec<IngestRequest> {
+    {
         let mut batch = vec![first];
         while batch.len() < batch_size {
             match receiver.try_recv() {
@@ -244,7 +271,7 @@ async fn group_commit(shared: Arc<Shared>, mut receiver: mpsc::Receiver<IngestRe
                 }
             }
         }
-        ingest_batch(&shared, batch).await;
+        batch
     }
 }
 

@@ -377,3 +377,95 @@ impl Store {
         }
     }
 }
+
+/// A PostgreSQL database made for one run (a benchmark), dropped by [`drop_scratch_database`].
+pub async fn create_scratch_database(server_url: &str, name: &str) -> Result<String, StoreError> {
+    use sqlx::Connection;
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(StoreError::Corrupt(format!(
+            "scratch database name {name:?}"
+        )));
+    }
+    let mut conn = sqlx::PgConnection::connect(server_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let (base, _) = server_url
+        .rsplit_once('/')
+        .ok_or_else(|| StoreError::Corrupt("a PostgreSQL URL ends with /database".to_owned()))?;
+    Ok(format!("{base}/{name}"))
+}
+
+pub async fn drop_scratch_database(server_url: &str, name: &str) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(server_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {name} with (force)"
+    )))
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+impl Store {
+    /// Jobs of one apalis queue by status.
+    pub async fn queue_counts(&self, queue: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(match &self.backend {
+            Backend::Sqlite(repo) => {
+                sqlx::query_as("select status, count(*) from Jobs where job_type = $1 group by status order by status")
+                    .bind(queue)
+                    .fetch_all(repo.pool())
+                    .await?
+            }
+            Backend::Postgres(repo) => {
+                sqlx::query_as(
+                    "select status, count(*) from apalis.jobs where job_type = $1 group by status order by status",
+                )
+                .bind(queue)
+                .fetch_all(repo.pool())
+                .await?
+            }
+        })
+    }
+
+    /// Pushes `count` no-op jobs onto `queue` (the queue benchmark's backlog).
+    pub async fn push_noop_jobs(&self, queue: &str, count: usize) -> Result<(), StoreError> {
+        const PER_TRANSACTION: usize = 1_000;
+        let payload = serde_json::to_vec(&serde_json::json!({}))
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let mut left = count;
+        while left > 0 {
+            let take = left.min(PER_TRANSACTION);
+            let tasks: Vec<_> = (0..take)
+                .map(|_| {
+                    apalis_core::task::builder::TaskBuilder::new(payload.clone())
+                        .max_attempts(3)
+                        .build()
+                })
+                .collect();
+            match &self.backend {
+                Backend::Sqlite(repo) => {
+                    let mut tx = repo.pool().begin().await?;
+                    apalis_sqlite::queries::push_tasks(&mut *tx, queue, &tasks)
+                        .await
+                        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                    tx.commit().await?;
+                }
+                Backend::Postgres(repo) => {
+                    let mut tx = repo.pool().begin().await?;
+                    apalis_postgres::queries::push_tasks(&mut *tx, queue, tasks)
+                        .await
+                        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+                    tx.commit().await?;
+                }
+            }
+            left -= take;
+        }
+        Ok(())
+    }
+}

@@ -44,13 +44,15 @@ impl Repo {
 
 /// Locks balance rows in account order before a set-wise update, whose own
 /// lock order is the planner's: two batches then never wait on each other
-/// in a cycle (the deadlocks of performance.md's script C).
+/// in a cycle (the deadlocks of performance.md's script C). `no key update`
+/// is the lock the UPDATE itself takes: it does not block the key-share
+/// locks that other transactions' posting inserts take for their foreign key.
 async fn lock_accounts<'a>(
     conn: &mut Conn,
     accounts: impl Iterator<Item = &'a str>,
 ) -> Result<(), StoreError> {
     let accounts: Vec<&str> = accounts.collect();
-    sqlx::query("select id from ledger_accounts where id = any($1) order by id for update")
+    sqlx::query("select id from ledger_accounts where id = any($1) order by id for no key update")
         .bind(&accounts)
         .fetch_all(&mut *conn)
         .await?;
@@ -98,6 +100,94 @@ async fn push_release_jobs(
             }
         }
     }
+    Ok(())
+}
+
+/// Most rows one statement carries. The bulk statements below pass arrays
+/// (`unnest`), so their text is fixed and prepared once; the limit only
+/// bounds the size of one round trip.
+const ROWS_PER_STATEMENT: usize = 5_000;
+
+/// Inserts transfers, skipping keys already present; returns (id, key) of the new ones.
+async fn insert_transfers(
+    conn: &mut Conn,
+    transfers: &[Transfer],
+    now: DateTime<Utc>,
+) -> Result<Vec<(i64, String)>, StoreError> {
+    let keys: Vec<&str> = transfers.iter().map(Transfer::key).collect();
+    let kinds: Vec<&str> = transfers
+        .iter()
+        .map(|transfer| transfer.kind().as_str())
+        .collect();
+    let fingerprints: Vec<String> = transfers.iter().map(Transfer::fingerprint).collect();
+    Ok(sqlx::query_as(concat!(
+        "insert into ledger_transfers (idempotency_key, kind, body_sha256, created_at) ",
+        "select key, kind, fingerprint, $4 from unnest($1::text[], $2::text[], $3::text[]) as t(key, kind, fingerprint) ",
+        "on conflict (idempotency_key) do nothing returning id, idempotency_key"
+    ))
+    .bind(&keys)
+    .bind(&kinds)
+    .bind(&fingerprints)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Adds each change to its account where the floor allows; returns the rows updated.
+async fn update_balances(
+    conn: &mut Conn,
+    changes: &[(&String, &(i64, bool))],
+) -> Result<u64, StoreError> {
+    let accounts: Vec<&str> = changes
+        .iter()
+        .map(|(account, _)| account.as_str())
+        .collect();
+    let amounts: Vec<i64> = changes.iter().map(|(_, (change, _))| *change).collect();
+    let overdrafts: Vec<bool> = changes
+        .iter()
+        .map(|(_, (_, overdraft))| *overdraft)
+        .collect();
+    Ok(sqlx::query(concat!(
+        "update ledger_accounts a set balance_fen = a.balance_fen + v.change ",
+        "from unnest($1::text[], $2::bigint[], $3::bool[]) as v(account_id, change, overdraft) ",
+        "where a.id = v.account_id and (a.balance_fen + v.change >= 0 or (v.overdraft and a.may_go_negative))"
+    ))
+    .bind(&accounts)
+    .bind(&amounts)
+    .bind(&overdrafts)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
+async fn insert_postings(
+    conn: &mut Conn,
+    postings: &[(i64, &Posting)],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let transfer_ids: Vec<i64> = postings
+        .iter()
+        .map(|(transfer_id, _)| *transfer_id)
+        .collect();
+    let accounts: Vec<String> = postings
+        .iter()
+        .map(|(_, posting)| posting.account.to_string())
+        .collect();
+    let amounts: Vec<i64> = postings
+        .iter()
+        .map(|(_, posting)| posting.amount.fen())
+        .collect();
+    sqlx::query(concat!(
+        "insert into ledger_postings (transfer_id, account_id, amount_fen, created_at) ",
+        "select transfer_id, account_id, amount_fen, $4 ",
+        "from unnest($1::bigint[], $2::text[], $3::bigint[]) as p(transfer_id, account_id, amount_fen)"
+    ))
+    .bind(&transfer_ids)
+    .bind(&accounts)
+    .bind(&amounts)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -78,10 +78,6 @@ fn replay_or_conflict(
     }
 }
 
-/// Most rows one multi-row statement carries; keeps every backend well under
-/// its bound-parameter limit (SQLite 32,766; PostgreSQL 65,535).
-const ROWS_PER_STATEMENT: usize = 500;
-
 /// Applies balanced transfers inside the caller's transaction, each exactly
 /// once per idempotency key, set-wise: one insert for the transfers, one
 /// update per chunk of touched balances, one insert per chunk of postings.
@@ -97,17 +93,7 @@ pub async fn apply_transfers(
     let mut outcomes = Vec::with_capacity(transfers.len());
     let mut fresh: Vec<(i64, &Transfer)> = Vec::with_capacity(transfers.len());
     for chunk in transfers.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Db>::new(
-            "insert into ledger_transfers (idempotency_key, kind, body_sha256, created_at) ",
-        );
-        insert.push_values(chunk, |mut row, transfer| {
-            row.push_bind(transfer.key())
-                .push_bind(transfer.kind().as_str())
-                .push_bind(transfer.fingerprint())
-                .push_bind(now);
-        });
-        insert.push(" on conflict (idempotency_key) do nothing returning id, idempotency_key");
-        let inserted: Vec<(i64, String)> = insert.build_query_as().fetch_all(&mut *conn).await?;
+        let inserted = insert_transfers(conn, chunk, now).await?;
         let inserted: std::collections::HashMap<String, i64> =
             inserted.into_iter().map(|(id, key)| (key, id)).collect();
         let replayed: Vec<&Transfer> = chunk
@@ -172,21 +158,7 @@ pub async fn apply_transfers(
         // The floor is in the WHERE clause, so a refusal shows as a missing
         // row and not as a constraint error (which would abort a PostgreSQL
         // transaction); `ledger_accounts_balance_floor` stays as the backstop.
-        let mut update = QueryBuilder::<Db>::new(
-            "update ledger_accounts set balance_fen = balance_fen + v.change from (",
-        );
-        for (index, (account, (change, overdraft))) in chunk.iter().enumerate() {
-            update.push(if index == 0 { "select " } else { " union all select " });
-            update.push_bind(account.as_str()).push(" as account_id, ");
-            update.push_bind(*change).push(" as change, ");
-            update.push_bind(*overdraft).push(" as overdraft");
-        }
-        update.push(concat!(
-            ") v where ledger_accounts.id = v.account_id ",
-            "and (ledger_accounts.balance_fen + v.change >= 0 ",
-            "or (v.overdraft and ledger_accounts.may_go_negative))"
-        ));
-        let updated = update.build().execute(&mut *conn).await?.rows_affected();
+        let updated = update_balances(conn, chunk).await?;
         if updated != chunk.len() as u64 {
             return Err(refusal_for(conn, chunk).await?);
         }
@@ -197,16 +169,7 @@ pub async fn apply_transfers(
         .flat_map(|(transfer_id, transfer)| transfer.postings().iter().map(move |posting| (*transfer_id, posting)))
         .collect();
     for chunk in postings.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Db>::new(
-            "insert into ledger_postings (transfer_id, account_id, amount_fen, created_at) ",
-        );
-        insert.push_values(chunk, |mut row, (transfer_id, posting)| {
-            row.push_bind(*transfer_id)
-                .push_bind(posting.account.to_string())
-                .push_bind(posting.amount.fen())
-                .push_bind(now);
-        });
-        insert.build().execute(&mut *conn).await?;
+        insert_postings(conn, chunk, now).await?;
     }
     Ok(outcomes)
 }

@@ -202,5 +202,72 @@ async fn push_release_jobs(
     Ok(())
 }
 
+/// Most rows one multi-row statement carries: well under SQLite's limit of
+/// 32,766 bound parameters, and small enough that parsing stays cheap.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Inserts transfers, skipping keys already present; returns (id, key) of the new ones.
+async fn insert_transfers(
+    conn: &mut Conn,
+    transfers: &[Transfer],
+    now: DateTime<Utc>,
+) -> Result<Vec<(i64, String)>, StoreError> {
+    let mut insert = QueryBuilder::<Db>::new(
+        "insert into ledger_transfers (idempotency_key, kind, body_sha256, created_at) ",
+    );
+    insert.push_values(transfers, |mut row, transfer| {
+        row.push_bind(transfer.key())
+            .push_bind(transfer.kind().as_str())
+            .push_bind(transfer.fingerprint())
+            .push_bind(now);
+    });
+    insert.push(" on conflict (idempotency_key) do nothing returning id, idempotency_key");
+    Ok(insert.build_query_as().fetch_all(&mut *conn).await?)
+}
+
+/// Adds each change to its account where the floor allows; returns the rows updated.
+async fn update_balances(
+    conn: &mut Conn,
+    changes: &[(&String, &(i64, bool))],
+) -> Result<u64, StoreError> {
+    let mut update = QueryBuilder::<Db>::new(
+        "update ledger_accounts set balance_fen = balance_fen + v.change from (",
+    );
+    for (index, (account, (change, overdraft))) in changes.iter().enumerate() {
+        update.push(if index == 0 {
+            "select "
+        } else {
+            " union all select "
+        });
+        update.push_bind(account.as_str()).push(" as account_id, ");
+        update.push_bind(*change).push(" as change, ");
+        update.push_bind(*overdraft).push(" as overdraft");
+    }
+    update.push(concat!(
+        ") v where ledger_accounts.id = v.account_id ",
+        "and (ledger_accounts.balance_fen + v.change >= 0 ",
+        "or (v.overdraft and ledger_accounts.may_go_negative))"
+    ));
+    Ok(update.build().execute(&mut *conn).await?.rows_affected())
+}
+
+async fn insert_postings(
+    conn: &mut Conn,
+    postings: &[(i64, &Posting)],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut insert = QueryBuilder::<Db>::new(
+        "insert into ledger_postings (transfer_id, account_id, amount_fen, created_at) ",
+    );
+    insert.push_values(postings, |mut row, (transfer_id, posting)| {
+        row.push_bind(*transfer_id)
+            .push_bind(posting.account.to_string())
+            .push_bind(posting.amount.fen())
+            .push_bind(now);
+    });
+    insert.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
 include!("queries.rs");
 include!("queries_orders.rs");

@@ -1,0 +1,416 @@
+//! `fenrun bench`: throughput figures, printed, never asserted.
+//!
+//! - `bench settle`: N orders through the real HTTP API (group-commit ingest),
+//!   then the release of all of them as the simulated clock passes T+3; on
+//!   PostgreSQL, pgbench's TPC-B on the same server in the same run, so the
+//!   figures can be read as a ratio on a noisy machine.
+//! - `bench queue`: drains an apalis backlog of no-op jobs (20,000 or
+//!   100,000) to show that the SQLite ack stays fast (apalis.md).
+//!
+//! Each run gets a fresh database: a temporary SQLite file, or a scratch
+//! PostgreSQL database created on the server named by `--database-url` and
+//! dropped afterwards.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apalis::prelude::*;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::app::Application;
+use crate::config::Settings;
+use crate::domain::access::Role;
+use crate::store::{QueuePool, Store, StoreOptions};
+
+/// Distributors in the benchmark's referral tree (a binary tree: the
+/// referrer of `n` is `n / 2`, so most chains have three levels).
+const BENCH_DISTRIBUTORS: usize = 1_000;
+/// The queue the no-op backlog is pushed to.
+const NOOP_QUEUE: &str = "bench.noop";
+/// A backlog that makes no progress for this long counts as stalled.
+const STALL_AFTER: Duration = Duration::from_secs(30);
+/// How long pgbench's TPC-B runs for the reference figure.
+const PGBENCH_SECONDS: u32 = 15;
+
+/// A database for one benchmark run.
+struct ScratchDb {
+    url: String,
+    server: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl ScratchDb {
+    async fn new(server_url: Option<&str>, tag: &str) -> anyhow::Result<ScratchDb> {
+        match server_url {
+            Some(url) if url.starts_with("postgres") => {
+                let name = format!("fenrun_bench_{tag}_{}", std::process::id());
+                crate::store::drop_scratch_database(url, &name).await?;
+                let scratch = crate::store::create_scratch_database(url, &name).await?;
+                Ok(ScratchDb {
+                    url: scratch,
+                    server: Some((url.to_owned(), name)),
+                    _dir: None,
+                })
+            }
+            _ => {
+                let dir = tempfile::tempdir()?;
+                let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+                Ok(ScratchDb {
+                    url,
+                    server: None,
+                    _dir: Some(dir),
+                })
+            }
+        }
+    }
+
+    async fn drop(self) {
+        if let Some((server, name)) = &self.server
+            && let Err(error) = crate::store::drop_scratch_database(server, name).await
+        {
+            eprintln!("could not drop scratch database {name}: {error}");
+        }
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SettleFigures {
+    ingest_per_s: f64,
+    release_per_s: f64,
+    end_to_end_per_s: f64,
+}
+
+/// `fenrun bench settle`.
+pub async fn settle(
+    orders: usize,
+    concurrency: usize,
+    runs: usize,
+    server_url: Option<&str>,
+) -> anyhow::Result<()> {
+    let backend = if server_url.is_some_and(|url| url.starts_with("postgres")) {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!(
+        "bench settle: {orders} orders, {concurrency} concurrent HTTP clients, {runs} run(s), {backend}"
+    );
+    let mut figures = Vec::new();
+    let mut pgbench = Vec::new();
+    for run in 1..=runs {
+        if let Some(url) = server_url.filter(|url| url.starts_with("postgres")) {
+            match pgbench_tpcb(url).await {
+                Ok(tps) => {
+                    println!(
+                        "run {run}: pgbench TPC-B (scale 10, 8 clients, {PGBENCH_SECONDS} s): {tps:.0} tps"
+                    );
+                    pgbench.push(tps);
+                }
+                Err(error) => println!("run {run}: pgbench unavailable: {error}"),
+            }
+        }
+        let db = ScratchDb::new(server_url, "settle").await?;
+        let result = settle_once(&db.url, orders, concurrency).await;
+        db.drop().await;
+        let result = result?;
+        println!(
+            "run {run}: ingest {:.0} orders/s, release {:.0} orders/s, end-to-end {:.0} orders/s",
+            result.ingest_per_s, result.release_per_s, result.end_to_end_per_s
+        );
+        figures.push(result);
+    }
+    let mut ingest: Vec<f64> = figures.iter().map(|f| f.ingest_per_s).collect();
+    let mut release: Vec<f64> = figures.iter().map(|f| f.release_per_s).collect();
+    let mut end_to_end: Vec<f64> = figures.iter().map(|f| f.end_to_end_per_s).collect();
+    println!(
+        "median of {runs}: ingest {:.0} orders/s, release {:.0} orders/s, end-to-end {:.0} orders/s; peak RSS {} MiB",
+        median(&mut ingest),
+        median(&mut release),
+        median(&mut end_to_end),
+        peak_rss_mib().map_or("?".to_owned(), |mib| mib.to_string())
+    );
+    if !pgbench.is_empty() {
+        let tps = median(&mut pgbench);
+        println!(
+            "pgbench TPC-B median {tps:.0} tps; end-to-end / TPC-B = {:.2}",
+            median(&mut end_to_end) / tps
+        );
+    }
+    Ok(())
+}
+
+async fn settle_once(
+    url: &str,
+    orders: usize,
+    concurrency: usize,
+) -> anyhow::Result<SettleFigures> {
+    let settings = Settings {
+        database_url: SecretString::from(url.to_owned()),
+        listen: "127.0.0.1:0".to_owned(),
+        simulated_clock: true,
+        run_workers: false,
+        db_max_connections: 16,
+        ..Settings::default()
+    };
+    let app = Application::build(settings).await?;
+    let address = format!("http://{}", app.local_addr());
+    let store = app.state().store.clone();
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let now = chrono::Utc::now();
+    let ingest_token = crate::tokens::create(&store, Role::Ingest, None, now).await?;
+    let admin_token = crate::tokens::create(&store, Role::Admin, None, now).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+
+    for number in 1..=BENCH_DISTRIBUTORS {
+        let mut body = json!({"id": format!("d{number}"), "name": format!("bench {number}")});
+        if number > 1 {
+            body["referrer_id"] = json!(format!("d{}", number / 2));
+        }
+        let response = client
+            .post(format!("{address}/v1/distributors"))
+            .bearer_auth(ingest_token.secret.expose_secret())
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().as_u16() == 201,
+            "creating d{number}: {}",
+            response.status()
+        );
+    }
+
+    let limiter = Arc::new(Semaphore::new(concurrency));
+    let token = Arc::new(ingest_token.secret.expose_secret().to_owned());
+    let started = Instant::now();
+    let mut sending = tokio::task::JoinSet::new();
+    for number in 0..orders {
+        let permit = limiter.clone().acquire_owned().await?;
+        let client = client.clone();
+        let address = address.clone();
+        let token = token.clone();
+        sending.spawn(async move {
+            let _permit = permit;
+            let seller = 1 + (number * 7_919) % BENCH_DISTRIBUTORS;
+            let items: Vec<_> = (0..1 + number % 3)
+                .map(|line| json!({"sku": format!("S{line}"), "category": "bench", "amount": format!("{}.{:02}", 10 + number % 990, number % 100)}))
+                .collect();
+            let body = json!({
+                "order_id": format!("b{number}"),
+                "distributor_id": format!("d{seller}"),
+                "buyer_id": format!("buyer{number}"),
+                "placed_at": now.to_rfc3339(),
+                "confirmed_at": now.to_rfc3339(),
+                "items": items,
+            });
+            let response = client
+                .post(format!("{address}/v1/orders"))
+                .bearer_auth(token.as_str())
+                .json(&body)
+                .send()
+                .await?;
+            anyhow::ensure!(response.status().as_u16() == 202, "order b{number}: {}", response.status());
+            Ok(())
+        });
+        while let Some(done) = sending.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = sending.join_next().await {
+        done??;
+    }
+    let ingest = started.elapsed();
+
+    let release_started = Instant::now();
+    let response = client
+        .post(format!("{address}/v1/admin/clock/advance"))
+        .bearer_auth(admin_token.secret.expose_secret())
+        .json(&json!({"days": 10}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().as_u16() == 200,
+        "advancing the clock: {}",
+        response.status()
+    );
+    let released: serde_json::Value = response.json().await?;
+    let release = release_started.elapsed();
+    anyhow::ensure!(
+        released["released"].as_u64() == Some(orders as u64),
+        "released {} of {orders}",
+        released["released"]
+    );
+    let report = store.verify_ledger().await?;
+    anyhow::ensure!(
+        report.is_clean(),
+        "the ledger does not verify after the run"
+    );
+    let _ = shutdown.send(());
+    server.await??;
+    let orders = orders as f64;
+    Ok(SettleFigures {
+        ingest_per_s: orders / ingest.as_secs_f64(),
+        release_per_s: orders / release.as_secs_f64(),
+        end_to_end_per_s: orders / (ingest + release).as_secs_f64(),
+    })
+}
+
+/// pgbench's TPC-B on a scratch database of the same server.
+async fn pgbench_tpcb(server_url: &str) -> anyhow::Result<f64> {
+    let db = ScratchDb::new(Some(server_url), "pgbench").await?;
+    let url = db.url.clone();
+    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let init = Command::new("pgbench")
+            .args(["-i", "-s", "10", "-q", &url])
+            .output()?;
+        anyhow::ensure!(
+            init.status.success(),
+            "pgbench -i: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let run = Command::new("pgbench")
+            .args([
+                "-c",
+                "8",
+                "-j",
+                "2",
+                "-T",
+                &PGBENCH_SECONDS.to_string(),
+                &url,
+            ])
+            .output()?;
+        anyhow::ensure!(
+            run.status.success(),
+            "pgbench: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("tps = "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|tps| tps.parse::<f64>().ok())
+            .ok_or_else(|| anyhow::anyhow!("no tps line in pgbench's output"))
+    })
+    .await?;
+    db.drop().await;
+    result
+}
+
+async fn noop(_job: serde_json::Value) -> Result<(), BoxDynError> {
+    Ok(())
+}
+
+/// `fenrun bench queue`: drains a backlog of no-op jobs through an apalis worker.
+pub async fn queue(jobs: usize, server_url: Option<&str>) -> anyhow::Result<()> {
+    let db = ScratchDb::new(server_url, "queue").await?;
+    let result = queue_once(&db.url, jobs).await;
+    db.drop().await;
+    result
+}
+
+async fn queue_once(url: &str, jobs: usize) -> anyhow::Result<()> {
+    let store = Store::open(url, &StoreOptions::default()).await?;
+    if let Some(plan) = store.sqlite_ack_plan().await? {
+        println!("SQLite ack plan: {plan}");
+        println!(
+            "SQLite synchronous per connection: {:?}",
+            store.sqlite_synchronous_levels().await?.unwrap_or_default()
+        );
+    }
+    let pushed = Instant::now();
+    store.push_noop_jobs(NOOP_QUEUE, jobs).await?;
+    println!("pushed {jobs} jobs in {:.2?}", pushed.elapsed());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let name = crate::engine::worker::worker_name("bench");
+    let signal = async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|stop| *stop).await;
+        Ok::<(), std::io::Error>(())
+    };
+    let worker = match store.queue_pool() {
+        QueuePool::Sqlite(pool) => {
+            let config = apalis_sqlite::Config::default()
+                .queue(NOOP_QUEUE)
+                .batch_size(100);
+            let storage =
+                apalis_sqlite::SqliteStorage::<serde_json::Value>::new(&pool).with_config(config);
+            tokio::spawn(async move {
+                WorkerBuilder::new(name)
+                    .backend(storage.poll_with_interval(Duration::from_millis(100)))
+                    .concurrency(8)
+                    .build(noop)
+                    .run_until(signal)
+                    .await
+            })
+        }
+        QueuePool::Postgres(pool) => {
+            let config = apalis_postgres::Config::default()
+                .queue(NOOP_QUEUE)
+                .batch_size(100);
+            let storage = apalis_postgres::PostgresStorage::<serde_json::Value>::new(&pool)
+                .with_config(config);
+            tokio::spawn(async move {
+                WorkerBuilder::new(name)
+                    .backend(storage.poll_with_interval(Duration::from_millis(100)))
+                    .concurrency(8)
+                    .build(noop)
+                    .run_until(signal)
+                    .await
+            })
+        }
+    };
+    let started = Instant::now();
+    let mut last_done = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let counts = store.queue_counts(NOOP_QUEUE).await?;
+        let done = counts
+            .iter()
+            .find(|(status, _)| status == "Done")
+            .map_or(0, |(_, count)| *count);
+        if done > last_done {
+            last_done = done;
+            last_progress = Instant::now();
+        }
+        if done as usize >= jobs {
+            let elapsed = started.elapsed();
+            println!(
+                "drained {jobs} jobs in {elapsed:.2?}: {:.0} jobs/s (no stall)",
+                jobs as f64 / elapsed.as_secs_f64()
+            );
+            break;
+        }
+        if last_progress.elapsed() > STALL_AFTER {
+            let _ = stop.send(true);
+            anyhow::bail!(
+                "STALLED: {done} of {jobs} done, no progress for {STALL_AFTER:?}; counts {counts:?}"
+            );
+        }
+    }
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
+    store.close().await;
+    Ok(())
+}

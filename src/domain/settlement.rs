@@ -251,6 +251,7 @@ pub struct RecordedLine {
     pub beneficiary: DistributorId,
     pub level: u8,
     pub rate: Rate,
+    pub base: Money,
     pub amount: Money,
 }
 
@@ -260,13 +261,14 @@ impl From<&CommissionLine> for RecordedLine {
             beneficiary: line.beneficiary.clone(),
             level: line.level,
             rate: line.rate,
+            base: line.base,
             amount: line.amount,
         }
     }
 }
 
-/// One commission line whose amount a recomputation changed, or which it
-/// added or removed.
+/// One commission line whose amount or base a recomputation changed, or
+/// which it added or removed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LineChange {
     pub beneficiary: DistributorId,
@@ -306,7 +308,9 @@ fn pin_beneficiary<'a>(
 /// `fresh` ones (from [`crate::domain::commission::compute`] on the net
 /// items), matching lines by (level, rate).
 ///
-/// Every line of either side whose amount differs appears once; a line only
+/// Every line of either side whose amount or base differs appears once (a
+/// base can move while the rounded amount stays: the line must still show
+/// its true base); a line only
 /// in `fresh` always appears (with `old_amount` zero), a line only in
 /// `recorded` appears with `new_amount` and `base` zero. Unchanged lines are
 /// left out, so no change at all gives an empty list. Ordered by level, then
@@ -345,22 +349,26 @@ pub fn reconcile(recorded: &[RecordedLine], fresh: &[CommissionLine]) -> Vec<Lin
     by_key
         .into_values()
         .filter_map(|pair| match pair {
-            (Some(old), Some(new)) => (old.amount != new.amount).then(|| LineChange {
-                beneficiary: new.beneficiary.clone(),
-                level: new.level,
-                rate: new.rate,
-                base: new.base,
-                old_amount: old.amount,
-                new_amount: new.amount,
-            }),
-            (Some(old), None) => (!old.amount.is_zero()).then(|| LineChange {
-                beneficiary: old.beneficiary.clone(),
-                level: old.level,
-                rate: old.rate,
-                base: Money::ZERO,
-                old_amount: old.amount,
-                new_amount: Money::ZERO,
-            }),
+            (Some(old), Some(new)) => {
+                (old.amount != new.amount || old.base != new.base).then(|| LineChange {
+                    beneficiary: new.beneficiary.clone(),
+                    level: new.level,
+                    rate: new.rate,
+                    base: new.base,
+                    old_amount: old.amount,
+                    new_amount: new.amount,
+                })
+            }
+            (Some(old), None) => {
+                (!old.amount.is_zero() || !old.base.is_zero()).then(|| LineChange {
+                    beneficiary: old.beneficiary.clone(),
+                    level: old.level,
+                    rate: old.rate,
+                    base: Money::ZERO,
+                    old_amount: old.amount,
+                    new_amount: Money::ZERO,
+                })
+            }
             (None, Some(new)) => Some(LineChange {
                 beneficiary: new.beneficiary.clone(),
                 level: new.level,
@@ -1003,6 +1011,25 @@ levels = ["30%"]
         let after = lines(&plan, &refund(&items, "30.00", Some("GIFT")), "regular");
         assert!(reconcile(&recorded(&before), &after).is_empty());
         assert!(reconcile(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_refund_that_keeps_the_rounded_amount_still_moves_the_base() {
+        let plan = plan("30%");
+        let items = vec![item("T1", "toys", "100.00")];
+        let before = lines(&plan, &items, "regular");
+        let after = lines(&plan, &refund(&items, "0.01", Some("T1")), "regular");
+        let changes = reconcile(&recorded(&before), &after);
+        let level_one = changes
+            .iter()
+            .find(|change| change.level == 1)
+            .expect("level 1 reported");
+        assert_eq!(level_one.base, money("99.99"));
+        assert_eq!(
+            level_one.old_amount, level_one.new_amount,
+            "10% of 99.99 still rounds to 10.00"
+        );
+        assert_eq!(level_one.difference(), Some(Money::ZERO));
     }
 
     #[test]

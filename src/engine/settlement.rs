@@ -120,6 +120,10 @@ struct Shared {
     calendar: Arc<BusinessCalendar>,
     settings: SettlementSettings,
     plans: Mutex<HashMap<i64, Arc<Plan>>>,
+    /// One release run at a time in this process: the worker, the sweep and
+    /// a clock move would otherwise skip each other's locked rows and report
+    /// a hold as still pending while another run is committing it.
+    release_running: tokio::sync::Mutex<()>,
 }
 
 struct IngestRequest {
@@ -146,6 +150,7 @@ impl SettlementEngine {
             calendar,
             settings,
             plans: Mutex::new(HashMap::new()),
+            release_running: tokio::sync::Mutex::new(()),
         });
         let (sender, receiver) = mpsc::channel(INGEST_QUEUE_CAPACITY);
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
@@ -175,7 +180,28 @@ impl SettlementEngine {
     /// Releases every order due by the clock's now, in batches (the `release`
     /// step). Safe to run any number of times, from any number of workers.
     pub async fn release_due(&self, attempt: i64) -> Result<usize, StoreError> {
+        let _running = self.shared.release_running.lock().await;
         release_due(&self.shared, attempt).await
+    }
+
+    /// Moves a simulated clock and releases what became due, with no other
+    /// release run in between: when this returns, every hold due by the new
+    /// time is released, and the count is exactly those.
+    pub async fn advance_and_release(
+        &self,
+        clock: &crate::clock::SimulatedClock,
+        by: chrono::Duration,
+    ) -> Result<(DateTime<Utc>, usize), SettlementError> {
+        let _running = self.shared.release_running.lock().await;
+        let now = clock
+            .advance(by)
+            .map_err(|error| SettlementError::Refused {
+                code: "invalid_field",
+                message: error.to_string(),
+                field: None,
+            })?;
+        let released = release_due(&self.shared, 1).await?;
+        Ok((now, released))
     }
 
     /// Applies a refund (the `refund` step).
@@ -582,6 +608,7 @@ fn decide_refund(
                 beneficiary: DistributorId::parse(line.beneficiary_id.as_str())?,
                 level: line.level,
                 rate: line.rate,
+                base: line.base,
                 amount: line.amount,
             })
         })

@@ -191,8 +191,9 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
             }
         }
         all_orders.extend(batch);
-        clock.advance(Duration::days(1))?;
-        engine.release_due(1).await?;
+        engine
+            .advance_and_release(&clock, Duration::days(1))
+            .await?;
     }
     bar.finish();
 
@@ -229,8 +230,9 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         "{refunds_in_hold} refunds inside the hold: commission recomputed on the net, fully refunded orders cancelled"
     );
 
-    clock.advance(Duration::days(7))?;
-    let released = engine.release_due(1).await?;
+    let (_, released) = engine
+        .advance_and_release(&clock, Duration::days(7))
+        .await?;
     println!("clock moved past T+3 business days: {released} held orders released");
 
     // A leaf seller takes out everything available (a manual debit stands in

@@ -265,12 +265,12 @@ pub async fn advance_clock(
                 "move the clock by 1 second to 366 days, with days and/or seconds",
             )
         })?;
-    let now = clock
-        .advance(chrono::Duration::seconds(seconds as i64))
-        .map_err(|error| ApiError::bad_request("invalid_field", error.to_string()))?;
-    tracing::info!(now = %now, actor = %caller.0.token_id, "simulated clock advanced");
-    // Due holds run now, before answering, so the caller sees their effect.
-    let released = state.settlement.release_due(1).await?;
+    // Due holds are released before answering, so the caller sees their effect.
+    let (now, released) = state
+        .settlement
+        .advance_and_release(clock, chrono::Duration::seconds(seconds as i64))
+        .await?;
+    tracing::info!(now = %now, released, actor = %caller.0.token_id, "simulated clock advanced");
     let _ = state.clock_moved.send(now);
     Ok(Json(ClockView { now, released }))
 }

@@ -6,6 +6,7 @@ mod helpers;
 
 mod admin;
 mod cli;
+mod crash;
 mod distributors;
 mod http;
 mod ledger_properties;

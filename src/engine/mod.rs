@@ -2,6 +2,9 @@
 //! under `workflows/`, runs their durable steps and fires their cron jobs.
 //!
 //! - [`definition`]: the TOML files as checked, typed data.
+//! - [`settlement`]: the order-settlement workflow's steps (ingest, release,
+//!   refund) and the durable-step design they follow.
+//! - [`worker`]: apalis workers for the step queues, and the scheduler.
 
 pub mod definition;
 pub mod settlement;

@@ -261,17 +261,7 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         .take((orders_per_day * 2) as usize)
         .find(|order| order.distributor_id == spender)
     {
-        let amount =
-            Money::checked_sum(order.items.iter().map(|item| item.amount)).unwrap_or_default();
-        engine
-            .refund(
-                &order.order_id,
-                "late-refund",
-                amount,
-                None,
-                sha256_hex(b"late"),
-            )
-            .await?;
+        refund_in_full(engine, order, "late-refund").await?;
         clawbacks += 1;
         println!(
             "d15 withdrew {spent}, then order {} was refunded after its release",
@@ -284,17 +274,7 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         .take(orders_per_day as usize)
         .filter(|order| order.order_id.as_str().ends_with('7'))
     {
-        let amount =
-            Money::checked_sum(order.items.iter().map(|item| item.amount)).unwrap_or_default();
-        engine
-            .refund(
-                &order.order_id,
-                "late-refund",
-                amount,
-                None,
-                sha256_hex(b"late"),
-            )
-            .await?;
+        refund_in_full(engine, order, "late-refund").await?;
         clawbacks += 1;
     }
     println!("{clawbacks} refunds after the release (clawed back from available balance)");
@@ -346,6 +326,25 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     if !report.is_clean() {
         anyhow::bail!("the ledger does not verify");
     }
+    Ok(())
+}
+
+/// Refunds everything that is left of `order`.
+async fn refund_in_full(
+    engine: &crate::engine::settlement::SettlementEngine,
+    order: &NewOrder,
+    refund_id: &str,
+) -> anyhow::Result<()> {
+    let amount = Money::checked_sum(order.items.iter().map(|item| item.amount)).unwrap_or_default();
+    engine
+        .refund(
+            &order.order_id,
+            refund_id,
+            amount,
+            None,
+            sha256_hex(refund_id.as_bytes()),
+        )
+        .await?;
     Ok(())
 }
 

@@ -106,40 +106,38 @@ pub async fn run_release_worker(
     };
     let concurrency = step.concurrency() as usize;
     let policy = retry_policy(&step)?;
+    // The two storages share no trait we could name here, so one macro
+    // builds the same worker over either.
+    macro_rules! run_on {
+        ($config:path, $storage:path, $pool:expr) => {{
+            let config = <$config>::default()
+                .queue(&queue)
+                .batch_size(FETCH_BATCH)
+                .heartbeat_interval(HEARTBEAT_INTERVAL)
+                .missed_heartbeats(MISSED_HEARTBEATS);
+            let storage = <$storage>::new(&$pool).with_config(config);
+            WorkerBuilder::new(name)
+                .backend(storage.poll_with_interval(POLL_INTERVAL))
+                .data(engine)
+                .concurrency(concurrency)
+                .retry(policy)
+                .build(release_step)
+                .run_until(signal)
+                .await?
+        }};
+    }
     match pool {
-        QueuePool::Sqlite(pool) => {
-            let config = apalis_sqlite::Config::default()
-                .queue(&queue)
-                .batch_size(FETCH_BATCH)
-                .heartbeat_interval(HEARTBEAT_INTERVAL)
-                .missed_heartbeats(MISSED_HEARTBEATS);
-            let storage =
-                apalis_sqlite::SqliteStorage::<ReleaseJob>::new(&pool).with_config(config);
-            WorkerBuilder::new(name)
-                .backend(storage.poll_with_interval(POLL_INTERVAL))
-                .data(engine)
-                .concurrency(concurrency)
-                .retry(policy)
-                .build(release_step)
-                .run_until(signal)
-                .await?;
-        }
+        QueuePool::Sqlite(pool) => run_on!(
+            apalis_sqlite::Config,
+            apalis_sqlite::SqliteStorage<ReleaseJob>,
+            pool
+        ),
         QueuePool::Postgres(pool) => {
-            let config = apalis_postgres::Config::default()
-                .queue(&queue)
-                .batch_size(FETCH_BATCH)
-                .heartbeat_interval(HEARTBEAT_INTERVAL)
-                .missed_heartbeats(MISSED_HEARTBEATS);
-            let storage =
-                apalis_postgres::PostgresStorage::<ReleaseJob>::new(&pool).with_config(config);
-            WorkerBuilder::new(name)
-                .backend(storage.poll_with_interval(POLL_INTERVAL))
-                .data(engine)
-                .concurrency(concurrency)
-                .retry(policy)
-                .build(release_step)
-                .run_until(signal)
-                .await?;
+            run_on!(
+                apalis_postgres::Config,
+                apalis_postgres::PostgresStorage<ReleaseJob>,
+                pool
+            )
         }
     }
     Ok(())

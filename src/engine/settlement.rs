@@ -179,9 +179,10 @@ impl SettlementEngine {
 
     /// Releases every order due by the clock's now, in batches (the `release`
     /// step). Safe to run any number of times, from any number of workers.
-    pub async fn release_due(&self, attempt: i64) -> Result<usize, StoreError> {
+    /// `trigger` says what ran it, for the order's timeline.
+    pub async fn release_due(&self, attempt: i64, trigger: &str) -> Result<usize, StoreError> {
         let _running = self.shared.release_running.lock().await;
-        release_due(&self.shared, attempt).await
+        release_due(&self.shared, attempt, trigger).await
     }
 
     /// Moves a simulated clock and releases what became due, with no other
@@ -200,7 +201,7 @@ impl SettlementEngine {
                 message: error.to_string(),
                 field: None,
             })?;
-        let released = release_due(&self.shared, 1).await?;
+        let released = release_due(&self.shared, 1, "clock advance").await?;
         Ok((now, released))
     }
 
@@ -670,14 +671,17 @@ fn decide_refund(
     })
 }
 
-async fn release_due(shared: &Shared, attempt: i64) -> Result<usize, StoreError> {
+async fn release_due(shared: &Shared, attempt: i64, trigger: &str) -> Result<usize, StoreError> {
     let batch = shared.settings.release_batch_size.max(1);
     let mut released = 0;
     // Bounded: each round releases a full batch or ends the loop, and the
     // clock's now is read once, so orders confirmed meanwhile wait for the next run.
     let now = shared.clock.now();
     loop {
-        let ids = shared.store.release_due(now, batch, attempt).await?;
+        let ids = shared
+            .store
+            .release_due(now, batch, attempt, trigger)
+            .await?;
         released += ids.len();
         for id in &ids {
             tracing::debug!(order_id = %id, step = "release", attempt, "order released");

@@ -77,10 +77,13 @@ async fn release_step(
     let attempt = attempt.current() as i64;
     let span = tracing::info_span!("step", step = "release", attempt, release_at = %job.release_at);
     async move {
-        engine.release_due(attempt).await.map_err(|error| {
-            tracing::warn!(error = %error, "release step failed; it will be retried");
-            Box::new(error) as BoxDynError
-        })?;
+        engine
+            .release_due(attempt, "job order.release")
+            .await
+            .map_err(|error| {
+                tracing::warn!(error = %error, "release step failed; it will be retried");
+                Box::new(error) as BoxDynError
+            })?;
         Ok(())
     }
     .instrument(span)
@@ -191,7 +194,7 @@ pub async fn run_scheduler(
 async fn run_job(job: Option<JobKind>, engine: &SettlementEngine) {
     match job {
         Some(JobKind::ReleaseDueHolds) => {
-            if let Err(error) = engine.release_due(1).await {
+            if let Err(error) = engine.release_due(1, "scheduled sweep").await {
                 tracing::warn!(error = %error, job = "release_due_holds", "scheduled job failed; it runs again at its next time");
             }
         }

@@ -224,8 +224,9 @@ impl Store {
         now: DateTime<Utc>,
         limit: i64,
         attempt: i64,
+        trigger: &str,
     ) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, repo => repo.release_due(now, limit, attempt).await)
+        dispatch!(self, repo => repo.release_due(now, limit, attempt, trigger).await)
     }
 
     pub async fn refund_order<F>(

@@ -263,7 +263,13 @@ impl Repo {
     /// Releases up to `limit` holding orders whose release time has come:
     /// pending → available with the lines' final amounts, in one transaction.
     /// Re-running it finds nothing left to do. Returns the released order ids.
-    pub async fn release_due(&self, now: DateTime<Utc>, limit: i64, attempt: i64) -> Result<Vec<String>, StoreError> {
+    pub async fn release_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        attempt: i64,
+        trigger: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.begin_write().await?;
         let due: Vec<String> = sqlx::query_scalar(concat!(
             "select order_id from orders where state = 'holding' and release_at <= $1 ",
@@ -327,7 +333,7 @@ impl Repo {
                 step: "release",
                 outcome: "released",
                 attempt,
-                detail: "pending → available".to_owned(),
+                detail: format!("pending → available ({trigger})"),
             })
             .collect();
         insert_events(&mut tx, &events, now).await?;

@@ -16,6 +16,7 @@ on_both_backends!(
     bad_refunds_are_refused_and_change_nothing,
     commissions_are_listed_with_their_source_page_by_page,
     the_clock_endpoint_exists_only_with_a_simulated_clock,
+    a_due_hold_is_released_by_its_queued_job,
 );
 
 async fn simulated(backend: Backend) -> TestApp {
@@ -543,4 +544,68 @@ async fn the_clock_endpoint_exists_only_with_a_simulated_clock(backend: Backend)
         400,
     )
     .await;
+}
+
+/// A workflows folder whose hold is 0 business days (release at 00:00 of the
+/// confirmation's own date, already past) and whose sweep runs once a year, so
+/// only the order's apalis job can release it.
+fn workflows_releasing_at_once() -> tempfile::TempDir {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("calendars")).unwrap();
+    std::fs::copy(
+        source.join("calendars/cn.toml"),
+        dir.path().join("calendars/cn.toml"),
+    )
+    .unwrap();
+    let definition = std::fs::read_to_string(source.join("order-settlement.toml"))
+        .unwrap()
+        .replace("hold_business_days = 3", "hold_business_days = 0");
+    assert!(definition.contains("hold_business_days = 0"));
+    std::fs::write(dir.path().join("order-settlement.toml"), definition).unwrap();
+    std::fs::write(
+        dir.path().join("schedules.toml"),
+        "time_zone = \"Asia/Shanghai\"\n[[schedules]]\nname = \"release_sweep\"\njob = \"release_due_holds\"\ncron = \"0 0 0 1 1 *\"\n",
+    )
+    .unwrap();
+    dir
+}
+
+async fn a_due_hold_is_released_by_its_queued_job(backend: Backend) {
+    let workflows = workflows_releasing_at_once();
+    let folder = workflows.path().to_path_buf();
+    let app = spawn_app_with(backend, move |settings| settings.workflows_dir = folder).await;
+    app.create_distributor("a", None, None).await;
+    let answer = ingest(
+        &app,
+        &order(
+            "o1",
+            "a",
+            Utc::now(),
+            json!([{"sku": "S1", "category": "food", "amount": "30.00"}]),
+        ),
+    )
+    .await;
+    let release_at: DateTime<Utc> = answer["release_at"].as_str().unwrap().parse().unwrap();
+    assert!(release_at <= Utc::now(), "a hold of 0 days is due at once");
+    // The worker polls its queue every second; bounded wait.
+    let mut view = Value::Null;
+    for _ in 0..100 {
+        view = app
+            .get("/v1/orders/o1", &app.ops)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if view["state"] == "released" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(view["state"], "released", "{view}");
+    assert_eq!(
+        view["timeline"][1]["detail"],
+        "pending → available (job order.release)"
+    );
+    assert_eq!(balance(&app, "a").await["available"], "3.00");
 }

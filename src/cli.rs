@@ -10,6 +10,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{LogFormat, Settings};
 use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
+use crate::domain::money::Money;
+use crate::domain::tax::{self, CumulativeContext, Month, Withholding, WithholdingMethod};
 use crate::store::{Store, redact_url};
 
 #[derive(Debug, Parser)]
@@ -75,6 +77,11 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Individual income tax on distributors' commissions (劳务报酬所得).
+    Tax {
+        #[command(subcommand)]
+        command: TaxCommand,
+    },
     /// Run the order-settlement workflow end to end on a temporary database and a simulated clock.
     Demo {
         /// Keep the demo database here instead of a temporary file.
@@ -136,6 +143,37 @@ pub enum PlanCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TaxCommand {
+    /// Trial calculation (试算): the tax withheld on each of a sequence of
+    /// payouts to one distributor in one month.
+    Quote {
+        /// `per-payment` (按次预扣预缴, 2018年第61号) or `cumulative`
+        /// (累计预扣法, 2025年第16号).
+        #[arg(long)]
+        method: WithholdingMethod,
+        /// The month of the payouts, YYYY-MM.
+        #[arg(long)]
+        month: Month,
+        /// The payouts' gross amounts in order, comma-separated (2000.00,2000.00).
+        #[arg(long, value_delimiter = ',', required = true)]
+        payments: Vec<Money>,
+        /// Print JSON, amounts as two-decimal strings.
+        #[arg(long)]
+        json: bool,
+        /// Cumulative only, required: consecutive months with income this
+        /// year, this month included.
+        #[arg(long)]
+        months_count: Option<u8>,
+        /// Cumulative only: the year's income before these payouts (default 0).
+        #[arg(long)]
+        prior_income: Option<Money>,
+        /// Cumulative only: the tax withheld on that income (default 0).
+        #[arg(long)]
+        prior_withheld: Option<Money>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum WorkflowsCommand {
     /// Validate the workflow definitions, schedules, calendars and plans under the workflows folder.
     Check {
@@ -179,6 +217,113 @@ impl Cli {
         settings.validate()?;
         Ok(settings)
     }
+}
+
+/// `tax quote`: the cumulative context from the flags, refusing flags that do
+/// not belong to the method.
+fn cumulative_context(
+    method: WithholdingMethod,
+    month: Month,
+    months_count: Option<u8>,
+    prior_income: Option<Money>,
+    prior_withheld: Option<Money>,
+) -> anyhow::Result<Option<CumulativeContext>> {
+    match (method, months_count) {
+        (WithholdingMethod::Cumulative, Some(months_count)) => Ok(Some(CumulativeContext {
+            month,
+            months_count,
+            prior_income: prior_income.unwrap_or(Money::ZERO),
+            prior_withheld: prior_withheld.unwrap_or(Money::ZERO),
+        })),
+        (WithholdingMethod::Cumulative, None) => Err(anyhow::anyhow!(
+            "--method cumulative needs --months-count (consecutive months with income this year, this month included)"
+        )),
+        (WithholdingMethod::PerPayment, _)
+            if months_count.is_some() || prior_income.is_some() || prior_withheld.is_some() =>
+        {
+            Err(anyhow::anyhow!(
+                "--months-count, --prior-income and --prior-withheld apply only to --method cumulative"
+            ))
+        }
+        (WithholdingMethod::PerPayment, _) => Ok(None),
+    }
+}
+
+/// `tax quote --json`: the payouts in order, their fields in certificate order.
+#[derive(serde::Serialize)]
+struct TaxQuoteReport<'a> {
+    method: WithholdingMethod,
+    month: Month,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    months_count: Option<u8>,
+    payouts: &'a [Withholding],
+    total_gross: Money,
+    total_withheld: Money,
+    total_net: Money,
+}
+
+/// `tax quote` as a table, one line per payout, and the totals.
+fn describe_tax_quote(
+    method: WithholdingMethod,
+    month: Month,
+    quotes: &[Withholding],
+    totals: [Money; 3],
+) -> String {
+    use std::fmt::Write as _;
+    let (title, to_date) = match method {
+        WithholdingMethod::PerPayment => (
+            format!(
+                "per-payment withholding (按次预扣预缴) in {month}: the month's payouts are one 次"
+            ),
+            "month-to-date",
+        ),
+        WithholdingMethod::Cumulative => (
+            format!(
+                "cumulative withholding (累计预扣法) in {month}, {} consecutive month(s) this year",
+                quotes.first().and_then(|q| q.months_count).unwrap_or(0)
+            ),
+            "cumulative",
+        ),
+    };
+    let mut out = format!("{title}\n");
+    let _ = writeln!(
+        out,
+        "{:>3} {:>12} {:>14} {:>11} {:>11} {:>12} {:>5} {:>10} {:>12} {:>15} {:>12} {:>12}",
+        "#",
+        "gross",
+        to_date,
+        "fee",
+        "basic ded.",
+        "taxable",
+        "rate",
+        "quick ded.",
+        "tax to date",
+        "withheld before",
+        "withheld now",
+        "net"
+    );
+    for (index, q) in quotes.iter().enumerate() {
+        // Money and Rate ignore width flags; pad their text instead.
+        let _ = writeln!(
+            out,
+            "{:>3} {:>12} {:>14} {:>11} {:>11} {:>12} {:>5} {:>10} {:>12} {:>15} {:>12} {:>12}",
+            index + 1,
+            q.gross.to_string(),
+            q.income_to_date.to_string(),
+            q.fee.to_string(),
+            q.basic_deduction.to_string(),
+            q.taxable.to_string(),
+            q.rate.to_string(),
+            q.quick_deduction.to_string(),
+            q.tax_to_date.to_string(),
+            q.withheld_before.to_string(),
+            q.withheld_now.to_string(),
+            q.net.to_string()
+        );
+    }
+    let [gross, withheld, net] = totals;
+    let _ = writeln!(out, "total: gross {gross}, withheld {withheld}, net {net}");
+    out
 }
 
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
@@ -314,6 +459,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     crate::bench::settle(orders, concurrency.max(1), runs.max(1), server).await?;
                 }
                 BenchCommand::Queue { jobs } => crate::bench::queue(jobs, server).await?,
+            }
+        }
+        Command::Tax {
+            command:
+                TaxCommand::Quote {
+                    method,
+                    month,
+                    payments,
+                    json,
+                    months_count,
+                    prior_income,
+                    prior_withheld,
+                },
+        } => {
+            let cumulative =
+                cumulative_context(method, month, months_count, prior_income, prior_withheld)?;
+            let quotes = tax::quote_sequence(method, &payments, cumulative)?;
+            let total = |pick: fn(&Withholding) -> Money| {
+                Money::checked_sum(quotes.iter().map(pick))
+                    .ok_or_else(|| anyhow::anyhow!("the payouts' total is too large"))
+            };
+            let totals = [
+                total(|q| q.gross)?,
+                total(|q| q.withheld_now)?,
+                total(|q| q.net)?,
+            ];
+            if json {
+                let [total_gross, total_withheld, total_net] = totals;
+                let report = TaxQuoteReport {
+                    method,
+                    month,
+                    months_count,
+                    payouts: &quotes,
+                    total_gross,
+                    total_withheld,
+                    total_net,
+                };
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", describe_tax_quote(method, month, &quotes, totals));
             }
         }
         Command::Demo { keep } => {

@@ -13,6 +13,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::tax::WithholdingMethod;
+
 /// Default file read when it exists and no other file is named.
 pub const DEFAULT_CONFIG_FILE: &str = "fenrun.toml";
 
@@ -50,6 +52,13 @@ pub struct Settings {
     /// Run the step workers and the scheduler in this process (`serve
     /// --no-workers` turns them off for API-only nodes).
     pub run_workers: bool,
+    /// How individual income tax on distributors' commissions (劳务报酬所得)
+    /// is withheld: `per-payment` (按次预扣预缴, 2018年第61号; a distributor's
+    /// payouts in one calendar month are one 次), the default, or
+    /// `cumulative` (累计预扣法, 2025年第16号, for internet platform
+    /// enterprises, from 2025-10). One choice per withholding agent; have a
+    /// tax adviser confirm it (tax reference §2.5).
+    pub withholding_method: WithholdingMethod,
 }
 
 impl Default for Settings {
@@ -65,6 +74,7 @@ impl Default for Settings {
             workflows_dir: PathBuf::from("workflows"),
             simulated_clock: false,
             run_workers: true,
+            withholding_method: WithholdingMethod::PerPayment,
         }
     }
 }
@@ -116,7 +126,7 @@ impl Settings {
     }
 
     /// Every key a file or `FENRUN_*` variable may set.
-    pub const KEYS: [&'static str; 10] = [
+    pub const KEYS: [&'static str; 11] = [
         "database_url",
         "listen",
         "log_format",
@@ -127,6 +137,7 @@ impl Settings {
         "workflows_dir",
         "simulated_clock",
         "run_workers",
+        "withholding_method",
     ];
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -208,6 +219,22 @@ mod tests {
         std::fs::write(&path, "db_max_connections = \"many\"\n").unwrap();
         let error = Settings::load(Some(&path)).unwrap_err();
         assert_eq!(error.key, "db_max_connections");
+    }
+
+    #[test]
+    fn the_withholding_method_defaults_to_per_payment_and_reads_kebab_case() {
+        assert_eq!(
+            Settings::default().withholding_method,
+            WithholdingMethod::PerPayment
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fenrun.toml");
+        std::fs::write(&path, "withholding_method = \"cumulative\"\n").unwrap();
+        let settings = Settings::load(Some(&path)).unwrap();
+        assert_eq!(settings.withholding_method, WithholdingMethod::Cumulative);
+        std::fs::write(&path, "withholding_method = \"per_payment\"\n").unwrap();
+        let error = Settings::load(Some(&path)).unwrap_err();
+        assert_eq!(error.key, "withholding_method");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`plans`], [`tokens`]: applying commission plans; issuing and checking API tokens.
 //! - [`cli`]: the `fenrun` command line; [`bench`]: `fenrun bench`; [`demo`]: `fenrun demo`.
 //! - [`telemetry`]: logging set-up.
+//! - [`vault`]: envelope encryption (AES-256-GCM) of payout credentials under a rotatable master key.
 
 pub mod api;
 pub mod app;
@@ -29,4 +30,5 @@ pub mod plans;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod vault;
 pub mod workflows;

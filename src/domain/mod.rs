@@ -4,8 +4,10 @@
 pub mod access;
 pub mod calendar;
 pub mod commission;
+pub mod identity;
 pub mod ids;
 pub mod ledger;
 pub mod money;
 pub mod plan;
 pub mod settlement;
+pub mod tax;

@@ -13,3 +13,4 @@ mod ledger_properties;
 mod migrations;
 mod orders;
 mod store_suite;
+mod tax_cli;

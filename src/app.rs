@@ -22,6 +22,7 @@ use crate::domain::calendar::BusinessCalendar;
 use crate::engine::definition::{Schedules, StepDefinition, StepKind, WorkflowDefinition};
 use crate::engine::settlement::{SettlementEngine, SettlementSettings};
 use crate::store::{JobSpec, Store, redact_url};
+use crate::vault::Vault;
 
 /// How long stopping waits for workers to finish their current step.
 const WORKER_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -40,6 +41,8 @@ pub struct AppState {
     /// Told the new time whenever a simulated clock moves, so the scheduler runs at once.
     pub clock_moved: Arc<watch::Sender<DateTime<Utc>>>,
     pub tokens: Arc<crate::tokens::TokenCache>,
+    /// Seals and opens payout credentials (SPEC §2.5).
+    pub vault: Arc<Vault>,
 }
 
 /// The workflow files in force: from the workflows folder, or the copies
@@ -126,8 +129,23 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Builds the runtime with the vault of SPEC §5: the master key from
+    /// `FENRUN_MASTER_KEY_FILE` or `FENRUN_MASTER_KEY` (a development key
+    /// file beside a SQLite database when neither is set), and the previous
+    /// keys of a rotation in progress. The key is read from the environment
+    /// rather than the settings file so that it never sits in a
+    /// configuration file next to the database URL.
     pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         settings.validate()?;
+        let vault = Vault::from_env(&settings.database_url)?;
+        Runtime::build_with_vault(settings, vault).await
+    }
+
+    /// Builds the runtime with a vault the caller made (a benchmark's
+    /// throwaway key for its scratch database).
+    pub async fn build_with_vault(settings: Settings, vault: Vault) -> anyhow::Result<Runtime> {
+        settings.validate()?;
+        tracing::info!(key_id = %vault.current_key_id(), "payout credentials sealed under this master key");
         let workflows = Workflows::load(&settings.workflows_dir)?;
         let url = settings.database_url.expose_secret().to_owned();
         let store = Arc::new(
@@ -176,9 +194,24 @@ impl Runtime {
                 settlement,
                 clock_moved: Arc::new(clock_moved),
                 tokens: Arc::default(),
+                vault: Arc::new(vault),
             },
             workflows,
         })
+    }
+
+    /// Releases the holds that fell due while no worker ran, before the
+    /// process takes traffic or queue jobs.
+    pub async fn catch_up(&self) -> anyhow::Result<()> {
+        let released = self
+            .state
+            .settlement
+            .release_due(1, "start-up catch-up")
+            .await?;
+        if released > 0 {
+            tracing::info!(released, "released holds that fell due while stopped");
+        }
+        Ok(())
     }
 
     /// Starts the release worker and the scheduler; they stop when `stop` turns true.
@@ -213,6 +246,7 @@ impl Runtime {
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
+        self.catch_up().await?;
         let handles = self.spawn_workers(&stopped)?;
         shutdown.await;
         let _ = stop.send(true);
@@ -244,6 +278,18 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let listen = settings.listen_addr()?;
         let runtime = Runtime::build(settings).await?;
+        Application::bind(listen, runtime).await
+    }
+
+    /// [`Application::build`] with a vault the caller made; see
+    /// [`Runtime::build_with_vault`].
+    pub async fn build_with_vault(settings: Settings, vault: Vault) -> anyhow::Result<Application> {
+        let listen = settings.listen_addr()?;
+        let runtime = Runtime::build_with_vault(settings, vault).await?;
+        Application::bind(listen, runtime).await
+    }
+
+    async fn bind(listen: SocketAddr, runtime: Runtime) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(listen).await?;
         tracing::info!(
             address = %listener.local_addr()?,
@@ -277,6 +323,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let handles = if self.runtime.state.settings.run_workers {
+            self.runtime.catch_up().await?;
             self.runtime.spawn_workers(&stopped)?
         } else {
             Vec::new()

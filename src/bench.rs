@@ -168,7 +168,10 @@ async fn settle_once(
         db_max_connections: 16,
         ..Settings::default()
     };
-    let app = Application::build(settings).await?;
+    // A scratch database gets a throwaway key: it is dropped after the run,
+    // and a PostgreSQL one would otherwise need FENRUN_MASTER_KEY.
+    let vault = crate::vault::Vault::new(crate::vault::MasterKey::generate()?, Vec::new());
+    let app = Application::build_with_vault(settings, vault).await?;
     let address = format!("http://{}", app.local_addr());
     let store = app.state().store.clone();
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -62,6 +62,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Master key commands (payout credentials are sealed under it).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Commission plan commands.
     Plan {
         #[command(subcommand)]
@@ -132,6 +137,17 @@ pub enum TokenCommand {
         #[arg(long)]
         distributor: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Reseal every payout credential not under the current master key
+    /// (FENRUN_MASTER_KEY_FILE or FENRUN_MASTER_KEY), opening them with the
+    /// previous key(s) in FENRUN_MASTER_KEY_PREVIOUS_FILE (one a line) or
+    /// FENRUN_MASTER_KEY_PREVIOUS (comma-separated). Safe while the service
+    /// runs (give it the previous keys too until this finishes) and safe to
+    /// re-run; once it reports nothing left, the previous keys can be retired.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -394,6 +410,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 issued.id
             );
             println!("{}", issued.secret.expose_secret());
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
+            let vault = crate::vault::Vault::from_env(&settings.database_url)?;
+            let previous: Vec<String> = vault
+                .previous_key_ids()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            println!(
+                "resealing under master key {} (opening with previous keys: {})",
+                vault.current_key_id(),
+                if previous.is_empty() {
+                    "none".to_owned()
+                } else {
+                    previous.join(", ")
+                }
+            );
+            let store = open_store(&settings).await?;
+            let report = crate::credentials::rotate(&store, &vault, |table, counts| {
+                println!(
+                    "{table}: {} resealed, {} skipped so far",
+                    counts.resealed, counts.skipped
+                );
+            })
+            .await;
+            store.close().await;
+            let report = report?;
+            println!(
+                "done: {} identities and {} payout accounts resealed ({} and {} changed meanwhile and were left alone)",
+                report.identities.resealed,
+                report.payout_accounts.resealed,
+                report.identities.skipped,
+                report.payout_accounts.skipped
+            );
         }
         Command::Plan {
             command: PlanCommand::Apply { file },

@@ -114,7 +114,9 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         "fenrun demo — SQLite database {}, simulated clock",
         path.display()
     );
-    let runtime = Runtime::build(settings).await?;
+    // The demo's database is thrown away, so its credentials' key is too.
+    let vault = crate::vault::Vault::new(crate::vault::MasterKey::generate()?, Vec::new());
+    let runtime = Runtime::build_with_vault(settings, vault).await?;
     let state = &runtime.state;
     let clock = state
         .simulated_clock
@@ -374,6 +376,13 @@ pub fn describe_ledger_report(report: &LedgerReport) -> String {
     }
     for account in &report.negative_accounts {
         let _ = writeln!(text, "  account {account} is negative but may never be");
+    }
+    if report.orphan_postings > 0 {
+        let _ = writeln!(
+            text,
+            "  {} postings name an account or transfer that does not exist",
+            report.orphan_postings
+        );
     }
     text
 }

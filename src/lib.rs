@@ -15,6 +15,7 @@
 //! - [`plans`], [`tokens`]: applying commission plans; issuing and checking API tokens.
 //! - [`cli`]: the `fenrun` command line; [`bench`]: `fenrun bench`; [`demo`]: `fenrun demo`.
 //! - [`telemetry`]: logging set-up.
+//! - [`credentials`]: sealing identities and payout accounts for their rows; `keys rotate`.
 //! - [`vault`]: envelope encryption (AES-256-GCM) of payout credentials under a rotatable master key.
 
 pub mod api;
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod domain;
 pub mod engine;

@@ -44,6 +44,14 @@ use crate::store::{BackendKind, backend_of};
 pub const MASTER_KEY_FILE_ENV: &str = "FENRUN_MASTER_KEY_FILE";
 /// Environment variable holding the master key itself.
 pub const MASTER_KEY_ENV: &str = "FENRUN_MASTER_KEY";
+/// Environment variable holding the previous master key(s), during a
+/// rotation: keys separated by commas or whitespace. They only open values.
+pub const PREVIOUS_KEYS_ENV: &str = "FENRUN_MASTER_KEY_PREVIOUS";
+/// Environment variable naming a file of previous master keys, one a line.
+pub const PREVIOUS_KEYS_FILE_ENV: &str = "FENRUN_MASTER_KEY_PREVIOUS_FILE";
+/// Most previous keys accepted: a rotation retires one key at a time, so a
+/// handful covers an interrupted rotation or two.
+pub const MAX_PREVIOUS_KEYS: usize = 8;
 /// Name of the development key file created beside a SQLite database.
 pub const DEV_KEY_FILE_NAME: &str = "fenrun-dev-master.key";
 /// Longest plaintext sealed, in bytes. Credentials are tens of bytes; the
@@ -97,6 +105,10 @@ pub enum VaultError {
     #[error("the value was sealed under master key {0}, which this vault does not hold")]
     UnknownKey(KeyId),
     /// The stored bytes are not a sealed value this code can read.
+    #[error("set {PREVIOUS_KEYS_FILE_ENV} or {PREVIOUS_KEYS_ENV}, not both")]
+    AmbiguousPreviousKeySource,
+    #[error("at most {MAX_PREVIOUS_KEYS} previous master keys may be given")]
+    TooManyPreviousKeys,
     #[error("the stored value is malformed: {0}")]
     Malformed(&'static str),
     /// AES-GCM refused the value: the key, the row, the column or a byte is
@@ -186,6 +198,59 @@ impl KeySources {
         };
         Ok(KeySources { key_file, key })
     }
+}
+
+/// The previous master keys named by `FENRUN_MASTER_KEY_PREVIOUS_FILE` (one
+/// key a line) or `FENRUN_MASTER_KEY_PREVIOUS` (keys separated by commas or
+/// whitespace); none when neither is set. Each key is written as
+/// [`MasterKey`] describes.
+pub fn previous_keys_from_env() -> Result<Vec<MasterKey>, VaultError> {
+    let from_file = std::env::var_os(PREVIOUS_KEYS_FILE_ENV).map(PathBuf::from);
+    let from_value = match std::env::var(PREVIOUS_KEYS_ENV) {
+        Ok(text) => Some(Zeroizing::new(text)),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(VaultError::MalformedKey {
+                origin: PREVIOUS_KEYS_ENV.to_owned(),
+            });
+        }
+    };
+    match (from_file, from_value) {
+        (Some(_), Some(_)) => Err(VaultError::AmbiguousPreviousKeySource),
+        (None, None) => Ok(Vec::new()),
+        (None, Some(text)) => parse_key_list(&text, PREVIOUS_KEYS_ENV),
+        (Some(path), None) => {
+            let file_error = |source| VaultError::KeyFile {
+                path: path.clone(),
+                source,
+            };
+            let file = fs::File::open(&path).map_err(file_error)?;
+            warn_if_readable_by_others(&file, &path);
+            let limit = MAX_KEY_FILE_BYTES * MAX_PREVIOUS_KEYS as u64;
+            let mut text = Zeroizing::new(String::new());
+            file.take(limit + 1)
+                .read_to_string(&mut text)
+                .map_err(file_error)?;
+            let origin = format!("previous master key file {}", path.display());
+            if text.len() as u64 > limit {
+                return Err(VaultError::MalformedKey { origin });
+            }
+            parse_key_list(&text, &origin)
+        }
+    }
+}
+
+/// Keys separated by commas or whitespace; `origin` names them in errors.
+fn parse_key_list(text: &str, origin: &str) -> Result<Vec<MasterKey>, VaultError> {
+    let keys: Vec<MasterKey> = text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|key| !key.is_empty())
+        .map(|key| MasterKey::parse_text(key, || origin.to_owned()))
+        .collect::<Result<_, _>>()?;
+    if keys.len() > MAX_PREVIOUS_KEYS {
+        return Err(VaultError::TooManyPreviousKeys);
+    }
+    Ok(keys)
 }
 
 /// The 256-bit key that wraps every data key, with its [`KeyId`].
@@ -651,6 +716,22 @@ impl Vault {
             previous: kept,
             rng: SystemRandom::new(),
         }
+    }
+
+    /// The vault of this process as SPEC §5 configures it: the current key
+    /// from [`MasterKey::from_env_or_file`], and the previous keys from
+    /// [`previous_keys_from_env`] (set during a rotation, so values not yet
+    /// resealed still open).
+    pub fn from_env(database_url: &SecretString) -> Result<Vault, VaultError> {
+        Ok(Vault::new(
+            MasterKey::from_env_or_file(database_url)?,
+            previous_keys_from_env()?,
+        ))
+    }
+
+    /// The ids of the previous keys this vault opens with.
+    pub fn previous_key_ids(&self) -> Vec<&KeyId> {
+        self.previous.iter().map(|key| &key.id).collect()
     }
 
     /// The id of the key new values are sealed under.
@@ -1146,6 +1227,29 @@ mod tests {
         ));
         // An explicit key means no development key file is ever created.
         assert!(!dir.path().join(DEV_KEY_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn previous_keys_are_a_list_separated_by_commas_or_whitespace() {
+        let text = format!(
+            "{}, {}\n{}\n",
+            "01".repeat(32),
+            "02".repeat(32),
+            "03".repeat(32)
+        );
+        let keys = parse_key_list(&text, PREVIOUS_KEYS_ENV).unwrap();
+        let ids: Vec<&KeyId> = keys.iter().map(MasterKey::id).collect();
+        assert_eq!(ids, vec![key(1).id(), key(2).id(), key(3).id()]);
+        assert!(parse_key_list("", PREVIOUS_KEYS_ENV).unwrap().is_empty());
+        match parse_key_list(&format!("{},zz", "01".repeat(32)), PREVIOUS_KEYS_ENV) {
+            Err(VaultError::MalformedKey { origin }) => assert_eq!(origin, PREVIOUS_KEYS_ENV),
+            other => panic!("expected MalformedKey, got {other:?}"),
+        }
+        let too_many = vec!["01".repeat(32); MAX_PREVIOUS_KEYS + 1].join(",");
+        assert!(matches!(
+            parse_key_list(&too_many, PREVIOUS_KEYS_ENV),
+            Err(VaultError::TooManyPreviousKeys)
+        ));
     }
 
     #[test]

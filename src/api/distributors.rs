@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::api::credentials::MaskedIdentity;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{Caller, JsonBody, distributor_id_from_path};
 use crate::app::AppState;
@@ -60,6 +61,16 @@ impl From<Distributor> for DistributorView {
             created_at: distributor.created_at,
         }
     }
+}
+
+/// One distributor as `GET /v1/distributors/{id}` shows it: the profile and
+/// the identity, masked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DistributorProfile {
+    #[serde(flatten)]
+    pub distributor: DistributorView,
+    /// `null` until `PUT /v1/distributors/{id}/identity`.
+    pub identity: Option<MaskedIdentity>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -214,14 +225,14 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/v1/distributors/{id}", tag = "distributors",
     params(("id" = String, Path)),
-    responses((status = 200, body = DistributorView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = DistributorProfile), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<DistributorView>, ApiError> {
+) -> Result<Json<DistributorProfile>, ApiError> {
     let id = distributor_id_from_path(&id)?;
     caller.require_self_or(&id, &[Role::Admin, Role::Ops])?;
     let distributor = state
@@ -229,7 +240,11 @@ pub async fn get(
         .distributor(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("distributor"))?;
-    Ok(Json(distributor.into()))
+    let identity = state.store.identity(&id).await?;
+    Ok(Json(DistributorProfile {
+        distributor: distributor.into(),
+        identity: identity.as_ref().map(MaskedIdentity::from),
+    }))
 }
 
 #[utoipa::path(

@@ -3,6 +3,7 @@
 //! handlers' annotations at `/openapi.json`.
 
 pub mod admin;
+pub mod credentials;
 pub mod distributors;
 pub mod error;
 pub mod extract;
@@ -24,6 +25,7 @@ use crate::app::AppState;
     info(title = "fenrun", description = "Payout and compliance orchestrator for social distribution commerce"),
     paths(
         distributors::create, distributors::list, distributors::get, distributors::balance,
+        credentials::put_identity, credentials::add_payout_account, credentials::list_payout_accounts,
         admin::apply_plan, admin::list_plans, admin::adjust, admin::advance_clock,
         orders::ingest, orders::refund, orders::get, orders::commissions,
         health::healthz, health::readyz,
@@ -61,6 +63,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/distributors/{id}", get(distributors::get))
         .route("/v1/distributors/{id}/balance", get(distributors::balance))
+        .route(
+            "/v1/distributors/{id}/identity",
+            axum::routing::put(credentials::put_identity),
+        )
+        .route(
+            "/v1/distributors/{id}/payout-accounts",
+            get(credentials::list_payout_accounts).post(credentials::add_payout_account),
+        )
         .route(
             "/v1/distributors/{id}/commissions",
             get(orders::commissions),

@@ -147,8 +147,9 @@ pub async fn run_release_worker(
 }
 
 /// Runs the cron jobs of `schedules` on the injected clock until `stop`.
-/// Each job runs at most once per scheduled instant; a job whose instant
-/// passed while the process was down runs once at start (catch-up).
+/// Each job runs at most once per scheduled instant; what fell due while the
+/// process was down is released by [`crate::app::Runtime::catch_up`] before
+/// the process starts serving.
 pub async fn run_scheduler(
     schedules: Schedules,
     clock: Arc<dyn Clock>,
@@ -167,8 +168,6 @@ pub async fn run_scheduler(
                 .map(|at| at.to_utc())
         })
         .collect();
-    // Catch up once at start: due holds may have piled up while we were down.
-    run_job(JobKind::from_str_lossy("release_due_holds"), &engine).await;
     loop {
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
@@ -203,12 +202,6 @@ async fn run_job(job: Option<JobKind>, engine: &SettlementEngine) {
             "scheduled job has no runner yet in this process"
         ),
         None => {}
-    }
-}
-
-impl JobKind {
-    fn from_str_lossy(name: &str) -> Option<JobKind> {
-        JobKind::from_name(name)
     }
 }
 

@@ -258,6 +258,85 @@ impl Store {
         dispatch!(self, repo => repo.order_counts().await)
     }
 
+    /// Stores a distributor's identity (sealed), replacing an earlier one.
+    pub async fn upsert_identity(
+        &self,
+        identity: &SealedIdentity,
+    ) -> Result<SealedIdentity, StoreError> {
+        dispatch!(self, repo => repo.upsert_identity(identity).await)
+    }
+
+    pub async fn identity(&self, id: &DistributorId) -> Result<Option<SealedIdentity>, StoreError> {
+        dispatch!(self, repo => repo.identity(id).await)
+    }
+
+    pub async fn insert_payout_account(
+        &self,
+        account: &SealedPayoutAccount,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.insert_payout_account(account).await)
+    }
+
+    /// A distributor's payout accounts, oldest first.
+    pub async fn payout_accounts(
+        &self,
+        distributor: &DistributorId,
+    ) -> Result<Vec<SealedPayoutAccount>, StoreError> {
+        dispatch!(self, repo => repo.payout_accounts(distributor).await)
+    }
+
+    pub async fn payout_account(
+        &self,
+        id: &str,
+    ) -> Result<Option<SealedPayoutAccount>, StoreError> {
+        dispatch!(self, repo => repo.payout_account(id).await)
+    }
+
+    /// Identities sealed under another key than `current_key_id`, after
+    /// distributor id `after`: one page of `keys rotate`.
+    pub async fn identities_to_reseal(
+        &self,
+        current_key_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedIdentity>, StoreError> {
+        dispatch!(self, repo => repo.identities_to_reseal(current_key_id, after, limit).await)
+    }
+
+    /// Replaces an identity's sealed values if the row is still `expected`
+    /// (key id and sealed bytes); `false` if it changed meanwhile.
+    pub async fn reseal_identity(
+        &self,
+        expected: &SealedIdentity,
+        real_name: &[u8],
+        id_number: &[u8],
+        new_key_id: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, repo => repo.reseal_identity(expected, real_name, id_number, new_key_id).await)
+    }
+
+    /// Payout accounts sealed under another key than `current_key_id`, after
+    /// account id `after`: one page of `keys rotate`.
+    pub async fn payout_accounts_to_reseal(
+        &self,
+        current_key_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedPayoutAccount>, StoreError> {
+        dispatch!(self, repo => repo.payout_accounts_to_reseal(current_key_id, after, limit).await)
+    }
+
+    /// Replaces an account's sealed value if the row is still `expected`
+    /// (key id and sealed bytes); `false` if it changed meanwhile.
+    pub async fn reseal_payout_account(
+        &self,
+        expected: &SealedPayoutAccount,
+        account: &[u8],
+        new_key_id: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, repo => repo.reseal_payout_account(expected, account, new_key_id).await)
+    }
+
     /// How SQLite would plan apalis's ack query (`None` on PostgreSQL).
     pub async fn sqlite_ack_plan(&self) -> Result<Option<String>, StoreError> {
         match &self.backend {

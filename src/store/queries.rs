@@ -464,7 +464,15 @@ impl Repo {
         .bind(MAX_REPORTED_PROBLEMS)
         .fetch_all(&mut *conn)
         .await?;
+        let orphan_postings: i64 = sqlx::query_scalar(concat!(
+            "select count(*) from ledger_postings p ",
+            "where not exists (select 1 from ledger_accounts a where a.id = p.account_id) ",
+            "or not exists (select 1 from ledger_transfers t where t.id = p.transfer_id)"
+        ))
+        .fetch_one(&mut *conn)
+        .await?;
         Ok(LedgerReport {
+            orphan_postings,
             accounts,
             transfers,
             postings,

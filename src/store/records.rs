@@ -133,6 +133,8 @@ pub struct LedgerReport {
     pub mismatched_accounts: Vec<AccountMismatch>,
     /// Accounts below zero that may never be.
     pub negative_accounts: Vec<String>,
+    /// Postings naming an account or transfer that does not exist.
+    pub orphan_postings: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -148,6 +150,7 @@ impl LedgerReport {
             && self.unbalanced_transfers.is_empty()
             && self.mismatched_accounts.is_empty()
             && self.negative_accounts.is_empty()
+            && self.orphan_postings == 0
     }
 }
 
@@ -341,4 +344,71 @@ pub struct LineUpdate {
 pub enum RefundOutcome {
     Applied(OrderRecord),
     Replayed(OrderRecord),
+}
+
+/// A distributor's identity as stored: both values sealed by the vault (the
+/// store never sees plaintext), their key id, and the masks shown to people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedIdentity {
+    pub distributor_id: DistributorId,
+    /// `SealedValue::to_stored` bytes, AAD (distributor_identities, real_name, id).
+    pub real_name: Vec<u8>,
+    /// `SealedValue::to_stored` bytes, AAD (distributor_identities, id_number, id).
+    pub id_number: Vec<u8>,
+    /// The master key both values are wrapped under.
+    pub key_id: String,
+    pub masked_name: String,
+    pub masked_id_number: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How a payout account is paid.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutChannel {
+    /// WeChat Pay transfer to an openid.
+    Wechat,
+    /// Alipay transfer to a logon id.
+    Alipay,
+    /// Bank transfer to a card.
+    Bank,
+}
+
+impl PayoutChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayoutChannel::Wechat => "wechat",
+            PayoutChannel::Alipay => "alipay",
+            PayoutChannel::Bank => "bank",
+        }
+    }
+
+    pub(crate) fn from_db(text: &str) -> Result<PayoutChannel, StoreErrorText> {
+        match text {
+            "wechat" => Ok(PayoutChannel::Wechat),
+            "alipay" => Ok(PayoutChannel::Alipay),
+            "bank" => Ok(PayoutChannel::Bank),
+            other => Err(StoreErrorText(format!("payout channel {other:?}"))),
+        }
+    }
+}
+
+/// A payout account as stored: the account sealed, the rest shown masked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedPayoutAccount {
+    /// `pa_` + 32 hex digits, chosen before sealing (it is part of the AAD).
+    pub id: String,
+    pub distributor_id: DistributorId,
+    pub channel: PayoutChannel,
+    /// `SealedValue::to_stored` bytes, AAD (payout_accounts, account, id).
+    pub account: Vec<u8>,
+    pub key_id: String,
+    pub masked: String,
+    /// The bank card holder's name, masked, when one was given.
+    pub account_name_masked: Option<String>,
+    pub bank_name: Option<String>,
+    pub created_at: DateTime<Utc>,
 }

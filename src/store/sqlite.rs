@@ -271,3 +271,4 @@ async fn insert_postings(
 
 include!("queries.rs");
 include!("queries_orders.rs");
+include!("queries_credentials.rs");

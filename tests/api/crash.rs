@@ -905,6 +905,7 @@ impl Server {
             .args(["--database-url", &self.database_url])
             .args(["serve", "--simulated-clock", "--listen", &listen])
             .env("FENRUN_LOG_FILTER", "warn")
+            .env("FENRUN_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
             .env_remove("FENRUN_CONFIG")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdin(Stdio::null())

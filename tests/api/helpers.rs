@@ -12,6 +12,32 @@ use fenrun::store::{Store, StoreOptions};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Connection;
 
+/// The master key every app and every `fenrun serve` of the tests uses
+/// (64 hex digits). PostgreSQL refuses to start without one (SPEC §5); SQLite
+/// gets it too, so a test behaves the same whichever test ran first.
+pub const TEST_MASTER_KEY: &str =
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+static MASTER_KEY_SET: std::sync::Once = std::sync::Once::new();
+
+/// Sets `FENRUN_MASTER_KEY` to [`TEST_MASTER_KEY`] in this process, once.
+///
+/// `Runtime::build` reads the key from the environment, as the binary does,
+/// so the tests set the environment rather than pass a key around. The
+/// variable is written exactly once (the `Once` makes every other caller
+/// wait until it is done) and always to the same value, before this caller
+/// builds an app; no test removes or changes it, so no reader can see two
+/// values. Writing it is `unsafe` because C code reading the environment on
+/// another thread at that instant would race the write: Rust's own readers
+/// (`std::env::var`, `Command::spawn`) take std's environment lock, and
+/// nothing in these tests reads it from C.
+pub fn use_test_master_key() {
+    MASTER_KEY_SET.call_once(|| {
+        // SAFETY: see above; one write, one value, before any app that reads it.
+        unsafe { std::env::set_var(fenrun::vault::MASTER_KEY_ENV, TEST_MASTER_KEY) };
+    });
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -82,6 +108,11 @@ impl TestDb {
         }
     }
 
+    /// The SQLite database file (`None` on PostgreSQL).
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        self._dir.as_ref().map(|dir| dir.path().join("fenrun.db"))
+    }
+
     pub async fn open(&self) -> Store {
         Store::open(&self.url, &StoreOptions::default())
             .await
@@ -94,7 +125,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: Arc<Store>,
-    _db: TestDb,
+    pub db: TestDb,
     pub admin: String,
     pub ingest: String,
     pub ops: String,
@@ -115,6 +146,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    use_test_master_key();
     let db = TestDb::new(backend).await;
     let mut settings = Settings {
         database_url: SecretString::from(db.url.clone()),
@@ -148,7 +180,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
         ops: token(Role::Ops).await,
         accountant: token(Role::Accountant).await,
         store,
-        _db: db,
+        db,
         shutdown: Some(shutdown),
     }
 }
@@ -192,6 +224,21 @@ impl TestApp {
             .bearer_auth(token)
             .header("content-type", "application/json")
             .body(body.to_owned())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn put_json(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
+            .bearer_auth(token)
+            .json(body)
             .send()
             .await
             .expect("request")

@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod cli;
 mod crash;
+mod credentials;
 mod distributors;
 mod http;
 mod ledger_properties;

@@ -1,0 +1,241 @@
+// Payout credentials' SQL (SPEC §2.5), shared by both backends like
+// `queries.rs` (and included after it). The store only ever handles sealed
+// bytes and masks: sealing and opening are the vault's, above the store.
+//
+// Rotation (`fenrun keys rotate`) reads the rows whose key id is not the
+// current one a page at a time, and writes each resealed row back with the
+// key id and sealed bytes it read in the WHERE clause: a row changed
+// meanwhile (a concurrent rotation, or the distributor replacing their
+// identity, even through a process still sealing under the old key) is left
+// alone, and the update reports that it did nothing.
+
+use crate::store::records::{PayoutChannel, SealedIdentity, SealedPayoutAccount};
+
+/// The columns of `distributor_identities`, for `concat!`.
+macro_rules! identity_columns {
+    () => {
+        "distributor_id, real_name, id_number, key_id, masked_name, masked_id_number, created_at, updated_at"
+    };
+}
+
+/// The columns of `payout_accounts`, for `concat!`.
+macro_rules! account_columns {
+    () => {
+        "id, distributor_id, channel, account, key_id, masked, account_name_masked, bank_name, created_at"
+    };
+}
+
+fn identity_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedIdentity, StoreError> {
+    Ok(SealedIdentity {
+        distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
+        real_name: row.try_get("real_name")?,
+        id_number: row.try_get("id_number")?,
+        key_id: row.try_get("key_id")?,
+        masked_name: row.try_get("masked_name")?,
+        masked_id_number: row.try_get("masked_id_number")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn account_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedPayoutAccount, StoreError> {
+    Ok(SealedPayoutAccount {
+        id: row.try_get("id")?,
+        distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
+        channel: PayoutChannel::from_db(&row.try_get::<String, _>("channel")?)?,
+        account: row.try_get("account")?,
+        key_id: row.try_get("key_id")?,
+        masked: row.try_get("masked")?,
+        account_name_masked: row.try_get("account_name_masked")?,
+        bank_name: row.try_get("bank_name")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// A foreign-key violation on a credential insert means the distributor is gone.
+fn distributor_missing(error: sqlx::Error, id: &DistributorId) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound {
+            what: "distributor",
+            id: id.to_string(),
+        },
+        _ => error.into(),
+    }
+}
+
+impl Repo {
+    /// Stores a distributor's identity, replacing any earlier one (its
+    /// `created_at` is kept); returns the row as stored.
+    pub async fn upsert_identity(&self, identity: &SealedIdentity) -> Result<SealedIdentity, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(concat!(
+            "insert into distributor_identities (", identity_columns!(), ") ",
+            "values ($1, $2, $3, $4, $5, $6, $7, $8) ",
+            "on conflict (distributor_id) do update set real_name = excluded.real_name, ",
+            "id_number = excluded.id_number, key_id = excluded.key_id, masked_name = excluded.masked_name, ",
+            "masked_id_number = excluded.masked_id_number, updated_at = excluded.updated_at ",
+            "returning ", identity_columns!()
+        ))
+        .bind(identity.distributor_id.as_str())
+        .bind(&identity.real_name)
+        .bind(&identity.id_number)
+        .bind(&identity.key_id)
+        .bind(&identity.masked_name)
+        .bind(&identity.masked_id_number)
+        .bind(identity.created_at)
+        .bind(identity.updated_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|error| distributor_missing(error, &identity.distributor_id))?;
+        let stored = identity_from_row(&row)?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    pub async fn identity(&self, id: &DistributorId) -> Result<Option<SealedIdentity>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ", identity_columns!(), " from distributor_identities where distributor_id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(identity_from_row).transpose()
+    }
+
+    pub async fn insert_payout_account(&self, account: &SealedPayoutAccount) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(concat!(
+            "insert into payout_accounts (", account_columns!(), ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(&account.id)
+        .bind(account.distributor_id.as_str())
+        .bind(account.channel.as_str())
+        .bind(&account.account)
+        .bind(&account.key_id)
+        .bind(&account.masked)
+        .bind(&account.account_name_masked)
+        .bind(&account.bank_name)
+        .bind(account.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| distributor_missing(error, &account.distributor_id))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A distributor's payout accounts, oldest first (at most [`MAX_PAGE`]).
+    pub async fn payout_accounts(&self, distributor: &DistributorId) -> Result<Vec<SealedPayoutAccount>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select ", account_columns!(), " from payout_accounts ",
+            "where distributor_id = $1 order by created_at, id limit $2"
+        ))
+        .bind(distributor.as_str())
+        .bind(MAX_PAGE)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    pub async fn payout_account(&self, id: &str) -> Result<Option<SealedPayoutAccount>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ", account_columns!(), " from payout_accounts where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    /// Identities not sealed under `current_key_id`, in distributor id order
+    /// after `after` (keyset pagination), at most `limit` (≤ [`MAX_PAGE`]).
+    pub async fn identities_to_reseal(
+        &self,
+        current_key_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedIdentity>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select ", identity_columns!(), " from distributor_identities ",
+            "where key_id <> $1 and distributor_id > $2 order by distributor_id limit $3"
+        ))
+        .bind(current_key_id)
+        .bind(after)
+        .bind(limit.clamp(1, MAX_PAGE))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(identity_from_row).collect()
+    }
+
+    /// Writes a resealed identity if the row is still exactly `expected` (its
+    /// key id and sealed bytes: a random nonce makes every sealing unique);
+    /// returns whether it was.
+    pub async fn reseal_identity(
+        &self,
+        expected: &SealedIdentity,
+        real_name: &[u8],
+        id_number: &[u8],
+        new_key_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(concat!(
+            "update distributor_identities set real_name = $1, id_number = $2, key_id = $3 ",
+            "where distributor_id = $4 and key_id = $5 and real_name = $6 and id_number = $7"
+        ))
+        .bind(real_name)
+        .bind(id_number)
+        .bind(new_key_id)
+        .bind(expected.distributor_id.as_str())
+        .bind(&expected.key_id)
+        .bind(&expected.real_name)
+        .bind(&expected.id_number)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(updated == 1)
+    }
+
+    /// Payout accounts not sealed under `current_key_id`, in id order after
+    /// `after`, at most `limit` (≤ [`MAX_PAGE`]).
+    pub async fn payout_accounts_to_reseal(
+        &self,
+        current_key_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedPayoutAccount>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select ", account_columns!(), " from payout_accounts ",
+            "where key_id <> $1 and id > $2 order by id limit $3"
+        ))
+        .bind(current_key_id)
+        .bind(after)
+        .bind(limit.clamp(1, MAX_PAGE))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    /// Writes a resealed account if the row is still exactly `expected` (its
+    /// key id and sealed bytes); returns whether it was.
+    pub async fn reseal_payout_account(
+        &self,
+        expected: &SealedPayoutAccount,
+        account: &[u8],
+        new_key_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "update payout_accounts set account = $1, key_id = $2 where id = $3 and key_id = $4 and account = $5",
+        )
+        .bind(account)
+        .bind(new_key_id)
+        .bind(&expected.id)
+        .bind(&expected.key_id)
+        .bind(&expected.account)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(updated == 1)
+    }
+}

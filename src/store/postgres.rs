@@ -193,4 +193,204 @@ async fn insert_postings(
 
 include!("queries.rs");
 include!("queries_orders.rs");
+
+// ---- Bulk statements of the order workflow: arrays through `unnest`, so
+// each statement's text is fixed and prepared once per connection (multi-row
+// VALUES of varying length were re-parsed every batch). Shared logic in
+// `queries_orders.rs`.
+
+async fn insert_order_rows(
+    conn: &mut Conn,
+    orders: &[PreparedOrder],
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, StoreError> {
+    let ids: Vec<&str> = orders.iter().map(|order| order.order_id.as_str()).collect();
+    let distributors: Vec<&str> = orders
+        .iter()
+        .map(|order| order.distributor_id.as_str())
+        .collect();
+    let buyers: Vec<&str> = orders.iter().map(|order| order.buyer_id.as_str()).collect();
+    let placed: Vec<DateTime<Utc>> = orders.iter().map(|order| order.placed_at).collect();
+    let confirmed: Vec<DateTime<Utc>> = orders.iter().map(|order| order.confirmed_at).collect();
+    let totals: Vec<i64> = orders.iter().map(|order| order.total.fen()).collect();
+    let chains: Vec<&str> = orders
+        .iter()
+        .map(|order| order.chain_json.as_str())
+        .collect();
+    let plans: Vec<i64> = orders.iter().map(|order| order.plan_version).collect();
+    let release: Vec<DateTime<Utc>> = orders.iter().map(|order| order.release_at).collect();
+    let hashes: Vec<&str> = orders
+        .iter()
+        .map(|order| order.request_sha256.as_str())
+        .collect();
+    Ok(sqlx::query_scalar(concat!(
+        "insert into orders (order_id, distributor_id, buyer_id, placed_at, confirmed_at, ",
+        "total_fen, chain, plan_version, state, release_at, request_sha256, created_at, updated_at) ",
+        "select o, d, b, p, c, t, ch, pv, 'holding', r, h, $11, $11 from unnest(",
+        "$1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], ",
+        "$7::text[], $8::bigint[], $9::timestamptz[], $10::text[]) as x(o, d, b, p, c, t, ch, pv, r, h) ",
+        "on conflict (order_id) do nothing returning order_id"
+    ))
+    .bind(&ids)
+    .bind(&distributors)
+    .bind(&buyers)
+    .bind(&placed)
+    .bind(&confirmed)
+    .bind(&totals)
+    .bind(&chains)
+    .bind(&plans)
+    .bind(&release)
+    .bind(&hashes)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+async fn insert_item_rows(
+    conn: &mut Conn,
+    items: &[(&PreparedOrder, usize, &crate::domain::commission::OrderItem)],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let orders: Vec<&str> = items
+        .iter()
+        .map(|(order, _, _)| order.order_id.as_str())
+        .collect();
+    let numbers: Vec<i64> = items
+        .iter()
+        .map(|(_, line_no, _)| *line_no as i64)
+        .collect();
+    let skus: Vec<&str> = items.iter().map(|(_, _, item)| item.sku.as_str()).collect();
+    let categories: Vec<&str> = items
+        .iter()
+        .map(|(_, _, item)| item.category.as_str())
+        .collect();
+    let amounts: Vec<i64> = items.iter().map(|(_, _, item)| item.amount.fen()).collect();
+    sqlx::query(concat!(
+        "insert into order_items (order_id, line_no, sku, category, amount_fen, created_at) ",
+        "select o, n, s, c, a, $6 from unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::bigint[]) ",
+        "as x(o, n, s, c, a)"
+    ))
+    .bind(&orders)
+    .bind(numbers.iter().map(|n| *n as i32).collect::<Vec<i32>>())
+    .bind(&skus)
+    .bind(&categories)
+    .bind(&amounts)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_line_rows(
+    conn: &mut Conn,
+    lines: &[(&PreparedOrder, &crate::domain::commission::CommissionLine)],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let orders: Vec<&str> = lines
+        .iter()
+        .map(|(order, _)| order.order_id.as_str())
+        .collect();
+    let beneficiaries: Vec<&str> = lines
+        .iter()
+        .map(|(_, line)| line.beneficiary.as_str())
+        .collect();
+    let levels: Vec<i32> = lines
+        .iter()
+        .map(|(_, line)| i32::from(line.level))
+        .collect();
+    let rates: Vec<String> = lines
+        .iter()
+        .map(|(_, line)| rate_to_db(line.rate))
+        .collect();
+    let bases: Vec<i64> = lines.iter().map(|(_, line)| line.base.fen()).collect();
+    let amounts: Vec<i64> = lines.iter().map(|(_, line)| line.amount.fen()).collect();
+    let plans: Vec<i64> = lines.iter().map(|(order, _)| order.plan_version).collect();
+    sqlx::query(concat!(
+        "insert into commission_lines (order_id, beneficiary_id, level, rate, base_fen, amount_fen, ",
+        "plan_version, state, created_at, updated_at) ",
+        "select o, b, l, r, ba, a, pv, 'pending', $8, $8 from unnest($1::text[], $2::text[], $3::int[], ",
+        "$4::text[], $5::bigint[], $6::bigint[], $7::bigint[]) as x(o, b, l, r, ba, a, pv)"
+    ))
+    .bind(&orders)
+    .bind(&beneficiaries)
+    .bind(&levels)
+    .bind(&rates)
+    .bind(&bases)
+    .bind(&amounts)
+    .bind(&plans)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_event_rows(
+    conn: &mut Conn,
+    events: &[NewEvent<'_>],
+    at: DateTime<Utc>,
+    wall_clock: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let orders: Vec<&str> = events.iter().map(|event| event.order_id).collect();
+    let steps: Vec<&str> = events.iter().map(|event| event.step).collect();
+    let outcomes: Vec<&str> = events.iter().map(|event| event.outcome).collect();
+    let attempts: Vec<i32> = events
+        .iter()
+        .map(|event| i32::try_from(event.attempt).unwrap_or(i32::MAX))
+        .collect();
+    let details: Vec<&str> = events.iter().map(|event| event.detail.as_str()).collect();
+    sqlx::query(concat!(
+        "insert into order_events (order_id, step, outcome, attempt, detail, at, created_at) ",
+        "select o, s, oc, a, d, $6, $7 from unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[]) ",
+        "as x(o, s, oc, a, d)"
+    ))
+    .bind(&orders)
+    .bind(&steps)
+    .bind(&outcomes)
+    .bind(&attempts)
+    .bind(&details)
+    .bind(at)
+    .bind(wall_clock)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The pending, non-zero lines of `order_ids`, by order then level.
+async fn pending_lines_of(
+    conn: &mut Conn,
+    order_ids: &[String],
+) -> Result<Vec<LineRecord>, StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {LINE_COLUMNS} from commission_lines where state = 'pending' and amount_fen > 0 \
+         and order_id = any($1) order by order_id, level, id"
+    )))
+    .bind(order_ids)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(line_from_row)
+    .collect()
+}
+
+/// Holding orders → released, and their pending lines with them.
+async fn mark_released(
+    conn: &mut Conn,
+    order_ids: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query("update orders set state = 'released', updated_at = $2 where state = 'holding' and order_id = any($1)")
+        .bind(order_ids)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "update commission_lines set state = 'released', updated_at = $2 where state = 'pending' and order_id = any($1)",
+    )
+    .bind(order_ids)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 include!("queries_credentials.rs");

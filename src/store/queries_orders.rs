@@ -106,19 +106,7 @@ struct NewEvent<'a> {
 async fn insert_events(conn: &mut Conn, events: &[NewEvent<'_>], at: DateTime<Utc>) -> Result<(), StoreError> {
     let wall_clock = Utc::now();
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Db>::new(
-            "insert into order_events (order_id, step, outcome, attempt, detail, at, created_at) ",
-        );
-        insert.push_values(chunk, |mut row, event| {
-            row.push_bind(event.order_id)
-                .push_bind(event.step)
-                .push_bind(event.outcome)
-                .push_bind(event.attempt)
-                .push_bind(event.detail.as_str())
-                .push_bind(at)
-                .push_bind(wall_clock);
-        });
-        insert.build().execute(&mut *conn).await?;
+        insert_event_rows(conn, chunk, at, wall_clock).await?;
     }
     Ok(())
 }
@@ -138,28 +126,7 @@ impl Repo {
         let mut tx = self.begin_write().await?;
         let mut inserted = std::collections::HashSet::new();
         for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Db>::new(concat!(
-                "insert into orders (order_id, distributor_id, buyer_id, placed_at, confirmed_at, ",
-                "total_fen, chain, plan_version, state, release_at, request_sha256, created_at, updated_at) "
-            ));
-            insert.push_values(chunk, |mut row, order| {
-                row.push_bind(order.order_id.as_str())
-                    .push_bind(order.distributor_id.as_str())
-                    .push_bind(order.buyer_id.as_str())
-                    .push_bind(order.placed_at)
-                    .push_bind(order.confirmed_at)
-                    .push_bind(order.total.fen())
-                    .push_bind(order.chain_json.as_str())
-                    .push_bind(order.plan_version)
-                    .push_bind(OrderState::Holding.as_str())
-                    .push_bind(order.release_at)
-                    .push_bind(order.request_sha256.as_str())
-                    .push_bind(now)
-                    .push_bind(now);
-            });
-            insert.push(" on conflict (order_id) do nothing returning order_id");
-            let ids: Vec<String> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
-            inserted.extend(ids);
+            inserted.extend(insert_order_rows(&mut tx, chunk, now).await?);
         }
         // A second copy of an order in the same batch is a replay of the first.
         let mut seen = std::collections::HashSet::new();
@@ -173,41 +140,14 @@ impl Repo {
             .flat_map(|order| order.items.iter().enumerate().map(move |(line_no, item)| (*order, line_no, item)))
             .collect();
         for chunk in items.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Db>::new(
-                "insert into order_items (order_id, line_no, sku, category, amount_fen, created_at) ",
-            );
-            insert.push_values(chunk, |mut row, (order, line_no, item)| {
-                row.push_bind(order.order_id.as_str())
-                    .push_bind(*line_no as i64)
-                    .push_bind(item.sku.as_str())
-                    .push_bind(item.category.as_str())
-                    .push_bind(item.amount.fen())
-                    .push_bind(now);
-            });
-            insert.build().execute(&mut *tx).await?;
+            insert_item_rows(&mut tx, chunk, now).await?;
         }
         let lines: Vec<(&PreparedOrder, &crate::domain::commission::CommissionLine)> = fresh
             .iter()
             .flat_map(|order| order.lines.iter().map(move |line| (*order, line)))
             .collect();
         for chunk in lines.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Db>::new(concat!(
-                "insert into commission_lines (order_id, beneficiary_id, level, rate, base_fen, amount_fen, ",
-                "plan_version, state, created_at, updated_at) "
-            ));
-            insert.push_values(chunk, |mut row, (order, line)| {
-                row.push_bind(order.order_id.as_str())
-                    .push_bind(line.beneficiary.as_str())
-                    .push_bind(i64::from(line.level))
-                    .push_bind(rate_to_db(line.rate))
-                    .push_bind(line.base.fen())
-                    .push_bind(line.amount.fen())
-                    .push_bind(order.plan_version)
-                    .push_bind(LineState::Pending.as_str())
-                    .push_bind(now)
-                    .push_bind(now);
-            });
-            insert.build().execute(&mut *tx).await?;
+            insert_line_rows(&mut tx, chunk, now).await?;
         }
         let transfers: Vec<Transfer> = fresh.iter().filter_map(|order| order.pending_transfer.clone()).collect();
         apply_transfers(&mut tx, &transfers, now).await?;
@@ -284,21 +224,7 @@ impl Repo {
             tx.commit().await?;
             return Ok(due);
         }
-        let mut select = QueryBuilder::<Db>::new(format!(
-            "select {LINE_COLUMNS} from commission_lines where state = 'pending' and amount_fen > 0 and order_id in ("
-        ));
-        let mut ids = select.separated(", ");
-        for id in &due {
-            ids.push_bind(id.as_str());
-        }
-        select.push(") order by order_id, level, id");
-        let lines = select
-            .build()
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(line_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let lines = pending_lines_of(&mut tx, &due).await?;
         let mut transfers = Vec::new();
         for chunk in lines.chunk_by(|a, b| a.order_id == b.order_id) {
             let amounts = chunk
@@ -310,21 +236,8 @@ impl Repo {
             transfers.extend(transfer);
         }
         apply_transfers(&mut tx, &transfers, now).await?;
-        for (table, from, to) in [
-            ("orders", "holding", "released"),
-            ("commission_lines", "pending", "released"),
-        ] {
-            for chunk in due.chunks(ROWS_PER_STATEMENT) {
-                let mut update = QueryBuilder::<Db>::new(format!("update {table} set state = "));
-                update.push_bind(to).push(", updated_at = ").push_bind(now);
-                update.push(" where state = ").push_bind(from).push(" and order_id in (");
-                let mut ids = update.separated(", ");
-                for id in chunk {
-                    ids.push_bind(id.as_str());
-                }
-                update.push(")");
-                update.build().execute(&mut *tx).await?;
-            }
+        for chunk in due.chunks(ROWS_PER_STATEMENT) {
+            mark_released(&mut tx, chunk, now).await?;
         }
         let events: Vec<NewEvent<'_>> = due
             .iter()

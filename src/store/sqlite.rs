@@ -271,4 +271,151 @@ async fn insert_postings(
 
 include!("queries.rs");
 include!("queries_orders.rs");
+
+// ---- Bulk statements of the order workflow: multi-row VALUES, which SQLite
+// parses in-process at little cost. Shared logic in `queries_orders.rs`.
+
+async fn insert_order_rows(
+    conn: &mut Conn,
+    orders: &[PreparedOrder],
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, StoreError> {
+    let mut insert = QueryBuilder::<Db>::new(concat!(
+        "insert into orders (order_id, distributor_id, buyer_id, placed_at, confirmed_at, ",
+        "total_fen, chain, plan_version, state, release_at, request_sha256, created_at, updated_at) "
+    ));
+    insert.push_values(orders, |mut row, order| {
+        row.push_bind(order.order_id.as_str())
+            .push_bind(order.distributor_id.as_str())
+            .push_bind(order.buyer_id.as_str())
+            .push_bind(order.placed_at)
+            .push_bind(order.confirmed_at)
+            .push_bind(order.total.fen())
+            .push_bind(order.chain_json.as_str())
+            .push_bind(order.plan_version)
+            .push_bind(OrderState::Holding.as_str())
+            .push_bind(order.release_at)
+            .push_bind(order.request_sha256.as_str())
+            .push_bind(now)
+            .push_bind(now);
+    });
+    insert.push(" on conflict (order_id) do nothing returning order_id");
+    Ok(insert.build_query_scalar().fetch_all(&mut *conn).await?)
+}
+
+async fn insert_item_rows(
+    conn: &mut Conn,
+    items: &[(&PreparedOrder, usize, &crate::domain::commission::OrderItem)],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut insert = QueryBuilder::<Db>::new(
+        "insert into order_items (order_id, line_no, sku, category, amount_fen, created_at) ",
+    );
+    insert.push_values(items, |mut row, (order, line_no, item)| {
+        row.push_bind(order.order_id.as_str())
+            .push_bind(*line_no as i64)
+            .push_bind(item.sku.as_str())
+            .push_bind(item.category.as_str())
+            .push_bind(item.amount.fen())
+            .push_bind(now);
+    });
+    insert.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+async fn insert_line_rows(
+    conn: &mut Conn,
+    lines: &[(&PreparedOrder, &crate::domain::commission::CommissionLine)],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut insert = QueryBuilder::<Db>::new(concat!(
+        "insert into commission_lines (order_id, beneficiary_id, level, rate, base_fen, amount_fen, ",
+        "plan_version, state, created_at, updated_at) "
+    ));
+    insert.push_values(lines, |mut row, (order, line)| {
+        row.push_bind(order.order_id.as_str())
+            .push_bind(line.beneficiary.as_str())
+            .push_bind(i64::from(line.level))
+            .push_bind(rate_to_db(line.rate))
+            .push_bind(line.base.fen())
+            .push_bind(line.amount.fen())
+            .push_bind(order.plan_version)
+            .push_bind(LineState::Pending.as_str())
+            .push_bind(now)
+            .push_bind(now);
+    });
+    insert.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+async fn insert_event_rows(
+    conn: &mut Conn,
+    events: &[NewEvent<'_>],
+    at: DateTime<Utc>,
+    wall_clock: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut insert = QueryBuilder::<Db>::new(
+        "insert into order_events (order_id, step, outcome, attempt, detail, at, created_at) ",
+    );
+    insert.push_values(events, |mut row, event| {
+        row.push_bind(event.order_id)
+            .push_bind(event.step)
+            .push_bind(event.outcome)
+            .push_bind(event.attempt)
+            .push_bind(event.detail.as_str())
+            .push_bind(at)
+            .push_bind(wall_clock);
+    });
+    insert.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// The pending, non-zero lines of `order_ids`, by order then level.
+async fn pending_lines_of(
+    conn: &mut Conn,
+    order_ids: &[String],
+) -> Result<Vec<LineRecord>, StoreError> {
+    let mut lines = Vec::new();
+    for chunk in order_ids.chunks(ROWS_PER_STATEMENT) {
+        let mut select = QueryBuilder::<Db>::new(format!(
+            "select {LINE_COLUMNS} from commission_lines where state = 'pending' and amount_fen > 0 and order_id in ("
+        ));
+        let mut ids = select.separated(", ");
+        for id in chunk {
+            ids.push_bind(id.as_str());
+        }
+        select.push(") order by order_id, level, id");
+        for row in select.build().fetch_all(&mut *conn).await? {
+            lines.push(line_from_row(&row)?);
+        }
+    }
+    Ok(lines)
+}
+
+/// Holding orders → released, and their pending lines with them.
+async fn mark_released(
+    conn: &mut Conn,
+    order_ids: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for (table, from, to) in [
+        ("orders", "holding", "released"),
+        ("commission_lines", "pending", "released"),
+    ] {
+        let mut update = QueryBuilder::<Db>::new(format!("update {table} set state = "));
+        update.push_bind(to).push(", updated_at = ").push_bind(now);
+        update
+            .push(" where state = ")
+            .push_bind(from)
+            .push(" and order_id in (");
+        let mut ids = update.separated(", ");
+        for id in order_ids {
+            ids.push_bind(id.as_str());
+        }
+        update.push(")");
+        update.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 include!("queries_credentials.rs");

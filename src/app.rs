@@ -21,6 +21,7 @@ use crate::config::Settings;
 use crate::domain::calendar::BusinessCalendar;
 use crate::engine::definition::{Schedules, StepDefinition, StepKind, WorkflowDefinition};
 use crate::engine::settlement::{SettlementEngine, SettlementSettings};
+use crate::engine::withdrawal::{WithdrawalEngine, WithdrawalSettings};
 use crate::store::{JobSpec, Store, redact_url};
 use crate::vault::Vault;
 
@@ -43,12 +44,15 @@ pub struct AppState {
     pub tokens: Arc<crate::tokens::TokenCache>,
     /// Seals and opens payout credentials (SPEC §2.5).
     pub vault: Arc<Vault>,
+    /// The withdrawal workflow (SPEC §2.4) and its payout gateway.
+    pub withdrawals: Arc<WithdrawalEngine>,
 }
 
 /// The workflow files in force: from the workflows folder, or the copies
 /// built into the binary for any file missing there.
 pub struct Workflows {
     pub order_settlement: WorkflowDefinition,
+    pub withdrawal: WorkflowDefinition,
     pub calendar: Arc<BusinessCalendar>,
     pub schedules: Schedules,
 }
@@ -68,6 +72,12 @@ impl Workflows {
                 "calendars/cn.toml",
             )?,
         };
+        let withdrawal_file = dir.join("withdrawal.toml");
+        let withdrawal = if withdrawal_file.exists() {
+            WorkflowDefinition::load(&withdrawal_file)?
+        } else {
+            WorkflowDefinition::shipped_withdrawal()?
+        };
         let schedules_file = dir.join("schedules.toml");
         let schedules = if schedules_file.exists() {
             Schedules::load(&schedules_file)?
@@ -76,6 +86,7 @@ impl Workflows {
         };
         Ok(Workflows {
             order_settlement,
+            withdrawal,
             calendar: Arc::new(calendar),
             schedules,
         })
@@ -185,6 +196,16 @@ impl Runtime {
             workflows.settlement_settings(store.kind())?,
         ));
         let (clock_moved, _) = watch::channel(clock.now());
+        let vault = Arc::new(vault);
+        let withdrawals = Arc::new(WithdrawalEngine::new(
+            store.clone(),
+            clock.clone(),
+            vault.clone(),
+            WithdrawalSettings::from_definition(
+                &workflows.withdrawal,
+                settings.withholding_method,
+            )?,
+        ));
         Ok(Runtime {
             state: AppState {
                 store,
@@ -194,10 +215,22 @@ impl Runtime {
                 settlement,
                 clock_moved: Arc::new(clock_moved),
                 tokens: Arc::default(),
-                vault: Arc::new(vault),
+                vault,
+                withdrawals,
             },
             workflows,
         })
+    }
+
+    /// Connects the payout gateway of the settings; its callbacks go to
+    /// `public_url`, or to `default_public_url` (this process) when unset.
+    pub async fn connect_gateway(&self, default_public_url: String) -> anyhow::Result<()> {
+        let settings = &self.state.settings;
+        let public = settings.public_url.clone().unwrap_or(default_public_url);
+        let notify_url = format!("{}/v1/gateways/wechat/notify", public.trim_end_matches('/'));
+        let gateway = crate::gateway::Gateway::connect(settings, notify_url).await?;
+        self.state.withdrawals.connect_gateway(Arc::new(gateway));
+        Ok(())
     }
 
     /// Releases the holds that fell due while no worker ran, before the
@@ -210,6 +243,13 @@ impl Runtime {
             .await?;
         if released > 0 {
             tracing::info!(released, "released holds that fell due while stopped");
+        }
+        let resumed = self.state.withdrawals.resume().await?;
+        if resumed > 0 {
+            tracing::info!(
+                resumed,
+                "resuming transfers that were under way when the last process stopped"
+            );
         }
         Ok(())
     }
@@ -237,7 +277,40 @@ impl Runtime {
             stop.clone(),
             self.state.clock_moved.subscribe(),
         ));
-        Ok(vec![worker, scheduler])
+        let mut handles = vec![worker, scheduler];
+        handles.extend(self.spawn_payout_workers(stop)?);
+        Ok(handles)
+    }
+
+    /// Starts the withdrawal transfer worker and the payout poller.
+    pub fn spawn_payout_workers(
+        &self,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+        let transfer = self
+            .workflows
+            .withdrawal
+            .step(StepKind::Transfer)
+            .cloned()
+            .ok_or_else(|| {
+                anyhow::anyhow!("{} has no transfer step", self.workflows.withdrawal.file())
+            })?;
+        let pool = self.state.store.queue_pool();
+        let withdrawals = self.state.withdrawals.clone();
+        let worker_stop = stop.clone();
+        let worker = tokio::spawn(async move {
+            if let Err(error) =
+                crate::engine::worker::run_transfer_worker(pool, withdrawals, transfer, worker_stop)
+                    .await
+            {
+                tracing::error!(error = %error, "transfer worker stopped with an error");
+            }
+        });
+        let poller = tokio::spawn(crate::engine::worker::run_payout_poller(
+            self.state.withdrawals.clone(),
+            stop.clone(),
+        ));
+        Ok(vec![worker, poller])
     }
 
     /// Runs only the workers until `shutdown` (`fenrun worker`).
@@ -246,6 +319,8 @@ impl Runtime {
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
+        self.connect_gateway(format!("http://{}", self.state.settings.listen))
+            .await?;
         self.catch_up().await?;
         let handles = self.spawn_workers(&stopped)?;
         shutdown.await;
@@ -291,6 +366,9 @@ impl Application {
 
     async fn bind(listen: SocketAddr, runtime: Runtime) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(listen).await?;
+        runtime
+            .connect_gateway(format!("http://{}", listener.local_addr()?))
+            .await?;
         tracing::info!(
             address = %listener.local_addr()?,
             database = %redact_url(runtime.state.settings.database_url.expose_secret()),
@@ -312,6 +390,14 @@ impl Application {
 
     pub fn state(&self) -> &AppState {
         &self.runtime.state
+    }
+
+    /// See [`Runtime::spawn_payout_workers`] (the demo runs only these).
+    pub fn spawn_payout_workers(
+        &self,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+        self.runtime.spawn_payout_workers(stop)
     }
 
     /// Serves (and, unless `run_workers` is off, runs the workers) until

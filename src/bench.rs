@@ -36,14 +36,14 @@ const STALL_AFTER: Duration = Duration::from_secs(30);
 const PGBENCH_SECONDS: u32 = 15;
 
 /// A database for one benchmark run.
-struct ScratchDb {
-    url: String,
+pub(crate) struct ScratchDb {
+    pub(crate) url: String,
     server: Option<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl ScratchDb {
-    async fn new(server_url: Option<&str>, tag: &str) -> anyhow::Result<ScratchDb> {
+    pub(crate) async fn new(server_url: Option<&str>, tag: &str) -> anyhow::Result<ScratchDb> {
         match server_url {
             Some(url) if url.starts_with("postgres") => {
                 let name = format!("fenrun_bench_{tag}_{}", std::process::id());
@@ -67,7 +67,7 @@ impl ScratchDb {
         }
     }
 
-    async fn drop(self) {
+    pub(crate) async fn drop(self) {
         if let Some((server, name)) = &self.server
             && let Err(error) = crate::store::drop_scratch_database(server, name).await
         {
@@ -77,11 +77,21 @@ impl ScratchDb {
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.
-fn peak_rss_mib() -> Option<u64> {
+pub(crate) fn peak_rss_mib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024)
+}
+
+/// A progress bar for a benchmark's set-up.
+pub(crate) fn progress_bar(length: u64, message: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(length);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>28} [{bar:30}] {pos}/{len}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message);
+    bar
 }
 
 fn median(values: &mut [f64]) -> f64 {

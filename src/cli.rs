@@ -87,6 +87,18 @@ pub enum Command {
         #[command(subcommand)]
         command: TaxCommand,
     },
+    /// Run the sandbox payment gateway: a real HTTP server speaking the
+    /// WeChat Pay v3 transfer dialect with test keys, fault injection and its
+    /// own record of money sent (`GET /sandbox/ledger`). No real money moves.
+    SandboxGateway {
+        #[arg(long, default_value_t = 8090)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Faults to start with, as JSON (see `POST /sandbox/faults`).
+        #[arg(long)]
+        faults: Option<String>,
+    },
     /// Run the order-settlement workflow end to end on a temporary database and a simulated clock.
     Demo {
         /// Keep the demo database here instead of a temporary file.
@@ -108,6 +120,18 @@ pub enum BenchCommand {
         /// Runs; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// Withdrawals end to end through the in-process sandbox gateway: HTTP
+    /// request, transfer, signed callback, completion; once per latency.
+    Withdraw {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Sandbox answer latencies to run with, in milliseconds.
+        #[arg(long, value_delimiter = ',', default_value = "0,200")]
+        latency_ms: Vec<u64>,
     },
     /// Drain a backlog of no-op apalis jobs.
     Queue {
@@ -511,6 +535,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     crate::bench::settle(orders, concurrency.max(1), runs.max(1), server).await?;
                 }
                 BenchCommand::Queue { jobs } => crate::bench::queue(jobs, server).await?,
+                BenchCommand::Withdraw {
+                    count,
+                    concurrency,
+                    latency_ms,
+                } => {
+                    crate::bench_withdraw::withdraw(count, concurrency.max(1), &latency_ms, server)
+                        .await?;
+                }
             }
         }
         Command::Tax {
@@ -555,6 +587,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Demo { keep } => {
             crate::demo::run(keep).await?;
+        }
+        Command::SandboxGateway { port, host, faults } => {
+            let faults = match faults {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|error| anyhow::anyhow!("--faults: {error}"))?,
+                None => fenrun_integrations::sandbox::Faults::default(),
+            };
+            let address: std::net::SocketAddr = format!("{host}:{port}")
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--host {host:?} --port {port} is not an address"))?;
+            let sandbox = fenrun_integrations::sandbox::SandboxGateway::start(
+                fenrun_integrations::sandbox::SandboxConfig {
+                    listen: address,
+                    faults,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            tracing::warn!(address = %sandbox.base_url(), "SANDBOX payment gateway (WeChat Pay v3 dialect, test keys): no real money moves");
+            println!("sandbox gateway listening on {}", sandbox.base_url());
+            crate::app::shutdown_signal().await;
+            sandbox.shutdown().await;
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

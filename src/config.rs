@@ -25,6 +25,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where payouts go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayKind {
+    /// The sandbox gateway: in-process, or the `fenrun sandbox-gateway` at
+    /// `sandbox_url`. No real money moves; fenrun says so loudly.
+    Sandbox,
+    /// WeChat Pay API v3 with the merchant credentials of the `wechat_*` settings.
+    Wechat,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     /// `sqlite://fenrun.db` (the default, a file beside the working directory)
@@ -59,6 +70,29 @@ pub struct Settings {
     /// enterprises, from 2025-10). One choice per withholding agent; have a
     /// tax adviser confirm it (tax reference §2.5).
     pub withholding_method: WithholdingMethod,
+    /// `sandbox` (the default: no real money moves) or `wechat`.
+    pub gateway: GatewayKind,
+    /// A running `fenrun sandbox-gateway` to pay through; unset, the sandbox
+    /// runs inside this process.
+    pub sandbox_url: Option<String>,
+    /// The address gateways call back (`{public_url}/v1/gateways/wechat/notify`);
+    /// unset, `http://` + the address this process listens on.
+    pub public_url: Option<String>,
+    /// WeChat Pay API v3 (`gateway = "wechat"`): the API host, merchant id,
+    /// AppID, the merchant API certificate's serial number and private key
+    /// file (PKCS#8 PEM), the WeChat Pay public key id and file, and the
+    /// APIv3 key file (32 bytes). Key material only ever comes from files.
+    pub wechat_base_url: Option<String>,
+    pub wechat_mchid: Option<String>,
+    pub wechat_appid: Option<String>,
+    pub wechat_merchant_serial_no: Option<String>,
+    pub wechat_merchant_key_file: Option<PathBuf>,
+    pub wechat_platform_public_key_id: Option<String>,
+    pub wechat_platform_public_key_file: Option<PathBuf>,
+    pub wechat_api_v3_key_file: Option<PathBuf>,
+    /// How long one gateway call may take before its outcome counts as
+    /// unknown (then the bill is queried before any new attempt), in ms.
+    pub gateway_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -75,6 +109,18 @@ impl Default for Settings {
             simulated_clock: false,
             run_workers: true,
             withholding_method: WithholdingMethod::PerPayment,
+            gateway: GatewayKind::Sandbox,
+            sandbox_url: None,
+            public_url: None,
+            wechat_base_url: None,
+            wechat_mchid: None,
+            wechat_appid: None,
+            wechat_merchant_serial_no: None,
+            wechat_merchant_key_file: None,
+            wechat_platform_public_key_id: None,
+            wechat_platform_public_key_file: None,
+            wechat_api_v3_key_file: None,
+            gateway_timeout_ms: 10_000,
         }
     }
 }
@@ -126,7 +172,7 @@ impl Settings {
     }
 
     /// Every key a file or `FENRUN_*` variable may set.
-    pub const KEYS: [&'static str; 11] = [
+    pub const KEYS: [&'static str; 23] = [
         "database_url",
         "listen",
         "log_format",
@@ -138,6 +184,18 @@ impl Settings {
         "simulated_clock",
         "run_workers",
         "withholding_method",
+        "gateway",
+        "sandbox_url",
+        "public_url",
+        "wechat_base_url",
+        "wechat_mchid",
+        "wechat_appid",
+        "wechat_merchant_serial_no",
+        "wechat_merchant_key_file",
+        "wechat_platform_public_key_id",
+        "wechat_platform_public_key_file",
+        "wechat_api_v3_key_file",
+        "gateway_timeout_ms",
     ];
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -163,6 +221,59 @@ impl Settings {
                 "db_max_connections",
                 "must be between 1 and 256".to_owned(),
             ));
+        }
+        if !(100..=120_000).contains(&self.gateway_timeout_ms) {
+            return Err(invalid(
+                "gateway_timeout_ms",
+                "must be between 100 and 120000".to_owned(),
+            ));
+        }
+        if self.gateway == GatewayKind::Wechat {
+            let required = [
+                ("wechat_base_url", self.wechat_base_url.is_some()),
+                ("wechat_mchid", self.wechat_mchid.is_some()),
+                ("wechat_appid", self.wechat_appid.is_some()),
+                (
+                    "wechat_merchant_serial_no",
+                    self.wechat_merchant_serial_no.is_some(),
+                ),
+                (
+                    "wechat_merchant_key_file",
+                    self.wechat_merchant_key_file.is_some(),
+                ),
+                (
+                    "wechat_platform_public_key_id",
+                    self.wechat_platform_public_key_id.is_some(),
+                ),
+                (
+                    "wechat_platform_public_key_file",
+                    self.wechat_platform_public_key_file.is_some(),
+                ),
+                (
+                    "wechat_api_v3_key_file",
+                    self.wechat_api_v3_key_file.is_some(),
+                ),
+            ];
+            if let Some((key, _)) = required.iter().find(|(_, set)| !set) {
+                return Err(invalid(
+                    key,
+                    "required when gateway = \"wechat\"".to_owned(),
+                ));
+            }
+        }
+        for (key, url) in [
+            ("sandbox_url", &self.sandbox_url),
+            ("public_url", &self.public_url),
+            ("wechat_base_url", &self.wechat_base_url),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(invalid(
+                    key,
+                    format!("{url:?} must start with http:// or https://"),
+                ));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_filter).is_err() {
             return Err(invalid(

@@ -14,7 +14,7 @@ use chrono::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use secrecy::SecretString;
 
-use crate::app::Runtime;
+use crate::app::Application;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::commission::OrderItem;
@@ -105,6 +105,8 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     let path = keep.unwrap_or_else(|| temp.path().join("demo.db"));
     let settings = Settings {
         database_url: SecretString::from(format!("sqlite://{}", path.display())),
+        // The sandbox gateway calls back over HTTP, so the API listens too.
+        listen: "127.0.0.1:0".to_owned(),
         simulated_clock: true,
         run_workers: false,
         log_filter: "warn".to_owned(),
@@ -116,8 +118,14 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     );
     // The demo's database is thrown away, so its credentials' key is too.
     let vault = crate::vault::Vault::new(crate::vault::MasterKey::generate()?, Vec::new());
-    let runtime = Runtime::build_with_vault(settings, vault).await?;
-    let state = &runtime.state;
+    let app = Application::build_with_vault(settings, vault).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let payout_workers = app.spawn_payout_workers(&stopped)?;
+    let state = &app.state().clone();
+    let (shutdown, shutdown_requested) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = shutdown_requested.await;
+    }));
     let clock = state
         .simulated_clock
         .clone()
@@ -321,12 +329,21 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         "\norders: {}; distributors' available total {total_available}",
         counts.join(", ")
     );
+    let paid_out = crate::demo_withdrawals::run(state, &clock).await?;
     let report = store.verify_ledger().await?;
     print!("{}", describe_ledger_report(&report));
     println!("demo finished in {:.1?}", started.elapsed());
-    store.close().await;
+    let _ = stop.send(true);
+    for worker in payout_workers {
+        let _ = worker.await;
+    }
+    let _ = shutdown.send(());
+    server.await??;
     if !report.is_clean() {
         anyhow::bail!("the ledger does not verify");
+    }
+    if !paid_out {
+        anyhow::bail!("the sandbox gateway's record differs from fenrun's ledger");
     }
     Ok(())
 }

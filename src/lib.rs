@@ -21,13 +21,16 @@
 pub mod api;
 pub mod app;
 pub mod bench;
+mod bench_withdraw;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+mod demo_withdrawals;
 pub mod domain;
 pub mod engine;
+pub mod gateway;
 pub mod plans;
 pub mod store;
 pub mod telemetry;

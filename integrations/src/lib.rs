@@ -1,13 +1,24 @@
 //! # fenrun-integrations
 //!
 //! Payment gateways behind one small trait, [`PayoutGateway`]. Each gateway
-//! module (WeChat Pay v3, Alipay, bank, the sandbox) keeps its wire structs
-//! private and maps its statuses to [`TransferStatus`]; errors are classified
-//! once, here, into [`GatewayError`] so the workflow knows whether to retry,
-//! give up, or query before trying again.
+//! module keeps its wire structs private and maps its statuses to
+//! [`TransferStatus`]; errors are classified once into [`GatewayError`] so the
+//! workflow knows whether to retry, give up, or query before trying again.
+//!
+//! # Layout
+//! - [`wechat`]: WeChat Pay API v3 商家转账 (transfer-bills) client, request
+//!   signing, answer and callback verification, callback decryption.
+//! - [`sandbox`]: a local HTTP server speaking the same WeChat v3 dialect with
+//!   test keys, a ledger and injectable faults: the test double and the demo
+//!   gateway. No real money moves through it.
 
 use std::fmt;
 use std::future::Future;
+
+use secrecy::SecretString;
+
+pub mod sandbox;
+pub mod wechat;
 
 /// An amount in fen, the unit every gateway client converts from exactly once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,21 +68,32 @@ impl fmt::Display for OutBillNo {
 /// Where a payout stands at the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferStatus {
-    /// Accepted, not yet final.
+    /// Accepted, not yet final (WeChat `ACCEPTED`, `PROCESSING`,
+    /// `TRANSFERING`, `CANCELING`).
     Processing,
     /// Waiting for the payee to accept (WeChat user-confirm mode); the
-    /// `package_info` is handed to the payee's app.
-    AwaitingPayee {
-        package_info: String,
-    },
+    /// `package_info` is handed to the payee's app. Empty when the answer did
+    /// not carry it (callbacks never do).
+    AwaitingPayee { package_info: String },
+    /// Final: the money reached the payee.
     Succeeded,
-    /// Final failure: the money did not move.
-    Failed {
-        reason: String,
-    },
+    /// Final failure: the money did not move. `reason` is the gateway's code
+    /// (WeChat `fail_reason`, or `CANCELLED` for a cancelled bill).
+    Failed { reason: String },
 }
 
-/// A gateway error, classified once.
+impl TransferStatus {
+    /// Whether the gateway will never change this status again.
+    pub fn is_final(&self) -> bool {
+        match self {
+            TransferStatus::Processing | TransferStatus::AwaitingPayee { .. } => false,
+            TransferStatus::Succeeded | TransferStatus::Failed { .. } => true,
+        }
+    }
+}
+
+/// A gateway error, classified once. Messages never carry secrets, the
+/// payee's account or name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
     /// Nothing happened (connection refused, 429, a documented "try again"):
@@ -99,13 +121,20 @@ impl GatewayError {
     }
 }
 
-/// One payout to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One payout to send. `Debug` shows neither the payee's account nor name:
+/// both are secret types.
+#[derive(Debug, Clone)]
 pub struct PayoutRequest {
     pub out_bill_no: OutBillNo,
     pub amount: AmountFen,
     /// Shown to the payee (转账备注).
     pub remark: String,
+    /// The payee's account on this channel: a WeChat openid (an Alipay logon
+    /// id or a bank card on other rails).
+    pub payee_account: SecretString,
+    /// The payee's real name. WeChat encrypts it into `user_name`; it is sent
+    /// whenever given (WeChat requires it from 2,000.00 yuan up).
+    pub payee_name: Option<SecretString>,
 }
 
 /// A payout rail. Implementations sign requests and verify answers as their
@@ -119,8 +148,16 @@ pub trait PayoutGateway: Send + Sync {
         request: &PayoutRequest,
     ) -> impl Future<Output = Result<TransferStatus, GatewayError>> + Send;
 
-    /// Asks where a payout stands.
+    /// Asks where a payout stands. `None`: the gateway has no bill by that
+    /// number, so it was never created and the same number may be sent again.
     fn query(
+        &self,
+        out_bill_no: &OutBillNo,
+    ) -> impl Future<Output = Result<Option<TransferStatus>, GatewayError>> + Send;
+
+    /// Cancels a bill still waiting for the payee (WeChat
+    /// `WAIT_USER_CONFIRM`) and returns where it stands after the request.
+    fn cancel(
         &self,
         out_bill_no: &OutBillNo,
     ) -> impl Future<Output = Result<TransferStatus, GatewayError>> + Send;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod orders;
+pub mod withdrawals;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -28,6 +29,8 @@ use crate::app::AppState;
         credentials::put_identity, credentials::add_payout_account, credentials::list_payout_accounts,
         admin::apply_plan, admin::list_plans, admin::adjust, admin::advance_clock,
         orders::ingest, orders::refund, orders::get, orders::commissions,
+        withdrawals::quote, withdrawals::create, withdrawals::get, withdrawals::list,
+        withdrawals::cancel, withdrawals::approve, withdrawals::reject, withdrawals::wechat_notify,
         health::healthz, health::readyz,
     ),
     modifiers(&BearerAuth)
@@ -80,6 +83,31 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/orders/{id}/refunds",
             axum::routing::post(orders::refund),
+        )
+        .route(
+            "/v1/withdrawals",
+            get(withdrawals::list).post(withdrawals::create),
+        )
+        .route(
+            "/v1/withdrawals/quote",
+            axum::routing::post(withdrawals::quote),
+        )
+        .route("/v1/withdrawals/{id}", get(withdrawals::get))
+        .route(
+            "/v1/withdrawals/{id}/cancel",
+            axum::routing::post(withdrawals::cancel),
+        )
+        .route(
+            "/v1/withdrawals/{id}/approve",
+            axum::routing::post(withdrawals::approve),
+        )
+        .route(
+            "/v1/withdrawals/{id}/reject",
+            axum::routing::post(withdrawals::reject),
+        )
+        .route(
+            "/v1/gateways/wechat/notify",
+            axum::routing::post(withdrawals::wechat_notify),
         )
         .route(
             "/v1/admin/plans",

@@ -110,7 +110,33 @@ const ID_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4,
 /// Check character for each remainder 0..=10 of the weighted sum mod 11.
 const ID_CHECK_CHARS: [u8; 11] = *b"10X98765432";
 
+/// The ISO 7064 MOD 11-2 check character of 17 ASCII digits.
+fn check_character(first17: &[u8]) -> u8 {
+    let sum: u32 = first17
+        .iter()
+        .zip(ID_WEIGHTS)
+        .map(|(digit, weight)| u32::from(digit - b'0') * weight)
+        .sum();
+    ID_CHECK_CHARS[(sum % 11) as usize]
+}
+
 impl IdNumber {
+    /// `first17` (17 ASCII digits) with its check character appended: for
+    /// demos, benchmarks and tests that need valid numbers.
+    ///
+    /// # Panics
+    /// If `first17` is not 17 ASCII digits.
+    pub fn complete(first17: &str) -> String {
+        assert!(
+            first17.len() == 17 && first17.bytes().all(|b| b.is_ascii_digit()),
+            "17 digits expected"
+        );
+        format!(
+            "{first17}{}",
+            char::from(check_character(first17.as_bytes()))
+        )
+    }
+
     /// Parses an ID number; a lower-case `x` check character is accepted and
     /// stored as `X`. The birth date must be real, not before 1900-01-01 and
     /// not after `today` (the caller's clock: time is passed in).
@@ -122,12 +148,7 @@ impl IdNumber {
         if !well_formed {
             return Err(IdentityError::IdNumberFormat);
         }
-        let sum: u32 = bytes[..17]
-            .iter()
-            .zip(ID_WEIGHTS)
-            .map(|(digit, weight)| u32::from(digit - b'0') * weight)
-            .sum();
-        let expected = ID_CHECK_CHARS[(sum % 11) as usize];
+        let expected = check_character(&bytes[..17]);
         if bytes[17].to_ascii_uppercase() != expected {
             return Err(IdentityError::IdNumberCheckDigit);
         }

@@ -305,6 +305,70 @@ pub fn commission_release(
     )
 }
 
+/// A withdrawal's reserve: available → withdrawing, in the request's transaction.
+pub fn withdrawal_reserve(
+    withdrawal_id: &str,
+    distributor: &DistributorId,
+    gross: Money,
+) -> Result<Transfer, TransferError> {
+    Transfer::between(
+        format!("withdrawal:{withdrawal_id}:reserve"),
+        TransferKind::WithdrawalReserved,
+        AccountId::Distributor(distributor.clone(), Bucket::Available),
+        AccountId::Distributor(distributor.clone(), Bucket::Withdrawing),
+        gross,
+    )
+}
+
+/// A withdrawal's funds going back (rejected, cancelled, failed): withdrawing → available.
+pub fn withdrawal_return(
+    withdrawal_id: &str,
+    distributor: &DistributorId,
+    gross: Money,
+) -> Result<Transfer, TransferError> {
+    Transfer::between(
+        format!("withdrawal:{withdrawal_id}:return"),
+        TransferKind::WithdrawalReturned,
+        AccountId::Distributor(distributor.clone(), Bucket::Withdrawing),
+        AccountId::Distributor(distributor.clone(), Bucket::Available),
+        gross,
+    )
+}
+
+/// A paid withdrawal: withdrawing → the channel's clearing account (net) +
+/// tax payable + fee income. Zero legs are left out.
+pub fn withdrawal_paid(
+    withdrawal_id: &str,
+    distributor: &DistributorId,
+    clearing: PlatformAccount,
+    net: Money,
+    tax: Money,
+    fee: Money,
+) -> Result<Transfer, TransferError> {
+    let gross = Money::checked_sum([net, tax, fee]).ok_or(TransferError::Overflow)?;
+    let mut postings = vec![Posting {
+        account: AccountId::Distributor(distributor.clone(), Bucket::Withdrawing),
+        amount: gross.checked_neg().ok_or(TransferError::Overflow)?,
+    }];
+    for (account, amount) in [
+        (clearing, net),
+        (PlatformAccount::TaxPayable, tax),
+        (PlatformAccount::FeeIncome, fee),
+    ] {
+        if !amount.is_zero() {
+            postings.push(Posting {
+                account: AccountId::Platform(account),
+                amount,
+            });
+        }
+    }
+    Transfer::new(
+        format!("withdrawal:{withdrawal_id}:paid"),
+        TransferKind::WithdrawalPaid,
+        postings,
+    )
+}
+
 /// The change a refund makes to an order's lines, as `(beneficiary, new −
 /// old)` deltas: inside the hold it moves pending; after the release it
 /// moves available and may leave a debt (a clawback). `None` when nothing changes.

@@ -11,3 +11,4 @@ pub mod money;
 pub mod plan;
 pub mod settlement;
 pub mod tax;
+pub mod withdrawal;

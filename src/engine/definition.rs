@@ -45,6 +45,12 @@ pub const SHIPPED_ORDER_SETTLEMENT_FILE: &str = "workflows/order-settlement.toml
 /// the `workflows/` folder; see [`WorkflowDefinition::shipped_order_settlement`].
 pub const SHIPPED_ORDER_SETTLEMENT: &str = include_str!("../../workflows/order-settlement.toml");
 
+/// Where the shipped withdrawal workflow lives in the repository.
+pub const SHIPPED_WITHDRAWAL_FILE: &str = "workflows/withdrawal.toml";
+
+/// The shipped withdrawal workflow, built into the binary.
+pub const SHIPPED_WITHDRAWAL: &str = include_str!("../../workflows/withdrawal.toml");
+
 /// Where the shipped schedules live, relative to the repository root.
 pub const SHIPPED_SCHEDULES_FILE: &str = "workflows/schedules.toml";
 
@@ -369,6 +375,15 @@ impl WorkflowDefinition {
     /// Only if the shipped file is broken, which a unit test rules out.
     pub fn shipped_order_settlement() -> Result<WorkflowDefinition, DefinitionError> {
         Source::new(SHIPPED_ORDER_SETTLEMENT, SHIPPED_ORDER_SETTLEMENT_FILE)
+            .workflow(Path::new("workflows"), CalendarCheck::Skip)
+    }
+
+    /// The shipped withdrawal workflow ([`SHIPPED_WITHDRAWAL`]).
+    ///
+    /// # Errors
+    /// Only if the shipped file is broken, which a unit test rules out.
+    pub fn shipped_withdrawal() -> Result<WorkflowDefinition, DefinitionError> {
+        Source::new(SHIPPED_WITHDRAWAL, SHIPPED_WITHDRAWAL_FILE)
             .workflow(Path::new("workflows"), CalendarCheck::Skip)
     }
 

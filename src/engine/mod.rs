@@ -8,4 +8,5 @@
 
 pub mod definition;
 pub mod settlement;
+pub mod withdrawal;
 pub mod worker;

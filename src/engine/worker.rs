@@ -25,7 +25,8 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::engine::definition::{JobKind, Schedules, StepDefinition};
 use crate::engine::settlement::SettlementEngine;
-use crate::store::{QueuePool, ReleaseJob};
+use crate::engine::withdrawal::WithdrawalEngine;
+use crate::store::{QueuePool, ReleaseJob, TransferJob};
 
 /// How often a worker tells the database it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
@@ -36,6 +37,8 @@ pub const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often an idle worker looks for due jobs (apalis.md: without a poll
 /// interval, delayed jobs wait for the heartbeat).
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Transfers are latency-sensitive (a distributor waits): look often.
+const TRANSFER_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Jobs a worker fetches per round trip; ≥ 100 keeps SQLite commits cheap (apalis.md).
 const FETCH_BATCH: usize = 100;
 /// The scheduler's resolution under a wall clock: it re-reads the clock at
@@ -90,60 +93,134 @@ async fn release_step(
     .await
 }
 
+/// Runs one step queue's worker until `stop` turns true: the worker name,
+/// heartbeats, fetch batch, poll interval, concurrency and retry policy are
+/// the same for every step; only the job type and handler differ. The two
+/// storages share no trait we could name here, hence a macro.
+macro_rules! run_step_worker {
+    ($pool:expr, $engine:expr, $step:expr, $stop:expr, $role:literal, $job:ty, $handler:expr, $poll:expr) => {{
+        let step: &StepDefinition = &$step;
+        let queue = step
+            .queue()
+            .ok_or_else(|| anyhow::anyhow!("step {} has no queue", step.name()))?
+            .to_owned();
+        let name = worker_name($role);
+        tracing::info!(worker = %name, queue = %queue, "starting worker");
+        let mut stop: watch::Receiver<bool> = $stop;
+        let signal = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+            Ok::<(), std::io::Error>(())
+        };
+        let concurrency = step.concurrency() as usize;
+        let policy = retry_policy(step)?;
+        macro_rules! run_on {
+            ($config:path, $storage:path, $db:expr) => {{
+                let config = <$config>::default()
+                    .queue(&queue)
+                    .batch_size(FETCH_BATCH)
+                    .heartbeat_interval(HEARTBEAT_INTERVAL)
+                    .missed_heartbeats(MISSED_HEARTBEATS);
+                let storage = <$storage>::new(&$db).with_config(config);
+                WorkerBuilder::new(name)
+                    .backend(storage.poll_with_interval($poll))
+                    .data($engine)
+                    .concurrency(concurrency)
+                    .retry(policy)
+                    .build($handler)
+                    .run_until(signal)
+                    .await?
+            }};
+        }
+        match $pool {
+            QueuePool::Sqlite(db) => {
+                run_on!(apalis_sqlite::Config, apalis_sqlite::SqliteStorage<$job>, db)
+            }
+            QueuePool::Postgres(db) => {
+                run_on!(apalis_postgres::Config, apalis_postgres::PostgresStorage<$job>, db)
+            }
+        }
+        Ok(())
+    }};
+}
+
 /// Runs the release queue's worker until `stop` turns true.
 pub async fn run_release_worker(
     pool: QueuePool,
     engine: Arc<SettlementEngine>,
     step: StepDefinition,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let queue = step
-        .queue()
-        .ok_or_else(|| anyhow::anyhow!("step {} has no queue", step.name()))?
-        .to_owned();
-    let name = worker_name("release");
-    tracing::info!(worker = %name, queue = %queue, "starting worker");
-    let signal = async move {
-        let _ = stop.wait_for(|stopped| *stopped).await;
-        Ok::<(), std::io::Error>(())
-    };
-    let concurrency = step.concurrency() as usize;
-    let policy = retry_policy(&step)?;
-    // The two storages share no trait we could name here, so one macro
-    // builds the same worker over either.
-    macro_rules! run_on {
-        ($config:path, $storage:path, $pool:expr) => {{
-            let config = <$config>::default()
-                .queue(&queue)
-                .batch_size(FETCH_BATCH)
-                .heartbeat_interval(HEARTBEAT_INTERVAL)
-                .missed_heartbeats(MISSED_HEARTBEATS);
-            let storage = <$storage>::new(&$pool).with_config(config);
-            WorkerBuilder::new(name)
-                .backend(storage.poll_with_interval(POLL_INTERVAL))
-                .data(engine)
-                .concurrency(concurrency)
-                .retry(policy)
-                .build(release_step)
-                .run_until(signal)
-                .await?
-        }};
+    run_step_worker!(
+        pool,
+        engine,
+        step,
+        stop,
+        "release",
+        ReleaseJob,
+        release_step,
+        POLL_INTERVAL
+    )
+}
+
+/// The `transfer` step as an apalis handler: one attempt at one withdrawal's payout.
+async fn transfer_step(
+    job: TransferJob,
+    attempt: Attempt,
+    engine: Data<Arc<WithdrawalEngine>>,
+) -> Result<(), BoxDynError> {
+    let attempt = attempt.current() as i64;
+    let span =
+        tracing::info_span!("step", step = "transfer", withdrawal_id = %job.withdrawal_id, attempt);
+    async move {
+        engine
+            .run_transfer(&job.withdrawal_id, attempt)
+            .await
+            .map_err(|error| {
+                tracing::warn!(error = %error, "transfer step did not finish; it will be retried");
+                Box::new(error) as BoxDynError
+            })
     }
-    match pool {
-        QueuePool::Sqlite(pool) => run_on!(
-            apalis_sqlite::Config,
-            apalis_sqlite::SqliteStorage<ReleaseJob>,
-            pool
-        ),
-        QueuePool::Postgres(pool) => {
-            run_on!(
-                apalis_postgres::Config,
-                apalis_postgres::PostgresStorage<ReleaseJob>,
-                pool
-            )
+    .instrument(span)
+    .await
+}
+
+/// Runs the transfer queue's worker until `stop` turns true.
+pub async fn run_transfer_worker(
+    pool: QueuePool,
+    engine: Arc<WithdrawalEngine>,
+    step: StepDefinition,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    run_step_worker!(
+        pool,
+        engine,
+        step,
+        stop,
+        "transfer",
+        TransferJob,
+        transfer_step,
+        TRANSFER_POLL_INTERVAL
+    )
+}
+
+/// Runs the confirm step's poller until `stop`: asks the gateway about
+/// bills that have heard nothing for a poll interval (callbacks usually come
+/// first), on the wall clock, because gateways answer in real time.
+pub async fn run_payout_poller(engine: Arc<WithdrawalEngine>, mut stop: watch::Receiver<bool>) {
+    let tick = (engine.settings().poll_interval / 3).max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = tokio::time::sleep(tick) => {},
+        }
+        match engine.poll_once().await {
+            Ok(0) => {}
+            Ok(polled) => tracing::debug!(polled, step = "confirm", "polled open payouts"),
+            Err(error) => {
+                tracing::warn!(error = %error, step = "confirm", "polling payouts failed; next round")
+            }
         }
     }
-    Ok(())
 }
 
 /// Runs the cron jobs of `schedules` on the injected clock until `stop`.

@@ -366,6 +366,28 @@ impl Store {
     }
 }
 
+/// The payload of a withdrawal's transfer job.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TransferJob {
+    pub withdrawal_id: String,
+}
+
+/// The apalis task of a transfer step, due now.
+pub(crate) fn transfer_task(
+    spec: &JobSpec,
+    withdrawal_id: &str,
+    key: String,
+) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
+    let payload = serde_json::to_vec(&TransferJob {
+        withdrawal_id: withdrawal_id.to_owned(),
+    })
+    .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    Ok(apalis_core::task::builder::TaskBuilder::new(payload)
+        .max_attempts(spec.max_attempts as usize)
+        .idempotency_key(key)
+        .build())
+}
+
 /// The payload of a release job: the release time it was enqueued for. The
 /// step releases everything due by then (and anything else already due).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -547,5 +569,126 @@ impl Store {
             left -= take;
         }
         Ok(())
+    }
+}
+
+/// Withdrawals (SPEC §2.4); the SQL is in `queries_withdrawals.rs`.
+impl Store {
+    pub async fn request_withdrawal<F>(
+        &self,
+        draft: &WithdrawalDraft,
+        transfer_job: &JobSpec,
+        decide: F,
+    ) -> Result<WithdrawalRequestOutcome, StoreError>
+    where
+        F: FnOnce(&WithdrawalFacts) -> Result<WithdrawalDecision, StoreError> + Send,
+    {
+        dispatch!(self, repo => repo.request_withdrawal(draft, transfer_job, decide).await)
+    }
+
+    pub async fn withdrawal_facts(
+        &self,
+        draft: &WithdrawalDraft,
+    ) -> Result<WithdrawalFacts, StoreError> {
+        dispatch!(self, repo => repo.withdrawal_facts(draft).await)
+    }
+
+    pub async fn withdrawal(&self, id: &str) -> Result<Option<WithdrawalRecord>, StoreError> {
+        dispatch!(self, repo => repo.withdrawal(id).await)
+    }
+
+    pub async fn withdrawal_by_out_bill_no(
+        &self,
+        out_bill_no: &str,
+    ) -> Result<Option<WithdrawalRecord>, StoreError> {
+        dispatch!(self, repo => repo.withdrawal_by_out_bill_no(out_bill_no).await)
+    }
+
+    pub async fn withdrawal_events(&self, id: &str) -> Result<Vec<WithdrawalEvent>, StoreError> {
+        dispatch!(self, repo => repo.withdrawal_events(id).await)
+    }
+
+    pub async fn withdrawals_in_states(
+        &self,
+        states: &[crate::domain::withdrawal::WithdrawalState],
+        updated_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<WithdrawalRecord>, StoreError> {
+        dispatch!(self, repo => repo.withdrawals_in_states(states, updated_before, limit).await)
+    }
+
+    pub async fn mark_polled(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.mark_polled(id, now).await)
+    }
+
+    pub async fn review_withdrawal(
+        &self,
+        id: &str,
+        decision: &ReviewDecision,
+        transfer_job: &JobSpec,
+        now: DateTime<Utc>,
+    ) -> Result<WithdrawalRecord, StoreError> {
+        dispatch!(self, repo => repo.review_withdrawal(id, decision, transfer_job, now).await)
+    }
+
+    pub async fn cancel_withdrawal(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<WithdrawalRecord, StoreError> {
+        dispatch!(self, repo => repo.cancel_withdrawal(id, now).await)
+    }
+
+    pub async fn begin_transfer_attempt(
+        &self,
+        id: &str,
+        attempt: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<WithdrawalRecord>, StoreError> {
+        dispatch!(self, repo => repo.begin_transfer_attempt(id, attempt, now).await)
+    }
+
+    pub async fn apply_gateway_outcome(
+        &self,
+        id: &str,
+        outcome: &GatewayOutcome,
+        source: &str,
+        attempt: i64,
+        now: DateTime<Utc>,
+    ) -> Result<ApplyOutcome, StoreError> {
+        dispatch!(self, repo => repo.apply_gateway_outcome(id, outcome, source, attempt, now).await)
+    }
+
+    pub async fn resume_transfers(
+        &self,
+        transfer_job: &JobSpec,
+        start_id: &str,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, repo => repo.resume_transfers(transfer_job, start_id).await)
+    }
+
+    pub async fn push_transfer(
+        &self,
+        transfer_job: &JobSpec,
+        id: &str,
+        key: String,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.push_transfer(transfer_job, id, key).await)
+    }
+
+    pub async fn withdrawal_totals(
+        &self,
+    ) -> Result<
+        Vec<(
+            crate::domain::withdrawal::WithdrawalState,
+            i64,
+            Money,
+            Money,
+            Money,
+            Money,
+        )>,
+        StoreError,
+    > {
+        dispatch!(self, repo => repo.withdrawal_totals().await)
     }
 }

@@ -103,6 +103,37 @@ async fn push_release_jobs(
     Ok(())
 }
 
+/// Enqueues one job on the caller's transaction, in a savepoint so that a
+/// duplicate idempotency key is skipped instead of aborting the transaction.
+async fn push_job(
+    conn: &mut Conn,
+    queue: &str,
+    task: apalis_core::task::Task<Vec<u8>>,
+) -> Result<(), StoreError> {
+    sqlx::query("savepoint push_job")
+        .execute(&mut *conn)
+        .await?;
+    match apalis_postgres::queries::push_tasks(conn, queue, vec![task]).await {
+        Ok(()) => {
+            sqlx::query("release savepoint push_job")
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        Err(apalis_postgres::Error::Database(sqlx::Error::Database(db)))
+            if db.is_unique_violation() =>
+        {
+            sqlx::query("rollback to savepoint push_job")
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        Err(error) => Err(StoreError::Corrupt(format!(
+            "pushing a {queue} job: {error}"
+        ))),
+    }
+}
+
 /// Most rows one statement carries. The bulk statements below pass arrays
 /// (`unnest`), so their text is fixed and prepared once; the limit only
 /// bounds the size of one round trip.
@@ -394,3 +425,4 @@ async fn mark_released(
 }
 
 include!("queries_credentials.rs");
+include!("queries_withdrawals.rs");

@@ -412,3 +412,149 @@ pub struct SealedPayoutAccount {
     pub bank_name: Option<String>,
     pub created_at: DateTime<Utc>,
 }
+
+/// A withdrawal as stored (SPEC §2.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithdrawalRecord {
+    pub id: String,
+    pub distributor_id: DistributorId,
+    pub payout_account_id: String,
+    pub channel: PayoutChannel,
+    pub speed: crate::domain::withdrawal::Speed,
+    pub state: crate::domain::withdrawal::WithdrawalState,
+    pub gross: Money,
+    pub tax: Money,
+    pub fee: Money,
+    pub net: Money,
+    pub tax_method: String,
+    pub tax_month: String,
+    /// The engine's `Withholding`, as JSON, for the certificate.
+    pub withholding: String,
+    pub risk_flags: Vec<crate::domain::withdrawal::RiskFlag>,
+    pub out_bill_no: String,
+    pub gateway_bill_no: Option<String>,
+    pub package_info: Option<String>,
+    pub failure_reason: Option<String>,
+    pub review_note: Option<String>,
+    pub reviewed_by: Option<String>,
+    pub request_sha256: String,
+    pub transfer_attempts: i64,
+    pub requested_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One step of a withdrawal's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithdrawalEvent {
+    pub step: String,
+    pub outcome: String,
+    pub attempt: i64,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A withdrawal request, validated at the edge, before the checks that need
+/// the distributor's lock.
+#[derive(Debug, Clone)]
+pub struct WithdrawalDraft {
+    pub id: String,
+    pub out_bill_no: String,
+    pub distributor_id: DistributorId,
+    pub payout_account_id: String,
+    pub speed: crate::domain::withdrawal::Speed,
+    pub amount: Money,
+    pub idempotency_key: String,
+    pub request_sha256: String,
+    pub now: DateTime<Utc>,
+    /// 'YYYY-MM-DD' and 'YYYY-MM' of `now` in Asia/Shanghai.
+    pub local_day: String,
+    pub tax_month: String,
+    /// Look-back windows of the risk flags.
+    pub day_ago: DateTime<Utc>,
+    pub clawback_since: DateTime<Utc>,
+}
+
+/// The facts a request is decided on, read in its transaction after the
+/// distributor's balance rows are locked.
+#[derive(Debug, Clone)]
+pub struct WithdrawalFacts {
+    pub distributor: Distributor,
+    pub available: Money,
+    pub identity_on_file: bool,
+    /// The payout account, when it belongs to the distributor.
+    pub account: Option<SealedPayoutAccount>,
+    pub newest_account_at: Option<DateTime<Utc>>,
+    /// Gross of today's withdrawals whose funds were not returned.
+    pub gross_today: Money,
+    pub withdrawals_last_24h: i64,
+    pub last_clawback_at: Option<DateTime<Utc>>,
+    /// This tax year's withdrawals whose funds were not returned: (tax month, gross, tax).
+    pub year_payouts: Vec<(String, Money, Money)>,
+}
+
+/// What the engine decided for a request.
+#[derive(Debug, Clone)]
+pub struct WithdrawalDecision {
+    pub channel: PayoutChannel,
+    pub gross: Money,
+    pub tax: Money,
+    pub fee: Money,
+    pub net: Money,
+    pub tax_method: String,
+    pub withholding: String,
+    pub risk_flags: Vec<crate::domain::withdrawal::RiskFlag>,
+    /// `Approved` (its transfer job is pushed in the same transaction) or `Reviewing`.
+    pub state: crate::domain::withdrawal::WithdrawalState,
+}
+
+#[derive(Debug, Clone)]
+pub enum WithdrawalRequestOutcome {
+    Created(WithdrawalRecord),
+    /// The same Idempotency-Key and body again: the withdrawal as it is now.
+    Replayed(WithdrawalRecord),
+}
+
+/// What the gateway (by answer, query or callback) says happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayOutcome {
+    /// Created or still moving; nothing to record but the bill number.
+    Processing {
+        bill_no: Option<String>,
+    },
+    AwaitingPayee {
+        bill_no: Option<String>,
+        package_info: String,
+    },
+    Paid {
+        bill_no: Option<String>,
+    },
+    /// The money did not move (FAIL, CANCELLED, or refused for good).
+    Failed {
+        reason: String,
+    },
+}
+
+/// What applying a gateway outcome did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The state moved (to the state given).
+    Moved(crate::domain::withdrawal::WithdrawalState),
+    /// Nothing to do: the same news again, or news of no consequence.
+    Unchanged(crate::domain::withdrawal::WithdrawalState),
+    /// The news contradicts a final state; recorded, never applied.
+    Contradicts(crate::domain::withdrawal::WithdrawalState),
+}
+
+/// An ops review decision.
+#[derive(Debug, Clone)]
+pub enum ReviewDecision {
+    Approve { by: String, note: Option<String> },
+    Reject { by: String, reason: String },
+}
+
+/// Money per withdrawal state, for summaries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WithdrawalTotals {
+    pub by_state: Vec<(String, i64, Money, Money, Money, Money)>,
+}

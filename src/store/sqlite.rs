@@ -202,6 +202,17 @@ async fn push_release_jobs(
     Ok(())
 }
 
+/// Enqueues one job on the caller's transaction; apalis-sqlite skips a key it already has.
+async fn push_job(
+    conn: &mut Conn,
+    queue: &str,
+    task: apalis_sqlite::SqliteTask,
+) -> Result<(), StoreError> {
+    apalis_sqlite::queries::push_tasks(conn, queue, &[task])
+        .await
+        .map_err(|error| StoreError::Corrupt(format!("pushing a {queue} job: {error}")))
+}
+
 /// Most rows one multi-row statement carries: well under SQLite's limit of
 /// 32,766 bound parameters, and small enough that parsing stays cheap.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -419,3 +430,4 @@ async fn mark_released(
 }
 
 include!("queries_credentials.rs");
+include!("queries_withdrawals.rs");

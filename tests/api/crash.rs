@@ -858,21 +858,42 @@ impl Feed {
 
 /// The `fenrun serve` process; killed (and waited for) when dropped, so a
 /// failing test leaves no server behind.
-struct Server {
+pub(crate) struct Server {
     database_url: String,
     logs: PathBuf,
     child: Option<Child>,
     starts: usize,
+    /// Extra environment of every start (e.g. the sandbox gateway's URL).
+    env: Vec<(String, String)>,
+    simulated_clock: bool,
+    /// Every start listens on this port when set (callbacks keep reaching it).
+    port: Option<u16>,
 }
 
 impl Server {
-    fn new(database_url: &str, logs: &Path) -> Server {
+    pub(crate) fn new(database_url: &str, logs: &Path) -> Server {
         Server {
             database_url: database_url.to_owned(),
             logs: logs.to_path_buf(),
             child: None,
             starts: 0,
+            env: Vec::new(),
+            simulated_clock: true,
+            port: None,
         }
+    }
+
+    /// A server on the wall clock, always on one port, with `env` set.
+    pub(crate) fn with_wall_clock_on_one_port(mut self, env: Vec<(String, String)>) -> Server {
+        self.env = env;
+        self.simulated_clock = false;
+        self.port = Some(
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port(),
+        );
+        self
     }
 
     fn log_path(&self) -> PathBuf {
@@ -882,7 +903,7 @@ impl Server {
     /// Starts `fenrun serve` on a free port and waits for `/healthz`;
     /// returns the server's address. A port taken between our probe and the
     /// server's bind is tried again with another.
-    async fn start(&mut self, client: &reqwest::Client) -> String {
+    pub(crate) async fn start(&mut self, client: &reqwest::Client) -> String {
         for _ in 0..PORT_TRIES {
             if let Some(address) = self.try_start(client).await {
                 return address;
@@ -895,15 +916,23 @@ impl Server {
     async fn try_start(&mut self, client: &reqwest::Client) -> Option<String> {
         assert!(self.child.is_none(), "one server at a time");
         self.starts += 1;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = self.port.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port()
+        });
         let listen = format!("127.0.0.1:{port}");
         let log = File::create(self.log_path()).expect("server log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_fenrun"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fenrun"));
+        command
             .args(["--database-url", &self.database_url])
-            .args(["serve", "--simulated-clock", "--listen", &listen])
+            .args(["serve", "--listen", &listen]);
+        if self.simulated_clock {
+            command.arg("--simulated-clock");
+        }
+        let child = command
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env("FENRUN_LOG_FILTER", "warn")
             .env("FENRUN_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)
             .env_remove("FENRUN_CONFIG")
@@ -928,7 +957,7 @@ impl Server {
                 .as_mut()
                 .and_then(|child| child.try_wait().ok().flatten());
             let log = || std::fs::read_to_string(self.log_path()).unwrap_or_default();
-            if exited.is_some() && log().contains("Address already in use") {
+            if exited.is_some() && log().contains("Address already in use") && self.port.is_none() {
                 self.child = None;
                 return None;
             }
@@ -943,7 +972,7 @@ impl Server {
     }
 
     /// SIGKILL, and reap the process.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -957,7 +986,7 @@ impl Drop for Server {
     }
 }
 
-fn fenrun(database_url: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn fenrun(database_url: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_fenrun"))
         .args(["--database-url", database_url])
         .args(args)
@@ -968,7 +997,7 @@ fn fenrun(database_url: &str, args: &[&str]) -> std::process::Output {
         .expect("run fenrun")
 }
 
-fn token(database_url: &str, role: &str) -> String {
+pub(crate) fn token(database_url: &str, role: &str) -> String {
     let output = fenrun(database_url, &["token", "create", "--role", role]);
     assert!(output.status.success(), "token: {}", text(&output.stderr));
     text(&output.stdout)
@@ -978,6 +1007,6 @@ fn token(database_url: &str, role: &str) -> String {
         .to_owned()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

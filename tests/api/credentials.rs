@@ -581,10 +581,96 @@ async fn the_service_log_holds_no_plaintext_credential(backend: Backend) {
         let response = send(method, path, body.clone()).await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{path} {body}");
     }
+    // A withdrawal paid to the WeChat account: the gateway call carries the
+    // openid and the (encrypted) real name; neither may reach the log.
+    let (admin, ops) = (token("admin"), token("ops"));
+    let accounts: Value = client
+        .get(format!("{address}/v1/distributors/d1/payout-accounts"))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let wechat = accounts["items"]
+        .as_array()
+        .expect("a list of accounts")
+        .iter()
+        .find(|account| account["channel"] == "wechat")
+        .unwrap()["id"]
+        .clone();
+    let funded = client
+        .post(format!("{address}/v1/admin/adjustments"))
+        .bearer_auth(&admin)
+        .header("Idempotency-Key", "fund-d1")
+        .json(&json!({"distributor_id": "d1", "amount": "3000.00", "direction": "credit", "reason": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(funded.status(), 201);
+    let output = fenrun(&db.url, TEST_MASTER_KEY)
+        .args([
+            "token",
+            "create",
+            "--role",
+            "distributor",
+            "--distributor",
+            "d1",
+        ])
+        .output()
+        .unwrap();
+    let d1_token = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    let created: Value = client
+        .post(format!("{address}/v1/withdrawals"))
+        .bearer_auth(&d1_token)
+        .header("Idempotency-Key", "log-test")
+        .json(&json!({"distributor_id": "d1", "amount": "2500.00", "payout_account_id": wechat, "speed": "express"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().expect("a withdrawal id").to_owned();
+    let approved = client
+        .post(format!("{address}/v1/withdrawals/{id}/approve"))
+        .bearer_auth(&ops)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let current: Value = client
+            .get(format!("{address}/v1/withdrawals/{id}"))
+            .bearer_auth(&ops)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if current["state"] == "paid" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the withdrawal was not paid: {current}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(server);
     let written = std::fs::read(&log_file).unwrap();
     assert!(
-        contains(&written, "identity stored") && contains(&written, "payout account added"),
+        contains(&written, "identity stored")
+            && contains(&written, "payout account added")
+            && contains(&written, "withdrawal moved"),
         "the log was captured: {}",
         String::from_utf8_lossy(&written)
     );

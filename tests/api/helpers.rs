@@ -125,6 +125,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: Arc<Store>,
+    /// The withdrawal engine, whose gateway is the in-process sandbox.
+    pub withdrawals: Arc<fenrun::engine::withdrawal::WithdrawalEngine>,
     pub db: TestDb,
     pub admin: String,
     pub ingest: String,
@@ -159,6 +161,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
         .expect("build application");
     let address = format!("http://{}", app.local_addr());
     let store = app.state().store.clone();
+    let withdrawals = app.state().withdrawals.clone();
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -180,6 +183,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
         ops: token(Role::Ops).await,
         accountant: token(Role::Accountant).await,
         store,
+        withdrawals,
         db,
         shutdown: Some(shutdown),
     }

@@ -13,5 +13,8 @@ mod http;
 mod ledger_properties;
 mod migrations;
 mod orders;
+mod payout_crash;
 mod store_suite;
 mod tax_cli;
+mod withdrawal_storm;
+mod withdrawals;

@@ -1,0 +1,472 @@
+//! `/v1/withdrawals` (SPEC §2.4, §4): quote, request, the withdrawal with its
+//! timeline, the distributor's cancel, ops' approve and reject, the review
+//! queue; and `/v1/gateways/wechat/notify`, the gateway's signed callback.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::admin::idempotency_key;
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::extract::{Caller, JsonBody, parse_json};
+use crate::api::orders::TimelineEntry;
+use crate::app::AppState;
+use crate::domain::access::Role;
+use crate::domain::ids::DistributorId;
+use crate::domain::ledger::sha256_hex;
+use crate::domain::money::Money;
+use crate::domain::withdrawal::{RiskFlag, Speed, WithdrawalState};
+use crate::engine::withdrawal::{WithdrawalError, WithdrawalRequest};
+use crate::store::{
+    ApplyOutcome, MAX_PAGE, ReviewDecision, StoreError, WithdrawalRecord, WithdrawalRequestOutcome,
+};
+
+/// Longest review note or rejection reason.
+const MAX_REASON_CHARS: usize = 200;
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalBody {
+    pub distributor_id: DistributorId,
+    /// CNY as a string with at most two decimals, e.g. `"100.00"`.
+    pub amount: String,
+    /// One of the distributor's payout accounts (`pa_…`).
+    pub payout_account_id: String,
+    pub speed: Speed,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuoteView {
+    pub gross: Money,
+    pub tax: Money,
+    pub fee: Money,
+    pub net: Money,
+    /// Every figure of the withholding (tax reference §4).
+    #[schema(value_type = Object)]
+    pub withholding: serde_json::Value,
+    /// Whether it would wait for ops (see `risk_flags`).
+    pub review_required: bool,
+    pub risk_flags: Vec<RiskFlag>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GatewayView {
+    /// Our idempotency key at the gateway, derived from the withdrawal id.
+    pub out_bill_no: String,
+    /// The gateway's own bill number, once known.
+    pub bill_no: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WithdrawalView {
+    pub id: String,
+    pub distributor_id: String,
+    pub payout_account_id: String,
+    pub channel: String,
+    pub speed: Speed,
+    pub state: WithdrawalState,
+    pub gross: Money,
+    pub tax: Money,
+    pub fee: Money,
+    pub net: Money,
+    pub tax_method: String,
+    pub tax_month: String,
+    #[schema(value_type = Object)]
+    pub withholding: serde_json::Value,
+    pub risk_flags: Vec<RiskFlag>,
+    pub gateway: GatewayView,
+    /// WeChat user-confirm mode: what the shop's app hands to the payee.
+    pub package_info: Option<String>,
+    /// Why it was rejected, cancelled or failed.
+    pub failure_reason: Option<String>,
+    pub reviewed_by: Option<String>,
+    pub review_note: Option<String>,
+    /// Issued once paid (certificates come with the accountant's desk).
+    pub certificate_number: Option<String>,
+    pub transfer_attempts: i64,
+    pub requested_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Present on `GET /v1/withdrawals/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<TimelineEntry>>,
+}
+
+impl From<WithdrawalRecord> for WithdrawalView {
+    fn from(record: WithdrawalRecord) -> WithdrawalView {
+        WithdrawalView {
+            withholding: serde_json::from_str(&record.withholding)
+                .unwrap_or(serde_json::Value::Null),
+            id: record.id,
+            distributor_id: record.distributor_id.to_string(),
+            payout_account_id: record.payout_account_id,
+            channel: record.channel.as_str().to_owned(),
+            speed: record.speed,
+            state: record.state,
+            gross: record.gross,
+            tax: record.tax,
+            fee: record.fee,
+            net: record.net,
+            tax_method: record.tax_method,
+            tax_month: record.tax_month,
+            risk_flags: record.risk_flags,
+            gateway: GatewayView {
+                out_bill_no: record.out_bill_no,
+                bill_no: record.gateway_bill_no,
+            },
+            package_info: record.package_info,
+            failure_reason: record.failure_reason,
+            reviewed_by: record.reviewed_by,
+            review_note: record.review_note,
+            certificate_number: None,
+            transfer_attempts: record.transfer_attempts,
+            requested_at: record.requested_at,
+            finished_at: record.finished_at,
+            timeline: None,
+        }
+    }
+}
+
+impl From<WithdrawalError> for ApiError {
+    fn from(error: WithdrawalError) -> ApiError {
+        match error {
+            WithdrawalError::Refused(refusal) => {
+                let refused = ApiError::unprocessable(refusal.code(), refusal.to_string());
+                match refusal.field() {
+                    Some(field) => refused.with_field(field),
+                    None => refused,
+                }
+            }
+            WithdrawalError::BadAmount(message) => {
+                ApiError::bad_request("invalid_amount", message).with_field("amount")
+            }
+            WithdrawalError::NotFound { what, .. } => ApiError::not_found(what),
+            WithdrawalError::GatewayNotReady => ApiError::unavailable(error),
+            WithdrawalError::Gateway(cause) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "gateway_error",
+                format!("the payout gateway did not answer usefully: {cause}"),
+            ),
+            WithdrawalError::CallbackMismatch { .. } => {
+                ApiError::unprocessable("callback_mismatch", error.to_string())
+            }
+            WithdrawalError::Store(StoreError::Refused { code, message })
+                if code.starts_with("withdrawal_not_") =>
+            {
+                ApiError::conflict(code, message)
+            }
+            WithdrawalError::Store(StoreError::NotFound { what, .. }) => ApiError::not_found(what),
+            WithdrawalError::Store(store) => store.into(),
+        }
+    }
+}
+
+fn request_of(body: &WithdrawalBody) -> Result<WithdrawalRequest, ApiError> {
+    let account = body.payout_account_id.trim();
+    if account.is_empty() || account.len() > 64 {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "payout_account_id must be an account id",
+        )
+        .with_field("payout_account_id"));
+    }
+    Ok(WithdrawalRequest {
+        distributor_id: body.distributor_id.clone(),
+        amount_text: body.amount.clone(),
+        payout_account_id: account.to_owned(),
+        speed: body.speed,
+    })
+}
+
+#[utoipa::path(
+    post, path = "/v1/withdrawals/quote", tag = "withdrawals", request_body = WithdrawalBody,
+    responses(
+        (status = 200, description = "what the withdrawal would come to; nothing changes", body = QuoteView),
+        (status = 400, description = "malformed", body = ErrorBody),
+        (status = 422, description = "a check refused it (same codes as the request)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn quote(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<WithdrawalBody>,
+) -> Result<Json<QuoteView>, ApiError> {
+    caller.require_self_or(&body.distributor_id, &[])?;
+    let quote = state.withdrawals.quote(&request_of(&body)?).await?;
+    Ok(Json(QuoteView {
+        gross: quote.gross,
+        tax: quote.tax,
+        fee: quote.fee,
+        net: quote.net,
+        withholding: serde_json::to_value(quote.withholding).map_err(ApiError::internal)?,
+        review_required: quote.review_required,
+        risk_flags: quote.risk_flags,
+    }))
+}
+
+#[utoipa::path(
+    post, path = "/v1/withdrawals", tag = "withdrawals", request_body = WithdrawalBody,
+    params(("Idempotency-Key" = String, Header, description = "same key + same body = the same withdrawal")),
+    responses(
+        (status = 202, description = "reserved; approved (transfer queued) or waiting for review", body = WithdrawalView),
+        (status = 400, description = "malformed", body = ErrorBody),
+        (status = 409, description = "key reused with another body", body = ErrorBody),
+        (status = 422, description = "identity_missing, amount_below_minimum, amount_precision, insufficient_balance, daily_limit_exceeded, balance_negative, payout_account_not_owned, channel_unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<WithdrawalView>), ApiError> {
+    let body: WithdrawalBody = parse_json(&bytes)?;
+    caller.require_self_or(&body.distributor_id, &[])?;
+    let key = idempotency_key(&headers)?;
+    let outcome = state
+        .withdrawals
+        .request(&request_of(&body)?, key, sha256_hex(&bytes))
+        .await?;
+    let record = match outcome {
+        WithdrawalRequestOutcome::Created(record) | WithdrawalRequestOutcome::Replayed(record) => {
+            record
+        }
+    };
+    Ok((StatusCode::ACCEPTED, Json(record.into())))
+}
+
+async fn visible_withdrawal(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<WithdrawalRecord, ApiError> {
+    let record = state
+        .store
+        .withdrawal(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("withdrawal"))?;
+    // Someone else's withdrawal is "not found" to a distributor, not "forbidden":
+    // ids are not to be probed.
+    if caller.0.role == Role::Distributor && !caller.0.is_distributor_self(&record.distributor_id) {
+        return Err(ApiError::not_found("withdrawal"));
+    }
+    caller.require_self_or(&record.distributor_id, &[Role::Ops, Role::Admin])?;
+    Ok(record)
+}
+
+#[utoipa::path(
+    get, path = "/v1/withdrawals/{id}", tag = "withdrawals",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "state, figures, gateway reference and timeline", body = WithdrawalView),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WithdrawalView>, ApiError> {
+    let record = visible_withdrawal(&state, &caller, &id).await?;
+    let timeline = state
+        .store
+        .withdrawal_events(&id)
+        .await?
+        .into_iter()
+        .map(|event| TimelineEntry {
+            at: event.at,
+            step: event.step,
+            outcome: event.outcome,
+            attempt: event.attempt,
+            detail: event.detail,
+        })
+        .collect();
+    let mut view = WithdrawalView::from(record);
+    view.timeline = Some(timeline);
+    Ok(Json(view))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// e.g. `reviewing` for the review queue.
+    pub state: WithdrawalState,
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/withdrawals", tag = "withdrawals", params(ListQuery),
+    responses((status = 200, description = "oldest first", body = [WithdrawalView])),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<WithdrawalView>>, ApiError> {
+    caller.require(&[Role::Ops, Role::Admin])?;
+    let records = state
+        .store
+        .withdrawals_in_states(
+            &[query.state],
+            state.clock.now() + chrono::Duration::days(1),
+            query.limit.unwrap_or(50).clamp(1, MAX_PAGE),
+        )
+        .await?;
+    Ok(Json(
+        records.into_iter().map(WithdrawalView::from).collect(),
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/v1/withdrawals/{id}/cancel", tag = "withdrawals",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "cancelled and funds returned (or, awaiting the payee, cancelling at the gateway)", body = WithdrawalView),
+        (status = 409, description = "withdrawal_not_cancellable: the transfer has started", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WithdrawalView>, ApiError> {
+    let record = visible_withdrawal(&state, &caller, &id).await?;
+    caller.require_self_or(&record.distributor_id, &[])?;
+    Ok(Json(state.withdrawals.cancel(&id).await?.into()))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectBody {
+    /// Shown to the distributor.
+    pub reason: String,
+}
+
+fn check_reason(text: &str, field: &str) -> Result<String, ApiError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("must be 1–{MAX_REASON_CHARS} characters"),
+        )
+        .with_field(field.to_owned()));
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[utoipa::path(
+    post, path = "/v1/withdrawals/{id}/approve", tag = "withdrawals",
+    params(("id" = String, Path)), request_body = ApproveBody,
+    responses(
+        (status = 200, description = "approved; the transfer is queued", body = WithdrawalView),
+        (status = 409, description = "withdrawal_not_in_review", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<WithdrawalView>, ApiError> {
+    let principal = caller.require(&[Role::Ops, Role::Admin])?;
+    // The body is optional: an approval needs no words.
+    let body: ApproveBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        ApproveBody::default()
+    } else {
+        parse_json(&bytes)?
+    };
+    let note = body
+        .note
+        .map(|note| check_reason(&note, "note"))
+        .transpose()?;
+    let decision = ReviewDecision::Approve {
+        by: principal.token_id.clone(),
+        note,
+    };
+    Ok(Json(state.withdrawals.review(&id, &decision).await?.into()))
+}
+
+#[utoipa::path(
+    post, path = "/v1/withdrawals/{id}/reject", tag = "withdrawals",
+    params(("id" = String, Path)), request_body = RejectBody,
+    responses(
+        (status = 200, description = "rejected; funds returned", body = WithdrawalView),
+        (status = 409, description = "withdrawal_not_in_review", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn reject(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<RejectBody>,
+) -> Result<Json<WithdrawalView>, ApiError> {
+    let principal = caller.require(&[Role::Ops, Role::Admin])?;
+    let decision = ReviewDecision::Reject {
+        by: principal.token_id.clone(),
+        reason: check_reason(&body.reason, "reason")?,
+    };
+    Ok(Json(state.withdrawals.review(&id, &decision).await?.into()))
+}
+
+/// WeChat Pay's success answer to a notification.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotifyAnswer {
+    pub code: String,
+    pub message: String,
+}
+
+#[utoipa::path(
+    post, path = "/v1/gateways/wechat/notify", tag = "gateways",
+    request_body(content = String, content_type = "application/json", description = "MCHTRANSFER.BILL.FINISHED, signed (Wechatpay-* headers) and encrypted"),
+    responses(
+        (status = 200, description = "verified and applied (or already known)", body = NotifyAnswer),
+        (status = 401, description = "bad_signature, stale_callback, unknown_serial: nothing changed", body = ErrorBody),
+        (status = 404, description = "unknown_bill: nothing changed", body = ErrorBody),
+    )
+)]
+pub async fn wechat_notify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<NotifyAnswer>, ApiError> {
+    let gateway = state
+        .withdrawals
+        .gateway()
+        .ok_or_else(|| ApiError::unavailable("the payout gateway is not connected yet"))?;
+    let news = gateway
+        .verify_callback(&headers, &body)
+        .map_err(|refusal| {
+            tracing::warn!(reason = %refusal.message, "gateway callback refused: nothing changed");
+            ApiError::unauthenticated(refusal.code, refusal.message)
+        })?;
+    match state.withdrawals.on_callback(news).await {
+        Ok(ApplyOutcome::Moved(_) | ApplyOutcome::Unchanged(_) | ApplyOutcome::Contradicts(_)) => {
+            Ok(Json(NotifyAnswer {
+                code: "SUCCESS".to_owned(),
+                message: "OK".to_owned(),
+            }))
+        }
+        Err(WithdrawalError::NotFound { .. }) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_bill",
+            "no withdrawal has this out_bill_no",
+        )),
+        Err(error) => Err(error.into()),
+    }
+}

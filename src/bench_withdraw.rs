@@ -1,0 +1,237 @@
+//! `fenrun bench withdraw`: withdrawals end to end — HTTP request (checks,
+//! reserve, tax, auto-approval), the transfer step through the in-process
+//! sandbox gateway (WeChat v3 dialect, signed both ways), the signed
+//! callback, completion posting — for one scratch database per run, with
+//! the sandbox answering at once and after a set latency.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::app::Application;
+use crate::config::Settings;
+use crate::credentials::{NewAccount, seal_account, seal_identity};
+use crate::domain::access::Role;
+use crate::domain::identity::{IdNumber, RealName, WechatOpenId};
+use crate::domain::ids::DistributorId;
+use crate::domain::ledger::{AccountId, Bucket, PlatformAccount, Transfer, TransferKind};
+use crate::domain::money::Money;
+use crate::domain::withdrawal::WithdrawalState;
+use crate::store::{DistributorStatus, NewDistributor, PayoutChannel};
+
+/// Each distributor withdraws this once (under the auto-approve limit).
+const WITHDRAWAL: Money = Money::from_fen(10_000); // 100.00
+/// A run that makes no progress for this long has stalled.
+const STALL_AFTER: Duration = Duration::from_secs(120);
+
+/// `fenrun bench withdraw`.
+pub async fn withdraw(
+    count: usize,
+    concurrency: usize,
+    latencies_ms: &[u64],
+    server_url: Option<&str>,
+) -> anyhow::Result<()> {
+    let backend = if server_url.is_some_and(|url| url.starts_with("postgres")) {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!(
+        "bench withdraw: {count} withdrawals of {WITHDRAWAL}, {concurrency} concurrent HTTP clients, {backend}, sandbox latency {latencies_ms:?} ms"
+    );
+    for &latency in latencies_ms {
+        let db = crate::bench::ScratchDb::new(server_url, "withdraw").await?;
+        let result = withdraw_once(&db.url, count, concurrency, latency).await;
+        db.drop().await;
+        let (accepted, end_to_end) = result?;
+        println!(
+            "latency {latency} ms: requests accepted {:.0}/s; end to end (request → paid, ledger posted) {:.0} withdrawals/s; peak RSS {} MiB",
+            count as f64 / accepted.as_secs_f64(),
+            count as f64 / end_to_end.as_secs_f64(),
+            crate::bench::peak_rss_mib().map_or("?".to_owned(), |mib| mib.to_string())
+        );
+    }
+    Ok(())
+}
+
+fn id_number(serial: usize) -> String {
+    IdNumber::complete(&format!("110101199001{:05}", serial % 100_000))
+}
+
+async fn withdraw_once(
+    url: &str,
+    count: usize,
+    concurrency: usize,
+    latency_ms: u64,
+) -> anyhow::Result<(Duration, Duration)> {
+    let settings = Settings {
+        database_url: SecretString::from(url.to_owned()),
+        listen: "127.0.0.1:0".to_owned(),
+        simulated_clock: true,
+        run_workers: true,
+        log_filter: "error".to_owned(),
+        db_max_connections: 16,
+        ..Settings::default()
+    };
+    let vault = crate::vault::Vault::new(crate::vault::MasterKey::generate()?, Vec::new());
+    let app = Application::build_with_vault(settings, vault).await?;
+    let address = format!("http://{}", app.local_addr());
+    let state = app.state().clone();
+    let store = state.store.clone();
+    let sandbox_faults = fenrun_integrations::sandbox::Faults {
+        latency_ms,
+        ..Default::default()
+    };
+    state
+        .withdrawals
+        .gateway()
+        .and_then(|gateway| gateway.sandbox())
+        .ok_or_else(|| anyhow::anyhow!("the bench pays through the in-process sandbox"))?
+        .set_faults(sandbox_faults);
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+
+    // Setup, not timed: distributors with identity, a WeChat account, funds and a token.
+    let clock = state.clock.clone();
+    let setup = crate::bench::progress_bar(count as u64, "setting up distributors");
+    let mut work = Vec::with_capacity(count);
+    for serial in 0..count {
+        let id = DistributorId::parse(format!("w{serial}"))?;
+        let now = clock.now();
+        store
+            .create_distributor(
+                &NewDistributor {
+                    id: id.clone(),
+                    name: format!("bench {serial}"),
+                    referrer_id: None,
+                    grade: "regular".to_owned(),
+                    status: DistributorStatus::Active,
+                    request_sha256: crate::domain::ledger::sha256_hex(id.as_str().as_bytes()),
+                },
+                now,
+            )
+            .await?;
+        let identity = seal_identity(
+            &state.vault,
+            &id,
+            &RealName::parse("王芳")?,
+            &IdNumber::parse(&id_number(serial), now.date_naive())?,
+            now,
+        )?;
+        store.upsert_identity(&identity).await?;
+        let openid = WechatOpenId::parse(&format!("oBench{serial:010}Openid000000"))?;
+        let account = seal_account(
+            &state.vault,
+            NewAccount {
+                distributor: &id,
+                channel: PayoutChannel::Wechat,
+                masked: openid.masked(),
+                account_name_masked: None,
+                bank_name: None,
+            },
+            &openid,
+            now,
+        )?;
+        store.insert_payout_account(&account).await?;
+        let funds = Transfer::between(
+            format!("bench:fund:{serial}"),
+            TransferKind::Adjustment,
+            AccountId::Platform(PlatformAccount::CommissionExpense),
+            AccountId::Distributor(id.clone(), Bucket::Available),
+            WITHDRAWAL,
+        )?;
+        store.transfer(&funds, now).await?;
+        let token = crate::tokens::create(&store, Role::Distributor, Some(&id), now).await?;
+        work.push((id, account.id, token.secret.expose_secret().to_owned()));
+        setup.inc(1);
+    }
+    setup.finish();
+    // Past the new-distributor and new-account risk windows.
+    if let Some(simulated) = &state.simulated_clock {
+        simulated.advance(chrono::Duration::days(4))?;
+    }
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let limiter = Arc::new(Semaphore::new(concurrency));
+    let started = Instant::now();
+    let mut sending = tokio::task::JoinSet::new();
+    for (id, account, token) in work {
+        let permit = limiter.clone().acquire_owned().await?;
+        let client = client.clone();
+        let address = address.clone();
+        sending.spawn(async move {
+            let _permit = permit;
+            let response = client
+                .post(format!("{address}/v1/withdrawals"))
+                .bearer_auth(&token)
+                .header("Idempotency-Key", format!("bench-{id}"))
+                .json(&json!({"distributor_id": id.as_str(), "amount": WITHDRAWAL.to_string(), "payout_account_id": account, "speed": "standard"}))
+                .send()
+                .await?;
+            anyhow::ensure!(response.status().as_u16() == 202, "withdrawal of {id}: {}", response.status());
+            Ok(())
+        });
+        while let Some(done) = sending.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = sending.join_next().await {
+        done??;
+    }
+    let accepted = started.elapsed();
+
+    let mut last_progress = (0i64, Instant::now());
+    loop {
+        let totals = store.withdrawal_totals().await?;
+        let finished: i64 = totals
+            .iter()
+            .filter(|(state, ..)| state.is_final())
+            .map(|(_, count, ..)| count)
+            .sum();
+        if finished as usize >= count {
+            let not_paid: Vec<String> = totals
+                .iter()
+                .filter(|(state, ..)| *state != WithdrawalState::Paid)
+                .map(|(state, count, ..)| format!("{count} {state}"))
+                .collect();
+            anyhow::ensure!(
+                not_paid.is_empty(),
+                "not every withdrawal was paid: {}",
+                not_paid.join(", ")
+            );
+            break;
+        }
+        if finished > last_progress.0 {
+            last_progress = (finished, Instant::now());
+        } else if last_progress.1.elapsed() > STALL_AFTER {
+            anyhow::bail!("stalled at {finished} of {count} withdrawals finished");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let end_to_end = started.elapsed();
+    let report = store.verify_ledger().await?;
+    anyhow::ensure!(
+        report.is_clean(),
+        "the ledger does not verify after the run"
+    );
+    let sandbox_paid = state
+        .withdrawals
+        .gateway()
+        .and_then(|gateway| gateway.sandbox())
+        .map(|sandbox| sandbox.ledger().total_paid_fen)
+        .unwrap_or_default();
+    anyhow::ensure!(
+        sandbox_paid == WITHDRAWAL.fen() * count as i64,
+        "the sandbox sent {sandbox_paid} fen, fenrun paid {count} × {WITHDRAWAL}"
+    );
+    let _ = shutdown.send(());
+    server.await??;
+    Ok((accepted, end_to_end))
+}

@@ -1,0 +1,325 @@
+//! The demo's second act: distributors withdraw what they earned, through
+//! the in-process sandbox gateway — standard and express, one rejected in
+//! review, one approved, one refused by the gateway, one waiting for the
+//! payee's confirmation — then the figures, and the sandbox's record of
+//! money sent against fenrun's clearing account.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::app::AppState;
+use crate::clock::{Clock, SimulatedClock};
+use crate::credentials::{NewAccount, seal_account, seal_identity};
+use crate::domain::identity::{IdNumber, RealName, WechatOpenId};
+use crate::domain::ids::DistributorId;
+use crate::domain::ledger::{AccountId, PlatformAccount};
+use crate::domain::money::Money;
+use crate::domain::withdrawal::{Speed, WithdrawalState};
+use crate::engine::withdrawal::WithdrawalRequest;
+use crate::store::{PayoutChannel, ReviewDecision, WithdrawalRequestOutcome};
+
+/// How long the demo waits for the gateway to settle everything.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One withdrawal of the story.
+struct Plan {
+    distributor: &'static str,
+    real_name: &'static str,
+    /// 17 digits; the check character is computed.
+    id_first17: &'static str,
+    speed: Speed,
+    /// Share of the distributor's available balance, in percent.
+    share: i64,
+    story: &'static str,
+}
+
+const PLANS: [Plan; 6] = [
+    Plan {
+        distributor: "d04",
+        real_name: "赵敏",
+        id_first17: "44030419900101123",
+        speed: Speed::Standard,
+        share: 40,
+        story: "payee confirms in the app",
+    },
+    Plan {
+        distributor: "d01",
+        real_name: "王芳",
+        id_first17: "11010119850307123",
+        speed: Speed::Express,
+        share: 90,
+        story: "large: ops approve",
+    },
+    Plan {
+        distributor: "d12",
+        real_name: "李娜",
+        id_first17: "31010419920512123",
+        speed: Speed::Standard,
+        share: 80,
+        story: "auto-approved",
+    },
+    Plan {
+        distributor: "d10",
+        real_name: "张伟",
+        id_first17: "32010219880820123",
+        speed: Speed::Express,
+        share: 90,
+        story: "auto-approved, express",
+    },
+    Plan {
+        distributor: "d05",
+        real_name: "刘洋",
+        id_first17: "51010719950615123",
+        speed: Speed::Standard,
+        share: 100,
+        story: "gateway refuses the payee",
+    },
+    Plan {
+        distributor: "d06",
+        real_name: "陈静",
+        id_first17: "33010619910909123",
+        speed: Speed::Standard,
+        share: 100,
+        story: "new payout account: ops reject",
+    },
+];
+
+fn id_number(first17: &str) -> String {
+    IdNumber::complete(first17)
+}
+
+fn openid_of(distributor: &str) -> String {
+    format!("oDemo{distributor}Openid0000000000")
+}
+
+/// Stores an identity and a WeChat account for `distributor`; returns the account id.
+async fn credentials(
+    state: &AppState,
+    plan: &Plan,
+    at: chrono::DateTime<Utc>,
+) -> anyhow::Result<String> {
+    let distributor = DistributorId::parse(plan.distributor)?;
+    let name = RealName::parse(plan.real_name)?;
+    let number = IdNumber::parse(&id_number(plan.id_first17), at.date_naive())?;
+    let identity = seal_identity(&state.vault, &distributor, &name, &number, at)?;
+    state.store.upsert_identity(&identity).await?;
+    let openid = WechatOpenId::parse(&openid_of(plan.distributor))?;
+    let account = seal_account(
+        &state.vault,
+        NewAccount {
+            distributor: &distributor,
+            channel: PayoutChannel::Wechat,
+            masked: openid.masked(),
+            account_name_masked: None,
+            bank_name: None,
+        },
+        &openid,
+        at,
+    )?;
+    state.store.insert_payout_account(&account).await?;
+    Ok(account.id)
+}
+
+/// Runs the act; true when the sandbox's record equals fenrun's ledger.
+pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<bool> {
+    let engine = &state.withdrawals;
+    let gateway = engine
+        .gateway()
+        .ok_or_else(|| anyhow::anyhow!("the payout gateway is not connected"))?
+        .clone();
+    let sandbox = gateway
+        .sandbox()
+        .ok_or_else(|| anyhow::anyhow!("the demo pays through the in-process sandbox"))?;
+    println!(
+        "\nwithdrawals — through the in-process SANDBOX gateway (WeChat Pay v3 dialect; no real money moves)"
+    );
+
+    let mut accounts = Vec::new();
+    for plan in &PLANS {
+        accounts.push(credentials(state, plan, clock.now()).await?);
+    }
+    // Past the "new payout account" window, except for d06's second account below.
+    clock.advance(chrono::Duration::days(2))?;
+    let d06_fresh_account = credentials(state, &PLANS[5], clock.now()).await?;
+    accounts[5] = d06_fresh_account;
+
+    let mut faults = fenrun_integrations::sandbox::Faults {
+        fail_openids: vec![openid_of("d05")],
+        confirm: fenrun_integrations::sandbox::ConfirmMode::Hold,
+        ..Default::default()
+    };
+    sandbox.set_faults(faults.clone());
+
+    let mut requested = Vec::new();
+    for (plan, account) in PLANS.iter().zip(&accounts) {
+        let distributor = DistributorId::parse(plan.distributor)?;
+        let available = state
+            .store
+            .balance(&distributor)
+            .await?
+            .unwrap_or_default()
+            .available;
+        let amount = Money::from_fen(available.fen() * plan.share / 100);
+        if amount.fen() < 10_00 {
+            println!(
+                "{} has only {available} available: skipped",
+                plan.distributor
+            );
+            continue;
+        }
+        let request = WithdrawalRequest {
+            distributor_id: distributor,
+            amount_text: amount.to_string(),
+            payout_account_id: account.clone(),
+            speed: plan.speed,
+        };
+        let outcome = engine
+            .request(
+                &request,
+                format!("demo-{}", plan.distributor),
+                crate::domain::ledger::sha256_hex(plan.distributor.as_bytes()),
+            )
+            .await?;
+        let (WithdrawalRequestOutcome::Created(withdrawal)
+        | WithdrawalRequestOutcome::Replayed(withdrawal)) = outcome;
+        requested.push((plan, withdrawal.id.clone()));
+        if withdrawal.state == WithdrawalState::Reviewing {
+            let flags: Vec<String> = withdrawal
+                .risk_flags
+                .iter()
+                .map(|flag| format!("{flag:?}"))
+                .collect();
+            let decision = if plan.distributor == "d06" {
+                ReviewDecision::Reject {
+                    by: "demo-ops".to_owned(),
+                    reason: "payout account changed minutes ago; call the distributor".to_owned(),
+                }
+            } else {
+                ReviewDecision::Approve {
+                    by: "demo-ops".to_owned(),
+                    note: Some("known distributor".to_owned()),
+                }
+            };
+            let reviewed = engine.review(&withdrawal.id, &decision).await?;
+            println!(
+                "{}: {} sent to review ({}); ops: {}",
+                plan.distributor,
+                withdrawal.id,
+                flags.join(", "),
+                reviewed.state
+            );
+        }
+        if plan.distributor == "d04" {
+            // Hold the first bill at the payee's confirmation, then let the rest through.
+            let waiting = wait_until(state, &withdrawal.id, |state| {
+                state == WithdrawalState::AwaitingPayeeConfirmation
+            })
+            .await?;
+            println!(
+                "{}: {} waits for the payee (package_info {}…)",
+                plan.distributor,
+                withdrawal.id,
+                waiting
+                    .package_info
+                    .as_deref()
+                    .unwrap_or("")
+                    .chars()
+                    .take(16)
+                    .collect::<String>()
+            );
+            faults.confirm = fenrun_integrations::sandbox::ConfirmMode::default();
+            sandbox.set_faults(faults.clone());
+        }
+    }
+    if let Some((_, id)) = requested.iter().find(|(plan, _)| plan.distributor == "d04") {
+        let bill = state
+            .store
+            .withdrawal(id)
+            .await?
+            .map(|withdrawal| withdrawal.out_bill_no)
+            .unwrap_or_default();
+        sandbox.confirm(&bill);
+    }
+    for (_, id) in &requested {
+        wait_until(state, id, WithdrawalState::is_final).await?;
+    }
+
+    println!(
+        "\n{:<4} {:<34} {:<8} {:<10} {:>10} {:>8} {:>7} {:>10}  story / reason",
+        "who", "withdrawal", "speed", "state", "gross", "tax", "fee", "net"
+    );
+    let (mut gross, mut tax, mut fee, mut net) =
+        (Money::ZERO, Money::ZERO, Money::ZERO, Money::ZERO);
+    for (plan, id) in &requested {
+        let withdrawal = state
+            .store
+            .withdrawal(id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{id} vanished"))?;
+        if withdrawal.state == WithdrawalState::Paid {
+            gross = gross.checked_add(withdrawal.gross).unwrap_or(gross);
+            tax = tax.checked_add(withdrawal.tax).unwrap_or(tax);
+            fee = fee.checked_add(withdrawal.fee).unwrap_or(fee);
+            net = net.checked_add(withdrawal.net).unwrap_or(net);
+        }
+        println!(
+            "{:<4} {:<34} {:<8} {:<10} {:>10} {:>8} {:>7} {:>10}  {}{}",
+            plan.distributor,
+            withdrawal.id,
+            withdrawal.speed.as_str(),
+            withdrawal.state.as_str(),
+            withdrawal.gross.to_string(),
+            withdrawal.tax.to_string(),
+            withdrawal.fee.to_string(),
+            withdrawal.net.to_string(),
+            plan.story,
+            withdrawal
+                .failure_reason
+                .map(|reason| format!(" — {reason}"))
+                .unwrap_or_default(),
+        );
+    }
+    println!("paid in all: gross {gross}, tax withheld {tax}, fees {fee}, net sent {net}");
+    let clearing = state
+        .store
+        .account_balance(&AccountId::Platform(PlatformAccount::WechatClearing))
+        .await?
+        .unwrap_or_default();
+    let ledger = sandbox.ledger();
+    let matches = ledger.total_paid_fen == clearing.fen() && ledger.total_paid_fen == net.fen();
+    println!(
+        "sandbox gateway sent {} in {} payouts; fenrun's WeChat clearing account holds {clearing}: {}",
+        Money::from_fen(ledger.total_paid_fen),
+        ledger.paid_count,
+        if matches { "equal" } else { "DIFFERENT" }
+    );
+    Ok(matches)
+}
+
+/// Waits (on the wall clock: the gateway answers in real time) until the
+/// withdrawal's state satisfies `done`.
+async fn wait_until(
+    state: &AppState,
+    id: &str,
+    done: impl Fn(WithdrawalState) -> bool,
+) -> anyhow::Result<crate::store::WithdrawalRecord> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let withdrawal = state
+            .store
+            .withdrawal(id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{id} vanished"))?;
+        if done(withdrawal.state) {
+            return Ok(withdrawal);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "withdrawal {id} is still {} after {SETTLE_TIMEOUT:?}",
+                withdrawal.state
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

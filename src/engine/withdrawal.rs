@@ -1,0 +1,744 @@
+//! The withdrawal workflow (SPEC §2.4): request, review, transfer, confirm.
+//!
+//! ```text
+//!  POST /v1/withdrawals ─► [reserve + tax + review] one transaction: checks under the
+//!                          distributor's lock, available → withdrawing, withholding,
+//!                          approved (transfer job pushed) or reviewing
+//!  ops approve ──► approved + transfer job (same transaction) · reject / cancel ─► funds back
+//!  [transfer] job `withdrawal.transfer`:
+//!     1. one transaction: approved → transferring (the intent is durable before any call)
+//!     2. a re-run (crash, timeout, 5xx) queries the bill by out_bill_no first and
+//!        only sends again — with the same number — when the gateway has none
+//!     3. the answer is applied under the row lock: awaiting payee / paid / failed
+//!  [confirm] the gateway's signed callback, or the poller, whichever is first:
+//!     paid → withdrawing to clearing + tax payable + fee income; failed → funds back
+//! ```
+//!
+//! Our tables are the truth; the apalis job only triggers the transfer step,
+//! which is idempotent: every write is guarded by the state it was read in
+//! and the ledger keys `withdrawal:{id}:{reserve|return|paid}` apply once.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Utc};
+use chrono_tz::Tz;
+use fenrun_integrations::{GatewayError, OutBillNo, PayoutRequest, TransferStatus};
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::credentials::{open_account, open_identity};
+use crate::domain::ids::DistributorId;
+use crate::domain::money::{Money, Rate};
+use crate::domain::tax::{Month, Withholding, WithholdingMethod};
+use crate::domain::withdrawal::{
+    self, EarlierPayout, Refusal, RequestFacts, RiskFacts, Speed, WithdrawalRules, WithdrawalState,
+};
+use crate::engine::definition::{StepKind, WorkflowDefinition};
+use crate::gateway::{Gateway, GatewayNews};
+use crate::store::{
+    ApplyOutcome, JobSpec, PayoutChannel, ReviewDecision, Store, StoreError, WithdrawalDecision,
+    WithdrawalDraft, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome,
+};
+use crate::vault::Vault;
+
+/// The workflow's settings, from `workflows/withdrawal.toml`.
+#[derive(Debug, Clone)]
+pub struct WithdrawalSettings {
+    pub rules: WithdrawalRules,
+    pub time_zone: Tz,
+    pub method: WithholdingMethod,
+    pub transfer_job: JobSpec,
+    pub poll_interval: Duration,
+    pub poll_batch_size: i64,
+    pub payee_confirmation_timeout: chrono::Duration,
+}
+
+/// A `[steps.params]` value that cannot be used, named by file, step and key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: step {step}: {message}")]
+pub struct ParamError {
+    file: String,
+    step: String,
+    message: String,
+}
+
+impl WithdrawalSettings {
+    /// Reads the parameters of the withdrawal definition, refusing unknown
+    /// keys and bad values.
+    pub fn from_definition(
+        definition: &WorkflowDefinition,
+        method: WithholdingMethod,
+    ) -> Result<WithdrawalSettings, ParamError> {
+        let mut rules = WithdrawalRules::default();
+        let mut poll_interval = Duration::from_secs(15);
+        let mut poll_batch_size = 200;
+        let mut payee_confirmation_timeout = chrono::Duration::hours(24);
+        let mut transfer_job = None;
+        for step in definition.steps() {
+            let error = |message: String| ParamError {
+                file: definition.file().to_owned(),
+                step: step.name().to_owned(),
+                message,
+            };
+            let money = |key: &str, value: &toml::Value| -> Result<Money, ParamError> {
+                value
+                    .as_str()
+                    .and_then(|text| Money::parse(text).ok())
+                    .ok_or_else(|| error(format!("`{key}` must be an amount such as \"10.00\"")))
+            };
+            let count = |key: &str, value: &toml::Value, max: i64| -> Result<i64, ParamError> {
+                value
+                    .as_integer()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| error(format!("`{key}` must be a whole number from 1 to {max}")))
+            };
+            for (key, value) in step.params() {
+                match (step.kind(), key.as_str()) {
+                    (StepKind::ReserveFunds, "minimum") => rules.minimum = money(key, value)?,
+                    (StepKind::ReserveFunds, "daily_limit") => {
+                        rules.daily_limit = money(key, value)?;
+                    }
+                    (StepKind::WithholdTax, "express_fee") => {
+                        rules.express_fee = value
+                            .as_str()
+                            .and_then(|text| Rate::parse_percent(text).ok())
+                            .ok_or_else(|| {
+                                error(format!("`{key}` must be a percentage such as \"0.5%\""))
+                            })?;
+                    }
+                    (StepKind::Review, "auto_approve_limit") => {
+                        rules.auto_approve_limit = money(key, value)?;
+                    }
+                    (StepKind::Review, "new_distributor_hours") => {
+                        rules.new_distributor_age =
+                            chrono::Duration::hours(count(key, value, 24 * 366)?);
+                    }
+                    (StepKind::Review, "account_change_hours") => {
+                        rules.account_change_window =
+                            chrono::Duration::hours(count(key, value, 24 * 366)?);
+                    }
+                    (StepKind::Review, "many_withdrawals_per_day") => {
+                        rules.many_withdrawals = count(key, value, 1_000)? as u32;
+                    }
+                    (StepKind::Review, "clawback_lookback_hours") => {
+                        rules.clawback_window =
+                            chrono::Duration::hours(count(key, value, 24 * 366)?);
+                    }
+                    (StepKind::Confirm, "poll_interval_ms") => {
+                        poll_interval = Duration::from_millis(count(key, value, 3_600_000)? as u64);
+                    }
+                    (StepKind::Confirm, "poll_batch_size") => {
+                        poll_batch_size = count(key, value, 10_000)?;
+                    }
+                    (StepKind::Confirm, "payee_confirmation_hours") => {
+                        payee_confirmation_timeout =
+                            chrono::Duration::hours(count(key, value, 24 * 30)?);
+                    }
+                    (kind, other) => {
+                        return Err(error(format!(
+                            "unknown parameter `{other}` for a {} step",
+                            kind.name()
+                        )));
+                    }
+                }
+            }
+            if step.kind() == StepKind::Transfer {
+                transfer_job = Some(JobSpec {
+                    queue: step
+                        .queue()
+                        .ok_or_else(|| error("the transfer step needs a queue".to_owned()))?
+                        .to_owned(),
+                    max_attempts: step.retry().max_attempts,
+                });
+            }
+        }
+        if rules.minimum.is_zero() {
+            return Err(ParamError {
+                file: definition.file().to_owned(),
+                step: "reserve".to_owned(),
+                message: "`minimum` must be above zero".to_owned(),
+            });
+        }
+        let transfer_job = transfer_job.ok_or_else(|| ParamError {
+            file: definition.file().to_owned(),
+            step: "transfer".to_owned(),
+            message: "the workflow has no transfer step".to_owned(),
+        })?;
+        Ok(WithdrawalSettings {
+            rules,
+            time_zone: definition.time_zone(),
+            method,
+            transfer_job,
+            poll_interval,
+            poll_batch_size,
+            payee_confirmation_timeout,
+        })
+    }
+}
+
+/// A withdrawal request, validated at the edge.
+#[derive(Debug, Clone)]
+pub struct WithdrawalRequest {
+    pub distributor_id: DistributorId,
+    pub amount_text: String,
+    pub payout_account_id: String,
+    pub speed: Speed,
+}
+
+/// What a request would come to: the answer of a quote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quote {
+    pub gross: Money,
+    pub tax: Money,
+    pub fee: Money,
+    pub net: Money,
+    pub withholding: Withholding,
+    pub review_required: bool,
+    pub risk_flags: Vec<withdrawal::RiskFlag>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WithdrawalError {
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+    #[error("amount: {0}")]
+    BadAmount(String),
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("the payout gateway is not connected yet")]
+    GatewayNotReady,
+    #[error("gateway: {0}")]
+    Gateway(GatewayError),
+    #[error("the callback's amount for bill {out_bill_no} differs from the withdrawal's net")]
+    CallbackMismatch { out_bill_no: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a step attempt did not finish; apalis retries it with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("gateway: {0}")]
+    Gateway(GatewayError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("opening the payout credentials: {0}")]
+    Vault(String),
+    #[error("the payout gateway is not connected yet")]
+    GatewayNotReady,
+}
+
+/// What the engine shares with its steps.
+pub struct WithdrawalEngine {
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    vault: Arc<Vault>,
+    gateway: OnceLock<Arc<Gateway>>,
+    settings: WithdrawalSettings,
+}
+
+impl WithdrawalEngine {
+    pub fn new(
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        vault: Arc<Vault>,
+        settings: WithdrawalSettings,
+    ) -> WithdrawalEngine {
+        WithdrawalEngine {
+            store,
+            clock,
+            vault,
+            gateway: OnceLock::new(),
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &WithdrawalSettings {
+        &self.settings
+    }
+
+    /// Connects the payout gateway once the callback address is known.
+    pub fn connect_gateway(&self, gateway: Arc<Gateway>) {
+        if self.gateway.set(gateway).is_err() {
+            tracing::warn!("the payout gateway was already connected; keeping the first");
+        }
+    }
+
+    pub fn gateway(&self) -> Option<&Arc<Gateway>> {
+        self.gateway.get()
+    }
+
+    fn draft(
+        &self,
+        request: &WithdrawalRequest,
+        amount: Money,
+        idempotency_key: String,
+        request_sha256: String,
+    ) -> Result<WithdrawalDraft, WithdrawalError> {
+        let now = self.clock.now();
+        let local = now.with_timezone(&self.settings.time_zone);
+        let id = format!("wd{}", &uuid::Uuid::new_v4().simple().to_string()[..30]);
+        let out_bill_no = OutBillNo::for_withdrawal(&id)
+            .map_err(WithdrawalError::Gateway)?
+            .as_str()
+            .to_owned();
+        Ok(WithdrawalDraft {
+            id,
+            out_bill_no,
+            distributor_id: request.distributor_id.clone(),
+            payout_account_id: request.payout_account_id.clone(),
+            speed: request.speed,
+            amount,
+            idempotency_key,
+            request_sha256,
+            now,
+            local_day: local.format("%Y-%m-%d").to_string(),
+            tax_month: local.format("%Y-%m").to_string(),
+            day_ago: now - chrono::Duration::hours(24),
+            clawback_since: now - self.settings.rules.clawback_window,
+        })
+    }
+
+    /// Parses the amount: a string with at most two decimals (three are a
+    /// rule's refusal, `amount_precision`; anything else is malformed).
+    fn amount(text: &str) -> Result<Money, WithdrawalError> {
+        match Money::parse(text) {
+            Ok(amount) => Ok(amount),
+            Err(crate::domain::money::MoneyError::TooManyDecimals) => {
+                Err(Refusal::TooManyDecimals.into())
+            }
+            Err(error) => Err(WithdrawalError::BadAmount(error.to_string())),
+        }
+    }
+
+    /// The checks and figures of a request, from facts read under the lock.
+    fn decide(
+        &self,
+        draft: &WithdrawalDraft,
+        facts: &WithdrawalFacts,
+    ) -> Result<(WithdrawalDecision, Withholding), WithdrawalError> {
+        let rules = &self.settings.rules;
+        withdrawal::check_request(
+            rules,
+            &RequestFacts {
+                amount: draft.amount,
+                available: facts.available,
+                distributor_status: facts.distributor.status.as_str().to_owned(),
+                identity_on_file: facts.identity_on_file,
+                account_owned: facts.account.is_some(),
+                gross_today: facts.gross_today,
+            },
+        )?;
+        let account = facts.account.as_ref().ok_or(Refusal::ForeignAccount)?;
+        if let Some(gateway) = self.gateway.get()
+            && !gateway.pays(account.channel)
+        {
+            return Err(Refusal::ChannelUnavailable {
+                channel: account.channel.as_str().to_owned(),
+            }
+            .into());
+        }
+        let month = Month::parse(&draft.tax_month)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let earlier = facts
+            .year_payouts
+            .iter()
+            .map(|(month, gross, tax)| {
+                Ok(EarlierPayout {
+                    month: Month::parse(month)
+                        .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                    gross: *gross,
+                    tax: *tax,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let method = self.effective_method(month);
+        let withholding = withdrawal::withholding(method, month, &earlier, draft.amount)
+            .map_err(|error| StoreError::Corrupt(format!("withholding: {error}")))?;
+        let fee = withdrawal::fee(rules, draft.speed, draft.amount)
+            .map_err(|error| StoreError::Corrupt(format!("fee: {error}")))?;
+        let net = draft
+            .amount
+            .checked_sub(withholding.withheld_now)
+            .and_then(|rest| rest.checked_sub(fee))
+            .filter(|net| !net.is_negative() && !net.is_zero())
+            .ok_or_else(|| StoreError::Corrupt("net amount is not positive".to_owned()))?;
+        let risk_flags = withdrawal::risk_flags(
+            rules,
+            &RiskFacts {
+                gross: draft.amount,
+                now: draft.now,
+                distributor_since: facts.distributor.created_at,
+                newest_account_at: facts.newest_account_at,
+                withdrawals_last_24h: u32::try_from(facts.withdrawals_last_24h).unwrap_or(u32::MAX),
+                last_clawback_at: facts.last_clawback_at,
+            },
+        );
+        let state = if risk_flags.is_empty() {
+            WithdrawalState::Approved
+        } else {
+            WithdrawalState::Reviewing
+        };
+        let decision = WithdrawalDecision {
+            channel: account.channel,
+            gross: draft.amount,
+            tax: withholding.withheld_now,
+            fee,
+            net,
+            tax_method: method.as_str().to_owned(),
+            withholding: serde_json::to_string(&withholding)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            risk_flags,
+            state,
+        };
+        Ok((decision, withholding))
+    }
+
+    /// The cumulative method applies from 2025-10 (2025年第16号); an agent
+    /// configured for it withholds per payment before.
+    fn effective_method(&self, month: Month) -> WithholdingMethod {
+        match self.settings.method {
+            WithholdingMethod::Cumulative if month < Month::new(2025, 10).expect("a month") => {
+                WithholdingMethod::PerPayment
+            }
+            method => method,
+        }
+    }
+
+    /// What a request would come to, changing nothing.
+    pub async fn quote(&self, request: &WithdrawalRequest) -> Result<Quote, WithdrawalError> {
+        let amount = Self::amount(&request.amount_text)?;
+        let draft = self.draft(request, amount, String::new(), String::new())?;
+        let facts = self.store.withdrawal_facts(&draft).await?;
+        let (decision, withholding) = self.decide(&draft, &facts)?;
+        Ok(Quote {
+            gross: decision.gross,
+            tax: decision.tax,
+            fee: decision.fee,
+            net: decision.net,
+            withholding,
+            review_required: decision.state == WithdrawalState::Reviewing,
+            risk_flags: decision.risk_flags,
+        })
+    }
+
+    /// Records a request: checks, reserve, withholding and review in one
+    /// transaction; the same key and body answer the same withdrawal.
+    pub async fn request(
+        &self,
+        request: &WithdrawalRequest,
+        idempotency_key: String,
+        request_sha256: String,
+    ) -> Result<WithdrawalRequestOutcome, WithdrawalError> {
+        let amount = Self::amount(&request.amount_text)?;
+        let draft = self.draft(request, amount, idempotency_key, request_sha256)?;
+        let refusal = std::sync::Mutex::new(None);
+        let outcome = self
+            .store
+            .request_withdrawal(&draft, &self.settings.transfer_job, |facts| {
+                self.decide(&draft, facts)
+                    .map(|(decision, _)| decision)
+                    .map_err(|error| match error {
+                        WithdrawalError::Store(error) => error,
+                        other => {
+                            let code = match &other {
+                                WithdrawalError::Refused(refusal) => refusal.code(),
+                                _ => "refused",
+                            };
+                            let message = other.to_string();
+                            *refusal.lock().expect("not poisoned") = Some(other);
+                            StoreError::Refused { code, message }
+                        }
+                    })
+            })
+            .await;
+        match outcome {
+            Ok(outcome) => {
+                if let WithdrawalRequestOutcome::Created(created) = &outcome {
+                    tracing::info!(withdrawal_id = %created.id, distributor_id = %created.distributor_id, state = %created.state, gross = %created.gross, "withdrawal requested");
+                }
+                Ok(outcome)
+            }
+            Err(error) => match refusal.into_inner().expect("not poisoned") {
+                Some(refusal) => Err(refusal),
+                None => Err(error.into()),
+            },
+        }
+    }
+
+    pub async fn review(
+        &self,
+        id: &str,
+        decision: &ReviewDecision,
+    ) -> Result<WithdrawalRecord, WithdrawalError> {
+        let record = self
+            .store
+            .review_withdrawal(id, decision, &self.settings.transfer_job, self.clock.now())
+            .await?;
+        tracing::info!(withdrawal_id = %id, state = %record.state, "withdrawal reviewed");
+        Ok(record)
+    }
+
+    /// The distributor's cancellation: before the transfer, the funds come
+    /// back at once; while the payee has not accepted, the bill is cancelled
+    /// at the gateway first and the funds come back when it says so.
+    pub async fn cancel(&self, id: &str) -> Result<WithdrawalRecord, WithdrawalError> {
+        let Some(current) = self.store.withdrawal(id).await? else {
+            return Err(WithdrawalError::NotFound {
+                what: "withdrawal",
+                id: id.to_owned(),
+            });
+        };
+        if current.state == WithdrawalState::AwaitingPayeeConfirmation {
+            let gateway = self.gateway.get().ok_or(WithdrawalError::GatewayNotReady)?;
+            let news = gateway
+                .cancel(&current.out_bill_no)
+                .await
+                .map_err(WithdrawalError::Gateway)?;
+            self.apply(&current, news, "cancel requested by the distributor", 1)
+                .await?;
+            return self
+                .store
+                .withdrawal(id)
+                .await?
+                .ok_or(WithdrawalError::NotFound {
+                    what: "withdrawal",
+                    id: id.to_owned(),
+                });
+        }
+        Ok(self.store.cancel_withdrawal(id, self.clock.now()).await?)
+    }
+
+    async fn apply(
+        &self,
+        withdrawal: &WithdrawalRecord,
+        news: GatewayNews,
+        source: &str,
+        attempt: i64,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let outcome = news.into_outcome();
+        let applied = self
+            .store
+            .apply_gateway_outcome(&withdrawal.id, &outcome, source, attempt, self.clock.now())
+            .await?;
+        match &applied {
+            ApplyOutcome::Moved(state) => {
+                tracing::info!(withdrawal_id = %withdrawal.id, step = "confirm", attempt, state = %state, source, "withdrawal moved");
+            }
+            ApplyOutcome::Contradicts(state) => {
+                tracing::error!(withdrawal_id = %withdrawal.id, step = "confirm", state = %state, source, news = ?outcome, "gateway news contradicts a final state: not applied; reconcile by hand");
+            }
+            ApplyOutcome::Unchanged(_) => {}
+        }
+        Ok(applied)
+    }
+
+    /// The transfer step (job `withdrawal.transfer`).
+    pub async fn run_transfer(&self, id: &str, attempt: i64) -> Result<(), StepError> {
+        let now = self.clock.now();
+        let Some(before) = self.store.begin_transfer_attempt(id, attempt, now).await? else {
+            tracing::warn!(withdrawal_id = %id, "transfer job for an unknown withdrawal: nothing to do");
+            return Ok(());
+        };
+        let gateway = self.gateway.get().ok_or(StepError::GatewayNotReady)?;
+        match before.state {
+            WithdrawalState::Approved => self.send(gateway, &before, attempt).await,
+            WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation => {
+                // The outcome of an earlier attempt is unknown: ask before sending again.
+                match gateway.query(&before.out_bill_no).await {
+                    Ok(Some(news)) => {
+                        self.apply(&before, news, "query", attempt).await?;
+                        Ok(())
+                    }
+                    Ok(None) if before.state == WithdrawalState::Transferring => {
+                        self.send(gateway, &before, attempt).await
+                    }
+                    Ok(None) => Ok(()),
+                    Err(error) => Err(StepError::Gateway(error)),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn send(
+        &self,
+        gateway: &Gateway,
+        withdrawal: &WithdrawalRecord,
+        attempt: i64,
+    ) -> Result<(), StepError> {
+        let request = self.payout_request(withdrawal).await?;
+        match gateway.transfer(&request).await {
+            Ok(news) => {
+                self.apply(withdrawal, news, "transfer answer", attempt)
+                    .await?;
+                Ok(())
+            }
+            Err(GatewayError::Rejected { code, reason }) => {
+                tracing::warn!(withdrawal_id = %withdrawal.id, step = "transfer", attempt, code = %code, "the gateway refused the transfer for good; returning the funds");
+                self.apply(
+                    withdrawal,
+                    GatewayNews::Status {
+                        status: TransferStatus::Failed {
+                            reason: format!("{code}: {reason}"),
+                        },
+                        bill_no: None,
+                    },
+                    "transfer refused",
+                    attempt,
+                )
+                .await?;
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(withdrawal_id = %withdrawal.id, step = "transfer", attempt, error = %error, "transfer outcome unknown or refused for now; the next attempt queries first");
+                Err(StepError::Gateway(error))
+            }
+        }
+    }
+
+    async fn payout_request(
+        &self,
+        withdrawal: &WithdrawalRecord,
+    ) -> Result<PayoutRequest, StepError> {
+        let account = self
+            .store
+            .payout_account(&withdrawal.payout_account_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("payout account of {}", withdrawal.id)))?;
+        let payee_account = open_account(&self.vault, &account)
+            .map_err(|error| StepError::Vault(error.to_string()))?;
+        let payee_name = match self.store.identity(&withdrawal.distributor_id).await? {
+            Some(identity) => Some(
+                open_identity(&self.vault, &identity)
+                    .map_err(|error| StepError::Vault(error.to_string()))?
+                    .0,
+            ),
+            None => None,
+        };
+        Ok(PayoutRequest {
+            out_bill_no: OutBillNo::for_withdrawal(&withdrawal.out_bill_no)
+                .map_err(StepError::Gateway)?,
+            amount: fenrun_integrations::AmountFen(withdrawal.net.fen()),
+            remark: "佣金提现".to_owned(),
+            payee_account,
+            payee_name,
+        })
+    }
+
+    /// A verified gateway callback: applies its news to the withdrawal of
+    /// its bill. Unknown bills and amounts that do not match change nothing.
+    pub async fn on_callback(&self, news: CallbackNews) -> Result<ApplyOutcome, WithdrawalError> {
+        let Some(withdrawal) = self
+            .store
+            .withdrawal_by_out_bill_no(&news.out_bill_no)
+            .await?
+        else {
+            tracing::warn!(out_bill_no = %news.out_bill_no, "callback for a bill fenrun never sent: ignored");
+            return Err(WithdrawalError::NotFound {
+                what: "bill",
+                id: news.out_bill_no,
+            });
+        };
+        if news.amount_fen != withdrawal.net.fen() {
+            tracing::error!(withdrawal_id = %withdrawal.id, callback_fen = news.amount_fen, net_fen = withdrawal.net.fen(), "callback amount differs from the withdrawal's net: not applied");
+            return Err(WithdrawalError::CallbackMismatch {
+                out_bill_no: news.out_bill_no,
+            });
+        }
+        Ok(self.apply(&withdrawal, news.news, "callback", 1).await?)
+    }
+
+    /// One round of the poller: asks the gateway about bills that have heard
+    /// nothing for a poll interval, and cancels payee confirmations that
+    /// waited too long. Returns how many withdrawals it looked at.
+    pub async fn poll_once(&self) -> Result<usize, StepError> {
+        let Some(gateway) = self.gateway.get() else {
+            return Ok(0);
+        };
+        let now = self.clock.now();
+        let quiet_since = now
+            - chrono::Duration::from_std(self.settings.poll_interval)
+                .unwrap_or(chrono::Duration::seconds(15));
+        let open = self
+            .store
+            .withdrawals_in_states(
+                &[
+                    WithdrawalState::Transferring,
+                    WithdrawalState::AwaitingPayeeConfirmation,
+                ],
+                quiet_since,
+                self.settings.poll_batch_size,
+            )
+            .await?;
+        for withdrawal in &open {
+            let news = match gateway.query(&withdrawal.out_bill_no).await {
+                Ok(Some(news)) => news,
+                Ok(None) => {
+                    // Never reached the gateway (the job ran out of attempts
+                    // while it was unreachable): try the transfer again.
+                    self.store
+                        .push_transfer(
+                            &self.settings.transfer_job,
+                            &withdrawal.id,
+                            format!("transfer:{}:poll:{}", withdrawal.id, now.timestamp()),
+                        )
+                        .await?;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::debug!(withdrawal_id = %withdrawal.id, error = %error, "poll failed; next round");
+                    continue;
+                }
+            };
+            let applied = self.apply(withdrawal, news, "poll", 1).await?;
+            if applied == ApplyOutcome::Unchanged(WithdrawalState::AwaitingPayeeConfirmation)
+                && now - withdrawal.updated_at > self.settings.payee_confirmation_timeout
+            {
+                tracing::info!(withdrawal_id = %withdrawal.id, "payee did not confirm in time: cancelling the bill");
+                if let Ok(news) = gateway.cancel(&withdrawal.out_bill_no).await {
+                    self.apply(withdrawal, news, "payee confirmation expired", 1)
+                        .await?;
+                }
+            } else if applied == ApplyOutcome::Unchanged(withdrawal.state) {
+                self.store.mark_polled(&withdrawal.id, now).await?;
+            }
+        }
+        Ok(open.len())
+    }
+
+    /// After a start: transfers that were approved or under way get a job of
+    /// this start's own, so they resume now instead of after the orphan timeout.
+    pub async fn resume(&self) -> Result<usize, StoreError> {
+        let start_id = uuid::Uuid::new_v4().simple().to_string();
+        self.store
+            .resume_transfers(&self.settings.transfer_job, &start_id[..12])
+            .await
+    }
+
+    /// The tax month a time falls in, in the workflow's zone.
+    pub fn tax_month(&self, at: DateTime<Utc>) -> String {
+        let local = at.with_timezone(&self.settings.time_zone);
+        format!("{:04}-{:02}", local.year(), local.month())
+    }
+}
+
+/// A verified, decrypted callback's content.
+#[derive(Debug, Clone)]
+pub struct CallbackNews {
+    pub out_bill_no: String,
+    pub amount_fen: i64,
+    pub news: GatewayNews,
+}
+
+impl PayoutChannel {
+    /// The gateway channel of a payout account's channel.
+    pub fn gateway_channel(self) -> fenrun_integrations::Channel {
+        match self {
+            PayoutChannel::Wechat => fenrun_integrations::Channel::Wechat,
+            PayoutChannel::Alipay => fenrun_integrations::Channel::Alipay,
+            PayoutChannel::Bank => fenrun_integrations::Channel::Bank,
+        }
+    }
+}

@@ -1,0 +1,652 @@
+// Withdrawals' SQL (SPEC §2.4), shared by both backends like `queries.rs`
+// (and included after it).
+//
+// Every step is one transaction that locks the withdrawal row (and, when
+// money moves, the distributor's balance rows), moves the state with a
+// `where state = …` guard, posts its ledger transfer under the key
+// `withdrawal:{id}:{reserve|return|paid}`, appends a timeline event and, when
+// the next step runs on a worker, pushes its job on the same transaction. A
+// step that finds its effect already recorded does nothing.
+
+use crate::domain::ledger::{self as ledger_rules, PlatformAccount};
+use crate::domain::withdrawal::{RiskFlag, Speed, WithdrawalState};
+use crate::store::records::{
+    ApplyOutcome, GatewayOutcome, ReviewDecision, WithdrawalDecision, WithdrawalDraft,
+    WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome,
+};
+
+/// The columns of `withdrawals`, for `concat!`.
+macro_rules! withdrawal_columns {
+    () => {
+        concat!(
+            "id, distributor_id, payout_account_id, channel, speed, state, gross_fen, tax_fen, fee_fen, net_fen, ",
+            "tax_method, tax_month, withholding, risk_flags, out_bill_no, gateway_bill_no, package_info, ",
+            "failure_reason, review_note, reviewed_by, request_sha256, transfer_attempts, requested_at, updated_at, finished_at"
+        )
+    };
+}
+
+fn withdrawal_from_row(row: &<Db as sqlx::Database>::Row) -> Result<WithdrawalRecord, StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt(what);
+    Ok(WithdrawalRecord {
+        id: row.try_get("id")?,
+        distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
+        payout_account_id: row.try_get("payout_account_id")?,
+        channel: PayoutChannel::from_db(&row.try_get::<String, _>("channel")?)?,
+        speed: row.try_get::<String, _>("speed")?.parse::<Speed>().map_err(corrupt)?,
+        state: row
+            .try_get::<String, _>("state")?
+            .parse::<WithdrawalState>()
+            .map_err(corrupt)?,
+        gross: Money::from_fen(row.try_get("gross_fen")?),
+        tax: Money::from_fen(row.try_get("tax_fen")?),
+        fee: Money::from_fen(row.try_get("fee_fen")?),
+        net: Money::from_fen(row.try_get("net_fen")?),
+        tax_method: row.try_get("tax_method")?,
+        tax_month: row.try_get("tax_month")?,
+        withholding: row.try_get("withholding")?,
+        risk_flags: serde_json::from_str::<Vec<RiskFlag>>(&row.try_get::<String, _>("risk_flags")?)
+            .map_err(|error| StoreError::Corrupt(format!("risk_flags: {error}")))?,
+        out_bill_no: row.try_get("out_bill_no")?,
+        gateway_bill_no: row.try_get("gateway_bill_no")?,
+        package_info: row.try_get("package_info")?,
+        failure_reason: row.try_get("failure_reason")?,
+        review_note: row.try_get("review_note")?,
+        reviewed_by: row.try_get("reviewed_by")?,
+        request_sha256: row.try_get("request_sha256")?,
+        transfer_attempts: row.try_get("transfer_attempts")?,
+        requested_at: row.try_get("requested_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+async fn load_withdrawal(
+    conn: &mut Conn,
+    id: &str,
+    lock: bool,
+) -> Result<Option<WithdrawalRecord>, StoreError> {
+    // On SQLite `for_update!()` is empty and the two arms are the same text.
+    #[allow(clippy::if_same_then_else)]
+    let sql = if lock {
+        concat!("select ", withdrawal_columns!(), " from withdrawals where id = $1", for_update!())
+    } else {
+        concat!("select ", withdrawal_columns!(), " from withdrawals where id = $1")
+    };
+    let row = sqlx::query(sql).bind(id).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(withdrawal_from_row).transpose()
+}
+
+async fn insert_withdrawal_event(
+    conn: &mut Conn,
+    withdrawal_id: &str,
+    step: &str,
+    outcome: &str,
+    attempt: i64,
+    detail: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(concat!(
+        "insert into withdrawal_events (withdrawal_id, step, outcome, attempt, detail, at, created_at) ",
+        "values ($1, $2, $3, $4, $5, $6, $7)"
+    ))
+    .bind(withdrawal_id)
+    .bind(step)
+    .bind(outcome)
+    .bind(attempt)
+    .bind(detail)
+    .bind(at)
+    .bind(Utc::now())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves the state, guarded by the state it was read in; false when another
+/// step moved it first (the caller's transaction then changes nothing).
+async fn move_withdrawal(
+    conn: &mut Conn,
+    id: &str,
+    from: WithdrawalState,
+    to: WithdrawalState,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let finished = to.is_final().then_some(now);
+    let moved = sqlx::query(
+        "update withdrawals set state = $1, updated_at = $2, finished_at = coalesce($3, finished_at) where id = $4 and state = $5",
+    )
+    .bind(to.as_str())
+    .bind(now)
+    .bind(finished)
+    .bind(id)
+    .bind(from.as_str())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(moved == 1)
+}
+
+fn ledger_error(error: crate::domain::ledger::TransferError) -> StoreError {
+    StoreError::Corrupt(format!("withdrawal transfer: {error}"))
+}
+
+async fn return_funds(
+    conn: &mut Conn,
+    withdrawal: &WithdrawalRecord,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let transfer = ledger_rules::withdrawal_return(
+        &withdrawal.id,
+        &withdrawal.distributor_id,
+        withdrawal.gross,
+    )
+    .map_err(ledger_error)?;
+    apply_transfer(conn, &transfer, now).await?;
+    Ok(())
+}
+
+fn clearing_account(channel: PayoutChannel) -> PlatformAccount {
+    match channel {
+        PayoutChannel::Wechat => PlatformAccount::WechatClearing,
+        PayoutChannel::Alipay => PlatformAccount::AlipayClearing,
+        PayoutChannel::Bank => PlatformAccount::BankClearing,
+    }
+}
+
+async fn push_transfer_job(
+    conn: &mut Conn,
+    spec: &JobSpec,
+    withdrawal_id: &str,
+    key: String,
+) -> Result<(), StoreError> {
+    let task = crate::store::transfer_task(spec, withdrawal_id, key)?;
+    push_job(conn, &spec.queue, task).await
+}
+
+/// The facts a request is decided on (see [`WithdrawalFacts`]).
+async fn load_facts(conn: &mut Conn, draft: &WithdrawalDraft) -> Result<WithdrawalFacts, StoreError> {
+    let distributor = &draft.distributor_id;
+    let available_account = AccountId::Distributor(distributor.clone(), Bucket::Available).to_string();
+    let Some((distributor_row, _)) = fetch_distributor(conn, distributor).await? else {
+        return Err(StoreError::NotFound { what: "distributor", id: distributor.to_string() });
+    };
+    let available: i64 = sqlx::query_scalar("select balance_fen from ledger_accounts where id = $1")
+        .bind(&available_account)
+        .fetch_optional(&mut *conn)
+        .await?
+        .unwrap_or(0);
+    let identity_on_file: bool = sqlx::query_scalar::<_, i64>(
+        "select count(*) from distributor_identities where distributor_id = $1",
+    )
+    .bind(distributor.as_str())
+    .fetch_one(&mut *conn)
+    .await?
+        > 0;
+    let account = sqlx::query(concat!("select ", account_columns!(), " from payout_accounts where id = $1"))
+        .bind(&draft.payout_account_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(account_from_row)
+        .transpose()?
+        .filter(|account| &account.distributor_id == distributor);
+    let newest_account_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "select max(created_at) from payout_accounts where distributor_id = $1",
+    )
+    .bind(distributor.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let gross_today: i64 = sqlx::query_scalar(concat!(
+        "select cast(coalesce(sum(gross_fen), 0) as bigint) from withdrawals ",
+        "where distributor_id = $1 and local_day = $2 and state not in ('rejected', 'cancelled', 'failed')"
+    ))
+    .bind(distributor.as_str())
+    .bind(&draft.local_day)
+    .fetch_one(&mut *conn)
+    .await?;
+    let withdrawals_last_24h: i64 = sqlx::query_scalar(
+        "select count(*) from withdrawals where distributor_id = $1 and requested_at > $2",
+    )
+    .bind(distributor.as_str())
+    .bind(draft.day_ago)
+    .fetch_one(&mut *conn)
+    .await?;
+    let last_clawback_at: Option<DateTime<Utc>> = sqlx::query_scalar(concat!(
+        "select max(t.created_at) from ledger_postings p join ledger_transfers t on t.id = p.transfer_id ",
+        "where p.account_id = $1 and t.kind = 'commission_clawed_back' and t.created_at > $2"
+    ))
+    .bind(&available_account)
+    .bind(draft.clawback_since)
+    .fetch_one(&mut *conn)
+    .await?;
+    let year = &draft.tax_month[..4];
+    let year_payouts = sqlx::query_as::<_, (String, i64, i64)>(concat!(
+        "select tax_month, gross_fen, tax_fen from withdrawals where distributor_id = $1 ",
+        "and tax_month >= $2 and tax_month <= $3 and state not in ('rejected', 'cancelled', 'failed') order by requested_at"
+    ))
+    .bind(distributor.as_str())
+    .bind(format!("{year}-01"))
+    .bind(format!("{year}-12"))
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(month, gross, tax)| (month, Money::from_fen(gross), Money::from_fen(tax)))
+    .collect();
+    let facts = WithdrawalFacts {
+        distributor: distributor_row,
+        available: Money::from_fen(available),
+        identity_on_file,
+        account,
+        newest_account_at,
+        gross_today: Money::from_fen(gross_today),
+        withdrawals_last_24h,
+        last_clawback_at,
+        year_payouts,
+    };
+    Ok(facts)
+}
+
+impl Repo {
+    /// Records a withdrawal request in one transaction: locks the
+    /// distributor's balance rows, answers a replay of the same key, reads
+    /// the facts, lets `decide` check them and work out the figures, then
+    /// writes the withdrawal, reserves the gross (available → withdrawing),
+    /// appends the timeline and, when approved at once, pushes the transfer.
+    pub async fn request_withdrawal<F>(
+        &self,
+        draft: &WithdrawalDraft,
+        transfer_job: &JobSpec,
+        decide: F,
+    ) -> Result<WithdrawalRequestOutcome, StoreError>
+    where
+        F: FnOnce(&WithdrawalFacts) -> Result<WithdrawalDecision, StoreError> + Send,
+    {
+        let distributor = &draft.distributor_id;
+        let mut tx = self.begin_write().await?;
+        let available_account = AccountId::Distributor(distributor.clone(), Bucket::Available).to_string();
+        let withdrawing_account = AccountId::Distributor(distributor.clone(), Bucket::Withdrawing).to_string();
+        lock_accounts(&mut tx, [available_account.as_str(), withdrawing_account.as_str()].into_iter()).await?;
+
+        let previous = sqlx::query(concat!(
+            "select ", withdrawal_columns!(), " from withdrawals where distributor_id = $1 and idempotency_key = $2"
+        ))
+        .bind(distributor.as_str())
+        .bind(&draft.idempotency_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = previous {
+            let previous = withdrawal_from_row(&row)?;
+            if previous.request_sha256 == draft.request_sha256 {
+                tx.commit().await?;
+                return Ok(WithdrawalRequestOutcome::Replayed(previous));
+            }
+            return Err(StoreError::IdempotencyConflict { key: draft.idempotency_key.clone() });
+        }
+
+        let facts = load_facts(&mut tx, draft).await?;
+        let decision = decide(&facts)?;
+        let risk_flags = serde_json::to_string(&decision.risk_flags)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        sqlx::query(concat!(
+            "insert into withdrawals (id, distributor_id, payout_account_id, channel, speed, state, gross_fen, tax_fen, ",
+            "fee_fen, net_fen, tax_method, tax_month, local_day, withholding, risk_flags, out_bill_no, idempotency_key, ",
+            "request_sha256, requested_at, updated_at) ",
+            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)"
+        ))
+        .bind(&draft.id)
+        .bind(distributor.as_str())
+        .bind(&draft.payout_account_id)
+        .bind(decision.channel.as_str())
+        .bind(draft.speed.as_str())
+        .bind(decision.state.as_str())
+        .bind(decision.gross.fen())
+        .bind(decision.tax.fen())
+        .bind(decision.fee.fen())
+        .bind(decision.net.fen())
+        .bind(&decision.tax_method)
+        .bind(&draft.tax_month)
+        .bind(&draft.local_day)
+        .bind(&decision.withholding)
+        .bind(&risk_flags)
+        .bind(&draft.out_bill_no)
+        .bind(&draft.idempotency_key)
+        .bind(&draft.request_sha256)
+        .bind(draft.now)
+        .execute(&mut *tx)
+        .await?;
+        let reserve = ledger_rules::withdrawal_reserve(&draft.id, distributor, decision.gross)
+            .map_err(ledger_error)?;
+        apply_transfer(&mut tx, &reserve, draft.now).await?;
+        let figures = format!(
+            "gross {} tax {} fee {} net {} ({})",
+            decision.gross, decision.tax, decision.fee, decision.net, decision.tax_method
+        );
+        insert_withdrawal_event(&mut tx, &draft.id, "reserve", "reserved", 1, Some(&format!("available → withdrawing {}", decision.gross)), draft.now).await?;
+        insert_withdrawal_event(&mut tx, &draft.id, "tax", "withheld", 1, Some(&figures), draft.now).await?;
+        match decision.state {
+            WithdrawalState::Approved => {
+                insert_withdrawal_event(&mut tx, &draft.id, "review", "auto_approved", 1, None, draft.now).await?;
+                push_transfer_job(&mut tx, transfer_job, &draft.id, format!("transfer:{}", draft.id)).await?;
+            }
+            _ => {
+                insert_withdrawal_event(&mut tx, &draft.id, "review", "waiting_for_review", 1, Some(&risk_flags), draft.now).await?;
+            }
+        }
+        let created = load_withdrawal(&mut tx, &draft.id, false)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("withdrawal vanished in its own transaction".to_owned()))?;
+        tx.commit().await?;
+        Ok(WithdrawalRequestOutcome::Created(created))
+    }
+
+    /// The facts of a request without locking anything (a quote).
+    pub async fn withdrawal_facts(&self, draft: &WithdrawalDraft) -> Result<WithdrawalFacts, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load_facts(&mut conn, draft).await
+    }
+
+    pub async fn withdrawal(&self, id: &str) -> Result<Option<WithdrawalRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load_withdrawal(&mut conn, id, false).await
+    }
+
+    pub async fn withdrawal_by_out_bill_no(&self, out_bill_no: &str) -> Result<Option<WithdrawalRecord>, StoreError> {
+        let row = sqlx::query(concat!("select ", withdrawal_columns!(), " from withdrawals where out_bill_no = $1"))
+            .bind(out_bill_no)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(withdrawal_from_row).transpose()
+    }
+
+    pub async fn withdrawal_events(&self, id: &str) -> Result<Vec<WithdrawalEvent>, StoreError> {
+        let rows = sqlx::query_as::<_, (String, String, i64, Option<String>, DateTime<Utc>)>(
+            "select step, outcome, cast(attempt as bigint), detail, at from withdrawal_events where withdrawal_id = $1 order by id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(step, outcome, attempt, detail, at)| WithdrawalEvent { step, outcome, attempt, detail, at })
+            .collect())
+    }
+
+    /// Withdrawals in `states`, oldest update first (the poller's and the
+    /// review queue's list).
+    pub async fn withdrawals_in_states(
+        &self,
+        states: &[WithdrawalState],
+        updated_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<WithdrawalRecord>, StoreError> {
+        let states: Vec<&str> = states.iter().map(|state| state.as_str()).collect();
+        let mut query = sqlx::QueryBuilder::<Db>::new(concat!("select ", withdrawal_columns!(), " from withdrawals where state in ("));
+        let mut separated = query.separated(", ");
+        for state in &states {
+            separated.push_bind(*state);
+        }
+        query.push(") and coalesce(polled_at, updated_at) <= ").push_bind(updated_before);
+        query.push(" order by coalesce(polled_at, updated_at), id limit ").push_bind(limit.clamp(1, MAX_PAGE));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(withdrawal_from_row).collect()
+    }
+
+    /// Notes that the poller asked about it, so the next round asks others first.
+    pub async fn mark_polled(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("update withdrawals set polled_at = $1 where id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// An ops decision on a withdrawal in review.
+    pub async fn review_withdrawal(
+        &self,
+        id: &str,
+        decision: &ReviewDecision,
+        transfer_job: &JobSpec,
+        now: DateTime<Utc>,
+    ) -> Result<WithdrawalRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
+            return Err(StoreError::NotFound { what: "withdrawal", id: id.to_owned() });
+        };
+        if withdrawal.state != WithdrawalState::Reviewing {
+            return Err(StoreError::Refused {
+                code: "withdrawal_not_in_review",
+                message: format!("withdrawal {id} is {}, not waiting for review", withdrawal.state),
+            });
+        }
+        match decision {
+            ReviewDecision::Approve { by, note } => {
+                move_withdrawal(&mut tx, id, WithdrawalState::Reviewing, WithdrawalState::Approved, now).await?;
+                sqlx::query("update withdrawals set reviewed_by = $1, review_note = $2 where id = $3")
+                    .bind(by)
+                    .bind(note.as_deref())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                insert_withdrawal_event(&mut tx, id, "review", "approved", 1, Some(&format!("by {by}")), now).await?;
+                push_transfer_job(&mut tx, transfer_job, id, format!("transfer:{id}")).await?;
+            }
+            ReviewDecision::Reject { by, reason } => {
+                move_withdrawal(&mut tx, id, WithdrawalState::Reviewing, WithdrawalState::Rejected, now).await?;
+                sqlx::query("update withdrawals set reviewed_by = $1, review_note = $2, failure_reason = $2 where id = $3")
+                    .bind(by)
+                    .bind(reason)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                return_funds(&mut tx, &withdrawal, now).await?;
+                insert_withdrawal_event(&mut tx, id, "review", "rejected", 1, Some(&format!("by {by}: {reason}")), now).await?;
+            }
+        }
+        let updated = load_withdrawal(&mut tx, id, false).await?.ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    /// The distributor's cancellation before the transfer starts.
+    pub async fn cancel_withdrawal(&self, id: &str, now: DateTime<Utc>) -> Result<WithdrawalRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
+            return Err(StoreError::NotFound { what: "withdrawal", id: id.to_owned() });
+        };
+        if !matches!(withdrawal.state, WithdrawalState::Reviewing | WithdrawalState::Approved) {
+            return Err(StoreError::Refused {
+                code: "withdrawal_not_cancellable",
+                message: format!("withdrawal {id} is {}: only a withdrawal whose transfer has not started can be cancelled", withdrawal.state),
+            });
+        }
+        move_withdrawal(&mut tx, id, withdrawal.state, WithdrawalState::Cancelled, now).await?;
+        sqlx::query("update withdrawals set failure_reason = 'cancelled by the distributor' where id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        return_funds(&mut tx, &withdrawal, now).await?;
+        insert_withdrawal_event(&mut tx, id, "review", "cancelled", 1, Some("by the distributor"), now).await?;
+        let updated = load_withdrawal(&mut tx, id, false).await?.ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    /// The transfer step's first write, before any HTTP call: an approved
+    /// withdrawal becomes `transferring` (the intent is durable before the
+    /// gateway hears of it). Counts the attempt. Returns the withdrawal as
+    /// it was before, so the caller knows whether this is the first send.
+    pub async fn begin_transfer_attempt(
+        &self,
+        id: &str,
+        attempt: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<WithdrawalRecord>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
+            return Ok(None);
+        };
+        match withdrawal.state {
+            WithdrawalState::Approved => {
+                move_withdrawal(&mut tx, id, WithdrawalState::Approved, WithdrawalState::Transferring, now).await?;
+            }
+            WithdrawalState::Transferring => {}
+            _ => {
+                tx.commit().await?;
+                return Ok(Some(withdrawal));
+            }
+        }
+        sqlx::query("update withdrawals set transfer_attempts = transfer_attempts + 1, updated_at = $1 where id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        insert_withdrawal_event(
+            &mut tx,
+            id,
+            "transfer",
+            if withdrawal.state == WithdrawalState::Approved { "sending" } else { "resuming" },
+            attempt,
+            Some(&format!("out_bill_no {}", withdrawal.out_bill_no)),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(withdrawal))
+    }
+
+    /// Applies what the gateway said, under the withdrawal's row lock:
+    /// completion posts withdrawing → clearing + tax payable + fee income, a
+    /// final failure returns the funds, a payee wait records `package_info`.
+    /// News that contradicts a final state is recorded on the timeline and
+    /// never applied.
+    pub async fn apply_gateway_outcome(
+        &self,
+        id: &str,
+        outcome: &GatewayOutcome,
+        source: &str,
+        attempt: i64,
+        now: DateTime<Utc>,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
+            return Err(StoreError::NotFound { what: "withdrawal", id: id.to_owned() });
+        };
+        let state = withdrawal.state;
+        let bill_no = match outcome {
+            GatewayOutcome::Processing { bill_no }
+            | GatewayOutcome::AwaitingPayee { bill_no, .. }
+            | GatewayOutcome::Paid { bill_no } => bill_no.as_deref(),
+            GatewayOutcome::Failed { .. } => None,
+        };
+        if let Some(bill_no) = bill_no.filter(|_| state.at_gateway()) {
+            sqlx::query("update withdrawals set gateway_bill_no = $1 where id = $2 and gateway_bill_no is null")
+                .bind(bill_no)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let result = match (state, outcome) {
+            (WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation, GatewayOutcome::Paid { .. }) => {
+                move_withdrawal(&mut tx, id, state, WithdrawalState::Paid, now).await?;
+                let paid = ledger_rules::withdrawal_paid(
+                    id,
+                    &withdrawal.distributor_id,
+                    clearing_account(withdrawal.channel),
+                    withdrawal.net,
+                    withdrawal.tax,
+                    withdrawal.fee,
+                )
+                .map_err(ledger_error)?;
+                apply_transfer(&mut tx, &paid, now).await?;
+                let detail = format!("net {} paid, tax {} payable, fee {} ({source})", withdrawal.net, withdrawal.tax, withdrawal.fee);
+                insert_withdrawal_event(&mut tx, id, "confirm", "paid", attempt, Some(&detail), now).await?;
+                ApplyOutcome::Moved(WithdrawalState::Paid)
+            }
+            (WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation, GatewayOutcome::Failed { reason }) => {
+                // A bill cancelled (by the payee's inaction, the distributor
+                // or us) ends the withdrawal as cancelled, not failed.
+                let end = if reason.starts_with("CANCELLED") { WithdrawalState::Cancelled } else { WithdrawalState::Failed };
+                move_withdrawal(&mut tx, id, state, end, now).await?;
+                sqlx::query("update withdrawals set failure_reason = $1 where id = $2")
+                    .bind(reason)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                return_funds(&mut tx, &withdrawal, now).await?;
+                insert_withdrawal_event(&mut tx, id, "confirm", end.as_str(), attempt, Some(&format!("{reason} ({source}); funds returned")), now).await?;
+                ApplyOutcome::Moved(end)
+            }
+            (WithdrawalState::Transferring, GatewayOutcome::AwaitingPayee { package_info, .. }) => {
+                move_withdrawal(&mut tx, id, state, WithdrawalState::AwaitingPayeeConfirmation, now).await?;
+                sqlx::query("update withdrawals set package_info = $1 where id = $2")
+                    .bind(package_info)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                insert_withdrawal_event(&mut tx, id, "transfer", "awaiting_payee_confirmation", attempt, Some(source), now).await?;
+                ApplyOutcome::Moved(WithdrawalState::AwaitingPayeeConfirmation)
+            }
+            (WithdrawalState::Paid, GatewayOutcome::Failed { reason }) => {
+                insert_withdrawal_event(&mut tx, id, "confirm", "contradiction_ignored", attempt, Some(&format!("{source} says failed ({reason}) but the withdrawal is paid")), now).await?;
+                ApplyOutcome::Contradicts(state)
+            }
+            (final_state, GatewayOutcome::Paid { .. }) if final_state.returned_funds() => {
+                insert_withdrawal_event(&mut tx, id, "confirm", "contradiction_ignored", attempt, Some(&format!("{source} says paid but the withdrawal is {final_state} and its funds were returned")), now).await?;
+                ApplyOutcome::Contradicts(state)
+            }
+            _ => ApplyOutcome::Unchanged(state),
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// Pushes a transfer job for every withdrawal that is approved or
+    /// transferring, with a key of this start's own: after a crash the
+    /// transfer resumes now rather than after the orphan timeout. The step
+    /// is idempotent (it queries the gateway before sending again).
+    pub async fn resume_transfers(&self, transfer_job: &JobSpec, start_id: &str) -> Result<usize, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar("select id from withdrawals where state in ('approved', 'transferring') order by id")
+            .fetch_all(&self.pool)
+            .await?;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut tx = self.begin_write().await?;
+            for id in chunk {
+                push_transfer_job(&mut tx, transfer_job, id, format!("transfer:{id}:resume:{start_id}")).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Pushes one more transfer job for a withdrawal (the poller's nudge for
+    /// a transfer whose job ran out of attempts, or ops' retry).
+    pub async fn push_transfer(&self, transfer_job: &JobSpec, id: &str, key: String) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        push_transfer_job(&mut tx, transfer_job, id, key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Count and money per state, for summaries (the demo, the ops console).
+    pub async fn withdrawal_totals(&self) -> Result<Vec<(WithdrawalState, i64, Money, Money, Money, Money)>, StoreError> {
+        let rows = sqlx::query_as::<_, (String, i64, i64, i64, i64, i64)>(concat!(
+            "select state, count(*), cast(coalesce(sum(gross_fen), 0) as bigint), cast(coalesce(sum(tax_fen), 0) as bigint), ",
+            "cast(coalesce(sum(fee_fen), 0) as bigint), cast(coalesce(sum(net_fen), 0) as bigint) from withdrawals group by state order by state"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(state, count, gross, tax, fee, net)| {
+                Ok((
+                    state.parse::<WithdrawalState>().map_err(StoreError::Corrupt)?,
+                    count,
+                    Money::from_fen(gross),
+                    Money::from_fen(tax),
+                    Money::from_fen(fee),
+                    Money::from_fen(net),
+                ))
+            })
+            .collect()
+    }
+}

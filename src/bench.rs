@@ -94,7 +94,7 @@ pub(crate) fn progress_bar(length: u64, message: &'static str) -> indicatif::Pro
     bar
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }

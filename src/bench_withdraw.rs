@@ -27,11 +27,12 @@ const WITHDRAWAL: Money = Money::from_fen(10_000); // 100.00
 /// A run that makes no progress for this long has stalled.
 const STALL_AFTER: Duration = Duration::from_secs(120);
 
-/// `fenrun bench withdraw`.
+/// `fenrun bench withdraw`: `runs` runs per latency, medians reported.
 pub async fn withdraw(
     count: usize,
     concurrency: usize,
     latencies_ms: &[u64],
+    runs: usize,
     server_url: Option<&str>,
 ) -> anyhow::Result<()> {
     let backend = if server_url.is_some_and(|url| url.starts_with("postgres")) {
@@ -40,17 +41,28 @@ pub async fn withdraw(
         "SQLite"
     };
     println!(
-        "bench withdraw: {count} withdrawals of {WITHDRAWAL}, {concurrency} concurrent HTTP clients, {backend}, sandbox latency {latencies_ms:?} ms"
+        "bench withdraw: {count} withdrawals of {WITHDRAWAL}, {concurrency} concurrent HTTP clients, {backend}, sandbox latency {latencies_ms:?} ms, {runs} run(s) each"
     );
     for &latency in latencies_ms {
-        let db = crate::bench::ScratchDb::new(server_url, "withdraw").await?;
-        let result = withdraw_once(&db.url, count, concurrency, latency).await;
-        db.drop().await;
-        let (accepted, end_to_end) = result?;
+        let mut accepted_per_s = Vec::new();
+        let mut paid_per_s = Vec::new();
+        for run in 1..=runs {
+            let db = crate::bench::ScratchDb::new(server_url, "withdraw").await?;
+            let result = withdraw_once(&db.url, count, concurrency, latency).await;
+            db.drop().await;
+            let (accepted, end_to_end) = result?;
+            let accepted = count as f64 / accepted.as_secs_f64();
+            let paid = count as f64 / end_to_end.as_secs_f64();
+            println!(
+                "latency {latency} ms, run {run}: requests accepted {accepted:.0}/s; end to end (request → paid, ledger posted) {paid:.0} withdrawals/s"
+            );
+            accepted_per_s.push(accepted);
+            paid_per_s.push(paid);
+        }
         println!(
-            "latency {latency} ms: requests accepted {:.0}/s; end to end (request → paid, ledger posted) {:.0} withdrawals/s; peak RSS {} MiB",
-            count as f64 / accepted.as_secs_f64(),
-            count as f64 / end_to_end.as_secs_f64(),
+            "latency {latency} ms, median of {runs}: requests accepted {:.0}/s; end to end {:.0} withdrawals/s; peak RSS so far {} MiB",
+            crate::bench::median(&mut accepted_per_s),
+            crate::bench::median(&mut paid_per_s),
             crate::bench::peak_rss_mib().map_or("?".to_owned(), |mib| mib.to_string())
         );
     }
@@ -58,7 +70,7 @@ pub async fn withdraw(
 }
 
 fn id_number(serial: usize) -> String {
-    IdNumber::complete(&format!("110101199001{:05}", serial % 100_000))
+    IdNumber::complete(&format!("11010119900101{:03}", serial % 1_000))
 }
 
 async fn withdraw_once(

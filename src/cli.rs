@@ -132,6 +132,9 @@ pub enum BenchCommand {
         /// Sandbox answer latencies to run with, in milliseconds.
         #[arg(long, value_delimiter = ',', default_value = "0,200")]
         latency_ms: Vec<u64>,
+        /// Runs per latency; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Drain a backlog of no-op apalis jobs.
     Queue {
@@ -539,9 +542,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     count,
                     concurrency,
                     latency_ms,
+                    runs,
                 } => {
-                    crate::bench_withdraw::withdraw(count, concurrency.max(1), &latency_ms, server)
-                        .await?;
+                    crate::bench_withdraw::withdraw(
+                        count,
+                        concurrency.max(1),
+                        &latency_ms,
+                        runs.max(1),
+                        server,
+                    )
+                    .await?;
                 }
             }
         }

@@ -468,6 +468,43 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_paid_withdrawal_splits_the_gross_and_leaves_out_zero_legs() {
+        let distributor = DistributorId::parse("d1").unwrap();
+        let paid = withdrawal_paid(
+            "wd1",
+            &distributor,
+            PlatformAccount::WechatClearing,
+            Money::from_fen(254_500),
+            Money::from_fen(44_000),
+            Money::from_fen(1_500),
+        )
+        .unwrap();
+        assert_eq!(paid.key(), "withdrawal:wd1:paid");
+        assert_eq!(paid.postings().len(), 4);
+        assert_eq!(
+            paid.postings()[0],
+            Posting {
+                account: AccountId::Distributor(distributor.clone(), Bucket::Withdrawing),
+                amount: Money::from_fen(-300_000),
+            }
+        );
+        let untaxed = withdrawal_paid(
+            "wd2",
+            &distributor,
+            PlatformAccount::WechatClearing,
+            Money::from_fen(50_000),
+            Money::ZERO,
+            Money::ZERO,
+        )
+        .unwrap();
+        assert_eq!(untaxed.postings().len(), 2);
+        let reserve = withdrawal_reserve("wd2", &distributor, Money::from_fen(50_000)).unwrap();
+        let back = withdrawal_return("wd2", &distributor, Money::from_fen(50_000)).unwrap();
+        assert_eq!(reserve.postings()[0].account, back.postings()[1].account);
+        assert_ne!(reserve.key(), back.key());
+    }
+
     fn available(id: &str) -> AccountId {
         AccountId::Distributor(DistributorId::parse(id).unwrap(), Bucket::Available)
     }

@@ -90,3 +90,48 @@ fn a_bad_setting_fails_the_start_with_its_key() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn the_sandbox_gateway_runs_on_its_own_and_shows_its_ledger() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fenrun"))
+        .args(["sandbox-gateway", "--port", &port.to_string()])
+        .args([
+            "--faults",
+            r#"{"latency_ms": 5, "confirm": {"mode": "hold"}}"#,
+        ])
+        .env_remove("FENRUN_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the sandbox");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = runtime.block_on(async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(response) =
+                reqwest::get(format!("http://127.0.0.1:{port}/sandbox/ledger")).await
+            {
+                break response
+                    .json::<serde_json::Value>()
+                    .await
+                    .expect("JSON ledger");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sandbox did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answer["total_paid_fen"], 0);
+    assert_eq!(answer["bills"], serde_json::json!([]));
+}

@@ -554,6 +554,30 @@ async fn a_payee_confirmation_waits_and_its_expiry_returns_the_funds(backend: Ba
         "{expired}"
     );
 
+    // A third: the distributor cancels while the payee has not accepted; the
+    // bill is cancelled at the gateway and the funds come back.
+    let third: Value = request(
+        &app,
+        &token,
+        "p3",
+        &body("erin", "50.00", &account, "standard"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let third = third["id"].as_str().unwrap();
+    wait_for_state(&app, third, "awaiting_payee_confirmation").await;
+    let response = app
+        .post_json(
+            &format!("/v1/withdrawals/{third}/cancel"),
+            &token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    wait_for_state(&app, third, "cancelled").await;
+
     let balance = balance(&app, "erin").await;
     assert_eq!(
         (

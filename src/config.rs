@@ -90,6 +90,10 @@ pub struct Settings {
     pub wechat_platform_public_key_id: Option<String>,
     pub wechat_platform_public_key_file: Option<PathBuf>,
     pub wechat_api_v3_key_file: Option<PathBuf>,
+    /// The withholding agent (扣缴义务人) printed on declarations and
+    /// certificates: legal name and 统一社会信用代码.
+    pub withholding_agent_name: String,
+    pub withholding_agent_tin: String,
     /// How long one gateway call may take before its outcome counts as
     /// unknown (then the bill is queried before any new attempt), in ms.
     pub gateway_timeout_ms: u64,
@@ -121,6 +125,8 @@ impl Default for Settings {
             wechat_platform_public_key_file: None,
             wechat_api_v3_key_file: None,
             gateway_timeout_ms: 10_000,
+            withholding_agent_name: "（未设置扣缴义务人名称）".to_owned(),
+            withholding_agent_tin: "（未设置）".to_owned(),
         }
     }
 }
@@ -172,7 +178,7 @@ impl Settings {
     }
 
     /// Every key a file or `FENRUN_*` variable may set.
-    pub const KEYS: [&'static str; 23] = [
+    pub const KEYS: [&'static str; 25] = [
         "database_url",
         "listen",
         "log_format",
@@ -196,6 +202,8 @@ impl Settings {
         "wechat_platform_public_key_file",
         "wechat_api_v3_key_file",
         "gateway_timeout_ms",
+        "withholding_agent_name",
+        "withholding_agent_tin",
     ];
 
     pub fn validate(&self) -> Result<(), ConfigError> {

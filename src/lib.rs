@@ -26,6 +26,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod declaration;
 pub mod demo;
 mod demo_withdrawals;
 pub mod domain;

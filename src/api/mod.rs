@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod orders;
+pub mod tax;
 pub mod withdrawals;
 
 use axum::Router;
@@ -31,6 +32,7 @@ use crate::app::AppState;
         orders::ingest, orders::refund, orders::get, orders::commissions,
         withdrawals::quote, withdrawals::create, withdrawals::get, withdrawals::list,
         withdrawals::cancel, withdrawals::approve, withdrawals::reject, withdrawals::wechat_notify,
+        tax::declaration,
         health::healthz, health::readyz,
     ),
     modifiers(&BearerAuth)
@@ -105,6 +107,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/withdrawals/{id}/reject",
             axum::routing::post(withdrawals::reject),
         )
+        .route("/v1/tax/declarations/{file}", get(tax::declaration))
         .route(
             "/v1/gateways/wechat/notify",
             axum::routing::post(withdrawals::wechat_notify),

@@ -617,6 +617,13 @@ impl Store {
         dispatch!(self, repo => repo.withdrawals_in_states(states, updated_before, limit).await)
     }
 
+    pub async fn paid_withdrawals_in_month(
+        &self,
+        tax_month: &str,
+    ) -> Result<Vec<WithdrawalRecord>, StoreError> {
+        dispatch!(self, repo => repo.paid_withdrawals_in_month(tax_month).await)
+    }
+
     pub async fn mark_polled(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         dispatch!(self, repo => repo.mark_polled(id, now).await)
     }

@@ -391,6 +391,19 @@ impl Repo {
         rows.iter().map(withdrawal_from_row).collect()
     }
 
+    /// The paid withdrawals of a tax month ('YYYY-MM'), by distributor then
+    /// request time: the rows of that month's withholding declaration.
+    pub async fn paid_withdrawals_in_month(&self, tax_month: &str) -> Result<Vec<WithdrawalRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select ", withdrawal_columns!(), " from withdrawals where tax_month = $1 and state = 'paid' ",
+            "order by distributor_id, requested_at, id"
+        ))
+        .bind(tax_month)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(withdrawal_from_row).collect()
+    }
+
     /// Notes that the poller asked about it, so the next round asks others first.
     pub async fn mark_polled(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query("update withdrawals set polled_at = $1 where id = $2")

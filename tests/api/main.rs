@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod crash;
 mod credentials;
+mod declarations;
 mod distributors;
 mod http;
 mod ledger_properties;

@@ -699,3 +699,38 @@ impl Store {
         dispatch!(self, repo => repo.withdrawal_totals().await)
     }
 }
+
+/// Withholding certificates (SPEC §2.6); the SQL is in `queries_certificates.rs`.
+impl Store {
+    pub async fn insert_certificate(&self, new: &NewCertificate) -> Result<String, StoreError> {
+        dispatch!(self, repo => repo.insert_certificate(new).await)
+    }
+
+    pub async fn certificate_number_for(
+        &self,
+        withdrawal_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch!(self, repo => repo.certificate_number_for(withdrawal_id).await)
+    }
+
+    pub async fn certificate(
+        &self,
+        number: &str,
+    ) -> Result<Option<(CertificateRecord, Vec<u8>)>, StoreError> {
+        dispatch!(self, repo => repo.certificate(number).await)
+    }
+
+    pub async fn certificates(
+        &self,
+        tax_month: &str,
+        distributor: Option<&DistributorId>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        dispatch!(self, repo => repo.certificates(tax_month, distributor, after, limit).await)
+    }
+
+    pub async fn paid_without_certificate(&self, limit: i64) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, repo => repo.paid_without_certificate(limit).await)
+    }
+}

@@ -426,3 +426,4 @@ async fn mark_released(
 
 include!("queries_credentials.rs");
 include!("queries_withdrawals.rs");
+include!("queries_certificates.rs");

@@ -558,3 +558,37 @@ pub enum ReviewDecision {
 pub struct WithdrawalTotals {
     pub by_state: Vec<(String, i64, Money, Money, Money, Money)>,
 }
+
+/// A withholding certificate as stored, without its PDF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    pub number: String,
+    pub withdrawal_id: String,
+    pub distributor_id: DistributorId,
+    pub tax_month: String,
+    pub key_id: String,
+    pub gross: Money,
+    pub tax: Money,
+    pub net: Money,
+    /// The signed manifest (JSON) that travels with the PDF.
+    pub manifest: String,
+    pub replaces: Option<String>,
+    pub issued_at: DateTime<Utc>,
+}
+
+/// A certificate to store.
+#[derive(Debug, Clone)]
+pub struct NewCertificate {
+    pub number: String,
+    pub withdrawal_id: String,
+    pub distributor_id: DistributorId,
+    pub tax_month: String,
+    pub key_id: String,
+    pub gross: Money,
+    pub tax: Money,
+    pub net: Money,
+    pub pdf: Vec<u8>,
+    pub manifest: String,
+    pub replaces: Option<String>,
+    pub issued_at: DateTime<Utc>,
+}

@@ -119,6 +119,8 @@ pub enum VaultError {
     TooLong,
     #[error("the system random number generator failed")]
     Random,
+    #[error("key derivation failed")]
+    Derivation,
 }
 
 /// A master key's public name, stored beside every value it wrapped: the
@@ -729,6 +731,25 @@ impl Vault {
         ))
     }
 
+    /// A 32-byte secret derived from the current master key with HKDF-SHA256
+    /// under `label`: a key that must stay as secret as the master key and
+    /// need no file of its own (the certificate signing key's seed). A new
+    /// master key derives a new secret.
+    pub fn derive_secret(
+        &self,
+        label: &'static str,
+    ) -> Result<SecretBox<[u8; KEY_BYTES]>, VaultError> {
+        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"fenrun-vault-derivation-v1");
+        let pseudo_random = salt.extract(self.current.bytes.expose_secret());
+        let info = [label.as_bytes()];
+        let okm = pseudo_random
+            .expand(&info, ring::hkdf::HKDF_SHA256)
+            .map_err(|_| VaultError::Derivation)?;
+        let mut out = Box::new([0u8; KEY_BYTES]);
+        okm.fill(&mut out[..]).map_err(|_| VaultError::Derivation)?;
+        Ok(SecretBox::new(out))
+    }
+
     /// The ids of the previous keys this vault opens with.
     pub fn previous_key_ids(&self) -> Vec<&KeyId> {
         self.previous.iter().map(|key| &key.id).collect()
@@ -937,6 +958,18 @@ mod tests {
 
     fn key(byte: u8) -> MasterKey {
         MasterKey::from_bytes([byte; KEY_BYTES])
+    }
+
+    #[test]
+    fn a_derived_secret_is_stable_per_key_and_label_and_differs_otherwise() {
+        let vault = Vault::new(key(1), Vec::new());
+        let again = Vault::new(key(1), vec![key(2)]);
+        let other = Vault::new(key(2), Vec::new());
+        let secret = |vault: &Vault, label| *vault.derive_secret(label).unwrap().expose_secret();
+        assert_eq!(secret(&vault, "a"), secret(&again, "a"));
+        assert_ne!(secret(&vault, "a"), secret(&vault, "b"));
+        assert_ne!(secret(&vault, "a"), secret(&other, "a"));
+        assert_ne!(secret(&vault, "a"), [1u8; KEY_BYTES]);
     }
 
     fn card_of(row: &str) -> Aad {

@@ -27,3 +27,11 @@ $$;
 
 create trigger certificates_no_update before update or delete on certificates
     for each row execute function certificates_immutable();
+
+-- Every key certificates were ever signed with (public halves only), so a
+-- certificate stays verifiable after the signing key changes.
+create table certificate_keys (
+    key_id text primary key,
+    public_key bytea not null,
+    first_used_at timestamptz not null
+);

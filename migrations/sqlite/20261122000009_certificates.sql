@@ -23,3 +23,11 @@ create trigger certificates_no_update before update on certificates
 begin select raise(abort, 'certificates are immutable'); end;
 create trigger certificates_no_delete before delete on certificates
 begin select raise(abort, 'certificates are immutable'); end;
+
+-- Every key certificates were ever signed with (public halves only), so a
+-- certificate stays verifiable after the signing key changes.
+create table certificate_keys (
+    key_id text primary key,
+    public_key blob not null,
+    first_used_at text not null
+) strict;

@@ -730,6 +730,21 @@ impl Store {
         dispatch!(self, repo => repo.certificates(tax_month, distributor, after, limit).await)
     }
 
+    pub async fn record_certificate_key(
+        &self,
+        key_id: &str,
+        public_key: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.record_certificate_key(key_id, public_key, now).await)
+    }
+
+    pub async fn certificate_keys(
+        &self,
+    ) -> Result<Vec<(String, Vec<u8>, DateTime<Utc>)>, StoreError> {
+        dispatch!(self, repo => repo.certificate_keys().await)
+    }
+
     pub async fn paid_without_certificate(&self, limit: i64) -> Result<Vec<String>, StoreError> {
         dispatch!(self, repo => repo.paid_without_certificate(limit).await)
     }

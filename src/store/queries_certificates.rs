@@ -100,6 +100,26 @@ impl Repo {
         rows.iter().map(certificate_from_row).collect()
     }
 
+    /// Publishes a signing key's public half (once; later calls change nothing).
+    pub async fn record_certificate_key(&self, key_id: &str, public_key: &[u8], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("insert into certificate_keys (key_id, public_key, first_used_at) values ($1, $2, $3) on conflict (key_id) do nothing")
+            .bind(key_id)
+            .bind(public_key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every published signing key: (key id, public key, first used), oldest first.
+    pub async fn certificate_keys(&self) -> Result<Vec<(String, Vec<u8>, DateTime<Utc>)>, StoreError> {
+        Ok(sqlx::query_as("select key_id, public_key, first_used_at from certificate_keys order by first_used_at, key_id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     /// Paid withdrawals that have no certificate yet (the certificate
     /// step's catch-up after a crash).
     pub async fn paid_without_certificate(&self, limit: i64) -> Result<Vec<String>, StoreError> {

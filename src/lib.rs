@@ -12,6 +12,9 @@
 //! - [`app`]: `Application::build(settings)` → `run_until_stopped(shutdown)`.
 //! - [`config`]: layered, validated settings.
 //! - [`clock`]: injectable time, real or simulated.
+//! - [`gateway`]: the payout gateway of this process (sandbox or WeChat Pay v3, from `integrations/`).
+//! - [`certificate`]: withholding certificates — PDF (krilla, embedded Noto Sans SC) and Ed25519 signing/verification.
+//! - [`declaration`]: the monthly withholding declaration as CSV and XLSX.
 //! - [`plans`], [`tokens`]: applying commission plans; issuing and checking API tokens.
 //! - [`cli`]: the `fenrun` command line; [`bench`]: `fenrun bench`; [`demo`]: `fenrun demo`.
 //! - [`telemetry`]: logging set-up.
@@ -22,6 +25,7 @@ pub mod api;
 pub mod app;
 pub mod bench;
 mod bench_withdraw;
+pub mod certificate;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::plan::Plan;
-use crate::engine::definition::{SCHEDULES_FILE_NAME, Schedules, WorkflowDefinition};
+use crate::engine::definition::{
+    DECLARATION_FILE_NAME, SCHEDULES_FILE_NAME, Schedules, WorkflowDefinition,
+};
 
 /// The Chinese business calendar shipped inside the binary, for a machine
 /// without the `workflows/` folder.
@@ -33,6 +35,13 @@ pub fn check_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
     for definition in WorkflowDefinition::load_all(dir)? {
         checked.push(PathBuf::from(definition.file()));
+    }
+    let declaration = dir.join(DECLARATION_FILE_NAME);
+    if declaration.is_file() {
+        let text = std::fs::read_to_string(&declaration)
+            .map_err(|error| anyhow::anyhow!("reading {}: {error}", declaration.display()))?;
+        crate::declaration::Layouts::parse(&text, &declaration.display().to_string())?;
+        checked.push(declaration);
     }
     let schedules = dir.join(SCHEDULES_FILE_NAME);
     if schedules.is_file() {
@@ -72,6 +81,11 @@ mod tests {
             checked
                 .iter()
                 .any(|path| path.ends_with("plans/default.toml"))
+        );
+        assert!(
+            checked
+                .iter()
+                .any(|path| path.ends_with("declaration.toml"))
         );
     }
 

@@ -37,6 +37,9 @@ use toml::Spanned;
 /// `*.toml` directly in the folder is a workflow definition.
 pub const SCHEDULES_FILE_NAME: &str = "schedules.toml";
 
+/// The declaration layout file in the workflows folder: not a workflow.
+pub const DECLARATION_FILE_NAME: &str = "declaration.toml";
+
 /// Where the shipped order-settlement workflow lives, relative to the
 /// repository root (for error messages).
 pub const SHIPPED_ORDER_SETTLEMENT_FILE: &str = "workflows/order-settlement.toml";
@@ -351,7 +354,8 @@ impl WorkflowDefinition {
         WorkflowDefinition::parse(&text, &file_name, workflows_dir)
     }
 
-    /// Loads every `*.toml` directly in `dir` but [`SCHEDULES_FILE_NAME`], in
+    /// Loads every `*.toml` directly in `dir` but [`SCHEDULES_FILE_NAME`] and
+    /// [`DECLARATION_FILE_NAME`], in
     /// file-name order, and checks that no queue or workflow name is used by
     /// two files.
     ///
@@ -673,7 +677,7 @@ fn definition_files(dir: &Path) -> Result<Vec<PathBuf>, DefinitionError> {
         let is_toml = path.extension().is_some_and(|ext| ext == "toml");
         let is_schedules = path
             .file_name()
-            .is_some_and(|name| name == SCHEDULES_FILE_NAME);
+            .is_some_and(|name| name == SCHEDULES_FILE_NAME || name == DECLARATION_FILE_NAME);
         if path.is_file() && is_toml && !is_schedules {
             files.push(path);
         }

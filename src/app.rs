@@ -18,10 +18,13 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SimulatedClock, SystemClock};
 use crate::config::Settings;
+use crate::declaration::DeclarationPreparer;
 use crate::domain::calendar::BusinessCalendar;
-use crate::engine::definition::{Schedules, StepDefinition, StepKind, WorkflowDefinition};
+use crate::engine::certificate::CertificateIssuer;
+use crate::engine::definition::{JobKind, Schedules, StepDefinition, StepKind, WorkflowDefinition};
 use crate::engine::settlement::{SettlementEngine, SettlementSettings};
 use crate::engine::withdrawal::{WithdrawalEngine, WithdrawalSettings};
+use crate::engine::worker::ScheduledWork;
 use crate::store::{JobSpec, Store, redact_url};
 use crate::vault::Vault;
 
@@ -46,6 +49,10 @@ pub struct AppState {
     pub vault: Arc<Vault>,
     /// The withdrawal workflow (SPEC §2.4) and its payout gateway.
     pub withdrawals: Arc<WithdrawalEngine>,
+    /// The withdrawal's certificate step, corrections and verification (SPEC §2.6).
+    pub certificates: Arc<CertificateIssuer>,
+    /// The monthly withholding declarations (SPEC §2.6).
+    pub declarations: Arc<DeclarationPreparer>,
 }
 
 /// The workflow files in force: from the workflows folder, or the copies
@@ -206,17 +213,36 @@ impl Runtime {
                 settings.withholding_method,
             )?,
         ));
+        let certificates = Arc::new(
+            CertificateIssuer::start(
+                store.clone(),
+                vault.clone(),
+                clock.clone(),
+                settings.withholding_agent_name.clone(),
+                settings.withholding_agent_tin.clone(),
+                workflows.withdrawal.time_zone(),
+            )
+            .await?,
+        );
+        let settings = Arc::new(settings);
+        let declarations = Arc::new(DeclarationPreparer {
+            store: store.clone(),
+            vault: vault.clone(),
+            settings: settings.clone(),
+        });
         Ok(Runtime {
             state: AppState {
                 store,
                 clock,
                 simulated_clock,
-                settings: Arc::new(settings),
+                settings,
                 settlement,
                 clock_moved: Arc::new(clock_moved),
                 tokens: Arc::default(),
                 vault,
                 withdrawals,
+                certificates,
+                declarations,
             },
             workflows,
         })
@@ -244,6 +270,21 @@ impl Runtime {
         if released > 0 {
             tracing::info!(released, "released holds that fell due while stopped");
         }
+        let swept = self
+            .state
+            .certificates
+            .sweep(
+                &self.state.withdrawals.settings().certificate_job,
+                self.state.clock.now(),
+            )
+            .await?;
+        if swept > 0 {
+            tracing::info!(
+                swept,
+                "issuing certificates of withdrawals paid without one"
+            );
+        }
+        self.prepare_missed_declaration().await;
         let resumed = self.state.withdrawals.resume().await?;
         if resumed > 0 {
             tracing::info!(
@@ -252,6 +293,42 @@ impl Runtime {
             );
         }
         Ok(())
+    }
+
+    fn scheduled_work(&self) -> ScheduledWork {
+        ScheduledWork {
+            settlement: self.state.settlement.clone(),
+            declarations: self.state.declarations.clone(),
+        }
+    }
+
+    /// Runs the declaration job if its latest scheduled time (within the
+    /// last 32 days) passed while no process ran and its month was never
+    /// prepared.
+    async fn prepare_missed_declaration(&self) {
+        let Some(job) = self.workflows.schedules.job(JobKind::PrepareDeclaration) else {
+            return;
+        };
+        let now = self.state.clock.now().with_timezone(&job.time_zone());
+        let latest = job
+            .schedule()
+            .after(&(now - chrono::Duration::days(32)))
+            .take_while(|at| *at <= now)
+            .last();
+        let Some(at) = latest else { return };
+        let month = crate::domain::tax::Month::of(at.date_naive()).previous();
+        match self.state.store.prepared_declarations(24).await {
+            Ok(prepared) if prepared.iter().any(|p| p.tax_month == month.to_string()) => {}
+            Ok(_) => {
+                tracing::info!(month = %month, "the declaration's scheduled time passed while stopped: preparing it now");
+                self.scheduled_work()
+                    .run(JobKind::PrepareDeclaration, at)
+                    .await;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot read the prepared declarations; the schedule will prepare the next one")
+            }
+        }
     }
 
     /// Starts the release worker and the scheduler; they stop when `stop` turns true.
@@ -273,7 +350,7 @@ impl Runtime {
         let scheduler = tokio::spawn(crate::engine::worker::run_scheduler(
             self.workflows.schedules.clone(),
             self.state.clock.clone(),
-            self.state.settlement.clone(),
+            self.scheduled_work(),
             stop.clone(),
             self.state.clock_moved.subscribe(),
         ));
@@ -282,7 +359,7 @@ impl Runtime {
         Ok(handles)
     }
 
-    /// Starts the withdrawal transfer worker and the payout poller.
+    /// Starts the withdrawal transfer and certificate workers and the payout poller.
     pub fn spawn_payout_workers(
         &self,
         stop: &watch::Receiver<bool>,
@@ -306,11 +383,39 @@ impl Runtime {
                 tracing::error!(error = %error, "transfer worker stopped with an error");
             }
         });
+        let certificate = self
+            .workflows
+            .withdrawal
+            .step(StepKind::Certificate)
+            .cloned()
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} has no certificate step",
+                    self.workflows.withdrawal.file()
+                )
+            })?;
+        let pool = self.state.store.queue_pool();
+        let issuer = self.state.certificates.clone();
+        let certificate_stop = stop.clone();
+        let certificate_worker = tokio::spawn(async move {
+            if let Err(error) = crate::engine::worker::run_certificate_worker(
+                pool,
+                issuer,
+                certificate,
+                certificate_stop,
+            )
+            .await
+            {
+                tracing::error!(error = %error, "certificate worker stopped with an error");
+            }
+        });
         let poller = tokio::spawn(crate::engine::worker::run_payout_poller(
             self.state.withdrawals.clone(),
+            self.state.certificates.clone(),
+            self.state.clock.clone(),
             stop.clone(),
         ));
-        Ok(vec![worker, poller])
+        Ok(vec![worker, certificate_worker, poller])
     }
 
     /// Runs only the workers until `shutdown` (`fenrun worker`).

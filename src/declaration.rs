@@ -311,14 +311,7 @@ impl Declaration {
 
     /// 税款所属期: the first to the last day of the month.
     pub fn tax_period(&self) -> String {
-        let (year, month) = (self.month.year(), self.month.month());
-        let last_day = match month {
-            2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            _ => 31,
-        };
-        format!("{year}年{month}月1日至{year}年{month}月{last_day}日")
+        self.month.tax_period()
     }
 }
 
@@ -504,6 +497,76 @@ pub fn to_xlsx(declaration: &Declaration, columns: &[Column]) -> Result<Vec<u8>,
         }
     }
     workbook.save_to_buffer().map_err(xlsx)
+}
+
+/// Prepares the monthly declarations the schedule asks for (`job =
+/// "prepare_declaration"` in `workflows/schedules.toml`): builds last month's
+/// CSV and XLSX, checks the tax against the ledger, and records them with
+/// their totals for the accountant's page. Re-preparing a month replaces
+/// what was prepared (a payout confirmed late still belongs to its month).
+pub struct DeclarationPreparer {
+    pub store: std::sync::Arc<Store>,
+    pub vault: std::sync::Arc<Vault>,
+    pub settings: std::sync::Arc<crate::config::Settings>,
+}
+
+impl DeclarationPreparer {
+    /// The layouts in force: the workflows folder's file, or the shipped one.
+    pub fn layouts(&self) -> Result<Layouts, DeclarationError> {
+        match std::fs::read_to_string(self.settings.workflows_dir.join("declaration.toml")) {
+            Ok(text) => Layouts::parse(&text, "workflows/declaration.toml"),
+            Err(_) => Ok(Layouts::shipped()),
+        }
+    }
+
+    /// The declaration of `month` as it stands now.
+    pub async fn declaration(&self, month: Month) -> Result<Declaration, DeclarationError> {
+        Declaration::prepare(
+            &self.store,
+            &self.vault,
+            month,
+            self.settings.withholding_method,
+            &self.settings.withholding_agent_name,
+            &self.settings.withholding_agent_tin,
+        )
+        .await
+    }
+
+    /// Prepares and records `month`'s declaration.
+    pub async fn prepare(
+        &self,
+        month: Month,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::store::PreparedDeclaration, DeclarationError> {
+        let declaration = self.declaration(month).await?;
+        let layouts = self.layouts()?;
+        let columns = layouts.for_method(declaration.method);
+        let csv = to_csv(&declaration, columns);
+        let xlsx = to_xlsx(&declaration, columns)?;
+        let totals = declaration.totals();
+        let ledger_tax = self.store.ledger_tax_for_month(&month.to_string()).await?;
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let prepared = crate::store::PreparedDeclaration {
+            tax_month: month.to_string(),
+            method: declaration.method.as_str().to_owned(),
+            prepared_at: now,
+            distributors: count(totals.distributors),
+            payouts: count(totals.payouts),
+            gross: totals.income,
+            tax: totals.withheld,
+            net: totals.net,
+            ledger_tax,
+        };
+        self.store
+            .save_prepared_declaration(&prepared, csv.as_bytes(), &xlsx)
+            .await?;
+        if ledger_tax == totals.withheld {
+            tracing::info!(month = %month, distributors = totals.distributors, payouts = totals.payouts, tax = %totals.withheld, "withholding declaration prepared");
+        } else {
+            tracing::error!(month = %month, declared = %totals.withheld, ledger = %ledger_tax, "withholding declaration prepared, but its tax differs from the ledger's tax payable: reconcile before filing");
+        }
+        Ok(prepared)
+    }
 }
 
 #[cfg(test)]

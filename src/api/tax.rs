@@ -1,14 +1,16 @@
-//! `/v1/tax` (SPEC §2.6, §4): the accountant's monthly withholding
-//! declaration as CSV or XLSX.
+//! `/v1/tax/declarations` (SPEC §2.6, §4): the accountant's monthly
+//! withholding declaration as CSV or XLSX, live or as the schedule prepared it.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::Caller;
 use crate::app::AppState;
-use crate::declaration::{Declaration, DeclarationError, Layouts, to_csv, to_xlsx};
+use crate::declaration::{DeclarationError, to_csv, to_xlsx};
 use crate::domain::access::Role;
 use crate::domain::tax::Month;
 
@@ -23,10 +25,11 @@ impl From<DeclarationError> for ApiError {
 
 #[utoipa::path(
     get, path = "/v1/tax/declarations/{file}", tag = "tax",
-    params(("file" = String, Path, description = "`YYYY-MM.csv` or `YYYY-MM.xlsx`")),
+    params(("file" = String, Path, description = "`YYYY-MM.csv` or `YYYY-MM.xlsx`"), DeclarationQuery),
     responses(
         (status = 200, description = "one row per distributor paid in the month, then 合计; amounts in yuan to the fen", content_type = "text/csv"),
         (status = 400, description = "not a month and a known extension", body = ErrorBody),
+        (status = 404, description = "as_prepared: the schedule has not prepared this month", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -34,53 +37,60 @@ pub async fn declaration(
     State(state): State<AppState>,
     caller: Caller,
     Path(file): Path<String>,
+    Query(query): Query<DeclarationQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Accountant, Role::Admin])?;
-    let (month_text, extension) = file.rsplit_once('.').ok_or_else(|| {
+    let invalid = || {
         ApiError::bad_request("invalid_file", "ask for YYYY-MM.csv or YYYY-MM.xlsx")
             .with_field("file")
-    })?;
+    };
+    let (month_text, extension) = file.rsplit_once('.').ok_or_else(invalid)?;
+    if !matches!(extension, "csv" | "xlsx") {
+        return Err(invalid());
+    }
     let month = Month::parse(month_text).map_err(|error| {
         ApiError::bad_request("invalid_month", error.to_string()).with_field("file")
     })?;
-    let settings = &state.settings;
-    let layouts = match std::fs::read_to_string(settings.workflows_dir.join("declaration.toml")) {
-        Ok(text) => Layouts::parse(&text, "workflows/declaration.toml")?,
-        Err(_) => Layouts::shipped(),
-    };
-    let declaration = Declaration::prepare(
-        &state.store,
-        &state.vault,
-        month,
-        settings.withholding_method,
-        &settings.withholding_agent_name,
-        &settings.withholding_agent_tin,
-    )
-    .await?;
+    if query.as_prepared.unwrap_or(false) {
+        let body = state
+            .store
+            .prepared_declaration_file(&month.to_string(), extension == "xlsx")
+            .await?
+            .ok_or_else(|| ApiError::not_found("prepared declaration"))?;
+        return Ok(declaration_response(body, month, extension, true));
+    }
+    let layouts = state.declarations.layouts()?;
+    let declaration = state.declarations.declaration(month).await?;
     let columns = layouts.for_method(declaration.method);
-    let (body, content_type) = match extension {
-        "csv" => (
-            to_csv(&declaration, columns).into_bytes(),
-            "text/csv; charset=utf-8",
-        ),
-        "xlsx" => (
-            to_xlsx(&declaration, columns)?,
-            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        ),
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_file",
-                "ask for YYYY-MM.csv or YYYY-MM.xlsx",
-            )
-            .with_field("file"));
-        }
+    let body = if extension == "xlsx" {
+        to_xlsx(&declaration, columns)?
+    } else {
+        to_csv(&declaration, columns).into_bytes()
     };
-    let disposition = format!("attachment; filename=\"declaration-{month}.{extension}\"");
+    Ok(declaration_response(body, month, extension, false))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeclarationQuery {
+    /// The file as the monthly schedule prepared it, rather than as the
+    /// month's payouts stand now.
+    pub as_prepared: Option<bool>,
+}
+
+fn declaration_response(body: Vec<u8>, month: Month, extension: &str, prepared: bool) -> Response {
+    let content_type = if extension == "xlsx" {
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    } else {
+        "text/csv; charset=utf-8"
+    };
+    let suffix = if prepared { "-prepared" } else { "" };
+    let disposition = format!("attachment; filename=\"declaration-{month}{suffix}.{extension}\"");
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
-    Ok(response)
+    response
 }

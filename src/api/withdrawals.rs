@@ -85,7 +85,8 @@ pub struct WithdrawalView {
     pub failure_reason: Option<String>,
     pub reviewed_by: Option<String>,
     pub review_note: Option<String>,
-    /// Issued once paid (certificates come with the accountant's desk).
+    /// The withholding certificate in force (shown by `GET /v1/withdrawals/{id}`
+    /// once the certificate step has run after payment; corrections replace it).
     pub certificate_number: Option<String>,
     pub transfer_attempts: i64,
     pub requested_at: DateTime<Utc>,
@@ -289,6 +290,7 @@ pub async fn get(
         .collect();
     let mut view = WithdrawalView::from(record);
     view.timeline = Some(timeline);
+    view.certificate_number = state.store.certificate_number_for(&id).await?;
     Ok(Json(view))
 }
 

@@ -41,6 +41,7 @@
 //! The font is Noto Sans SC Regular (SIL OFL 1.1, `assets/fonts/`), compiled
 //! into the binary so a fresh machine needs no system font.
 
+pub mod archive;
 mod render;
 mod sign;
 
@@ -55,7 +56,10 @@ use crate::domain::money::{Money, Rate};
 use crate::domain::tax::{Withholding, WithholdingMethod};
 
 pub use render::render_pdf;
-pub use sign::{CertificateSigner, Rejection, SignedCertificate, Verification, key_id_of, verify};
+pub use sign::{
+    CertificateSigner, MAX_MANIFEST_BYTES, Rejection, SignedCertificate, Verification, key_id_of,
+    verify,
+};
 
 /// Version label of the signing scheme; the signed message starts with it.
 pub const SCHEME_VERSION: &str = "fenrun-certificate-v1";
@@ -288,7 +292,7 @@ fn hex_upper(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
-/// SHA-256 of `bytes`, lower-case hex.
-fn sha256_hex(bytes: &[u8]) -> String {
+/// SHA-256 of `bytes`, lower-case hex (a PDF's hash, as manifests carry it).
+pub fn sha256_hex(bytes: &[u8]) -> String {
     hex_lower(digest::digest(&digest::SHA256, bytes).as_ref())
 }

@@ -85,6 +85,25 @@ pub enum Rejection {
     PdfMismatch,
     #[error("the manifest's verification code does not match its facts")]
     CodeMismatch,
+    #[error("no certificate with this PDF was issued here; supply its manifest ({{number}}.json)")]
+    UnknownPdf,
+}
+
+impl Rejection {
+    /// A stable code for API answers and scripts.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::ManifestTooLarge => "manifest_too_large",
+            Rejection::MalformedManifest(_) => "malformed_manifest",
+            Rejection::NotCanonical => "manifest_not_canonical",
+            Rejection::UnsupportedVersion(_) => "unsupported_version",
+            Rejection::UnknownKey(_) => "unknown_key",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::PdfMismatch => "pdf_mismatch",
+            Rejection::CodeMismatch => "code_mismatch",
+            Rejection::UnknownPdf => "unknown_pdf",
+        }
+    }
 }
 
 /// The manifest file: the signed part and its signature. Field order is the

@@ -225,6 +225,50 @@ impl Month {
     pub fn month(self) -> u8 {
         self.month
     }
+
+    /// The month a day falls in.
+    pub fn of(day: chrono::NaiveDate) -> Month {
+        use chrono::Datelike;
+        Month {
+            year: u16::try_from(day.year()).unwrap_or(0),
+            month: day.month() as u8,
+        }
+    }
+
+    /// The month before (December of the year before January).
+    pub fn previous(self) -> Month {
+        match self.month {
+            1 => Month {
+                year: self.year - 1,
+                month: 12,
+            },
+            month => Month {
+                year: self.year,
+                month: month - 1,
+            },
+        }
+    }
+
+    /// The number of days in the month (Gregorian leap years).
+    pub fn days(self) -> u8 {
+        let year = self.year;
+        match self.month {
+            2 if (year.is_multiple_of(4) && !year.is_multiple_of(100))
+                || year.is_multiple_of(400) =>
+            {
+                29
+            }
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    }
+
+    /// 税款所属期 as printed: `2026年3月1日至2026年3月31日`.
+    pub fn tax_period(self) -> String {
+        let (year, month, last_day) = (self.year, self.month, self.days());
+        format!("{year}年{month}月1日至{year}年{month}月{last_day}日")
+    }
 }
 
 impl fmt::Display for Month {
@@ -275,12 +319,12 @@ pub struct TaxComputation {
 
 /// The withholding on one payout: what a certificate (§4) and the monthly
 /// declaration (§5) need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Withholding {
     pub method: WithholdingMethod,
     /// Consecutive months with income this year, this month included, that
     /// the basic deduction counts (cumulative only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub months_count: Option<u8>,
     /// 本次收入: this payout's gross.
     pub gross: Money,
@@ -557,6 +601,23 @@ impl From<crate::domain::money::MoneyError> for TaxError {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_month_knows_its_length_its_predecessor_and_its_tax_period() {
+        let month = |y, m| Month::new(y, m).unwrap();
+        assert_eq!(month(2026, 2).days(), 28);
+        assert_eq!(month(2028, 2).days(), 29);
+        assert_eq!(month(2100, 2).days(), 28);
+        assert_eq!(month(2000, 2).days(), 29);
+        assert_eq!(month(2026, 4).days(), 30);
+        assert_eq!(month(2026, 12).days(), 31);
+        assert_eq!(month(2026, 1).previous(), month(2025, 12));
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        assert_eq!(Month::of(day).previous(), month(2026, 11));
+        assert_eq!(month(2026, 11).previous(), month(2026, 10));
+        assert_eq!(month(2026, 3).tax_period(), "2026年3月1日至2026年3月31日");
+        assert_eq!(month(2028, 2).tax_period(), "2028年2月1日至2028年2月29日");
+    }
 
     fn m(text: &str) -> Money {
         Money::parse(text).unwrap()

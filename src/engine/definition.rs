@@ -557,14 +557,15 @@ impl StepKind {
     fn queue_rule(self) -> QueueRule {
         match self {
             StepKind::Hold => QueueRule::Forbidden,
-            StepKind::ReleaseCommission | StepKind::Transfer => QueueRule::Required,
+            StepKind::ReleaseCommission | StepKind::Transfer | StepKind::Certificate => {
+                QueueRule::Required
+            }
             StepKind::IngestOrder
             | StepKind::Refund
             | StepKind::ReserveFunds
             | StepKind::WithholdTax
             | StepKind::Review
             | StepKind::Confirm
-            | StepKind::Certificate
             | StepKind::Notify => QueueRule::Optional,
         }
     }

@@ -4,8 +4,11 @@
 //! - [`definition`]: the TOML files as checked, typed data.
 //! - [`settlement`]: the order-settlement workflow's steps (ingest, release,
 //!   refund) and the durable-step design they follow.
+//! - [`withdrawal`]: the withdrawal workflow's steps (request, review,
+//!   transfer, confirm); [`certificate`]: its last step, the certificate.
 //! - [`worker`]: apalis workers for the step queues, and the scheduler.
 
+pub mod certificate;
 pub mod definition;
 pub mod settlement;
 pub mod withdrawal;

@@ -49,6 +49,7 @@ pub struct WithdrawalSettings {
     pub time_zone: Tz,
     pub method: WithholdingMethod,
     pub transfer_job: JobSpec,
+    pub certificate_job: JobSpec,
     pub poll_interval: Duration,
     pub poll_batch_size: i64,
     pub payee_confirmation_timeout: chrono::Duration,
@@ -75,6 +76,7 @@ impl WithdrawalSettings {
         let mut poll_batch_size = 200;
         let mut payee_confirmation_timeout = chrono::Duration::hours(24);
         let mut transfer_job = None;
+        let mut certificate_job = None;
         for step in definition.steps() {
             let error = |message: String| ParamError {
                 file: definition.file().to_owned(),
@@ -143,14 +145,19 @@ impl WithdrawalSettings {
                     }
                 }
             }
-            if step.kind() == StepKind::Transfer {
-                transfer_job = Some(JobSpec {
+            let job = || -> Result<JobSpec, ParamError> {
+                Ok(JobSpec {
                     queue: step
                         .queue()
-                        .ok_or_else(|| error("the transfer step needs a queue".to_owned()))?
+                        .ok_or_else(|| error(format!("the {} step needs a queue", step.name())))?
                         .to_owned(),
                     max_attempts: step.retry().max_attempts,
-                });
+                })
+            };
+            match step.kind() {
+                StepKind::Transfer => transfer_job = Some(job()?),
+                StepKind::Certificate => certificate_job = Some(job()?),
+                _ => {}
             }
         }
         if rules.minimum.is_zero() {
@@ -165,11 +172,17 @@ impl WithdrawalSettings {
             step: "transfer".to_owned(),
             message: "the workflow has no transfer step".to_owned(),
         })?;
+        let certificate_job = certificate_job.ok_or_else(|| ParamError {
+            file: definition.file().to_owned(),
+            step: "certificate".to_owned(),
+            message: "the workflow has no certificate step".to_owned(),
+        })?;
         Ok(WithdrawalSettings {
             rules,
             time_zone: definition.time_zone(),
             method,
             transfer_job,
+            certificate_job,
             poll_interval,
             poll_batch_size,
             payee_confirmation_timeout,
@@ -520,7 +533,14 @@ impl WithdrawalEngine {
         let outcome = news.into_outcome();
         let applied = self
             .store
-            .apply_gateway_outcome(&withdrawal.id, &outcome, source, attempt, self.clock.now())
+            .apply_gateway_outcome(
+                &withdrawal.id,
+                &outcome,
+                source,
+                attempt,
+                &self.settings.certificate_job,
+                self.clock.now(),
+            )
             .await?;
         match &applied {
             ApplyOutcome::Moved(state) => {

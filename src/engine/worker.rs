@@ -23,10 +23,13 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::clock::Clock;
+use crate::declaration::DeclarationPreparer;
+use crate::domain::tax::Month;
+use crate::engine::certificate::CertificateIssuer;
 use crate::engine::definition::{JobKind, Schedules, StepDefinition};
 use crate::engine::settlement::SettlementEngine;
 use crate::engine::withdrawal::WithdrawalEngine;
-use crate::store::{QueuePool, ReleaseJob, TransferJob};
+use crate::store::{CertificateJob, QueuePool, ReleaseJob, TransferJob};
 
 /// How often a worker tells the database it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
@@ -34,9 +37,15 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 pub const MISSED_HEARTBEATS: usize = 6;
 /// A killed worker's job runs again after at most this (plus one heartbeat).
 pub const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
+/// A worker that ended by itself starts again after this.
+const WORKER_RESTART_DELAY: Duration = Duration::from_secs(1);
 /// How often an idle worker looks for due jobs (apalis.md: without a poll
 /// interval, delayed jobs wait for the heartbeat).
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the poller looks for paid withdrawals without a certificate.
+pub const CERTIFICATE_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
+/// A paid withdrawal this young may still have its certificate job queued.
+const CERTIFICATE_GRACE: chrono::Duration = chrono::Duration::minutes(10);
 /// Transfers are latency-sensitive (a distributor waits): look often.
 const TRANSFER_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Jobs a worker fetches per round trip; ≥ 100 keeps SQLite commits cheap (apalis.md).
@@ -104,42 +113,65 @@ macro_rules! run_step_worker {
             .queue()
             .ok_or_else(|| anyhow::anyhow!("step {} has no queue", step.name()))?
             .to_owned();
-        let name = worker_name($role);
-        tracing::info!(worker = %name, queue = %queue, "starting worker");
-        let mut stop: watch::Receiver<bool> = $stop;
-        let signal = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-            Ok::<(), std::io::Error>(())
-        };
         let concurrency = step.concurrency() as usize;
-        let policy = retry_policy(step)?;
-        macro_rules! run_on {
-            ($config:path, $storage:path, $db:expr) => {{
-                let config = <$config>::default()
-                    .queue(&queue)
-                    .batch_size(FETCH_BATCH)
-                    .heartbeat_interval(HEARTBEAT_INTERVAL)
-                    .missed_heartbeats(MISSED_HEARTBEATS);
-                let storage = <$storage>::new(&$db).with_config(config);
-                WorkerBuilder::new(name)
-                    .backend(storage.poll_with_interval($poll))
-                    .data($engine)
-                    .concurrency(concurrency)
-                    .retry(policy)
-                    .build($handler)
-                    .run_until(signal)
-                    .await?
-            }};
-        }
-        match $pool {
-            QueuePool::Sqlite(db) => {
-                run_on!(apalis_sqlite::Config, apalis_sqlite::SqliteStorage<$job>, db)
+        let mut stop: watch::Receiver<bool> = $stop;
+        // apalis ends a worker's job stream for good on one failed fetch (a
+        // busy database, a dropped connection: apalis.md §7.6), and the
+        // worker then returns as if asked to stop. Supervise it: a worker
+        // that ends while no stop was asked for starts again, under a new
+        // name, so its unfinished jobs are re-enqueued by the orphan rule.
+        loop {
+            let name = worker_name($role);
+            tracing::info!(worker = %name, queue = %queue, "starting worker");
+            let mut stop_signal = stop.clone();
+            let signal = async move {
+                let _ = stop_signal.wait_for(|stopped| *stopped).await;
+                Ok::<(), std::io::Error>(())
+            };
+            let policy = retry_policy(step)?;
+            let engine = $engine.clone();
+            let outcome: anyhow::Result<()> = async {
+                macro_rules! run_on {
+                    ($config:path, $storage:path, $db:expr) => {{
+                        let config = <$config>::default()
+                            .queue(&queue)
+                            .batch_size(FETCH_BATCH)
+                            .heartbeat_interval(HEARTBEAT_INTERVAL)
+                            .missed_heartbeats(MISSED_HEARTBEATS);
+                        let storage = <$storage>::new(&$db).with_config(config);
+                        WorkerBuilder::new(name.clone())
+                            .backend(storage.poll_with_interval($poll))
+                            .data(engine)
+                            .concurrency(concurrency)
+                            .retry(policy)
+                            .build($handler)
+                            .run_until(signal)
+                            .await?
+                    }};
+                }
+                match $pool.clone() {
+                    QueuePool::Sqlite(db) => {
+                        run_on!(apalis_sqlite::Config, apalis_sqlite::SqliteStorage<$job>, db)
+                    }
+                    QueuePool::Postgres(db) => {
+                        run_on!(apalis_postgres::Config, apalis_postgres::PostgresStorage<$job>, db)
+                    }
+                }
+                Ok(())
             }
-            QueuePool::Postgres(db) => {
-                run_on!(apalis_postgres::Config, apalis_postgres::PostgresStorage<$job>, db)
+            .await;
+            if *stop.borrow() {
+                return Ok(());
+            }
+            match outcome {
+                Ok(()) => tracing::error!(worker = %name, queue = %queue, "worker ended by itself (its job stream closed, e.g. after a database error); restarting it"),
+                Err(error) => tracing::error!(worker = %name, queue = %queue, error = %error, "worker failed; restarting it"),
+            }
+            tokio::select! {
+                _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+                () = tokio::time::sleep(WORKER_RESTART_DELAY) => {}
             }
         }
-        Ok(())
     }};
 }
 
@@ -203,11 +235,61 @@ pub async fn run_transfer_worker(
     )
 }
 
+/// The `certificate` step as an apalis handler: issues one withdrawal's
+/// withholding certificate (or finds it issued).
+async fn certificate_step(
+    job: CertificateJob,
+    attempt: Attempt,
+    issuer: Data<Arc<CertificateIssuer>>,
+) -> Result<(), BoxDynError> {
+    let attempt = attempt.current() as i64;
+    let span = tracing::info_span!("step", step = "certificate", withdrawal_id = %job.withdrawal_id, attempt);
+    async move {
+        issuer
+            .issue(&job.withdrawal_id)
+            .await
+            .map(|_| ())
+            .map_err(|error| {
+                tracing::warn!(error = %error, "certificate step did not finish; it will be retried");
+                Box::new(error) as BoxDynError
+            })
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs the certificate queue's worker until `stop` turns true.
+pub async fn run_certificate_worker(
+    pool: QueuePool,
+    issuer: Arc<CertificateIssuer>,
+    step: StepDefinition,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    run_step_worker!(
+        pool,
+        issuer,
+        step,
+        stop,
+        "certificate",
+        CertificateJob,
+        certificate_step,
+        TRANSFER_POLL_INTERVAL
+    )
+}
+
 /// Runs the confirm step's poller until `stop`: asks the gateway about
 /// bills that have heard nothing for a poll interval (callbacks usually come
-/// first), on the wall clock, because gateways answer in real time.
-pub async fn run_payout_poller(engine: Arc<WithdrawalEngine>, mut stop: watch::Receiver<bool>) {
+/// first), on the wall clock, because gateways answer in real time. Every
+/// [`CERTIFICATE_SWEEP_INTERVAL`] it also pushes certificate jobs for
+/// withdrawals paid [`CERTIFICATE_GRACE`] ago that still have none.
+pub async fn run_payout_poller(
+    engine: Arc<WithdrawalEngine>,
+    issuer: Arc<CertificateIssuer>,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) {
     let tick = (engine.settings().poll_interval / 3).max(Duration::from_secs(1));
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
@@ -220,6 +302,24 @@ pub async fn run_payout_poller(engine: Arc<WithdrawalEngine>, mut stop: watch::R
                 tracing::warn!(error = %error, step = "confirm", "polling payouts failed; next round")
             }
         }
+        if last_sweep.elapsed() >= CERTIFICATE_SWEEP_INTERVAL {
+            last_sweep = tokio::time::Instant::now();
+            let paid_before = clock.now() - CERTIFICATE_GRACE;
+            match issuer
+                .sweep(&engine.settings().certificate_job, paid_before)
+                .await
+            {
+                Ok(0) => {}
+                Ok(pushed) => tracing::warn!(
+                    pushed,
+                    step = "certificate",
+                    "paid withdrawals without a certificate: jobs pushed again"
+                ),
+                Err(error) => {
+                    tracing::warn!(error = %error, step = "certificate", "certificate sweep failed; next round")
+                }
+            }
+        }
     }
 }
 
@@ -230,7 +330,7 @@ pub async fn run_payout_poller(engine: Arc<WithdrawalEngine>, mut stop: watch::R
 pub async fn run_scheduler(
     schedules: Schedules,
     clock: Arc<dyn Clock>,
-    engine: Arc<SettlementEngine>,
+    work: ScheduledWork,
     mut stop: watch::Receiver<bool>,
     mut clock_moved: watch::Receiver<DateTime<Utc>>,
 ) {
@@ -257,7 +357,8 @@ pub async fn run_scheduler(
             if at > now {
                 continue;
             }
-            run_job(Some(job.job()), &engine).await;
+            work.run(job.job(), at.with_timezone(&job.time_zone()))
+                .await;
             *next_at = job
                 .schedule()
                 .after(&now.with_timezone(&job.time_zone()))
@@ -267,18 +368,30 @@ pub async fn run_scheduler(
     }
 }
 
-async fn run_job(job: Option<JobKind>, engine: &SettlementEngine) {
-    match job {
-        Some(JobKind::ReleaseDueHolds) => {
-            if let Err(error) = engine.release_due(1, "scheduled sweep").await {
-                tracing::warn!(error = %error, job = "release_due_holds", "scheduled job failed; it runs again at its next time");
+/// What the scheduled jobs act on.
+#[derive(Clone)]
+pub struct ScheduledWork {
+    pub settlement: Arc<SettlementEngine>,
+    pub declarations: Arc<DeclarationPreparer>,
+}
+
+impl ScheduledWork {
+    /// Runs `job` for its instant `at` (in the schedule's zone). A failure is
+    /// logged; the job runs again at its next time (both jobs are idempotent).
+    pub async fn run(&self, job: JobKind, at: DateTime<chrono_tz::Tz>) {
+        match job {
+            JobKind::ReleaseDueHolds => {
+                if let Err(error) = self.settlement.release_due(1, "scheduled sweep").await {
+                    tracing::warn!(error = %error, job = job.name(), "scheduled job failed; it runs again at its next time");
+                }
+            }
+            JobKind::PrepareDeclaration => {
+                let month = Month::of(at.date_naive()).previous();
+                if let Err(error) = self.declarations.prepare(month, at.to_utc()).await {
+                    tracing::error!(error = %error, job = job.name(), month = %month, "preparing the declaration failed; it runs again at its next time or start");
+                }
             }
         }
-        Some(other) => tracing::debug!(
-            job = other.name(),
-            "scheduled job has no runner yet in this process"
-        ),
-        None => {}
     }
 }
 

@@ -372,8 +372,15 @@ pub struct TransferJob {
     pub withdrawal_id: String,
 }
 
-/// The apalis task of a transfer step, due now.
-pub(crate) fn transfer_task(
+/// The payload of a withdrawal's certificate job (the same shape as a
+/// transfer job's, on its own queue).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct CertificateJob {
+    pub withdrawal_id: String,
+}
+
+/// The apalis task of a withdrawal step (transfer or certificate), due now.
+pub(crate) fn withdrawal_step_task(
     spec: &JobSpec,
     withdrawal_id: &str,
     key: String,
@@ -661,9 +668,10 @@ impl Store {
         outcome: &GatewayOutcome,
         source: &str,
         attempt: i64,
+        certificate_job: &JobSpec,
         now: DateTime<Utc>,
     ) -> Result<ApplyOutcome, StoreError> {
-        dispatch!(self, repo => repo.apply_gateway_outcome(id, outcome, source, attempt, now).await)
+        dispatch!(self, repo => repo.apply_gateway_outcome(id, outcome, source, attempt, certificate_job, now).await)
     }
 
     pub async fn resume_transfers(
@@ -745,7 +753,78 @@ impl Store {
         dispatch!(self, repo => repo.certificate_keys().await)
     }
 
+    /// Pushes certificate jobs for paid withdrawals without a certificate
+    /// (after a crash, or paid before the step existed); returns how many.
+    pub async fn push_missing_certificates(
+        &self,
+        certificate_job: &JobSpec,
+        key_suffix: &str,
+        paid_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, repo => repo.push_missing_certificates(certificate_job, key_suffix, paid_before, limit).await)
+    }
+
     pub async fn paid_without_certificate(&self, limit: i64) -> Result<Vec<String>, StoreError> {
         dispatch!(self, repo => repo.paid_without_certificate(limit).await)
+    }
+
+    pub async fn insert_correction(&self, new: &NewCertificate) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.insert_correction(new).await)
+    }
+
+    pub async fn certificate_number_by_pdf(
+        &self,
+        pdf_sha256: &str,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch!(self, repo => repo.certificate_number_by_pdf(pdf_sha256).await)
+    }
+
+    pub async fn correction_of(&self, number: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self, repo => repo.correction_of(number).await)
+    }
+
+    pub async fn certificate_files(
+        &self,
+        tax_month: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, Vec<u8>, String)>, StoreError> {
+        dispatch!(self, repo => repo.certificate_files(tax_month, after, limit).await)
+    }
+
+    pub async fn certificate_totals(
+        &self,
+        tax_month: &str,
+    ) -> Result<(i64, Money, Money, Money), StoreError> {
+        dispatch!(self, repo => repo.certificate_totals(tax_month).await)
+    }
+
+    pub async fn save_prepared_declaration(
+        &self,
+        prepared: &PreparedDeclaration,
+        csv: &[u8],
+        xlsx: &[u8],
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.save_prepared_declaration(prepared, csv, xlsx).await)
+    }
+
+    pub async fn prepared_declarations(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<PreparedDeclaration>, StoreError> {
+        dispatch!(self, repo => repo.prepared_declarations(limit).await)
+    }
+
+    pub async fn prepared_declaration_file(
+        &self,
+        tax_month: &str,
+        xlsx: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self, repo => repo.prepared_declaration_file(tax_month, xlsx).await)
+    }
+
+    pub async fn ledger_tax_for_month(&self, tax_month: &str) -> Result<Money, StoreError> {
+        dispatch!(self, repo => repo.ledger_tax_for_month(tax_month).await)
     }
 }

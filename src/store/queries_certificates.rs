@@ -1,13 +1,14 @@
 // Withholding certificates' SQL (SPEC §2.6), shared by both backends like
 // `queries.rs` (and included after it). Certificates are written once and
-// never changed: the table's triggers refuse UPDATE and DELETE.
+// never changed: the table's triggers refuse UPDATE and DELETE. A withdrawal
+// has one original certificate (`replaces` null) and a line of corrections.
 
-use crate::store::records::{CertificateRecord, NewCertificate};
+use crate::store::records::{CertificateRecord, NewCertificate, PreparedDeclaration};
 
 /// The columns of `certificates` without the PDF, for `concat!`.
 macro_rules! certificate_columns {
     () => {
-        "number, withdrawal_id, distributor_id, tax_month, key_id, gross_fen, tax_fen, net_fen, manifest, replaces, issued_at"
+        "number, withdrawal_id, distributor_id, tax_month, key_id, gross_fen, tax_fen, net_fen, manifest, replaces, reason, issued_at"
     };
 }
 
@@ -23,44 +24,54 @@ fn certificate_from_row(row: &<Db as sqlx::Database>::Row) -> Result<Certificate
         net: Money::from_fen(row.try_get("net_fen")?),
         manifest: row.try_get("manifest")?,
         replaces: row.try_get("replaces")?,
+        reason: row.try_get("reason")?,
         issued_at: row.try_get("issued_at")?,
     })
 }
 
 impl Repo {
-    /// Stores a certificate unless its withdrawal has one already; returns
-    /// the number in force for the withdrawal either way.
+    /// Stores a withdrawal's original certificate unless it has one already;
+    /// returns the original's number either way (the step may run twice).
     pub async fn insert_certificate(&self, new: &NewCertificate) -> Result<String, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(concat!(
-            "insert into certificates (number, withdrawal_id, distributor_id, tax_month, key_id, gross_fen, tax_fen, ",
-            "net_fen, pdf, manifest, replaces, issued_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ",
-            "on conflict (withdrawal_id) do nothing"
-        ))
-        .bind(&new.number)
-        .bind(&new.withdrawal_id)
-        .bind(new.distributor_id.as_str())
-        .bind(&new.tax_month)
-        .bind(&new.key_id)
-        .bind(new.gross.fen())
-        .bind(new.tax.fen())
-        .bind(new.net.fen())
-        .bind(&new.pdf)
-        .bind(&new.manifest)
-        .bind(new.replaces.as_deref())
-        .bind(new.issued_at)
-        .execute(&mut *tx)
-        .await?;
-        let number: String = sqlx::query_scalar("select number from certificates where withdrawal_id = $1")
-            .bind(&new.withdrawal_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        insert_certificate_row(&mut tx, new).await?;
+        let number: String =
+            sqlx::query_scalar("select number from certificates where withdrawal_id = $1 and replaces is null")
+                .bind(&new.withdrawal_id)
+                .fetch_one(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(number)
     }
 
+    /// Stores a correction of `new.replaces`, which must be the newest
+    /// certificate of its withdrawal: a certificate is corrected once, and a
+    /// second correction corrects the first.
+    pub async fn insert_correction(&self, new: &NewCertificate) -> Result<(), StoreError> {
+        let replaces = new.replaces.as_deref().ok_or_else(|| StoreError::Corrupt("a correction names the certificate it replaces".to_owned()))?;
+        let mut tx = self.begin_write().await?;
+        let corrected: Option<String> = sqlx::query_scalar("select number from certificates where replaces = $1")
+            .bind(replaces)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(corrected) = corrected {
+            return Err(StoreError::Refused {
+                code: "certificate_already_corrected",
+                message: format!("certificate {replaces} was already corrected by {corrected}; correct that one"),
+            });
+        }
+        insert_certificate_row(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The number of the certificate in force for a withdrawal: the newest
+    /// of its line (the one nothing replaces).
     pub async fn certificate_number_for(&self, withdrawal_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("select number from certificates where withdrawal_id = $1")
+        Ok(sqlx::query_scalar(concat!(
+            "select c.number from certificates c where c.withdrawal_id = $1 ",
+            "and not exists (select 1 from certificates n where n.replaces = c.number)"
+        ))
             .bind(withdrawal_id)
             .fetch_optional(&self.pool)
             .await?)
@@ -76,6 +87,134 @@ impl Repo {
             Some(row) => Ok(Some((certificate_from_row(&row)?, row.try_get("pdf")?))),
             None => Ok(None),
         }
+    }
+
+    /// The number of the certificate whose PDF has this SHA-256.
+    pub async fn certificate_number_by_pdf(&self, pdf_sha256: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("select number from certificates where pdf_sha256 = $1")
+            .bind(pdf_sha256)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The number of the certificate that corrects `number`, if any.
+    pub async fn correction_of(&self, number: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("select number from certificates where replaces = $1")
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Certificates with their PDFs, in number order after `after`: the
+    /// pages a month's zip is streamed from.
+    pub async fn certificate_files(
+        &self,
+        tax_month: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, Vec<u8>, String)>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "select number, pdf, manifest from certificates where tax_month = $1 ",
+            "and ($2 is null or number > $2) order by number limit $3"
+        ))
+        .bind(tax_month)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Count and money of a month's certificates in force (corrections
+    /// replace what they correct).
+    pub async fn certificate_totals(&self, tax_month: &str) -> Result<(i64, Money, Money, Money), StoreError> {
+        let (count, gross, tax, net): (i64, i64, i64, i64) = sqlx::query_as(concat!(
+            "select count(*), cast(coalesce(sum(gross_fen), 0) as bigint), cast(coalesce(sum(tax_fen), 0) as bigint), ",
+            "cast(coalesce(sum(net_fen), 0) as bigint) from certificates c where tax_month = $1 ",
+            "and not exists (select 1 from certificates n where n.replaces = c.number)"
+        ))
+        .bind(tax_month)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((count, Money::from_fen(gross), Money::from_fen(tax), Money::from_fen(net)))
+    }
+
+    /// Records (or re-records) the declaration the schedule prepared for a month.
+    pub async fn save_prepared_declaration(&self, prepared: &PreparedDeclaration, csv: &[u8], xlsx: &[u8]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(concat!(
+            "insert into prepared_declarations (tax_month, method, prepared_at, distributors, payouts, gross_fen, tax_fen, net_fen, ",
+            "ledger_tax_fen, csv, xlsx) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) on conflict (tax_month) do update set ",
+            "method = excluded.method, prepared_at = excluded.prepared_at, distributors = excluded.distributors, payouts = excluded.payouts, ",
+            "gross_fen = excluded.gross_fen, tax_fen = excluded.tax_fen, net_fen = excluded.net_fen, ledger_tax_fen = excluded.ledger_tax_fen, ",
+            "csv = excluded.csv, xlsx = excluded.xlsx"
+        ))
+        .bind(&prepared.tax_month)
+        .bind(&prepared.method)
+        .bind(prepared.prepared_at)
+        .bind(prepared.distributors)
+        .bind(prepared.payouts)
+        .bind(prepared.gross.fen())
+        .bind(prepared.tax.fen())
+        .bind(prepared.net.fen())
+        .bind(prepared.ledger_tax.fen())
+        .bind(csv)
+        .bind(xlsx)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The prepared declarations, newest month first.
+    pub async fn prepared_declarations(&self, limit: i64) -> Result<Vec<PreparedDeclaration>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select tax_month, method, prepared_at, distributors, payouts, gross_fen, tax_fen, net_fen, ledger_tax_fen ",
+            "from prepared_declarations order by tax_month desc limit $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PreparedDeclaration {
+                    tax_month: row.try_get("tax_month")?,
+                    method: row.try_get("method")?,
+                    prepared_at: row.try_get("prepared_at")?,
+                    distributors: row.try_get("distributors")?,
+                    payouts: row.try_get("payouts")?,
+                    gross: Money::from_fen(row.try_get("gross_fen")?),
+                    tax: Money::from_fen(row.try_get("tax_fen")?),
+                    net: Money::from_fen(row.try_get("net_fen")?),
+                    ledger_tax: Money::from_fen(row.try_get("ledger_tax_fen")?),
+                })
+            })
+            .collect()
+    }
+
+    /// A prepared declaration's file: `xlsx` or else the CSV.
+    pub async fn prepared_declaration_file(&self, tax_month: &str, xlsx: bool) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = if xlsx {
+            "select xlsx from prepared_declarations where tax_month = $1"
+        } else {
+            "select csv from prepared_declarations where tax_month = $1"
+        };
+        Ok(sqlx::query_scalar(sql).bind(tax_month).fetch_optional(&self.pool).await?)
+    }
+
+    /// The tax payable the ledger credited for withdrawals of a tax month
+    /// (their `paid` transfers), to check a declaration against.
+    pub async fn ledger_tax_for_month(&self, tax_month: &str) -> Result<Money, StoreError> {
+        let fen: i64 = sqlx::query_scalar(concat!(
+            "select cast(coalesce(sum(p.amount_fen), 0) as bigint) from withdrawals w ",
+            "join ledger_transfers t on t.idempotency_key = 'withdrawal:' || w.id || ':paid' ",
+            "join ledger_postings p on p.transfer_id = t.id and p.account_id = $2 ",
+            "where w.tax_month = $1"
+        ))
+        .bind(tax_month)
+        .bind(crate::domain::ledger::AccountId::Platform(crate::domain::ledger::PlatformAccount::TaxPayable).to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Money::from_fen(fen.abs()))
     }
 
     /// A month's certificates (optionally one distributor's), by number,
@@ -120,6 +259,36 @@ impl Repo {
             .await?)
     }
 
+    /// Pushes a certificate job for each paid withdrawal without a
+    /// certificate, with a key of this sweep's own; returns how many.
+    /// Only withdrawals paid before `paid_before` count: a younger one's job
+    /// is most likely still in the queue.
+    pub async fn push_missing_certificates(
+        &self,
+        certificate_job: &JobSpec,
+        key_suffix: &str,
+        paid_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<usize, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(concat!(
+            "select w.id from withdrawals w where w.state = 'paid' and w.finished_at < $1 ",
+            "and not exists (select 1 from certificates c where c.withdrawal_id = w.id) order by w.finished_at limit $2"
+        ))
+        .bind(paid_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut tx = self.begin_write().await?;
+            for id in chunk {
+                let task = crate::store::withdrawal_step_task(certificate_job, id, format!("certificate:{id}:{key_suffix}"))?;
+                push_job(&mut tx, &certificate_job.queue, task).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(ids.len())
+    }
+
     /// Paid withdrawals that have no certificate yet (the certificate
     /// step's catch-up after a crash).
     pub async fn paid_without_certificate(&self, limit: i64) -> Result<Vec<String>, StoreError> {
@@ -131,4 +300,31 @@ impl Repo {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Inserts a certificate row; a second original for a withdrawal, or a
+/// second correction of a certificate, is skipped by the unique indexes.
+async fn insert_certificate_row(conn: &mut Conn, new: &NewCertificate) -> Result<(), StoreError> {
+    sqlx::query(concat!(
+        "insert into certificates (number, withdrawal_id, distributor_id, tax_month, key_id, gross_fen, tax_fen, ",
+        "net_fen, pdf, pdf_sha256, manifest, replaces, reason, issued_at) ",
+        "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) on conflict do nothing"
+    ))
+    .bind(&new.number)
+    .bind(&new.withdrawal_id)
+    .bind(new.distributor_id.as_str())
+    .bind(&new.tax_month)
+    .bind(&new.key_id)
+    .bind(new.gross.fen())
+    .bind(new.tax.fen())
+    .bind(new.net.fen())
+    .bind(&new.pdf)
+    .bind(&new.pdf_sha256)
+    .bind(&new.manifest)
+    .bind(new.replaces.as_deref())
+    .bind(new.reason.as_deref())
+    .bind(new.issued_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

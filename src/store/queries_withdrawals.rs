@@ -159,7 +159,7 @@ async fn push_transfer_job(
     withdrawal_id: &str,
     key: String,
 ) -> Result<(), StoreError> {
-    let task = crate::store::transfer_task(spec, withdrawal_id, key)?;
+    let task = crate::store::withdrawal_step_task(spec, withdrawal_id, key)?;
     push_job(conn, &spec.queue, task).await
 }
 
@@ -539,6 +539,7 @@ impl Repo {
         outcome: &GatewayOutcome,
         source: &str,
         attempt: i64,
+        certificate_job: &JobSpec,
         now: DateTime<Utc>,
     ) -> Result<ApplyOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
@@ -574,6 +575,9 @@ impl Repo {
                 apply_transfer(&mut tx, &paid, now).await?;
                 let detail = format!("net {} paid, tax {} payable, fee {} ({source})", withdrawal.net, withdrawal.tax, withdrawal.fee);
                 insert_withdrawal_event(&mut tx, id, "confirm", "paid", attempt, Some(&detail), now).await?;
+                // The certificate step continues from here, in the same transaction.
+                let task = crate::store::withdrawal_step_task(certificate_job, id, format!("certificate:{id}"))?;
+                push_job(&mut tx, &certificate_job.queue, task).await?;
                 ApplyOutcome::Moved(WithdrawalState::Paid)
             }
             (WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation, GatewayOutcome::Failed { reason }) => {

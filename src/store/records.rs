@@ -572,7 +572,10 @@ pub struct CertificateRecord {
     pub net: Money,
     /// The signed manifest (JSON) that travels with the PDF.
     pub manifest: String,
+    /// The certificate this one corrects.
     pub replaces: Option<String>,
+    /// Why a correction was issued.
+    pub reason: Option<String>,
     pub issued_at: DateTime<Utc>,
 }
 
@@ -588,7 +591,25 @@ pub struct NewCertificate {
     pub tax: Money,
     pub net: Money,
     pub pdf: Vec<u8>,
+    /// SHA-256 of `pdf`, lower-case hex: finds the manifest of a bare PDF.
+    pub pdf_sha256: String,
     pub manifest: String,
     pub replaces: Option<String>,
+    pub reason: Option<String>,
     pub issued_at: DateTime<Utc>,
+}
+
+/// A monthly declaration as the schedule prepared it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedDeclaration {
+    pub tax_month: String,
+    pub method: String,
+    pub prepared_at: DateTime<Utc>,
+    pub distributors: i64,
+    pub payouts: i64,
+    pub gross: Money,
+    pub tax: Money,
+    pub net: Money,
+    /// The tax payable the ledger credited for the month's payouts when prepared.
+    pub ledger_tax: Money,
 }

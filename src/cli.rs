@@ -1,6 +1,6 @@
 //! The `fenrun` command line: parse, build, run. Every command has `--help`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
@@ -82,6 +82,11 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Withholding certificates.
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
+    },
     /// Individual income tax on distributors' commissions (劳务报酬所得).
     Tax {
         #[command(subcommand)]
@@ -136,10 +141,43 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Certificates: render and sign per second, then `count` withdrawals
+    /// through the workflow until certified, and their month's zip streamed.
+    Certificates {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Concurrent HTTP clients requesting the withdrawals.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Runs of the render and zip measurements; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Drain a backlog of no-op apalis jobs.
     Queue {
         #[arg(long, default_value_t = 20_000)]
         jobs: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertificateCommand {
+    /// Say whether a certificate PDF is genuine: signed by a published key,
+    /// byte for byte. Exit 0 if genuine, 1 if not.
+    Verify {
+        /// The certificate PDF.
+        file: PathBuf,
+        /// Its signed manifest; default: FILE with the extension .json beside
+        /// it, else the manifest stored for this PDF in the database.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// The published keys (the JSON of GET /v1/tax/keys, or keys.json of
+        /// a month's zip) instead of the database's: verifies offline.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -369,6 +407,96 @@ fn describe_tax_quote(
     out
 }
 
+/// `fenrun certificate verify`: prints the verdict; true when genuine.
+async fn verify_certificate_file(
+    settings: &Settings,
+    file: &Path,
+    manifest: Option<PathBuf>,
+    keys: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<bool> {
+    use crate::certificate::{Verification, verify};
+    let read = |path: &Path, limit: u64| -> anyhow::Result<Vec<u8>> {
+        let size = std::fs::metadata(path)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?
+            .len();
+        anyhow::ensure!(
+            size <= limit,
+            "{} is larger than {limit} bytes",
+            path.display()
+        );
+        std::fs::read(path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
+    };
+    let pdf = read(file, crate::api::certificates::MAX_VERIFY_PDF_BYTES as u64)?;
+    let beside = file.with_extension("json");
+    let manifest_path = manifest.or_else(|| beside.is_file().then_some(beside));
+    let manifest = manifest_path
+        .map(|path| -> anyhow::Result<String> {
+            let bytes = read(&path, crate::certificate::MAX_MANIFEST_BYTES as u64)?;
+            String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))
+        })
+        .transpose()?;
+    let verification = match keys {
+        Some(keys_path) => {
+            let document: serde_json::Value = serde_json::from_slice(&read(keys_path, 1 << 20)?)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", keys_path.display()))?;
+            let keys = crate::certificate::archive::parse_keys_document(&document)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", keys_path.display()))?;
+            let manifest = manifest.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no manifest beside {}: pass --manifest (offline verification needs it)",
+                    file.display()
+                )
+            })?;
+            verify(&pdf, &manifest, &keys)
+        }
+        None => {
+            let store = open_store(settings).await?;
+            let verification =
+                crate::engine::certificate::verify_upload(&store, &pdf, manifest.as_deref()).await;
+            store.close().await;
+            verification?
+        }
+    };
+    let genuine = matches!(verification, Verification::Genuine { .. });
+    match (&verification, json) {
+        (
+            Verification::Genuine {
+                number,
+                gross,
+                tax,
+                net,
+                key_id,
+            },
+            true,
+        ) => println!(
+            "{}",
+            serde_json::json!({"genuine": true, "number": number, "gross": gross, "tax": tax, "net": net, "key_id": key_id})
+        ),
+        (Verification::NotGenuine(rejection), true) => println!(
+            "{}",
+            serde_json::json!({"genuine": false, "reason_code": rejection.code(), "reason": rejection.to_string()})
+        ),
+        (
+            Verification::Genuine {
+                number,
+                gross,
+                tax,
+                net,
+                key_id,
+            },
+            false,
+        ) => println!(
+            "genuine: certificate {number}: gross {gross}, tax withheld {tax}, net paid {net} (signed with key {key_id})"
+        ),
+        (Verification::NotGenuine(rejection), false) => {
+            println!("NOT genuine ({}): {rejection}", rejection.code())
+        }
+    }
+    Ok(genuine)
+}
+
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let url = settings.database_url.expose_secret();
     let store = Store::open(url, &settings.store_options())
@@ -407,6 +535,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 redact_url(settings.database_url.expose_secret())
             );
             store.close().await;
+        }
+        Command::Certificate {
+            command:
+                CertificateCommand::Verify {
+                    file,
+                    manifest,
+                    keys,
+                    json,
+                },
+        } => {
+            let genuine =
+                verify_certificate_file(&settings, &file, manifest, keys.as_deref(), json).await?;
+            if !genuine {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
         }
         Command::Ledger {
             command: LedgerCommand::Verify { json },
@@ -538,6 +681,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     crate::bench::settle(orders, concurrency.max(1), runs.max(1), server).await?;
                 }
                 BenchCommand::Queue { jobs } => crate::bench::queue(jobs, server).await?,
+                BenchCommand::Certificates {
+                    count,
+                    concurrency,
+                    runs,
+                } => {
+                    crate::bench_certificates::certificates(
+                        count.max(1),
+                        concurrency.max(1),
+                        runs.max(1),
+                        server,
+                    )
+                    .await?;
+                }
                 BenchCommand::Withdraw {
                     count,
                     concurrency,

@@ -9,12 +9,13 @@
 //! - [`store`]: all SQL, for SQLite and PostgreSQL, behind one [`store::Store`].
 //! - [`engine`]: workflow definitions and scheduled jobs from `workflows/*.toml`, and running them.
 //! - [`api`]: the HTTP API (axum), its errors, auth and OpenAPI document.
+//! - [`web`]: the HTML pages (cookie login, the accountant's `/tax` page).
 //! - [`app`]: `Application::build(settings)` → `run_until_stopped(shutdown)`.
 //! - [`config`]: layered, validated settings.
 //! - [`clock`]: injectable time, real or simulated.
 //! - [`gateway`]: the payout gateway of this process (sandbox or WeChat Pay v3, from `integrations/`).
 //! - [`certificate`]: withholding certificates — PDF (krilla, embedded Noto Sans SC) and Ed25519 signing/verification.
-//! - [`declaration`]: the monthly withholding declaration as CSV and XLSX.
+//! - [`declaration`]: the monthly withholding declaration as CSV and XLSX, and the schedule's preparer.
 //! - [`plans`], [`tokens`]: applying commission plans; issuing and checking API tokens.
 //! - [`cli`]: the `fenrun` command line; [`bench`]: `fenrun bench`; [`demo`]: `fenrun demo`.
 //! - [`telemetry`]: logging set-up.
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod app;
 pub mod bench;
+mod bench_certificates;
 mod bench_withdraw;
 pub mod certificate;
 pub mod cli;
@@ -41,4 +43,5 @@ pub mod store;
 pub mod telemetry;
 pub mod tokens;
 pub mod vault;
+pub mod web;
 pub mod workflows;

@@ -1,9 +1,11 @@
 //! Request extractors with our error shape: a JSON body whose errors name the
-//! field, and a bearer token resolved to a [`Principal`].
+//! field, and a bearer token (or the HTML pages' session cookie) resolved to
+//! a [`Principal`].
 
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
@@ -97,7 +99,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The caller, authenticated by `Authorization: Bearer <token>`.
+/// The cookie the HTML pages log in with; its value is an API token.
+pub const SESSION_COOKIE: &str = "fenrun_token";
+
+/// The caller, authenticated by `Authorization: Bearer <token>` or, without
+/// that header, by the [`SESSION_COOKIE`] a browser sends.
 pub struct Caller(pub Principal);
 
 impl<S> FromRequestParts<S> for Caller
@@ -109,17 +115,26 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Caller, ApiError> {
         let state = AppState::from_ref(state);
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthenticated("unauthenticated", "send Authorization: Bearer <token>")
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(|token| SecretString::from(token.trim().to_owned()))
-            .ok_or_else(|| {
-                ApiError::unauthenticated("unauthenticated", "send Authorization: Bearer <token>")
-            })?;
+        let missing =
+            || ApiError::unauthenticated("unauthenticated", "send Authorization: Bearer <token>");
+        let token = match parts.headers.get(AUTHORIZATION) {
+            Some(header) => header
+                .to_str()
+                .ok()
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .map(|token| SecretString::from(token.trim().to_owned()))
+                .ok_or_else(missing)?,
+            None => {
+                let token = session_cookie(&parts.headers).ok_or_else(missing)?;
+                // A browser attaches the cookie to requests other sites make
+                // to us unless SameSite=Strict stops it; a state-changing one
+                // must also name our own origin, for browsers that do not.
+                if !parts.method.is_safe() && !same_origin(&parts.headers) {
+                    return Err(ApiError::forbidden());
+                }
+                token
+            }
+        };
         let principal = state
             .tokens
             .authenticate(&state.store, &token)
@@ -127,6 +142,37 @@ where
             .ok_or_else(|| ApiError::unauthenticated("invalid_token", "the token is not valid"))?;
         tracing::Span::current().record("token_id", principal.token_id.as_str());
         Ok(Caller(principal))
+    }
+}
+
+/// The token in the [`SESSION_COOKIE`], if the request carries a non-empty one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<SecretString> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|header| header.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .map(|(_, value)| SecretString::from(value.to_owned()))
+}
+
+/// False when the request names an `Origin` other than the `Host` it was
+/// sent to (a cross-site form post); true without an `Origin`, which
+/// browsers send with every cross-origin POST.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let authority = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| origin.split_once("://"))
+        .map(|(_, authority)| authority);
+    let host = headers.get(HOST).and_then(|host| host.to_str().ok());
+    match (authority, host) {
+        (Some(authority), Some(host)) => authority.eq_ignore_ascii_case(host),
+        _ => false,
     }
 }
 

@@ -3,6 +3,7 @@
 //! handlers' annotations at `/openapi.json`.
 
 pub mod admin;
+pub mod certificates;
 pub mod credentials;
 pub mod distributors;
 pub mod error;
@@ -33,6 +34,7 @@ use crate::app::AppState;
         withdrawals::quote, withdrawals::create, withdrawals::get, withdrawals::list,
         withdrawals::cancel, withdrawals::approve, withdrawals::reject, withdrawals::wechat_notify,
         tax::declaration,
+        certificates::list, certificates::file, certificates::correct, certificates::keys, certificates::verify,
         health::healthz, health::readyz,
     ),
     modifiers(&BearerAuth)
@@ -108,6 +110,17 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(withdrawals::reject),
         )
         .route("/v1/tax/declarations/{file}", get(tax::declaration))
+        .route("/v1/tax/certificates", get(certificates::list))
+        .route(
+            "/v1/tax/certificates/verify",
+            axum::routing::post(certificates::verify),
+        )
+        .route("/v1/tax/certificates/{file}", get(certificates::file))
+        .route(
+            "/v1/tax/certificates/{number}/corrections",
+            axum::routing::post(certificates::correct),
+        )
+        .route("/v1/tax/keys", get(certificates::keys))
         .route(
             "/v1/gateways/wechat/notify",
             axum::routing::post(withdrawals::wechat_notify),
@@ -123,6 +136,7 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(|| async { axum::Json(ApiDoc::openapi()) }),
         )
+        .merge(crate::web::router())
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(

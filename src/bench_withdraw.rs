@@ -48,7 +48,13 @@ pub async fn withdraw(
         let mut paid_per_s = Vec::new();
         for run in 1..=runs {
             let db = crate::bench::ScratchDb::new(server_url, "withdraw").await?;
-            let result = withdraw_once(&db.url, count, concurrency, latency).await;
+            let result = match withdraw_once(&db.url, count, concurrency, latency).await {
+                Ok(run) => {
+                    let figures = (run.accepted, run.end_to_end);
+                    run.stop().await.map(|()| figures)
+                }
+                Err(error) => Err(error),
+            };
             db.drop().await;
             let (accepted, end_to_end) = result?;
             let accepted = count as f64 / accepted.as_secs_f64();
@@ -73,12 +79,41 @@ fn id_number(serial: usize) -> String {
     IdNumber::complete(&format!("11010119900101{:03}", serial % 1_000))
 }
 
-async fn withdraw_once(
+/// A finished run of withdrawals whose application still serves, so that
+/// another benchmark can go on from it (`bench certificates`).
+pub(crate) struct WithdrawRun {
+    pub state: crate::app::AppState,
+    pub address: String,
+    /// Time from the first request to the last one accepted (202).
+    pub accepted: Duration,
+    /// Time from the first request to the last withdrawal paid.
+    pub end_to_end: Duration,
+    /// When the first request was sent.
+    pub started: Instant,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl WithdrawRun {
+    /// Stops the application and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await??;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `count` withdrawals until every one is paid and the ledger verifies.
+pub(crate) async fn withdraw_once(
     url: &str,
     count: usize,
     concurrency: usize,
     latency_ms: u64,
-) -> anyhow::Result<(Duration, Duration)> {
+) -> anyhow::Result<WithdrawRun> {
     let settings = Settings {
         database_url: SecretString::from(url.to_owned()),
         listen: "127.0.0.1:0".to_owned(),
@@ -243,7 +278,13 @@ async fn withdraw_once(
         sandbox_paid == WITHDRAWAL.fen() * count as i64,
         "the sandbox sent {sandbox_paid} fen, fenrun paid {count} × {WITHDRAWAL}"
     );
-    let _ = shutdown.send(());
-    server.await??;
-    Ok((accepted, end_to_end))
+    Ok(WithdrawRun {
+        state,
+        address,
+        accepted,
+        end_to_end,
+        started,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    })
 }

@@ -294,7 +294,124 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
         ledger.paid_count,
         if matches { "equal" } else { "DIFFERENT" }
     );
-    Ok(matches)
+    let mut paid = Vec::new();
+    for (plan, id) in &requested {
+        if let Some(withdrawal) = state.store.withdrawal(id).await?
+            && withdrawal.state == WithdrawalState::Paid
+        {
+            paid.push((plan.distributor, withdrawal));
+        }
+    }
+    let certified = certificates(state, &paid).await?;
+    Ok(matches && certified)
+}
+
+/// Act three: every paid withdrawal's signed certificate, checked as a
+/// stranger would check it, a tampered copy refused, and the month's
+/// declaration held against the ledger.
+async fn certificates(
+    state: &AppState,
+    paid: &[(&str, crate::store::WithdrawalRecord)],
+) -> anyhow::Result<bool> {
+    use crate::certificate::Verification;
+    use crate::engine::certificate::verify_upload;
+
+    println!("\nwithholding certificates — one per payout, signed with Ed25519 (GET /v1/tax/keys)");
+    println!(
+        "{:<4} {:<42} {:>10} {:>8} {:>10} {:>7}  verdict",
+        "who", "certificate", "gross", "tax", "net", "PDF"
+    );
+    let mut genuine = 0;
+    let mut first_pdf = None;
+    for (who, withdrawal) in paid {
+        let number = wait_for_certificate(state, &withdrawal.id).await?;
+        let (record, pdf) = state
+            .store
+            .certificate(&number)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("certificate {number} vanished"))?;
+        let verdict = match verify_upload(&state.store, &pdf, Some(&record.manifest)).await? {
+            Verification::Genuine { .. } => {
+                genuine += 1;
+                "genuine".to_owned()
+            }
+            Verification::NotGenuine(rejection) => format!("NOT genuine: {rejection}"),
+        };
+        println!(
+            "{:<4} {:<42} {:>10} {:>8} {:>10} {:>5}KB  {verdict}",
+            who,
+            number,
+            record.gross.to_string(),
+            record.tax.to_string(),
+            record.net.to_string(),
+            pdf.len().div_ceil(1024),
+        );
+        first_pdf.get_or_insert((pdf, record.manifest));
+    }
+    let tampered_refused = match first_pdf {
+        Some((mut pdf, manifest)) => {
+            let middle = pdf.len() / 2;
+            pdf[middle] ^= 0x01;
+            let verdict = verify_upload(&state.store, &pdf, Some(&manifest)).await?;
+            match verdict {
+                Verification::NotGenuine(rejection) => {
+                    println!(
+                        "a copy with one byte changed: NOT genuine ({})",
+                        rejection.code()
+                    );
+                    true
+                }
+                Verification::Genuine { .. } => {
+                    println!("a copy with one byte changed: GENUINE (this is a bug)");
+                    false
+                }
+            }
+        }
+        None => true,
+    };
+    println!("certificates: {} issued, {genuine} genuine", paid.len());
+    let mut declarations_equal = true;
+    let months: std::collections::BTreeSet<&str> =
+        paid.iter().map(|(_, w)| w.tax_month.as_str()).collect();
+    for month in months {
+        let month = crate::domain::tax::Month::parse(month)?;
+        let declaration = crate::declaration::Declaration::prepare(
+            &state.store,
+            &state.vault,
+            month,
+            state.settings.withholding_method,
+            &state.settings.withholding_agent_name,
+            &state.settings.withholding_agent_tin,
+        )
+        .await?;
+        let totals = declaration.totals();
+        let ledger_tax = state.store.ledger_tax_for_month(&month.to_string()).await?;
+        let equal = totals.withheld == ledger_tax;
+        declarations_equal &= equal;
+        println!(
+            "declaration {month}: {} distributors, {} payouts, income {}, tax withheld {}; ledger tax payable {ledger_tax}: {}",
+            totals.distributors,
+            totals.payouts,
+            totals.income,
+            totals.withheld,
+            if equal { "equal" } else { "DIFFERENT" }
+        );
+    }
+    Ok(genuine == paid.len() && tampered_refused && declarations_equal)
+}
+
+/// Waits until the certificate step has run for a paid withdrawal.
+async fn wait_for_certificate(state: &AppState, id: &str) -> anyhow::Result<String> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        if let Some(number) = state.store.certificate_number_for(id).await? {
+            return Ok(number);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("withdrawal {id} has no certificate after {SETTLE_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits (on the wall clock: the gateway answers in real time) until the

@@ -446,6 +446,15 @@ async fn a_database_dump_holds_no_plaintext_credential(backend: Backend) {
 
 /// `fenrun` with only the given database and key in its environment's
 /// fenrun variables.
+/// Runs a command off the test's runtime thread: the service under test
+/// runs on that thread, and a write transaction of its that is waiting to be
+/// polled would otherwise hold SQLite's write lock against the command.
+async fn output_of(mut command: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().expect("run fenrun"))
+        .await
+        .expect("the command's thread")
+}
+
 fn fenrun(database_url: &str, master_key: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fenrun"));
     command
@@ -684,10 +693,9 @@ async fn keys_rotate_reseals_every_credential_so_the_new_key_alone_opens_them(ba
     let d1 = DistributorId::parse("d1").unwrap();
 
     // Without the old key the rotation refuses, naming the row, and changes nothing.
-    let refused = fenrun(&app.db.url, NEW_MASTER_KEY)
-        .args(["keys", "rotate"])
-        .output()
-        .unwrap();
+    let mut refuse = fenrun(&app.db.url, NEW_MASTER_KEY);
+    refuse.args(["keys", "rotate"]);
+    let refused = output_of(refuse).await;
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("distributor_identities row d1"), "{stderr}");
@@ -719,13 +727,13 @@ async fn keys_rotate_reseals_every_credential_so_the_new_key_alone_opens_them(ba
 
     // With it, every row is resealed, page by page, while the service runs.
     let rotate = || {
-        fenrun(&app.db.url, NEW_MASTER_KEY)
+        let mut rotate = fenrun(&app.db.url, NEW_MASTER_KEY);
+        rotate
             .args(["keys", "rotate"])
-            .env("FENRUN_MASTER_KEY_PREVIOUS", TEST_MASTER_KEY)
-            .output()
-            .unwrap()
+            .env("FENRUN_MASTER_KEY_PREVIOUS", TEST_MASTER_KEY);
+        output_of(rotate)
     };
-    let rotated = rotate();
+    let rotated = rotate().await;
     let stdout = String::from_utf8_lossy(&rotated.stdout);
     assert!(
         rotated.status.success(),
@@ -776,7 +784,7 @@ async fn keys_rotate_reseals_every_credential_so_the_new_key_alone_opens_them(ba
     );
 
     // Running it again finds nothing left to do.
-    let again = rotate();
+    let again = rotate().await;
     assert!(again.status.success());
     assert!(
         String::from_utf8_lossy(&again.stdout)

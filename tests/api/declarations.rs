@@ -14,10 +14,7 @@ use crate::helpers::{Backend, error_of};
 use crate::on_both_backends;
 use crate::withdrawals::{advance_days, funded_distributor, request, spawn, wait_for_state};
 
-on_both_backends!(
-    the_monthly_declaration_lists_every_paid_distributor_and_totals_the_tax,
-    a_certificate_is_stored_once_per_withdrawal,
-);
+on_both_backends!(the_monthly_declaration_lists_every_paid_distributor_and_totals_the_tax,);
 
 const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
 
@@ -172,94 +169,4 @@ async fn the_monthly_declaration_lists_every_paid_distributor_and_totals_the_tax
         .await
         .unwrap();
     assert_eq!(empty.lines().count(), 3, "{empty}");
-}
-
-async fn a_certificate_is_stored_once_per_withdrawal(backend: Backend) {
-    use fenrun::domain::money::Money;
-    use fenrun::store::NewCertificate;
-
-    let app = spawn(backend).await;
-    let (token, account) = funded_distributor(&app, "carol", "100.00", OPENID).await;
-    advance_days(&app, 4).await;
-    let created: Value = request(
-        &app,
-        &token,
-        "c1",
-        &json!({"distributor_id": "carol", "amount": "100.00", "payout_account_id": account, "speed": "standard"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
-    let month = created["tax_month"].as_str().unwrap().to_owned();
-    wait_for_state(&app, &id, "paid").await;
-
-    let new = |number: &str, pdf: &[u8]| NewCertificate {
-        number: number.to_owned(),
-        withdrawal_id: id.clone(),
-        distributor_id: fenrun::domain::ids::DistributorId::parse("carol").unwrap(),
-        tax_month: month.clone(),
-        key_id: "0123456789abcdef".to_owned(),
-        gross: Money::from_fen(100_00),
-        tax: Money::ZERO,
-        net: Money::from_fen(100_00),
-        pdf: pdf.to_vec(),
-        manifest: "{}".to_owned(),
-        replaces: None,
-        issued_at: chrono::Utc::now(),
-    };
-    assert_eq!(
-        app.store.paid_without_certificate(10).await.unwrap(),
-        vec![id.clone()]
-    );
-    let number = app
-        .store
-        .insert_certificate(&new("C-1", b"%PDF-first"))
-        .await
-        .unwrap();
-    assert_eq!(number, "C-1");
-    // The step ran twice (a crash before its job was acknowledged): the first stands.
-    let again = app
-        .store
-        .insert_certificate(&new("C-2", b"%PDF-second"))
-        .await
-        .unwrap();
-    assert_eq!(again, "C-1");
-    let (record, pdf) = app.store.certificate("C-1").await.unwrap().unwrap();
-    assert_eq!(
-        (record.withdrawal_id.as_str(), pdf.as_slice()),
-        (id.as_str(), &b"%PDF-first"[..])
-    );
-    assert!(app.store.certificate("C-2").await.unwrap().is_none());
-    assert_eq!(
-        app.store
-            .certificate_number_for(&id)
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("C-1")
-    );
-    let listed = app
-        .store
-        .certificates(&month, None, None, 50)
-        .await
-        .unwrap();
-    assert_eq!(listed.len(), 1);
-    let carol = fenrun::domain::ids::DistributorId::parse("carol").unwrap();
-    assert_eq!(
-        app.store
-            .certificates(&month, Some(&carol), Some("C-1"), 50)
-            .await
-            .unwrap()
-            .len(),
-        0
-    );
-    assert!(
-        app.store
-            .paid_without_certificate(10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
 }

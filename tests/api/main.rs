@@ -5,6 +5,7 @@
 mod helpers;
 
 mod admin;
+mod certificates;
 mod cli;
 mod crash;
 mod credentials;
@@ -17,5 +18,6 @@ mod orders;
 mod payout_crash;
 mod store_suite;
 mod tax_cli;
+mod tax_page;
 mod withdrawal_storm;
 mod withdrawals;

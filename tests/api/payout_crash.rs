@@ -2,7 +2,8 @@
 //! through a sandbox gateway that lives in this test (so it outlives every
 //! crash) and answers slowly; the server is SIGKILLed twice while transfers
 //! are in flight and restarted. Every withdrawal must still be paid exactly
-//! once at the sandbox, and the books must agree with it.
+//! once at the sandbox, the books must agree with it, and each must end with
+//! exactly one certificate.
 
 // Amounts in fen are written yuan_fen (`2545_00` is 2,545.00 yuan).
 #![allow(clippy::inconsistent_digit_grouping)]
@@ -226,6 +227,31 @@ async fn withdrawals_transferring_through_sigkills_are_paid_exactly_once(backend
             (Some("40.00"), Some("0.00"), Some("60.00"))
         );
     }
+    // The certificate step went through the kills too: one each, no more.
+    let mut numbers = std::collections::BTreeSet::new();
+    for id in &ids {
+        loop {
+            let withdrawal: Value = client
+                .get(format!("{address}/v1/withdrawals/{id}"))
+                .bearer_auth(&ops)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if let Some(number) = withdrawal["certificate_number"].as_str() {
+                assert!(numbers.insert(number.to_owned()), "{number} twice");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} has no certificate after {SETTLE_DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(numbers.len(), ids.len());
     server.kill();
     let verify = fenrun(&db.url, &["ledger", "verify"]);
     assert!(

@@ -163,6 +163,7 @@ impl Runtime {
     /// throwaway key for its scratch database).
     pub async fn build_with_vault(settings: Settings, vault: Vault) -> anyhow::Result<Runtime> {
         settings.validate()?;
+        crate::monitoring::install();
         tracing::info!(key_id = %vault.current_key_id(), "payout credentials sealed under this master key");
         let workflows = Workflows::load(&settings.workflows_dir)?;
         let url = settings.database_url.expose_secret().to_owned();
@@ -418,6 +419,39 @@ impl Runtime {
         Ok(vec![worker, certificate_worker, poller])
     }
 
+    /// A worker process's own small HTTP surface on `listen`: `/healthz`,
+    /// `/readyz` and `/metrics` (its steps' and gateway calls' figures live
+    /// in this process). A port already taken (a worker beside `fenrun
+    /// serve` with the default address) costs the endpoints, not the workers.
+    async fn serve_worker_endpoints(&self, stop: &watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+        let listen = self.state.settings.listen.clone();
+        let listener = match TcpListener::bind(&listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(listen = %listen, error = %error, "cannot listen for /healthz and /metrics; the workers run without them (set FENRUN_LISTEN per worker)");
+                return None;
+            }
+        };
+        tracing::info!(listen = %listen, "worker endpoints: /healthz, /readyz, /metrics");
+        let router = axum::Router::new()
+            .route("/healthz", axum::routing::get(crate::api::health::healthz))
+            .route("/readyz", axum::routing::get(crate::api::health::readyz))
+            .route("/metrics", axum::routing::get(crate::monitoring::render))
+            .with_state(self.state.clone());
+        let mut stop = stop.clone();
+        Some(tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            if let Err(error) = axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::warn!(error = %error, "worker endpoints stopped");
+            }
+        }))
+    }
+
     /// Runs only the workers until `shutdown` (`fenrun worker`).
     pub async fn run_workers_until_stopped(
         self,
@@ -427,7 +461,8 @@ impl Runtime {
         self.connect_gateway(format!("http://{}", self.state.settings.listen))
             .await?;
         self.catch_up().await?;
-        let handles = self.spawn_workers(&stopped)?;
+        let mut handles = self.spawn_workers(&stopped)?;
+        handles.extend(self.serve_worker_endpoints(&stopped).await);
         shutdown.await;
         let _ = stop.send(true);
         join_within(handles, WORKER_STOP_GRACE).await;

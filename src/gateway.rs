@@ -137,17 +137,26 @@ impl Gateway {
     }
 
     pub async fn transfer(&self, request: &PayoutRequest) -> Result<GatewayNews, GatewayError> {
-        self.client.transfer(request).await.map(GatewayNews::of)
+        let started = std::time::Instant::now();
+        let result = self.client.transfer(request).await;
+        crate::monitoring::gateway_call("transfer", outcome_of(&result), started);
+        result.map(GatewayNews::of)
     }
 
     pub async fn query(&self, out_bill_no: &str) -> Result<Option<GatewayNews>, GatewayError> {
         let number = OutBillNo::for_withdrawal(out_bill_no)?;
-        Ok(self.client.query(&number).await?.map(GatewayNews::of))
+        let started = std::time::Instant::now();
+        let result = self.client.query(&number).await;
+        crate::monitoring::gateway_call("query", outcome_of(&result), started);
+        Ok(result?.map(GatewayNews::of))
     }
 
     pub async fn cancel(&self, out_bill_no: &str) -> Result<GatewayNews, GatewayError> {
         let number = OutBillNo::for_withdrawal(out_bill_no)?;
-        self.client.cancel(&number).await.map(GatewayNews::of)
+        let started = std::time::Instant::now();
+        let result = self.client.cancel(&number).await;
+        crate::monitoring::gateway_call("cancel", outcome_of(&result), started);
+        result.map(GatewayNews::of)
     }
 
     /// Verifies a callback's signature and time window and decrypts it.
@@ -232,4 +241,14 @@ fn wechat_config(settings: &Settings, notify_url: &str) -> anyhow::Result<Wechat
         api_v3_key,
         notify_url.to_owned(),
     )?)
+}
+
+/// The metrics label of a gateway call's result.
+fn outcome_of<T>(result: &Result<T, GatewayError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(GatewayError::Transient(_)) => "transient",
+        Err(GatewayError::Rejected { .. }) => "rejected",
+        Err(GatewayError::Ambiguous(_)) => "ambiguous",
+    }
 }

@@ -18,7 +18,7 @@
 //! - [`declaration`]: the monthly withholding declaration as CSV and XLSX, and the schedule's preparer.
 //! - [`plans`], [`tokens`]: applying commission plans; issuing and checking API tokens.
 //! - [`cli`]: the `fenrun` command line; [`bench`]: `fenrun bench`; [`demo`]: `fenrun demo`.
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`]: logging set-up; [`monitoring`]: Prometheus metrics at `/metrics`.
 //! - [`credentials`]: sealing identities and payout accounts for their rows; `keys rotate`.
 //! - [`vault`]: envelope encryption (AES-256-GCM) of payout credentials under a rotatable master key.
 
@@ -38,6 +38,7 @@ mod demo_withdrawals;
 pub mod domain;
 pub mod engine;
 pub mod gateway;
+pub mod monitoring;
 pub mod plans;
 pub mod store;
 pub mod telemetry;

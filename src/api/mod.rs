@@ -131,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/admin/adjustments", axum::routing::post(admin::adjust))
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(crate::monitoring::render))
         .route("/readyz", get(health::readyz))
         .route(
             "/openapi.json",
@@ -138,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(crate::web::router())
         .fallback(|| async { error::ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn(crate::monitoring::track_http))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

@@ -137,6 +137,11 @@ pub struct SettlementEngine {
 }
 
 impl SettlementEngine {
+    /// The business calendar the holds are counted in.
+    pub fn calendar(&self) -> &BusinessCalendar {
+        &self.shared.calendar
+    }
+
     /// Starts the group-commit writer; it stops when the engine is dropped.
     pub fn start(
         store: Arc<Store>,

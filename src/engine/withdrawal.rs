@@ -544,6 +544,11 @@ impl WithdrawalEngine {
             .await?;
         match &applied {
             ApplyOutcome::Moved(state) => {
+                if *state == WithdrawalState::Paid {
+                    crate::monitoring::money_moved("payout_net", withdrawal.net.fen());
+                    crate::monitoring::money_moved("tax_withheld", withdrawal.tax.fen());
+                    crate::monitoring::money_moved("fee", withdrawal.fee.fen());
+                }
                 tracing::info!(withdrawal_id = %withdrawal.id, step = "confirm", attempt, state = %state, source, "withdrawal moved");
             }
             ApplyOutcome::Contradicts(state) => {

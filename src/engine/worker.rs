@@ -89,13 +89,19 @@ async fn release_step(
     let attempt = attempt.current() as i64;
     let span = tracing::info_span!("step", step = "release", attempt, release_at = %job.release_at);
     async move {
-        engine
-            .release_due(attempt, "job order.release")
-            .await
-            .map_err(|error| {
-                tracing::warn!(error = %error, "release step failed; it will be retried");
-                Box::new(error) as BoxDynError
-            })?;
+        let started = std::time::Instant::now();
+        let result = engine.release_due(attempt, "job order.release").await;
+        crate::monitoring::step_attempt(
+            "order-settlement",
+            "release",
+            attempt,
+            started,
+            result.is_ok(),
+        );
+        result.map_err(|error| {
+            tracing::warn!(error = %error, "release step failed; it will be retried");
+            Box::new(error) as BoxDynError
+        })?;
         Ok(())
     }
     .instrument(span)
@@ -204,13 +210,13 @@ async fn transfer_step(
     let span =
         tracing::info_span!("step", step = "transfer", withdrawal_id = %job.withdrawal_id, attempt);
     async move {
-        engine
-            .run_transfer(&job.withdrawal_id, attempt)
-            .await
-            .map_err(|error| {
-                tracing::warn!(error = %error, "transfer step did not finish; it will be retried");
-                Box::new(error) as BoxDynError
-            })
+        let started = std::time::Instant::now();
+        let result = engine.run_transfer(&job.withdrawal_id, attempt).await;
+        crate::monitoring::step_attempt("withdrawal", "transfer", attempt, started, result.is_ok());
+        result.map_err(|error| {
+            tracing::warn!(error = %error, "transfer step did not finish; it will be retried");
+            Box::new(error) as BoxDynError
+        })
     }
     .instrument(span)
     .await
@@ -245,14 +251,19 @@ async fn certificate_step(
     let attempt = attempt.current() as i64;
     let span = tracing::info_span!("step", step = "certificate", withdrawal_id = %job.withdrawal_id, attempt);
     async move {
-        issuer
-            .issue(&job.withdrawal_id)
-            .await
-            .map(|_| ())
-            .map_err(|error| {
-                tracing::warn!(error = %error, "certificate step did not finish; it will be retried");
-                Box::new(error) as BoxDynError
-            })
+        let started = std::time::Instant::now();
+        let result = issuer.issue(&job.withdrawal_id).await;
+        crate::monitoring::step_attempt(
+            "withdrawal",
+            "certificate",
+            attempt,
+            started,
+            result.is_ok(),
+        );
+        result.map(|_| ()).map_err(|error| {
+            tracing::warn!(error = %error, "certificate step did not finish; it will be retried");
+            Box::new(error) as BoxDynError
+        })
     }
     .instrument(span)
     .await

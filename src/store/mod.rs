@@ -79,6 +79,15 @@ macro_rules! dispatch {
 }
 
 impl Store {
+    /// Jobs per queue and state with the oldest `run_at` (unix seconds) of
+    /// each group, for `/metrics` and the ops console.
+    pub async fn queue_stats(
+        &self,
+        now_secs: i64,
+    ) -> Result<Vec<(String, String, i64, Option<i64>)>, StoreError> {
+        dispatch!(self, repo => repo.queue_stats(now_secs).await)
+    }
+
     /// Opens the database named by `url` (`sqlite://…` or `postgres://…`),
     /// creating a SQLite file if needed, and applies every migration: apalis's
     /// and ours.

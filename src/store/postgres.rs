@@ -19,6 +19,24 @@ pub struct Repo {
 }
 
 impl Repo {
+    /// Jobs per queue and state (waiting, scheduled, retrying, running,
+    /// failed, done) with the oldest `run_at` (unix seconds) of each group.
+    pub async fn queue_stats(
+        &self,
+        now_secs: i64,
+    ) -> Result<Vec<(String, String, i64, Option<i64>)>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "select job_type, case when status = 'Pending' and run_at > to_timestamp($1) then 'scheduled' ",
+            "when status = 'Pending' and attempts > 0 then 'retrying' when status = 'Pending' then 'waiting' ",
+            "when status in ('Queued', 'Running') then 'running' when status in ('Failed', 'Killed') then 'failed' ",
+            "when status = 'Done' then 'done' else lower(status) end as state, count(*), ",
+            "cast(extract(epoch from min(run_at)) as bigint) from apalis.jobs group by 1, 2 order by 1, 2"
+        ))
+        .bind(now_secs)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Repo, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)

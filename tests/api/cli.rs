@@ -135,3 +135,53 @@ fn the_sandbox_gateway_runs_on_its_own_and_shows_its_ledger() {
     assert_eq!(answer["total_paid_fen"], 0);
     assert_eq!(answer["bills"], serde_json::json!([]));
 }
+
+#[test]
+fn a_worker_process_answers_health_and_metrics_on_its_own_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("worker.db").display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fenrun"))
+        .arg("worker")
+        .env("FENRUN_DATABASE_URL", &url)
+        .env("FENRUN_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("FENRUN_CONFIG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a worker");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (health, metrics) = runtime.block_on(async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
+                let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+                    .await
+                    .expect("metrics")
+                    .text()
+                    .await
+                    .expect("metrics text");
+                break (response.status().as_u16(), metrics);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker did not answer"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(health, 200);
+    assert!(
+        metrics.contains("fenrun_calendar_covered_days "),
+        "{metrics}"
+    );
+}

@@ -14,6 +14,7 @@ mod distributors;
 mod http;
 mod ledger_properties;
 mod migrations;
+mod monitoring;
 mod orders;
 mod payout_crash;
 mod store_suite;

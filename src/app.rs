@@ -53,6 +53,18 @@ pub struct AppState {
     pub certificates: Arc<CertificateIssuer>,
     /// The monthly withholding declarations (SPEC §2.6).
     pub declarations: Arc<DeclarationPreparer>,
+    /// Every step that runs from a queue, in workflow order (the ops views).
+    pub step_queues: Arc<Vec<StepQueue>>,
+}
+
+/// A step that runs from a queue, as the ops console groups jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepQueue {
+    pub workflow: String,
+    pub step: String,
+    pub queue: String,
+    /// The step's `timeout_ms`: a job running longer is stuck.
+    pub timeout: Duration,
 }
 
 /// The workflow files in force: from the workflows folder, or the copies
@@ -231,6 +243,21 @@ impl Runtime {
             vault: vault.clone(),
             settings: settings.clone(),
         });
+        let step_queues = Arc::new(
+            [&workflows.order_settlement, &workflows.withdrawal]
+                .iter()
+                .flat_map(|definition| {
+                    definition.steps().iter().filter_map(|step| {
+                        step.queue().map(|queue| StepQueue {
+                            workflow: definition.name().to_owned(),
+                            step: step.name().to_owned(),
+                            queue: queue.to_owned(),
+                            timeout: step.timeout(),
+                        })
+                    })
+                })
+                .collect(),
+        );
         Ok(Runtime {
             state: AppState {
                 store,
@@ -244,6 +271,7 @@ impl Runtime {
                 withdrawals,
                 certificates,
                 declarations,
+                step_queues,
             },
             workflows,
         })

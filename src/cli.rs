@@ -574,6 +574,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let issued =
                 crate::tokens::create(&store, role, distributor.as_ref(), SystemClock.now())
                     .await?;
+            crate::audit::record(
+                &store,
+                &crate::audit::Actor::command_line(),
+                "token.create",
+                &format!("token:{}", issued.id),
+                None,
+                Some(serde_json::json!({"role": role.as_str(), "distributor": distributor.as_ref().map(DistributorId::as_str)})),
+                SystemClock.now(),
+            )
+            .await;
             store.close().await;
             eprintln!(
                 "created {role} token {} (shown once; store it now)",
@@ -607,6 +617,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 );
             })
             .await;
+            if let Ok(report) = &report {
+                crate::audit::record(
+                    &store,
+                    &crate::audit::Actor::command_line(),
+                    "keys.rotate",
+                    &format!("master_key:{}", vault.current_key_id()),
+                    Some(serde_json::json!({"previous_key_ids": previous})),
+                    Some(serde_json::json!({
+                        "key_id": vault.current_key_id().to_string(),
+                        "identities_resealed": report.identities.resealed,
+                        "payout_accounts_resealed": report.payout_accounts.resealed,
+                    })),
+                    SystemClock.now(),
+                )
+                .await;
+            }
             store.close().await;
             let report = report?;
             println!(
@@ -631,6 +657,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 SystemClock.now(),
             )
             .await;
+            if let Ok(stored) = &stored {
+                crate::audit::record(
+                    &store,
+                    &crate::audit::Actor::command_line(),
+                    "plan.apply",
+                    &format!("plan:{}", stored.version),
+                    None,
+                    Some(serde_json::json!({"version": stored.version, "name": stored.name, "file": file.display().to_string()})),
+                    SystemClock.now(),
+                )
+                .await;
+            }
             store.close().await;
             let stored = stored?;
             println!(

@@ -16,6 +16,7 @@
 //! - [`gateway`]: the payout gateway of this process (sandbox or WeChat Pay v3, from `integrations/`).
 //! - [`certificate`]: withholding certificates — PDF (krilla, embedded Noto Sans SC) and Ed25519 signing/verification.
 //! - [`declaration`]: the monthly withholding declaration as CSV and XLSX, and the schedule's preparer.
+//! - [`audit`]: the append-only log of admin and ops actions.
 //! - [`plans`], [`tokens`]: applying commission plans; issuing and checking API tokens.
 //! - [`cli`]: the `fenrun` command line; [`bench`]: `fenrun bench`; [`demo`]: `fenrun demo`.
 //! - [`telemetry`]: logging set-up; [`monitoring`]: Prometheus metrics at `/metrics`.
@@ -24,6 +25,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod bench;
 mod bench_certificates;
 mod bench_withdraw;

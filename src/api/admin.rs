@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{Caller, JsonBody};
@@ -70,6 +70,18 @@ pub async fn apply_plan(
     )
     .await?;
     tracing::info!(version = stored.version, applied_by = %principal.token_id, "commission plan applied");
+    crate::audit::record(
+        &state.store,
+        &crate::audit::Actor::of(principal),
+        "plan.apply",
+        &format!("plan:{}", stored.version),
+        None,
+        Some(
+            serde_json::json!({"version": stored.version, "name": stored.name, "file": file_name}),
+        ),
+        state.clock.now(),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(stored.into())))
 }
 
@@ -187,6 +199,21 @@ pub async fn adjust(
         transfer_id, applied_now, distributor_id = %request.distributor_id,
         actor = %principal.token_id, reason, "manual adjustment"
     );
+    if applied_now {
+        crate::audit::record(
+            &state.store,
+            &crate::audit::Actor::of(principal),
+            "ledger.adjust",
+            &format!("distributor:{}", request.distributor_id),
+            None,
+            Some(serde_json::json!({
+                "transfer_id": transfer_id, "amount": request.amount,
+                "direction": request.direction, "reason": reason,
+            })),
+            state.clock.now(),
+        )
+        .await;
+    }
     Ok((
         StatusCode::CREATED,
         Json(AdjustmentView {
@@ -271,6 +298,85 @@ pub async fn advance_clock(
         .advance_and_release(clock, chrono::Duration::seconds(seconds as i64))
         .await?;
     tracing::info!(now = %now, released, actor = %caller.0.token_id, "simulated clock advanced");
+    crate::audit::record(
+        &state.store,
+        &crate::audit::Actor::of(&caller.0),
+        "clock.advance",
+        "clock:simulated",
+        None,
+        Some(serde_json::json!({"now": now})),
+        now,
+    )
+    .await;
     let _ = state.clock_moved.send(now);
     Ok(Json(ClockView { now, released }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Entries older than this id (the page before).
+    pub before: Option<i64>,
+    /// Only entries about this target, e.g. `withdrawal:wd…`.
+    pub target: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntryView {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// A token id (`tok_…`) or `cli:{user}`.
+    pub actor: String,
+    pub actor_role: String,
+    pub action: String,
+    pub target: String,
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditEntryView>,
+    /// Pass as `before` for the next (older) page; absent on the last.
+    pub next_before: Option<i64>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "admin", params(AuditQuery),
+    responses((status = 200, description = "newest first", body = AuditPage)),
+    security(("bearer" = []))
+)]
+pub async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Query(query): axum::extract::Query<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let limit = query.limit.unwrap_or(50).clamp(1, crate::store::MAX_PAGE);
+    let entries = state
+        .store
+        .audit_entries(query.before, query.target.as_deref(), limit)
+        .await?;
+    let next_before = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|(id, _)| *id))
+        .flatten();
+    Ok(Json(AuditPage {
+        items: entries
+            .into_iter()
+            .map(|(id, entry)| AuditEntryView {
+                id,
+                at: entry.at,
+                actor: entry.actor,
+                actor_role: entry.actor_role,
+                action: entry.action,
+                target: entry.target,
+                before: entry.before,
+                after: entry.after,
+            })
+            .collect(),
+        next_before,
+    }))
 }

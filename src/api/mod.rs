@@ -9,6 +9,7 @@ pub mod distributors;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod ops;
 pub mod orders;
 pub mod tax;
 pub mod withdrawals;
@@ -29,12 +30,13 @@ use crate::app::AppState;
     paths(
         distributors::create, distributors::list, distributors::get, distributors::balance,
         credentials::put_identity, credentials::add_payout_account, credentials::list_payout_accounts,
-        admin::apply_plan, admin::list_plans, admin::adjust, admin::advance_clock,
+        admin::apply_plan, admin::list_plans, admin::adjust, admin::advance_clock, admin::audit,
         orders::ingest, orders::refund, orders::get, orders::commissions,
         withdrawals::quote, withdrawals::create, withdrawals::get, withdrawals::list,
         withdrawals::cancel, withdrawals::approve, withdrawals::reject, withdrawals::wechat_notify,
         tax::declaration,
         certificates::list, certificates::file, certificates::correct, certificates::keys, certificates::verify,
+        ops::queues, ops::jobs, ops::retry, ops::cancel,
         health::healthz, health::readyz,
     ),
     modifiers(&BearerAuth)
@@ -121,6 +123,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(certificates::correct),
         )
         .route("/v1/tax/keys", get(certificates::keys))
+        .route("/v1/ops/queues", get(ops::queues))
+        .route("/v1/ops/jobs", get(ops::jobs))
+        .route("/v1/ops/jobs/{id}/retry", axum::routing::post(ops::retry))
+        .route("/v1/ops/jobs/{id}/cancel", axum::routing::post(ops::cancel))
         .route(
             "/v1/gateways/wechat/notify",
             axum::routing::post(withdrawals::wechat_notify),
@@ -130,6 +136,7 @@ pub fn router(state: AppState) -> Router {
             get(admin::list_plans).post(admin::apply_plan),
         )
         .route("/v1/admin/adjustments", axum::routing::post(admin::adjust))
+        .route("/v1/audit", get(admin::audit))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(crate::monitoring::render))
         .route("/readyz", get(health::readyz))

@@ -398,9 +398,20 @@ pub async fn approve(
         .transpose()?;
     let decision = ReviewDecision::Approve {
         by: principal.token_id.clone(),
-        note,
+        note: note.clone(),
     };
-    Ok(Json(state.withdrawals.review(&id, &decision).await?.into()))
+    let before = state.store.withdrawal(&id).await?;
+    let after = state.withdrawals.review(&id, &decision).await?;
+    audit_review(
+        &state,
+        principal,
+        "withdrawal.approve",
+        before,
+        &after,
+        note,
+    )
+    .await;
+    Ok(Json(after.into()))
 }
 
 #[utoipa::path(
@@ -419,11 +430,48 @@ pub async fn reject(
     JsonBody(body): JsonBody<RejectBody>,
 ) -> Result<Json<WithdrawalView>, ApiError> {
     let principal = caller.require(&[Role::Ops, Role::Admin])?;
+    let reason = check_reason(&body.reason, "reason")?;
     let decision = ReviewDecision::Reject {
         by: principal.token_id.clone(),
-        reason: check_reason(&body.reason, "reason")?,
+        reason: reason.clone(),
     };
-    Ok(Json(state.withdrawals.review(&id, &decision).await?.into()))
+    let before = state.store.withdrawal(&id).await?;
+    let after = state.withdrawals.review(&id, &decision).await?;
+    audit_review(
+        &state,
+        principal,
+        "withdrawal.reject",
+        before,
+        &after,
+        Some(reason),
+    )
+    .await;
+    Ok(Json(after.into()))
+}
+
+/// Audits a review that changed the withdrawal (a repeated one changes nothing).
+async fn audit_review(
+    state: &AppState,
+    principal: &crate::domain::access::Principal,
+    action: &str,
+    before: Option<WithdrawalRecord>,
+    after: &WithdrawalRecord,
+    words: Option<String>,
+) {
+    let before_state = before.map(|record| record.state);
+    if before_state == Some(after.state) {
+        return;
+    }
+    crate::audit::record(
+        &state.store,
+        &crate::audit::Actor::of(principal),
+        action,
+        &format!("withdrawal:{}", after.id),
+        before_state.map(|state| serde_json::json!({"state": state.as_str()})),
+        Some(serde_json::json!({"state": after.state.as_str(), "words": words, "gross": after.gross})),
+        state.clock.now(),
+    )
+    .await;
 }
 
 /// WeChat Pay's success answer to a notification.

@@ -78,7 +78,78 @@ macro_rules! dispatch {
     };
 }
 
+/// Which jobs the ops console lists.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub now_secs: i64,
+    /// waiting, scheduled, retrying, running, failed or done.
+    pub state: Option<String>,
+    pub queue: Option<String>,
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+/// A job as the ops console shows it; times are unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpsJob {
+    pub id: String,
+    pub queue: String,
+    /// waiting, scheduled, retrying, running, failed or done.
+    pub state: String,
+    /// apalis's own status (Pending, Queued, Running, Done, Failed, Killed).
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: i64,
+    pub lock_at: Option<i64>,
+    pub lock_by: Option<String>,
+    pub done_at: Option<i64>,
+    /// When the worker holding the job last said it was alive.
+    pub worker_last_seen: Option<i64>,
+    /// The last attempt's result as apalis recorded it (an error's text).
+    pub last_result: Option<String>,
+    /// The job's JSON payload (e.g. `{"withdrawal_id": …}`).
+    pub payload: String,
+}
+
 impl Store {
+    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        dispatch!(self, repo => repo.record_audit(entry).await)
+    }
+
+    pub async fn audit_entries(
+        &self,
+        before: Option<i64>,
+        target: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
+        dispatch!(self, repo => repo.audit_entries(before, target, limit).await)
+    }
+
+    pub async fn ops_jobs(&self, filter: &JobFilter) -> Result<Vec<OpsJob>, StoreError> {
+        dispatch!(self, repo => repo.ops_jobs(filter).await)
+    }
+
+    pub async fn done_last_hour(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, repo => repo.done_last_hour().await)
+    }
+
+    pub async fn retry_job(
+        &self,
+        id: &str,
+        now_secs: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        dispatch!(self, repo => repo.retry_job(id, now_secs).await)
+    }
+
+    pub async fn cancel_job(
+        &self,
+        id: &str,
+        now_secs: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        dispatch!(self, repo => repo.cancel_job(id, now_secs).await)
+    }
+
     /// Jobs per queue and state with the oldest `run_at` (unix seconds) of
     /// each group, for `/metrics` and the ops console.
     pub async fn queue_stats(

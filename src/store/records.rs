@@ -613,3 +613,19 @@ pub struct PreparedDeclaration {
     /// The tax payable the ledger credited for the month's payouts when prepared.
     pub ledger_tax: Money,
 }
+
+/// One audit log entry: who did what to which thing, and how it was before
+/// and after (SPEC §2.10).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    /// The token id (`tok_…`) of an API caller, or `cli:{user}` for a command.
+    pub actor: String,
+    pub actor_role: String,
+    /// e.g. `withdrawal.approve`, `job.retry`, `plan.apply`, `token.create`.
+    pub action: String,
+    /// e.g. `withdrawal:wd…`, `job:…`, `plan:3`.
+    pub target: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}

@@ -48,6 +48,120 @@ pub struct Repo {
 }
 
 impl Repo {
+    /// Jobs for the ops console, by id, filtered by queue
+    /// and state (as [`Self::queue_stats`] names states), after an id (keyset).
+    pub async fn ops_jobs(
+        &self,
+        filter: &crate::store::JobFilter,
+    ) -> Result<Vec<crate::store::OpsJob>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select * from (select j.id, j.job_type, j.status, j.attempts, j.max_attempts, j.run_at, j.lock_at, j.lock_by, ",
+            "j.done_at, cast(j.last_result as text) as last_result, cast(j.job as text) as payload, w.last_seen, ",
+            "case when j.status = 'Pending' and j.run_at > $1 then 'scheduled' ",
+            "when j.status = 'Pending' and j.attempts > 0 then 'retrying' when j.status = 'Pending' then 'waiting' ",
+            "when j.status in ('Queued', 'Running') then 'running' when j.status in ('Failed', 'Killed') then 'failed' ",
+            "when j.status = 'Done' then 'done' else lower(j.status) end as state ",
+            "from Jobs j left join Workers w on w.id = j.lock_by) ",
+            "where ($2 is null or state = $2) and ($3 is null or job_type = $3) and ($4 is null or id > $4) ",
+            "order by id limit $5"
+        ))
+        .bind(filter.now_secs)
+        .bind(filter.state.as_deref())
+        .bind(filter.queue.as_deref())
+        .bind(filter.after.as_deref())
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::store::OpsJob {
+                    id: row.try_get("id")?,
+                    queue: row.try_get("job_type")?,
+                    state: row.try_get("state")?,
+                    status: row.try_get("status")?,
+                    attempts: row.try_get("attempts")?,
+                    max_attempts: row.try_get("max_attempts")?,
+                    run_at: row.try_get("run_at")?,
+                    lock_at: row.try_get("lock_at")?,
+                    lock_by: row.try_get("lock_by")?,
+                    done_at: row.try_get("done_at")?,
+                    worker_last_seen: row.try_get("last_seen")?,
+                    last_result: row.try_get("last_result")?,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Jobs finished in the last hour, per queue (the console's throughput).
+    /// apalis stamps `done_at` with the database's clock, so the hour is too.
+    pub async fn done_last_hour(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as("select job_type, count(*) from Jobs where status = 'Done' and done_at >= strftime('%s', 'now') - 3600 group by 1 order by 1")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Puts a failed or killed job back to run now, with one more attempt;
+    /// any other job is left as it is. Returns its status before and after,
+    /// if it exists.
+    pub async fn retry_job(
+        &self,
+        id: &str,
+        now_secs: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let before: Option<String> = sqlx::query_scalar("select status from Jobs where id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(before) = before else {
+            return Ok(None);
+        };
+        sqlx::query(concat!(
+            "update Jobs set status = 'Pending', run_at = $2, lock_by = null, lock_at = null, done_at = null, ",
+            "max_attempts = attempts + 1 where id = $1 and status in ('Failed', 'Killed')"
+        ))
+        .bind(id)
+        .bind(now_secs)
+        .execute(&mut *tx)
+        .await?;
+        let after: String = sqlx::query_scalar("select status from Jobs where id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((before, after)))
+    }
+
+    /// Stops a job that has not started (pending) or has failed; a running
+    /// or finished one is left as it is. Returns its status before and after.
+    pub async fn cancel_job(
+        &self,
+        id: &str,
+        now_secs: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let before: Option<String> = sqlx::query_scalar("select status from Jobs where id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(before) = before else {
+            return Ok(None);
+        };
+        sqlx::query("update Jobs set status = 'Killed', done_at = $2, last_result = $3 where id = $1 and status in ('Pending', 'Failed')")
+            .bind(id)
+            .bind(now_secs)
+            .bind(r#"{"Err":"cancelled by ops"}"#)
+            .execute(&mut *tx)
+            .await?;
+        let after: String = sqlx::query_scalar("select status from Jobs where id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((before, after)))
+    }
+
     /// Jobs per queue and state (waiting, scheduled, retrying, running,
     /// failed, done) with the oldest `run_at` (unix seconds) of each group.
     pub async fn queue_stats(
@@ -450,3 +564,4 @@ async fn mark_released(
 include!("queries_credentials.rs");
 include!("queries_withdrawals.rs");
 include!("queries_certificates.rs");
+include!("queries_audit.rs");

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod admin;
+mod audit;
 mod certificates;
 mod cli;
 mod crash;
@@ -15,6 +16,7 @@ mod http;
 mod ledger_properties;
 mod migrations;
 mod monitoring;
+mod ops;
 mod orders;
 mod payout_crash;
 mod store_suite;

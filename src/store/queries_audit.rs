@@ -1,0 +1,60 @@
+// The audit log's SQL (SPEC §2.10), shared by both backends like
+// `queries.rs` (and included after it). Rows are only ever inserted.
+
+use crate::store::records::AuditEntry;
+
+impl Repo {
+    /// Appends one entry; returns its id.
+    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query_scalar(concat!(
+            "insert into audit_log (at, actor, actor_role, action, target, before, after) ",
+            "values ($1, $2, $3, $4, $5, $6, $7) returning id"
+        ))
+        .bind(entry.at)
+        .bind(&entry.actor)
+        .bind(&entry.actor_role)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(entry.before.as_ref().map(ToString::to_string))
+        .bind(entry.after.as_ref().map(ToString::to_string))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Entries newest first, before id `before` (keyset), optionally about one target.
+    pub async fn audit_entries(&self, before: Option<i64>, target: Option<&str>, limit: i64) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select id, at, actor, actor_role, action, target, before, after from audit_log ",
+            "where ($1 is null or id < $1) and ($2 is null or target = $2) order by id desc limit $3"
+        ))
+        .bind(before)
+        .bind(target)
+        .bind(limit.clamp(1, MAX_PAGE))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let json = |column: &str| -> Result<Option<serde_json::Value>, StoreError> {
+                    row.try_get::<Option<String>, _>(column)?
+                        .map(|text| serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(error.to_string())))
+                        .transpose()
+                };
+                Ok((
+                    row.try_get("id")?,
+                    AuditEntry {
+                        at: row.try_get("at")?,
+                        actor: row.try_get("actor")?,
+                        actor_role: row.try_get("actor_role")?,
+                        action: row.try_get("action")?,
+                        target: row.try_get("target")?,
+                        before: json("before")?,
+                        after: json("after")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+}

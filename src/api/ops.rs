@@ -227,9 +227,11 @@ pub async fn jobs_page(state: &AppState, query: &JobsQuery) -> Result<JobPage, A
         .then(|| jobs.last().map(|job| job.id.clone()))
         .flatten();
     Ok(JobPage {
+        // apalis stamps lock and heartbeat times with the database's clock,
+        // not the workflow clock (which a simulated clock may have moved).
         items: jobs
             .into_iter()
-            .map(|job| job_view(&state.step_queues, job, now))
+            .map(|job| job_view(&state.step_queues, job, chrono::Utc::now().timestamp()))
             .collect(),
         next_after,
     })
@@ -300,24 +302,9 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<JobActionView>, ApiError> {
     let principal = caller.require(&[Role::Ops, Role::Admin])?;
-    let now = state.clock.now();
-    let (before, status) = state
-        .store
-        .retry_job(&id, now.timestamp())
-        .await?
-        .ok_or_else(|| ApiError::not_found("job"))?;
-    tracing::info!(job_id = %id, status = %status, token_id = %principal.token_id, "ops: job retry");
-    crate::audit::record(
-        &state.store,
-        &crate::audit::Actor::of(principal),
-        "job.retry",
-        &format!("job:{id}"),
-        Some(serde_json::json!({"status": before})),
-        Some(serde_json::json!({"status": status})),
-        now,
-    )
-    .await;
-    Ok(Json(JobActionView { id, status }))
+    Ok(Json(
+        job_action(&state, principal, id, JobAction::Retry).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -334,22 +321,49 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<JobActionView>, ApiError> {
     let principal = caller.require(&[Role::Ops, Role::Admin])?;
+    Ok(Json(
+        job_action(&state, principal, id, JobAction::Cancel).await?,
+    ))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobAction {
+    Retry,
+    Cancel,
+}
+
+/// Retries or cancels a job for a caller whose role was checked, and
+/// audits a change; shared with the console.
+pub async fn job_action(
+    state: &AppState,
+    principal: &crate::domain::access::Principal,
+    id: String,
+    action: JobAction,
+) -> Result<JobActionView, ApiError> {
     let now = state.clock.now();
-    let (before, status) = state
-        .store
-        .cancel_job(&id, now.timestamp())
-        .await?
-        .ok_or_else(|| ApiError::not_found("job"))?;
-    tracing::info!(job_id = %id, status = %status, token_id = %principal.token_id, "ops: job cancel");
-    crate::audit::record(
-        &state.store,
-        &crate::audit::Actor::of(principal),
-        "job.cancel",
-        &format!("job:{id}"),
-        Some(serde_json::json!({"status": before})),
-        Some(serde_json::json!({"status": status})),
-        now,
-    )
-    .await;
-    Ok(Json(JobActionView { id, status }))
+    let (name, changed) = match action {
+        JobAction::Retry => (
+            "job.retry",
+            state.store.retry_job(&id, now.timestamp()).await?,
+        ),
+        JobAction::Cancel => (
+            "job.cancel",
+            state.store.cancel_job(&id, now.timestamp()).await?,
+        ),
+    };
+    let (before, status) = changed.ok_or_else(|| ApiError::not_found("job"))?;
+    tracing::info!(job_id = %id, status = %status, token_id = %principal.token_id, action = name, "ops: job action");
+    if before != status {
+        crate::audit::record(
+            &state.store,
+            &crate::audit::Actor::of(principal),
+            name,
+            &format!("job:{id}"),
+            Some(serde_json::json!({"status": before})),
+            Some(serde_json::json!({"status": status})),
+            now,
+        )
+        .await;
+    }
+    Ok(JobActionView { id, status })
 }

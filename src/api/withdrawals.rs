@@ -450,7 +450,7 @@ pub async fn reject(
 }
 
 /// Audits a review that changed the withdrawal (a repeated one changes nothing).
-async fn audit_review(
+pub(crate) async fn audit_review(
     state: &AppState,
     principal: &crate::domain::access::Principal,
     action: &str,

@@ -5,6 +5,7 @@
 //! shares, and the guard on every page response (no caching, no framing, no
 //! cross-site form posts). [`tax`] is the accountant's page.
 
+pub mod ops;
 pub mod tax;
 
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -54,6 +55,9 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/tax", get(tax::page))
         .route("/tax/verify", post(tax::verify))
+        .route("/ops", get(ops::page))
+        .route("/ops/jobs/{id}/{action}", post(ops::job))
+        .route("/ops/withdrawals/{id}/{decision}", post(ops::review))
         .layer(middleware::from_fn(guard))
 }
 
@@ -104,6 +108,7 @@ pub(crate) fn layout(title: &str, signed_in: bool, content: Markup) -> Markup {
                 header {
                     strong { "fenrun" }
                     @if signed_in {
+                        a href="/ops" { "运营 Ops" }
                         a href="/tax" { "税务 Tax" }
                         form.inline method="post" action="/logout" {
                             button type="submit" { "退出 Log out" }
@@ -192,14 +197,25 @@ pub(crate) fn accountant(
     caller: Result<Caller, ApiError>,
     back_to: &str,
 ) -> Result<Principal, PageError> {
+    signed_in_as(
+        caller,
+        back_to,
+        &[Role::Accountant, Role::Admin],
+        "This page is for the accountant and admin tokens. 仅限会计与管理员令牌。",
+    )
+}
+
+/// The signed-in caller with one of `roles`: without a valid token, a
+/// sign-in that returns to `back_to`; with another role, 403 with `refusal`.
+pub(crate) fn signed_in_as(
+    caller: Result<Caller, ApiError>,
+    back_to: &str,
+    roles: &[Role],
+    refusal: &str,
+) -> Result<Principal, PageError> {
     match caller {
-        Ok(Caller(principal)) if principal.has_any_role(&[Role::Accountant, Role::Admin]) => {
-            Ok(principal)
-        }
-        Ok(_) => Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "This page is for the accountant and admin tokens. 仅限会计与管理员令牌。",
-        )),
+        Ok(Caller(principal)) if principal.has_any_role(roles) => Ok(principal),
+        Ok(_) => Err(PageError::new(StatusCode::FORBIDDEN, refusal.to_owned())),
         Err(error) if error.status == StatusCode::UNAUTHORIZED => Err(PageError::SignIn {
             next: back_to.to_owned(),
         }),

@@ -17,7 +17,7 @@ on_both_backends!(
 );
 
 /// A client that shows redirects instead of following them.
-fn browser() -> reqwest::Client {
+pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -48,14 +48,14 @@ async fn post_login(
 }
 
 /// Signs in with `token` and returns the `Cookie` header a browser would send.
-async fn sign_in(app: &TestApp, token: &str) -> String {
+pub async fn sign_in(app: &TestApp, token: &str) -> String {
     let response = post_login(app, token, "/tax", None).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let set_cookie = header(&response, SET_COOKIE);
     set_cookie.split(';').next().unwrap().to_owned()
 }
 
-async fn get_page(app: &TestApp, path: &str, cookie: &str) -> reqwest::Response {
+pub async fn get_page(app: &TestApp, path: &str, cookie: &str) -> reqwest::Response {
     browser()
         .get(app.url(path))
         .header(COOKIE, cookie)

@@ -1,0 +1,297 @@
+//! `/ops`, the payment-ops console (SPEC §2.9): per workflow step, jobs by
+//! state with the oldest wait and the last hour's throughput; failed and
+//! stuck jobs with their error and what they drive, with retry and cancel;
+//! the review queue with each withdrawal's risk flags, approve and reject;
+//! and a warning when the business calendar runs out. Plain HTML whose
+//! buttons are forms (safe to press twice: the actions are idempotent); it
+//! reloads itself every few seconds with a meta refresh, no script needed.
+
+use axum::extract::{Form, Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{DateTime, Utc};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use crate::api::error::ApiError;
+use crate::api::extract::Caller;
+use crate::api::ops::{
+    JOB_STATES, JobAction, JobView, JobsQuery, QueuesView, job_action, jobs_page, queues_view,
+};
+use crate::app::AppState;
+use crate::domain::access::Role;
+use crate::domain::withdrawal::WithdrawalState;
+use crate::store::{ReviewDecision, WithdrawalRecord};
+use crate::web::{PageError, html_response, layout, signed_in_as};
+
+/// Seconds between the page's own reloads.
+const REFRESH_SECONDS: u32 = 10;
+/// Rows per table.
+const ROWS: i64 = 50;
+
+fn ops_caller(
+    caller: Result<Caller, ApiError>,
+    back_to: &str,
+) -> Result<crate::domain::access::Principal, PageError> {
+    signed_in_as(
+        caller,
+        back_to,
+        &[Role::Ops, Role::Admin],
+        "This page is for the ops and admin tokens. 仅限运营与管理员令牌。",
+    )
+}
+
+/// `GET /ops`.
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    uri: Uri,
+) -> Result<Response, PageError> {
+    let back_to = uri.path_and_query().map_or("/ops", |path| path.as_str());
+    ops_caller(caller, back_to)?;
+    let queues = queues_view(&state).await?;
+    let failed = jobs_page(&state, &query(Some("failed"))).await?.items;
+    let stuck: Vec<JobView> = jobs_page(&state, &query(Some("running")))
+        .await?
+        .items
+        .into_iter()
+        .filter(|job| job.stuck)
+        .collect();
+    let reviewing = state
+        .store
+        .withdrawals_in_states(
+            &[WithdrawalState::Reviewing],
+            state.clock.now() + chrono::Duration::days(1),
+            ROWS,
+        )
+        .await?;
+    let markup = layout(
+        "运营 Ops",
+        true,
+        html! {
+            meta http-equiv="refresh" content=(REFRESH_SECONDS);
+            h1 { "运营 Ops console" }
+            (calendar_warning(&queues))
+            (queue_table(&queues))
+            (jobs_table("失败 Failed jobs", "No failed jobs.", &failed))
+            (jobs_table("卡住 Stuck jobs (running past their timeout or held by a dead worker)", "No stuck jobs.", &stuck))
+            (review_table(&reviewing))
+            p.muted { "Reloads every " (REFRESH_SECONDS) " s · " a href="/v1/ops/queues" { "JSON" } " · " a href="/metrics" { "metrics" } }
+        },
+    );
+    Ok(html_response(StatusCode::OK, markup))
+}
+
+fn query(job_state: Option<&str>) -> JobsQuery {
+    JobsQuery {
+        state: job_state.map(str::to_owned),
+        workflow: None,
+        step: None,
+        after: None,
+        limit: Some(ROWS),
+    }
+}
+
+fn calendar_warning(queues: &QueuesView) -> Markup {
+    html! {
+        @if queues.calendar_warning {
+            p.error id="calendar-warning" {
+                "营业日历只覆盖未来 " (queues.calendar_covered_days) " 天 — the business calendar covers only "
+                (queues.calendar_covered_days) " more days; add next year's holidays to workflows/calendars/cn.toml."
+            }
+        }
+    }
+}
+
+fn queue_table(queues: &QueuesView) -> Markup {
+    html! {
+        h2 { "队列 Queues" }
+        table id="queues" {
+            thead { tr {
+                th { "workflow" } th { "step" } th { "queue" }
+                @for job_state in JOB_STATES { th.num { (job_state) } }
+                th.num { "oldest wait" } th.num { "done, last hour" }
+            } }
+            tbody {
+                @for step in &queues.steps {
+                    tr {
+                        td { (step.workflow) } td { (step.step) } td { code { (step.queue) } }
+                        @for job_state in JOB_STATES {
+                            td.num data-state=(job_state) { (step.counts.get(job_state).copied().unwrap_or(0)) }
+                        }
+                        td.num { (age(step.oldest_waiting_seconds)) }
+                        td.num { (step.done_last_hour) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn age(seconds: i64) -> String {
+    match seconds {
+        0 => "—".to_owned(),
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s => format!("{} h", s / 3600),
+    }
+}
+
+fn jobs_table(title: &str, empty: &str, jobs: &[JobView]) -> Markup {
+    html! {
+        h2 { (title) }
+        @if jobs.is_empty() {
+            p.muted { (empty) }
+        } @else {
+            table.jobs {
+                thead { tr {
+                    th { "job" } th { "step" } th { "target" } th.num { "attempts" } th { "error" } th { "" }
+                } }
+                tbody {
+                    @for job in jobs {
+                        tr {
+                            td { code { (job.id) } }
+                            td { (job.workflow.as_deref().unwrap_or("?")) " / " (job.step.as_deref().unwrap_or(&job.queue)) }
+                            td {
+                                @match &job.target {
+                                    Some(target) if target.starts_with('/') => a href=(target) { (target) },
+                                    Some(target) => (target),
+                                    None => "—",
+                                }
+                            }
+                            td.num { (job.attempts) " / " (job.max_attempts) }
+                            td.error { (job.last_error.as_deref().unwrap_or("")) }
+                            td {
+                                form.inline method="post" action={"/ops/jobs/" (job.id) "/retry"} {
+                                    button type="submit" { "重试 Retry" }
+                                }
+                                " "
+                                form.inline method="post" action={"/ops/jobs/" (job.id) "/cancel"} {
+                                    button type="submit" { "取消 Cancel" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn review_table(reviewing: &[WithdrawalRecord]) -> Markup {
+    html! {
+        h2 { "待审核 Review queue" }
+        @if reviewing.is_empty() {
+            p.muted { "No withdrawal waits for review." }
+        } @else {
+            table id="reviews" {
+                thead { tr {
+                    th { "withdrawal" } th { "distributor" } th.num { "gross" } th.num { "net" }
+                    th { "risk flags" } th { "requested" } th { "" }
+                } }
+                tbody {
+                    @for withdrawal in reviewing {
+                        tr {
+                            td { a href={"/v1/withdrawals/" (withdrawal.id)} { code { (withdrawal.id) } } }
+                            td { (withdrawal.distributor_id.as_str()) }
+                            td.num { (withdrawal.gross) }
+                            td.num { (withdrawal.net) }
+                            td {
+                                @for flag in &withdrawal.risk_flags {
+                                    span.flag { (serde_json::to_value(flag).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) } " "
+                                }
+                            }
+                            td { (timestamp(withdrawal.requested_at)) }
+                            td {
+                                form.inline method="post" action={"/ops/withdrawals/" (withdrawal.id) "/approve"} {
+                                    button type="submit" { "批准 Approve" }
+                                }
+                                " "
+                                form.inline method="post" action={"/ops/withdrawals/" (withdrawal.id) "/reject"} {
+                                    input type="text" name="reason" required placeholder="reason 原因" maxlength="200";
+                                    button type="submit" { "拒绝 Reject" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
+}
+
+/// `POST /ops/jobs/{id}/{retry|cancel}`: the API's action, then back to the console.
+pub(crate) async fn job(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    let principal = ops_caller(caller, "/ops")?;
+    let action = match action.as_str() {
+        "retry" => JobAction::Retry,
+        "cancel" => JobAction::Cancel,
+        _ => return Err(PageError::new(StatusCode::NOT_FOUND, "no such action")),
+    };
+    job_action(&state, &principal, id, action).await?;
+    Ok(Redirect::to("/ops").into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ReviewForm {
+    reason: Option<String>,
+}
+
+/// `POST /ops/withdrawals/{id}/{approve|reject}`.
+pub(crate) async fn review(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path((id, decision)): Path<(String, String)>,
+    Form(form): Form<ReviewForm>,
+) -> Result<Response, PageError> {
+    let principal = ops_caller(caller, "/ops")?;
+    let (action, decision) = match decision.as_str() {
+        "approve" => (
+            "withdrawal.approve",
+            ReviewDecision::Approve {
+                by: principal.token_id.clone(),
+                note: None,
+            },
+        ),
+        "reject" => {
+            let reason = form.reason.unwrap_or_default();
+            let reason = reason.trim();
+            if reason.is_empty() || reason.chars().count() > 200 {
+                return Err(PageError::new(
+                    StatusCode::BAD_REQUEST,
+                    "A rejection needs a reason of 1–200 characters. 拒绝需填写原因。",
+                ));
+            }
+            (
+                "withdrawal.reject",
+                ReviewDecision::Reject {
+                    by: principal.token_id.clone(),
+                    reason: reason.to_owned(),
+                },
+            )
+        }
+        _ => return Err(PageError::new(StatusCode::NOT_FOUND, "no such decision")),
+    };
+    let before = state.store.withdrawal(&id).await?;
+    let after = state
+        .withdrawals
+        .review(&id, &decision)
+        .await
+        .map_err(ApiError::from)?;
+    let words = match &decision {
+        ReviewDecision::Reject { reason, .. } => Some(reason.clone()),
+        ReviewDecision::Approve { .. } => None,
+    };
+    crate::api::withdrawals::audit_review(&state, &principal, action, before, &after, words).await;
+    Ok(Redirect::to("/ops").into_response())
+}

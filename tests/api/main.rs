@@ -20,6 +20,7 @@ mod ops;
 mod ops_console;
 mod orders;
 mod payout_crash;
+mod role_matrix;
 mod store_suite;
 mod tax_cli;
 mod tax_page;

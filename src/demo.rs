@@ -6,6 +6,7 @@
 //! It drives the same engine the HTTP API does (ingest through the group-commit
 //! writer, refunds, the release step), only without the HTTP hop.
 
+pub use crate::demo_withdrawals::secrets;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;

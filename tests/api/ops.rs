@@ -73,7 +73,10 @@ async fn ops_see_queues_and_jobs_and_retry_or_cancel_them_idempotently(backend: 
         items[0]["target"],
         format!("/v1/withdrawals/{withdrawal_id}")
     );
-    assert_eq!(items[0]["state"], "done");
+    assert!(
+        items[0]["state"] == "done" || items[0]["state"] == "running",
+        "{transfers:#}"
+    );
     assert_eq!(items[0]["stuck"], false);
 
     let scheduled: Value = app

@@ -4,25 +4,22 @@
 use serde_json::{Value, json};
 
 use crate::certificates::certified_payout;
-use crate::helpers::{Backend, error_of};
+use crate::helpers::{Backend, TestApp, error_of};
 use crate::on_both_backends;
 use crate::withdrawals::spawn;
 
 on_both_backends!(ops_see_queues_and_jobs_and_retry_or_cancel_them_idempotently);
 
-async fn ops_see_queues_and_jobs_and_retry_or_cancel_them_idempotently(backend: Backend) {
-    let app = spawn(backend).await;
-    let (carol, withdrawal, _) = certified_payout(&app, "carol").await;
-    let withdrawal_id = withdrawal["id"].as_str().unwrap();
-    // An order whose release waits three business days: a scheduled job
-    // (confirmed "now" on the clock, which the payout moved 4 days on).
+/// Ingests an order confirmed "now" on a clock that a payout moved 4 days
+/// on: its release, three business days out, is a scheduled job.
+pub async fn scheduled_release(app: &TestApp, order_id: &str, distributor: &str) {
     let confirmed = chrono::Utc::now() + chrono::Duration::days(4);
     let response = app
         .post_json(
             "/v1/orders",
             &app.ingest,
             &json!({
-                "order_id": "o-ops-1", "distributor_id": "carol", "buyer_id": "buyer-1",
+                "order_id": order_id, "distributor_id": distributor, "buyer_id": "buyer-1",
                 "placed_at": (confirmed - chrono::Duration::days(1)).to_rfc3339(),
                 "confirmed_at": confirmed.to_rfc3339(),
                 "items": [{"sku": "S1", "category": "food", "amount": "100.00"}],
@@ -30,6 +27,14 @@ async fn ops_see_queues_and_jobs_and_retry_or_cancel_them_idempotently(backend: 
         )
         .await;
     assert_eq!(response.status(), 202);
+}
+
+async fn ops_see_queues_and_jobs_and_retry_or_cancel_them_idempotently(backend: Backend) {
+    let app = spawn(backend).await;
+    let (carol, withdrawal, _) = certified_payout(&app, "carol").await;
+    let withdrawal_id = withdrawal["id"].as_str().unwrap();
+    // An order whose release waits three business days: a scheduled job.
+    scheduled_release(&app, "o-ops-1", "carol").await;
 
     let queues: Value = app
         .get("/v1/ops/queues", &app.ops)

@@ -34,20 +34,7 @@ async fn ops_steer_the_queue_and_the_review_queue_from_the_console(backend: Back
     let withdrawal = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["state"], "reviewing");
     // A job to fail: an order release three business days out, cancelled by ops.
-    let confirmed = chrono::Utc::now() + chrono::Duration::days(4);
-    let response = app
-        .post_json(
-            "/v1/orders",
-            &app.ingest,
-            &json!({
-                "order_id": "o-console-1", "distributor_id": "carol", "buyer_id": "buyer-1",
-                "placed_at": (confirmed - chrono::Duration::days(1)).to_rfc3339(),
-                "confirmed_at": confirmed.to_rfc3339(),
-                "items": [{"sku": "S1", "category": "food", "amount": "100.00"}],
-            }),
-        )
-        .await;
-    assert_eq!(response.status(), 202);
+    crate::ops::scheduled_release(&app, "o-console-1", "carol").await;
     let jobs: Value = app
         .get("/v1/ops/jobs?state=scheduled", &app.ops)
         .await

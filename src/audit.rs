@@ -3,23 +3,20 @@
 //! retry and cancel, certificate corrections, key rotation, clock moves —
 //! with its actor, time, target and the state before and after.
 //!
-//! An entry is written once the action has committed, so the log never
-//! claims an action that did not happen; a crash in the instant between
-//! the two loses that entry, and the failure to write one is logged as an
-//! error naming the action, so it can be reconstructed from the logs.
+//! Ops actions that steer work — approve, reject, job retry and cancel —
+//! write their entry in the transaction of the change itself, so the two
+//! commit or vanish together. The other actions write theirs once the
+//! action has committed ([`record`]), so the log never claims an action
+//! that did not happen; a crash in the instant between the two loses that
+//! entry, and the failure to write one is logged as an error naming the
+//! action, so it can be reconstructed from the logs.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::domain::access::Principal;
+pub use crate::store::Actor;
 use crate::store::{AuditEntry, Store};
-
-/// Who acted: an API token, or the command line.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub id: String,
-    pub role: String,
-}
 
 impl Actor {
     pub fn of(principal: &Principal) -> Actor {

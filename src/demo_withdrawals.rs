@@ -216,7 +216,11 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
                     note: Some("known distributor".to_owned()),
                 }
             };
-            let reviewed = engine.review(&withdrawal.id, &decision).await?;
+            let ops = crate::audit::Actor {
+                id: "demo-ops".to_owned(),
+                role: "ops".to_owned(),
+            };
+            let reviewed = engine.review(&withdrawal.id, &decision, &ops).await?;
             println!(
                 "{}: {} sent to review ({}); ops: {}",
                 plan.distributor,

@@ -264,7 +264,8 @@ fn job_view(steps: &[StepQueue], job: OpsJob, now: i64) -> JobView {
         step: step.map(|step| step.step.clone()),
         last_error: job
             .last_result
-            .filter(|result| result.contains("Err") || job.status == "Failed"),
+            .filter(|result| result.contains("Err") || job.status == "Failed")
+            .map(|result| error_text(&result)),
         id: job.id,
         queue: job.queue,
         state: job.state,
@@ -276,6 +277,18 @@ fn job_view(steps: &[StepQueue], job: OpsJob, now: i64) -> JobView {
         locked_at: job.lock_at,
         done_at: job.done_at,
         target,
+    }
+}
+
+/// The error apalis stored as `{"Err": "…"}`, unwrapped for people; any
+/// other shape is shown as stored.
+fn error_text(last_result: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(last_result) {
+        Ok(serde_json::Value::Object(fields)) if fields.len() == 1 => match fields.get("Err") {
+            Some(serde_json::Value::String(message)) => message.clone(),
+            _ => last_result.to_owned(),
+        },
+        _ => last_result.to_owned(),
     }
 }
 
@@ -340,30 +353,35 @@ pub async fn job_action(
     id: String,
     action: JobAction,
 ) -> Result<JobActionView, ApiError> {
+    let actor = crate::audit::Actor::of(principal);
     let now = state.clock.now();
     let (name, changed) = match action {
-        JobAction::Retry => (
-            "job.retry",
-            state.store.retry_job(&id, now.timestamp()).await?,
-        ),
+        JobAction::Retry => ("job.retry", state.store.retry_job(&id, &actor, now).await?),
         JobAction::Cancel => (
             "job.cancel",
-            state.store.cancel_job(&id, now.timestamp()).await?,
+            state.store.cancel_job(&id, &actor, now).await?,
         ),
     };
-    let (before, status) = changed.ok_or_else(|| ApiError::not_found("job"))?;
+    let (_, status) = changed.ok_or_else(|| ApiError::not_found("job"))?;
     tracing::info!(job_id = %id, status = %status, token_id = %principal.token_id, action = name, "ops: job action");
-    if before != status {
-        crate::audit::record(
-            &state.store,
-            &crate::audit::Actor::of(principal),
-            name,
-            &format!("job:{id}"),
-            Some(serde_json::json!({"status": before})),
-            Some(serde_json::json!({"status": status})),
-            now,
-        )
-        .await;
-    }
     Ok(JobActionView { id, status })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn an_apalis_error_is_unwrapped_and_anything_else_is_shown_as_stored() {
+        assert_eq!(
+            error_text(r#"{"Err":"gateway: HTTP 429 FREQUENCY_LIMITED"}"#),
+            "gateway: HTTP 429 FREQUENCY_LIMITED"
+        );
+        assert_eq!(error_text(r#"{"Err":{"code":7}}"#), r#"{"Err":{"code":7}}"#);
+        assert_eq!(
+            error_text(r#"{"Err":"a","Ok":null}"#),
+            r#"{"Err":"a","Ok":null}"#
+        );
+        assert_eq!(error_text("worker lost"), "worker lost");
+    }
 }

@@ -400,17 +400,10 @@ pub async fn approve(
         by: principal.token_id.clone(),
         note: note.clone(),
     };
-    let before = state.store.withdrawal(&id).await?;
-    let after = state.withdrawals.review(&id, &decision).await?;
-    audit_review(
-        &state,
-        principal,
-        "withdrawal.approve",
-        before,
-        &after,
-        note,
-    )
-    .await;
+    let after = state
+        .withdrawals
+        .review(&id, &decision, &crate::audit::Actor::of(principal))
+        .await?;
     Ok(Json(after.into()))
 }
 
@@ -435,43 +428,11 @@ pub async fn reject(
         by: principal.token_id.clone(),
         reason: reason.clone(),
     };
-    let before = state.store.withdrawal(&id).await?;
-    let after = state.withdrawals.review(&id, &decision).await?;
-    audit_review(
-        &state,
-        principal,
-        "withdrawal.reject",
-        before,
-        &after,
-        Some(reason),
-    )
-    .await;
+    let after = state
+        .withdrawals
+        .review(&id, &decision, &crate::audit::Actor::of(principal))
+        .await?;
     Ok(Json(after.into()))
-}
-
-/// Audits a review that changed the withdrawal (a repeated one changes nothing).
-pub(crate) async fn audit_review(
-    state: &AppState,
-    principal: &crate::domain::access::Principal,
-    action: &str,
-    before: Option<WithdrawalRecord>,
-    after: &WithdrawalRecord,
-    words: Option<String>,
-) {
-    let before_state = before.map(|record| record.state);
-    if before_state == Some(after.state) {
-        return;
-    }
-    crate::audit::record(
-        &state.store,
-        &crate::audit::Actor::of(principal),
-        action,
-        &format!("withdrawal:{}", after.id),
-        before_state.map(|state| serde_json::json!({"state": state.as_str()})),
-        Some(serde_json::json!({"state": after.state.as_str(), "words": words, "gross": after.gross})),
-        state.clock.now(),
-    )
-    .await;
 }
 
 /// WeChat Pay's success answer to a notification.

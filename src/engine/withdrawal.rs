@@ -484,10 +484,17 @@ impl WithdrawalEngine {
         &self,
         id: &str,
         decision: &ReviewDecision,
+        actor: &crate::audit::Actor,
     ) -> Result<WithdrawalRecord, WithdrawalError> {
         let record = self
             .store
-            .review_withdrawal(id, decision, &self.settings.transfer_job, self.clock.now())
+            .review_withdrawal(
+                id,
+                decision,
+                &self.settings.transfer_job,
+                self.clock.now(),
+                actor,
+            )
             .await?;
         tracing::info!(withdrawal_id = %id, state = %record.state, "withdrawal reviewed");
         Ok(record)

@@ -134,20 +134,26 @@ impl Store {
         dispatch!(self, repo => repo.done_last_hour().await)
     }
 
+    /// Also appends the audit entry, in the same transaction, when the
+    /// job's status changed.
     pub async fn retry_job(
         &self,
         id: &str,
-        now_secs: i64,
+        actor: &Actor,
+        at: DateTime<Utc>,
     ) -> Result<Option<(String, String)>, StoreError> {
-        dispatch!(self, repo => repo.retry_job(id, now_secs).await)
+        dispatch!(self, repo => repo.retry_job(id, actor, at).await)
     }
 
+    /// Also appends the audit entry, in the same transaction, when the
+    /// job's status changed.
     pub async fn cancel_job(
         &self,
         id: &str,
-        now_secs: i64,
+        actor: &Actor,
+        at: DateTime<Utc>,
     ) -> Result<Option<(String, String)>, StoreError> {
-        dispatch!(self, repo => repo.cancel_job(id, now_secs).await)
+        dispatch!(self, repo => repo.cancel_job(id, actor, at).await)
     }
 
     /// Jobs per queue and state with the oldest `run_at` (unix seconds) of
@@ -721,8 +727,9 @@ impl Store {
         decision: &ReviewDecision,
         transfer_job: &JobSpec,
         now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<WithdrawalRecord, StoreError> {
-        dispatch!(self, repo => repo.review_withdrawal(id, decision, transfer_job, now).await)
+        dispatch!(self, repo => repo.review_withdrawal(id, decision, transfer_job, now, actor).await)
     }
 
     pub async fn cancel_withdrawal(

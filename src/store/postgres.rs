@@ -78,7 +78,8 @@ impl Repo {
     pub async fn retry_job(
         &self,
         id: &str,
-        now_secs: i64,
+        actor: &Actor,
+        at: DateTime<Utc>,
     ) -> Result<Option<(String, String)>, StoreError> {
         let mut tx = self.begin_write().await?;
         let before: Option<String> =
@@ -90,17 +91,17 @@ impl Repo {
             return Ok(None);
         };
         sqlx::query(concat!(
-            "update apalis.jobs set status = 'Pending', run_at = to_timestamp($2), lock_by = null, lock_at = null, done_at = null, ",
+            "update apalis.jobs set status = 'Pending', run_at = now(), lock_by = null, lock_at = null, done_at = null, ",
             "max_attempts = attempts + 1 where id = $1 and status in ('Failed', 'Killed')"
         ))
         .bind(id)
-        .bind(now_secs)
-        .execute(&mut *tx)
+                .execute(&mut *tx)
         .await?;
         let after: String = sqlx::query_scalar("select status from apalis.jobs where id = $1")
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
+        audit_job_action(&mut tx, actor, at, "job.retry", id, &before, &after).await?;
         tx.commit().await?;
         Ok(Some((before, after)))
     }
@@ -110,7 +111,8 @@ impl Repo {
     pub async fn cancel_job(
         &self,
         id: &str,
-        now_secs: i64,
+        actor: &Actor,
+        at: DateTime<Utc>,
     ) -> Result<Option<(String, String)>, StoreError> {
         let mut tx = self.begin_write().await?;
         let before: Option<String> =
@@ -121,9 +123,8 @@ impl Repo {
         let Some(before) = before else {
             return Ok(None);
         };
-        sqlx::query("update apalis.jobs set status = 'Killed', done_at = to_timestamp($2), last_result = cast($3 as jsonb) where id = $1 and status in ('Pending', 'Failed')")
+        sqlx::query("update apalis.jobs set status = 'Killed', done_at = now(), last_result = cast($2 as jsonb) where id = $1 and status in ('Pending', 'Failed')")
             .bind(id)
-            .bind(now_secs)
             .bind(r#"{"Err":"cancelled by ops"}"#)
             .execute(&mut *tx)
             .await?;
@@ -131,6 +132,7 @@ impl Repo {
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
+        audit_job_action(&mut tx, actor, at, "job.cancel", id, &before, &after).await?;
         tx.commit().await?;
         Ok(Some((before, after)))
     }

@@ -1,25 +1,62 @@
 // The audit log's SQL (SPEC §2.10), shared by both backends like
 // `queries.rs` (and included after it). Rows are only ever inserted.
 
-use crate::store::records::AuditEntry;
+use crate::store::records::{Actor, AuditEntry};
+
+/// Appends `entry` inside the transaction of the action it records, so the
+/// action and its entry commit or vanish together.
+async fn insert_audit(tx: &mut Transaction<'static, Db>, entry: &AuditEntry) -> Result<i64, StoreError> {
+    let id: i64 = sqlx::query_scalar(concat!(
+        "insert into audit_log (at, actor, actor_role, action, target, before, after) ",
+        "values ($1, $2, $3, $4, $5, $6, $7) returning id"
+    ))
+    .bind(entry.at)
+    .bind(&entry.actor)
+    .bind(&entry.actor_role)
+    .bind(&entry.action)
+    .bind(&entry.target)
+    .bind(entry.before.as_ref().map(ToString::to_string))
+    .bind(entry.after.as_ref().map(ToString::to_string))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+/// The entry of a job retry or cancel that changed the job's status.
+async fn audit_job_action(
+    tx: &mut Transaction<'static, Db>,
+    actor: &Actor,
+    at: DateTime<Utc>,
+    action: &str,
+    id: &str,
+    before: &str,
+    after: &str,
+) -> Result<(), StoreError> {
+    if before == after {
+        return Ok(());
+    }
+    insert_audit(
+        tx,
+        &AuditEntry {
+            at,
+            actor: actor.id.clone(),
+            actor_role: actor.role.clone(),
+            action: action.to_owned(),
+            target: format!("job:{id}"),
+            before: Some(serde_json::json!({"status": before})),
+            after: Some(serde_json::json!({"status": after})),
+        },
+    )
+    .await?;
+    Ok(())
+}
 
 impl Repo {
-    /// Appends one entry; returns its id.
+    /// Appends one entry on its own, for an action whose change committed
+    /// elsewhere; returns its id.
     pub async fn record_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query_scalar(concat!(
-            "insert into audit_log (at, actor, actor_role, action, target, before, after) ",
-            "values ($1, $2, $3, $4, $5, $6, $7) returning id"
-        ))
-        .bind(entry.at)
-        .bind(&entry.actor)
-        .bind(&entry.actor_role)
-        .bind(&entry.action)
-        .bind(&entry.target)
-        .bind(entry.before.as_ref().map(ToString::to_string))
-        .bind(entry.after.as_ref().map(ToString::to_string))
-        .fetch_one(&mut *tx)
-        .await?;
+        let id = insert_audit(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(id)
     }

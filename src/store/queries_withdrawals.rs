@@ -414,13 +414,15 @@ impl Repo {
         Ok(())
     }
 
-    /// An ops decision on a withdrawal in review.
+    /// An ops decision on a withdrawal in review, with its audit entry in
+    /// the same transaction.
     pub async fn review_withdrawal(
         &self,
         id: &str,
         decision: &ReviewDecision,
         transfer_job: &JobSpec,
         now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<WithdrawalRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
@@ -457,6 +459,23 @@ impl Repo {
             }
         }
         let updated = load_withdrawal(&mut tx, id, false).await?.ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
+        let (action, words) = match decision {
+            ReviewDecision::Approve { note, .. } => ("withdrawal.approve", note.clone()),
+            ReviewDecision::Reject { reason, .. } => ("withdrawal.reject", Some(reason.clone())),
+        };
+        insert_audit(
+            &mut tx,
+            &AuditEntry {
+                at: now,
+                actor: actor.id.clone(),
+                actor_role: actor.role.clone(),
+                action: action.to_owned(),
+                target: format!("withdrawal:{id}"),
+                before: Some(serde_json::json!({"state": withdrawal.state.as_str()})),
+                after: Some(serde_json::json!({"state": updated.state.as_str(), "words": words, "gross": updated.gross})),
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(updated)
     }

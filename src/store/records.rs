@@ -614,6 +614,15 @@ pub struct PreparedDeclaration {
     pub ledger_tax: Money,
 }
 
+/// Who acted, for the audit log: an API token (its id and role), or the
+/// command line. Actions that change the database in one transaction take
+/// it and write their audit entry in that same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub id: String,
+    pub role: String,
+}
+
 /// One audit log entry: who did what to which thing, and how it was before
 /// and after (SPEC §2.10).
 #[derive(Debug, Clone, PartialEq)]

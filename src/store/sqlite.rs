@@ -32,7 +32,7 @@ macro_rules! for_update {
 const APALIS_ACK_SQL: &str = "WITH j AS (SELECT value ->> 'task_id' AS task_id, value ->> 'attempt' AS attempt, \
      value ->> 'result' AS result, value ->> 'status' AS status FROM json_each(?1)) \
      UPDATE Jobs SET status = j.status, attempts = j.attempt, last_result = j.result, \
-     done_at = strftime('%s', 'now') FROM j WHERE Jobs.id = j.task_id AND Jobs.lock_by = ?2";
+     done_at = cast(strftime('%s', 'now') as integer) FROM j WHERE Jobs.id = j.task_id AND Jobs.lock_by = ?2";
 
 /// Statistics telling SQLite that apalis's `lock_by` and `status` indexes are
 /// unselective, so the ack and lock queries drive from the id list instead of
@@ -96,7 +96,7 @@ impl Repo {
     /// Jobs finished in the last hour, per queue (the console's throughput).
     /// apalis stamps `done_at` with the database's clock, so the hour is too.
     pub async fn done_last_hour(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as("select job_type, count(*) from Jobs where status = 'Done' and done_at >= strftime('%s', 'now') - 3600 group by 1 order by 1")
+        Ok(sqlx::query_as("select job_type, count(*) from Jobs where status = 'Done' and done_at >= cast(strftime('%s', 'now') as integer) - 3600 group by 1 order by 1")
             .fetch_all(&self.pool)
             .await?)
     }
@@ -107,7 +107,8 @@ impl Repo {
     pub async fn retry_job(
         &self,
         id: &str,
-        now_secs: i64,
+        actor: &Actor,
+        at: DateTime<Utc>,
     ) -> Result<Option<(String, String)>, StoreError> {
         let mut tx = self.begin_write().await?;
         let before: Option<String> = sqlx::query_scalar("select status from Jobs where id = $1")
@@ -118,17 +119,17 @@ impl Repo {
             return Ok(None);
         };
         sqlx::query(concat!(
-            "update Jobs set status = 'Pending', run_at = $2, lock_by = null, lock_at = null, done_at = null, ",
+            "update Jobs set status = 'Pending', run_at = cast(strftime('%s', 'now') as integer), lock_by = null, lock_at = null, done_at = null, ",
             "max_attempts = attempts + 1 where id = $1 and status in ('Failed', 'Killed')"
         ))
         .bind(id)
-        .bind(now_secs)
-        .execute(&mut *tx)
+                .execute(&mut *tx)
         .await?;
         let after: String = sqlx::query_scalar("select status from Jobs where id = $1")
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
+        audit_job_action(&mut tx, actor, at, "job.retry", id, &before, &after).await?;
         tx.commit().await?;
         Ok(Some((before, after)))
     }
@@ -138,7 +139,8 @@ impl Repo {
     pub async fn cancel_job(
         &self,
         id: &str,
-        now_secs: i64,
+        actor: &Actor,
+        at: DateTime<Utc>,
     ) -> Result<Option<(String, String)>, StoreError> {
         let mut tx = self.begin_write().await?;
         let before: Option<String> = sqlx::query_scalar("select status from Jobs where id = $1")
@@ -148,9 +150,8 @@ impl Repo {
         let Some(before) = before else {
             return Ok(None);
         };
-        sqlx::query("update Jobs set status = 'Killed', done_at = $2, last_result = $3 where id = $1 and status in ('Pending', 'Failed')")
+        sqlx::query("update Jobs set status = 'Killed', done_at = cast(strftime('%s', 'now') as integer), last_result = $2 where id = $1 and status in ('Pending', 'Failed')")
             .bind(id)
-            .bind(now_secs)
             .bind(r#"{"Err":"cancelled by ops"}"#)
             .execute(&mut *tx)
             .await?;
@@ -158,6 +159,7 @@ impl Repo {
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
+        audit_job_action(&mut tx, actor, at, "job.cancel", id, &before, &after).await?;
         tx.commit().await?;
         Ok(Some((before, after)))
     }

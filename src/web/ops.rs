@@ -255,14 +255,11 @@ pub(crate) async fn review(
     Form(form): Form<ReviewForm>,
 ) -> Result<Response, PageError> {
     let principal = ops_caller(caller, "/ops")?;
-    let (action, decision) = match decision.as_str() {
-        "approve" => (
-            "withdrawal.approve",
-            ReviewDecision::Approve {
-                by: principal.token_id.clone(),
-                note: None,
-            },
-        ),
+    let decision = match decision.as_str() {
+        "approve" => ReviewDecision::Approve {
+            by: principal.token_id.clone(),
+            note: None,
+        },
         "reject" => {
             let reason = form.reason.unwrap_or_default();
             let reason = reason.trim();
@@ -272,26 +269,17 @@ pub(crate) async fn review(
                     "A rejection needs a reason of 1–200 characters. 拒绝需填写原因。",
                 ));
             }
-            (
-                "withdrawal.reject",
-                ReviewDecision::Reject {
-                    by: principal.token_id.clone(),
-                    reason: reason.to_owned(),
-                },
-            )
+            ReviewDecision::Reject {
+                by: principal.token_id.clone(),
+                reason: reason.to_owned(),
+            }
         }
         _ => return Err(PageError::new(StatusCode::NOT_FOUND, "no such decision")),
     };
-    let before = state.store.withdrawal(&id).await?;
-    let after = state
+    state
         .withdrawals
-        .review(&id, &decision)
+        .review(&id, &decision, &crate::audit::Actor::of(&principal))
         .await
         .map_err(ApiError::from)?;
-    let words = match &decision {
-        ReviewDecision::Reject { reason, .. } => Some(reason.clone()),
-        ReviewDecision::Approve { .. } => None,
-    };
-    crate::api::withdrawals::audit_review(&state, &principal, action, before, &after, words).await;
     Ok(Redirect::to("/ops").into_response())
 }

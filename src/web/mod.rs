@@ -85,9 +85,12 @@ async fn guard(request: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // `same-origin`, not `no-referrer`: under `no-referrer` browsers send
+    // `Origin: null` with the pages' own form posts, which the check above
+    // must refuse. Other sites still get no referrer.
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     response
 }
@@ -182,7 +185,7 @@ impl IntoResponse for PageError {
                     html! {
                         h1 { (status.as_u16()) " " (title) }
                         p.error { (message) }
-                        p { a href="/tax" { "返回 Back to the tax page" } }
+                        p { "返回 Back to " a href="/ops" { "the ops console" } " · " a href="/tax" { "the tax page" } }
                     },
                 );
                 html_response(status, markup)

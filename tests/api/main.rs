@@ -17,6 +17,7 @@ mod ledger_properties;
 mod migrations;
 mod monitoring;
 mod ops;
+mod ops_browser;
 mod ops_console;
 mod orders;
 mod payout_crash;

@@ -136,7 +136,7 @@ fn body(distributor: &str, amount: &str, account: &str, speed: &str) -> Value {
     json!({"distributor_id": distributor, "amount": amount, "payout_account_id": account, "speed": speed})
 }
 
-fn sandbox(app: &TestApp) -> &fenrun_integrations::sandbox::SandboxHandle {
+pub fn sandbox(app: &TestApp) -> &fenrun_integrations::sandbox::SandboxHandle {
     app.withdrawals
         .gateway()
         .expect("gateway connected")

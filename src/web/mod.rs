@@ -56,6 +56,7 @@ pub fn router() -> Router<AppState> {
         .route("/tax", get(tax::page))
         .route("/tax/verify", post(tax::verify))
         .route("/ops", get(ops::page))
+        .route("/ops/refresh.js", get(ops::refresh_script))
         .route("/ops/jobs/{id}/{action}", post(ops::job))
         .route("/ops/withdrawals/{id}/{decision}", post(ops::review))
         .layer(middleware::from_fn(guard))
@@ -78,7 +79,7 @@ async fn guard(request: Request, next: Next) -> Response {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     headers.insert(

@@ -4,7 +4,8 @@
 //! the review queue with each withdrawal's risk flags, approve and reject;
 //! and a warning when the business calendar runs out. Plain HTML whose
 //! buttons are forms (safe to press twice: the actions are idempotent); it
-//! reloads itself every few seconds with a meta refresh, no script needed.
+//! reloads itself every few seconds with a small script that waits while
+//! someone writes in a form, or with a meta refresh when scripts are off.
 
 use axum::extract::{Form, Path, State};
 use axum::http::{StatusCode, Uri};
@@ -26,6 +27,9 @@ use crate::web::{PageError, html_response, layout, signed_in_as};
 
 /// Seconds between the page's own reloads.
 const REFRESH_SECONDS: u32 = 10;
+/// The console's self-reload, served from this host (the pages' CSP allows
+/// scripts from 'self' only).
+const REFRESH_SCRIPT: &str = include_str!("assets/ops-refresh.js");
 /// Rows per table.
 const ROWS: i64 = 50;
 
@@ -69,7 +73,8 @@ pub(crate) async fn page(
         "运营 Ops",
         true,
         html! {
-            meta http-equiv="refresh" content=(REFRESH_SECONDS);
+            noscript { meta http-equiv="refresh" content=(REFRESH_SECONDS); }
+            script src="/ops/refresh.js" data-seconds=(REFRESH_SECONDS) defer {}
             h1 { "运营 Ops console" }
             (calendar_warning(&queues))
             (queue_table(&queues))
@@ -80,6 +85,18 @@ pub(crate) async fn page(
         },
     );
     Ok(html_response(StatusCode::OK, markup))
+}
+
+/// `GET /ops/refresh.js`: public, like any static file; it holds no data.
+pub(crate) async fn refresh_script() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        REFRESH_SCRIPT,
+    )
+        .into_response()
 }
 
 fn query(job_state: Option<&str>) -> JobsQuery {

@@ -1,7 +1,8 @@
 //! The `/ops` console in a real browser: headless Chromium, driven through
 //! chromedriver, signs in with the ops token, reads the queue counts, retries
 //! a payout whose transfer job failed and approves a withdrawal from the
-//! review queue, and both withdrawals are paid. Screenshots are kept as test
+//! review queue, and both withdrawals are paid; the page reloads itself, but
+//! not while a rejection reason is being written. Screenshots are kept as test
 //! artifacts. Runs when `FENRUN_TEST_BROWSER` names a Chromium binary (CI
 //! installs Debian's `chromium` and `chromium-driver`); otherwise it is
 //! listed as ignored with the reason.
@@ -354,6 +355,55 @@ async fn drive(
     browser.set_window_size(1280, 1400).await.unwrap();
     screenshot(browser, "ops-console-full.png").await;
     browser.set_window_size(1280, 800).await.unwrap();
+
+    // The console reloads itself (a mark left on the page disappears)...
+    browser
+        .execute("window.fenrunMark = 1;", vec![])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser
+        .execute("return window.fenrunMark === 1;", vec![])
+        .await
+        .map_or(true, |still| still == json!(true))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the console never reloaded itself"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for_console(browser).await;
+    // ...but not while ops write a rejection reason, which would be lost.
+    let reason = browser
+        .find(Locator::Css(&format!(
+            "form[action='/ops/withdrawals/{dora_withdrawal}/reject'] input[name='reason']"
+        )))
+        .await
+        .expect("the reason field");
+    reason.send_keys("calling the distributor").await.unwrap();
+    browser
+        .execute("window.fenrunMark = 2;", vec![])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        browser
+            .execute("return window.fenrunMark;", vec![])
+            .await
+            .unwrap(),
+        json!(2),
+        "the console reloaded while a reason was being written"
+    );
+    assert_eq!(
+        reason.prop("value").await.unwrap().as_deref(),
+        Some("calling the distributor")
+    );
+    reason.clear().await.unwrap();
+    browser
+        .execute("document.activeElement.blur();", vec![])
+        .await
+        .unwrap();
 
     // Retry the failed transfer: the gateway answers now and erin is paid.
     press(browser, &format!("/ops/jobs/{failed_job}/retry")).await;

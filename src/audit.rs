@@ -3,13 +3,15 @@
 //! retry and cancel, certificate corrections, key rotation, clock moves —
 //! with its actor, time, target and the state before and after.
 //!
-//! Ops actions that steer work — approve, reject, job retry and cancel —
-//! write their entry in the transaction of the change itself, so the two
-//! commit or vanish together. The other actions write theirs once the
-//! action has committed ([`record`]), so the log never claims an action
-//! that did not happen; a crash in the instant between the two loses that
-//! entry, and the failure to write one is logged as an error naming the
-//! action, so it can be reconstructed from the logs.
+//! Actions that are one database transaction — token creation, plan
+//! application, adjustments, approve and reject, job retry and cancel,
+//! certificate corrections — write their entry in that transaction (the
+//! store takes the [`Actor`]), so the change and its entry commit or vanish
+//! together. Key rotation reseals rows in many transactions and the
+//! simulated clock lives in memory: those two write theirs once the action
+//! has finished ([`record`]), so the log never claims an action that did not
+//! happen; a crash in the instant between the two loses that entry, and the
+//! failure to write one is logged as an error naming the action.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -23,6 +25,15 @@ impl Actor {
         Actor {
             id: principal.token_id.clone(),
             role: principal.role.as_str().to_owned(),
+        }
+    }
+
+    /// fenrun itself acting for `what` (the demo, a test, a benchmark), not
+    /// a person.
+    pub fn system(what: &str) -> Actor {
+        Actor {
+            id: format!("system:{what}"),
+            role: "system".to_owned(),
         }
     }
 

@@ -189,8 +189,9 @@ async fn settle_once(
         let _ = stopped.await;
     }));
     let now = chrono::Utc::now();
-    let ingest_token = crate::tokens::create(&store, Role::Ingest, None, now).await?;
-    let admin_token = crate::tokens::create(&store, Role::Admin, None, now).await?;
+    let bench = crate::audit::Actor::system("bench");
+    let ingest_token = crate::tokens::create(&store, Role::Ingest, None, now, &bench).await?;
+    let admin_token = crate::tokens::create(&store, Role::Admin, None, now, &bench).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;

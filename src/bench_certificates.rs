@@ -116,6 +116,7 @@ async fn through_the_workflow(
         crate::domain::access::Role::Accountant,
         None,
         run.state.clock.now(),
+        &crate::audit::Actor::system("bench"),
     )
     .await?;
     let client = reqwest::Client::new();

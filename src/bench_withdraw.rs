@@ -193,7 +193,14 @@ pub(crate) async fn withdraw_once(
             WITHDRAWAL,
         )?;
         store.transfer(&funds, now).await?;
-        let token = crate::tokens::create(&store, Role::Distributor, Some(&id), now).await?;
+        let token = crate::tokens::create(
+            &store,
+            Role::Distributor,
+            Some(&id),
+            now,
+            &crate::audit::Actor::system("bench"),
+        )
+        .await?;
         work.push((id, account.id, token.secret.expose_secret().to_owned()));
         setup.inc(1);
     }

@@ -571,19 +571,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         } => {
             let distributor = distributor.map(DistributorId::parse).transpose()?;
             let store = open_store(&settings).await?;
-            let issued =
-                crate::tokens::create(&store, role, distributor.as_ref(), SystemClock.now())
-                    .await?;
-            crate::audit::record(
+            let issued = crate::tokens::create(
                 &store,
-                &crate::audit::Actor::command_line(),
-                "token.create",
-                &format!("token:{}", issued.id),
-                None,
-                Some(serde_json::json!({"role": role.as_str(), "distributor": distributor.as_ref().map(DistributorId::as_str)})),
+                role,
+                distributor.as_ref(),
                 SystemClock.now(),
+                &crate::audit::Actor::command_line(),
             )
-            .await;
+            .await?;
             store.close().await;
             eprintln!(
                 "created {role} token {} (shown once; store it now)",
@@ -653,22 +648,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 &store,
                 &text,
                 &file.display().to_string(),
-                "cli",
+                &crate::audit::Actor::command_line(),
                 SystemClock.now(),
             )
             .await;
-            if let Ok(stored) = &stored {
-                crate::audit::record(
-                    &store,
-                    &crate::audit::Actor::command_line(),
-                    "plan.apply",
-                    &format!("plan:{}", stored.version),
-                    None,
-                    Some(serde_json::json!({"version": stored.version, "name": stored.name, "file": file.display().to_string()})),
-                    SystemClock.now(),
-                )
-                .await;
-            }
             store.close().await;
             let stored = stored?;
             println!(

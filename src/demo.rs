@@ -134,7 +134,14 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     let store = &state.store;
     let engine = &state.settlement;
 
-    let plan = crate::plans::apply(store, DEMO_PLAN, "demo-plan.toml", "demo", clock.now()).await?;
+    let plan = crate::plans::apply(
+        store,
+        DEMO_PLAN,
+        "demo-plan.toml",
+        &crate::audit::Actor::system("demo"),
+        clock.now(),
+    )
+    .await?;
     println!(
         "commission plan applied: {:?} as version {}",
         plan.name, plan.version

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::ledger::sha256_hex;
 use crate::domain::plan::{Plan, PlanError};
-use crate::store::{Store, StoreError, StoredPlan};
+use crate::store::{NewPlan, Store, StoreError, StoredPlan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyPlanError {
@@ -29,7 +29,7 @@ pub async fn apply(
     store: &Store,
     source_toml: &str,
     file_name: &str,
-    applied_by: &str,
+    applied_by: &crate::audit::Actor,
     now: DateTime<Utc>,
 ) -> Result<StoredPlan, ApplyPlanError> {
     let plan = Plan::parse(source_toml, file_name)?;
@@ -40,16 +40,15 @@ pub async fn apply(
             now,
         });
     }
-    Ok(store
-        .insert_plan(
-            plan.name(),
-            effective_from,
-            source_toml,
-            &sha256_hex(source_toml.as_bytes()),
-            applied_by,
-            now,
-        )
-        .await?)
+    let source_sha256 = sha256_hex(source_toml.as_bytes());
+    let new = NewPlan {
+        name: plan.name(),
+        effective_from,
+        source_toml,
+        source_sha256: &source_sha256,
+        file_name,
+    };
+    Ok(store.insert_plan(&new, applied_by, now).await?)
 }
 
 /// Installs the shipped default plan on a database that has none.

@@ -43,6 +43,7 @@ pub async fn create(
     role: Role,
     distributor: Option<&DistributorId>,
     now: DateTime<Utc>,
+    created_by: &crate::audit::Actor,
 ) -> Result<IssuedToken, TokenError> {
     match (role, distributor) {
         (Role::Distributor, None) => return Err(TokenError::MissingDistributor),
@@ -52,7 +53,14 @@ pub async fn create(
     let id = format!("tok_{}", random_hex(8)?);
     let secret = format!("{TOKEN_PREFIX}{}", random_hex(32)?);
     store
-        .insert_token(&id, &sha256_hex(secret.as_bytes()), role, distributor, now)
+        .insert_token(
+            &id,
+            &sha256_hex(secret.as_bytes()),
+            role,
+            distributor,
+            now,
+            created_by,
+        )
         .await?;
     Ok(IssuedToken {
         id,

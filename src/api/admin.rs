@@ -65,23 +65,11 @@ pub async fn apply_plan(
         &state.store,
         &request.toml,
         file_name,
-        &principal.token_id,
+        &crate::audit::Actor::of(principal),
         state.clock.now(),
     )
     .await?;
     tracing::info!(version = stored.version, applied_by = %principal.token_id, "commission plan applied");
-    crate::audit::record(
-        &state.store,
-        &crate::audit::Actor::of(principal),
-        "plan.apply",
-        &format!("plan:{}", stored.version),
-        None,
-        Some(
-            serde_json::json!({"version": stored.version, "name": stored.name, "file": file_name}),
-        ),
-        state.clock.now(),
-    )
-    .await;
     Ok((StatusCode::CREATED, Json(stored.into())))
 }
 
@@ -190,7 +178,18 @@ pub async fn adjust(
         request.amount,
     )
     .map_err(|error| ApiError::bad_request("invalid_field", error.to_string()))?;
-    let outcome = state.store.transfer(&transfer, state.clock.now()).await?;
+    let outcome = state
+        .store
+        .adjust(
+            &transfer,
+            state.clock.now(),
+            &crate::audit::Actor::of(principal),
+            &format!("distributor:{}", request.distributor_id),
+            serde_json::json!({
+                "amount": request.amount, "direction": request.direction, "reason": reason,
+            }),
+        )
+        .await?;
     let (transfer_id, applied_now) = match outcome {
         TransferOutcome::Applied { transfer_id } => (transfer_id, true),
         TransferOutcome::AlreadyApplied { transfer_id } => (transfer_id, false),
@@ -199,21 +198,6 @@ pub async fn adjust(
         transfer_id, applied_now, distributor_id = %request.distributor_id,
         actor = %principal.token_id, reason, "manual adjustment"
     );
-    if applied_now {
-        crate::audit::record(
-            &state.store,
-            &crate::audit::Actor::of(principal),
-            "ledger.adjust",
-            &format!("distributor:{}", request.distributor_id),
-            None,
-            Some(serde_json::json!({
-                "transfer_id": transfer_id, "amount": request.amount,
-                "direction": request.direction, "reason": reason,
-            })),
-            state.clock.now(),
-        )
-        .await;
-    }
     Ok((
         StatusCode::CREATED,
         Json(AdjustmentView {

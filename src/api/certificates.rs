@@ -281,17 +281,10 @@ pub async fn correct(
         .with_field("reason"));
     }
     let principal = &caller.0;
-    let record = state.certificates.correct(&number, reason).await?;
-    crate::audit::record(
-        &state.store,
-        &crate::audit::Actor::of(principal),
-        "certificate.correct",
-        &format!("certificate:{number}"),
-        None,
-        Some(serde_json::json!({"number": record.number, "reason": reason})),
-        state.clock.now(),
-    )
-    .await;
+    let record = state
+        .certificates
+        .correct(&number, reason, &crate::audit::Actor::of(principal))
+        .await?;
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 

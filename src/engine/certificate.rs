@@ -151,6 +151,7 @@ impl CertificateIssuer {
         &self,
         number: &str,
         reason: &str,
+        actor: &crate::audit::Actor,
     ) -> Result<CertificateRecord, IssueError> {
         let (old, _) = self
             .store
@@ -173,7 +174,7 @@ impl CertificateIssuer {
                 Some(reason.to_owned()),
             )
             .await?;
-        self.store.insert_correction(&new).await?;
+        self.store.insert_correction(&new, actor).await?;
         tracing::info!(withdrawal_id = %withdrawal.id, certificate = %new_number, replaces = number, "withholding certificate corrected");
         let (record, _) = self
             .store

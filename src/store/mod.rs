@@ -240,6 +240,17 @@ impl Store {
         dispatch!(self, repo => repo.transfer(transfer, now).await)
     }
 
+    pub async fn adjust(
+        &self,
+        transfer: &Transfer,
+        now: DateTime<Utc>,
+        actor: &Actor,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<TransferOutcome, StoreError> {
+        dispatch!(self, repo => repo.adjust(transfer, now, actor, target, details).await)
+    }
+
     pub async fn account_balance(&self, account: &AccountId) -> Result<Option<Money>, StoreError> {
         dispatch!(self, repo => repo.account_balance(account).await)
     }
@@ -250,14 +261,11 @@ impl Store {
 
     pub async fn insert_plan(
         &self,
-        name: &str,
-        effective_from: DateTime<Utc>,
-        source_toml: &str,
-        source_sha256: &str,
-        applied_by: &str,
+        plan: &NewPlan<'_>,
+        actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<StoredPlan, StoreError> {
-        dispatch!(self, repo => repo.insert_plan(name, effective_from, source_toml, source_sha256, applied_by, now).await)
+        dispatch!(self, repo => repo.insert_plan(plan, actor, now).await)
     }
 
     pub async fn ensure_default_plan(
@@ -285,8 +293,9 @@ impl Store {
         role: Role,
         distributor: Option<&DistributorId>,
         now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.insert_token(token_id, token_sha256, role, distributor, now).await)
+        dispatch!(self, repo => repo.insert_token(token_id, token_sha256, role, distributor, now, actor).await)
     }
 
     pub async fn token_by_hash(
@@ -856,8 +865,12 @@ impl Store {
         dispatch!(self, repo => repo.paid_without_certificate(limit).await)
     }
 
-    pub async fn insert_correction(&self, new: &NewCertificate) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.insert_correction(new).await)
+    pub async fn insert_correction(
+        &self,
+        new: &NewCertificate,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.insert_correction(new, actor).await)
     }
 
     pub async fn certificate_number_by_pdf(

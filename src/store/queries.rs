@@ -16,7 +16,7 @@ use crate::store::MAX_PAGE;
 use crate::store::error::StoreError;
 use crate::store::records::{
     AccountMismatch, Balance, Creation, Distributor, DistributorStatus, LedgerReport,
-    NewDistributor, StoredPlan, TokenRecord, TransferOutcome,
+    NewDistributor, NewPlan, StoredPlan, TokenRecord, TransferOutcome,
 };
 
 
@@ -399,6 +399,30 @@ impl Repo {
         Ok(outcome)
     }
 
+    /// A manual adjustment by `actor`: the transfer and, when it is applied
+    /// now (not a replay of its idempotency key), its audit entry on
+    /// `target`, whose `after` is `details` with the transfer id.
+    pub async fn adjust(
+        &self,
+        transfer: &Transfer,
+        now: DateTime<Utc>,
+        actor: &Actor,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<TransferOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let outcome = apply_transfer(&mut tx, transfer, now).await?;
+        if let TransferOutcome::Applied { transfer_id } = &outcome {
+            let mut after = details;
+            if let Some(fields) = after.as_object_mut() {
+                fields.insert("transfer_id".to_owned(), serde_json::json!(transfer_id));
+            }
+            audit_in(&mut tx, actor, now, "ledger.adjust", target.to_owned(), None, Some(after)).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
     /// The balance of any account, derived from postings for platform accounts.
     pub async fn account_balance(&self, account: &AccountId) -> Result<Option<Money>, StoreError> {
         let row: Option<(i64, bool)> =
@@ -490,16 +514,11 @@ impl Repo {
         })
     }
 
-    /// Stores a new plan version; the caller has parsed and validated it.
-    pub async fn insert_plan(
-        &self,
-        name: &str,
-        effective_from: DateTime<Utc>,
-        source_toml: &str,
-        source_sha256: &str,
-        applied_by: &str,
-        now: DateTime<Utc>,
-    ) -> Result<StoredPlan, StoreError> {
+    /// Stores a new plan version, applied by `actor`, with its audit entry;
+    /// the caller has parsed and validated it.
+    pub async fn insert_plan(&self, plan: &NewPlan<'_>, actor: &Actor, now: DateTime<Utc>) -> Result<StoredPlan, StoreError> {
+        let NewPlan { name, effective_from, source_toml, source_sha256, file_name } = *plan;
+        let applied_by = actor.id.as_str();
         let mut tx = self.begin_write().await?;
         let version: i64 = sqlx::query_scalar(concat!(
             "insert into commission_plans ",
@@ -513,6 +532,16 @@ impl Repo {
         .bind(applied_by)
         .bind(now)
         .fetch_one(&mut *tx)
+        .await?;
+        audit_in(
+            &mut tx,
+            actor,
+            now,
+            "plan.apply",
+            format!("plan:{version}"),
+            None,
+            Some(serde_json::json!({"version": version, "name": name, "file": file_name, "effective_from": effective_from})),
+        )
         .await?;
         tx.commit().await?;
         Ok(StoredPlan {
@@ -580,6 +609,7 @@ impl Repo {
         rows.iter().map(plan_from_row).collect()
     }
 
+    /// Stores a token's hash, created by `actor`, with its audit entry.
     pub async fn insert_token(
         &self,
         token_id: &str,
@@ -587,6 +617,7 @@ impl Repo {
         role: Role,
         distributor: Option<&DistributorId>,
         now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let result = sqlx::query(concat!(
@@ -610,6 +641,16 @@ impl Repo {
             }
             Err(error) => return Err(error.into()),
         }
+        audit_in(
+            &mut tx,
+            actor,
+            now,
+            "token.create",
+            format!("token:{token_id}"),
+            None,
+            Some(serde_json::json!({"role": role.as_str(), "distributor": distributor.map(DistributorId::as_str)})),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

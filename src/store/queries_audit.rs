@@ -22,6 +22,33 @@ async fn insert_audit(tx: &mut Transaction<'static, Db>, entry: &AuditEntry) -> 
     Ok(id)
 }
 
+/// Appends the entry of `actor`'s `action` on `target` inside the action's
+/// own transaction.
+async fn audit_in(
+    tx: &mut Transaction<'static, Db>,
+    actor: &Actor,
+    at: DateTime<Utc>,
+    action: &str,
+    target: String,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> Result<(), StoreError> {
+    insert_audit(
+        tx,
+        &AuditEntry {
+            at,
+            actor: actor.id.clone(),
+            actor_role: actor.role.clone(),
+            action: action.to_owned(),
+            target,
+            before,
+            after,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// The entry of a job retry or cancel that changed the job's status.
 async fn audit_job_action(
     tx: &mut Transaction<'static, Db>,
@@ -35,20 +62,16 @@ async fn audit_job_action(
     if before == after {
         return Ok(());
     }
-    insert_audit(
+    audit_in(
         tx,
-        &AuditEntry {
-            at,
-            actor: actor.id.clone(),
-            actor_role: actor.role.clone(),
-            action: action.to_owned(),
-            target: format!("job:{id}"),
-            before: Some(serde_json::json!({"status": before})),
-            after: Some(serde_json::json!({"status": after})),
-        },
+        actor,
+        at,
+        action,
+        format!("job:{id}"),
+        Some(serde_json::json!({"status": before})),
+        Some(serde_json::json!({"status": after})),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 impl Repo {

@@ -47,7 +47,8 @@ impl Repo {
     /// Stores a correction of `new.replaces`, which must be the newest
     /// certificate of its withdrawal: a certificate is corrected once, and a
     /// second correction corrects the first.
-    pub async fn insert_correction(&self, new: &NewCertificate) -> Result<(), StoreError> {
+    /// Stores a correction issued by `actor`, with its audit entry.
+    pub async fn insert_correction(&self, new: &NewCertificate, actor: &Actor) -> Result<(), StoreError> {
         let replaces = new.replaces.as_deref().ok_or_else(|| StoreError::Corrupt("a correction names the certificate it replaces".to_owned()))?;
         let mut tx = self.begin_write().await?;
         let corrected: Option<String> = sqlx::query_scalar("select number from certificates where replaces = $1")
@@ -61,6 +62,16 @@ impl Repo {
             });
         }
         insert_certificate_row(&mut tx, new).await?;
+        audit_in(
+            &mut tx,
+            actor,
+            new.issued_at,
+            "certificate.correct",
+            format!("certificate:{replaces}"),
+            None,
+            Some(serde_json::json!({"number": new.number, "reason": new.reason})),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

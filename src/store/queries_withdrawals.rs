@@ -463,17 +463,14 @@ impl Repo {
             ReviewDecision::Approve { note, .. } => ("withdrawal.approve", note.clone()),
             ReviewDecision::Reject { reason, .. } => ("withdrawal.reject", Some(reason.clone())),
         };
-        insert_audit(
+        audit_in(
             &mut tx,
-            &AuditEntry {
-                at: now,
-                actor: actor.id.clone(),
-                actor_role: actor.role.clone(),
-                action: action.to_owned(),
-                target: format!("withdrawal:{id}"),
-                before: Some(serde_json::json!({"state": withdrawal.state.as_str()})),
-                after: Some(serde_json::json!({"state": updated.state.as_str(), "words": words, "gross": updated.gross})),
-            },
+            actor,
+            now,
+            action,
+            format!("withdrawal:{id}"),
+            Some(serde_json::json!({"state": withdrawal.state.as_str()})),
+            Some(serde_json::json!({"state": updated.state.as_str(), "words": words, "gross": updated.gross})),
         )
         .await?;
         tx.commit().await?;

@@ -614,6 +614,17 @@ pub struct PreparedDeclaration {
     pub ledger_tax: Money,
 }
 
+/// A commission plan version to store, as read from its file.
+#[derive(Debug, Clone, Copy)]
+pub struct NewPlan<'a> {
+    pub name: &'a str,
+    pub effective_from: DateTime<Utc>,
+    pub source_toml: &'a str,
+    pub source_sha256: &'a str,
+    /// The file it came from, for the audit log and error messages.
+    pub file_name: &'a str,
+}
+
 /// Who acted, for the audit log: an API token (its id and role), or the
 /// command line. Actions that change the database in one transaction take
 /// it and write their audit entry in that same transaction.

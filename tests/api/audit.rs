@@ -36,6 +36,16 @@ async fn admin_and_ops_actions_are_audited_append_only(backend: Backend) {
         )
         .await;
     assert_eq!(response.status(), 200);
+    // A second approval is refused and writes no entry: the entry lives in
+    // the approval's own transaction.
+    let again = app
+        .post_json(
+            &format!("/v1/withdrawals/{id}/approve"),
+            &app.ops,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(again.status(), 409);
 
     // A command-line action is audited too, with the host user as actor.
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fenrun"));
@@ -55,7 +65,15 @@ async fn admin_and_ops_actions_are_audited_append_only(backend: Backend) {
     );
 
     let page: Value = app.get("/v1/audit", &app.admin).await.json().await.unwrap();
-    let items = page["items"].as_array().unwrap();
+    // The harness's own tokens (four roles, then dora's) are audited too,
+    // under fenrun's own name; the rest are this test's actions.
+    let (harness, items): (Vec<&Value>, Vec<&Value>) = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .partition(|item| item["actor"] == "system:test");
+    assert_eq!(harness.len(), 5, "{page:#}");
+    assert!(harness.iter().all(|item| item["action"] == "token.create"));
     let actions: Vec<&str> = items
         .iter()
         .map(|item| item["action"].as_str().unwrap())
@@ -70,7 +88,7 @@ async fn admin_and_ops_actions_are_audited_append_only(backend: Backend) {
         ],
         "newest first: {page:#}"
     );
-    let approve = &items[1];
+    let approve = items[1];
     assert_eq!(approve["target"], format!("withdrawal:{id}"));
     assert_eq!(approve["actor_role"], "ops");
     assert!(approve["actor"].as_str().unwrap().starts_with("tok_"));

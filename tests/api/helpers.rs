@@ -169,9 +169,15 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     let token = |role: Role| {
         let store = store.clone();
         async move {
-            let issued = fenrun::tokens::create(&store, role, None, chrono::Utc::now())
-                .await
-                .expect("token");
+            let issued = fenrun::tokens::create(
+                &store,
+                role,
+                None,
+                chrono::Utc::now(),
+                &fenrun::audit::Actor::system("test"),
+            )
+            .await
+            .expect("token");
             issued.secret.expose_secret().to_owned()
         }
     };
@@ -201,6 +207,7 @@ impl TestApp {
             Role::Distributor,
             Some(&id),
             chrono::Utc::now(),
+            &fenrun::audit::Actor::system("test"),
         )
         .await
         .expect("distributor token");

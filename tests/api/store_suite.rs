@@ -288,10 +288,17 @@ async fn the_plan_in_force_is_the_latest_effective_one(backend: Backend) {
         "name = \"later\"\neffective_from = \"{}\"\ndefault_grade = \"regular\"\n[grades.regular]\ndisplay_name = \"普通\"\nlevels = [\"1%\"]\n",
         later.to_rfc3339()
     );
-    let stored = fenrun::plans::apply(&store, &text, "later.toml", "test", start)
+    let stored = fenrun::plans::apply(&store, &text, "later.toml", &tester(), start)
         .await
         .unwrap();
     assert_eq!(stored.version, 2);
+    assert_eq!(stored.applied_by, "system:test");
+    let audit = store.audit_entries(None, Some("plan:2"), 10).await.unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (audit[0].1.action.as_str(), audit[0].1.actor.as_str()),
+        ("plan.apply", "system:test")
+    );
     assert_eq!(
         fenrun::plans::in_force(&store, start + Duration::days(9))
             .await
@@ -308,9 +315,10 @@ async fn tokens_are_stored_hashed_and_scoped(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.open().await;
     create(&store, "a", None).await;
-    let issued = fenrun::tokens::create(&store, Role::Distributor, Some(&id("a")), now())
-        .await
-        .unwrap();
+    let issued =
+        fenrun::tokens::create(&store, Role::Distributor, Some(&id("a")), now(), &tester())
+            .await
+            .unwrap();
     let principal = fenrun::tokens::authenticate(&store, &issued.secret)
         .await
         .unwrap()
@@ -327,20 +335,39 @@ async fn tokens_are_stored_hashed_and_scoped(backend: Backend) {
             .is_none()
     );
     assert!(
-        fenrun::tokens::create(&store, Role::Distributor, None, now())
+        fenrun::tokens::create(&store, Role::Distributor, None, now(), &tester())
             .await
             .is_err()
     );
     assert!(
-        fenrun::tokens::create(&store, Role::Ops, Some(&id("a")), now())
+        fenrun::tokens::create(&store, Role::Ops, Some(&id("a")), now(), &tester())
             .await
             .is_err()
     );
     assert!(
-        fenrun::tokens::create(&store, Role::Distributor, Some(&id("ghost")), now())
-            .await
-            .is_err()
+        fenrun::tokens::create(
+            &store,
+            Role::Distributor,
+            Some(&id("ghost")),
+            now(),
+            &tester()
+        )
+        .await
+        .is_err()
     );
+    // Each token created has its audit entry, written with it; the refused
+    // ones left none.
+    let audit = store.audit_entries(None, None, 50).await.unwrap();
+    let created: Vec<&str> = audit
+        .iter()
+        .filter(|(_, entry)| entry.action == "token.create")
+        .map(|(_, entry)| entry.target.as_str())
+        .collect();
+    assert_eq!(created, [format!("token:{}", issued.id)], "{audit:?}");
+}
+
+fn tester() -> fenrun::audit::Actor {
+    fenrun::audit::Actor::system("test")
 }
 
 async fn a_tampered_balance_is_caught_by_verify(backend: Backend) {

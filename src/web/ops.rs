@@ -293,10 +293,38 @@ pub(crate) async fn review(
         }
         _ => return Err(PageError::new(StatusCode::NOT_FOUND, "no such decision")),
     };
-    state
+    let reviewed = state
         .withdrawals
         .review(&id, &decision, &crate::audit::Actor::of(&principal))
-        .await
-        .map_err(ApiError::from)?;
+        .await;
+    match reviewed {
+        Ok(_) => {}
+        // A second press (a double click, or two people on the queue) after
+        // the same decision already took effect: nothing to do, back to the
+        // console. A different decision, or a cancellation, stays an error.
+        Err(error) if already_decided(&state, &id, &decision).await? => {
+            tracing::info!(withdrawal_id = %id, error = %error, "ops: review already decided");
+        }
+        Err(error) => return Err(ApiError::from(error).into()),
+    }
     Ok(Redirect::to("/ops").into_response())
+}
+
+/// Whether the withdrawal was already reviewed with `decision`'s outcome.
+async fn already_decided(
+    state: &AppState,
+    id: &str,
+    decision: &ReviewDecision,
+) -> Result<bool, PageError> {
+    let Some(withdrawal) = state.store.withdrawal(id).await? else {
+        return Ok(false);
+    };
+    Ok(withdrawal.reviewed_by.is_some()
+        && match decision {
+            ReviewDecision::Approve { .. } => !matches!(
+                withdrawal.state,
+                WithdrawalState::Reviewing | WithdrawalState::Rejected
+            ),
+            ReviewDecision::Reject { .. } => withdrawal.state == WithdrawalState::Rejected,
+        })
 }

@@ -98,15 +98,27 @@ async fn ops_steer_the_queue_and_the_review_queue_from_the_console(backend: Back
     );
     assert!(html.contains("No stuck jobs."), "{html}");
 
-    // Approve from the console: the withdrawal goes on to be paid.
+    // Approve from the console: the withdrawal goes on to be paid. A second
+    // press lands back on the console; rejecting it now is an error.
+    for _ in 0..2 {
+        let response = browser()
+            .post(app.url(&format!("/ops/withdrawals/{withdrawal}/approve")))
+            .header(COOKIE, &cookie)
+            .form(&[("reason", "")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(response.headers()[LOCATION], "/ops");
+    }
     let response = browser()
-        .post(app.url(&format!("/ops/withdrawals/{withdrawal}/approve")))
+        .post(app.url(&format!("/ops/withdrawals/{withdrawal}/reject")))
         .header(COOKIE, &cookie)
-        .form(&[("reason", "")])
+        .form(&[("reason", "too late")])
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.status(), StatusCode::CONFLICT);
     wait_for_state(&app, &withdrawal, "paid").await;
     let audit: Value = app
         .get(
@@ -118,6 +130,7 @@ async fn ops_steer_the_queue_and_the_review_queue_from_the_console(backend: Back
         .await
         .unwrap();
     assert_eq!(audit["items"][0]["action"], "withdrawal.approve");
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit:#}");
 
     // Other roles are refused, on the page and on its forms.
     let accountant = sign_in(&app, &app.accountant).await;

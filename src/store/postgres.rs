@@ -18,6 +18,17 @@ pub struct Repo {
     pool: PgPool,
 }
 
+/// The ops job actions' SQL on apalis-postgres's tables (see `queries_jobs.rs`).
+const JOB_STATUS_SQL: &str = "select status from apalis.jobs where id = $1 for update";
+const RETRY_JOB_SQL: &str = concat!(
+    "update apalis.jobs set status = 'Pending', run_at = now(), lock_by = null, lock_at = null, done_at = null, ",
+    "max_attempts = attempts + 1 where id = $1 and status in ('Failed', 'Killed')"
+);
+const CANCEL_JOB_SQL: &str = concat!(
+    "update apalis.jobs set status = 'Killed', done_at = now(), last_result = cast($2 as jsonb) ",
+    "where id = $1 and status in ('Pending', 'Failed')"
+);
+
 impl Repo {
     /// Jobs for the ops console, by id, filtered by queue
     /// and state (as [`Self::queue_stats`] names states), after an id (keyset).
@@ -43,25 +54,7 @@ impl Repo {
         .bind(filter.limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(crate::store::OpsJob {
-                    id: row.try_get("id")?,
-                    queue: row.try_get("job_type")?,
-                    state: row.try_get("state")?,
-                    status: row.try_get("status")?,
-                    attempts: row.try_get("attempts")?,
-                    max_attempts: row.try_get("max_attempts")?,
-                    run_at: row.try_get("run_at")?,
-                    lock_at: row.try_get("lock_at")?,
-                    lock_by: row.try_get("lock_by")?,
-                    done_at: row.try_get("done_at")?,
-                    worker_last_seen: row.try_get("last_seen")?,
-                    last_result: row.try_get("last_result")?,
-                    payload: row.try_get("payload")?,
-                })
-            })
-            .collect()
+        rows.iter().map(ops_job_from_row).collect()
     }
 
     /// Jobs finished in the last hour, per queue (the console's throughput).
@@ -70,71 +63,6 @@ impl Repo {
         Ok(sqlx::query_as("select job_type, count(*) from apalis.jobs where status = 'Done' and done_at >= now() - interval '1 hour' group by 1 order by 1")
             .fetch_all(&self.pool)
             .await?)
-    }
-
-    /// Puts a failed or killed job back to run now, with one more attempt;
-    /// any other job is left as it is. Returns its status before and after,
-    /// if it exists.
-    pub async fn retry_job(
-        &self,
-        id: &str,
-        actor: &Actor,
-        at: DateTime<Utc>,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let before: Option<String> =
-            sqlx::query_scalar("select status from apalis.jobs where id = $1 for update")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(before) = before else {
-            return Ok(None);
-        };
-        sqlx::query(concat!(
-            "update apalis.jobs set status = 'Pending', run_at = now(), lock_by = null, lock_at = null, done_at = null, ",
-            "max_attempts = attempts + 1 where id = $1 and status in ('Failed', 'Killed')"
-        ))
-        .bind(id)
-                .execute(&mut *tx)
-        .await?;
-        let after: String = sqlx::query_scalar("select status from apalis.jobs where id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        audit_job_action(&mut tx, actor, at, "job.retry", id, &before, &after).await?;
-        tx.commit().await?;
-        Ok(Some((before, after)))
-    }
-
-    /// Stops a job that has not started (pending) or has failed; a running
-    /// or finished one is left as it is. Returns its status before and after.
-    pub async fn cancel_job(
-        &self,
-        id: &str,
-        actor: &Actor,
-        at: DateTime<Utc>,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let before: Option<String> =
-            sqlx::query_scalar("select status from apalis.jobs where id = $1 for update")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(before) = before else {
-            return Ok(None);
-        };
-        sqlx::query("update apalis.jobs set status = 'Killed', done_at = now(), last_result = cast($2 as jsonb) where id = $1 and status in ('Pending', 'Failed')")
-            .bind(id)
-            .bind(r#"{"Err":"cancelled by ops"}"#)
-            .execute(&mut *tx)
-            .await?;
-        let after: String = sqlx::query_scalar("select status from apalis.jobs where id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        audit_job_action(&mut tx, actor, at, "job.cancel", id, &before, &after).await?;
-        tx.commit().await?;
-        Ok(Some((before, after)))
     }
 
     /// Jobs per queue and state (waiting, scheduled, retrying, running,
@@ -564,3 +492,4 @@ include!("queries_credentials.rs");
 include!("queries_withdrawals.rs");
 include!("queries_certificates.rs");
 include!("queries_audit.rs");
+include!("queries_jobs.rs");

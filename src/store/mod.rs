@@ -11,6 +11,7 @@ pub mod error;
 mod postgres;
 pub mod records;
 mod sqlite;
+mod time;
 
 use chrono::{DateTime, Utc};
 

@@ -14,6 +14,7 @@ use crate::domain::ledger::{AccountId, Bucket, Posting, Transfer};
 use crate::domain::money::Money;
 use crate::store::MAX_PAGE;
 use crate::store::error::StoreError;
+use crate::store::time::DbTime;
 use crate::store::records::{
     AccountMismatch, Balance, Creation, Distributor, DistributorStatus, LedgerReport,
     NewDistributor, NewPlan, StoredPlan, TokenRecord, TransferOutcome,
@@ -39,7 +40,7 @@ fn distributor_from_row(row: &<Db as sqlx::Database>::Row) -> Result<Distributor
         upline,
         grade: row.try_get("grade")?,
         status: DistributorStatus::from_db(&row.try_get::<String, _>("status")?),
-        created_at: row.try_get("created_at")?,
+        created_at: row.try_get::<DbTime, _>("created_at")?.0,
     })
 }
 
@@ -218,10 +219,10 @@ fn plan_from_row(row: &<Db as sqlx::Database>::Row) -> Result<StoredPlan, StoreE
     Ok(StoredPlan {
         version: row.try_get("version")?,
         name: row.try_get("name")?,
-        effective_from: row.try_get("effective_from")?,
+        effective_from: row.try_get::<DbTime, _>("effective_from")?.0,
         source_toml: row.try_get("source_toml")?,
         applied_by: row.try_get("applied_by")?,
-        created_at: row.try_get("created_at")?,
+        created_at: row.try_get::<DbTime, _>("created_at")?.0,
     })
 }
 
@@ -282,7 +283,7 @@ impl Repo {
         .bind(&new.grade)
         .bind(new.status.as_str())
         .bind(&new.request_sha256)
-        .bind(now)
+        .bind(DbTime(now))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -304,7 +305,7 @@ impl Repo {
                 .push_bind(bucket.as_str())
                 .push_bind(true)
                 .push_bind(bucket.may_go_negative())
-                .push_bind(now);
+                .push_bind(DbTime(now));
         });
         accounts.build().execute(&mut *tx).await?;
         let (created, _) = fetch_distributor(&mut tx, &new.id)
@@ -526,11 +527,11 @@ impl Repo {
             "values ($1, $2, $3, $4, $5, $6) returning version"
         ))
         .bind(name)
-        .bind(effective_from)
+        .bind(DbTime(effective_from))
         .bind(source_toml)
         .bind(source_sha256)
         .bind(applied_by)
-        .bind(now)
+        .bind(DbTime(now))
         .fetch_one(&mut *tx)
         .await?;
         audit_in(
@@ -574,10 +575,10 @@ impl Repo {
                 "values ($1, $2, $3, $4, 'install', $5)"
             ))
             .bind(name)
-            .bind(DateTime::<Utc>::UNIX_EPOCH)
+            .bind(DbTime(DateTime::<Utc>::UNIX_EPOCH))
             .bind(source_toml)
             .bind(source_sha256)
-            .bind(now)
+            .bind(DbTime(now))
             .execute(&mut *tx)
             .await?;
         }
@@ -592,7 +593,7 @@ impl Repo {
             "from commission_plans where effective_from <= $1 ",
             "order by effective_from desc, version desc limit 1"
         ))
-        .bind(at)
+        .bind(DbTime(at))
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(plan_from_row).transpose()
@@ -628,7 +629,7 @@ impl Repo {
         .bind(token_sha256)
         .bind(role.as_str())
         .bind(distributor.map(DistributorId::as_str))
-        .bind(now)
+        .bind(DbTime(now))
         .execute(&mut *tx)
         .await;
         match result {

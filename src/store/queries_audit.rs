@@ -10,7 +10,7 @@ async fn insert_audit(tx: &mut Transaction<'static, Db>, entry: &AuditEntry) -> 
         "insert into audit_log (at, actor, actor_role, action, target, before, after) ",
         "values ($1, $2, $3, $4, $5, $6, $7) returning id"
     ))
-    .bind(entry.at)
+    .bind(DbTime(entry.at))
     .bind(&entry.actor)
     .bind(&entry.actor_role)
     .bind(&entry.action)
@@ -105,7 +105,7 @@ impl Repo {
                 Ok((
                     row.try_get("id")?,
                     AuditEntry {
-                        at: row.try_get("at")?,
+                        at: row.try_get::<DbTime, _>("at")?.0,
                         actor: row.try_get("actor")?,
                         actor_role: row.try_get("actor_role")?,
                         action: row.try_get("action")?,

@@ -25,7 +25,7 @@ fn certificate_from_row(row: &<Db as sqlx::Database>::Row) -> Result<Certificate
         manifest: row.try_get("manifest")?,
         replaces: row.try_get("replaces")?,
         reason: row.try_get("reason")?,
-        issued_at: row.try_get("issued_at")?,
+        issued_at: row.try_get::<DbTime, _>("issued_at")?.0,
     })
 }
 
@@ -161,7 +161,7 @@ impl Repo {
         ))
         .bind(&prepared.tax_month)
         .bind(&prepared.method)
-        .bind(prepared.prepared_at)
+        .bind(DbTime(prepared.prepared_at))
         .bind(prepared.distributors)
         .bind(prepared.payouts)
         .bind(prepared.gross.fen())
@@ -190,7 +190,7 @@ impl Repo {
                 Ok(PreparedDeclaration {
                     tax_month: row.try_get("tax_month")?,
                     method: row.try_get("method")?,
-                    prepared_at: row.try_get("prepared_at")?,
+                    prepared_at: row.try_get::<DbTime, _>("prepared_at")?.0,
                     distributors: row.try_get("distributors")?,
                     payouts: row.try_get("payouts")?,
                     gross: Money::from_fen(row.try_get("gross_fen")?),
@@ -256,7 +256,7 @@ impl Repo {
         sqlx::query("insert into certificate_keys (key_id, public_key, first_used_at) values ($1, $2, $3) on conflict (key_id) do nothing")
             .bind(key_id)
             .bind(public_key)
-            .bind(now)
+            .bind(DbTime(now))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -265,9 +265,11 @@ impl Repo {
 
     /// Every published signing key: (key id, public key, first used), oldest first.
     pub async fn certificate_keys(&self) -> Result<Vec<(String, Vec<u8>, DateTime<Utc>)>, StoreError> {
-        Ok(sqlx::query_as("select key_id, public_key, first_used_at from certificate_keys order by first_used_at, key_id")
-            .fetch_all(&self.pool)
-            .await?)
+        let rows: Vec<(String, Vec<u8>, DbTime)> =
+            sqlx::query_as("select key_id, public_key, first_used_at from certificate_keys order by first_used_at, key_id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(key_id, public_key, first_used_at)| (key_id, public_key, first_used_at.0)).collect())
     }
 
     /// Pushes a certificate job for each paid withdrawal without a
@@ -285,7 +287,7 @@ impl Repo {
             "select w.id from withdrawals w where w.state = 'paid' and w.finished_at < $1 ",
             "and not exists (select 1 from certificates c where c.withdrawal_id = w.id) order by w.finished_at limit $2"
         ))
-        .bind(paid_before)
+        .bind(DbTime(paid_before))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -334,7 +336,7 @@ async fn insert_certificate_row(conn: &mut Conn, new: &NewCertificate) -> Result
     .bind(&new.manifest)
     .bind(new.replaces.as_deref())
     .bind(new.reason.as_deref())
-    .bind(new.issued_at)
+    .bind(DbTime(new.issued_at))
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -33,8 +33,8 @@ fn identity_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedIdentity
         key_id: row.try_get("key_id")?,
         masked_name: row.try_get("masked_name")?,
         masked_id_number: row.try_get("masked_id_number")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        created_at: row.try_get::<DbTime, _>("created_at")?.0,
+        updated_at: row.try_get::<DbTime, _>("updated_at")?.0,
     })
 }
 
@@ -48,7 +48,7 @@ fn account_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedPayoutAcc
         masked: row.try_get("masked")?,
         account_name_masked: row.try_get("account_name_masked")?,
         bank_name: row.try_get("bank_name")?,
-        created_at: row.try_get("created_at")?,
+        created_at: row.try_get::<DbTime, _>("created_at")?.0,
     })
 }
 
@@ -82,8 +82,8 @@ impl Repo {
         .bind(&identity.key_id)
         .bind(&identity.masked_name)
         .bind(&identity.masked_id_number)
-        .bind(identity.created_at)
-        .bind(identity.updated_at)
+        .bind(DbTime(identity.created_at))
+        .bind(DbTime(identity.updated_at))
         .fetch_one(&mut *tx)
         .await
         .map_err(|error| distributor_missing(error, &identity.distributor_id))?;
@@ -115,7 +115,7 @@ impl Repo {
         .bind(&account.masked)
         .bind(&account.account_name_masked)
         .bind(&account.bank_name)
-        .bind(account.created_at)
+        .bind(DbTime(account.created_at))
         .execute(&mut *tx)
         .await
         .map_err(|error| distributor_missing(error, &account.distributor_id))?;

@@ -35,7 +35,7 @@ fn line_from_row(row: &<Db as sqlx::Database>::Row) -> Result<LineRecord, StoreE
         plan_version: row.try_get("plan_version")?,
         campaign: row.try_get("campaign")?,
         state: LineState::from_db(&row.try_get::<String, _>("state")?)?,
-        created_at: row.try_get("created_at")?,
+        created_at: row.try_get::<DbTime, _>("created_at")?.0,
     })
 }
 
@@ -69,26 +69,26 @@ async fn load_order(conn: &mut Conn, order_id: &str, lock: bool) -> Result<Optio
     .iter()
     .map(line_from_row)
     .collect::<Result<Vec<_>, _>>()?;
-    let timeline = sqlx::query_as::<_, (String, String, i64, Option<String>, DateTime<Utc>)>(
+    let timeline = sqlx::query_as::<_, (String, String, i64, Option<String>, DbTime)>(
         "select step, outcome, cast(attempt as bigint), detail, at from order_events where order_id = $1 order by id",
     )
     .bind(order_id)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
-    .map(|(step, outcome, attempt, detail, at)| OrderEvent { step, outcome, attempt, detail, at })
+    .map(|(step, outcome, attempt, detail, at)| OrderEvent { step, outcome, attempt, detail, at: at.0 })
     .collect();
     Ok(Some(OrderRecord {
         order_id: row.try_get("order_id")?,
         distributor_id: row.try_get("distributor_id")?,
         buyer_id: row.try_get("buyer_id")?,
-        placed_at: row.try_get("placed_at")?,
-        confirmed_at: row.try_get("confirmed_at")?,
+        placed_at: row.try_get::<DbTime, _>("placed_at")?.0,
+        confirmed_at: row.try_get::<DbTime, _>("confirmed_at")?.0,
         total: Money::from_fen(row.try_get("total_fen")?),
         refunded: Money::from_fen(row.try_get("refunded_fen")?),
         plan_version: row.try_get("plan_version")?,
         state: OrderState::from_db(&row.try_get::<String, _>("state")?)?,
-        release_at: row.try_get("release_at")?,
+        release_at: row.try_get::<DbTime, _>("release_at")?.0,
         chain_json: row.try_get("chain")?,
         lines,
         timeline,
@@ -216,7 +216,7 @@ impl Repo {
             "order by release_at, order_id limit $2",
             skip_locked!()
         ))
-        .bind(now)
+        .bind(DbTime(now))
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
@@ -313,7 +313,7 @@ impl Repo {
         .bind(request.amount.fen())
         .bind(decision.phase)
         .bind(&request.request_sha256)
-        .bind(now)
+        .bind(DbTime(now))
         .execute(&mut *tx)
         .await?;
         for (line_no, amount) in &decision.item_refunds {
@@ -333,7 +333,7 @@ impl Repo {
         ))
         .bind(request.amount.fen())
         .bind(decision.new_state.as_str())
-        .bind(now)
+        .bind(DbTime(now))
         .bind(&request.order_id)
         .execute(&mut *tx)
         .await?;
@@ -351,7 +351,7 @@ impl Repo {
             .bind(update.base.fen())
             .bind(update.amount.fen())
             .bind(state.as_str())
-            .bind(now)
+            .bind(DbTime(now))
             .bind(&request.order_id)
             .bind(i64::from(update.level))
             .bind(rate_to_db(update.rate))
@@ -371,14 +371,14 @@ impl Repo {
                 .bind(update.amount.fen())
                 .bind(snapshot.order.plan_version)
                 .bind(state.as_str())
-                .bind(now)
+                .bind(DbTime(now))
                 .execute(&mut *tx)
                 .await?;
             }
         }
         if decision.new_state == OrderState::Cancelled {
             sqlx::query("update commission_lines set state = 'cancelled', updated_at = $1 where order_id = $2")
-                .bind(now)
+                .bind(DbTime(now))
                 .bind(&request.order_id)
                 .execute(&mut *tx)
                 .await?;

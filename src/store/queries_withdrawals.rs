@@ -55,9 +55,9 @@ fn withdrawal_from_row(row: &<Db as sqlx::Database>::Row) -> Result<WithdrawalRe
         reviewed_by: row.try_get("reviewed_by")?,
         request_sha256: row.try_get("request_sha256")?,
         transfer_attempts: row.try_get("transfer_attempts")?,
-        requested_at: row.try_get("requested_at")?,
-        updated_at: row.try_get("updated_at")?,
-        finished_at: row.try_get("finished_at")?,
+        requested_at: row.try_get::<DbTime, _>("requested_at")?.0,
+        updated_at: row.try_get::<DbTime, _>("updated_at")?.0,
+        finished_at: row.try_get::<Option<DbTime>, _>("finished_at")?.map(Into::into),
     })
 }
 
@@ -95,8 +95,8 @@ async fn insert_withdrawal_event(
     .bind(outcome)
     .bind(attempt)
     .bind(detail)
-    .bind(at)
-    .bind(Utc::now())
+    .bind(DbTime(at))
+    .bind(DbTime(Utc::now()))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -116,8 +116,8 @@ async fn move_withdrawal(
         "update withdrawals set state = $1, updated_at = $2, finished_at = coalesce($3, finished_at) where id = $4 and state = $5",
     )
     .bind(to.as_str())
-    .bind(now)
-    .bind(finished)
+    .bind(DbTime(now))
+    .bind(finished.map(DbTime))
     .bind(id)
     .bind(from.as_str())
     .execute(&mut *conn)
@@ -190,12 +190,13 @@ async fn load_facts(conn: &mut Conn, draft: &WithdrawalDraft) -> Result<Withdraw
         .map(account_from_row)
         .transpose()?
         .filter(|account| &account.distributor_id == distributor);
-    let newest_account_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+    let newest_account_at: Option<DateTime<Utc>> = sqlx::query_scalar::<_, Option<DbTime>>(
         "select max(created_at) from payout_accounts where distributor_id = $1",
     )
     .bind(distributor.as_str())
     .fetch_one(&mut *conn)
-    .await?;
+    .await?
+    .map(Into::into);
     let gross_today: i64 = sqlx::query_scalar(concat!(
         "select cast(coalesce(sum(gross_fen), 0) as bigint) from withdrawals ",
         "where distributor_id = $1 and local_day = $2 and state not in ('rejected', 'cancelled', 'failed')"
@@ -208,17 +209,18 @@ async fn load_facts(conn: &mut Conn, draft: &WithdrawalDraft) -> Result<Withdraw
         "select count(*) from withdrawals where distributor_id = $1 and requested_at > $2",
     )
     .bind(distributor.as_str())
-    .bind(draft.day_ago)
+    .bind(DbTime(draft.day_ago))
     .fetch_one(&mut *conn)
     .await?;
-    let last_clawback_at: Option<DateTime<Utc>> = sqlx::query_scalar(concat!(
+    let last_clawback_at: Option<DateTime<Utc>> = sqlx::query_scalar::<_, Option<DbTime>>(concat!(
         "select max(t.created_at) from ledger_postings p join ledger_transfers t on t.id = p.transfer_id ",
         "where p.account_id = $1 and t.kind = 'commission_clawed_back' and t.created_at > $2"
     ))
     .bind(&available_account)
-    .bind(draft.clawback_since)
+    .bind(DbTime(draft.clawback_since))
     .fetch_one(&mut *conn)
-    .await?;
+    .await?
+    .map(Into::into);
     let year = &draft.tax_month[..4];
     let year_payouts = sqlx::query_as::<_, (String, i64, i64)>(concat!(
         "select tax_month, gross_fen, tax_fen from withdrawals where distributor_id = $1 ",
@@ -311,7 +313,7 @@ impl Repo {
         .bind(&draft.out_bill_no)
         .bind(&draft.idempotency_key)
         .bind(&draft.request_sha256)
-        .bind(draft.now)
+        .bind(DbTime(draft.now))
         .execute(&mut *tx)
         .await?;
         let reserve = ledger_rules::withdrawal_reserve(&draft.id, distributor, decision.gross)
@@ -359,7 +361,7 @@ impl Repo {
     }
 
     pub async fn withdrawal_events(&self, id: &str) -> Result<Vec<WithdrawalEvent>, StoreError> {
-        let rows = sqlx::query_as::<_, (String, String, i64, Option<String>, DateTime<Utc>)>(
+        let rows = sqlx::query_as::<_, (String, String, i64, Option<String>, DbTime)>(
             "select step, outcome, cast(attempt as bigint), detail, at from withdrawal_events where withdrawal_id = $1 order by id",
         )
         .bind(id)
@@ -367,7 +369,7 @@ impl Repo {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(step, outcome, attempt, detail, at)| WithdrawalEvent { step, outcome, attempt, detail, at })
+            .map(|(step, outcome, attempt, detail, at)| WithdrawalEvent { step, outcome, attempt, detail, at: at.0 })
             .collect())
     }
 
@@ -385,7 +387,7 @@ impl Repo {
         for state in &states {
             separated.push_bind(*state);
         }
-        query.push(") and coalesce(polled_at, updated_at) <= ").push_bind(updated_before);
+        query.push(") and coalesce(polled_at, updated_at) <= ").push_bind(DbTime(updated_before));
         query.push(" order by coalesce(polled_at, updated_at), id limit ").push_bind(limit.clamp(1, MAX_PAGE));
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(withdrawal_from_row).collect()
@@ -407,7 +409,7 @@ impl Repo {
     /// Notes that the poller asked about it, so the next round asks others first.
     pub async fn mark_polled(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query("update withdrawals set polled_at = $1 where id = $2")
-            .bind(now)
+            .bind(DbTime(now))
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -526,7 +528,7 @@ impl Repo {
             }
         }
         sqlx::query("update withdrawals set transfer_attempts = transfer_attempts + 1, updated_at = $1 where id = $2")
-            .bind(now)
+            .bind(DbTime(now))
             .bind(id)
             .execute(&mut *tx)
             .await?;

@@ -295,7 +295,7 @@ async fn insert_transfers(
         row.push_bind(transfer.key())
             .push_bind(transfer.kind().as_str())
             .push_bind(transfer.fingerprint())
-            .push_bind(now);
+            .push_bind(DbTime(now));
     });
     insert.push(" on conflict (idempotency_key) do nothing returning id, idempotency_key");
     Ok(insert.build_query_as().fetch_all(&mut *conn).await?)
@@ -339,7 +339,7 @@ async fn insert_postings(
         row.push_bind(*transfer_id)
             .push_bind(posting.account.to_string())
             .push_bind(posting.amount.fen())
-            .push_bind(now);
+            .push_bind(DbTime(now));
     });
     insert.build().execute(&mut *conn).await?;
     Ok(())
@@ -364,16 +364,16 @@ async fn insert_order_rows(
         row.push_bind(order.order_id.as_str())
             .push_bind(order.distributor_id.as_str())
             .push_bind(order.buyer_id.as_str())
-            .push_bind(order.placed_at)
-            .push_bind(order.confirmed_at)
+            .push_bind(DbTime(order.placed_at))
+            .push_bind(DbTime(order.confirmed_at))
             .push_bind(order.total.fen())
             .push_bind(order.chain_json.as_str())
             .push_bind(order.plan_version)
             .push_bind(OrderState::Holding.as_str())
-            .push_bind(order.release_at)
+            .push_bind(DbTime(order.release_at))
             .push_bind(order.request_sha256.as_str())
-            .push_bind(now)
-            .push_bind(now);
+            .push_bind(DbTime(now))
+            .push_bind(DbTime(now));
     });
     insert.push(" on conflict (order_id) do nothing returning order_id");
     Ok(insert.build_query_scalar().fetch_all(&mut *conn).await?)
@@ -393,7 +393,7 @@ async fn insert_item_rows(
             .push_bind(item.sku.as_str())
             .push_bind(item.category.as_str())
             .push_bind(item.amount.fen())
-            .push_bind(now);
+            .push_bind(DbTime(now));
     });
     insert.build().execute(&mut *conn).await?;
     Ok(())
@@ -417,8 +417,8 @@ async fn insert_line_rows(
             .push_bind(line.amount.fen())
             .push_bind(order.plan_version)
             .push_bind(LineState::Pending.as_str())
-            .push_bind(now)
-            .push_bind(now);
+            .push_bind(DbTime(now))
+            .push_bind(DbTime(now));
     });
     insert.build().execute(&mut *conn).await?;
     Ok(())
@@ -439,8 +439,8 @@ async fn insert_event_rows(
             .push_bind(event.outcome)
             .push_bind(event.attempt)
             .push_bind(event.detail.as_str())
-            .push_bind(at)
-            .push_bind(wall_clock);
+            .push_bind(DbTime(at))
+            .push_bind(DbTime(wall_clock));
     });
     insert.build().execute(&mut *conn).await?;
     Ok(())
@@ -479,7 +479,10 @@ async fn mark_released(
         ("commission_lines", "pending", "released"),
     ] {
         let mut update = QueryBuilder::<Db>::new(format!("update {table} set state = "));
-        update.push_bind(to).push(", updated_at = ").push_bind(now);
+        update
+            .push_bind(to)
+            .push(", updated_at = ")
+            .push_bind(DbTime(now));
         update
             .push(" where state = ")
             .push_bind(from)

@@ -100,7 +100,11 @@ mod tests {
 
     #[test]
     fn microseconds_round_trip_every_representable_instant() {
-        for at in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC, DateTime::UNIX_EPOCH] {
+        for at in [
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::MAX_UTC,
+            DateTime::UNIX_EPOCH,
+        ] {
             let micros = to_micros(&at);
             let back = from_micros(micros).unwrap();
             assert_eq!(back.timestamp_micros(), micros);

@@ -21,6 +21,7 @@ on_both_backends!(
     the_plan_in_force_is_the_latest_effective_one,
     tokens_are_stored_hashed_and_scoped,
     a_tampered_balance_is_caught_by_verify,
+    times_compare_as_times_past_the_year_ten_thousand,
 );
 
 fn id(text: &str) -> DistributorId {
@@ -409,4 +410,74 @@ async fn every_sqlite_connection_runs_at_synchronous_full_with_the_fast_ack_plan
     let plan = store.sqlite_ack_plan().await.unwrap().unwrap();
     assert!(!plan.contains("LIdx"), "{plan}");
     assert!(plan.contains("json_each"), "{plan}");
+}
+
+fn held_order(order_id: &str, release_at: DateTime<Utc>) -> fenrun::store::PreparedOrder {
+    let at = now() - Duration::days(1);
+    fenrun::store::PreparedOrder {
+        order_id: fenrun::domain::ids::OrderId::parse(order_id).unwrap(),
+        distributor_id: id("a"),
+        buyer_id: fenrun::domain::ids::BuyerId::parse("buyer").unwrap(),
+        placed_at: at,
+        confirmed_at: at,
+        items: vec![fenrun::domain::commission::OrderItem {
+            sku: "S1".to_owned(),
+            category: "food".to_owned(),
+            amount: Money::from_fen(1_000),
+        }],
+        total: Money::from_fen(1_000),
+        plan_version: 1,
+        release_at,
+        chain_json: "[]".to_owned(),
+        lines: Vec::new(),
+        pending_transfer: None,
+        request_sha256: format!("hash-{order_id}"),
+    }
+}
+
+/// As text, '+10000-01-01…' sorted before '2026-…': a far-future release
+/// was due at once and a far-future plan was in force at once. Stored as
+/// time, neither is; every instant reads back to the microsecond.
+async fn times_compare_as_times_past_the_year_ten_thousand(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let start = now();
+    fenrun::plans::ensure_default(&store, start).await.unwrap();
+    create(&store, "a", None).await;
+    let far: DateTime<Utc> = "+10000-01-01T00:00:00Z".parse().unwrap();
+    let ancient: DateTime<Utc> = "0001-01-01T00:00:00Z".parse().unwrap();
+    let due = start - Duration::seconds(1);
+    let precise: DateTime<Utc> = "2026-12-03T08:15:30.123456Z".parse().unwrap();
+    let orders = [
+        held_order("far", far),
+        held_order("due", due),
+        held_order("ancient", ancient),
+        held_order("later", start + Duration::days(1)),
+        held_order("precise", precise),
+    ];
+    let release = fenrun::store::JobSpec {
+        queue: "order.release".to_owned(),
+        max_attempts: 3,
+    };
+    store.ingest_orders(&orders, &release, start).await.unwrap();
+    let mut released = store.release_due(start, 100, 1, "test").await.unwrap();
+    released.sort();
+    assert_eq!(released, ["ancient", "due", "precise"]);
+    assert_eq!(store.order("far").await.unwrap().unwrap().release_at, far);
+    let stored = store.order("precise").await.unwrap().unwrap();
+    assert_eq!(stored.release_at, precise);
+    assert_eq!(stored.release_at.timestamp_subsec_micros(), 123_456);
+
+    let far_plan = "name = \"far\"\ndefault_grade = \"regular\"\n[grades.regular]\ndisplay_name = \"普通\"\nlevels = [\"1%\"]\n";
+    let new = fenrun::store::NewPlan {
+        name: "far",
+        effective_from: far,
+        source_toml: far_plan,
+        source_sha256: "hash-far",
+        file_name: "far.toml",
+    };
+    store.insert_plan(&new, &tester(), start).await.unwrap();
+    let in_force = store.plan_in_force(start).await.unwrap().unwrap();
+    assert_eq!(in_force.name, "default");
+    assert_eq!(store.plan_in_force(far).await.unwrap().unwrap().name, "far");
 }

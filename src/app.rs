@@ -124,6 +124,7 @@ impl Workflows {
     fn settlement_settings(
         &self,
         backend: crate::store::BackendKind,
+        settings: &Settings,
     ) -> anyhow::Result<SettlementSettings> {
         let release = self.step(StepKind::ReleaseCommission)?;
         let ingest = self.step(StepKind::IngestOrder)?;
@@ -148,6 +149,7 @@ impl Workflows {
                 crate::store::BackendKind::Sqlite => 1,
                 crate::store::BackendKind::Postgres => ingest.concurrency() as usize,
             },
+            order_max_age: chrono::TimeDelta::days(i64::from(settings.order_max_age_days)),
         })
     }
 }
@@ -213,7 +215,7 @@ impl Runtime {
             store.clone(),
             clock.clone(),
             workflows.calendar.clone(),
-            workflows.settlement_settings(store.kind())?,
+            workflows.settlement_settings(store.kind(), &settings)?,
         ));
         let (clock_moved, _) = watch::channel(clock.now());
         let vault = Arc::new(vault);

@@ -18,6 +18,10 @@ use crate::domain::tax::WithholdingMethod;
 /// Default file read when it exists and no other file is named.
 pub const DEFAULT_CONFIG_FILE: &str = "fenrun.toml";
 
+/// Ten years: the most `order_max_age_days` may say. A confirmation older
+/// than the ten years accounts are kept for has nothing left to settle.
+const MAX_ORDER_AGE_DAYS: u32 = 3_650;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -97,6 +101,9 @@ pub struct Settings {
     /// How long one gateway call may take before its outcome counts as
     /// unknown (then the bill is queried before any new attempt), in ms.
     pub gateway_timeout_ms: u64,
+    /// Oldest `placed_at` / `confirmed_at` an order may carry, in days before
+    /// now; older ones are refused (422). Raise it for a one-off back-fill.
+    pub order_max_age_days: u32,
 }
 
 impl Default for Settings {
@@ -125,6 +132,7 @@ impl Default for Settings {
             wechat_platform_public_key_file: None,
             wechat_api_v3_key_file: None,
             gateway_timeout_ms: 10_000,
+            order_max_age_days: 180,
             withholding_agent_name: "（未设置扣缴义务人名称）".to_owned(),
             withholding_agent_tin: "（未设置）".to_owned(),
         }
@@ -178,7 +186,7 @@ impl Settings {
     }
 
     /// Every key a file or `FENRUN_*` variable may set.
-    pub const KEYS: [&'static str; 25] = [
+    pub const KEYS: [&'static str; 26] = [
         "database_url",
         "listen",
         "log_format",
@@ -204,6 +212,7 @@ impl Settings {
         "gateway_timeout_ms",
         "withholding_agent_name",
         "withholding_agent_tin",
+        "order_max_age_days",
     ];
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -228,6 +237,12 @@ impl Settings {
             return Err(invalid(
                 "db_max_connections",
                 "must be between 1 and 256".to_owned(),
+            ));
+        }
+        if !(1..=MAX_ORDER_AGE_DAYS).contains(&self.order_max_age_days) {
+            return Err(invalid(
+                "order_max_age_days",
+                format!("must be between 1 and {MAX_ORDER_AGE_DAYS}"),
             ));
         }
         if !(100..=120_000).contains(&self.gateway_timeout_ms) {

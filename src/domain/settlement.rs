@@ -3,6 +3,7 @@
 //! when the commission is recomputed after it.
 //!
 //! ```text
+//! placed_at, confirmed_at ─► check_order_times(now) ─► refused, or:
 //! confirmed_at ─► local date ─► + hold_business_days ─► 00:00 local = release_at
 //!
 //! refund ─► allocate_refund(item balances) ─► net items ─► commission::compute
@@ -28,6 +29,70 @@ use crate::domain::money::{Money, Rate};
 /// instant that exists. The longest jump on record is a whole day
 /// (Pacific/Apia skipped 2011-12-30); twice that leaves room to spare.
 const MAX_GAP_MINUTES: i64 = 48 * 60;
+
+/// How far ahead of the workflow clock an order's times may run: a shop's
+/// clock may be a little fast, but a confirmation from further in the future
+/// is a bug or an attempt to shape the hold (a far-future `confirmed_at`
+/// once released at once).
+pub const MAX_ORDER_TIME_AHEAD: TimeDelta = TimeDelta::days(1);
+
+/// Which of an order's times is out of range, and how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderTimeError {
+    #[error(
+        "{field} {at} is more than a day ahead of now ({now}); send the time the buyer confirmed, in RFC 3339 with its offset"
+    )]
+    Ahead {
+        field: &'static str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    #[error(
+        "{field} {at} is more than {max_age_days} days before now ({now}); such an order is past settling here (the limit is the order_max_age_days setting)"
+    )]
+    TooOld {
+        field: &'static str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        max_age_days: i64,
+    },
+}
+
+impl OrderTimeError {
+    /// The request field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            OrderTimeError::Ahead { field, .. } | OrderTimeError::TooOld { field, .. } => field,
+        }
+    }
+}
+
+/// Refuses an order whose `placed_at` or `confirmed_at` lies more than
+/// [`MAX_ORDER_TIME_AHEAD`] after `now` or more than `max_age` before it.
+/// `confirmed_at` is checked first: it is the one that starts the hold.
+pub fn check_order_times(
+    placed_at: DateTime<Utc>,
+    confirmed_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    max_age: TimeDelta,
+) -> Result<(), OrderTimeError> {
+    for (field, at) in [("confirmed_at", confirmed_at), ("placed_at", placed_at)] {
+        // Compared as differences from `now`, so no bound needs to be a
+        // representable instant of its own.
+        if at.signed_duration_since(now) > MAX_ORDER_TIME_AHEAD {
+            return Err(OrderTimeError::Ahead { field, at, now });
+        }
+        if now.signed_duration_since(at) > max_age {
+            return Err(OrderTimeError::TooOld {
+                field,
+                at,
+                now,
+                max_age_days: max_age.num_days(),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// When an order confirmed at `confirmed_at` leaves its hold: 00:00 in
 /// `time_zone` of the `hold_business_days`-th business day after the local
@@ -389,6 +454,61 @@ mod tests {
     use crate::domain::ids::BuyerId;
     use crate::domain::plan::Plan;
     use proptest::prelude::*;
+
+    #[test]
+    fn order_times_within_a_day_ahead_and_the_age_limit_are_accepted() {
+        let now = at("2026-12-03T12:00:00Z");
+        let age = TimeDelta::days(180);
+        assert_eq!(check_order_times(now, now, now, age), Ok(()));
+        let edge_ahead = now + MAX_ORDER_TIME_AHEAD;
+        assert_eq!(check_order_times(now, edge_ahead, now, age), Ok(()));
+        let edge_old = now - age;
+        assert_eq!(check_order_times(edge_old, edge_old, now, age), Ok(()));
+    }
+
+    #[test]
+    fn a_confirmation_one_second_past_a_day_ahead_is_refused_naming_the_field() {
+        let now = at("2026-12-03T12:00:00Z");
+        let ahead = now + MAX_ORDER_TIME_AHEAD + TimeDelta::seconds(1);
+        let error = check_order_times(now, ahead, now, TimeDelta::days(180)).unwrap_err();
+        assert_eq!(error.field(), "confirmed_at");
+        assert!(matches!(error, OrderTimeError::Ahead { .. }));
+    }
+
+    #[test]
+    fn far_future_and_ancient_times_are_refused_without_overflow() {
+        let now = at("2026-12-03T12:00:00Z");
+        let age = TimeDelta::days(180);
+        let far = at("9999-12-31T23:59:59Z");
+        assert_eq!(
+            check_order_times(now, far, now, age).unwrap_err().field(),
+            "confirmed_at"
+        );
+        let end_of_time = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(
+            check_order_times(now, end_of_time, now, age)
+                .unwrap_err()
+                .field(),
+            "confirmed_at"
+        );
+        let ancient = DateTime::<Utc>::MIN_UTC;
+        let error = check_order_times(ancient, now, now, age).unwrap_err();
+        assert_eq!(error.field(), "placed_at");
+        assert!(matches!(
+            error,
+            OrderTimeError::TooOld {
+                max_age_days: 180,
+                ..
+            }
+        ));
+        let one_second_too_old = now - age - TimeDelta::seconds(1);
+        assert_eq!(
+            check_order_times(one_second_too_old, now, now, age)
+                .unwrap_err()
+                .field(),
+            "placed_at"
+        );
+    }
 
     fn cn() -> BusinessCalendar {
         BusinessCalendar::from_toml_str(

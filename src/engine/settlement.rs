@@ -111,6 +111,8 @@ pub struct SettlementSettings {
     pub ingest_batch_max_wait: Duration,
     /// Group-commit writers running side by side (1 on SQLite).
     pub ingest_writers: usize,
+    /// Oldest `placed_at` / `confirmed_at` accepted, before the clock's now.
+    pub order_max_age: chrono::TimeDelta,
 }
 
 /// What the workflow's steps share.
@@ -174,6 +176,17 @@ impl SettlementEngine {
 
     /// Ingests a confirmed order (the `ingest` step); returns once it is committed.
     pub async fn ingest(&self, order: NewOrder) -> Result<IngestAnswer, SettlementError> {
+        settlement::check_order_times(
+            order.placed_at,
+            order.confirmed_at,
+            self.shared.clock.now(),
+            self.shared.settings.order_max_age,
+        )
+        .map_err(|error| SettlementError::Refused {
+            code: "time_out_of_range",
+            message: error.to_string(),
+            field: Some(error.field()),
+        })?;
         let (answer, answered) = oneshot::channel();
         self.ingest
             .send(IngestRequest { order, answer })
@@ -307,6 +320,12 @@ async fn gather(
     }
 }
 
+/// Writes a gathered batch and answers each requester. When the batch's
+/// transaction fails, nothing of it was written, and the fault may lie with
+/// one order alone (a row the database refuses): each order is then written
+/// again in a transaction of its own, so only the offending one gets an
+/// error and every valid order of the batch is accepted. Orders are
+/// idempotent by id, so writing one again is safe.
 async fn ingest_batch(shared: &Shared, batch: Vec<IngestRequest>) {
     let (requests, answers): (Vec<NewOrder>, Vec<_>) = batch
         .into_iter()
@@ -314,18 +333,33 @@ async fn ingest_batch(shared: &Shared, batch: Vec<IngestRequest>) {
         .unzip();
     let results = match prepare_and_write(shared, &requests).await {
         Ok(results) => results,
+        Err(error) if requests.len() > 1 => {
+            tracing::warn!(error = %error, orders = requests.len(), "ingest batch failed; writing its orders one by one");
+            let mut results = Vec::with_capacity(requests.len());
+            for order in &requests {
+                results.push(ingest_alone(shared, order).await);
+            }
+            results
+        }
         Err(error) => {
-            tracing::error!(error = %error, orders = requests.len(), "ingest batch failed");
-            let message = error.to_string();
-            requests
-                .iter()
-                .map(|_| Err(SettlementError::Store(StoreError::Corrupt(message.clone()))))
-                .collect()
+            tracing::error!(error = %error, order_id = %requests[0].order_id, "order could not be written");
+            vec![Err(SettlementError::Store(error))]
         }
     };
     for (answer, result) in answers.into_iter().zip(results) {
         // The requester may have gone away (client timeout); the order stands.
         let _ = answer.send(result);
+    }
+}
+
+/// One order of a failed batch, in a transaction of its own.
+async fn ingest_alone(shared: &Shared, order: &NewOrder) -> Result<IngestAnswer, SettlementError> {
+    match prepare_and_write(shared, std::slice::from_ref(order)).await {
+        Ok(mut results) => results.pop().unwrap_or(Err(SettlementError::Stopping)),
+        Err(error) => {
+            tracing::error!(error = %error, order_id = %order.order_id, "order could not be written");
+            Err(SettlementError::Store(error))
+        }
     }
 }
 

@@ -17,6 +17,8 @@ on_both_backends!(
     commissions_are_listed_with_their_source_page_by_page,
     the_clock_endpoint_exists_only_with_a_simulated_clock,
     a_due_hold_is_released_by_its_queued_job,
+    times_outside_the_window_are_refused_naming_the_field,
+    one_order_the_database_refuses_fails_only_itself,
 );
 
 async fn simulated(backend: Backend) -> TestApp {
@@ -608,4 +610,165 @@ async fn a_due_hold_is_released_by_its_queued_job(backend: Backend) {
         "pending → available (job order.release)"
     );
     assert_eq!(balance(&app, "a").await["available"], "3.00");
+}
+
+/// A far-future `confirmed_at` once released its hold at once (times were
+/// compared as text); an ancient one answered 500. Both are refused at the
+/// edge now, against the workflow clock, and nothing is written.
+async fn times_outside_the_window_are_refused_naming_the_field(backend: Backend) {
+    let app = simulated(backend).await;
+    let now = Utc::now();
+    let item = json!([{"sku": "S1", "category": "food", "amount": "10.00"}]);
+    let with_times = |id: &str, placed: &str, confirmed: &str| {
+        let mut body = order(id, "c", now, item.clone());
+        body["placed_at"] = json!(placed);
+        body["confirmed_at"] = json!(confirmed);
+        body
+    };
+    let day_ahead_and_a_minute = (now + Duration::days(1) + Duration::minutes(1)).to_rfc3339();
+    let too_old = (now - Duration::days(181)).to_rfc3339();
+    let recent = (now - Duration::days(1)).to_rfc3339();
+    let cases = [
+        (
+            with_times("t1", &recent, &day_ahead_and_a_minute),
+            "confirmed_at",
+        ),
+        (
+            with_times("t2", &recent, "9999-12-31T23:59:59+08:00"),
+            "confirmed_at",
+        ),
+        (with_times("t3", &too_old, &too_old), "confirmed_at"),
+        (
+            with_times("t4", "0001-01-01T00:00:00Z", &now.to_rfc3339()),
+            "placed_at",
+        ),
+        (with_times("t5", &too_old, &now.to_rfc3339()), "placed_at"),
+        // The probe's case: as text, a year past 9999 sorted before 2026.
+        (
+            with_times("t6", &recent, "+10000-01-01T00:00:00Z"),
+            "confirmed_at",
+        ),
+    ];
+    for (body, field) in &cases {
+        let error = error_of(app.post_json("/v1/orders", &app.ingest, body).await, 422).await;
+        assert_eq!(error["code"], "time_out_of_range", "{body}");
+        assert_eq!(error["field"], *field, "{body}");
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "{error}"
+        );
+    }
+    for id in ["t1", "t2", "t3", "t4", "t5", "t6"] {
+        error_of(app.get(&format!("/v1/orders/{id}"), &app.ops).await, 404).await;
+    }
+    assert_eq!(balance(&app, "c").await["pending"], "0.00");
+
+    // Within the window, up to a day ahead: accepted, and held its full T+3.
+    let answer = ingest(
+        &app,
+        &order("t7", "c", now + Duration::hours(23), item.clone()),
+    )
+    .await;
+    let release_at: DateTime<Utc> = answer["release_at"].as_str().unwrap().parse().unwrap();
+    assert!(release_at > now + Duration::days(3), "{answer}");
+    // The window moves with the workflow clock, not the wall clock.
+    advance_days(&app, 10).await;
+    ingest(
+        &app,
+        &order("t8", "c", now + Duration::days(10), item.clone()),
+    )
+    .await;
+}
+
+/// Installs a trigger that makes the database refuse one order id, the way
+/// an unforeseen bad row would fail a whole group-commit batch.
+async fn refuse_order_in_database(app: &TestApp, order_id: &str) {
+    use sqlx::Connection;
+    let url = &app.db.url;
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "create trigger orders_poison before insert on orders when new.order_id = '{order_id}' \
+             begin select raise(abort, 'poison order'); end"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "create function refuse_poison() returns trigger language plpgsql as $$ \
+             begin if new.order_id = '{order_id}' then raise exception 'poison order'; end if; return new; end $$"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(
+            "create trigger orders_poison before insert on orders for each row execute function refuse_poison()",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+}
+
+/// A group-commit batch that the database refuses is written again order by
+/// order: the poison order gets its error, every valid one is accepted.
+async fn one_order_the_database_refuses_fails_only_itself(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_distributor("a", None, None).await;
+    refuse_order_in_database(&app, "poison").await;
+    let now = Utc::now();
+    let item = json!([{"sku": "S1", "category": "food", "amount": "100.00"}]);
+    let ids: Vec<String> = (0..24)
+        .map(|n| {
+            if n == 7 {
+                "poison".to_owned()
+            } else {
+                format!("ok-{n}")
+            }
+        })
+        .collect();
+    let requests = ids.iter().map(|id| {
+        let body = order(id, "a", now, item.clone());
+        let app = &app;
+        async move {
+            (
+                app.post_json("/v1/orders", &app.ingest, &body)
+                    .await
+                    .status()
+                    .as_u16(),
+                id,
+            )
+        }
+    });
+    for (status, id) in futures::future::join_all(requests).await {
+        let expected = if id == "poison" { 500 } else { 202 };
+        assert_eq!(status, expected, "order {id}");
+    }
+    error_of(app.get("/v1/orders/poison", &app.ops).await, 404).await;
+    for id in ids.iter().filter(|id| *id != "poison") {
+        assert_eq!(
+            app.get(&format!("/v1/orders/{id}"), &app.ops)
+                .await
+                .status(),
+            200,
+            "{id}"
+        );
+    }
+    // 23 orders × 100.00 at the default plan's level-1 rate, each once.
+    let pending: Value = balance(&app, "a").await;
+    let one: Value = app
+        .get("/v1/orders/ok-0", &app.ops)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let per_order: rust_decimal::Decimal = one["commissions"][0]["amount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let total: rust_decimal::Decimal = pending["pending"].as_str().unwrap().parse().unwrap();
+    assert_eq!(total, per_order * rust_decimal::Decimal::from(23));
 }

@@ -17,6 +17,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use crate::credentials::open_identity;
+use crate::domain::identity::starts_like_formula;
 use crate::domain::money::{Money, Rate};
 use crate::domain::tax::{self, Month, WithholdingMethod};
 use crate::store::{Store, StoreError, WithdrawalRecord};
@@ -396,11 +397,31 @@ fn table(declaration: &Declaration, columns: &[Column]) -> (Vec<String>, Vec<Vec
     (headers, rows)
 }
 
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
+/// One text cell of the CSV, safe to open in a spreadsheet.
+///
+/// Every text cell goes through here, whoever wrote the text: names and ids
+/// come from distributors and the shop, headers and the agent's name from
+/// files an operator edits. A cell a spreadsheet would read as a formula
+/// (starting with `=`, `+`, `-`, `@`, tab or carriage return) gets a leading
+/// `'` (OWASP CSV injection), which spreadsheets show as text and do not run;
+/// then the cell is quoted when it holds a separator, a quote or a line
+/// break, with its quotes doubled (RFC 4180).
+///
+/// Amounts and counts do not come through here: we format them ourselves
+/// from integers (`-12.50`, `3`), so they are only ever digits, one `.` and
+/// perhaps a leading `-`, which a spreadsheet reads as a number, never as a
+/// formula; a `'` before them would turn them into text and break the
+/// accountant's sums.
+fn csv_text(text: &str) -> String {
+    let neutral = if starts_like_formula(text) {
+        format!("'{text}")
     } else {
         text.to_owned()
+    };
+    if neutral.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", neutral.replace('"', "\"\""))
+    } else {
+        neutral
     }
 }
 
@@ -411,15 +432,15 @@ pub fn to_csv(declaration: &Declaration, columns: &[Column]) -> String {
     let mut out = String::from("\u{feff}");
     out.push_str(&format!(
         "{},{},{},{}\n",
-        csv_field(&format!("扣缴义务人名称：{}", declaration.agent_name)),
-        csv_field(&format!("纳税人识别号：{}", declaration.agent_tin)),
-        csv_field(&format!("税款所属期：{}", declaration.tax_period())),
-        csv_field("金额单位：人民币元（列至角分）")
+        csv_text(&format!("扣缴义务人名称：{}", declaration.agent_name)),
+        csv_text(&format!("纳税人识别号：{}", declaration.agent_tin)),
+        csv_text(&format!("税款所属期：{}", declaration.tax_period())),
+        csv_text("金额单位：人民币元（列至角分）")
     ));
     out.push_str(
         &headers
             .iter()
-            .map(|header| csv_field(header))
+            .map(|header| csv_text(header))
             .collect::<Vec<_>>()
             .join(","),
     );
@@ -428,7 +449,7 @@ pub fn to_csv(declaration: &Declaration, columns: &[Column]) -> String {
         let fields: Vec<String> = row
             .iter()
             .map(|cell| match cell {
-                Cell::Text(text) => csv_field(text),
+                Cell::Text(text) => csv_text(text),
                 Cell::Amount(amount) => amount.to_string(),
                 Cell::Count(count) => count.to_string(),
                 Cell::Empty => String::new(),
@@ -444,6 +465,10 @@ pub fn to_csv(declaration: &Declaration, columns: &[Column]) -> String {
 /// two-decimal format (a spreadsheet stores numbers as binary floating
 /// point; every amount here is a whole number of fen divided by 100, which
 /// the format shows exactly), ID numbers and ids are text.
+///
+/// Text is written with `write_string` only, which stores it as a string
+/// cell: a name such as `=HYPERLINK(…)` stays text and is never a formula.
+/// No cell of this workbook is a formula; the totals row is summed here.
 pub fn to_xlsx(declaration: &Declaration, columns: &[Column]) -> Result<Vec<u8>, DeclarationError> {
     use rust_xlsxwriter::{Format, Workbook};
     let xlsx = |error: rust_xlsxwriter::XlsxError| DeclarationError::Xlsx(error.to_string());
@@ -653,6 +678,71 @@ mod tests {
         assert!(lines[4].contains(",4500.00,"), "{}", lines[4]);
         assert_eq!(declaration.totals().withheld, Money::from_fen(64_000));
         assert_eq!(declaration.totals().payouts, 3);
+    }
+
+    #[test]
+    fn text_cells_a_spreadsheet_would_run_are_neutralised_and_our_numbers_are_not() {
+        assert_eq!(csv_text("张三"), "张三");
+        assert_eq!(csv_text("=1+1"), "'=1+1");
+        assert_eq!(csv_text("+86"), "'+86");
+        assert_eq!(csv_text("-2+3"), "'-2+3");
+        assert_eq!(csv_text("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_text("\t=1"), "'\t=1");
+        // Neutralised, then quoted: the quote inside is doubled and the
+        // separator stays inside the one cell.
+        assert_eq!(
+            csv_text("=HYPERLINK(\"http://evil\",\"x\")"),
+            "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\""
+        );
+        assert_eq!(csv_text("\rcmd|' /C calc'!A0"), "\"'\rcmd|' /C calc'!A0\"");
+
+        let mut declaration = declaration();
+        declaration.rows[0].name = SecretString::from("=HYPERLINK(\"http://evil\",\"x\")");
+        declaration.rows[1].distributor_id = "-d2".to_owned();
+        // A negative amount (not one the month produces today, but the
+        // writer must not care) stays a number.
+        declaration.rows[1].net = Money::from_fen(-1_250);
+        let csv = to_csv(&declaration, &Layouts::shipped().per_payment);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(
+            lines[2].starts_with("d1,\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",居民身份证,"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[3].starts_with("'-d2,张三,"), "{}", lines[3]);
+        assert!(lines[3].contains(",-12.50,"), "{}", lines[3]);
+        for line in &lines[2..] {
+            for cell in line.split(',') {
+                let cell = cell.trim_start_matches('"');
+                assert!(
+                    !cell.starts_with(['=', '+', '@', '\t', '\r'])
+                        && (!cell.starts_with('-') || cell[1..].parse::<f64>().is_ok()),
+                    "{cell:?} in {line}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_xlsx_writes_hostile_text_as_text_and_no_formula() {
+        use calamine::{Data, Reader, Xlsx};
+        let mut declaration = declaration();
+        let hostile = "=HYPERLINK(\"http://evil\",\"x\")";
+        declaration.rows[0].name = SecretString::from(hostile);
+        let bytes = to_xlsx(&declaration, &Layouts::shipped().per_payment).unwrap();
+        let mut workbook = Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
+        let range = workbook.worksheet_range("2026-02").unwrap();
+        assert_eq!(
+            range.get_value((2, 1)),
+            Some(&Data::String(hostile.to_owned()))
+        );
+        let formulas = workbook.worksheet_formula("2026-02").unwrap();
+        assert!(
+            formulas
+                .used_cells()
+                .all(|(_, _, formula)| formula.is_empty()),
+            "no cell of the declaration is a formula"
+        );
     }
 
     #[test]

@@ -219,7 +219,7 @@ fn missing_distributor(error: StoreError) -> ApiError {
         (status = 400, description = "malformed", body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 422, description = "invalid_real_name or invalid_id_number (bad format, check character or birth date)", body = ErrorBody),
+        (status = 422, description = "invalid_real_name (length, control, bidi or zero-width characters, a leading =, +, -, @) or invalid_id_number (bad format, check character or birth date)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -12,6 +12,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{Caller, JsonBody, distributor_id_from_path};
 use crate::app::AppState;
 use crate::domain::access::Role;
+use crate::domain::identity::check_readable_name;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::sha256_hex;
 use crate::domain::money::Money;
@@ -110,7 +111,7 @@ pub struct BalanceView {
         (status = 201, description = "created, or the same request replayed", body = DistributorView),
         (status = 400, description = "malformed", body = ErrorBody),
         (status = 409, description = "id exists with a different body", body = ErrorBody),
-        (status = 422, description = "unknown referrer or grade", body = ErrorBody),
+        (status = 422, description = "unknown referrer or grade; invalid_name: a name starting like a spreadsheet formula or holding bidi or zero-width characters", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -131,6 +132,11 @@ pub async fn create(
         )
         .with_field("name"));
     }
+    // The name is shown on pages and in exports: nothing a spreadsheet
+    // would run or a screen would reorder.
+    check_readable_name(name).map_err(|unsafe_text| {
+        ApiError::unprocessable("invalid_name", format!("name {unsafe_text}")).with_field("name")
+    })?;
     if request.referrer_id.as_ref() == Some(&request.id) {
         return Err(ApiError::unprocessable(
             "invalid_referrer",

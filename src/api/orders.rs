@@ -14,7 +14,7 @@ use crate::api::extract::{Caller, distributor_id_from_path, parse_json};
 use crate::app::AppState;
 use crate::domain::access::Role;
 use crate::domain::commission::{CommissionLine, OrderItem};
-use crate::domain::ids::{BuyerId, DistributorId, OrderId};
+use crate::domain::ids::{BuyerId, DistributorId, OrderId, is_dot_segment};
 use crate::domain::ledger::sha256_hex;
 use crate::domain::money::{Money, Rate};
 use crate::engine::settlement::{IngestAnswer, NewOrder, SettlementError};
@@ -171,15 +171,18 @@ impl From<SettlementError> for ApiError {
     }
 }
 
+/// A sku or category: 1–64 printable characters, and not `.` or `..` (a
+/// sku is an id of the shop's, and such ids end up in URLs and file names).
 fn check_label(text: &str, field: String) -> Result<String, ApiError> {
     let trimmed = text.trim();
     if trimmed.is_empty()
         || trimmed.chars().count() > MAX_LABEL_CHARS
         || trimmed.chars().any(char::is_control)
+        || is_dot_segment(trimmed)
     {
         return Err(ApiError::bad_request(
             "invalid_field",
-            format!("must be 1–{MAX_LABEL_CHARS} printable characters"),
+            format!("must be 1–{MAX_LABEL_CHARS} printable characters, and not '.' or '..'"),
         )
         .with_field(field));
     }
@@ -302,7 +305,7 @@ pub async fn refund(
         .map_err(|_| {
             ApiError::bad_request(
                 "invalid_field",
-                "refund_id must be 1–64 letters, digits, '-', '_', '.' or ':'",
+                "refund_id must be 1–64 letters, digits, '-', '_', '.' or ':', and not '.' or '..'",
             )
             .with_field("refund_id")
         })?

@@ -30,6 +30,8 @@ pub enum IdentityError {
     IdNumberBirthDate,
     #[error("a real name is 1–{MAX_REAL_NAME_CHARS} characters without control characters")]
     RealName,
+    #[error("a real name {0}")]
+    RealNameUnsafe(UnsafeText),
     #[error("a bank card number is {MIN_CARD_DIGITS}–{MAX_CARD_DIGITS} digits")]
     BankCardFormat,
     #[error("the bank card number's check digit does not match (Luhn)")]
@@ -47,7 +49,7 @@ impl IdentityError {
             IdentityError::IdNumberFormat
             | IdentityError::IdNumberCheckDigit
             | IdentityError::IdNumberBirthDate => "id_number",
-            IdentityError::RealName => "real_name",
+            IdentityError::RealName | IdentityError::RealNameUnsafe(_) => "real_name",
             IdentityError::BankCardFormat | IdentityError::BankCardChecksum => "bank_card_number",
             IdentityError::AlipayAccount => "alipay_account",
             IdentityError::WechatOpenId => "wechat_openid",
@@ -70,6 +72,71 @@ pub const MAX_EMAIL_CHARS: usize = 254;
 /// Earliest birth year accepted in an ID number: no one born before it holds
 /// an 18-digit number, and a year such as 0001 is a typo, not a person.
 const EARLIEST_BIRTH_YEAR: i32 = 1900;
+
+/// Why a name that people read (a real name, a distributor's display name)
+/// was refused. Such names end up in CSV and XLSX declarations, PDFs, HTML
+/// pages and logs; each rule closes one way a hostile name could make one of
+/// those show or do something else than the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafeText {
+    /// A spreadsheet reads a cell starting with one of these as a formula
+    /// (OWASP "CSV injection"); tab and carriage return are the variants
+    /// some spreadsheets strip before looking.
+    #[error("must not start with '=', '+', '-', '@', a tab or a carriage return")]
+    FormulaLead,
+    /// Bidi controls reorder what is displayed around them, so a name can
+    /// show as something other than what is stored (Trojan Source, CVE-2021-42574).
+    #[error("must not contain direction-changing (bidi) control characters")]
+    Bidi,
+    /// Invisible characters make two different names look the same.
+    #[error("must not contain zero-width characters")]
+    ZeroWidth,
+    #[error("must not contain control characters")]
+    Control,
+}
+
+/// Characters a spreadsheet may take as the start of a formula (OWASP CSV
+/// injection).
+const FORMULA_LEADS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Whether a spreadsheet could read `text` as a formula: it starts with one
+/// of [`FORMULA_LEADS`]. The declaration's CSV writer neutralises such cells.
+pub fn starts_like_formula(text: &str) -> bool {
+    text.starts_with(FORMULA_LEADS)
+}
+
+/// Whether `c` changes the direction text is displayed in: the embeddings
+/// and overrides U+202A–U+202E, the isolates U+2066–U+2069, and the marks
+/// LRM, RLM and ALM.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// Whether `c` is a zero-width space, joiner or non-joiner, the word joiner,
+/// or the byte-order mark (a zero-width no-break space inside text).
+fn is_zero_width(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+}
+
+/// Checks a name people will read for what would make it unsafe to show or
+/// to put in a spreadsheet (see [`UnsafeText`]). The caller trims first.
+pub fn check_readable_name(text: &str) -> Result<(), UnsafeText> {
+    if starts_like_formula(text) {
+        return Err(UnsafeText::FormulaLead);
+    }
+    for c in text.chars() {
+        if is_bidi_control(c) {
+            return Err(UnsafeText::Bidi);
+        }
+        if is_zero_width(c) {
+            return Err(UnsafeText::ZeroWidth);
+        }
+        if c.is_control() {
+            return Err(UnsafeText::Control);
+        }
+    }
+    Ok(())
+}
 
 /// Defines a newtype over `SecretString` with a private field, an
 /// `ExposeSecret<str>` impl and a `Debug` that never shows the value.
@@ -206,6 +273,7 @@ impl RealName {
         if chars == 0 || chars > MAX_REAL_NAME_CHARS || name.chars().any(char::is_control) {
             return Err(IdentityError::RealName);
         }
+        check_readable_name(name).map_err(IdentityError::RealNameUnsafe)?;
         Ok(RealName(SecretString::from(name)))
     }
 
@@ -544,6 +612,59 @@ mod tests {
         assert_eq!(
             RealName::parse(&"张".repeat(51)).unwrap_err(),
             IdentityError::RealName
+        );
+    }
+
+    #[test]
+    fn real_names_that_a_spreadsheet_would_run_or_a_screen_would_reorder_are_refused() {
+        for (bad, why) in [
+            ("=HYPERLINK(\"http://x\",\"张三\")", UnsafeText::FormulaLead),
+            ("+86张三", UnsafeText::FormulaLead),
+            ("-张三", UnsafeText::FormulaLead),
+            ("@SUM(A1)", UnsafeText::FormulaLead),
+            ("张\u{202E}三", UnsafeText::Bidi),
+            ("张三\u{2066}", UnsafeText::Bidi),
+            ("\u{200F}张三", UnsafeText::Bidi),
+            ("张\u{061C}三", UnsafeText::Bidi),
+            ("张\u{200B}三", UnsafeText::ZeroWidth),
+            ("张\u{200D}三", UnsafeText::ZeroWidth),
+            ("张\u{2060}三", UnsafeText::ZeroWidth),
+            ("张\u{FEFF}三", UnsafeText::ZeroWidth),
+        ] {
+            assert_eq!(
+                RealName::parse(bad).unwrap_err(),
+                IdentityError::RealNameUnsafe(why),
+                "{bad:?}"
+            );
+            assert_eq!(IdentityError::RealNameUnsafe(why).field(), "real_name");
+        }
+        // Surrounding whitespace is trimmed before the rules look, so a
+        // leading tab cannot hide a formula; an inner one is a control character.
+        assert_eq!(
+            RealName::parse("\t=1+1").unwrap_err(),
+            IdentityError::RealNameUnsafe(UnsafeText::FormulaLead)
+        );
+        assert_eq!(
+            RealName::parse("张\t三").unwrap_err(),
+            IdentityError::RealName
+        );
+        // The characters are fine anywhere but first, and ordinary names pass.
+        for ok in ["张-三", "a=b", "买买提·艾力", "JOHN SMITH", "O'Brien"] {
+            assert!(RealName::parse(ok).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn the_readable_name_check_names_each_rule() {
+        assert_eq!(check_readable_name("小明"), Ok(()));
+        assert_eq!(check_readable_name("\t小明"), Err(UnsafeText::FormulaLead));
+        assert_eq!(check_readable_name("\r小明"), Err(UnsafeText::FormulaLead));
+        assert_eq!(check_readable_name("小\u{7}明"), Err(UnsafeText::Control));
+        assert_eq!(check_readable_name("小\u{85}明"), Err(UnsafeText::Control));
+        assert_eq!(check_readable_name("小\u{202A}明"), Err(UnsafeText::Bidi));
+        assert_eq!(
+            check_readable_name("小\u{200C}明"),
+            Err(UnsafeText::ZeroWidth)
         );
     }
 

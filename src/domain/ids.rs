@@ -3,7 +3,10 @@
 //! Ids chosen by the shop (distributor ids, order ids) are 1–64 characters of
 //! ASCII letters, digits and `-`, `_`, `.`, `:` so they are safe in URLs, logs,
 //! idempotency keys (`{order_id}:{step}` uses `:` only as a suffix separator
-//! after the id, which is why ids may not end with `:`) and file names.
+//! after the id, which is why ids may not end with `:`) and file names. The
+//! two ids made of dots alone, `.` and `..`, are refused: in a URL path or a
+//! file name they mean "this folder" and "the folder above", so a client or
+//! proxy that normalises paths would send `/v1/distributors/..` somewhere else.
 
 use std::fmt;
 
@@ -13,7 +16,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub const MAX_ID_CHARS: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what} must be 1–{MAX_ID_CHARS} characters of letters, digits, '-', '_', '.' or ':'")]
+#[error(
+    "{what} must be 1–{MAX_ID_CHARS} characters of letters, digits, '-', '_', '.' or ':', and not '.' or '..'"
+)]
 pub struct InvalidId {
     pub what: &'static str,
 }
@@ -24,10 +29,17 @@ fn validate(text: &str, what: &'static str) -> Result<(), InvalidId> {
         || text.len() > MAX_ID_CHARS
         || !text.chars().all(allowed)
         || text.ends_with(':')
+        || is_dot_segment(text)
     {
         return Err(InvalidId { what });
     }
     Ok(())
+}
+
+/// `.` and `..`: path segments with a meaning of their own in URLs and file
+/// names (RFC 3986 §3.3 dot-segments).
+pub fn is_dot_segment(text: &str) -> bool {
+    matches!(text, "." | "..")
 }
 
 macro_rules! shop_id {
@@ -111,5 +123,23 @@ mod tests {
         ] {
             assert!(DistributorId::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn dot_segments_are_refused_as_every_id_but_dots_inside_an_id_are_not() {
+        for bad in [".", ".."] {
+            assert!(DistributorId::parse(bad).is_err(), "{bad:?}");
+            assert!(OrderId::parse(bad).is_err(), "{bad:?}");
+            assert!(BuyerId::parse(bad).is_err(), "{bad:?}");
+        }
+        for ok in ["...", ".a", "a.", "a..b", "v1.2"] {
+            assert!(DistributorId::parse(ok).is_ok(), "{ok:?}");
+        }
+        assert!(
+            OrderId::parse("..")
+                .unwrap_err()
+                .to_string()
+                .contains("not '.' or '..'")
+        );
     }
 }

@@ -53,7 +53,7 @@ fn the_id_number() -> String {
     id_number("11010119900307123")
 }
 
-fn vault_of(keys: &[&str]) -> Vault {
+pub fn vault_of(keys: &[&str]) -> Vault {
     let mut keys = keys
         .iter()
         .map(|key| MasterKey::parse(&SecretString::from(*key), "test key").unwrap());

@@ -16,6 +16,7 @@ mod http;
 mod ledger_properties;
 mod migrations;
 mod monitoring;
+mod names_and_ids;
 mod ops;
 mod ops_browser;
 mod ops_console;

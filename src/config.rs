@@ -104,7 +104,25 @@ pub struct Settings {
     /// Oldest `placed_at` / `confirmed_at` an order may carry, in days before
     /// now; older ones are refused (422). Raise it for a one-off back-fill.
     pub order_max_age_days: u32,
+    /// Largest amount of one order line (`items[].amount` of `POST
+    /// /v1/orders`), in fen. The default, 100,000,000 fen (1,000,000.00
+    /// yuan), is more than any real line: a larger one is a bug or an
+    /// attack and is refused (422 `amount_too_large`, naming the line)
+    /// before it can inflate commissions and balances.
+    pub order_item_amount_max_fen: i64,
+    /// Largest total of one order (the sum of its lines), in fen; default
+    /// 1,000,000,000 fen (10,000,000.00 yuan). Refused like a line.
+    pub order_total_max_fen: i64,
+    /// Largest manual adjustment (`POST /v1/admin/adjustments`), in fen;
+    /// default 1,000,000,000 fen (10,000,000.00 yuan). A slip of the keyboard
+    /// cannot credit more; a larger correction is several adjustments.
+    pub adjustment_amount_max_fen: i64,
 }
+
+/// Largest value an amount ceiling may be set to, in fen (about 9 × 10^15
+/// fen, 90 trillion yuan): an order of the most lines allowed, each at the
+/// ceiling, still sums within 64 bits.
+pub const AMOUNT_CEILING_MAX_FEN: i64 = i64::MAX / 1024;
 
 impl Default for Settings {
     fn default() -> Settings {
@@ -135,6 +153,9 @@ impl Default for Settings {
             order_max_age_days: 180,
             withholding_agent_name: "（未设置扣缴义务人名称）".to_owned(),
             withholding_agent_tin: "（未设置）".to_owned(),
+            order_item_amount_max_fen: 100_000_000,
+            order_total_max_fen: 1_000_000_000,
+            adjustment_amount_max_fen: 1_000_000_000,
         }
     }
 }
@@ -186,7 +207,7 @@ impl Settings {
     }
 
     /// Every key a file or `FENRUN_*` variable may set.
-    pub const KEYS: [&'static str; 26] = [
+    pub const KEYS: [&'static str; 29] = [
         "database_url",
         "listen",
         "log_format",
@@ -213,6 +234,9 @@ impl Settings {
         "withholding_agent_name",
         "withholding_agent_tin",
         "order_max_age_days",
+        "order_item_amount_max_fen",
+        "order_total_max_fen",
+        "adjustment_amount_max_fen",
     ];
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -250,6 +274,18 @@ impl Settings {
                 "gateway_timeout_ms",
                 "must be between 100 and 120000".to_owned(),
             ));
+        }
+        for (key, ceiling) in [
+            ("order_item_amount_max_fen", self.order_item_amount_max_fen),
+            ("order_total_max_fen", self.order_total_max_fen),
+            ("adjustment_amount_max_fen", self.adjustment_amount_max_fen),
+        ] {
+            if !(1..=AMOUNT_CEILING_MAX_FEN).contains(&ceiling) {
+                return Err(invalid(
+                    key,
+                    format!("must be between 1 and {AMOUNT_CEILING_MAX_FEN} (fen)"),
+                ));
+            }
         }
         if self.gateway == GatewayKind::Wechat {
             let required = [
@@ -369,6 +405,51 @@ mod tests {
         std::fs::write(&path, "withholding_method = \"per_payment\"\n").unwrap();
         let error = Settings::load(Some(&path)).unwrap_err();
         assert_eq!(error.key, "withholding_method");
+    }
+
+    #[test]
+    fn amount_ceilings_are_whole_fen_within_range_and_named_when_wrong() {
+        let defaults = Settings::default();
+        assert_eq!(defaults.order_item_amount_max_fen, 100_000_000);
+        assert_eq!(defaults.order_total_max_fen, 1_000_000_000);
+        assert_eq!(defaults.adjustment_amount_max_fen, 1_000_000_000);
+        for (key, settings) in [
+            (
+                "order_item_amount_max_fen",
+                Settings {
+                    order_item_amount_max_fen: 0,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "order_total_max_fen",
+                Settings {
+                    order_total_max_fen: AMOUNT_CEILING_MAX_FEN + 1,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "adjustment_amount_max_fen",
+                Settings {
+                    adjustment_amount_max_fen: -5,
+                    ..Settings::default()
+                },
+            ),
+        ] {
+            assert_eq!(settings.validate().unwrap_err().key, key);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fenrun.toml");
+        std::fs::write(&path, "order_total_max_fen = \"ten million\"\n").unwrap();
+        assert_eq!(
+            Settings::load(Some(&path)).unwrap_err().key,
+            "order_total_max_fen"
+        );
+        std::fs::write(&path, "order_total_max_fen = 500\n").unwrap();
+        assert_eq!(
+            Settings::load(Some(&path)).unwrap().order_total_max_fen,
+            500
+        );
     }
 
     #[test]

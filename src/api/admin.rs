@@ -14,7 +14,7 @@ use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, PlatformAccount, Transfer, TransferKind};
 use crate::domain::money::Money;
-use crate::store::{StoredPlan, TransferOutcome};
+use crate::store::{StoreError, StoredPlan, TransferOutcome};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PlanView {
@@ -128,7 +128,7 @@ const MAX_REASON_CHARS: usize = 200;
         (status = 201, body = AdjustmentView),
         (status = 400, description = "malformed, e.g. an amount with 3 decimals", body = ErrorBody),
         (status = 409, description = "key reused with another body", body = ErrorBody),
-        (status = 422, description = "insufficient_balance", body = ErrorBody),
+        (status = 422, description = "insufficient_balance; amount_too_large (over the adjustment ceiling); balance_overflow (the balance would pass 64 bits of fen); unknown_distributor", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -145,6 +145,14 @@ pub async fn adjust(
             ApiError::bad_request("invalid_amount", "amount must be greater than zero")
                 .with_field("amount"),
         );
+    }
+    let ceiling = Money::from_fen(state.settings.adjustment_amount_max_fen);
+    if request.amount > ceiling {
+        return Err(ApiError::unprocessable(
+            "amount_too_large",
+            format!("an adjustment may be at most {ceiling}; make a larger correction in parts"),
+        )
+        .with_field("amount"));
     }
     let reason = request.reason.trim();
     if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
@@ -189,7 +197,15 @@ pub async fn adjust(
                 "amount": request.amount, "direction": request.direction, "reason": reason,
             }),
         )
-        .await?;
+        .await
+        .map_err(|error| match error {
+            // The balance would pass what 64 bits of fen hold: the amount is at fault.
+            StoreError::Refused {
+                code: "balance_overflow",
+                message,
+            } => ApiError::unprocessable("balance_overflow", message).with_field("amount"),
+            other => other.into(),
+        })?;
     let (transfer_id, applied_now) = match outcome {
         TransferOutcome::Applied { transfer_id } => (transfer_id, true),
         TransferOutcome::AlreadyApplied { transfer_id } => (transfer_id, false),

@@ -189,13 +189,18 @@ fn check_label(text: &str, field: String) -> Result<String, ApiError> {
     Ok(trimmed.to_owned())
 }
 
+/// 422 `amount_too_large`: an amount over a configured ceiling.
+fn amount_too_large(field: String, message: String) -> ApiError {
+    ApiError::unprocessable("amount_too_large", message).with_field(field)
+}
+
 #[utoipa::path(
     post, path = "/v1/orders", tag = "orders", request_body = ConfirmedOrder,
     responses(
         (status = 202, description = "held; commissions pending", body = IngestView),
         (status = 400, description = "malformed", body = ErrorBody),
         (status = 409, description = "order_id sent before with a different body", body = ErrorBody),
-        (status = 422, description = "unknown distributor, no items, confirmed before placed", body = ErrorBody),
+        (status = 422, description = "unknown distributor, no items, confirmed before placed; amount_too_large: a line (field `items[i].amount`) or the total (field `items`) over its ceiling", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -226,19 +231,31 @@ pub async fn ingest(
         )
         .with_field("confirmed_at"));
     }
+    let item_max = Money::from_fen(state.settings.order_item_amount_max_fen);
+    let total_max = Money::from_fen(state.settings.order_total_max_fen);
     let mut items = Vec::with_capacity(request.items.len());
     for (index, item) in request.items.iter().enumerate() {
+        if item.amount > item_max {
+            return Err(amount_too_large(
+                format!("items[{index}].amount"),
+                format!("a line may be at most {item_max}"),
+            ));
+        }
         items.push(OrderItem {
             sku: check_label(&item.sku, format!("items[{index}].sku"))?,
             category: check_label(&item.category, format!("items[{index}].category"))?,
             amount: item.amount,
         });
     }
-    if Money::checked_sum(items.iter().map(|item| item.amount)).is_none() {
-        return Err(
-            ApiError::bad_request("invalid_amount", "the items' amounts overflow")
-                .with_field("items"),
-        );
+    // Each line is under its ceiling, and the ceilings are bounded so that
+    // the most lines at the ceiling still sum in 64 bits; checked anyway.
+    if Money::checked_sum(items.iter().map(|item| item.amount))
+        .is_none_or(|total| total > total_max)
+    {
+        return Err(amount_too_large(
+            "items".to_owned(),
+            format!("the order's total may be at most {total_max}"),
+        ));
     }
     let fingerprint = serde_json::to_vec(&request).map_err(ApiError::internal)?;
     let order = NewOrder {

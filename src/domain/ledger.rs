@@ -174,6 +174,20 @@ impl Transfer {
         if !total.is_zero() {
             return Err(TransferError::Unbalanced(total));
         }
+        // Each account's net must fit too (postings to one account can
+        // overflow while the running total of all of them does not), and no
+        // amount may be i64::MIN fen, which has no opposite to reverse it with.
+        let mut net: BTreeMap<&AccountId, Money> = BTreeMap::new();
+        for posting in &postings {
+            posting
+                .amount
+                .checked_neg()
+                .ok_or(TransferError::Overflow)?;
+            let entry = net.entry(&posting.account).or_default();
+            *entry = entry
+                .checked_add(posting.amount)
+                .ok_or(TransferError::Overflow)?;
+        }
         Ok(Transfer {
             key,
             kind,
@@ -236,8 +250,9 @@ impl Transfer {
         let mut net: BTreeMap<&AccountId, Money> = BTreeMap::new();
         for posting in &self.postings {
             let entry = net.entry(&posting.account).or_default();
-            // Cannot overflow: `new` checked the running sum of all postings.
-            *entry = entry.checked_add(posting.amount).unwrap_or(*entry);
+            *entry = entry
+                .checked_add(posting.amount)
+                .expect("Transfer::new refuses a transfer whose net per account overflows");
         }
         net
     }
@@ -643,6 +658,75 @@ mod tests {
             .unwrap()
             .is_none()
         );
+    }
+
+    #[test]
+    fn a_transfer_whose_amounts_or_net_per_account_overflow_cannot_be_built() {
+        let max = Money::from_fen(i64::MAX);
+        let min = Money::from_fen(-i64::MAX);
+        // The running total stays in range (MAX, 0, MAX, 0) but d1's net is 2 × MAX.
+        let postings = vec![
+            Posting {
+                account: available("d1"),
+                amount: max,
+            },
+            Posting {
+                account: expense(),
+                amount: min,
+            },
+            Posting {
+                account: available("d1"),
+                amount: max,
+            },
+            Posting {
+                account: expense(),
+                amount: min,
+            },
+        ];
+        assert_eq!(
+            Transfer::new("k", TransferKind::Adjustment, postings),
+            Err(TransferError::Overflow)
+        );
+        // i64::MIN fen has no opposite.
+        let postings = vec![
+            Posting {
+                account: available("d1"),
+                amount: Money::from_fen(i64::MIN),
+            },
+            Posting {
+                account: expense(),
+                amount: Money::from_fen(i64::MAX),
+            },
+            Posting {
+                account: available("d2"),
+                amount: Money::from_fen(1),
+            },
+        ];
+        assert_eq!(
+            Transfer::new("k", TransferKind::Adjustment, postings),
+            Err(TransferError::Overflow)
+        );
+        assert_eq!(
+            Transfer::between(
+                "k",
+                TransferKind::Adjustment,
+                expense(),
+                available("d1"),
+                Money::from_fen(i64::MIN)
+            ),
+            Err(TransferError::Overflow)
+        );
+        // The largest amount that can be moved still can be.
+        let largest = Transfer::between(
+            "k",
+            TransferKind::Adjustment,
+            expense(),
+            available("d1"),
+            max,
+        )
+        .unwrap();
+        assert_eq!(largest.net_by_account()[&available("d1")], max);
+        assert_eq!(largest.net_by_account()[&expense()], min);
     }
 
     #[test]

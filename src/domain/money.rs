@@ -357,6 +357,24 @@ mod tests {
             Err(MoneyError::Overflow)
         );
         assert_eq!(Money::parse("92233720368547759"), Err(MoneyError::Overflow));
+        // With decimals, and at the edge of what 64 bits of fen hold: refused
+        // as too large, never wrapped.
+        assert_eq!(
+            Money::parse("99999999999999999999.00"),
+            Err(MoneyError::Overflow)
+        );
+        assert_eq!(
+            Money::parse("92233720368547758.07"),
+            Err(MoneyError::Overflow)
+        );
+        assert_eq!(
+            Money::parse_signed("-99999999999999999999.00"),
+            Err(MoneyError::Overflow)
+        );
+        assert_eq!(
+            Money::parse("999999999999999.99").unwrap().fen(),
+            99_999_999_999_999_999
+        );
     }
 
     #[test]

@@ -115,12 +115,22 @@ async fn lock_accounts<'a>(
     conn: &mut Conn,
     accounts: impl Iterator<Item = &'a str>,
 ) -> Result<(), StoreError> {
+    lock_balances(conn, accounts).await.map(drop)
+}
+
+/// [`lock_accounts`], answering the balances as they are under the lock.
+async fn lock_balances<'a>(
+    conn: &mut Conn,
+    accounts: impl Iterator<Item = &'a str>,
+) -> Result<std::collections::HashMap<String, i64>, StoreError> {
     let accounts: Vec<&str> = accounts.collect();
-    sqlx::query("select id from ledger_accounts where id = any($1) order by id for no key update")
-        .bind(&accounts)
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(())
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select id, balance_fen from ledger_accounts where id = any($1) order by id for no key update",
+    )
+    .bind(&accounts)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Several workers may release at once: each takes rows no one else holds.

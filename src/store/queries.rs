@@ -145,9 +145,10 @@ pub async fn apply_transfers(
                 continue;
             }
             let entry = net.entry(account.to_string()).or_insert((0, true));
-            entry.0 = entry.0.checked_add(change.fen()).ok_or_else(|| {
-                StoreError::Corrupt(format!("balance change of {account} overflows"))
-            })?;
+            entry.0 = entry
+                .0
+                .checked_add(change.fen())
+                .ok_or_else(|| balance_overflow(&account.to_string()))?;
             // An overdraft is allowed only if every transfer touching the account allows it.
             entry.1 &= transfer.allows_overdraft(account);
         }
@@ -155,7 +156,19 @@ pub async fn apply_transfers(
     net.retain(|_, (change, _)| *change != 0);
     let touched: Vec<(&String, &(i64, bool))> = net.iter().collect();
     for chunk in touched.chunks(ROWS_PER_STATEMENT) {
-        lock_accounts(conn, chunk.iter().map(|(account, _)| account.as_str())).await?;
+        let balances = lock_balances(conn, chunk.iter().map(|(account, _)| account.as_str())).await?;
+        // Checked here, under the lock and before the update, because the
+        // database would not refuse an overflow cleanly: PostgreSQL fails the
+        // statement ("bigint out of range"), which aborts the transaction,
+        // and SQLite turns the sum into a float. An account missing here is
+        // named by `refusal_for` after the update.
+        for (account, (change, _)) in chunk {
+            if let Some(balance) = balances.get(account.as_str())
+                && balance.checked_add(*change).is_none()
+            {
+                return Err(balance_overflow(account));
+            }
+        }
         // The floor is in the WHERE clause, so a refusal shows as a missing
         // row and not as a constraint error (which would abort a PostgreSQL
         // transaction); `ledger_accounts_balance_floor` stays as the backstop.
@@ -175,6 +188,15 @@ pub async fn apply_transfers(
     Ok(outcomes)
 }
 
+/// The refusal of a change that would take a balance past what 64 bits of
+/// fen hold (±92,233,720,368,547,758.07 yuan); nothing is written.
+fn balance_overflow(account: &str) -> StoreError {
+    StoreError::Refused {
+        code: "balance_overflow",
+        message: format!("the balance of {account} would overflow: the change is refused"),
+    }
+}
+
 /// Names the account a refused balance update stumbled on.
 async fn refusal_for(conn: &mut Conn, chunk: &[(&String, &(i64, bool))]) -> Result<StoreError, StoreError> {
     for (account, (change, overdraft)) in chunk {
@@ -191,7 +213,7 @@ async fn refusal_for(conn: &mut Conn, chunk: &[(&String, &(i64, bool))]) -> Resu
                 });
             }
             // Without the failed update, the balance is as it was before it.
-            Some((balance, may_go_negative)) if balance + change < 0 && !(*overdraft && may_go_negative) => {
+            Some((balance, may_go_negative)) if balance.saturating_add(*change) < 0 && !(*overdraft && may_go_negative) => {
                 return Ok(StoreError::InsufficientFunds {
                     account: (*account).clone(),
                 });

@@ -241,6 +241,23 @@ async fn lock_accounts<'a>(
     Ok(())
 }
 
+/// The balances of `accounts`, which the write lock of `BEGIN IMMEDIATE`
+/// already holds still.
+async fn lock_balances<'a>(
+    conn: &mut Conn,
+    accounts: impl Iterator<Item = &'a str>,
+) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+    let mut select =
+        QueryBuilder::<Db>::new("select id, balance_fen from ledger_accounts where id in (");
+    let mut ids = select.separated(", ");
+    for account in accounts {
+        ids.push_bind(account);
+    }
+    select.push(")");
+    let rows: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// SQLite has no row locks: `BEGIN IMMEDIATE` already holds the write lock.
 macro_rules! skip_locked {
     () => {

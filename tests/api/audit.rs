@@ -4,13 +4,30 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, error_of};
+use crate::helpers::{Backend, TestApp, error_of};
 use crate::on_both_backends;
 use crate::withdrawals::{advance_days, funded_distributor, request, spawn};
 
 on_both_backends!(admin_and_ops_actions_are_audited_append_only);
 
 const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
+
+/// The audit entries of `action` on `target` (the newest page), newest first.
+pub async fn audit_entries(app: &TestApp, target: &str, action: &str) -> Vec<Value> {
+    let page: Value = app
+        .get(&format!("/v1/audit?target={target}"), &app.admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["action"] == action)
+        .cloned()
+        .collect()
+}
 
 async fn admin_and_ops_actions_are_audited_append_only(backend: Backend) {
     let app = spawn(backend).await;

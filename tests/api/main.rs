@@ -5,6 +5,7 @@
 mod helpers;
 
 mod admin;
+mod amounts;
 mod audit;
 mod certificates;
 mod cli;

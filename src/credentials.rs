@@ -114,6 +114,25 @@ pub fn open_identity(
     Ok((name, number))
 }
 
+/// The fields (`real_name`, `id_number`) in which `stored` differs from a
+/// new identity, compared in the clear and only here; nothing is kept.
+pub fn changed_identity_fields(
+    vault: &Vault,
+    stored: &SealedIdentity,
+    real_name: &RealName,
+    id_number: &IdNumber,
+) -> Result<Vec<&'static str>, VaultError> {
+    let (stored_name, stored_number) = open_identity(vault, stored)?;
+    let mut changed = Vec::new();
+    if stored_name.expose_secret() != real_name.expose_secret() {
+        changed.push("real_name");
+    }
+    if stored_number.expose_secret() != id_number.expose_secret() {
+        changed.push("id_number");
+    }
+    Ok(changed)
+}
+
 /// A stored payout account's account, in the clear.
 pub fn open_account(
     vault: &Vault,

@@ -31,6 +31,7 @@ pub const QUEUE_JOBS: &str = "fenrun_queue_jobs";
 pub const QUEUE_OLDEST_WAITING: &str = "fenrun_queue_oldest_waiting_seconds";
 pub const WITHDRAWALS: &str = "fenrun_withdrawals";
 pub const CALENDAR_COVERED_DAYS: &str = "fenrun_calendar_covered_days";
+pub const GATEWAY_UNEXPECTED_SUCCESS: &str = "fenrun_gateway_unexpected_success_total";
 
 /// Latency buckets, in seconds: a millisecond to a minute.
 const SECONDS_BUCKETS: [f64; 14] = [
@@ -101,6 +102,14 @@ pub fn gateway_call(operation: &'static str, outcome: &'static str, started: Ins
     metrics::counter!(GATEWAY_CALLS, "operation" => operation, "outcome" => outcome).increment(1);
     metrics::histogram!(GATEWAY_DURATION, "operation" => operation)
         .record(started.elapsed().as_secs_f64());
+}
+
+/// Counts a verified gateway success (callback or query answer) for a bill
+/// fenrun never sent, or for a withdrawal not at the gateway: never applied,
+/// always worth a person's look. `channel` is the payout channel (`wechat`,
+/// `alipay`, `bank`).
+pub fn gateway_unexpected_success(channel: &'static str) {
+    metrics::counter!(GATEWAY_UNEXPECTED_SUCCESS, "channel" => channel).increment(1);
 }
 
 /// Adds fen moved by kind: `payout_net`, `tax_withheld`, `fee`,

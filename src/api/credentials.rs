@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{Caller, JsonBody, distributor_id_from_path};
 use crate::app::AppState;
-use crate::credentials::{NewAccount, seal_account, seal_identity};
+use crate::credentials::{NewAccount, changed_identity_fields, seal_account, seal_identity};
 use crate::domain::access::Role;
 use crate::domain::identity::{
     AlipayAccount, BankCardNumber, IdNumber, IdentityError, RealName, WechatOpenId,
@@ -241,9 +241,15 @@ pub async fn put_identity(
     require_distributor(&state, &id).await?;
     let sealed = seal_identity(&state.vault, &id, &real_name, &id_number, now)
         .map_err(ApiError::internal)?;
+    // A change after a certificate is audited and sends the next withdrawal
+    // to review; whether it is a change takes the old values in the clear.
+    let compare = |stored: &SealedIdentity| {
+        changed_identity_fields(&state.vault, stored, &real_name, &id_number)
+            .map_err(|error| StoreError::Corrupt(format!("opening the stored identity: {error}")))
+    };
     let stored = state
         .store
-        .upsert_identity(&sealed)
+        .put_identity(&sealed, &crate::audit::Actor::of(&caller.0), compare)
         .await
         .map_err(missing_distributor)?;
     tracing::info!(distributor_id = %id, key_id = %stored.key_id, "identity stored");

@@ -15,14 +15,14 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{Caller, JsonBody, parse_json};
 use crate::api::orders::TimelineEntry;
 use crate::app::AppState;
-use crate::domain::access::Role;
+use crate::domain::access::{Principal, Role};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::sha256_hex;
 use crate::domain::money::Money;
 use crate::domain::withdrawal::{RiskFlag, Speed, WithdrawalState};
 use crate::engine::withdrawal::{WithdrawalError, WithdrawalRequest};
 use crate::store::{
-    ApplyOutcome, MAX_PAGE, ReviewDecision, StoreError, WithdrawalRecord, WithdrawalRequestOutcome,
+    MAX_PAGE, ReviewDecision, StoreError, WithdrawalRecord, WithdrawalRequestOutcome,
 };
 
 /// Longest review note or rejection reason.
@@ -83,6 +83,7 @@ pub struct WithdrawalView {
     pub package_info: Option<String>,
     /// Why it was rejected, cancelled or failed.
     pub failure_reason: Option<String>,
+    /// The reviewer's token id; shown to ops and admin only (`null` for a distributor).
     pub reviewed_by: Option<String>,
     pub review_note: Option<String>,
     /// The withholding certificate in force (shown by `GET /v1/withdrawals/{id}`
@@ -129,6 +130,42 @@ impl From<WithdrawalRecord> for WithdrawalView {
             timeline: None,
         }
     }
+}
+
+impl WithdrawalView {
+    /// The view as `principal` may see it: who reviewed a withdrawal (the
+    /// reviewer's token id, in `reviewed_by` and in the review's timeline
+    /// entry) is for ops and admin; a distributor sees the decision and its
+    /// reason, not the person's handle.
+    fn seen_by(mut self, principal: &Principal) -> WithdrawalView {
+        if principal.has_any_role(&[Role::Ops, Role::Admin]) {
+            return self;
+        }
+        if let Some(reviewer) = self.reviewed_by.take()
+            && let Some(timeline) = &mut self.timeline
+        {
+            for entry in timeline {
+                entry.detail = entry
+                    .detail
+                    .take()
+                    .and_then(|detail| without_reviewer(detail, &reviewer));
+            }
+        }
+        self
+    }
+}
+
+/// A timeline detail without the reviewer's token id: the review's entries
+/// read `by {reviewer}` (approved) or `by {reviewer}: {reason}` (rejected).
+fn without_reviewer(detail: String, reviewer: &str) -> Option<String> {
+    let by = format!("by {reviewer}");
+    if detail == by {
+        return None;
+    }
+    if let Some(reason) = detail.strip_prefix(&format!("{by}: ")) {
+        return Some(reason.to_owned());
+    }
+    Some(detail.replace(reviewer, "ops"))
 }
 
 impl From<WithdrawalError> for ApiError {
@@ -238,7 +275,10 @@ pub async fn create(
             record
         }
     };
-    Ok((StatusCode::ACCEPTED, Json(record.into())))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(WithdrawalView::from(record).seen_by(&caller.0)),
+    ))
 }
 
 async fn visible_withdrawal(
@@ -291,7 +331,7 @@ pub async fn get(
     let mut view = WithdrawalView::from(record);
     view.timeline = Some(timeline);
     view.certificate_number = state.store.certificate_number_for(&id).await?;
-    Ok(Json(view))
+    Ok(Json(view.seen_by(&caller.0)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -331,7 +371,7 @@ pub async fn list(
     params(("id" = String, Path)),
     responses(
         (status = 200, description = "cancelled and funds returned (or, awaiting the payee, cancelling at the gateway)", body = WithdrawalView),
-        (status = 409, description = "withdrawal_not_cancellable: the transfer has started", body = ErrorBody),
+        (status = 409, description = "withdrawal_not_cancellable: the transfer has started or the payee accepted; the message names the state", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -342,7 +382,8 @@ pub async fn cancel(
 ) -> Result<Json<WithdrawalView>, ApiError> {
     let record = visible_withdrawal(&state, &caller, &id).await?;
     caller.require_self_or(&record.distributor_id, &[])?;
-    Ok(Json(state.withdrawals.cancel(&id).await?.into()))
+    let cancelled = state.withdrawals.cancel(&id).await?;
+    Ok(Json(WithdrawalView::from(cancelled).seen_by(&caller.0)))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -446,9 +487,9 @@ pub struct NotifyAnswer {
     post, path = "/v1/gateways/wechat/notify", tag = "gateways",
     request_body(content = String, content_type = "application/json", description = "MCHTRANSFER.BILL.FINISHED, signed (Wechatpay-* headers) and encrypted"),
     responses(
-        (status = 200, description = "verified and applied (or already known)", body = NotifyAnswer),
+        (status = 200, description = "verified and applied, already known, or recorded as unexpected (a bill fenrun never sent, or a withdrawal not at the gateway: logged, counted in fenrun_gateway_unexpected_success_total, nothing changed)", body = NotifyAnswer),
         (status = 401, description = "bad_signature, stale_callback, unknown_serial: nothing changed", body = ErrorBody),
-        (status = 404, description = "unknown_bill: nothing changed", body = ErrorBody),
+        (status = 422, description = "callback_mismatch: the amount differs from the withdrawal's net; nothing changed", body = ErrorBody),
     )
 )]
 pub async fn wechat_notify(
@@ -466,18 +507,14 @@ pub async fn wechat_notify(
             tracing::warn!(reason = %refusal.message, "gateway callback refused: nothing changed");
             ApiError::unauthenticated(refusal.code, refusal.message)
         })?;
-    match state.withdrawals.on_callback(news).await {
-        Ok(ApplyOutcome::Moved(_) | ApplyOutcome::Unchanged(_) | ApplyOutcome::Contradicts(_)) => {
-            Ok(Json(NotifyAnswer {
-                code: "SUCCESS".to_owned(),
-                message: "OK".to_owned(),
-            }))
-        }
-        Err(WithdrawalError::NotFound { .. }) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_bill",
-            "no withdrawal has this out_bill_no",
-        )),
-        Err(error) => Err(error.into()),
-    }
+    // A verified notification is acknowledged once it is recorded, even one
+    // that could not be applied: WeChat Pay resends a notification until it
+    // hears 2xx (for a day), and a resend of a bill we never sent or of a
+    // withdrawal no longer at the gateway would change nothing; the
+    // engine has logged and counted it for a person to reconcile.
+    state.withdrawals.on_callback(news).await?;
+    Ok(Json(NotifyAnswer {
+        code: "SUCCESS".to_owned(),
+        message: "OK".to_owned(),
+    }))
 }

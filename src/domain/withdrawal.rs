@@ -85,6 +85,15 @@ impl WithdrawalState {
     }
 }
 
+/// Whether a gateway's word that a withdrawal's bill was paid is unexpected
+/// in `state`: only a withdrawal sent to the gateway can be paid, and a paid
+/// one may hear it again (duplicate callbacks, a poll crossing a callback).
+/// Any other state never sent a bill, or already took its funds back: the
+/// news is not applied, and someone must find out where the money went.
+pub fn success_is_unexpected(state: WithdrawalState) -> bool {
+    !(state.at_gateway() || state == WithdrawalState::Paid)
+}
+
 impl fmt::Display for WithdrawalState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -291,6 +300,10 @@ pub enum RiskFlag {
     PayoutAccountChanged,
     ManyWithdrawals,
     RecentClawback,
+    /// The real name or ID number changed after a withholding certificate
+    /// was issued in the old one; raised until a person has reviewed a
+    /// withdrawal carrying this flag.
+    IdentityChangedAfterCertificate,
 }
 
 /// What the risk flags look at, read under the distributor's lock.
@@ -304,6 +317,9 @@ pub struct RiskFacts {
     /// Withdrawals requested in the last 24 h, this one not included.
     pub withdrawals_last_24h: u32,
     pub last_clawback_at: Option<DateTime<Utc>>,
+    /// The identity changed after a certificate and no withdrawal has been
+    /// reviewed since.
+    pub identity_changed_after_certificate: bool,
 }
 
 /// The flags raised; none means the withdrawal is approved at once.
@@ -329,6 +345,9 @@ pub fn risk_flags(rules: &WithdrawalRules, facts: &RiskFacts) -> Vec<RiskFlag> {
         .is_some_and(|at| facts.now - at < rules.clawback_window)
     {
         flags.push(RiskFlag::RecentClawback);
+    }
+    if facts.identity_changed_after_certificate {
+        flags.push(RiskFlag::IdentityChangedAfterCertificate);
     }
     flags
 }
@@ -513,6 +532,7 @@ mod tests {
             newest_account_at: Some(now - Duration::days(10)),
             withdrawals_last_24h: 0,
             last_clawback_at: None,
+            identity_changed_after_certificate: false,
         }
     }
 
@@ -527,6 +547,22 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_changed_after_a_certificate_alone_sends_a_small_withdrawal_to_review() {
+        let rules = WithdrawalRules::default();
+        let mut facts = risk("50.00");
+        assert!(risk_flags(&rules, &facts).is_empty());
+        facts.identity_changed_after_certificate = true;
+        assert_eq!(
+            risk_flags(&rules, &facts),
+            [RiskFlag::IdentityChangedAfterCertificate]
+        );
+        assert_eq!(
+            serde_json::to_string(&RiskFlag::IdentityChangedAfterCertificate).unwrap(),
+            "\"identity_changed_after_certificate\""
+        );
+    }
+
+    #[test]
     fn every_risk_flag_is_raised_by_its_own_fact() {
         let rules = WithdrawalRules::default();
         let mut facts = risk("100.00");
@@ -534,15 +570,18 @@ mod tests {
         facts.newest_account_at = Some(facts.now - Duration::hours(23));
         facts.withdrawals_last_24h = 4;
         facts.last_clawback_at = Some(facts.now - Duration::days(29));
+        facts.identity_changed_after_certificate = true;
         assert_eq!(
             risk_flags(&rules, &facts),
             [
                 RiskFlag::NewDistributor,
                 RiskFlag::PayoutAccountChanged,
                 RiskFlag::ManyWithdrawals,
-                RiskFlag::RecentClawback
+                RiskFlag::RecentClawback,
+                RiskFlag::IdentityChangedAfterCertificate,
             ]
         );
+        facts.identity_changed_after_certificate = false;
         facts.withdrawals_last_24h = 3;
         facts.last_clawback_at = Some(facts.now - Duration::days(31));
         facts.distributor_since = facts.now - Duration::hours(72);
@@ -639,6 +678,24 @@ mod tests {
         .unwrap();
         assert_eq!(quote.months_count, Some(3));
         assert_eq!(quote.income_to_date, money("19000.00"));
+    }
+
+    #[test]
+    fn a_success_is_expected_only_for_a_withdrawal_at_the_gateway_or_already_paid() {
+        let unexpected: Vec<WithdrawalState> = WithdrawalState::ALL
+            .into_iter()
+            .filter(|state| success_is_unexpected(*state))
+            .collect();
+        assert_eq!(
+            unexpected,
+            [
+                WithdrawalState::Reviewing,
+                WithdrawalState::Approved,
+                WithdrawalState::Rejected,
+                WithdrawalState::Cancelled,
+                WithdrawalState::Failed,
+            ]
+        );
     }
 
     #[test]

@@ -37,8 +37,9 @@ use crate::domain::withdrawal::{
 use crate::engine::definition::{StepKind, WorkflowDefinition};
 use crate::gateway::{Gateway, GatewayNews};
 use crate::store::{
-    ApplyOutcome, JobSpec, PayoutChannel, ReviewDecision, Store, StoreError, WithdrawalDecision,
-    WithdrawalDraft, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome,
+    ApplyOutcome, GatewayOutcome, JobSpec, PayoutChannel, ReviewDecision, Store, StoreError,
+    WithdrawalDecision, WithdrawalDraft, WithdrawalFacts, WithdrawalRecord,
+    WithdrawalRequestOutcome,
 };
 use crate::vault::Vault;
 
@@ -386,6 +387,7 @@ impl WithdrawalEngine {
                 newest_account_at: facts.newest_account_at,
                 withdrawals_last_24h: u32::try_from(facts.withdrawals_last_24h).unwrap_or(u32::MAX),
                 last_clawback_at: facts.last_clawback_at,
+                identity_changed_after_certificate: facts.identity_review_owed,
             },
         );
         let state = if risk_flags.is_empty() {
@@ -512,22 +514,41 @@ impl WithdrawalEngine {
         };
         if current.state == WithdrawalState::AwaitingPayeeConfirmation {
             let gateway = self.gateway.get().ok_or(WithdrawalError::GatewayNotReady)?;
-            let news = gateway
-                .cancel(&current.out_bill_no)
-                .await
-                .map_err(WithdrawalError::Gateway)?;
-            self.apply(&current, news, "cancel requested by the distributor", 1)
-                .await?;
-            return self
-                .store
-                .withdrawal(id)
-                .await?
-                .ok_or(WithdrawalError::NotFound {
-                    what: "withdrawal",
-                    id: id.to_owned(),
-                });
+            match gateway.cancel(&current.out_bill_no).await {
+                Ok(news) => {
+                    self.apply(&current, news, "cancel requested by the distributor", 1)
+                        .await?;
+                }
+                Err(GatewayError::Rejected { code, .. }) => {
+                    // The gateway will not cancel the bill: the payee has
+                    // accepted it (or it ended otherwise) before its callback
+                    // reached us. Learn where it stands and record that, then
+                    // tell the distributor the cancel came too late.
+                    tracing::info!(withdrawal_id = %id, code = %code, "the gateway refused to cancel the bill; asking where it stands");
+                    if let Ok(Some(news)) = gateway.query(&current.out_bill_no).await {
+                        self.apply(&current, news, "query after a refused cancel", 1)
+                            .await?;
+                    }
+                    let after = self.current(id).await?;
+                    if after.state != WithdrawalState::Cancelled {
+                        return Err(not_cancellable(id, after.state).into());
+                    }
+                }
+                Err(error) => return Err(WithdrawalError::Gateway(error)),
+            }
+            return self.current(id).await;
         }
         Ok(self.store.cancel_withdrawal(id, self.clock.now()).await?)
+    }
+
+    async fn current(&self, id: &str) -> Result<WithdrawalRecord, WithdrawalError> {
+        self.store
+            .withdrawal(id)
+            .await?
+            .ok_or(WithdrawalError::NotFound {
+                what: "withdrawal",
+                id: id.to_owned(),
+            })
     }
 
     async fn apply(
@@ -549,6 +570,19 @@ impl WithdrawalEngine {
                 self.clock.now(),
             )
             .await?;
+        if let (
+            GatewayOutcome::Paid { .. },
+            ApplyOutcome::Unchanged(state) | ApplyOutcome::Contradicts(state),
+        ) = (&outcome, &applied)
+            && withdrawal::success_is_unexpected(*state)
+        {
+            // Under the row lock the withdrawal was not at the gateway: it
+            // was never sent, or its funds already went back. Nothing was
+            // applied; money may have left twice, so a person must look.
+            tracing::error!(withdrawal_id = %withdrawal.id, out_bill_no = %withdrawal.out_bill_no, channel = withdrawal.channel.as_str(), state = %state, source, "the gateway says a bill was paid that fenrun never sent or whose funds it returned: not applied; reconcile by hand");
+            crate::monitoring::gateway_unexpected_success(withdrawal.channel.as_str());
+            return Ok(applied);
+        }
         match &applied {
             ApplyOutcome::Moved(state) => {
                 if *state == WithdrawalState::Paid {
@@ -661,17 +695,26 @@ impl WithdrawalEngine {
 
     /// A verified gateway callback: applies its news to the withdrawal of
     /// its bill. Unknown bills and amounts that do not match change nothing.
-    pub async fn on_callback(&self, news: CallbackNews) -> Result<ApplyOutcome, WithdrawalError> {
+    /// `None`: no withdrawal has this bill; the callback was recorded (an
+    /// error and `fenrun_gateway_unexpected_success_total` when it says
+    /// paid) and nothing else can be done with it.
+    pub async fn on_callback(
+        &self,
+        news: CallbackNews,
+    ) -> Result<Option<ApplyOutcome>, WithdrawalError> {
         let Some(withdrawal) = self
             .store
             .withdrawal_by_out_bill_no(&news.out_bill_no)
             .await?
         else {
-            tracing::warn!(out_bill_no = %news.out_bill_no, "callback for a bill fenrun never sent: ignored");
-            return Err(WithdrawalError::NotFound {
-                what: "bill",
-                id: news.out_bill_no,
-            });
+            let GatewayNews::Status { status, .. } = &news.news;
+            if matches!(status, TransferStatus::Succeeded) {
+                tracing::error!(out_bill_no = %news.out_bill_no, channel = CALLBACK_CHANNEL, "the gateway says a bill was paid that fenrun never sent: nothing applied; reconcile by hand");
+                crate::monitoring::gateway_unexpected_success(CALLBACK_CHANNEL);
+            } else {
+                tracing::warn!(out_bill_no = %news.out_bill_no, "callback for a bill fenrun never sent: ignored");
+            }
+            return Ok(None);
         };
         if news.amount_fen != withdrawal.net.fen() {
             tracing::error!(withdrawal_id = %withdrawal.id, callback_fen = news.amount_fen, net_fen = withdrawal.net.fen(), "callback amount differs from the withdrawal's net: not applied");
@@ -679,7 +722,9 @@ impl WithdrawalEngine {
                 out_bill_no: news.out_bill_no,
             });
         }
-        Ok(self.apply(&withdrawal, news.news, "callback", 1).await?)
+        Ok(Some(
+            self.apply(&withdrawal, news.news, "callback", 1).await?,
+        ))
     }
 
     /// One round of the poller: asks the gateway about bills that have heard
@@ -753,6 +798,21 @@ impl WithdrawalEngine {
     pub fn tax_month(&self, at: DateTime<Utc>) -> String {
         let local = at.with_timezone(&self.settings.time_zone);
         format!("{:04}-{:02}", local.year(), local.month())
+    }
+}
+
+/// The channel of the callbacks [`WithdrawalEngine::on_callback`] hears: the
+/// WeChat Pay v3 dialect's (`/v1/gateways/wechat/notify`), which the
+/// sandbox speaks too.
+const CALLBACK_CHANNEL: &str = "wechat";
+
+/// The refusal of a cancel that came too late, naming where the withdrawal stands (→ 409).
+fn not_cancellable(id: &str, state: WithdrawalState) -> StoreError {
+    StoreError::Refused {
+        code: "withdrawal_not_cancellable",
+        message: format!(
+            "withdrawal {id} is {state}: too late to cancel, the gateway would not cancel its bill (the payee accepted it, or it ended)"
+        ),
     }
 }
 

@@ -362,6 +362,21 @@ impl Store {
         dispatch!(self, repo => repo.upsert_identity(identity).await)
     }
 
+    /// Stores an identity given through the API: a change after a
+    /// certificate is audited and flags the next withdrawal for review (see
+    /// the backends' `put_identity`). `compare` names the changed fields.
+    pub async fn put_identity<F>(
+        &self,
+        identity: &SealedIdentity,
+        actor: &Actor,
+        compare: F,
+    ) -> Result<SealedIdentity, StoreError>
+    where
+        F: FnOnce(&SealedIdentity) -> Result<Vec<&'static str>, StoreError> + Send,
+    {
+        dispatch!(self, repo => repo.put_identity(identity, actor, compare).await)
+    }
+
     pub async fn identity(&self, id: &DistributorId) -> Result<Option<SealedIdentity>, StoreError> {
         dispatch!(self, repo => repo.identity(id).await)
     }

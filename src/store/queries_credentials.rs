@@ -64,10 +64,10 @@ fn distributor_missing(error: sqlx::Error, id: &DistributorId) -> StoreError {
 }
 
 impl Repo {
-    /// Stores a distributor's identity, replacing any earlier one (its
-    /// `created_at` is kept); returns the row as stored.
-    pub async fn upsert_identity(&self, identity: &SealedIdentity) -> Result<SealedIdentity, StoreError> {
-        let mut tx = self.begin_write().await?;
+    /// Writes a distributor's identity in the caller's transaction,
+    /// replacing any earlier one (its `created_at` is kept); returns the row
+    /// as stored.
+    async fn upsert_identity_in(tx: &mut Conn, identity: &SealedIdentity) -> Result<SealedIdentity, StoreError> {
         let row = sqlx::query(concat!(
             "insert into distributor_identities (", identity_columns!(), ") ",
             "values ($1, $2, $3, $4, $5, $6, $7, $8) ",
@@ -87,7 +87,81 @@ impl Repo {
         .fetch_one(&mut *tx)
         .await
         .map_err(|error| distributor_missing(error, &identity.distributor_id))?;
-        let stored = identity_from_row(&row)?;
+        identity_from_row(&row)
+    }
+
+    /// Stores a distributor's identity, replacing any earlier one (its
+    /// `created_at` is kept); returns the row as stored.
+    pub async fn upsert_identity(&self, identity: &SealedIdentity) -> Result<SealedIdentity, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let stored = Self::upsert_identity_in(&mut tx, identity).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Stores an identity given through the API by `actor`. Under the row's
+    /// lock, `compare` (which holds the vault) names the fields in which the
+    /// new identity differs from the stored one. A change after a
+    /// withholding certificate was issued for the distributor — the
+    /// certificate names the old identity — is audited in this transaction
+    /// (masked before and after, never the number itself) and owes a
+    /// person's review of the distributor's next withdrawal
+    /// (`identity_review_flags`).
+    pub async fn put_identity<F>(
+        &self,
+        identity: &SealedIdentity,
+        actor: &Actor,
+        compare: F,
+    ) -> Result<SealedIdentity, StoreError>
+    where
+        F: FnOnce(&SealedIdentity) -> Result<Vec<&'static str>, StoreError> + Send,
+    {
+        let distributor = &identity.distributor_id;
+        let mut tx = self.begin_write().await?;
+        let current = sqlx::query(concat!(
+            "select ", identity_columns!(), " from distributor_identities where distributor_id = $1", for_update!()
+        ))
+        .bind(distributor.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(identity_from_row)
+        .transpose()?;
+        let changed = current.as_ref().map(compare).transpose()?.unwrap_or_default();
+        let stored = Self::upsert_identity_in(&mut tx, identity).await?;
+        if let Some(previous) = current.filter(|_| !changed.is_empty()) {
+            let certified: bool = sqlx::query_scalar(
+                "select exists (select 1 from certificates where distributor_id = $1)",
+            )
+            .bind(distributor.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            if certified {
+                sqlx::query(concat!(
+                    "insert into identity_review_flags (distributor_id, changed_at, created_at) values ($1, $2, $2) ",
+                    "on conflict (distributor_id) do update set changed_at = excluded.changed_at"
+                ))
+                .bind(distributor.as_str())
+                .bind(crate::store::time::DbTime(identity.updated_at))
+                .execute(&mut *tx)
+                .await?;
+                audit_in(
+                    &mut tx,
+                    actor,
+                    identity.updated_at,
+                    "identity.change_after_certificate",
+                    format!("distributor:{distributor}"),
+                    Some(serde_json::json!({
+                        "real_name": previous.masked_name, "id_number": previous.masked_id_number,
+                    })),
+                    Some(serde_json::json!({
+                        "real_name": stored.masked_name, "id_number": stored.masked_id_number,
+                        "changed": changed, "next_withdrawal": "manual review",
+                    })),
+                )
+                .await?;
+            }
+        }
         tx.commit().await?;
         Ok(stored)
     }

@@ -234,6 +234,12 @@ async fn load_facts(conn: &mut Conn, draft: &WithdrawalDraft) -> Result<Withdraw
     .into_iter()
     .map(|(month, gross, tax)| (month, Money::from_fen(gross), Money::from_fen(tax)))
     .collect();
+    let identity_review_owed: bool = sqlx::query_scalar(
+        "select exists (select 1 from identity_review_flags where distributor_id = $1)",
+    )
+    .bind(distributor.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
     let facts = WithdrawalFacts {
         distributor: distributor_row,
         available: Money::from_fen(available),
@@ -244,6 +250,7 @@ async fn load_facts(conn: &mut Conn, draft: &WithdrawalDraft) -> Result<Withdraw
         withdrawals_last_24h,
         last_clawback_at,
         year_payouts,
+        identity_review_owed,
     };
     Ok(facts)
 }
@@ -459,6 +466,15 @@ impl Repo {
                 return_funds(&mut tx, &withdrawal, now).await?;
                 insert_withdrawal_event(&mut tx, id, "review", "rejected", 1, Some(&format!("by {by}: {reason}")), now).await?;
             }
+        }
+        if withdrawal.risk_flags.contains(&RiskFlag::IdentityChangedAfterCertificate) {
+            // A person has looked at the new identity: the review it owed is
+            // done, unless it changed again after this withdrawal was requested.
+            sqlx::query("delete from identity_review_flags where distributor_id = $1 and changed_at <= $2")
+                .bind(withdrawal.distributor_id.as_str())
+                .bind(crate::store::time::DbTime(withdrawal.requested_at))
+                .execute(&mut *tx)
+                .await?;
         }
         let updated = load_withdrawal(&mut tx, id, false).await?.ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
         let (action, words) = match decision {

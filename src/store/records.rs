@@ -491,6 +491,9 @@ pub struct WithdrawalFacts {
     pub last_clawback_at: Option<DateTime<Utc>>,
     /// This tax year's withdrawals whose funds were not returned: (tax month, gross, tax).
     pub year_payouts: Vec<(String, Money, Money)>,
+    /// The identity changed after a certificate and no withdrawal carrying
+    /// that flag has been reviewed since (`identity_review_flags`).
+    pub identity_review_owed: bool,
 }
 
 /// What the engine decided for a request.

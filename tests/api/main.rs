@@ -27,5 +27,6 @@ mod role_matrix;
 mod store_suite;
 mod tax_cli;
 mod tax_page;
+mod withdrawal_findings;
 mod withdrawal_storm;
 mod withdrawals;

@@ -18,6 +18,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::api::error::ApiError;
 use crate::app::AppState;
+use crate::store::PayoutChannel;
 
 pub const HTTP_REQUESTS: &str = "fenrun_http_requests_total";
 pub const HTTP_DURATION: &str = "fenrun_http_request_duration_seconds";
@@ -49,7 +50,20 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &SECONDS_BUCKETS)
                 .ok()?;
             match builder.install_recorder() {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    // At 0 from the start, so that the first unexpected
+                    // success is an increase an alert can see (a series
+                    // born at 1 has no increase).
+                    for channel in [
+                        PayoutChannel::Wechat,
+                        PayoutChannel::Alipay,
+                        PayoutChannel::Bank,
+                    ] {
+                        metrics::counter!(GATEWAY_UNEXPECTED_SUCCESS, "channel" => channel.as_str())
+                            .increment(0);
+                    }
+                    Some(handle)
+                }
                 Err(error) => {
                     tracing::warn!(error = %error, "metrics recorder not installed; /metrics will be empty");
                     None

@@ -43,6 +43,9 @@ async fn metrics_show_requests_steps_gateway_money_and_queues(backend: Backend) 
         "fenrun_queue_jobs{queue=\"withdrawal.transfer\",state=",
         "fenrun_withdrawals{state=\"paid\"} 1",
         "fenrun_calendar_covered_days ",
+        // Present from the start, at 0 until a gateway reports a payment
+        // fenrun did not send (alerts.yml needs the series to exist).
+        "fenrun_gateway_unexpected_success_total{channel=\"bank\"} ",
         // Done once apalis flushes its batched acknowledgement; running until then.
         "fenrun_queue_jobs{queue=\"withdrawal.certificate\",state=",
     ] {

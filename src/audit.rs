@@ -1,13 +1,16 @@
 //! The audit log (SPEC §2.10): every admin and ops action — token creation,
 //! plan application, adjustments, withdrawal approval and rejection, job
 //! retry and cancel, certificate corrections, key rotation, clock moves —
-//! with its actor, time, target and the state before and after.
+//! with its actor, time, target and the state before and after; and one
+//! action of a distributor's (or the shop's): changing an identity after a
+//! certificate was issued in it (`identity.change_after_certificate`,
+//! masked before and after).
 //!
 //! Actions that are one database transaction — token creation, plan
 //! application, adjustments, approve and reject, job retry and cancel,
-//! certificate corrections — write their entry in that transaction (the
-//! store takes the [`Actor`]), so the change and its entry commit or vanish
-//! together. Key rotation reseals rows in many transactions and the
+//! certificate corrections, identity changes — write their entry in that
+//! transaction (the store takes the [`Actor`]), so the change and its entry
+//! commit or vanish together. Key rotation reseals rows in many transactions and the
 //! simulated clock lives in memory: those two write theirs once the action
 //! has finished ([`record`]), so the log never claims an action that did not
 //! happen; a crash in the instant between the two loses that entry, and the

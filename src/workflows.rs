@@ -120,6 +120,24 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_step_parameter_is_reported_by_the_check_as_serve_would_refuse_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = crate::engine::definition::SHIPPED_WITHDRAWAL
+            .replace("poll_interval_ms = 15000", "poll_interval_ms = 0");
+        std::fs::write(dir.path().join("withdrawal.toml"), &text).unwrap();
+        let line = text
+            .lines()
+            .position(|line| line == "poll_interval_ms = 0")
+            .unwrap()
+            + 1;
+        let error = check_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("withdrawal.toml:{line}: `poll_interval_ms`")),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_broken_schedules_file_is_reported_with_its_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

@@ -33,6 +33,9 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod params;
+pub use params::{ConfirmParams, ReserveParams, ReviewParams, StepParams, WithholdTaxParams};
+
 /// The file in the workflows folder that holds [`Schedules`]; every other
 /// `*.toml` directly in the folder is a workflow definition.
 pub const SCHEDULES_FILE_NAME: &str = "schedules.toml";
@@ -137,7 +140,7 @@ pub struct StepDefinition {
     retry: RetryPolicy,
     batch_size: Option<usize>,
     batch_max_wait: Option<Duration>,
-    params: toml::Table,
+    params: StepParams,
 }
 
 /// How often and how patiently a failed step is tried again.
@@ -477,8 +480,9 @@ impl StepDefinition {
         self.batch_max_wait
     }
 
-    /// The step's free-form `[steps.params]` table; empty unless set.
-    pub fn params(&self) -> &toml::Table {
+    /// The step's `[steps.params]`, typed by its kind ([`StepParams::None`]
+    /// when the kind takes none or the file sets none).
+    pub fn params(&self) -> &StepParams {
         &self.params
     }
 }
@@ -761,8 +765,7 @@ struct RawStep {
     retry: Option<Spanned<RawRetry>>,
     batch_size: Option<Spanned<i64>>,
     batch_max_wait_ms: Option<Spanned<i64>>,
-    #[serde(default)]
-    params: toml::Table,
+    params: Option<params::RawParams>,
 }
 
 #[derive(Deserialize)]
@@ -1026,7 +1029,7 @@ impl<'a> Source<'a> {
             batch_size: batch_size
                 .map(|size| usize::try_from(size).expect("batch_size is range-checked")),
             batch_max_wait: batch_max_wait_ms.map(millis),
-            params: raw.params.clone(),
+            params: self.params(kind, raw.params.as_ref())?,
         })
     }
 
@@ -1478,19 +1481,124 @@ queue = "withdrawal.certificate"
         assert_eq!(ingest.retry(), RetryPolicy::default());
         assert_eq!(ingest.batch_size(), None);
         assert_eq!(ingest.batch_max_wait(), None);
-        assert!(ingest.params().is_empty());
+        assert_eq!(ingest.params(), &StepParams::None);
         assert_eq!(definition.description(), "");
     }
 
     #[test]
-    fn step_params_are_kept_as_written() {
+    fn params_on_a_kind_that_takes_none_are_refused_with_their_line() {
         let text = SETTLEMENT.replace(
             "queue = \"test.release\"\n",
             "queue = \"test.release\"\n[steps.params]\nnote = \"kept\"\n",
         );
-        let definition = parse(&text).unwrap();
-        let release = definition.step(StepKind::ReleaseCommission).unwrap();
-        assert_eq!(release.params()["note"].as_str(), Some("kept"));
+        let error = refusal(&text);
+        let line = text
+            .lines()
+            .position(|line| line.starts_with("note"))
+            .unwrap()
+            + 1;
+        assert!(error.contains(&format!("test.toml:{line}:")), "{error}");
+        assert!(error.contains("takes no `[steps.params]`"), "{error}");
+    }
+
+    /// The shipped withdrawal workflow with one line of its params replaced.
+    fn withdrawal_with(from: &str, to: &str) -> (String, usize) {
+        assert!(SHIPPED_WITHDRAWAL.contains(from), "{from}");
+        let text = SHIPPED_WITHDRAWAL.replace(from, to);
+        let line = text
+            .lines()
+            .position(|line| line.starts_with(to.lines().next().unwrap()))
+            .unwrap()
+            + 1;
+        (text, line)
+    }
+
+    #[test]
+    fn the_shipped_withdrawal_params_are_typed() {
+        let dir = folder_with_calendar();
+        let definition =
+            WorkflowDefinition::parse(SHIPPED_WITHDRAWAL, "withdrawal.toml", dir.path()).unwrap();
+        let reserve = definition.step(StepKind::ReserveFunds).unwrap();
+        assert_eq!(
+            reserve.params(),
+            &StepParams::ReserveFunds(ReserveParams {
+                minimum: Some(crate::domain::money::Money::from_fen(1_000)),
+                daily_limit: Some(crate::domain::money::Money::from_fen(2_000_000)),
+            })
+        );
+        let StepParams::Confirm(confirm) = definition.step(StepKind::Confirm).unwrap().params()
+        else {
+            panic!("confirm params");
+        };
+        assert_eq!(confirm.poll_interval_ms, Some(15_000));
+        assert_eq!(confirm.payee_confirmation_hours, Some(24));
+    }
+
+    #[test]
+    fn a_zero_poll_interval_is_refused_with_its_file_and_line() {
+        let (text, line) = withdrawal_with("poll_interval_ms = 15000", "poll_interval_ms = 0");
+        let error = refusal_of_withdrawal(&text);
+        assert!(error.contains(&format!("withdrawal.toml:{line}: `poll_interval_ms` must be a whole number of milliseconds from 1000")), "{error}");
+    }
+
+    #[test]
+    fn a_misspelt_param_is_refused_naming_the_keys_the_kind_takes() {
+        let (text, line) =
+            withdrawal_with("daily_limit = \"20000.00\"", "daily_limt = \"20000.00\"");
+        let error = refusal_of_withdrawal(&text);
+        assert!(
+            error.contains(&format!(
+                "withdrawal.toml:{line}: unknown parameter `daily_limt`"
+            )),
+            "{error}"
+        );
+        assert!(error.contains("minimum, daily_limit"), "{error}");
+    }
+
+    #[test]
+    fn a_param_of_the_wrong_type_is_refused_with_its_line() {
+        for (from, to, says) in [
+            (
+                "minimum = \"10.00\"",
+                "minimum = 10",
+                "must be an amount in a string",
+            ),
+            (
+                "minimum = \"10.00\"",
+                "minimum = \"0.00\"",
+                "must be above zero",
+            ),
+            (
+                "express_fee = \"0.5%\"",
+                "express_fee = 0.005",
+                "must be a percentage",
+            ),
+            (
+                "many_withdrawals_per_day = 5",
+                "many_withdrawals_per_day = \"5\"",
+                "whole number of withdrawals",
+            ),
+            (
+                "payee_confirmation_hours = 24",
+                "payee_confirmation_hours = 721",
+                "from 1 to 720",
+            ),
+        ] {
+            let (text, line) = withdrawal_with(from, to);
+            let error = refusal_of_withdrawal(&text);
+            assert!(
+                error.contains(&format!("withdrawal.toml:{line}: ")),
+                "{to}: {error}"
+            );
+            assert!(error.contains(says), "{to}: {error}");
+        }
+    }
+
+    fn refusal_of_withdrawal(text: &str) -> String {
+        let dir = folder_with_calendar();
+        WorkflowDefinition::parse(text, "withdrawal.toml", dir.path())
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]

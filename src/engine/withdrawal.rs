@@ -29,12 +29,12 @@ use serde::Serialize;
 use crate::clock::Clock;
 use crate::credentials::{open_account, open_identity};
 use crate::domain::ids::DistributorId;
-use crate::domain::money::{Money, Rate};
+use crate::domain::money::Money;
 use crate::domain::tax::{Month, Withholding, WithholdingMethod};
 use crate::domain::withdrawal::{
     self, EarlierPayout, Refusal, RequestFacts, RiskFacts, Speed, WithdrawalRules, WithdrawalState,
 };
-use crate::engine::definition::{StepKind, WorkflowDefinition};
+use crate::engine::definition::{ReviewParams, StepKind, StepParams, WorkflowDefinition};
 use crate::gateway::{Gateway, GatewayNews};
 use crate::store::{
     ApplyOutcome, GatewayOutcome, JobSpec, PayoutChannel, ReviewDecision, Store, StoreError,
@@ -56,139 +56,105 @@ pub struct WithdrawalSettings {
     pub payee_confirmation_timeout: chrono::Duration,
 }
 
-/// A `[steps.params]` value that cannot be used, named by file, step and key.
+/// How long a bill waits for news before the poller asks, when the confirm
+/// step's `poll_interval_ms` is left out.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
+/// Bills asked about per polling round when `poll_batch_size` is left out.
+const DEFAULT_POLL_BATCH_SIZE: i64 = 200;
+/// Hours a payee has to accept when `payee_confirmation_hours` is left out
+/// (WeChat's bills expire after about a day).
+const DEFAULT_PAYEE_CONFIRMATION_HOURS: i64 = 24;
+
+/// A withdrawal definition the engine cannot run: a step it needs is missing.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: step {step}: {message}")]
+#[error("{file}: {message}")]
 pub struct ParamError {
     file: String,
-    step: String,
     message: String,
 }
 
 impl WithdrawalSettings {
-    /// Reads the parameters of the withdrawal definition, refusing unknown
-    /// keys and bad values.
+    /// The settings of a checked withdrawal definition: its typed step
+    /// parameters (range-checked when it was parsed) over the defaults, and
+    /// the jobs of its queued steps.
     pub fn from_definition(
         definition: &WorkflowDefinition,
         method: WithholdingMethod,
     ) -> Result<WithdrawalSettings, ParamError> {
         let mut rules = WithdrawalRules::default();
-        let mut poll_interval = Duration::from_secs(15);
-        let mut poll_batch_size = 200;
-        let mut payee_confirmation_timeout = chrono::Duration::hours(24);
-        let mut transfer_job = None;
-        let mut certificate_job = None;
+        let mut poll_interval = DEFAULT_POLL_INTERVAL;
+        let mut poll_batch_size = DEFAULT_POLL_BATCH_SIZE;
+        let mut payee_confirmation_hours = DEFAULT_PAYEE_CONFIRMATION_HOURS;
         for step in definition.steps() {
-            let error = |message: String| ParamError {
-                file: definition.file().to_owned(),
-                step: step.name().to_owned(),
-                message,
-            };
-            let money = |key: &str, value: &toml::Value| -> Result<Money, ParamError> {
-                value
-                    .as_str()
-                    .and_then(|text| Money::parse(text).ok())
-                    .ok_or_else(|| error(format!("`{key}` must be an amount such as \"10.00\"")))
-            };
-            let count = |key: &str, value: &toml::Value, max: i64| -> Result<i64, ParamError> {
-                value
-                    .as_integer()
-                    .filter(|n| (1..=max).contains(n))
-                    .ok_or_else(|| error(format!("`{key}` must be a whole number from 1 to {max}")))
-            };
-            for (key, value) in step.params() {
-                match (step.kind(), key.as_str()) {
-                    (StepKind::ReserveFunds, "minimum") => rules.minimum = money(key, value)?,
-                    (StepKind::ReserveFunds, "daily_limit") => {
-                        rules.daily_limit = money(key, value)?;
-                    }
-                    (StepKind::WithholdTax, "express_fee") => {
-                        rules.express_fee = value
-                            .as_str()
-                            .and_then(|text| Rate::parse_percent(text).ok())
-                            .ok_or_else(|| {
-                                error(format!("`{key}` must be a percentage such as \"0.5%\""))
-                            })?;
-                    }
-                    (StepKind::Review, "auto_approve_limit") => {
-                        rules.auto_approve_limit = money(key, value)?;
-                    }
-                    (StepKind::Review, "new_distributor_hours") => {
-                        rules.new_distributor_age =
-                            chrono::Duration::hours(count(key, value, 24 * 366)?);
-                    }
-                    (StepKind::Review, "account_change_hours") => {
-                        rules.account_change_window =
-                            chrono::Duration::hours(count(key, value, 24 * 366)?);
-                    }
-                    (StepKind::Review, "many_withdrawals_per_day") => {
-                        rules.many_withdrawals = count(key, value, 1_000)? as u32;
-                    }
-                    (StepKind::Review, "clawback_lookback_hours") => {
-                        rules.clawback_window =
-                            chrono::Duration::hours(count(key, value, 24 * 366)?);
-                    }
-                    (StepKind::Confirm, "poll_interval_ms") => {
-                        poll_interval = Duration::from_millis(count(key, value, 3_600_000)? as u64);
-                    }
-                    (StepKind::Confirm, "poll_batch_size") => {
-                        poll_batch_size = count(key, value, 10_000)?;
-                    }
-                    (StepKind::Confirm, "payee_confirmation_hours") => {
-                        payee_confirmation_timeout =
-                            chrono::Duration::hours(count(key, value, 24 * 30)?);
-                    }
-                    (kind, other) => {
-                        return Err(error(format!(
-                            "unknown parameter `{other}` for a {} step",
-                            kind.name()
-                        )));
-                    }
+            match step.params() {
+                StepParams::ReserveFunds(reserve) => {
+                    rules.minimum = reserve.minimum.unwrap_or(rules.minimum);
+                    rules.daily_limit = reserve.daily_limit.unwrap_or(rules.daily_limit);
                 }
-            }
-            let job = || -> Result<JobSpec, ParamError> {
-                Ok(JobSpec {
-                    queue: step
-                        .queue()
-                        .ok_or_else(|| error(format!("the {} step needs a queue", step.name())))?
-                        .to_owned(),
-                    max_attempts: step.retry().max_attempts,
-                })
-            };
-            match step.kind() {
-                StepKind::Transfer => transfer_job = Some(job()?),
-                StepKind::Certificate => certificate_job = Some(job()?),
-                _ => {}
+                StepParams::WithholdTax(tax) => {
+                    rules.express_fee = tax.express_fee.unwrap_or(rules.express_fee);
+                }
+                StepParams::Review(review) => apply_review_params(&mut rules, review),
+                StepParams::Confirm(confirm) => {
+                    poll_interval = confirm
+                        .poll_interval_ms
+                        .map_or(poll_interval, Duration::from_millis);
+                    poll_batch_size = confirm.poll_batch_size.unwrap_or(poll_batch_size);
+                    payee_confirmation_hours = confirm
+                        .payee_confirmation_hours
+                        .unwrap_or(payee_confirmation_hours);
+                }
+                StepParams::None => {}
             }
         }
-        if rules.minimum.is_zero() {
-            return Err(ParamError {
-                file: definition.file().to_owned(),
-                step: "reserve".to_owned(),
-                message: "`minimum` must be above zero".to_owned(),
-            });
-        }
-        let transfer_job = transfer_job.ok_or_else(|| ParamError {
-            file: definition.file().to_owned(),
-            step: "transfer".to_owned(),
-            message: "the workflow has no transfer step".to_owned(),
-        })?;
-        let certificate_job = certificate_job.ok_or_else(|| ParamError {
-            file: definition.file().to_owned(),
-            step: "certificate".to_owned(),
-            message: "the workflow has no certificate step".to_owned(),
-        })?;
         Ok(WithdrawalSettings {
             rules,
             time_zone: definition.time_zone(),
             method,
-            transfer_job,
-            certificate_job,
+            transfer_job: queued_job(definition, StepKind::Transfer)?,
+            certificate_job: queued_job(definition, StepKind::Certificate)?,
             poll_interval,
             poll_batch_size,
-            payee_confirmation_timeout,
+            payee_confirmation_timeout: chrono::Duration::hours(payee_confirmation_hours),
         })
     }
+}
+
+fn apply_review_params(rules: &mut WithdrawalRules, review: &ReviewParams) {
+    let hours = chrono::Duration::hours;
+    rules.auto_approve_limit = review
+        .auto_approve_limit
+        .unwrap_or(rules.auto_approve_limit);
+    rules.new_distributor_age = review
+        .new_distributor_hours
+        .map_or(rules.new_distributor_age, hours);
+    rules.account_change_window = review
+        .account_change_hours
+        .map_or(rules.account_change_window, hours);
+    rules.many_withdrawals = review
+        .many_withdrawals_per_day
+        .unwrap_or(rules.many_withdrawals);
+    rules.clawback_window = review
+        .clawback_lookback_hours
+        .map_or(rules.clawback_window, hours);
+}
+
+/// The job of the definition's step of `kind`, which runs from a queue.
+fn queued_job(definition: &WorkflowDefinition, kind: StepKind) -> Result<JobSpec, ParamError> {
+    let missing = |message: String| ParamError {
+        file: definition.file().to_owned(),
+        message,
+    };
+    let step = definition
+        .step(kind)
+        .ok_or_else(|| missing(format!("the workflow has no {} step", kind.name())))?;
+    Ok(JobSpec {
+        queue: step
+            .queue()
+            .ok_or_else(|| missing(format!("the {} step needs a queue", step.name())))?
+            .to_owned(),
+        max_attempts: step.retry().max_attempts,
+    })
 }
 
 /// A withdrawal request, validated at the edge.

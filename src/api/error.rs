@@ -136,6 +136,7 @@ impl From<StoreError> for ApiError {
             StoreError::Refused { code, message } => ApiError::unprocessable(code, message),
             StoreError::Database(sqlx::Error::PoolTimedOut) => ApiError::unavailable(error),
             StoreError::Corrupt(_)
+            | StoreError::Queue(_)
             | StoreError::Database(_)
             | StoreError::Migrate(_)
             | StoreError::UnsafePlan(_) => ApiError::internal(error),

@@ -285,7 +285,13 @@ fn job_view(steps: &[StepQueue], job: OpsJob, now: i64) -> JobView {
 fn error_text(last_result: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(last_result) {
         Ok(serde_json::Value::Object(fields)) if fields.len() == 1 => match fields.get("Err") {
-            Some(serde_json::Value::String(message)) => message.clone(),
+            // A step that gave up (engine::step) reaches apalis as an AbortError.
+            Some(serde_json::Value::String(message)) => {
+                match message.strip_prefix("AbortError: ") {
+                    Some(reason) => format!("gave up, not retried: {reason}"),
+                    None => message.clone(),
+                }
+            }
             _ => last_result.to_owned(),
         },
         _ => last_result.to_owned(),
@@ -378,6 +384,10 @@ mod tests {
             "gateway: HTTP 429 FREQUENCY_LIMITED"
         );
         assert_eq!(error_text(r#"{"Err":{"code":7}}"#), r#"{"Err":{"code":7}}"#);
+        assert_eq!(
+            error_text(r#"{"Err":"AbortError: opening the payout credentials: no key k1"}"#),
+            "gave up, not retried: opening the payout credentials: no key k1"
+        );
         assert_eq!(
             error_text(r#"{"Err":"a","Ok":null}"#),
             r#"{"Err":"a","Ok":null}"#

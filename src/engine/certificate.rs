@@ -48,6 +48,22 @@ pub enum IssueError {
     Join(String),
 }
 
+impl crate::engine::step::StepFailure for IssueError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            IssueError::Store(store) => store.is_retryable(),
+            // The rendering task was cancelled or panicked: worth one more go.
+            IssueError::Join(_) => true,
+            // The same rows give the same refusal: a person must look.
+            IssueError::Certificate(_)
+            | IssueError::Vault(_)
+            | IssueError::IdentityMissing(_)
+            | IssueError::Withholding { .. }
+            | IssueError::NotFound(_) => false,
+        }
+    }
+}
+
 /// Issues, corrects and verifies certificates; shared by the step worker,
 /// the sweep and the API.
 pub struct CertificateIssuer {

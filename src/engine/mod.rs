@@ -6,10 +6,12 @@
 //!   refund) and the durable-step design they follow.
 //! - [`withdrawal`]: the withdrawal workflow's steps (request, review,
 //!   transfer, confirm); [`certificate`]: its last step, the certificate.
-//! - [`worker`]: apalis workers for the step queues, and the scheduler.
+//! - [`worker`]: apalis workers for the step queues, and the scheduler;
+//!   [`step`]: which step errors are retried and which fail the job at once.
 
 pub mod certificate;
 pub mod definition;
 pub mod settlement;
+pub mod step;
 pub mod withdrawal;
 pub mod worker;

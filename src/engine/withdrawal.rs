@@ -196,17 +196,32 @@ pub enum WithdrawalError {
     Store(#[from] StoreError),
 }
 
-/// Why a step attempt did not finish; apalis retries it with backoff.
+/// Why a step attempt did not finish; [`StepFailure`] says whether apalis
+/// retries it with backoff or fails the job at once.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error("gateway: {0}")]
     Gateway(GatewayError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A sealed credential that cannot be opened (its key is gone or the row
+    /// was altered): no retry brings the key back.
     #[error("opening the payout credentials: {0}")]
     Vault(String),
     #[error("the payout gateway is not connected yet")]
     GatewayNotReady,
+}
+
+impl crate::engine::step::StepFailure for StepError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            StepError::Gateway(GatewayError::Transient(_) | GatewayError::Ambiguous(_)) => true,
+            StepError::Gateway(GatewayError::Rejected { .. }) => false,
+            StepError::Store(store) => store.is_retryable(),
+            StepError::Vault(_) => false,
+            StepError::GatewayNotReady => true,
+        }
+    }
 }
 
 /// What the engine shares with its steps.

@@ -28,6 +28,7 @@ use crate::domain::tax::Month;
 use crate::engine::certificate::CertificateIssuer;
 use crate::engine::definition::{JobKind, Schedules, StepDefinition};
 use crate::engine::settlement::SettlementEngine;
+use crate::engine::step::{job_error, may_retry};
 use crate::engine::withdrawal::WithdrawalEngine;
 use crate::store::{CertificateJob, QueuePool, ReleaseJob, TransferJob};
 
@@ -65,9 +66,40 @@ pub fn worker_name(role: &str) -> String {
     format!("{role}-{host}-{}-{}", std::process::id(), &suffix[..8])
 }
 
-fn retry_policy(
-    step: &StepDefinition,
-) -> anyhow::Result<BackoffRetryPolicy<apalis::layers::retry::backoff::ExponentialBackoff>> {
+/// A step's retry policy: its backoff, and never again once an attempt gave
+/// up (see [`crate::engine::step`]). A struct rather than apalis's
+/// `retry_if(fn)`, whose higher-ranked predicate makes the worker futures
+/// fail the `Send` check.
+#[derive(Clone, Debug)]
+struct StepRetryPolicy(BackoffRetryPolicy<apalis::layers::retry::backoff::ExponentialBackoff>);
+
+impl<T, Res> apalis::layers::retry::Policy<apalis_core::task::Task<T>, Res, BoxDynError>
+    for StepRetryPolicy
+where
+    T: Clone,
+{
+    type Future = <BackoffRetryPolicy<apalis::layers::retry::backoff::ExponentialBackoff> as apalis::layers::retry::Policy<apalis_core::task::Task<T>, Res, BoxDynError>>::Future;
+
+    fn retry(
+        &mut self,
+        task: &mut apalis_core::task::Task<T>,
+        result: &mut Result<Res, BoxDynError>,
+    ) -> Option<Self::Future> {
+        match result {
+            Err(error) if !may_retry(error) => None,
+            _ => self.0.retry(task, result),
+        }
+    }
+
+    fn clone_request(
+        &mut self,
+        task: &apalis_core::task::Task<T>,
+    ) -> Option<apalis_core::task::Task<T>> {
+        apalis::layers::retry::Policy::<_, Res, BoxDynError>::clone_request(&mut self.0, task)
+    }
+}
+
+fn retry_policy(step: &StepDefinition) -> anyhow::Result<StepRetryPolicy> {
     let retry = step.retry();
     let backoff = ExponentialBackoffMaker::new(
         retry.backoff_base,
@@ -77,7 +109,9 @@ fn retry_policy(
     )
     .map_err(|error| anyhow::anyhow!("step {}: {error}", step.name()))?
     .make_backoff();
-    Ok(RetryPolicy::retries(retry.max_attempts.saturating_sub(1) as usize).with_backoff(backoff))
+    Ok(StepRetryPolicy(
+        RetryPolicy::retries(retry.max_attempts.saturating_sub(1) as usize).with_backoff(backoff),
+    ))
 }
 
 /// The `release` step as an apalis handler: releases everything due.
@@ -98,10 +132,7 @@ async fn release_step(
             started,
             result.is_ok(),
         );
-        result.map_err(|error| {
-            tracing::warn!(error = %error, "release step failed; it will be retried");
-            Box::new(error) as BoxDynError
-        })?;
+        result.map_err(|error| job_error("release", error))?;
         Ok(())
     }
     .instrument(span)
@@ -213,10 +244,7 @@ async fn transfer_step(
         let started = std::time::Instant::now();
         let result = engine.run_transfer(&job.withdrawal_id, attempt).await;
         crate::monitoring::step_attempt("withdrawal", "transfer", attempt, started, result.is_ok());
-        result.map_err(|error| {
-            tracing::warn!(error = %error, "transfer step did not finish; it will be retried");
-            Box::new(error) as BoxDynError
-        })
+        result.map_err(|error| job_error("transfer", error))
     }
     .instrument(span)
     .await
@@ -260,10 +288,9 @@ async fn certificate_step(
             started,
             result.is_ok(),
         );
-        result.map(|_| ()).map_err(|error| {
-            tracing::warn!(error = %error, "certificate step did not finish; it will be retried");
-            Box::new(error) as BoxDynError
-        })
+        result
+            .map(|_| ())
+            .map_err(|error| job_error("certificate", error))
     }
     .instrument(span)
     .await

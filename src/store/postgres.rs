@@ -168,13 +168,20 @@ async fn push_release_jobs(
                     .await?;
             }
             Err(error) => {
-                return Err(StoreError::Corrupt(format!(
-                    "pushing release jobs: {error}"
-                )));
+                return Err(queue_error("pushing release jobs", error));
             }
         }
     }
     Ok(())
+}
+
+/// A failed push: the database's own errors stay database errors (a busy or
+/// lost connection is worth another try); apalis's others are the queue's.
+fn queue_error(doing: &str, error: apalis_postgres::Error) -> StoreError {
+    match error {
+        apalis_postgres::Error::Database(database) => StoreError::Database(database),
+        other => StoreError::Queue(format!("{doing}: {other}")),
+    }
 }
 
 /// Enqueues one job on the caller's transaction, in a savepoint so that a
@@ -202,9 +209,7 @@ async fn push_job(
                 .await?;
             Ok(())
         }
-        Err(error) => Err(StoreError::Corrupt(format!(
-            "pushing a {queue} job: {error}"
-        ))),
+        Err(error) => Err(queue_error(&format!("pushing a {queue} job"), error)),
     }
 }
 

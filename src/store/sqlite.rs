@@ -279,9 +279,18 @@ async fn push_release_jobs(
     if !tasks.is_empty() {
         apalis_sqlite::queries::push_tasks(conn, &spec.queue, &tasks)
             .await
-            .map_err(|error| StoreError::Corrupt(format!("pushing release jobs: {error}")))?;
+            .map_err(|error| queue_error("pushing release jobs", error))?;
     }
     Ok(())
+}
+
+/// A failed push: the database's own errors stay database errors (a busy
+/// database is worth another try); apalis's others are the queue's.
+fn queue_error(doing: &str, error: apalis_sqlite::Error) -> StoreError {
+    match error {
+        apalis_sqlite::Error::Database(database) => StoreError::Database(database),
+        other => StoreError::Queue(format!("{doing}: {other}")),
+    }
 }
 
 /// Enqueues one job on the caller's transaction; apalis-sqlite skips a key it already has.
@@ -292,7 +301,7 @@ async fn push_job(
 ) -> Result<(), StoreError> {
     apalis_sqlite::queries::push_tasks(conn, queue, &[task])
         .await
-        .map_err(|error| StoreError::Corrupt(format!("pushing a {queue} job: {error}")))
+        .map_err(|error| queue_error(&format!("pushing a {queue} job"), error))
 }
 
 /// Most rows one multi-row statement carries: well under SQLite's limit of

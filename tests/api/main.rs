@@ -24,6 +24,7 @@ mod ops_console;
 mod orders;
 mod payout_crash;
 mod role_matrix;
+mod step_failures;
 mod store_suite;
 mod tax_cli;
 mod tax_page;

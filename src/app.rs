@@ -44,7 +44,8 @@ pub struct AppState {
     pub settlement: Arc<SettlementEngine>,
     /// Told the new time whenever a simulated clock moves, so the scheduler runs at once.
     pub clock_moved: Arc<watch::Sender<DateTime<Utc>>>,
-    pub tokens: Arc<crate::tokens::TokenCache>,
+    /// Per-client rate limits of the public routes (`api::rate_limit`).
+    pub limits: Arc<crate::api::rate_limit::RateLimits>,
     /// Seals and opens payout credentials (SPEC §2.5).
     pub vault: Arc<Vault>,
     /// The withdrawal workflow (SPEC §2.4) and its payout gateway.
@@ -240,6 +241,7 @@ impl Runtime {
             .await?,
         );
         let settings = Arc::new(settings);
+        let limits = Arc::new(crate::api::rate_limit::RateLimits::new(&settings.guard));
         let declarations = Arc::new(DeclarationPreparer {
             store: store.clone(),
             vault: vault.clone(),
@@ -268,7 +270,7 @@ impl Runtime {
                 settings,
                 settlement,
                 clock_moved: Arc::new(clock_moved),
-                tokens: Arc::default(),
+                limits,
                 vault,
                 withdrawals,
                 certificates,
@@ -586,9 +588,9 @@ impl Application {
         };
         let store = self.runtime.state.store.clone();
         let router = crate::api::router(self.runtime.state.clone());
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let header_read_timeout =
+            Duration::from_millis(self.runtime.state.settings.guard.header_read_timeout_ms);
+        crate::server::serve(self.listener, router, header_read_timeout, shutdown).await?;
         let _ = stop.send(true);
         join_within(handles, WORKER_STOP_GRACE).await;
         store.close().await;

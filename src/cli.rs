@@ -201,7 +201,26 @@ pub enum TokenCommand {
         /// The distributor a distributor token is scoped to.
         #[arg(long)]
         distributor: Option<String>,
+        /// Stop working after this long: `30d`, `12h`, `90m` or `3600s`
+        /// (at most 3660 days). Without it or --expires-at, the token works
+        /// until revoked.
+        #[arg(long, value_parser = crate::tokens::parse_lifetime, conflicts_with = "expires_at")]
+        expires_in: Option<chrono::Duration>,
+        /// Stop working at this instant (RFC 3339, e.g. 2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires_at: Option<chrono::DateTime<chrono::FixedOffset>>,
     },
+    /// List the tokens (id, role, distributor, created, expires, revoked),
+    /// never the tokens themselves.
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id (`tok_…`): it, and the page sessions signed
+    /// in with it, stop working at once in every process. Revoking a revoked
+    /// token is fine.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -506,6 +525,100 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// `fenrun token create | list | revoke`.
+async fn token_command(settings: &Settings, command: TokenCommand) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    let now = SystemClock.now();
+    let actor = crate::audit::Actor::command_line();
+    match command {
+        TokenCommand::Create {
+            role,
+            distributor,
+            expires_in,
+            expires_at,
+        } => {
+            let distributor = distributor.map(DistributorId::parse).transpose()?;
+            let expires_at = expires_in
+                .map(|lifetime| chrono::SubsecRound::trunc_subsecs(now + lifetime, 0))
+                .or_else(|| expires_at.map(|at| at.with_timezone(&chrono::Utc)));
+            let issued = crate::tokens::create_expiring(
+                &store,
+                role,
+                distributor.as_ref(),
+                expires_at,
+                now,
+                &actor,
+            )
+            .await?;
+            let until =
+                expires_at.map_or_else(|| "until revoked".to_owned(), |at| format!("until {at}"));
+            eprintln!(
+                "created {role} token {} valid {until} (shown once; store it now)",
+                issued.id
+            );
+            println!("{}", issued.secret.expose_secret());
+        }
+        TokenCommand::List { json } => {
+            let mut after: Option<String> = None;
+            if !json {
+                println!(
+                    "{:<22} {:<11} {:<20} {:<25} {:<25} revoked",
+                    "id", "role", "distributor", "created", "expires"
+                );
+            }
+            // Every page: the listing is bounded per query, not in total.
+            loop {
+                let page = store
+                    .tokens(after.as_deref(), crate::store::MAX_PAGE)
+                    .await?;
+                for token in &page {
+                    let distributor = token.distributor_id.as_ref().map(DistributorId::as_str);
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "id": token.id, "role": token.role, "distributor_id": distributor,
+                                "created_at": token.created_at, "expires_at": token.expires_at,
+                                "revoked_at": token.revoked_at,
+                            })
+                        );
+                    } else {
+                        let time = |at: Option<chrono::DateTime<chrono::Utc>>| {
+                            at.map_or_else(
+                                || "-".to_owned(),
+                                |at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                            )
+                        };
+                        println!(
+                            "{:<22} {:<11} {:<20} {:<25} {:<25} {}",
+                            token.id,
+                            token.role,
+                            distributor.unwrap_or("-"),
+                            time(Some(token.created_at)),
+                            time(token.expires_at),
+                            time(token.revoked_at)
+                        );
+                    }
+                }
+                if (page.len() as i64) < crate::store::MAX_PAGE {
+                    break;
+                }
+                after = page.last().map(|token| token.id.clone());
+            }
+        }
+        TokenCommand::Revoke { id } => match store.revoke_token(&id, now, &actor).await? {
+            Some(crate::store::Revocation::Revoked) => println!("revoked {id}"),
+            Some(crate::store::Revocation::AlreadyRevoked) => println!("{id} was already revoked"),
+            None => {
+                store.close().await;
+                anyhow::bail!("no token {id}");
+            }
+        },
+    }
+    store.close().await;
+    Ok(())
+}
+
 /// Runs the parsed command; the process exit code is the result's.
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let settings = cli.settings()?;
@@ -566,26 +679,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::FAILURE);
             }
         }
-        Command::Token {
-            command: TokenCommand::Create { role, distributor },
-        } => {
-            let distributor = distributor.map(DistributorId::parse).transpose()?;
-            let store = open_store(&settings).await?;
-            let issued = crate::tokens::create(
-                &store,
-                role,
-                distributor.as_ref(),
-                SystemClock.now(),
-                &crate::audit::Actor::command_line(),
-            )
-            .await?;
-            store.close().await;
-            eprintln!(
-                "created {role} token {} (shown once; store it now)",
-                issued.id
-            );
-            println!("{}", issued.secret.expose_secret());
-        }
+        Command::Token { command } => token_command(&settings, command).await?,
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {

@@ -117,6 +117,133 @@ pub struct Settings {
     /// default 1,000,000,000 fen (10,000,000.00 yuan). A slip of the keyboard
     /// cannot credit more; a larger correction is several adjustments.
     pub adjustment_amount_max_fen: i64,
+    /// Sessions of the HTML pages and abuse limits (see `web::session`,
+    /// `api::rate_limit`, `server`).
+    #[serde(flatten)]
+    pub guard: GuardSettings,
+}
+
+/// Sessions of the HTML pages, rate limits on the routes anyone can call,
+/// and how long a client may take to send a request. Rate limits count per
+/// client address: the address of the TCP peer. Behind a reverse proxy every
+/// client has the proxy's address (fenrun trusts no `X-Forwarded-For`), so
+/// there the proxy must do the per-client limiting, or these limits must be
+/// raised to what the proxy as a whole may send.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuardSettings {
+    /// How long a page session lasts from sign-in, in seconds, however busy:
+    /// then the person pastes their token again. Default 12 h, a working day
+    /// with margin.
+    pub session_absolute_timeout_seconds: u64,
+    /// How long a page session survives without a page request, in seconds.
+    /// Default 30 min: an unattended screen is not signed in for long.
+    pub session_idle_timeout_seconds: u64,
+    /// `POST /login` attempts per minute per client address (the sustained
+    /// rate), and how many may come at once. Tokens are 256 random bits, so
+    /// this is not what keeps them secret: it keeps a flood of guesses from
+    /// costing database reads and filling the log.
+    pub login_rate_per_minute: u32,
+    pub login_rate_burst: u32,
+    /// `POST /v1/tax/certificates/verify` (public: anyone handed a
+    /// certificate may check it) per minute per client address, and burst.
+    /// Each call parses a PDF of up to 2 MiB and checks a signature.
+    pub verify_rate_per_minute: u32,
+    pub verify_rate_burst: u32,
+    /// How long a client may take to send a request's headers, in ms; also
+    /// how long an idle keep-alive connection is kept. A slower client is
+    /// disconnected, so half-sent headers cannot hold connections open.
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a request's body, in ms from the
+    /// end of its headers; then it gets 408 and the connection is closed.
+    /// Long enough for a 2 MiB upload on a slow line.
+    pub body_read_timeout_ms: u64,
+}
+
+impl Default for GuardSettings {
+    fn default() -> GuardSettings {
+        GuardSettings {
+            session_absolute_timeout_seconds: 12 * 60 * 60,
+            session_idle_timeout_seconds: 30 * 60,
+            login_rate_per_minute: 20,
+            login_rate_burst: 10,
+            verify_rate_per_minute: 60,
+            verify_rate_burst: 20,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl GuardSettings {
+    /// Every key a file or `FENRUN_*` variable may set.
+    pub const KEYS: [&'static str; 8] = [
+        "session_absolute_timeout_seconds",
+        "session_idle_timeout_seconds",
+        "login_rate_per_minute",
+        "login_rate_burst",
+        "verify_rate_per_minute",
+        "verify_rate_burst",
+        "header_read_timeout_ms",
+        "body_read_timeout_ms",
+    ];
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 8] = [
+            (
+                "session_absolute_timeout_seconds",
+                self.session_absolute_timeout_seconds,
+                1..=7 * 86_400,
+            ),
+            (
+                "session_idle_timeout_seconds",
+                self.session_idle_timeout_seconds,
+                1..=86_400,
+            ),
+            (
+                "login_rate_per_minute",
+                u64::from(self.login_rate_per_minute),
+                1..=60_000,
+            ),
+            (
+                "login_rate_burst",
+                u64::from(self.login_rate_burst),
+                1..=10_000,
+            ),
+            (
+                "verify_rate_per_minute",
+                u64::from(self.verify_rate_per_minute),
+                1..=60_000,
+            ),
+            (
+                "verify_rate_burst",
+                u64::from(self.verify_rate_burst),
+                1..=10_000,
+            ),
+            (
+                "header_read_timeout_ms",
+                self.header_read_timeout_ms,
+                100..=300_000,
+            ),
+            (
+                "body_read_timeout_ms",
+                self.body_read_timeout_ms,
+                100..=3_600_000,
+            ),
+        ];
+        for (key, value, range) in ranges {
+            if !range.contains(&value) {
+                return Err(ConfigError {
+                    key: key.to_owned(),
+                    message: format!(
+                        "must be between {} and {}, got {value}",
+                        range.start(),
+                        range.end()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Largest value an amount ceiling may be set to, in fen (about 9 × 10^15
@@ -156,6 +283,7 @@ impl Default for Settings {
             order_item_amount_max_fen: 100_000_000,
             order_total_max_fen: 1_000_000_000,
             adjustment_amount_max_fen: 1_000_000_000,
+            guard: GuardSettings::default(),
         }
     }
 }
@@ -197,7 +325,10 @@ impl Settings {
             }
             None => {}
         }
-        figment = figment.merge(Env::prefixed("FENRUN_").only(&Settings::KEYS));
+        figment = figment.merge(
+            Env::prefixed("FENRUN_")
+                .only(&[&Settings::KEYS[..], &GuardSettings::KEYS[..]].concat()),
+        );
         let settings: Settings = figment.extract().map_err(|error| ConfigError {
             key: error.path.join("."),
             message: error.kind.to_string(),
@@ -334,6 +465,7 @@ impl Settings {
                 ));
             }
         }
+        self.guard.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_filter).is_err() {
             return Err(invalid(
                 "log_filter",
@@ -449,6 +581,33 @@ mod tests {
         assert_eq!(
             Settings::load(Some(&path)).unwrap().order_total_max_fen,
             500
+        );
+    }
+
+    #[test]
+    fn session_and_limit_settings_have_defaults_and_are_checked_by_key() {
+        let defaults = Settings::default();
+        assert_eq!(defaults.guard.session_absolute_timeout_seconds, 43_200);
+        assert_eq!(defaults.guard.session_idle_timeout_seconds, 1_800);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fenrun.toml");
+        std::fs::write(
+            &path,
+            "session_idle_timeout_seconds = 60\nlogin_rate_burst = 2\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&path)).unwrap();
+        assert_eq!(settings.guard.session_idle_timeout_seconds, 60);
+        assert_eq!(settings.guard.login_rate_burst, 2);
+        std::fs::write(&path, "login_rate_per_minute = 0\n").unwrap();
+        assert_eq!(
+            Settings::load(Some(&path)).unwrap_err().key,
+            "login_rate_per_minute"
+        );
+        std::fs::write(&path, "header_read_timeout_ms = 1\n").unwrap();
+        assert_eq!(
+            Settings::load(Some(&path)).unwrap_err().key,
+            "header_read_timeout_ms"
         );
     }
 

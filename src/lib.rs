@@ -9,8 +9,9 @@
 //! - [`store`]: all SQL, for SQLite and PostgreSQL, behind one [`store::Store`].
 //! - [`engine`]: workflow definitions and scheduled jobs from `workflows/*.toml`, and running them.
 //! - [`api`]: the HTTP API (axum), its errors, auth and OpenAPI document.
-//! - [`web`]: the HTML pages (cookie login, the accountant's `/tax` page).
+//! - [`web`]: the HTML pages (server-side sessions, the accountant's `/tax` page, the ops console).
 //! - [`app`]: `Application::build(settings)` → `run_until_stopped(shutdown)`.
+//! - [`server`]: serving HTTP/1.1 with header and body timeouts and the client's address.
 //! - [`config`]: layered, validated settings.
 //! - [`clock`]: injectable time, real or simulated.
 //! - [`gateway`]: the payout gateway of this process (sandbox or WeChat Pay v3, from `integrations/`).
@@ -42,6 +43,7 @@ pub mod engine;
 pub mod gateway;
 pub mod monitoring;
 pub mod plans;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;

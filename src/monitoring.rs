@@ -33,6 +33,8 @@ pub const QUEUE_OLDEST_WAITING: &str = "fenrun_queue_oldest_waiting_seconds";
 pub const WITHDRAWALS: &str = "fenrun_withdrawals";
 pub const CALENDAR_COVERED_DAYS: &str = "fenrun_calendar_covered_days";
 pub const GATEWAY_UNEXPECTED_SUCCESS: &str = "fenrun_gateway_unexpected_success_total";
+pub const AUTH_FAILURES: &str = "fenrun_auth_failures_total";
+pub const RATE_LIMITED: &str = "fenrun_rate_limited_total";
 
 /// Latency buckets, in seconds: a millisecond to a minute.
 const SECONDS_BUCKETS: [f64; 14] = [
@@ -88,6 +90,25 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         .increment(1);
     metrics::histogram!(HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Logs (at warn) and counts a refused credential: `surface` is `api` (a
+/// bearer token), `login` (a token typed into the login form) or `page` (a
+/// session cookie); `reason` says why (`unknown`, `revoked`, `expired`,
+/// `malformed`, `idle`). Never the credential or any part of it.
+pub fn auth_failure(
+    surface: &'static str,
+    reason: &'static str,
+    client: Option<std::net::SocketAddr>,
+) {
+    let client = client.map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
+    tracing::warn!(surface, reason, client = %client, "authentication refused");
+    metrics::counter!(AUTH_FAILURES, "surface" => surface, "reason" => reason).increment(1);
+}
+
+/// Counts a request refused by a rate limit (`limit` names its route family).
+pub fn rate_limited(limit: &'static str) {
+    metrics::counter!(RATE_LIMITED, "limit" => limit).increment(1);
 }
 
 /// Records one step attempt: its duration, a retry when it is not the

@@ -1,7 +1,8 @@
-//! `/v1/admin`: commission plans (and, with `--simulated-clock`, the clock).
+//! `/v1/admin`: commission plans, API tokens (list and revoke; they are
+//! created with `fenrun token create`) and, with `--simulated-clock`, the clock.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, PlatformAccount, Transfer, TransferKind};
 use crate::domain::money::Money;
-use crate::store::{StoreError, StoredPlan, TransferOutcome};
+use crate::store::{Revocation, StoreError, StoredPlan, TokenListing, TransferOutcome};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PlanView {
@@ -379,4 +380,93 @@ pub async fn audit(
             .collect(),
         next_before,
     }))
+}
+
+/// An API token as an admin sees it: never the token or its hash.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenView {
+    /// The token's public handle (`tok_…`), as the audit log names it.
+    pub id: String,
+    pub role: Role,
+    pub distributor_id: Option<DistributorId>,
+    pub created_at: DateTime<Utc>,
+    /// When it stops working by itself; absent = until revoked.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<TokenListing> for TokenView {
+    fn from(token: TokenListing) -> TokenView {
+        TokenView {
+            id: token.id,
+            role: token.role,
+            distributor_id: token.distributor_id,
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+            revoked_at: token.revoked_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPage {
+    pub items: Vec<TokenView>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next_after: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokenQuery {
+    /// Tokens after this id (the page after).
+    pub after: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/admin/tokens", tag = "admin", params(TokenQuery),
+    responses((status = 200, description = "in id order; revoked and expired ones included", body = TokenPage)),
+    security(("bearer" = []))
+)]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Query(query): axum::extract::Query<TokenQuery>,
+) -> Result<Json<TokenPage>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let limit = query.limit.unwrap_or(100).clamp(1, crate::store::MAX_PAGE);
+    let tokens = state.store.tokens(query.after.as_deref(), limit).await?;
+    let next_after = (tokens.len() as i64 == limit)
+        .then(|| tokens.last().map(|token| token.id.clone()))
+        .flatten();
+    Ok(Json(TokenPage {
+        items: tokens.into_iter().map(Into::into).collect(),
+        next_after,
+    }))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/admin/tokens/{id}", tag = "admin",
+    params(("id" = String, Path, description = "the token's id, `tok_…`")),
+    responses(
+        (status = 204, description = "revoked: from now on it and its page sessions are refused, in every process; revoking again is fine"),
+        (status = 404, description = "no such token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let principal = caller.require(&[Role::Admin])?;
+    let revocation = state
+        .store
+        .revoke_token(&id, state.clock.now(), &crate::audit::Actor::of(principal))
+        .await?
+        .ok_or_else(|| ApiError::not_found("token"))?;
+    if revocation == Revocation::Revoked {
+        tracing::info!(token_id = %id, actor = %principal.token_id, "token revoked");
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -26,6 +26,11 @@ use crate::store::{CertificateRecord, MAX_PAGE, StoreError};
 
 /// Largest PDF `verify` accepts; a certificate is about 30 KiB.
 pub const MAX_VERIFY_PDF_BYTES: usize = 2 * 1024 * 1024;
+/// Largest verification upload: the PDF, its manifest (a few KiB) and the
+/// multipart framing. Larger bodies are cut off and answered 413
+/// `body_too_large`; the global `request_body_limit_bytes` (1 MiB by default)
+/// would refuse a legitimate 2 MiB PDF before the handler could judge it.
+pub const VERIFY_BODY_LIMIT_BYTES: usize = MAX_VERIFY_PDF_BYTES + 256 * 1024;
 /// Longest correction reason, in characters.
 const MAX_REASON_CHARS: usize = 500;
 
@@ -369,7 +374,15 @@ pub(crate) async fn read_upload(mut form: Multipart) -> Result<Upload, ApiError>
     let mut pdf = None;
     let mut manifest = None;
     let malformed = |error: axum::extract::multipart::MultipartError| {
-        ApiError::bad_request("malformed_upload", format!("malformed upload: {error}"))
+        if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the upload is larger than a certificate PDF (2 MiB) and its manifest",
+            )
+        } else {
+            ApiError::bad_request("malformed_upload", format!("malformed upload: {error}"))
+        }
     };
     while let Some(field) = form.next_field().await.map_err(malformed)? {
         let name = field.name().unwrap_or_default().to_owned();
@@ -419,7 +432,10 @@ pub(crate) async fn read_upload(mut form: Multipart) -> Result<Upload, ApiError>
     responses(
         (status = 200, description = "genuine (with number and amounts) or not (with the reason)", body = VerifyView),
         (status = 400, description = "missing_pdf, malformed_upload, unknown_field", body = ErrorBody),
-        (status = 413, description = "pdf_too_large", body = ErrorBody),
+        (status = 408, description = "request_timeout: the upload did not arrive in time", body = ErrorBody),
+        (status = 413, description = "pdf_too_large (the PDF is over 2 MiB), body_too_large (the upload is over 2.25 MiB)", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many verifications from this address; see Retry-After", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds until the next request is allowed"))),
     ),
 )]
 pub async fn verify(

@@ -1,11 +1,10 @@
 //! Request extractors with our error shape: a JSON body whose errors name the
-//! field, and a bearer token (or the HTML pages' session cookie) resolved to
-//! a [`Principal`].
+//! field, and a bearer token resolved to a [`Principal`].
 
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::HeaderMap;
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, ORIGIN};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
 use axum::http::request::Parts;
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
@@ -99,11 +98,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The cookie the HTML pages log in with; its value is an API token.
-pub const SESSION_COOKIE: &str = "fenrun_token";
-
-/// The caller, authenticated by `Authorization: Bearer <token>` or, without
-/// that header, by the [`SESSION_COOKIE`] a browser sends.
+/// The caller, authenticated by `Authorization: Bearer <token>`. The pages'
+/// session cookie opens no API route: a session is not a bearer token
+/// (`web::session`), and a cookie a browser attaches by itself could not
+/// then be used against the API by another site.
 pub struct Caller(pub Principal);
 
 impl<S> FromRequestParts<S> for Caller
@@ -117,44 +115,34 @@ where
         let state = AppState::from_ref(state);
         let missing =
             || ApiError::unauthenticated("unauthenticated", "send Authorization: Bearer <token>");
-        let token = match parts.headers.get(AUTHORIZATION) {
-            Some(header) => header
-                .to_str()
-                .ok()
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .map(|token| SecretString::from(token.trim().to_owned()))
-                .ok_or_else(missing)?,
-            None => {
-                let token = session_cookie(&parts.headers).ok_or_else(missing)?;
-                // A browser attaches the cookie to requests other sites make
-                // to us unless SameSite=Strict stops it; a state-changing one
-                // must also name our own origin, for browsers that do not.
-                if !parts.method.is_safe() && !same_origin(&parts.headers) {
-                    return Err(ApiError::forbidden());
-                }
-                token
-            }
-        };
-        let principal = state
-            .tokens
-            .authenticate(&state.store, &token)
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(missing)?
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|token| SecretString::from(token.trim().to_owned()))
+            .ok_or_else(missing)?;
+        let principal = crate::tokens::authenticate(&state.store, &token, state.clock.now())
             .await?
-            .ok_or_else(|| ApiError::unauthenticated("invalid_token", "the token is not valid"))?;
+            .map_err(|rejection| {
+                crate::monitoring::auth_failure("api", rejection.reason(), client_addr(parts));
+                ApiError::unauthenticated("invalid_token", "the token is not valid")
+            })?;
         tracing::Span::current().record("token_id", principal.token_id.as_str());
         Ok(Caller(principal))
     }
 }
 
-/// The token in the [`SESSION_COOKIE`], if the request carries a non-empty one.
-pub fn session_cookie(headers: &HeaderMap) -> Option<SecretString> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|header| header.to_str().ok())
-        .flat_map(|header| header.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
-        .map(|(_, value)| SecretString::from(value.to_owned()))
+/// The address of the client at the other end of the connection, if the
+/// server recorded it (it does; see `server`). Behind a reverse proxy this is
+/// the proxy: fenrun trusts no forwarding header.
+pub fn client_addr(parts: &Parts) -> Option<std::net::SocketAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0)
 }
 
 /// False when the request names an `Origin` other than the `Host` it was

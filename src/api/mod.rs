@@ -11,6 +11,7 @@ pub mod extract;
 pub mod health;
 pub mod ops;
 pub mod orders;
+pub mod rate_limit;
 pub mod tax;
 pub mod withdrawals;
 
@@ -31,6 +32,7 @@ use crate::app::AppState;
         distributors::create, distributors::list, distributors::get, distributors::balance,
         credentials::put_identity, credentials::add_payout_account, credentials::list_payout_accounts,
         admin::apply_plan, admin::list_plans, admin::adjust, admin::advance_clock, admin::audit,
+        admin::list_tokens, admin::revoke_token,
         orders::ingest, orders::refund, orders::get, orders::commissions,
         withdrawals::quote, withdrawals::create, withdrawals::get, withdrawals::list,
         withdrawals::cancel, withdrawals::approve, withdrawals::reject, withdrawals::wechat_notify,
@@ -57,6 +59,8 @@ impl utoipa::Modify for BearerAuth {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.request_body_limit_bytes;
+    let body_read_timeout =
+        std::time::Duration::from_millis(state.settings.guard.body_read_timeout_ms);
     let mut router = Router::new();
     if state.simulated_clock.is_some() {
         // Absent, not forbidden, without --simulated-clock.
@@ -115,7 +119,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tax/certificates", get(certificates::list))
         .route(
             "/v1/tax/certificates/verify",
-            axum::routing::post(certificates::verify),
+            // Its own body limit, above the PDF's, so that an oversized PDF
+            // gets the handler's 413 rather than a cut-off upload; and a
+            // per-client rate limit, since anyone may call it.
+            axum::routing::post(certificates::verify)
+                .layer(DefaultBodyLimit::max(certificates::VERIFY_BODY_LIMIT_BYTES))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.limits.verify.clone(),
+                    rate_limit::enforce,
+                )),
         )
         .route("/v1/tax/certificates/{file}", get(certificates::file))
         .route(
@@ -136,6 +148,11 @@ pub fn router(state: AppState) -> Router {
             get(admin::list_plans).post(admin::apply_plan),
         )
         .route("/v1/admin/adjustments", axum::routing::post(admin::adjust))
+        .route("/v1/admin/tokens", get(admin::list_tokens))
+        .route(
+            "/v1/admin/tokens/{id}",
+            axum::routing::delete(admin::revoke_token),
+        )
         .route("/v1/audit", get(admin::audit))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(crate::monitoring::render))
@@ -148,6 +165,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(axum::middleware::from_fn(crate::monitoring::track_http))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body_read_timeout,
+            crate::server::body_deadline,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 tracing::info_span!(

@@ -287,23 +287,79 @@ impl Store {
         dispatch!(self, repo => repo.list_plans().await)
     }
 
+    /// Stores a token's hash (expiring at `expires_at`, if set) with its
+    /// audit entry by `actor`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn insert_token(
         &self,
         token_id: &str,
         token_sha256: &str,
         role: Role,
         distributor: Option<&DistributorId>,
+        expires_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
         actor: &Actor,
     ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.insert_token(token_id, token_sha256, role, distributor, now, actor).await)
+        dispatch!(self, repo => repo.insert_token(token_id, token_sha256, role, distributor, expires_at, now, actor).await)
     }
 
+    /// The token with this hash, revoked and expired ones included.
     pub async fn token_by_hash(
         &self,
         token_sha256: &str,
     ) -> Result<Option<TokenRecord>, StoreError> {
         dispatch!(self, repo => repo.token_by_hash(token_sha256).await)
+    }
+
+    /// Tokens in id order after `after`, at most `limit` (≤ [`MAX_PAGE`]).
+    pub async fn tokens(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<TokenListing>, StoreError> {
+        dispatch!(self, repo => repo.tokens(after, limit).await)
+    }
+
+    /// Revokes a token and ends its page sessions, audited in the same
+    /// transaction; `None` if there is no such token.
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<Option<Revocation>, StoreError> {
+        dispatch!(self, repo => repo.revoke_token(id, now, actor).await)
+    }
+
+    /// Stores a page session; deletes the ended ones on the way.
+    pub async fn create_session(
+        &self,
+        session_sha256: &str,
+        token_id: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.create_session(session_sha256, token_id, now, expires_at, idle_cutoff).await)
+    }
+
+    pub async fn session_by_hash(
+        &self,
+        session_sha256: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        dispatch!(self, repo => repo.session_by_hash(session_sha256).await)
+    }
+
+    pub async fn touch_session(
+        &self,
+        session_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.touch_session(session_sha256, now).await)
+    }
+
+    pub async fn delete_session(&self, session_sha256: &str) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.delete_session(session_sha256).await)
     }
 
     pub async fn ingest_orders(

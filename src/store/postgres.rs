@@ -508,3 +508,4 @@ include!("queries_withdrawals.rs");
 include!("queries_certificates.rs");
 include!("queries_audit.rs");
 include!("queries_jobs.rs");
+include!("queries_sessions.rs");

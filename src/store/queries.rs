@@ -8,7 +8,6 @@
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
 
-use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, Posting, Transfer};
 use crate::domain::money::Money;
@@ -17,7 +16,7 @@ use crate::store::error::StoreError;
 use crate::store::time::DbTime;
 use crate::store::records::{
     AccountMismatch, Balance, Creation, Distributor, DistributorStatus, LedgerReport,
-    NewDistributor, NewPlan, StoredPlan, TokenRecord, TransferOutcome,
+    NewDistributor, NewPlan, StoredPlan, TransferOutcome,
 };
 
 
@@ -246,11 +245,6 @@ fn plan_from_row(row: &<Db as sqlx::Database>::Row) -> Result<StoredPlan, StoreE
         applied_by: row.try_get("applied_by")?,
         created_at: row.try_get::<DbTime, _>("created_at")?.0,
     })
-}
-
-fn role_from_db(text: &str) -> Result<Role, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("unknown role {text:?} in api_tokens")))
 }
 
 impl Repo {
@@ -630,69 +624,5 @@ impl Repo {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(plan_from_row).collect()
-    }
-
-    /// Stores a token's hash, created by `actor`, with its audit entry.
-    pub async fn insert_token(
-        &self,
-        token_id: &str,
-        token_sha256: &str,
-        role: Role,
-        distributor: Option<&DistributorId>,
-        now: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let result = sqlx::query(concat!(
-            "insert into api_tokens (id, token_sha256, role, distributor_id, created_at) ",
-            "values ($1, $2, $3, $4, $5)"
-        ))
-        .bind(token_id)
-        .bind(token_sha256)
-        .bind(role.as_str())
-        .bind(distributor.map(DistributorId::as_str))
-        .bind(DbTime(now))
-        .execute(&mut *tx)
-        .await;
-        match result {
-            Ok(_) => {}
-            Err(error) if matches!(&error, sqlx::Error::Database(db) if db.is_foreign_key_violation()) => {
-                return Err(StoreError::NotFound {
-                    what: "distributor",
-                    id: distributor.map(ToString::to_string).unwrap_or_default(),
-                });
-            }
-            Err(error) => return Err(error.into()),
-        }
-        audit_in(
-            &mut tx,
-            actor,
-            now,
-            "token.create",
-            format!("token:{token_id}"),
-            None,
-            Some(serde_json::json!({"role": role.as_str(), "distributor": distributor.map(DistributorId::as_str)})),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn token_by_hash(&self, token_sha256: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let row: Option<(String, String, Option<String>)> = sqlx::query_as(concat!(
-            "select id, role, distributor_id from api_tokens ",
-            "where token_sha256 = $1 and revoked_at is null"
-        ))
-        .bind(token_sha256)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|(id, role, distributor)| {
-            Ok(TokenRecord {
-                id,
-                role: role_from_db(&role)?,
-                distributor_id: distributor.map(DistributorId::parse).transpose()?,
-            })
-        })
-        .transpose()
     }
 }

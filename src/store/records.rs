@@ -112,11 +112,48 @@ pub struct StoredPlan {
     pub created_at: DateTime<Utc>,
 }
 
+/// A stored API token as authentication needs it: whether it may still be
+/// used is decided by the caller (`tokens::check`), which also says why not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
     pub id: String,
     pub role: Role,
     pub distributor_id: Option<DistributorId>,
+    /// Revoked tokens never work again.
+    pub revoked: bool,
+    /// When the token stops working by itself; `None` = until revoked.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A token as `GET /v1/admin/tokens` and `fenrun token list` show it:
+/// never the token or its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenListing {
+    pub id: String,
+    pub role: Role,
+    pub distributor_id: Option<DistributorId>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What revoking a token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// Revoked now, with its page sessions ended and an audit entry.
+    Revoked,
+    /// It was revoked before; nothing changed.
+    AlreadyRevoked,
+}
+
+/// A page session: the token it belongs to and its two clocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub token: TokenRecord,
+    /// The idle timeout counts from here.
+    pub last_seen_at: DateTime<Utc>,
+    /// The absolute end.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The result of re-deriving the ledger from its postings.

@@ -1,15 +1,19 @@
 //! The HTML pages for people: server-rendered, readable without JavaScript,
-//! signed in with a session cookie that holds an API token.
+//! signed in with a server-side session ([`session`]) whose id is the cookie.
 //!
 //! This module owns logging in and out, the frame and error pages every page
 //! shares, and the guard on every page response (no caching, no framing, no
-//! cross-site form posts). [`tax`] is the accountant's page.
+//! cross-site form posts). [`tax`] is the accountant's page, [`ops`] the
+//! console. The files the pages link to (declarations, certificates, a
+//! withdrawal's JSON) are served under the pages' own paths with the
+//! session, by the API's handlers: the API itself takes only bearer tokens.
 
 pub mod ops;
+pub mod session;
 pub mod tax;
 
 use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -20,15 +24,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
-use crate::api::extract::{Caller, SESSION_COOKIE, same_origin};
+use crate::api::extract::{Caller, same_origin};
 use crate::app::AppState;
 use crate::declaration::DeclarationError;
 use crate::domain::access::{Principal, Role};
 use crate::store::StoreError;
+use session::{LEGACY_TOKEN_COOKIE, PageCaller, SESSION_COOKIE};
 
-/// How long a page session lasts, in seconds: one working day, after which
-/// the accountant pastes the token again.
-const SESSION_MAX_AGE_SECONDS: u32 = 8 * 60 * 60;
 /// Where logging in lands without a usable `next`.
 const DEFAULT_PAGE: &str = "/tax";
 /// Longest `next` carried through the login form; a longer one is dropped
@@ -54,9 +56,19 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/tax", get(tax::page))
-        .route("/tax/verify", post(tax::verify))
+        .route(
+            "/tax/verify",
+            // The upload's own limit, as on the API's verify route.
+            post(tax::verify).layer(axum::extract::DefaultBodyLimit::max(
+                crate::api::certificates::VERIFY_BODY_LIMIT_BYTES,
+            )),
+        )
+        .route("/tax/declarations/{file}", get(declaration_file))
+        .route("/tax/certificates/{file}", get(certificate_file))
         .route("/ops", get(ops::page))
         .route("/ops/refresh.js", get(ops::refresh_script))
+        .route("/ops/queues.json", get(queues_json))
+        .route("/ops/withdrawals/{id}", get(withdrawal_json))
         .route("/ops/jobs/{id}/{action}", post(ops::job))
         .route("/ops/withdrawals/{id}/{decision}", post(ops::review))
         .layer(middleware::from_fn(guard))
@@ -198,7 +210,7 @@ impl IntoResponse for PageError {
 /// The signed-in accountant or admin: without a valid token, a sign-in that
 /// returns to `back_to`; with another role, 403.
 pub(crate) fn accountant(
-    caller: Result<Caller, ApiError>,
+    caller: Result<PageCaller, ApiError>,
     back_to: &str,
 ) -> Result<Principal, PageError> {
     signed_in_as(
@@ -212,19 +224,88 @@ pub(crate) fn accountant(
 /// The signed-in caller with one of `roles`: without a valid token, a
 /// sign-in that returns to `back_to`; with another role, 403 with `refusal`.
 pub(crate) fn signed_in_as(
-    caller: Result<Caller, ApiError>,
+    caller: Result<PageCaller, ApiError>,
     back_to: &str,
     roles: &[Role],
     refusal: &str,
 ) -> Result<Principal, PageError> {
     match caller {
-        Ok(Caller(principal)) if principal.has_any_role(roles) => Ok(principal),
+        Ok(PageCaller(principal)) if principal.has_any_role(roles) => Ok(principal),
         Ok(_) => Err(PageError::new(StatusCode::FORBIDDEN, refusal.to_owned())),
         Err(error) if error.status == StatusCode::UNAUTHORIZED => Err(PageError::SignIn {
             next: back_to.to_owned(),
         }),
         Err(error) => Err(error.into()),
     }
+}
+
+/// The signed-in caller, whatever the role (the API handler a file route
+/// delegates to decides what the role may see); without a session, a
+/// sign-in that returns to `back_to`.
+fn signed_in(caller: Result<PageCaller, ApiError>, back_to: &str) -> Result<Caller, PageError> {
+    signed_in_as(caller, back_to, &Role::ALL, "").map(Caller)
+}
+
+/// The path and query of a request, to come back to after signing in.
+fn here(uri: &axum::http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |path| path.as_str())
+}
+
+/// `GET /tax/declarations/{file}`: `GET /v1/tax/declarations/{file}` for the
+/// signed-in page.
+async fn declaration_file(
+    State(state): State<AppState>,
+    caller: Result<PageCaller, ApiError>,
+    uri: axum::http::Uri,
+    file: Path<String>,
+    query: Query<crate::api::tax::DeclarationQuery>,
+) -> Result<Response, PageError> {
+    let caller = signed_in(caller, here(&uri))?;
+    Ok(
+        crate::api::tax::declaration(State(state), caller, file, query)
+            .await
+            .into_response(),
+    )
+}
+
+/// `GET /tax/certificates/{file}`: `GET /v1/tax/certificates/{file}` for
+/// the signed-in page.
+async fn certificate_file(
+    State(state): State<AppState>,
+    caller: Result<PageCaller, ApiError>,
+    uri: axum::http::Uri,
+    file: Path<String>,
+) -> Result<Response, PageError> {
+    let caller = signed_in(caller, here(&uri))?;
+    Ok(crate::api::certificates::file(State(state), caller, file)
+        .await
+        .into_response())
+}
+
+/// `GET /ops/queues.json`: `GET /v1/ops/queues` for the signed-in console.
+async fn queues_json(
+    State(state): State<AppState>,
+    caller: Result<PageCaller, ApiError>,
+    uri: axum::http::Uri,
+) -> Result<Response, PageError> {
+    let caller = signed_in(caller, here(&uri))?;
+    Ok(crate::api::ops::queues(State(state), caller)
+        .await
+        .into_response())
+}
+
+/// `GET /ops/withdrawals/{id}`: `GET /v1/withdrawals/{id}` for the
+/// signed-in console.
+async fn withdrawal_json(
+    State(state): State<AppState>,
+    caller: Result<PageCaller, ApiError>,
+    uri: axum::http::Uri,
+    id: Path<String>,
+) -> Result<Response, PageError> {
+    let caller = signed_in(caller, here(&uri))?;
+    Ok(crate::api::withdrawals::get(State(state), caller, id)
+        .await
+        .into_response())
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for a
@@ -259,15 +340,21 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-async fn login_page(query: Result<Query<LoginQuery>, QueryRejection>) -> Response {
+async fn login_page(
+    State(state): State<AppState>,
+    query: Result<Query<LoginQuery>, QueryRejection>,
+) -> Response {
     let next = query
         .ok()
         .and_then(|Query(query)| query.next)
         .unwrap_or_default();
-    html_response(StatusCode::OK, login_form(local_path(&next), None))
+    html_response(StatusCode::OK, login_form(&state, local_path(&next), None))
 }
 
-fn login_form(next: &str, message: Option<&str>) -> Markup {
+fn login_form(state: &AppState, next: &str, message: Option<&str>) -> Markup {
+    let guard = &state.settings.guard;
+    let idle_minutes = guard.session_idle_timeout_seconds.div_ceil(60);
+    let hours = guard.session_absolute_timeout_seconds as f64 / 3600.0;
     layout(
         "登录 Log in",
         false,
@@ -288,7 +375,9 @@ fn login_form(next: &str, message: Option<&str>) -> Markup {
                     button type="submit" { "登录 Log in" }
                 }
                 p.muted {
-                    "Sessions last 8 hours. 会话有效期 8 小时。"
+                    "Sessions end after " (idle_minutes) " minutes without activity, and after "
+                    (format!("{hours:.1}")) " hours at most. 会话闲置 " (idle_minutes)
+                    " 分钟或满 " (format!("{hours:.1}")) " 小时后失效。"
                 }
             }
         },
@@ -306,53 +395,83 @@ struct LoginForm {
 
 async fn login(
     State(state): State<AppState>,
+    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<std::net::SocketAddr>,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, PageError> {
+    if let Err(wait) = state.limits.login.check(client.ip()) {
+        tracing::warn!(client = %client.ip(), limit = "login", "rate limited");
+        let seconds = crate::api::rate_limit::retry_after_seconds(wait);
+        let message = format!(
+            "Too many sign-in attempts from this address; try again in {seconds} s. 登录尝试过多，请 {seconds} 秒后再试。"
+        );
+        return Ok(crate::api::rate_limit::with_retry_after(
+            html_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                login_form(&state, DEFAULT_PAGE, Some(&message)),
+            ),
+            wait,
+        ));
+    }
     let Ok(Form(form)) = form else {
         return Ok(html_response(
             StatusCode::BAD_REQUEST,
-            login_form(DEFAULT_PAGE, Some("Enter a token. 请输入令牌。")),
+            login_form(&state, DEFAULT_PAGE, Some("Enter a token. 请输入令牌。")),
         ));
     };
     let next = local_path(&form.next);
-    let token = form.token.expose_secret().trim();
-    // Our tokens are `fenrun_` and hex; anything else could break out of the
-    // cookie's value, and is not a token anyway.
-    let cookie_safe = token
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    let principal = if cookie_safe {
-        state
-            .tokens
-            .authenticate(&state.store, &SecretString::from(token.to_owned()))
-            .await?
-    } else {
-        None
+    let token = SecretString::from(form.token.expose_secret().trim().to_owned());
+    let now = state.clock.now();
+    let principal = match crate::tokens::authenticate(&state.store, &token, now).await? {
+        Ok(principal) => principal,
+        Err(rejection) => {
+            crate::monitoring::auth_failure("login", rejection.reason(), Some(client));
+            return Ok(html_response(
+                StatusCode::UNAUTHORIZED,
+                login_form(&state, next, Some("That token is not valid. 令牌无效。")),
+            ));
+        }
     };
-    let Some(principal) = principal else {
-        return Ok(html_response(
-            StatusCode::UNAUTHORIZED,
-            login_form(next, Some("That token is not valid. 令牌无效。")),
-        ));
-    };
+    let session = session::start(&state, &principal, now)
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(token_id = %principal.token_id, role = %principal.role, "signed in to the pages");
+    // A session cookie (no Max-Age or Expires): the browser forgets it when
+    // it closes; the server ends it earlier when idle or at its absolute end.
     let mut cookie = HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={SESSION_MAX_AGE_SECONDS}"
+        "{SESSION_COOKIE}={}; HttpOnly; Secure; SameSite=Strict; Path=/",
+        session.id
     ))
     .map_err(ApiError::internal)?;
     cookie.set_sensitive(true);
     let mut response = Redirect::to(next).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, expired_cookie(LEGACY_TOKEN_COOKIE)?);
     Ok(response)
 }
 
-async fn logout() -> Result<Response, PageError> {
-    let expired = HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0"
+/// A `Set-Cookie` that makes the browser drop cookie `name`.
+fn expired_cookie(name: &str) -> Result<HeaderValue, PageError> {
+    Ok(HeaderValue::from_str(&format!(
+        "{name}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0"
     ))
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::internal)?)
+}
+
+/// `POST /logout`: ends the session on the server, then in the browser.
+async fn logout(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, PageError> {
+    session::end(&state, &headers).await?;
     let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().insert(header::SET_COOKIE, expired);
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, expired_cookie(SESSION_COOKIE)?);
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, expired_cookie(LEGACY_TOKEN_COOKIE)?);
     Ok(response)
 }
 

@@ -15,7 +15,6 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
-use crate::api::extract::Caller;
 use crate::api::ops::{
     JOB_STATES, JobAction, JobView, JobsQuery, QueuesView, job_action, jobs_page, queues_view,
 };
@@ -23,6 +22,7 @@ use crate::app::AppState;
 use crate::domain::access::Role;
 use crate::domain::withdrawal::WithdrawalState;
 use crate::store::{ReviewDecision, WithdrawalRecord};
+use crate::web::session::PageCaller;
 use crate::web::{PageError, html_response, layout, signed_in_as};
 
 /// Seconds between the page's own reloads.
@@ -34,7 +34,7 @@ const REFRESH_SCRIPT: &str = include_str!("assets/ops-refresh.js");
 const ROWS: i64 = 50;
 
 fn ops_caller(
-    caller: Result<Caller, ApiError>,
+    caller: Result<PageCaller, ApiError>,
     back_to: &str,
 ) -> Result<crate::domain::access::Principal, PageError> {
     signed_in_as(
@@ -48,7 +48,7 @@ fn ops_caller(
 /// `GET /ops`.
 pub(crate) async fn page(
     State(state): State<AppState>,
-    caller: Result<Caller, ApiError>,
+    caller: Result<PageCaller, ApiError>,
     uri: Uri,
 ) -> Result<Response, PageError> {
     let back_to = uri.path_and_query().map_or("/ops", |path| path.as_str());
@@ -81,7 +81,7 @@ pub(crate) async fn page(
             (jobs_table("失败 Failed jobs", "No failed jobs.", &failed))
             (jobs_table("卡住 Stuck jobs (running past their timeout or held by a dead worker)", "No stuck jobs.", &stuck))
             (review_table(&reviewing))
-            p.muted { "Reloads every " (REFRESH_SECONDS) " s · " a href="/v1/ops/queues" { "JSON" } " · " a href="/metrics" { "metrics" } }
+            p.muted { "Reloads every " (REFRESH_SECONDS) " s · " a href="/ops/queues.json" { "JSON" } " · " a href="/metrics" { "metrics" } }
         },
     );
     Ok(html_response(StatusCode::OK, markup))
@@ -171,7 +171,9 @@ fn jobs_table(title: &str, empty: &str, jobs: &[JobView]) -> Markup {
                             td { (job.workflow.as_deref().unwrap_or("?")) " / " (job.step.as_deref().unwrap_or(&job.queue)) }
                             td {
                                 @match &job.target {
-                                    Some(target) if target.starts_with('/') => a href=(target) { (target) },
+                                    // The API's path of a withdrawal, opened through the
+                                    // console's own route (the API takes no cookie).
+                                    Some(target) if target.starts_with('/') => a href=(target.replacen("/v1/withdrawals/", "/ops/withdrawals/", 1)) { (target) },
                                     Some(target) => (target),
                                     None => "—",
                                 }
@@ -209,7 +211,7 @@ fn review_table(reviewing: &[WithdrawalRecord]) -> Markup {
                 tbody {
                     @for withdrawal in reviewing {
                         tr {
-                            td { a href={"/v1/withdrawals/" (withdrawal.id)} { code { (withdrawal.id) } } }
+                            td { a href={"/ops/withdrawals/" (withdrawal.id)} { code { (withdrawal.id) } } }
                             td { (withdrawal.distributor_id.as_str()) }
                             td.num { (withdrawal.gross) }
                             td.num { (withdrawal.net) }
@@ -246,7 +248,7 @@ fn timestamp(at: DateTime<Utc>) -> String {
 /// `POST /ops/jobs/{id}/{retry|cancel}`: the API's action, then back to the console.
 pub(crate) async fn job(
     State(state): State<AppState>,
-    caller: Result<Caller, ApiError>,
+    caller: Result<PageCaller, ApiError>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
     let principal = ops_caller(caller, "/ops")?;
@@ -267,7 +269,7 @@ pub(crate) struct ReviewForm {
 /// `POST /ops/withdrawals/{id}/{approve|reject}`.
 pub(crate) async fn review(
     State(state): State<AppState>,
-    caller: Result<Caller, ApiError>,
+    caller: Result<PageCaller, ApiError>,
     Path((id, decision)): Path<(String, String)>,
     Form(form): Form<ReviewForm>,
 ) -> Result<Response, PageError> {

@@ -17,12 +17,12 @@ use serde::Deserialize;
 
 use crate::api::certificates::{VerifyView, read_upload, verify_pair};
 use crate::api::error::ApiError;
-use crate::api::extract::Caller;
 use crate::app::AppState;
 use crate::certificate::MAX_NUMBER_BYTES;
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
 use crate::store::{CertificateRecord, PreparedDeclaration};
+use crate::web::session::PageCaller;
 use crate::web::{PageError, accountant, html_response, layout, query_escape};
 
 /// Certificates per page of the table.
@@ -60,7 +60,7 @@ struct CertificateTotals {
 /// `GET /tax?month=YYYY-MM&after=NUMBER`.
 pub(crate) async fn page(
     State(state): State<AppState>,
-    caller: Result<Caller, ApiError>,
+    caller: Result<PageCaller, ApiError>,
     uri: Uri,
     query: Result<Query<TaxQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
@@ -231,17 +231,17 @@ fn files(view: &MonthView) -> Markup {
         section {
             p {
                 "申报表 Declaration: "
-                a href={ "/v1/tax/declarations/" (month.to_string()) ".csv" } { "CSV" }
+                a href={ "/tax/declarations/" (month.to_string()) ".csv" } { "CSV" }
                 " · "
-                a href={ "/v1/tax/declarations/" (month.to_string()) ".xlsx" } { "XLSX" }
+                a href={ "/tax/declarations/" (month.to_string()) ".xlsx" } { "XLSX" }
             }
             @match &view.prepared {
                 Some(prepared) => {
                     p {
                         "已生成 Prepared " (beijing_time(prepared.prepared_at)) " (北京时间): "
-                        a href={ "/v1/tax/declarations/" (month.to_string()) ".csv?as_prepared=true" } { "CSV" }
+                        a href={ "/tax/declarations/" (month.to_string()) ".csv?as_prepared=true" } { "CSV" }
                         " · "
-                        a href={ "/v1/tax/declarations/" (month.to_string()) ".xlsx?as_prepared=true" } { "XLSX" }
+                        a href={ "/tax/declarations/" (month.to_string()) ".xlsx?as_prepared=true" } { "XLSX" }
                     }
                     ul {
                         li {
@@ -262,7 +262,7 @@ fn files(view: &MonthView) -> Markup {
             }
             p {
                 "扣缴凭证 Certificates: "
-                a href={ "/v1/tax/certificates/" (month.to_string()) ".zip" } { "ZIP" }
+                a href={ "/tax/certificates/" (month.to_string()) ".zip" } { "ZIP" }
             }
         }
     }
@@ -310,9 +310,9 @@ fn certificate_table(view: &MonthView) -> Markup {
                                 td { (beijing_time(row.issued_at)) }
                                 td { (row.replaces.as_deref().unwrap_or("")) }
                                 td {
-                                    a href={ "/v1/tax/certificates/" (row.number) ".pdf" } { "PDF" }
+                                    a href={ "/tax/certificates/" (row.number) ".pdf" } { "PDF" }
                                     " · "
-                                    a href={ "/v1/tax/certificates/" (row.number) ".json" } { "JSON" }
+                                    a href={ "/tax/certificates/" (row.number) ".json" } { "JSON" }
                                 }
                             }
                         }
@@ -356,7 +356,7 @@ fn verify_form() -> Markup {
 /// `POST /tax/verify`: the verdict on an uploaded certificate, as a page.
 pub(crate) async fn verify(
     State(state): State<AppState>,
-    caller: Result<Caller, ApiError>,
+    caller: Result<PageCaller, ApiError>,
     form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, PageError> {
     accountant(caller, "/tax")?;

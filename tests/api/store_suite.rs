@@ -320,7 +320,7 @@ async fn tokens_are_stored_hashed_and_scoped(backend: Backend) {
         fenrun::tokens::create(&store, Role::Distributor, Some(&id("a")), now(), &tester())
             .await
             .unwrap();
-    let principal = fenrun::tokens::authenticate(&store, &issued.secret)
+    let principal = fenrun::tokens::authenticate(&store, &issued.secret, now())
         .await
         .unwrap()
         .unwrap();
@@ -330,10 +330,10 @@ async fn tokens_are_stored_hashed_and_scoped(backend: Backend) {
     );
     let wrong = secrecy::SecretString::from(format!("{}0", issued.secret.expose_secret()));
     assert!(
-        fenrun::tokens::authenticate(&store, &wrong)
+        fenrun::tokens::authenticate(&store, &wrong, now())
             .await
             .unwrap()
-            .is_none()
+            .is_err()
     );
     assert!(
         fenrun::tokens::create(&store, Role::Distributor, None, now(), &tester())

@@ -32,7 +32,7 @@ fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> &s
         .unwrap_or("")
 }
 
-async fn post_login(
+pub async fn post_login(
     app: &TestApp,
     token: &str,
     next: &str,
@@ -80,7 +80,7 @@ async fn signing_in_sets_a_strict_cookie_and_refuses_bad_tokens_other_roles_and_
         header(&response, LOCATION),
         "/login?next=%2Ftax%3Fmonth%3D2026-11"
     );
-    let stale = format!("fenrun_token=fenrun_{}", "0".repeat(64));
+    let stale = format!("fenrun_session={}", "0".repeat(64));
     let response = get_page(&app, "/tax", &stale).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert!(header(&response, LOCATION).starts_with("/login?next="));
@@ -104,22 +104,14 @@ async fn signing_in_sets_a_strict_cookie_and_refuses_bad_tokens_other_roles_and_
     let page = response.text().await.unwrap();
     assert!(page.contains("not valid") && !page.contains(&bad), "{page}");
 
-    // The accountant's token: a strict cookie and back to `next`.
+    // The accountant's token: a strict session cookie (not the token) and back to `next`.
     let response = post_login(&app, &app.accountant, "/tax?month=2026-11", None).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(header(&response, LOCATION), "/tax?month=2026-11");
     let cookie = header(&response, SET_COOKIE);
-    assert!(
-        cookie.starts_with(&format!("fenrun_token={};", app.accountant)),
-        "{cookie}"
-    );
-    for attribute in [
-        "HttpOnly",
-        "Secure",
-        "SameSite=Strict",
-        "Path=/",
-        "Max-Age=28800",
-    ] {
+    assert!(cookie.starts_with("fenrun_session="), "{cookie}");
+    assert!(!cookie.contains(&app.accountant), "{cookie}");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
     }
     let accountant = cookie.split(';').next().unwrap().to_owned();
@@ -153,10 +145,12 @@ async fn signing_in_sets_a_strict_cookie_and_refuses_bad_tokens_other_roles_and_
         header(&response, "cache-control".parse().unwrap()),
         "no-store"
     );
-    // The cookie also fetches the files the page links to.
-    let csv = get_page(&app, "/v1/tax/declarations/2026-11.csv", &accountant).await;
+    // The cookie also fetches the files the page links to, under the page's paths …
+    let csv = get_page(&app, "/tax/declarations/2026-11.csv", &accountant).await;
     assert_eq!(csv.status(), StatusCode::OK);
-    // … but a state-changing API call from another site is refused.
+    // … but opens no API route, from this site or another.
+    let csv = get_page(&app, "/v1/tax/declarations/2026-11.csv", &accountant).await;
+    assert_eq!(csv.status(), StatusCode::UNAUTHORIZED);
     let response = browser()
         .post(app.url("/v1/tax/certificates/FR202611-X/corrections"))
         .header(COOKIE, &accountant)
@@ -165,7 +159,7 @@ async fn signing_in_sets_a_strict_cookie_and_refuses_bad_tokens_other_roles_and_
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
     // Other roles may sign in but not see the page.
     app.create_distributor("dora", None, None).await;
@@ -177,7 +171,7 @@ async fn signing_in_sets_a_strict_cookie_and_refuses_bad_tokens_other_roles_and_
         assert!(header(&response, CONTENT_TYPE).starts_with("text/html"));
     }
 
-    // Logging out expires the cookie.
+    // Logging out expires the cookie (and the old token cookie of earlier versions).
     let response = browser()
         .post(app.url("/logout"))
         .header(COOKIE, &accountant)
@@ -186,11 +180,21 @@ async fn signing_in_sets_a_strict_cookie_and_refuses_bad_tokens_other_roles_and_
         .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(header(&response, LOCATION), "/login");
-    let expired = header(&response, SET_COOKIE);
-    assert!(
-        expired.starts_with("fenrun_token=;") && expired.contains("Max-Age=0"),
-        "{expired}"
-    );
+    let expired: Vec<&str> = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|value| value.to_str().unwrap())
+        .collect();
+    for name in ["fenrun_session", "fenrun_token"] {
+        assert!(
+            expired
+                .iter()
+                .any(|cookie| cookie.starts_with(&format!("{name}=;"))
+                    && cookie.contains("Max-Age=0")),
+            "{expired:?}"
+        );
+    }
 }
 
 /// Pays carol 1500.00 (tax 140.00, net 1360.00) and waits for the
@@ -239,11 +243,11 @@ async fn the_tax_page_shows_the_months_certificates_and_judges_an_uploaded_one(b
         "1500.00",
         "140.00",
         "1360.00",
-        &format!("/v1/tax/declarations/{month}.csv"),
-        &format!("/v1/tax/declarations/{month}.xlsx"),
-        &format!("/v1/tax/certificates/{month}.zip"),
-        &format!("/v1/tax/certificates/{number}.pdf"),
-        &format!("/v1/tax/certificates/{number}.json"),
+        &format!(r#"href="/tax/declarations/{month}.csv""#),
+        &format!(r#"href="/tax/declarations/{month}.xlsx""#),
+        &format!(r#"href="/tax/certificates/{month}.zip""#),
+        &format!(r#"href="/tax/certificates/{number}.pdf""#),
+        &format!(r#"href="/tax/certificates/{number}.json""#),
         r#"action="/tax/verify""#,
         r#"enctype="multipart/form-data""#,
     ] {
@@ -251,6 +255,18 @@ async fn the_tax_page_shows_the_months_certificates_and_judges_an_uploaded_one(b
             page.contains(expected),
             "{expected:?} missing from:\n{page}"
         );
+    }
+    // Every file the page links to opens with the session cookie.
+    for link in [
+        format!("/tax/declarations/{month}.csv"),
+        format!("/tax/declarations/{month}.xlsx"),
+        format!("/tax/declarations/{month}.csv?as_prepared=false"),
+        format!("/tax/certificates/{month}.zip"),
+        format!("/tax/certificates/{number}.pdf"),
+        format!("/tax/certificates/{number}.json"),
+    ] {
+        let response = get_page(&app, &link, &cookie).await;
+        assert_eq!(response.status(), StatusCode::OK, "{link}");
     }
     // Without a month, the current one; a bad month is an HTML 400.
     let response = get_page(&app, "/tax", &cookie).await;
@@ -295,7 +311,7 @@ async fn the_tax_page_shows_the_months_certificates_and_judges_an_uploaded_one(b
     let response = post_verify(&app, &cookie, None).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert!(header(&response, CONTENT_TYPE).starts_with("text/html"));
-    let response = post_verify(&app, "fenrun_token=", Some(&pdf)).await;
+    let response = post_verify(&app, "fenrun_session=", Some(&pdf)).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert!(header(&response, LOCATION).starts_with("/login"));
 }

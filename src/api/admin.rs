@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::extract::{Caller, JsonBody};
+use crate::api::extract::{JsonBody, Query};
+use crate::api::policy::{AdminOnly, Allowed};
+use crate::api::responses::{AuthRefusals, BodyRefusals};
 use crate::app::AppState;
-use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, PlatformAccount, Transfer, TransferKind};
 use crate::domain::money::Money;
@@ -51,16 +52,18 @@ pub struct ApplyPlan {
     post, path = "/v1/admin/plans", tag = "admin", request_body = ApplyPlan,
     responses(
         (status = 201, body = PlanView),
+        (status = 400, description = "malformed_json, missing_field, unknown_field, invalid_field", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
         (status = 422, description = "invalid plan, with file and line", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn apply_plan(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<AdminOnly>,
     JsonBody(request): JsonBody<ApplyPlan>,
 ) -> Result<(StatusCode, Json<PlanView>), ApiError> {
-    let principal = caller.require(&[Role::Admin])?;
+    let principal = &caller.principal;
     let file_name = request.file_name.as_deref().unwrap_or("plan.toml");
     let stored = crate::plans::apply(
         &state.store,
@@ -76,14 +79,13 @@ pub async fn apply_plan(
 
 #[utoipa::path(
     get, path = "/v1/admin/plans", tag = "admin",
-    responses((status = 200, body = Vec<PlanView>)),
+    responses((status = 200, body = Vec<PlanView>), AuthRefusals),
     security(("bearer" = []))
 )]
 pub async fn list_plans(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<AdminOnly>,
 ) -> Result<Json<Vec<PlanView>>, ApiError> {
-    caller.require(&[Role::Admin])?;
     let plans = state.store.list_plans().await?;
     Ok(Json(plans.into_iter().map(Into::into).collect()))
 }
@@ -127,7 +129,8 @@ const MAX_REASON_CHARS: usize = 200;
     params(("Idempotency-Key" = String, Header, description = "same key + same body = no-op")),
     responses(
         (status = 201, body = AdjustmentView),
-        (status = 400, description = "malformed, e.g. an amount with 3 decimals", body = ErrorBody),
+        (status = 400, description = "malformed, e.g. an amount with 3 decimals (invalid_amount); missing_idempotency_key", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
         (status = 409, description = "key reused with another body", body = ErrorBody),
         (status = 422, description = "insufficient_balance; amount_too_large (over the adjustment ceiling); balance_overflow (the balance would pass 64 bits of fen); unknown_distributor", body = ErrorBody),
     ),
@@ -135,11 +138,11 @@ const MAX_REASON_CHARS: usize = 200;
 )]
 pub async fn adjust(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<AdminOnly>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<CreateAdjustment>,
 ) -> Result<(StatusCode, Json<AdjustmentView>), ApiError> {
-    let principal = caller.require(&[Role::Admin])?;
+    let principal = &caller.principal;
     let key = idempotency_key(&headers)?;
     if request.amount.is_zero() {
         return Err(
@@ -271,15 +274,19 @@ const MAX_ADVANCE_SECONDS: u64 = 366 * 86_400;
 
 #[utoipa::path(
     post, path = "/v1/admin/clock/advance", tag = "admin", request_body = AdvanceClock,
-    responses((status = 200, body = ClockView), (status = 404, description = "not running with --simulated-clock")),
+    responses(
+        (status = 200, body = ClockView),
+        (status = 400, description = "malformed_json, unknown_field, invalid_field (not 1 second to 366 days)", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
+        (status = 404, description = "not running with --simulated-clock", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn advance_clock(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<AdminOnly>,
     JsonBody(request): JsonBody<AdvanceClock>,
 ) -> Result<Json<ClockView>, ApiError> {
-    caller.require(&[Role::Admin])?;
     let Some(clock) = &state.simulated_clock else {
         return Err(ApiError::not_found("route"));
     };
@@ -298,10 +305,10 @@ pub async fn advance_clock(
         .settlement
         .advance_and_release(clock, chrono::Duration::seconds(seconds as i64))
         .await?;
-    tracing::info!(now = %now, released, actor = %caller.0.token_id, "simulated clock advanced");
+    tracing::info!(now = %now, released, actor = %caller.token_id, "simulated clock advanced");
     crate::audit::record(
         &state.store,
-        &crate::audit::Actor::of(&caller.0),
+        &crate::audit::Actor::of(&caller),
         "clock.advance",
         "clock:simulated",
         None,
@@ -347,15 +354,18 @@ pub struct AuditPage {
 
 #[utoipa::path(
     get, path = "/v1/audit", tag = "admin", params(AuditQuery),
-    responses((status = 200, description = "newest first", body = AuditPage)),
+    responses(
+        (status = 200, description = "newest first", body = AuditPage),
+        (status = 400, description = "invalid_field (a query parameter of the wrong type)", body = ErrorBody),
+        AuthRefusals,
+    ),
     security(("bearer" = []))
 )]
 pub async fn audit(
     State(state): State<AppState>,
-    caller: Caller,
-    axum::extract::Query(query): axum::extract::Query<AuditQuery>,
+    _caller: Allowed<AdminOnly>,
+    Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    caller.require(&[Role::Admin])?;
     let limit = query.limit.unwrap_or(50).clamp(1, crate::store::MAX_PAGE);
     let entries = state
         .store

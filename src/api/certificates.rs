@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Multipart, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::extract::{Caller, JsonBody};
+use crate::api::extract::{JsonBody, MultipartBody, Path, Query, multipart_error};
+use crate::api::policy::{AccountantOrAdmin, Allowed, SelfOrAccountantAdmin};
+use crate::api::responses::{AuthRefusals, BodyRefusals};
 use crate::app::AppState;
 use crate::certificate::archive::{keys_document, stream_month_zip};
 use crate::certificate::{MAX_NUMBER_BYTES, Verification};
@@ -119,14 +121,15 @@ pub(crate) fn parse_month(text: Option<&str>, field: &str) -> Result<Month, ApiE
     get, path = "/v1/tax/certificates", tag = "tax", params(ListQuery),
     responses(
         (status = 200, description = "the month's certificates by number", body = CertificatePage),
-        (status = 400, description = "invalid_month, invalid_id", body = ErrorBody),
-        (status = 403, description = "another distributor's certificates", body = ErrorBody),
+        (status = 400, description = "invalid_month, invalid_id, invalid_field (a parameter of the wrong type)", body = ErrorBody),
+        AuthRefusals,
+        (status = 403, description = "forbidden: not a role that reads certificates, or another distributor's certificates", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<SelfOrAccountantAdmin>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<CertificatePage>, ApiError> {
     let month = parse_month(query.month.as_deref(), "month")?;
@@ -139,12 +142,8 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let distributor = if caller.0.role == Role::Distributor {
-        let own = caller
-            .0
-            .distributor
-            .clone()
-            .ok_or_else(ApiError::forbidden)?;
+    let distributor = if caller.role == Role::Distributor {
+        let own = caller.distributor.clone().ok_or_else(ApiError::forbidden)?;
         if requested
             .as_ref()
             .is_some_and(|requested| *requested != own)
@@ -153,7 +152,6 @@ pub async fn list(
         }
         Some(own)
     } else {
-        caller.require(&[Role::Accountant, Role::Admin])?;
         requested
     };
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
@@ -179,15 +177,20 @@ pub async fn list(
     get, path = "/v1/tax/certificates/{file}", tag = "tax",
     params(("file" = String, Path, description = "`{number}.pdf`, `{number}.json` (the signed manifest) or `{YYYY-MM}.zip` (every certificate of the month, streamed)")),
     responses(
-        (status = 200, description = "the file", content_type = "application/pdf"),
-        (status = 400, description = "invalid_file", body = ErrorBody),
+        (status = 200, description = "the file", content(
+            (Vec<u8> = "application/pdf"),
+            (Object = "application/json"),
+            (Vec<u8> = "application/zip"),
+        )),
+        (status = 400, description = "invalid_file, invalid_month, invalid_path", body = ErrorBody),
+        AuthRefusals,
         (status = 404, description = "no such certificate (or another distributor's)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn file(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<SelfOrAccountantAdmin>,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
     let invalid = || {
@@ -199,7 +202,7 @@ pub async fn file(
     };
     let (stem, extension) = file.rsplit_once('.').ok_or_else(invalid)?;
     if extension == "zip" {
-        caller.require(&[Role::Accountant, Role::Admin])?;
+        caller.without_own()?;
         let month = parse_month(Some(stem), "file")?;
         let chunks = stream_month_zip(state.store.clone(), month.to_string());
         let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
@@ -224,10 +227,10 @@ pub async fn file(
         .ok_or_else(|| ApiError::not_found("certificate"))?;
     // Someone else's certificate is "not found" to a distributor: numbers
     // are not to be probed.
-    if caller.0.role == Role::Distributor && !caller.0.is_distributor_self(&record.distributor_id) {
+    if caller.is_stranger_to(&record.distributor_id) {
         return Err(ApiError::not_found("certificate"));
     }
-    caller.require_self_or(&record.distributor_id, &[Role::Accountant, Role::Admin])?;
+    caller.for_distributor(&record.distributor_id)?;
     Ok(if extension == "pdf" {
         attachment(Body::from(pdf), "application/pdf", &format!("{stem}.pdf"))
     } else {
@@ -262,6 +265,8 @@ pub struct CorrectionBody {
     request_body = CorrectionBody,
     responses(
         (status = 201, description = "the correction, under a new number that names the old", body = CertificateView),
+        (status = 400, description = "invalid_path, malformed_json, missing_field, unknown_field, invalid_field", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
         (status = 404, body = ErrorBody),
         (status = 422, description = "certificate_already_corrected: correct the newest one; invalid_reason", body = ErrorBody),
     ),
@@ -269,11 +274,10 @@ pub struct CorrectionBody {
 )]
 pub async fn correct(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<AccountantOrAdmin>,
     Path(number): Path<String>,
     JsonBody(body): JsonBody<CorrectionBody>,
 ) -> Result<(StatusCode, Json<CertificateView>), ApiError> {
-    caller.require(&[Role::Accountant, Role::Admin])?;
     let reason = body.reason.trim();
     if reason.is_empty()
         || reason.chars().count() > MAX_REASON_CHARS
@@ -285,7 +289,7 @@ pub async fn correct(
         )
         .with_field("reason"));
     }
-    let principal = &caller.0;
+    let principal = &caller.principal;
     let record = state
         .certificates
         .correct(&number, reason, &crate::audit::Actor::of(principal))
@@ -295,7 +299,7 @@ pub async fn correct(
 
 #[utoipa::path(
     get, path = "/v1/tax/keys", tag = "tax",
-    responses((status = 200, description = "every Ed25519 key certificates were ever signed with: key id, raw public key (base64url) and JWK (RFC 8037)")),
+    responses((status = 200, description = "every Ed25519 key certificates were ever signed with: key id, raw public key (base64url) and JWK (RFC 8037)", body = Object)),
 )]
 pub async fn keys(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let keys = state.store.certificate_keys().await?;
@@ -373,20 +377,9 @@ pub(crate) struct Upload {
 pub(crate) async fn read_upload(mut form: Multipart) -> Result<Upload, ApiError> {
     let mut pdf = None;
     let mut manifest = None;
-    let malformed = |error: axum::extract::multipart::MultipartError| {
-        if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the upload is larger than a certificate PDF (2 MiB) and its manifest",
-            )
-        } else {
-            ApiError::bad_request("malformed_upload", format!("malformed upload: {error}"))
-        }
-    };
-    while let Some(field) = form.next_field().await.map_err(malformed)? {
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
-        let bytes = field.bytes().await.map_err(malformed)?;
+        let bytes = field.bytes().await.map_err(multipart_error)?;
         match name.as_str() {
             "pdf" => {
                 if bytes.len() > MAX_VERIFY_PDF_BYTES {
@@ -431,8 +424,9 @@ pub(crate) async fn read_upload(mut form: Multipart) -> Result<Upload, ApiError>
     request_body(content_type = "multipart/form-data", description = "`pdf`: the certificate PDF; `manifest` (optional): its `{number}.json`, else the one fenrun stored for this PDF"),
     responses(
         (status = 200, description = "genuine (with number and amounts) or not (with the reason)", body = VerifyView),
-        (status = 400, description = "missing_pdf, malformed_upload, unknown_field", body = ErrorBody),
+        (status = 400, description = "missing_pdf, malformed_upload, unknown_field, invalid_manifest", body = ErrorBody),
         (status = 408, description = "request_timeout: the upload did not arrive in time", body = ErrorBody),
+        BodyRefusals,
         (status = 413, description = "pdf_too_large (the PDF is over 2 MiB), body_too_large (the upload is over 2.25 MiB)", body = ErrorBody),
         (status = 429, description = "rate_limited: too many verifications from this address; see Retry-After", body = ErrorBody,
             headers(("Retry-After" = u64, description = "seconds until the next request is allowed"))),
@@ -440,7 +434,7 @@ pub(crate) async fn read_upload(mut form: Multipart) -> Result<Upload, ApiError>
 )]
 pub async fn verify(
     State(state): State<AppState>,
-    form: Multipart,
+    MultipartBody(form): MultipartBody,
 ) -> Result<Json<VerifyView>, ApiError> {
     let upload = read_upload(form).await?;
     Ok(Json(

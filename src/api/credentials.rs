@@ -6,7 +6,7 @@
 //! the field and the rule, never the value.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::extract::{Caller, JsonBody, distributor_id_from_path};
+use crate::api::extract::JsonBody;
+use crate::api::policy::{Owner, SelfOrIngest, SelfOrOpsAdmin};
+use crate::api::responses::{AuthRefusals, BodyRefusals};
 use crate::app::AppState;
 use crate::credentials::{NewAccount, changed_identity_fields, seal_account, seal_identity};
 use crate::domain::access::Role;
@@ -216,8 +218,8 @@ fn missing_distributor(error: StoreError) -> ApiError {
     request_body = PutIdentity,
     responses(
         (status = 200, description = "stored (replacing any earlier identity), shown masked", body = IdentityView),
-        (status = 400, description = "malformed", body = ErrorBody),
-        (status = 403, body = ErrorBody),
+        (status = 400, description = "invalid_id (path), malformed_json, missing_field, unknown_field, invalid_field", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
         (status = 404, body = ErrorBody),
         (status = 422, description = "invalid_real_name (length, control, bidi or zero-width characters, a leading =, +, -, @) or invalid_id_number (bad format, check character or birth date)", body = ErrorBody),
     ),
@@ -225,13 +227,12 @@ fn missing_distributor(error: StoreError) -> ApiError {
 )]
 pub async fn put_identity(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Owner {
+        distributor: id, ..
+    }: Owner<SelfOrIngest>,
     JsonBody(request): JsonBody<PutIdentity>,
 ) -> Result<Json<IdentityView>, ApiError> {
     use secrecy::ExposeSecret as _;
-    let id = distributor_id_from_path(&id)?;
-    caller.require_self_or(&id, &[Role::Ingest])?;
     let now = state.clock.now();
     let real_name = RealName::parse(request.real_name.expose_secret())
         .map_err(|error| refused("invalid_real_name", "real_name", error))?;
@@ -266,8 +267,8 @@ pub async fn put_identity(
     request_body = NewPayoutAccount,
     responses(
         (status = 201, description = "added, shown masked", body = PayoutAccountView),
-        (status = 400, description = "malformed, or an unknown channel", body = ErrorBody),
-        (status = 403, body = ErrorBody),
+        (status = 400, description = "invalid_id (path), malformed_json, missing_field, unknown_field, invalid_field (e.g. an unknown channel)", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
         (status = 404, body = ErrorBody),
         (status = 422, description = "invalid_openid, invalid_alipay_account, invalid_card_number or invalid_holder_name", body = ErrorBody),
     ),
@@ -275,13 +276,12 @@ pub async fn put_identity(
 )]
 pub async fn add_payout_account(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Owner {
+        distributor: id, ..
+    }: Owner<SelfOrIngest>,
     JsonBody(request): JsonBody<NewPayoutAccount>,
 ) -> Result<(StatusCode, Json<PayoutAccountView>), ApiError> {
     use secrecy::ExposeSecret as _;
-    let id = distributor_id_from_path(&id)?;
-    caller.require_self_or(&id, &[Role::Ingest])?;
     let now = state.clock.now();
     let new = |channel, masked| NewAccount {
         distributor: &id,
@@ -371,18 +371,18 @@ pub async fn add_payout_account(
     params(("id" = String, Path)),
     responses(
         (status = 200, description = "the distributor's payout accounts, masked", body = PayoutAccountList),
-        (status = 403, body = ErrorBody),
+        (status = 400, description = "invalid_id", body = ErrorBody),
+        AuthRefusals,
         (status = 404, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn list_payout_accounts(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Owner {
+        distributor: id, ..
+    }: Owner<SelfOrOpsAdmin>,
 ) -> Result<Json<PayoutAccountList>, ApiError> {
-    let id = distributor_id_from_path(&id)?;
-    caller.require_self_or(&id, &[Role::Ops, Role::Admin])?;
     require_distributor(&state, &id).await?;
     let accounts = state.store.payout_accounts(&id).await?;
     Ok(Json(PayoutAccountList {

@@ -1,7 +1,7 @@
 //! `/v1/distributors`: create (idempotent by id), read, list, balance.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::credentials::MaskedIdentity;
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::extract::{Caller, JsonBody, distributor_id_from_path};
+use crate::api::extract::{JsonBody, Query, distributor_id_from_path};
+use crate::api::policy::{AdminOpsOrIngest, Allowed, IngestOrAdmin, Owner, SelfOrOpsAdmin};
+use crate::api::responses::{AuthRefusals, BodyRefusals};
 use crate::app::AppState;
 use crate::domain::access::Role;
 use crate::domain::identity::check_readable_name;
@@ -109,7 +111,8 @@ pub struct BalanceView {
     request_body = CreateDistributor,
     responses(
         (status = 201, description = "created, or the same request replayed", body = DistributorView),
-        (status = 400, description = "malformed", body = ErrorBody),
+        (status = 400, description = "malformed_json, missing_field, unknown_field, invalid_field", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
         (status = 409, description = "id exists with a different body", body = ErrorBody),
         (status = 422, description = "unknown referrer or grade; invalid_name: a name starting like a spreadsheet formula or holding bidi or zero-width characters", body = ErrorBody),
     ),
@@ -117,10 +120,9 @@ pub struct BalanceView {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<IngestOrAdmin>,
     JsonBody(request): JsonBody<CreateDistributor>,
 ) -> Result<(StatusCode, Json<DistributorView>), ApiError> {
-    caller.require(&[Role::Ingest, Role::Admin])?;
     let name = request.name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_NAME_CHARS
@@ -197,15 +199,18 @@ pub async fn create(
 
 #[utoipa::path(
     get, path = "/v1/distributors", tag = "distributors", params(PageQuery),
-    responses((status = 200, body = DistributorPage)),
+    responses(
+        (status = 200, body = DistributorPage),
+        (status = 400, description = "invalid_field (limit out of range), invalid_id (after)", body = ErrorBody),
+        AuthRefusals,
+    ),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<AdminOpsOrIngest>,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<DistributorPage>, ApiError> {
-    caller.require(&[Role::Admin, Role::Ops, Role::Ingest])?;
     let after = query
         .after
         .as_deref()
@@ -231,16 +236,20 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/v1/distributors/{id}", tag = "distributors",
     params(("id" = String, Path)),
-    responses((status = 200, body = DistributorProfile), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses(
+        (status = 200, body = DistributorProfile),
+        (status = 400, description = "invalid_id", body = ErrorBody),
+        AuthRefusals,
+        (status = 404, body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Owner {
+        distributor: id, ..
+    }: Owner<SelfOrOpsAdmin>,
 ) -> Result<Json<DistributorProfile>, ApiError> {
-    let id = distributor_id_from_path(&id)?;
-    caller.require_self_or(&id, &[Role::Admin, Role::Ops])?;
     let distributor = state
         .store
         .distributor(&id)
@@ -256,16 +265,20 @@ pub async fn get(
 #[utoipa::path(
     get, path = "/v1/distributors/{id}/balance", tag = "distributors",
     params(("id" = String, Path)),
-    responses((status = 200, body = BalanceView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses(
+        (status = 200, body = BalanceView),
+        (status = 400, description = "invalid_id", body = ErrorBody),
+        AuthRefusals,
+        (status = 404, body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn balance(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Owner {
+        distributor: id, ..
+    }: Owner<SelfOrOpsAdmin>,
 ) -> Result<Json<BalanceView>, ApiError> {
-    let id = distributor_id_from_path(&id)?;
-    caller.require_self_or(&id, &[Role::Admin, Role::Ops])?;
     let balance = state
         .store
         .balance(&id)

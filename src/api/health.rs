@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorBody};
 use crate::app::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -20,7 +20,7 @@ pub async fn healthz() -> Json<Health> {
 
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, description = "database unreachable"))
+    responses((status = 200, body = Health), (status = 503, description = "unavailable: the database is unreachable", body = ErrorBody))
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.store.ping().await.map_err(ApiError::unavailable)?;

@@ -1,6 +1,11 @@
 //! The HTTP API (SPEC §4): axum routers per resource, bearer-token auth, one
 //! error shape, a body size limit, and an OpenAPI document generated from the
 //! handlers' annotations at `/openapi.json`.
+//!
+//! Every answer, including the JSON 404 and 405 for routes and methods that
+//! do not exist, carries `Cache-Control: no-store` and
+//! `X-Content-Type-Options: nosniff`: answers and downloads hold personal
+//! data (unmasked ID numbers in certificates and declarations).
 
 pub mod admin;
 pub mod certificates;
@@ -11,14 +16,18 @@ pub mod extract;
 pub mod health;
 pub mod ops;
 pub mod orders;
+pub mod policy;
 pub mod rate_limit;
+pub mod responses;
 pub mod tax;
 pub mod withdrawals;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::Request;
+use axum::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
+use axum::http::{HeaderValue, Request, StatusCode};
 use axum::routing::get;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -41,6 +50,7 @@ use crate::app::AppState;
         ops::queues, ops::jobs, ops::retry, ops::cancel,
         health::healthz, health::readyz,
     ),
+    components(schemas(error::ErrorBody, error::ErrorDetail)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -163,6 +173,14 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(crate::web::router())
         .fallback(|| async { error::ApiError::not_found("route") })
+        // After every route is added: it applies to the routes there are.
+        .method_not_allowed_fallback(|| async {
+            error::ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method (see the Allow header)",
+            )
+        })
         .layer(axum::middleware::from_fn(crate::monitoring::track_http))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
@@ -179,5 +197,14 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
+        // Outermost, so every answer has them, whichever layer made it.
+        .layer(SetResponseHeaderLayer::overriding(
+            CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .with_state(state)
 }

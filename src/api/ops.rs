@@ -5,15 +5,16 @@
 //! cancel, which are safe to press twice.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::extract::Caller;
+use crate::api::extract::{Path, Query};
+use crate::api::policy::{Allowed, OpsOrAdmin};
+use crate::api::responses::AuthRefusals;
 use crate::app::{AppState, StepQueue};
-use crate::domain::access::Role;
 use crate::engine::worker::ORPHAN_TIMEOUT;
 use crate::store::{JobFilter, MAX_PAGE, OpsJob};
 
@@ -49,14 +50,13 @@ pub struct StepView {
 
 #[utoipa::path(
     get, path = "/v1/ops/queues", tag = "ops",
-    responses((status = 200, description = "per workflow and step, jobs by state", body = QueuesView)),
+    responses((status = 200, description = "per workflow and step, jobs by state", body = QueuesView), AuthRefusals),
     security(("bearer" = []))
 )]
 pub async fn queues(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<OpsOrAdmin>,
 ) -> Result<Json<QueuesView>, ApiError> {
-    caller.require(&[Role::Ops, Role::Admin])?;
     Ok(Json(queues_view(&state).await?))
 }
 
@@ -155,16 +155,16 @@ pub struct JobPage {
     get, path = "/v1/ops/jobs", tag = "ops", params(JobsQuery),
     responses(
         (status = 200, description = "jobs by id", body = JobPage),
-        (status = 400, description = "invalid_state, unknown_step", body = ErrorBody),
+        (status = 400, description = "invalid_state, unknown_step, invalid_field (a parameter of the wrong type)", body = ErrorBody),
+        AuthRefusals,
     ),
     security(("bearer" = []))
 )]
 pub async fn jobs(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<OpsOrAdmin>,
     Query(query): Query<JobsQuery>,
 ) -> Result<Json<JobPage>, ApiError> {
-    caller.require(&[Role::Ops, Role::Admin])?;
     Ok(Json(jobs_page(&state, &query).await?))
 }
 
@@ -311,16 +311,18 @@ pub struct JobActionView {
     post, path = "/v1/ops/jobs/{id}/retry", tag = "ops", params(("id" = String, Path)),
     responses(
         (status = 200, description = "a failed or cancelled job runs again now, with one more attempt", body = JobActionView),
+        (status = 400, description = "invalid_path", body = ErrorBody),
+        AuthRefusals,
         (status = 404, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn retry(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<OpsOrAdmin>,
     Path(id): Path<String>,
 ) -> Result<Json<JobActionView>, ApiError> {
-    let principal = caller.require(&[Role::Ops, Role::Admin])?;
+    let principal = &caller.principal;
     Ok(Json(
         job_action(&state, principal, id, JobAction::Retry).await?,
     ))
@@ -330,16 +332,18 @@ pub async fn retry(
     post, path = "/v1/ops/jobs/{id}/cancel", tag = "ops", params(("id" = String, Path)),
     responses(
         (status = 200, description = "a pending or failed job will not run", body = JobActionView),
+        (status = 400, description = "invalid_path", body = ErrorBody),
+        AuthRefusals,
         (status = 404, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<OpsOrAdmin>,
     Path(id): Path<String>,
 ) -> Result<Json<JobActionView>, ApiError> {
-    let principal = caller.require(&[Role::Ops, Role::Admin])?;
+    let principal = &caller.principal;
     Ok(Json(
         job_action(&state, principal, id, JobAction::Cancel).await?,
     ))

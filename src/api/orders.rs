@@ -2,17 +2,17 @@
 //! distributor's commission lines.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::extract::{Caller, distributor_id_from_path, parse_json};
+use crate::api::extract::{JsonBody, Path, Query};
+use crate::api::policy::{AdminOpsOrIngest, Allowed, IngestOnly, Owner, SelfOrOpsAdmin};
+use crate::api::responses::{AuthRefusals, BodyRefusals};
 use crate::app::AppState;
-use crate::domain::access::Role;
 use crate::domain::commission::{CommissionLine, OrderItem};
 use crate::domain::ids::{BuyerId, DistributorId, OrderId, is_dot_segment};
 use crate::domain::ledger::sha256_hex;
@@ -198,7 +198,8 @@ fn amount_too_large(field: String, message: String) -> ApiError {
     post, path = "/v1/orders", tag = "orders", request_body = ConfirmedOrder,
     responses(
         (status = 202, description = "held; commissions pending", body = IngestView),
-        (status = 400, description = "malformed", body = ErrorBody),
+        (status = 400, description = "malformed_json, missing_field, unknown_field, invalid_field, invalid_amount", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
         (status = 409, description = "order_id sent before with a different body", body = ErrorBody),
         (status = 422, description = "unknown distributor, no items, confirmed before placed; amount_too_large: a line (field `items[i].amount`) or the total (field `items`) over its ceiling", body = ErrorBody),
     ),
@@ -206,11 +207,9 @@ fn amount_too_large(field: String, message: String) -> ApiError {
 )]
 pub async fn ingest(
     State(state): State<AppState>,
-    caller: Caller,
-    body: Bytes,
+    _caller: Allowed<IngestOnly>,
+    JsonBody(request): JsonBody<ConfirmedOrder>,
 ) -> Result<(StatusCode, Json<IngestView>), ApiError> {
-    caller.require(&[Role::Ingest])?;
-    let request: ConfirmedOrder = parse_json(&body)?;
     if request.items.is_empty() {
         return Err(
             ApiError::unprocessable("no_items", "an order needs at least one item")
@@ -302,6 +301,8 @@ pub struct RefundBody {
     params(("id" = String, Path)),
     responses(
         (status = 200, description = "applied (or replayed): the order after it", body = OrderView),
+        (status = 400, description = "invalid_id (path), malformed_json, missing_field, unknown_field, invalid_field, invalid_amount", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
         (status = 404, description = "unknown order", body = ErrorBody),
         (status = 409, description = "refund_id reused with another body", body = ErrorBody),
         (status = 422, description = "larger than what remains, unknown sku", body = ErrorBody),
@@ -310,14 +311,12 @@ pub struct RefundBody {
 )]
 pub async fn refund(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<IngestOnly>,
     Path(order_id): Path<String>,
-    body: Bytes,
+    JsonBody(request): JsonBody<RefundBody>,
 ) -> Result<Json<OrderView>, ApiError> {
-    caller.require(&[Role::Ingest])?;
     let order_id = OrderId::parse(order_id)
         .map_err(|error| ApiError::bad_request("invalid_id", error.to_string()))?;
-    let request: RefundBody = parse_json(&body)?;
     let refund_id = crate::domain::ids::OrderId::parse(request.refund_id.clone())
         .map_err(|_| {
             ApiError::bad_request(
@@ -360,15 +359,19 @@ pub async fn refund(
 
 #[utoipa::path(
     get, path = "/v1/orders/{id}", tag = "orders", params(("id" = String, Path)),
-    responses((status = 200, body = OrderView), (status = 404, body = ErrorBody)),
+    responses(
+        (status = 200, body = OrderView),
+        (status = 400, description = "invalid_id", body = ErrorBody),
+        AuthRefusals,
+        (status = 404, body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<AdminOpsOrIngest>,
     Path(order_id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
-    caller.require(&[Role::Ingest, Role::Ops, Role::Admin])?;
     let order_id = OrderId::parse(order_id)
         .map_err(|error| ApiError::bad_request("invalid_id", error.to_string()))?;
     let order = state
@@ -412,17 +415,21 @@ pub struct CommissionPage {
 #[utoipa::path(
     get, path = "/v1/distributors/{id}/commissions", tag = "distributors",
     params(("id" = String, Path), CommissionQuery),
-    responses((status = 200, body = CommissionPage), (status = 403, body = ErrorBody)),
+    responses(
+        (status = 200, body = CommissionPage),
+        (status = 400, description = "invalid_id, invalid_field (limit out of range or a parameter of the wrong type)", body = ErrorBody),
+        AuthRefusals,
+        (status = 404, description = "no such distributor", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn commissions(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Owner {
+        distributor: id, ..
+    }: Owner<SelfOrOpsAdmin>,
     Query(query): Query<CommissionQuery>,
 ) -> Result<Json<CommissionPage>, ApiError> {
-    let id: DistributorId = distributor_id_from_path(&id)?;
-    caller.require_self_or(&id, &[Role::Ops, Role::Admin])?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=crate::store::MAX_PAGE).contains(&limit) {
         return Err(

@@ -1,17 +1,18 @@
 //! `/v1/tax/declarations` (SPEC §2.6, §4): the accountant's monthly
 //! withholding declaration as CSV or XLSX, live or as the schedule prepared it.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::extract::Caller;
+use crate::api::extract::{Path, Query};
+use crate::api::policy::{AccountantOrAdmin, Allowed};
+use crate::api::responses::AuthRefusals;
 use crate::app::AppState;
 use crate::declaration::{DeclarationError, to_csv, to_xlsx};
-use crate::domain::access::Role;
 use crate::domain::tax::Month;
 
 impl From<DeclarationError> for ApiError {
@@ -27,19 +28,22 @@ impl From<DeclarationError> for ApiError {
     get, path = "/v1/tax/declarations/{file}", tag = "tax",
     params(("file" = String, Path, description = "`YYYY-MM.csv` or `YYYY-MM.xlsx`"), DeclarationQuery),
     responses(
-        (status = 200, description = "one row per distributor paid in the month, then 合计; amounts in yuan to the fen", content_type = "text/csv"),
-        (status = 400, description = "not a month and a known extension", body = ErrorBody),
+        (status = 200, description = "one row per distributor paid in the month, then 合计; amounts in yuan to the fen", content(
+            (String = "text/csv"),
+            (Vec<u8> = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        )),
+        (status = 400, description = "invalid_file, invalid_month (not a month and a known extension); invalid_field (as_prepared not a boolean)", body = ErrorBody),
+        AuthRefusals,
         (status = 404, description = "as_prepared: the schedule has not prepared this month", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn declaration(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<AccountantOrAdmin>,
     Path(file): Path<String>,
     Query(query): Query<DeclarationQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Accountant, Role::Admin])?;
     let invalid = || {
         ApiError::bad_request("invalid_file", "ask for YYYY-MM.csv or YYYY-MM.xlsx")
             .with_field("file")

@@ -3,8 +3,7 @@
 //! queue; and `/v1/gateways/wechat/notify`, the gateway's signed callback.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,8 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::admin::idempotency_key;
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::extract::{Caller, JsonBody, parse_json};
+use crate::api::extract::{JsonBody, JsonBodyBytes, OptionalJsonBody, Path, Query, RawBody};
 use crate::api::orders::TimelineEntry;
+use crate::api::policy::{Allowed, OpsOrAdmin, Policy, SelfOnly, SelfOrOpsAdmin};
+use crate::api::responses::{AuthRefusals, BodyRefusals};
 use crate::app::AppState;
 use crate::domain::access::{Principal, Role};
 use crate::domain::ids::DistributorId;
@@ -223,17 +224,18 @@ fn request_of(body: &WithdrawalBody) -> Result<WithdrawalRequest, ApiError> {
     post, path = "/v1/withdrawals/quote", tag = "withdrawals", request_body = WithdrawalBody,
     responses(
         (status = 200, description = "what the withdrawal would come to; nothing changes", body = QuoteView),
-        (status = 400, description = "malformed", body = ErrorBody),
+        (status = 400, description = "malformed_json, missing_field, unknown_field, invalid_field, invalid_amount", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
         (status = 422, description = "a check refused it (same codes as the request)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn quote(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<SelfOnly>,
     JsonBody(body): JsonBody<WithdrawalBody>,
 ) -> Result<Json<QuoteView>, ApiError> {
-    caller.require_self_or(&body.distributor_id, &[])?;
+    caller.for_distributor(&body.distributor_id)?;
     let quote = state.withdrawals.quote(&request_of(&body)?).await?;
     Ok(Json(QuoteView {
         gross: quote.gross,
@@ -251,7 +253,8 @@ pub async fn quote(
     params(("Idempotency-Key" = String, Header, description = "same key + same body = the same withdrawal")),
     responses(
         (status = 202, description = "reserved; approved (transfer queued) or waiting for review", body = WithdrawalView),
-        (status = 400, description = "malformed", body = ErrorBody),
+        (status = 400, description = "malformed_json, missing_field, unknown_field, invalid_field, invalid_amount, missing_idempotency_key", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
         (status = 409, description = "key reused with another body", body = ErrorBody),
         (status = 422, description = "identity_missing, amount_below_minimum, amount_precision, insufficient_balance, daily_limit_exceeded, balance_negative, payout_account_not_owned, channel_unavailable", body = ErrorBody),
     ),
@@ -259,12 +262,11 @@ pub async fn quote(
 )]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<SelfOnly>,
     headers: HeaderMap,
-    bytes: Bytes,
+    JsonBodyBytes { value: body, bytes }: JsonBodyBytes<WithdrawalBody>,
 ) -> Result<(StatusCode, Json<WithdrawalView>), ApiError> {
-    let body: WithdrawalBody = parse_json(&bytes)?;
-    caller.require_self_or(&body.distributor_id, &[])?;
+    caller.for_distributor(&body.distributor_id)?;
     let key = idempotency_key(&headers)?;
     let outcome = state
         .withdrawals
@@ -281,9 +283,9 @@ pub async fn create(
     ))
 }
 
-async fn visible_withdrawal(
+async fn visible_withdrawal<P: Policy>(
     state: &AppState,
-    caller: &Caller,
+    caller: &Allowed<P>,
     id: &str,
 ) -> Result<WithdrawalRecord, ApiError> {
     let record = state
@@ -293,10 +295,10 @@ async fn visible_withdrawal(
         .ok_or_else(|| ApiError::not_found("withdrawal"))?;
     // Someone else's withdrawal is "not found" to a distributor, not "forbidden":
     // ids are not to be probed.
-    if caller.0.role == Role::Distributor && !caller.0.is_distributor_self(&record.distributor_id) {
+    if caller.is_stranger_to(&record.distributor_id) {
         return Err(ApiError::not_found("withdrawal"));
     }
-    caller.require_self_or(&record.distributor_id, &[Role::Ops, Role::Admin])?;
+    caller.for_distributor(&record.distributor_id)?;
     Ok(record)
 }
 
@@ -305,13 +307,15 @@ async fn visible_withdrawal(
     params(("id" = String, Path)),
     responses(
         (status = 200, description = "state, figures, gateway reference and timeline", body = WithdrawalView),
-        (status = 404, body = ErrorBody),
+        (status = 400, description = "invalid_path", body = ErrorBody),
+        AuthRefusals,
+        (status = 404, description = "no such withdrawal (or another distributor's)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<SelfOrOpsAdmin>,
     Path(id): Path<String>,
 ) -> Result<Json<WithdrawalView>, ApiError> {
     let record = visible_withdrawal(&state, &caller, &id).await?;
@@ -344,15 +348,18 @@ pub struct ListQuery {
 
 #[utoipa::path(
     get, path = "/v1/withdrawals", tag = "withdrawals", params(ListQuery),
-    responses((status = 200, description = "oldest first", body = [WithdrawalView])),
+    responses(
+        (status = 200, description = "oldest first", body = [WithdrawalView]),
+        (status = 400, description = "missing_field, invalid_field (state is required and must be a withdrawal state)", body = ErrorBody),
+        AuthRefusals,
+    ),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    _caller: Allowed<OpsOrAdmin>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<WithdrawalView>>, ApiError> {
-    caller.require(&[Role::Ops, Role::Admin])?;
     let records = state
         .store
         .withdrawals_in_states(
@@ -371,19 +378,21 @@ pub async fn list(
     params(("id" = String, Path)),
     responses(
         (status = 200, description = "cancelled and funds returned (or, awaiting the payee, cancelling at the gateway)", body = WithdrawalView),
+        (status = 400, description = "invalid_path", body = ErrorBody),
+        AuthRefusals,
+        (status = 404, description = "no such withdrawal (or another distributor's)", body = ErrorBody),
         (status = 409, description = "withdrawal_not_cancellable: the transfer has started or the payee accepted; the message names the state", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<SelfOnly>,
     Path(id): Path<String>,
 ) -> Result<Json<WithdrawalView>, ApiError> {
-    let record = visible_withdrawal(&state, &caller, &id).await?;
-    caller.require_self_or(&record.distributor_id, &[])?;
+    visible_withdrawal(&state, &caller, &id).await?;
     let cancelled = state.withdrawals.cancel(&id).await?;
-    Ok(Json(WithdrawalView::from(cancelled).seen_by(&caller.0)))
+    Ok(Json(WithdrawalView::from(cancelled).seen_by(&caller.principal)))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -416,23 +425,22 @@ fn check_reason(text: &str, field: &str) -> Result<String, ApiError> {
     params(("id" = String, Path)), request_body = ApproveBody,
     responses(
         (status = 200, description = "approved; the transfer is queued", body = WithdrawalView),
+        (status = 400, description = "invalid_path, malformed_json, unknown_field, invalid_field (note)", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
+        (status = 404, description = "no such withdrawal", body = ErrorBody),
         (status = 409, description = "withdrawal_not_in_review", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn approve(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<OpsOrAdmin>,
     Path(id): Path<String>,
-    bytes: Bytes,
-) -> Result<Json<WithdrawalView>, ApiError> {
-    let principal = caller.require(&[Role::Ops, Role::Admin])?;
     // The body is optional: an approval needs no words.
-    let body: ApproveBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        ApproveBody::default()
-    } else {
-        parse_json(&bytes)?
-    };
+    OptionalJsonBody(body): OptionalJsonBody<ApproveBody>,
+) -> Result<Json<WithdrawalView>, ApiError> {
+    let principal = &caller.principal;
+    let body = body.unwrap_or_default();
     let note = body
         .note
         .map(|note| check_reason(&note, "note"))
@@ -453,17 +461,20 @@ pub async fn approve(
     params(("id" = String, Path)), request_body = RejectBody,
     responses(
         (status = 200, description = "rejected; funds returned", body = WithdrawalView),
+        (status = 400, description = "invalid_path, malformed_json, missing_field, unknown_field, invalid_field (reason)", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
+        (status = 404, description = "no such withdrawal", body = ErrorBody),
         (status = 409, description = "withdrawal_not_in_review", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn reject(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<OpsOrAdmin>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<RejectBody>,
 ) -> Result<Json<WithdrawalView>, ApiError> {
-    let principal = caller.require(&[Role::Ops, Role::Admin])?;
+    let principal = &caller.principal;
     let reason = check_reason(&body.reason, "reason")?;
     let decision = ReviewDecision::Reject {
         by: principal.token_id.clone(),
@@ -489,13 +500,14 @@ pub struct NotifyAnswer {
     responses(
         (status = 200, description = "verified and applied, already known, or recorded as unexpected (a bill fenrun never sent, or a withdrawal not at the gateway: logged, counted in fenrun_gateway_unexpected_success_total, nothing changed)", body = NotifyAnswer),
         (status = 401, description = "bad_signature, stale_callback, unknown_serial: nothing changed", body = ErrorBody),
+        (status = 413, description = "body_too_large", body = ErrorBody),
         (status = 422, description = "callback_mismatch: the amount differs from the withdrawal's net; nothing changed", body = ErrorBody),
     )
 )]
 pub async fn wechat_notify(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<NotifyAnswer>, ApiError> {
     let gateway = state
         .withdrawals

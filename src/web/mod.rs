@@ -76,7 +76,8 @@ pub fn router() -> Router<AppState> {
 
 /// Refuses a state-changing request whose `Origin` is not this host (403),
 /// on top of the cookie's SameSite=Strict; marks every page as not to be
-/// cached, framed or sniffed, since pages show tax data and hold forms.
+/// framed, since pages show tax data and hold forms. (Not to be cached or
+/// sniffed: the API router's layers mark every answer so, pages included.)
 async fn guard(request: Request, next: Next) -> Response {
     if !request.method().is_safe() && !same_origin(request.headers()) {
         return PageError::new(
@@ -87,16 +88,11 @@ async fn guard(request: Request, next: Next) -> Response {
     }
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
             "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
     );
     // `same-origin`, not `no-referrer`: under `no-referrer` browsers send
     // `Origin: null` with the pages' own form posts, which the check above

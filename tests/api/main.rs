@@ -26,6 +26,7 @@ mod orders;
 mod payout_crash;
 mod role_matrix;
 mod sessions;
+mod shape;
 mod step_failures;
 mod store_suite;
 mod tax_cli;

@@ -4,7 +4,8 @@
 //! past authorization (any status but 401 and 403); any other gets 403 — or
 //! 404 where a distributor must not learn that another's resource exists —
 //! and no or a bad token gets 401. Public routes answer alike for all. The
-//! table must name every route of the OpenAPI document.
+//! table must name every route of the OpenAPI document, and the document
+//! must list the refusals (401, 403, 400, 413, 415) each route can give.
 
 use std::collections::BTreeSet;
 
@@ -95,6 +96,54 @@ async fn send(app: &TestApp, route: &Route, token: Option<&str>) -> u16 {
     }
     request = request.header("Idempotency-Key", "matrix-1");
     request.send().await.unwrap().status().as_u16()
+}
+
+/// What the document fails to say of the refusals each operation can give:
+/// a route behind a token answers 401 and 403; one with parameters 400
+/// (a path, query or header it cannot read); one with a body 400, 413 and
+/// 415 (the gateway's callback takes any bytes, so only 413). Every 4xx
+/// and 5xx is the error shape, as JSON.
+fn undocumented_refusals(document: &Value) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (path, methods) in document["paths"].as_object().unwrap() {
+        for (method, operation) in methods.as_object().unwrap() {
+            let responses = &operation["responses"];
+            let mut expected = Vec::new();
+            if operation["security"]
+                .as_array()
+                .is_some_and(|security| !security.is_empty())
+            {
+                expected.extend(["401", "403"]);
+            }
+            if operation["parameters"]
+                .as_array()
+                .is_some_and(|parameters| !parameters.is_empty())
+            {
+                expected.push("400");
+            }
+            if operation["requestBody"].is_object() {
+                expected.push("413");
+                if path != "/v1/gateways/wechat/notify" {
+                    expected.extend(["400", "415"]);
+                }
+            }
+            for status in expected {
+                if responses[status].is_null() {
+                    missing.push(format!("{method} {path}: no {status}"));
+                }
+            }
+            for (status, response) in responses.as_object().unwrap() {
+                let is_error = status.starts_with('4') || status.starts_with('5');
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                if is_error && schema != "#/components/schemas/ErrorBody" {
+                    missing.push(format!(
+                        "{method} {path}: {status} is not the error shape in JSON"
+                    ));
+                }
+            }
+        }
+    }
+    missing
 }
 
 async fn every_route_answers_every_role_as_the_matrix_says(backend: Backend) {
@@ -429,6 +478,12 @@ async fn every_route_answers_every_role_as_the_matrix_says(backend: Backend) {
     assert!(
         missing.is_empty(),
         "routes missing from the matrix: {missing:?}"
+    );
+    let undocumented = undocumented_refusals(&document);
+    assert!(
+        undocumented.is_empty(),
+        "refusals missing from the OpenAPI document:\n{}",
+        undocumented.join("\n")
     );
 
     let token_of = |who: Who| -> Option<String> {

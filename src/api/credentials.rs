@@ -19,7 +19,6 @@ use crate::api::policy::{Owner, SelfOrIngest, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
 use crate::app::AppState;
 use crate::credentials::{NewAccount, changed_identity_fields, seal_account, seal_identity};
-use crate::domain::access::Role;
 use crate::domain::identity::{
     AlipayAccount, BankCardNumber, IdNumber, IdentityError, RealName, WechatOpenId,
 };
@@ -227,12 +226,11 @@ fn missing_distributor(error: StoreError) -> ApiError {
 )]
 pub async fn put_identity(
     State(state): State<AppState>,
-    Owner {
-        distributor: id, ..
-    }: Owner<SelfOrIngest>,
+    caller: Owner<SelfOrIngest>,
     JsonBody(request): JsonBody<PutIdentity>,
 ) -> Result<Json<IdentityView>, ApiError> {
     use secrecy::ExposeSecret as _;
+    let id = caller.distributor.clone();
     let now = state.clock.now();
     let real_name = RealName::parse(request.real_name.expose_secret())
         .map_err(|error| refused("invalid_real_name", "real_name", error))?;
@@ -250,7 +248,7 @@ pub async fn put_identity(
     };
     let stored = state
         .store
-        .put_identity(&sealed, &crate::audit::Actor::of(&caller.0), compare)
+        .put_identity(&sealed, &crate::audit::Actor::of(&caller), compare)
         .await
         .map_err(missing_distributor)?;
     tracing::info!(distributor_id = %id, key_id = %stored.key_id, "identity stored");

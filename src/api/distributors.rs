@@ -13,7 +13,6 @@ use crate::api::extract::{JsonBody, Query, distributor_id_from_path};
 use crate::api::policy::{AdminOpsOrIngest, Allowed, IngestOrAdmin, Owner, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
 use crate::app::AppState;
-use crate::domain::access::Role;
 use crate::domain::identity::check_readable_name;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::sha256_hex;

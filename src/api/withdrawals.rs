@@ -279,7 +279,7 @@ pub async fn create(
     };
     Ok((
         StatusCode::ACCEPTED,
-        Json(WithdrawalView::from(record).seen_by(&caller.0)),
+        Json(WithdrawalView::from(record).seen_by(&caller)),
     ))
 }
 
@@ -335,7 +335,7 @@ pub async fn get(
     let mut view = WithdrawalView::from(record);
     view.timeline = Some(timeline);
     view.certificate_number = state.store.certificate_number_for(&id).await?;
-    Ok(Json(view.seen_by(&caller.0)))
+    Ok(Json(view.seen_by(&caller)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -392,7 +392,9 @@ pub async fn cancel(
 ) -> Result<Json<WithdrawalView>, ApiError> {
     visible_withdrawal(&state, &caller, &id).await?;
     let cancelled = state.withdrawals.cancel(&id).await?;
-    Ok(Json(WithdrawalView::from(cancelled).seen_by(&caller.principal)))
+    Ok(Json(
+        WithdrawalView::from(cancelled).seen_by(&caller.principal),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

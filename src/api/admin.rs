@@ -2,17 +2,18 @@
 //! created with `fenrun token create`) and, with `--simulated-clock`, the clock.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::extract::{JsonBody, Query};
+use crate::api::extract::{JsonBody, Path, Query};
 use crate::api::policy::{AdminOnly, Allowed};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
 use crate::app::AppState;
+use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, PlatformAccount, Transfer, TransferKind};
 use crate::domain::money::Money;
@@ -435,15 +436,18 @@ pub struct TokenQuery {
 
 #[utoipa::path(
     get, path = "/v1/admin/tokens", tag = "admin", params(TokenQuery),
-    responses((status = 200, description = "in id order; revoked and expired ones included", body = TokenPage)),
+    responses(
+        (status = 200, description = "in id order; revoked and expired ones included", body = TokenPage),
+        (status = 400, description = "invalid_field (a parameter of the wrong type)", body = ErrorBody),
+        AuthRefusals,
+    ),
     security(("bearer" = []))
 )]
 pub async fn list_tokens(
     State(state): State<AppState>,
-    caller: Caller,
-    axum::extract::Query(query): axum::extract::Query<TokenQuery>,
+    _caller: Allowed<AdminOnly>,
+    Query(query): Query<TokenQuery>,
 ) -> Result<Json<TokenPage>, ApiError> {
-    caller.require(&[Role::Admin])?;
     let limit = query.limit.unwrap_or(100).clamp(1, crate::store::MAX_PAGE);
     let tokens = state.store.tokens(query.after.as_deref(), limit).await?;
     let next_after = (tokens.len() as i64 == limit)
@@ -460,16 +464,18 @@ pub async fn list_tokens(
     params(("id" = String, Path, description = "the token's id, `tok_…`")),
     responses(
         (status = 204, description = "revoked: from now on it and its page sessions are refused, in every process; revoking again is fine"),
+        (status = 400, description = "invalid_path", body = ErrorBody),
+        AuthRefusals,
         (status = 404, description = "no such token", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn revoke_token(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Allowed<AdminOnly>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let principal = caller.require(&[Role::Admin])?;
+    let principal = &caller.principal;
     let revocation = state
         .store
         .revoke_token(&id, state.clock.now(), &crate::audit::Actor::of(principal))

@@ -101,6 +101,14 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Allowed<P>, ApiError> {
         let Caller(principal) = Caller::from_request_parts(parts, state).await?;
+        Allowed::admit(principal)
+    }
+}
+
+impl<P: Policy> Allowed<P> {
+    /// A principal authenticated another way (a page's session), admitted
+    /// as the extractor admits a token's (403 otherwise).
+    pub fn admit(principal: Principal) -> Result<Allowed<P>, ApiError> {
         let own = P::OWN && principal.role == Role::Distributor;
         if !own && !principal.has_any_role(P::ROLES) {
             return Err(ApiError::forbidden());
@@ -110,9 +118,7 @@ where
             policy: PhantomData,
         })
     }
-}
 
-impl<P: Policy> Allowed<P> {
     /// The caller, acting about `distributor`: one of the policy's roles, or
     /// that distributor's own token (403 for another distributor's).
     pub fn for_distributor(&self, distributor: &DistributorId) -> Result<&Principal, ApiError> {

@@ -24,7 +24,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
-use crate::api::extract::{Caller, same_origin};
+use crate::api::extract::same_origin;
+use crate::api::policy::{Allowed, Policy};
 use crate::app::AppState;
 use crate::declaration::DeclarationError;
 use crate::domain::access::{Principal, Role};
@@ -238,8 +239,22 @@ pub(crate) fn signed_in_as(
 /// The signed-in caller, whatever the role (the API handler a file route
 /// delegates to decides what the role may see); without a session, a
 /// sign-in that returns to `back_to`.
-fn signed_in(caller: Result<PageCaller, ApiError>, back_to: &str) -> Result<Caller, PageError> {
-    signed_in_as(caller, back_to, &Role::ALL, "").map(Caller)
+fn signed_in<P: Policy>(
+    caller: Result<PageCaller, ApiError>,
+    back_to: &str,
+) -> Result<Allowed<P>, PageError> {
+    let principal = signed_in_as(caller, back_to, &Role::ALL, "")?;
+    Allowed::admit(principal).map_err(PageError::from)
+}
+
+/// The page's path parameters as the API handler it calls takes them.
+fn api_path<T>(Path(value): Path<T>) -> crate::api::extract::Path<T> {
+    crate::api::extract::Path(value)
+}
+
+/// The page's query as the API handler it calls takes it.
+fn api_query<T>(Query(value): Query<T>) -> crate::api::extract::Query<T> {
+    crate::api::extract::Query(value)
 }
 
 /// The path and query of a request, to come back to after signing in.
@@ -258,7 +273,7 @@ async fn declaration_file(
 ) -> Result<Response, PageError> {
     let caller = signed_in(caller, here(&uri))?;
     Ok(
-        crate::api::tax::declaration(State(state), caller, file, query)
+        crate::api::tax::declaration(State(state), caller, api_path(file), api_query(query))
             .await
             .into_response(),
     )
@@ -273,9 +288,11 @@ async fn certificate_file(
     file: Path<String>,
 ) -> Result<Response, PageError> {
     let caller = signed_in(caller, here(&uri))?;
-    Ok(crate::api::certificates::file(State(state), caller, file)
-        .await
-        .into_response())
+    Ok(
+        crate::api::certificates::file(State(state), caller, api_path(file))
+            .await
+            .into_response(),
+    )
 }
 
 /// `GET /ops/queues.json`: `GET /v1/ops/queues` for the signed-in console.
@@ -299,9 +316,11 @@ async fn withdrawal_json(
     id: Path<String>,
 ) -> Result<Response, PageError> {
     let caller = signed_in(caller, here(&uri))?;
-    Ok(crate::api::withdrawals::get(State(state), caller, id)
-        .await
-        .into_response())
+    Ok(
+        crate::api::withdrawals::get(State(state), caller, api_path(id))
+            .await
+            .into_response(),
+    )
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for a

@@ -581,140 +581,26 @@ impl<'de> Deserialize<'de> for RawRate {
 }
 
 impl RawPlan {
+    /// The plan this file describes, or the first thing wrong with it,
+    /// section by section in the order a reader meets them.
     fn validate(self, source: &Source<'_>) -> Result<Plan, PlanError> {
-        let file = || source.file.to_owned();
-
         let name = non_empty(self.name, "name", source)?;
-
         let effective_from = self
             .effective_from
             .map(|value| parse_effective_from(&value, source))
             .transpose()?;
-
-        let grades_span = self.grades.span();
-        let mut raw_grades: Vec<(String, Spanned<RawGrade>)> =
-            self.grades.into_inner().into_iter().collect();
-        if raw_grades.is_empty() {
-            return Err(PlanError::NoGrades {
-                file: file(),
-                line: source.line(grades_span),
-            });
-        }
-        raw_grades.sort_by_key(|(_, grade)| grade.span().start);
-        let mut grades = Vec::with_capacity(raw_grades.len());
-        for (key, raw) in raw_grades {
-            let span = raw.span();
-            if key.trim().is_empty() {
-                return Err(PlanError::Empty {
-                    file: file(),
-                    line: source.line(span),
-                    what: "a grade's key",
-                });
-            }
-            let raw = raw.into_inner();
-            let display_name = match raw.display_name {
-                Some(display_name) => non_empty(display_name, "display_name", source)?,
-                None => key.clone(),
-            };
-            let levels = parse_levels(raw.levels, source)?;
-            grades.push(Grade {
-                key,
-                display_name,
-                levels,
-            });
-        }
-        let known = || {
-            grades
-                .iter()
-                .map(|grade| format!("\"{}\"", grade.key))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-
-        let default_grade_line = source.line(self.default_grade.span());
-        let default_grade_key = self.default_grade.into_inner();
-        let default_grade = grades
-            .iter()
-            .position(|grade| grade.key == default_grade_key)
-            .ok_or_else(|| PlanError::UnknownGrade {
-                file: file(),
-                line: default_grade_line,
-                grade: default_grade_key.clone(),
-                known: known(),
-            })?;
-
+        let grades = parse_grades(self.grades, source)?;
+        let default_grade = position_of_grade(self.default_grade, &grades, source)?;
         let order_cap = match self.order_cap {
             Some(rate) => parse_rate(&rate, source)?,
             None => default_order_cap(),
         };
-
-        let mut excluded_skus = BTreeSet::new();
-        for sku in self.excluded_skus {
-            excluded_skus.insert(non_empty(sku, "an excluded sku", source)?);
-        }
-
-        let mut overrides = Vec::with_capacity(self.overrides.len());
-        let mut first_lines: BTreeMap<(OverrideTarget, Option<String>), usize> = BTreeMap::new();
-        for raw in self.overrides {
-            let override_line = source.line(raw.span());
-            let raw = raw.into_inner();
-            let target = match (raw.category, raw.sku) {
-                (Some(category), None) => {
-                    OverrideTarget::Category(non_empty(category, "category", source)?)
-                }
-                (None, Some(sku)) => OverrideTarget::Sku(non_empty(sku, "sku", source)?),
-                (Some(category), Some(sku)) => {
-                    let later = category.span().start.max(sku.span().start);
-                    return Err(PlanError::OverrideHasBothTargets {
-                        file: file(),
-                        line: source.line(later..later),
-                    });
-                }
-                (None, None) => {
-                    return Err(PlanError::OverrideHasNoTarget {
-                        file: file(),
-                        line: override_line,
-                    });
-                }
-            };
-            let grade = match raw.grade {
-                None => None,
-                Some(grade) => {
-                    let line = source.line(grade.span());
-                    let grade = grade.into_inner();
-                    if !grades.iter().any(|known| known.key == grade) {
-                        return Err(PlanError::UnknownGrade {
-                            file: file(),
-                            line,
-                            grade,
-                            known: known(),
-                        });
-                    }
-                    Some(grade)
-                }
-            };
-            let levels = parse_levels(raw.levels, source)?;
-            let key = (target.clone(), grade.clone());
-            if let Some(first_line) = first_lines.get(&key) {
-                return Err(PlanError::DuplicateOverride {
-                    file: file(),
-                    line: override_line,
-                    target: target.to_string(),
-                    grades: grade.map_or_else(
-                        || "all grades".to_owned(),
-                        |grade| format!("grade \"{grade}\""),
-                    ),
-                    first_line: *first_line,
-                });
-            }
-            first_lines.insert(key, override_line);
-            overrides.push(Override {
-                target,
-                grade,
-                levels,
-            });
-        }
-
+        let excluded_skus = self
+            .excluded_skus
+            .into_iter()
+            .map(|sku| non_empty(sku, "an excluded sku", source))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        let overrides = parse_overrides(self.overrides, &grades, source)?;
         Ok(Plan {
             name,
             effective_from,
@@ -726,6 +612,146 @@ impl RawPlan {
             self_purchase_pays: self.self_purchase_pays,
             source_text: source.text.to_owned(),
         })
+    }
+}
+
+/// The grades in the order the file lists them (a TOML table has no order
+/// of its own, so the spans give it).
+fn parse_grades(
+    raw_grades: Spanned<BTreeMap<String, Spanned<RawGrade>>>,
+    source: &Source<'_>,
+) -> Result<Vec<Grade>, PlanError> {
+    let grades_span = raw_grades.span();
+    let mut raw_grades: Vec<(String, Spanned<RawGrade>)> =
+        raw_grades.into_inner().into_iter().collect();
+    if raw_grades.is_empty() {
+        return Err(PlanError::NoGrades {
+            file: source.file.to_owned(),
+            line: source.line(grades_span),
+        });
+    }
+    raw_grades.sort_by_key(|(_, grade)| grade.span().start);
+    raw_grades
+        .into_iter()
+        .map(|(key, raw)| parse_grade(key, raw, source))
+        .collect()
+}
+
+fn parse_grade(
+    key: String,
+    raw: Spanned<RawGrade>,
+    source: &Source<'_>,
+) -> Result<Grade, PlanError> {
+    if key.trim().is_empty() {
+        return Err(PlanError::Empty {
+            file: source.file.to_owned(),
+            line: source.line(raw.span()),
+            what: "a grade's key",
+        });
+    }
+    let raw = raw.into_inner();
+    let display_name = match raw.display_name {
+        Some(display_name) => non_empty(display_name, "display_name", source)?,
+        None => key.clone(),
+    };
+    let levels = parse_levels(raw.levels, source)?;
+    Ok(Grade {
+        key,
+        display_name,
+        levels,
+    })
+}
+
+/// Where `grade` sits among the plan's grades; an unknown grade is refused
+/// with the list of known ones.
+fn position_of_grade(
+    grade: Spanned<String>,
+    grades: &[Grade],
+    source: &Source<'_>,
+) -> Result<usize, PlanError> {
+    let line = source.line(grade.span());
+    let grade = grade.into_inner();
+    grades
+        .iter()
+        .position(|known| known.key == grade)
+        .ok_or_else(|| PlanError::UnknownGrade {
+            file: source.file.to_owned(),
+            line,
+            grade,
+            known: grades
+                .iter()
+                .map(|grade| format!("\"{}\"", grade.key))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// The overrides, each naming exactly one target, a known grade if any, and
+/// no (target, grade) pair twice.
+fn parse_overrides(
+    raw_overrides: Vec<Spanned<RawOverride>>,
+    grades: &[Grade],
+    source: &Source<'_>,
+) -> Result<Vec<Override>, PlanError> {
+    let mut overrides = Vec::with_capacity(raw_overrides.len());
+    let mut first_lines: BTreeMap<(OverrideTarget, Option<String>), usize> = BTreeMap::new();
+    for raw in raw_overrides {
+        let override_line = source.line(raw.span());
+        let raw = raw.into_inner();
+        let target = parse_override_target(raw.category, raw.sku, override_line, source)?;
+        let grade = match raw.grade {
+            None => None,
+            Some(grade) => {
+                let position = position_of_grade(grade, grades, source)?;
+                Some(grades[position].key.clone())
+            }
+        };
+        let levels = parse_levels(raw.levels, source)?;
+        let key = (target.clone(), grade.clone());
+        if let Some(first_line) = first_lines.get(&key) {
+            return Err(PlanError::DuplicateOverride {
+                file: source.file.to_owned(),
+                line: override_line,
+                target: target.to_string(),
+                grades: grade.map_or_else(
+                    || "all grades".to_owned(),
+                    |grade| format!("grade \"{grade}\""),
+                ),
+                first_line: *first_line,
+            });
+        }
+        first_lines.insert(key, override_line);
+        overrides.push(Override {
+            target,
+            grade,
+            levels,
+        });
+    }
+    Ok(overrides)
+}
+
+fn parse_override_target(
+    category: Option<Spanned<String>>,
+    sku: Option<Spanned<String>>,
+    override_line: usize,
+    source: &Source<'_>,
+) -> Result<OverrideTarget, PlanError> {
+    match (category, sku) {
+        (Some(category), None) => Ok(OverrideTarget::Category(non_empty(
+            category, "category", source,
+        )?)),
+        (None, Some(sku)) => Ok(OverrideTarget::Sku(non_empty(sku, "sku", source)?)),
+        (Some(category), Some(sku)) => {
+            let later = category.span().start.max(sku.span().start);
+            Err(PlanError::OverrideHasBothTargets {
+                file: source.file.to_owned(),
+                line: source.line(later..later),
+            })
+        }
+        (None, None) => Err(PlanError::OverrideHasNoTarget {
+            file: source.file.to_owned(),
+            line: override_line,
+        }),
     }
 }
 

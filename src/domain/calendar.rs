@@ -6,11 +6,15 @@
 //! weekend day or a listed public holiday; a listed make-up working day
 //! (调休上班) is a business day even on a Saturday or Sunday.
 //!
-//! A year the file does not cover falls back to "weekends only": payouts keep
-//! flowing (possibly a day early, never stuck) and the gap is reported twice,
-//! as one `tracing::warn!` per year and through
-//! [`BusinessCalendar::fallback_years`], so ops can add next year's State
-//! Council notice before it matters. [`BusinessCalendar::covers_range`] lets
+//! A year the file does not cover is *provisional*: its statutory holidays
+//! are computed from the lunar calendar and the solar terms
+//! ([`statutory`]), weekends stay off, and no make-up working day is
+//! invented, so payouts keep flowing and never on a statutory holiday, but
+//! the year's notice may still add bridging days. (Past
+//! [`statutory::LAST_STATUTORY_YEAR`], or before the 2024 revision, only
+//! weekends are off.) Such a year is reported twice, as one `tracing::warn!`
+//! per year and through [`BusinessCalendar::fallback_years`], so ops can add
+//! the year's State Council notice; [`BusinessCalendar::covers_range`] lets
 //! the app warn ahead of time.
 //!
 //! Pure apart from [`BusinessCalendar::load`], which only reads the file.
@@ -25,6 +29,8 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 use toml::value::Date as TomlDate;
+
+pub mod statutory;
 
 /// Longest holiday period one entry may span, in days (inclusive). The
 /// longest ever announced was 10 days (Spring Festival 2020, extended); 14
@@ -44,6 +50,9 @@ pub struct BusinessCalendar {
     makeup_workdays: BTreeSet<NaiveDate>,
     /// Years asked about but not covered; each is warned about once.
     fallback_years: Mutex<BTreeSet<i32>>,
+    /// Statutory holidays of uncovered years, computed once per year: the
+    /// hold of every order asks, and the lunar arithmetic is not free.
+    statutory_holidays: Mutex<BTreeMap<i32, BTreeMap<NaiveDate, &'static str>>>,
 }
 
 /// Why a calendar file was refused. Every variant names the file, and all but
@@ -233,12 +242,13 @@ impl BusinessCalendar {
     }
 
     /// Whether money moves on `date`: not a weekend day or holiday, or a
-    /// make-up working day. In an uncovered year only weekends are off, and
-    /// the year is reported (see [`BusinessCalendar::fallback_years`]).
+    /// make-up working day. In an uncovered year weekends and the computed
+    /// statutory holidays are off, and the year is reported as provisional
+    /// (see [`BusinessCalendar::fallback_years`]).
     pub fn is_business_day(&self, date: NaiveDate) -> bool {
         if !self.covers(date.year()) {
             self.record_fallback(date.year());
-            return !is_weekend(date);
+            return !is_weekend(date) && self.statutory_holiday(date).is_none();
         }
         if self.makeup_workdays.contains(&date) {
             return true;
@@ -246,9 +256,40 @@ impl BusinessCalendar {
         !is_weekend(date) && !self.holidays.contains_key(&date)
     }
 
-    /// The holiday `date` falls in, if the file lists one.
+    /// The holiday `date` falls in: the file's, or in an uncovered year the
+    /// computed statutory one.
     pub fn holiday_name(&self, date: NaiveDate) -> Option<&str> {
+        if !self.covers(date.year()) {
+            return self.statutory_holiday(date);
+        }
         self.holidays.get(&date).map(String::as_str)
+    }
+
+    /// Whether dates of `year` are decided without the year's notice (from
+    /// the computed statutory holidays, or weekends only): release times in
+    /// it may still move when the notice is applied.
+    pub fn is_provisional(&self, year: i32) -> bool {
+        !self.covers(year)
+    }
+
+    fn statutory_holiday(&self, date: NaiveDate) -> Option<&'static str> {
+        // A poisoned lock only means another thread panicked mid-insert of a
+        // whole year; the years present are complete.
+        let mut years = self
+            .statutory_holidays
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        years
+            .entry(date.year())
+            .or_insert_with(|| {
+                statutory::statutory_days(date.year())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|day| (day.date, day.name))
+                    .collect()
+            })
+            .get(&date)
+            .copied()
     }
 
     /// The `business_days`-th business day strictly after `date` ("T+n");
@@ -300,11 +341,19 @@ impl BusinessCalendar {
             .unwrap_or_else(PoisonError::into_inner);
         let first_time = years.insert(year);
         if first_time {
-            tracing::warn!(
-                calendar = %self.name,
-                year,
-                "business calendar does not cover this year; only weekends are treated as days off"
-            );
+            if statutory::statutory_days(year).is_some() {
+                tracing::warn!(
+                    calendar = %self.name,
+                    year,
+                    "business calendar does not cover this year; it is provisional: its statutory holidays are computed, bridging days and make-up working days wait for the year's notice"
+                );
+            } else {
+                tracing::warn!(
+                    calendar = %self.name,
+                    year,
+                    "business calendar does not cover this year and no statutory holidays are computed for it; only weekends are treated as days off"
+                );
+            }
         }
         first_time
     }
@@ -409,6 +458,7 @@ impl CalendarBuilder<'_> {
                 .collect(),
             makeup_workdays: self.makeup_workdays.into_keys().collect(),
             fallback_years: Mutex::new(BTreeSet::new()),
+            statutory_holidays: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -871,21 +921,52 @@ mod tests {
     }
 
     #[test]
-    fn an_uncovered_year_skips_only_weekends_and_is_reported() {
+    fn an_uncovered_year_is_provisional_and_skips_weekends_and_its_statutory_holidays() {
         let calendar = cn();
         assert!(!calendar.covers(2027));
-        // 2027-01-01 is really New Year's Day, but the file does not know it yet.
-        assert!(calendar.is_business_day(date(2027, 1, 1)));
+        assert!(calendar.is_provisional(2027));
+        assert!(!calendar.is_provisional(2026));
+        // New Year's Day 2027 is a Friday: off, then the weekend.
+        assert!(!calendar.is_business_day(date(2027, 1, 1)));
+        assert_eq!(calendar.holiday_name(date(2027, 1, 1)), Some("元旦"));
         assert!(!calendar.is_business_day(date(2027, 1, 2)));
         assert_eq!(
-            calendar.add_business_days(date(2027, 1, 1), 1),
+            calendar.add_business_days(date(2026, 12, 31), 1),
             date(2027, 1, 4)
         );
-        assert_eq!(
-            calendar.add_business_days(date(2026, 12, 31), 1),
-            date(2027, 1, 1)
-        );
+        // (from, T+n, release day): 除夕 (Fri 5 Feb) to 初三 (Mon 8 Feb)
+        // with no bridging day invented; Qingming Monday 5 April; Labour
+        // Day on a weekend; Dragon Boat Wednesday 9 June; Mid-Autumn
+        // Wednesday 15 September; National Day Friday 1 to Sunday 3 October.
+        let holds = [
+            (date(2027, 2, 3), 3, date(2027, 2, 10)),
+            (date(2027, 4, 2), 1, date(2027, 4, 6)),
+            (date(2027, 4, 30), 1, date(2027, 5, 3)),
+            (date(2027, 6, 8), 1, date(2027, 6, 10)),
+            (date(2027, 9, 14), 1, date(2027, 9, 16)),
+            (date(2027, 9, 30), 1, date(2027, 10, 4)),
+        ];
+        for (from, business_days, release) in holds {
+            assert_eq!(
+                calendar.add_business_days(from, business_days),
+                release,
+                "T+{business_days} from {from}"
+            );
+        }
+        // No make-up working day is invented: a Saturday stays off.
+        assert!(!calendar.is_business_day(date(2027, 2, 20)));
         assert_eq!(calendar.fallback_years(), BTreeSet::from([2027]));
+    }
+
+    #[test]
+    fn a_year_past_the_computed_range_skips_only_weekends() {
+        let calendar = cn();
+        let year = statutory::LAST_STATUTORY_YEAR + 1;
+        assert!(calendar.is_provisional(year));
+        // 1 October 2101 is a Saturday, 3 October a Monday.
+        assert!(!calendar.is_business_day(date(year, 10, 1)));
+        assert!(calendar.is_business_day(date(year, 10, 3)));
+        assert_eq!(calendar.holiday_name(date(year, 10, 3)), None);
     }
 
     #[test]

@@ -31,6 +31,10 @@ use toml::Spanned;
 use toml::value::Date as TomlDate;
 
 pub mod statutory;
+mod year;
+
+pub use year::{CalendarYear, CheckedYear, HolidayPeriod, YearError};
+use year::{HolidayEntry, YearProblem};
 
 /// Longest holiday period one entry may span, in days (inclusive). The
 /// longest ever announced was 10 days (Spring Festival 2020, extended); 14
@@ -45,6 +49,9 @@ pub struct BusinessCalendar {
     time_zone: Tz,
     /// Covered year → the notice it was copied from.
     sources: BTreeMap<i32, String>,
+    /// Covered year applied at run time → its version (1, 2, … per
+    /// correction); years from the file are not here.
+    applied_versions: BTreeMap<i32, i64>,
     /// Every day off that is not simply a weekend, with its holiday's name.
     holidays: BTreeMap<NaiveDate, String>,
     makeup_workdays: BTreeSet<NaiveDate>,
@@ -53,6 +60,27 @@ pub struct BusinessCalendar {
     /// Statutory holidays of uncovered years, computed once per year: the
     /// hold of every order asks, and the lunar arithmetic is not free.
     statutory_holidays: Mutex<BTreeMap<i32, BTreeMap<NaiveDate, &'static str>>>,
+}
+
+/// Where the days of a year come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum YearOrigin<'a> {
+    /// The calendar file, copied from the notice `source`.
+    File { source: &'a str },
+    /// Applied at run time from the notice `source`, in its `version`-th
+    /// application (a later one corrects an earlier one).
+    Applied { source: &'a str, version: i64 },
+    /// Provisional: weekends and the statutory holidays computed from the
+    /// lunar calendar, until the year's notice is applied.
+    Statutory,
+    /// Provisional: weekends only (a year outside the computed range).
+    WeekendsOnly,
+}
+
+impl YearOrigin<'_> {
+    pub fn is_provisional(&self) -> bool {
+        matches!(self, YearOrigin::Statutory | YearOrigin::WeekendsOnly)
+    }
 }
 
 /// Why a calendar file was refused. Every variant names the file, and all but
@@ -184,19 +212,29 @@ impl BusinessCalendar {
     /// Any [`CalendarError`] but `Unreadable`: the first problem found, with
     /// its line.
     pub fn from_toml_str(text: &str, file_name: &str) -> Result<BusinessCalendar, CalendarError> {
-        let parsed: CalendarFile = toml::from_str(text).map_err(|error| CalendarError::Syntax {
-            file: file_name.to_owned(),
-            line: error.span().map(|span| line_of(text, span.start)),
-            message: error.message().trim_end().to_owned(),
-        })?;
-        CalendarBuilder {
+        let builder = CalendarBuilder {
             text,
             file: file_name,
-            sources: BTreeMap::new(),
-            holidays: BTreeMap::new(),
-            makeup_workdays: BTreeMap::new(),
-        }
-        .build(parsed)
+        };
+        builder.build(builder.parse()?)
+    }
+
+    /// The years of a file for `fenrun calendar apply`: a calendar file, or
+    /// a file of `[years.YYYY]` tables alone, checked as the loader checks
+    /// them.
+    ///
+    /// # Errors
+    /// As [`BusinessCalendar::from_toml_str`], with the file and line.
+    pub fn years_from_toml_str(
+        text: &str,
+        file_name: &str,
+    ) -> Result<Vec<CheckedYear>, CalendarError> {
+        let builder = CalendarBuilder {
+            text,
+            file: file_name,
+        };
+        let parsed: YearsFile = builder.parse()?;
+        builder.years(&parsed.years)
     }
 
     pub fn name(&self) -> &str {
@@ -330,6 +368,48 @@ impl BusinessCalendar {
             .clone()
     }
 
+    /// Where the days of `year` come from, for the console and the
+    /// start-up warning.
+    pub fn year_origin(&self, year: i32) -> YearOrigin<'_> {
+        match (self.sources.get(&year), self.applied_versions.get(&year)) {
+            (Some(source), Some(&version)) => YearOrigin::Applied { source, version },
+            (Some(source), None) => YearOrigin::File { source },
+            (None, _) if statutory::statutory_days(year).is_some() => YearOrigin::Statutory,
+            (None, _) => YearOrigin::WeekendsOnly,
+        }
+    }
+
+    /// This calendar with `year` replaced by one applied at run time (its
+    /// `version`-th application); every other year is unchanged.
+    pub fn with_applied_year(&self, year: CheckedYear, version: i64) -> BusinessCalendar {
+        let mut calendar = BusinessCalendar {
+            name: self.name.clone(),
+            time_zone: self.time_zone,
+            sources: self.sources.clone(),
+            applied_versions: self.applied_versions.clone(),
+            holidays: self.holidays.clone(),
+            makeup_workdays: self.makeup_workdays.clone(),
+            fallback_years: Mutex::new(BTreeSet::new()),
+            statutory_holidays: Mutex::new(BTreeMap::new()),
+        };
+        calendar.applied_versions.insert(year.year, version);
+        calendar.lay(year);
+        calendar
+    }
+
+    /// Lays `year` over the calendar, dropping what was known of it.
+    fn lay(&mut self, year: CheckedYear) {
+        let first = NaiveDate::from_ymd_opt(year.year, 1, 1).expect("checked years exist");
+        let last = NaiveDate::from_ymd_opt(year.year, 12, 31).expect("checked years exist");
+        self.holidays
+            .retain(|date, _| !(first..=last).contains(date));
+        self.makeup_workdays
+            .retain(|date| !(first..=last).contains(date));
+        self.holidays.extend(year.holidays);
+        self.makeup_workdays.extend(year.makeup_workdays);
+        self.sources.insert(year.year, year.source);
+    }
+
     /// Notes that `year` was asked about without being covered; warns (and
     /// returns true) only the first time for each year.
     fn record_fallback(&self, year: i32) -> bool {
@@ -385,38 +465,53 @@ struct CalendarFile {
     years: BTreeMap<Spanned<String>, YearTable>,
 }
 
+/// A file of years to apply: a whole calendar file (its name and zone are
+/// ignored) or its `[years.YYYY]` tables alone.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct YearsFile {
+    #[serde(default, rename = "name")]
+    _name: Option<String>,
+    #[serde(default, rename = "time_zone")]
+    _time_zone: Option<String>,
+    years: BTreeMap<Spanned<String>, YearTable>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct YearTable {
     source: String,
     #[serde(default)]
-    holidays: Vec<HolidayEntry>,
+    holidays: Vec<HolidayTableEntry>,
     #[serde(default)]
     makeup_workdays: Vec<Spanned<TomlDate>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HolidayEntry {
+struct HolidayTableEntry {
     name: String,
     from: Spanned<TomlDate>,
     to: Spanned<TomlDate>,
 }
 
-/// Checks a parsed file entry by entry, remembering each date's line so a
-/// clash can point at both places.
+/// Checks a parsed file year by year with the rules of [`year`], turning
+/// each broken rule into an error with the file and line.
 struct CalendarBuilder<'a> {
     text: &'a str,
     file: &'a str,
-    sources: BTreeMap<i32, String>,
-    /// Day off → (holiday name, line of its entry).
-    holidays: BTreeMap<NaiveDate, (String, usize)>,
-    /// Make-up working day → its line.
-    makeup_workdays: BTreeMap<NaiveDate, usize>,
 }
 
 impl CalendarBuilder<'_> {
-    fn build(mut self, parsed: CalendarFile) -> Result<BusinessCalendar, CalendarError> {
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, CalendarError> {
+        toml::from_str(self.text).map_err(|error| CalendarError::Syntax {
+            file: self.file.to_owned(),
+            line: error.span().map(|span| line_of(self.text, span.start)),
+            message: error.message().trim_end().to_owned(),
+        })
+    }
+
+    fn build(&self, parsed: CalendarFile) -> Result<BusinessCalendar, CalendarError> {
         let time_zone = parsed.time_zone.get_ref().parse::<Tz>().map_err(|_| {
             CalendarError::UnknownTimeZone {
                 file: self.file.to_owned(),
@@ -424,42 +519,126 @@ impl CalendarBuilder<'_> {
                 name: parsed.time_zone.get_ref().clone(),
             }
         })?;
-        for (key, table) in &parsed.years {
-            let year = self.year(key)?;
-            for holiday in &table.holidays {
-                self.add_holiday(year, holiday)?;
-            }
-            for day in &table.makeup_workdays {
-                self.add_makeup_workday(year, day)?;
-            }
-            self.sources.insert(year, table.source.clone());
-        }
-        // Checked once all years are in, so the clash is found whichever
-        // entry comes first in the file.
-        for (date, &line) in &self.makeup_workdays {
-            if let Some((holiday, holiday_line)) = self.holidays.get(date) {
-                return Err(CalendarError::HolidayAndMakeupDay {
-                    file: self.file.to_owned(),
-                    line,
-                    date: *date,
-                    holiday: holiday.clone(),
-                    holiday_line: *holiday_line,
-                });
-            }
-        }
-        Ok(BusinessCalendar {
+        let mut calendar = BusinessCalendar {
             name: parsed.name,
             time_zone,
-            sources: self.sources,
-            holidays: self
-                .holidays
-                .into_iter()
-                .map(|(date, (name, _line))| (date, name))
-                .collect(),
-            makeup_workdays: self.makeup_workdays.into_keys().collect(),
+            sources: BTreeMap::new(),
+            applied_versions: BTreeMap::new(),
+            holidays: BTreeMap::new(),
+            makeup_workdays: BTreeSet::new(),
             fallback_years: Mutex::new(BTreeSet::new()),
             statutory_holidays: Mutex::new(BTreeMap::new()),
-        })
+        };
+        for year in self.years(&parsed.years)? {
+            calendar.lay(year);
+        }
+        Ok(calendar)
+    }
+
+    fn years(
+        &self,
+        tables: &BTreeMap<Spanned<String>, YearTable>,
+    ) -> Result<Vec<CheckedYear>, CalendarError> {
+        tables
+            .iter()
+            .map(|(key, table)| {
+                let year = self.year(key)?;
+                self.check_table(year, table)
+            })
+            .collect()
+    }
+
+    fn check_table(&self, year: i32, table: &YearTable) -> Result<CheckedYear, CalendarError> {
+        let holidays = table
+            .holidays
+            .iter()
+            .map(|holiday| {
+                Ok(HolidayEntry {
+                    name: holiday.name.clone(),
+                    from: self.date(&holiday.from)?,
+                    from_at: self.line(&holiday.from),
+                    to: self.date(&holiday.to)?,
+                    to_at: self.line(&holiday.to),
+                })
+            })
+            .collect::<Result<Vec<_>, CalendarError>>()?;
+        let makeup_workdays = table
+            .makeup_workdays
+            .iter()
+            .map(|day| Ok((self.date(day)?, self.line(day))))
+            .collect::<Result<Vec<_>, CalendarError>>()?;
+        let days = year::check_year(year, holidays, makeup_workdays)
+            .map_err(|problem| self.located(problem))?;
+        Ok(days.into_checked(year, table.source.clone()))
+    }
+
+    /// The file's error for a broken rule, worded as the file's reader needs
+    /// it (`[years.Y]`, both lines of a clash).
+    fn located(&self, problem: YearProblem<usize>) -> CalendarError {
+        let file = self.file.to_owned();
+        match problem {
+            YearProblem::DateOutsideYear { at, date, year } => CalendarError::DateOutsideYear {
+                file,
+                line: at,
+                date,
+                year,
+            },
+            YearProblem::HolidayEndsBeforeStart { at, name, from, to } => {
+                CalendarError::HolidayEndsBeforeStart {
+                    file,
+                    line: at,
+                    name,
+                    from,
+                    to,
+                }
+            }
+            YearProblem::HolidaySpansYears {
+                at,
+                name,
+                from,
+                to,
+                year,
+            } => CalendarError::HolidaySpansYears {
+                file,
+                line: at,
+                name,
+                from,
+                to,
+                year,
+            },
+            YearProblem::HolidayTooLong { at, name, days } => CalendarError::HolidayTooLong {
+                file,
+                line: at,
+                name,
+                days,
+            },
+            YearProblem::MakeupDayNotWeekend { at, date, weekday } => {
+                CalendarError::MakeupDayNotWeekend {
+                    file,
+                    line: at,
+                    date,
+                    weekday,
+                }
+            }
+            YearProblem::HolidayAndMakeupDay {
+                at,
+                date,
+                holiday,
+                holiday_at,
+            } => CalendarError::HolidayAndMakeupDay {
+                file,
+                line: at,
+                date,
+                holiday,
+                holiday_line: holiday_at,
+            },
+            YearProblem::DuplicateDate { at, date, first_at } => CalendarError::DuplicateDate {
+                file,
+                line: at,
+                date,
+                first_line: first_at,
+            },
+        }
     }
 
     fn year(&self, key: &Spanned<String>) -> Result<i32, CalendarError> {
@@ -475,78 +654,6 @@ impl CalendarBuilder<'_> {
         }
     }
 
-    fn add_holiday(&mut self, year: i32, holiday: &HolidayEntry) -> Result<(), CalendarError> {
-        let from = self.date(&holiday.from)?;
-        let to = self.date(&holiday.to)?;
-        let from_line = self.line(&holiday.from);
-        let to_line = self.line(&holiday.to);
-        if from.year() != year {
-            return Err(self.outside_year(from_line, from, year));
-        }
-        if to < from {
-            return Err(CalendarError::HolidayEndsBeforeStart {
-                file: self.file.to_owned(),
-                line: to_line,
-                name: holiday.name.clone(),
-                from,
-                to,
-            });
-        }
-        if to.year() != year {
-            return Err(CalendarError::HolidaySpansYears {
-                file: self.file.to_owned(),
-                line: to_line,
-                name: holiday.name.clone(),
-                from,
-                to,
-                year,
-            });
-        }
-        let days = (to - from).num_days() + 1;
-        if days > MAX_HOLIDAY_DAYS {
-            return Err(CalendarError::HolidayTooLong {
-                file: self.file.to_owned(),
-                line: to_line,
-                name: holiday.name.clone(),
-                days,
-            });
-        }
-        // `days` is at most MAX_HOLIDAY_DAYS, so this walk is short.
-        for date in from.iter_days().take_while(|date| *date <= to) {
-            if let Some((_, first_line)) = self.holidays.get(&date) {
-                return Err(self.duplicate(from_line, date, *first_line));
-            }
-            self.holidays
-                .insert(date, (holiday.name.clone(), from_line));
-        }
-        Ok(())
-    }
-
-    fn add_makeup_workday(
-        &mut self,
-        year: i32,
-        day: &Spanned<TomlDate>,
-    ) -> Result<(), CalendarError> {
-        let date = self.date(day)?;
-        let line = self.line(day);
-        if date.year() != year {
-            return Err(self.outside_year(line, date, year));
-        }
-        if !is_weekend(date) {
-            return Err(CalendarError::MakeupDayNotWeekend {
-                file: self.file.to_owned(),
-                line,
-                date,
-                weekday: date.weekday(),
-            });
-        }
-        if let Some(&first_line) = self.makeup_workdays.get(&date) {
-            return Err(self.duplicate(line, date, first_line));
-        }
-        self.makeup_workdays.insert(date, line);
-        Ok(())
-    }
-
     fn date(&self, value: &Spanned<TomlDate>) -> Result<NaiveDate, CalendarError> {
         let TomlDate { year, month, day } = *value.get_ref();
         NaiveDate::from_ymd_opt(i32::from(year), u32::from(month), u32::from(day)).ok_or_else(
@@ -560,24 +667,6 @@ impl CalendarBuilder<'_> {
 
     fn line<T>(&self, value: &Spanned<T>) -> usize {
         line_of(self.text, value.span().start)
-    }
-
-    fn outside_year(&self, line: usize, date: NaiveDate, year: i32) -> CalendarError {
-        CalendarError::DateOutsideYear {
-            file: self.file.to_owned(),
-            line,
-            date,
-            year,
-        }
-    }
-
-    fn duplicate(&self, line: usize, date: NaiveDate, first_line: usize) -> CalendarError {
-        CalendarError::DuplicateDate {
-            file: self.file.to_owned(),
-            line,
-            date,
-            first_line,
-        }
     }
 }
 
@@ -967,6 +1056,109 @@ mod tests {
         assert!(!calendar.is_business_day(date(year, 10, 1)));
         assert!(calendar.is_business_day(date(year, 10, 3)));
         assert_eq!(calendar.holiday_name(date(year, 10, 3)), None);
+    }
+
+    const NOTICE_2027: &str = r#"
+[years.2027]
+source = "国办发明电〔2026〕9号"
+holidays = [
+    { name = "元旦", from = 2027-01-01, to = 2027-01-03 },
+    { name = "春节", from = 2027-02-05, to = 2027-02-11 },
+]
+makeup_workdays = [2027-02-20]
+"#;
+
+    #[test]
+    fn an_applied_year_replaces_the_provisional_one_and_leaves_other_years_alone() {
+        let calendar = cn();
+        assert_eq!(calendar.year_origin(2027), YearOrigin::Statutory);
+        assert!(calendar.year_origin(2027).is_provisional());
+        let years = BusinessCalendar::years_from_toml_str(NOTICE_2027, "2027.toml").unwrap();
+        let [year] = <[CheckedYear; 1]>::try_from(years).unwrap();
+        let applied = calendar.with_applied_year(year, 1);
+        assert_eq!(
+            applied.year_origin(2027),
+            YearOrigin::Applied {
+                source: "国办发明电〔2026〕9号",
+                version: 1
+            }
+        );
+        assert!(!applied.is_provisional(2027));
+        // The bridging days 9–11 February are off now, and 20 February worked.
+        assert_eq!(
+            applied.add_business_days(date(2027, 2, 3), 3),
+            date(2027, 2, 15)
+        );
+        assert!(applied.is_business_day(date(2027, 2, 20)));
+        assert_eq!(applied.fallback_years(), BTreeSet::new());
+        // 2026 is still the file's.
+        assert_eq!(
+            applied.year_origin(2026),
+            YearOrigin::File {
+                source: "国办发明电〔2025〕7号"
+            }
+        );
+        assert_eq!(
+            applied
+                .holidays
+                .range(date(2026, 1, 1)..date(2027, 1, 1))
+                .count(),
+            {
+                cn().holidays
+                    .range(date(2026, 1, 1)..date(2027, 1, 1))
+                    .count()
+            }
+        );
+    }
+
+    #[test]
+    fn a_corrected_year_replaces_every_day_of_the_earlier_application() {
+        let years = BusinessCalendar::years_from_toml_str(NOTICE_2027, "2027.toml").unwrap();
+        let first = cn().with_applied_year(years[0].clone(), 1);
+        let corrected = CalendarYear {
+            source: "国办发明电〔2026〕9号（更正）".to_owned(),
+            holidays: vec![HolidayPeriod {
+                name: "春节".to_owned(),
+                from: date(2027, 2, 6),
+                to: date(2027, 2, 12),
+            }],
+            makeup_workdays: vec![],
+        }
+        .check(2027)
+        .unwrap();
+        let second = first.with_applied_year(corrected, 2);
+        assert!(second.is_business_day(date(2027, 2, 5)));
+        assert!(!second.is_business_day(date(2027, 2, 12)));
+        assert!(
+            !second.is_business_day(date(2027, 2, 20)),
+            "no longer worked"
+        );
+        assert!(second.is_business_day(date(2027, 1, 1)), "no longer listed");
+        assert_eq!(
+            second.year_origin(2027),
+            YearOrigin::Applied {
+                source: "国办发明电〔2026〕9号（更正）",
+                version: 2
+            }
+        );
+    }
+
+    #[test]
+    fn a_year_file_to_apply_is_checked_as_the_calendar_file_is() {
+        let bad = NOTICE_2027.replace(
+            "makeup_workdays = [2027-02-20]",
+            "makeup_workdays = [2027-02-17]",
+        );
+        let error = BusinessCalendar::years_from_toml_str(&bad, "2027.toml").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "2027.toml:8: make-up working day 2027-02-17 is a Wed, but make-up days are Saturdays or Sundays"
+        );
+        let whole_file = BusinessCalendar::years_from_toml_str(CN_TOML, "cn.toml").unwrap();
+        assert_eq!(
+            whole_file.iter().map(|year| year.year).collect::<Vec<_>>(),
+            [2025, 2026]
+        );
     }
 
     #[test]

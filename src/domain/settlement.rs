@@ -16,7 +16,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
@@ -117,6 +117,22 @@ pub fn release_at(
     let confirmed_on = confirmed_at.with_timezone(&time_zone).date_naive();
     let release_on = calendar.add_business_days(confirmed_on, hold_business_days);
     start_of_day(release_on, time_zone)
+}
+
+/// Whether the release time of an order confirmed at `confirmed_at` rests
+/// on a provisional year of the calendar (one whose notice is not applied
+/// yet): every day walked over from the local confirmation date to the
+/// release date counts, so a hold ending on 4 January over a provisional New
+/// Year is provisional though it was confirmed in a covered December.
+pub fn release_is_provisional(
+    confirmed_at: DateTime<Utc>,
+    release_at: DateTime<Utc>,
+    calendar: &BusinessCalendar,
+    time_zone: Tz,
+) -> bool {
+    let confirmed_on = confirmed_at.with_timezone(&time_zone).date_naive();
+    let release_on = release_at.with_timezone(&time_zone).date_naive();
+    (confirmed_on.year()..=release_on.year()).any(|year| calendar.is_provisional(year))
 }
 
 /// The first instant at or after 00:00 of `date` in `time_zone`.
@@ -527,6 +543,35 @@ mod tests {
     /// T+3 in Beijing, as the shipped workflow configures it.
     fn t_plus_3(confirmed_at: &str) -> DateTime<Utc> {
         release_at(at(confirmed_at), &cn(), chrono_tz::Asia::Shanghai, 3)
+    }
+
+    #[test]
+    fn a_hold_reaching_into_a_year_the_file_does_not_cover_is_provisional() {
+        let shanghai = chrono_tz::Asia::Shanghai;
+        let provisional = |confirmed_at: &str| {
+            let confirmed_at = at(confirmed_at);
+            let release = release_at(confirmed_at, &cn(), shanghai, 3);
+            (
+                release,
+                release_is_provisional(confirmed_at, release, &cn(), shanghai),
+            )
+        };
+        // Covered 2026 throughout.
+        assert_eq!(
+            provisional("2026-12-01T10:00:00+08:00"),
+            (at("2026-12-04T00:00:00+08:00"), false)
+        );
+        // Tue 29 Dec: Wed 30, Thu 31, then New Year's Day 2027 (computed)
+        // and the weekend: Mon 4 January, provisional.
+        assert_eq!(
+            provisional("2026-12-29T10:00:00+08:00"),
+            (at("2027-01-04T00:00:00+08:00"), true)
+        );
+        // Before the Spring Festival of 2027 (除夕 Fri 5 Feb to Mon 8 Feb).
+        assert_eq!(
+            provisional("2027-02-03T10:00:00+08:00"),
+            (at("2027-02-10T00:00:00+08:00"), true)
+        );
     }
 
     #[test]

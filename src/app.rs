@@ -18,9 +18,9 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SimulatedClock, SystemClock};
 use crate::config::Settings;
-use crate::declaration::DeclarationPreparer;
 use crate::domain::calendar::BusinessCalendar;
 use crate::engine::certificate::CertificateIssuer;
+use crate::engine::declaration::DeclarationPreparer;
 use crate::engine::definition::{JobKind, Schedules, StepDefinition, StepKind, WorkflowDefinition};
 use crate::engine::settlement::{SettlementEngine, SettlementSettings};
 use crate::engine::withdrawal::{WithdrawalEngine, WithdrawalSettings};
@@ -88,7 +88,7 @@ impl Workflows {
         let calendar = match order_settlement.calendar().filter(|path| path.exists()) {
             Some(path) => BusinessCalendar::load(path)?,
             None => BusinessCalendar::from_toml_str(
-                crate::workflows::SHIPPED_CN_CALENDAR,
+                crate::engine::definition::check::SHIPPED_CN_CALENDAR,
                 "calendars/cn.toml",
             )?,
         };
@@ -178,7 +178,7 @@ impl Runtime {
     /// throwaway key for its scratch database).
     pub async fn build_with_vault(settings: Settings, vault: Vault) -> anyhow::Result<Runtime> {
         settings.validate()?;
-        crate::monitoring::install();
+        crate::telemetry::metrics::install();
         tracing::info!(key_id = %vault.current_key_id(), "payout credentials sealed under this master key");
         let workflows = Workflows::load(&settings.workflows_dir)?;
         let url = settings.database_url.expose_secret().to_owned();
@@ -198,7 +198,7 @@ impl Runtime {
         } else {
             (Arc::new(SystemClock), None)
         };
-        crate::plans::ensure_default(&store, clock.now()).await?;
+        crate::service::plans::ensure_default(&store, clock.now()).await?;
         let fallback = workflows.calendar.fallback_years();
         let horizon = clock.now().date_naive() + chrono::Days::new(60);
         if !workflows
@@ -287,7 +287,7 @@ impl Runtime {
         let settings = &self.state.settings;
         let public = settings.public_url.clone().unwrap_or(default_public_url);
         let notify_url = format!("{}/v1/gateways/wechat/notify", public.trim_end_matches('/'));
-        let gateway = crate::gateway::Gateway::connect(settings, notify_url).await?;
+        let gateway = crate::engine::gateway::Gateway::connect(settings, notify_url).await?;
         self.state.withdrawals.connect_gateway(Arc::new(gateway));
         Ok(())
     }
@@ -468,7 +468,10 @@ impl Runtime {
         let router = axum::Router::new()
             .route("/healthz", axum::routing::get(crate::api::health::healthz))
             .route("/readyz", axum::routing::get(crate::api::health::readyz))
-            .route("/metrics", axum::routing::get(crate::monitoring::render))
+            .route(
+                "/metrics",
+                axum::routing::get(crate::telemetry::metrics::render),
+            )
             .with_state(self.state.clone());
         let mut stop = stop.clone();
         Some(tokio::spawn(async move {
@@ -590,7 +593,7 @@ impl Application {
         let router = crate::api::router(self.runtime.state.clone());
         let header_read_timeout =
             Duration::from_millis(self.runtime.state.settings.guard.header_read_timeout_ms);
-        crate::server::serve(self.listener, router, header_read_timeout, shutdown).await?;
+        crate::api::server::serve(self.listener, router, header_read_timeout, shutdown).await?;
         let _ = stop.send(true);
         join_within(handles, WORKER_STOP_GRACE).await;
         store.close().await;

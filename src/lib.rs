@@ -26,27 +26,14 @@
 
 pub mod api;
 pub mod app;
-pub mod audit;
-pub mod bench;
-mod bench_certificates;
-mod bench_withdraw;
 pub mod certificate;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod credentials;
-pub mod declaration;
-pub mod demo;
-mod demo_withdrawals;
 pub mod domain;
 pub mod engine;
-pub mod gateway;
-pub mod monitoring;
-pub mod plans;
-pub mod server;
+pub mod service;
 pub mod store;
 pub mod telemetry;
-pub mod tokens;
 pub mod vault;
 pub mod web;
-pub mod workflows;

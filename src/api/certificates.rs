@@ -292,7 +292,11 @@ pub async fn correct(
     let principal = &caller.principal;
     let record = state
         .certificates
-        .correct(&number, reason, &crate::audit::Actor::of(principal))
+        .correct(
+            &number,
+            reason,
+            &crate::service::audit::Actor::of(principal),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(record.into())))
 }

@@ -146,7 +146,7 @@ pub async fn create(
         .with_field("referrer_id"));
     }
     let now = state.clock.now();
-    let (_, plan) = crate::plans::in_force(&state.store, now).await?;
+    let (_, plan) = crate::service::plans::in_force(&state.store, now).await?;
     let grade = match &request.grade {
         Some(grade) if plan.grade(grade).is_none() => {
             let known: Vec<&str> = plan.grades().iter().map(|grade| grade.key()).collect();

@@ -19,6 +19,7 @@ pub mod orders;
 pub mod policy;
 pub mod rate_limit;
 pub mod responses;
+pub mod server;
 pub mod tax;
 pub mod withdrawals;
 
@@ -165,7 +166,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/audit", get(admin::audit))
         .route("/healthz", get(health::healthz))
-        .route("/metrics", get(crate::monitoring::render))
+        .route("/metrics", get(crate::telemetry::metrics::render))
         .route("/readyz", get(health::readyz))
         .route(
             "/openapi.json",
@@ -181,11 +182,13 @@ pub fn router(state: AppState) -> Router {
                 "this route does not take that method (see the Allow header)",
             )
         })
-        .layer(axum::middleware::from_fn(crate::monitoring::track_http))
+        .layer(axum::middleware::from_fn(
+            crate::telemetry::metrics::track_http,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             body_read_timeout,
-            crate::server::body_deadline,
+            crate::api::server::body_deadline,
         ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

@@ -363,7 +363,7 @@ pub async fn job_action(
     id: String,
     action: JobAction,
 ) -> Result<JobActionView, ApiError> {
-    let actor = crate::audit::Actor::of(principal);
+    let actor = crate::service::audit::Actor::of(principal);
     let now = state.clock.now();
     let (name, changed) = match action {
         JobAction::Retry => ("job.retry", state.store.retry_job(&id, &actor, now).await?),

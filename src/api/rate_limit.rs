@@ -62,7 +62,7 @@ impl RateLimit {
             self.limiter.shrink_to_fit();
         }
         self.limiter.check_key(&client).map_err(|not_until| {
-            crate::monitoring::rate_limited(self.name);
+            crate::telemetry::metrics::rate_limited(self.name);
             not_until.wait_time_from(DefaultClock::default().now())
         })
     }

@@ -12,8 +12,8 @@ use crate::api::extract::{Path, Query};
 use crate::api::policy::{AccountantOrAdmin, Allowed};
 use crate::api::responses::AuthRefusals;
 use crate::app::AppState;
-use crate::declaration::{DeclarationError, to_csv, to_xlsx};
 use crate::domain::tax::Month;
+use crate::engine::declaration::{DeclarationError, to_csv, to_xlsx};
 
 impl From<DeclarationError> for ApiError {
     fn from(error: DeclarationError) -> ApiError {

@@ -453,7 +453,7 @@ pub async fn approve(
     };
     let after = state
         .withdrawals
-        .review(&id, &decision, &crate::audit::Actor::of(principal))
+        .review(&id, &decision, &crate::service::audit::Actor::of(principal))
         .await?;
     Ok(Json(after.into()))
 }
@@ -484,7 +484,7 @@ pub async fn reject(
     };
     let after = state
         .withdrawals
-        .review(&id, &decision, &crate::audit::Actor::of(principal))
+        .review(&id, &decision, &crate::service::audit::Actor::of(principal))
         .await?;
     Ok(Json(after.into()))
 }

@@ -10,7 +10,9 @@
 //!   [`step`]: which step errors are retried and which fail the job at once.
 
 pub mod certificate;
+pub mod declaration;
 pub mod definition;
+pub mod gateway;
 pub mod settlement;
 pub mod step;
 pub mod withdrawal;

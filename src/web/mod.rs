@@ -27,8 +27,8 @@ use crate::api::error::ApiError;
 use crate::api::extract::same_origin;
 use crate::api::policy::{Allowed, Policy};
 use crate::app::AppState;
-use crate::declaration::DeclarationError;
 use crate::domain::access::{Principal, Role};
+use crate::engine::declaration::DeclarationError;
 use crate::store::StoreError;
 use session::{LEGACY_TOKEN_COOKIE, PageCaller, SESSION_COOKIE};
 
@@ -436,10 +436,10 @@ async fn login(
     let next = local_path(&form.next);
     let token = SecretString::from(form.token.expose_secret().trim().to_owned());
     let now = state.clock.now();
-    let principal = match crate::tokens::authenticate(&state.store, &token, now).await? {
+    let principal = match crate::service::tokens::authenticate(&state.store, &token, now).await? {
         Ok(principal) => principal,
         Err(rejection) => {
-            crate::monitoring::auth_failure("login", rejection.reason(), Some(client));
+            crate::telemetry::metrics::auth_failure("login", rejection.reason(), Some(client));
             return Ok(html_response(
                 StatusCode::UNAUTHORIZED,
                 login_form(&state, next, Some("That token is not valid. 令牌无效。")),

@@ -297,7 +297,11 @@ pub(crate) async fn review(
     };
     let reviewed = state
         .withdrawals
-        .review(&id, &decision, &crate::audit::Actor::of(&principal))
+        .review(
+            &id,
+            &decision,
+            &crate::service::audit::Actor::of(&principal),
+        )
         .await;
     match reviewed {
         Ok(_) => {}

@@ -43,7 +43,7 @@ pub(crate) struct TaxQuery {
 struct MonthView {
     month: Month,
     certificates: CertificateTotals,
-    declared: crate::declaration::Totals,
+    declared: crate::engine::declaration::Totals,
     prepared: Option<PreparedDeclaration>,
     rows: Vec<CertificateRecord>,
     after: Option<String>,

@@ -169,12 +169,12 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     let token = |role: Role| {
         let store = store.clone();
         async move {
-            let issued = fenrun::tokens::create(
+            let issued = fenrun::service::tokens::create(
                 &store,
                 role,
                 None,
                 chrono::Utc::now(),
-                &fenrun::audit::Actor::system("test"),
+                &fenrun::service::audit::Actor::system("test"),
             )
             .await
             .expect("token");
@@ -202,12 +202,12 @@ impl TestApp {
 
     pub async fn distributor_token(&self, id: &str) -> String {
         let id = DistributorId::parse(id).unwrap();
-        let issued = fenrun::tokens::create(
+        let issued = fenrun::service::tokens::create(
             &self.store,
             Role::Distributor,
             Some(&id),
             chrono::Utc::now(),
-            &fenrun::audit::Actor::system("test"),
+            &fenrun::service::audit::Actor::system("test"),
         )
         .await
         .expect("distributor token");

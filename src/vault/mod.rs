@@ -26,6 +26,8 @@
 //! Nothing here logs or formats a key or a plaintext: `Debug` of every type
 //! shows key ids and lengths only, and errors never carry secret bytes.
 
+pub mod credentials;
+
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};

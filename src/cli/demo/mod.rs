@@ -6,7 +6,9 @@
 //! It drives the same engine the HTTP API does (ingest through the group-commit
 //! writer, refunds, the release step), only without the HTTP hop.
 
-pub use crate::demo_withdrawals::secrets;
+mod withdrawals;
+
+pub use crate::cli::demo::withdrawals::secrets;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -134,11 +136,11 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     let store = &state.store;
     let engine = &state.settlement;
 
-    let plan = crate::plans::apply(
+    let plan = crate::service::plans::apply(
         store,
         DEMO_PLAN,
         "demo-plan.toml",
-        &crate::audit::Actor::system("demo"),
+        &crate::service::audit::Actor::system("demo"),
         clock.now(),
     )
     .await?;
@@ -337,7 +339,7 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         "\norders: {}; distributors' available total {total_available}",
         counts.join(", ")
     );
-    let paid_out = crate::demo_withdrawals::run(state, &clock).await?;
+    let paid_out = crate::cli::demo::withdrawals::run(state, &clock).await?;
     let report = store.verify_ledger().await?;
     print!("{}", describe_ledger_report(&report));
     println!("demo finished in {:.1?}", started.elapsed());

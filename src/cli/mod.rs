@@ -1,5 +1,8 @@
 //! The `fenrun` command line: parse, build, run. Every command has `--help`.
 
+pub mod bench;
+pub mod demo;
+
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
@@ -204,7 +207,7 @@ pub enum TokenCommand {
         /// Stop working after this long: `30d`, `12h`, `90m` or `3600s`
         /// (at most 3660 days). Without it or --expires-at, the token works
         /// until revoked.
-        #[arg(long, value_parser = crate::tokens::parse_lifetime, conflicts_with = "expires_at")]
+        #[arg(long, value_parser = crate::service::tokens::parse_lifetime, conflicts_with = "expires_at")]
         expires_in: Option<chrono::Duration>,
         /// Stop working at this instant (RFC 3339, e.g. 2027-01-01T00:00:00Z).
         #[arg(long)]
@@ -521,7 +524,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let store = Store::open(url, &settings.store_options())
         .await
         .map_err(|error| anyhow::anyhow!("opening {}: {error}", redact_url(url)))?;
-    crate::plans::ensure_default(&store, SystemClock.now()).await?;
+    crate::service::plans::ensure_default(&store, SystemClock.now()).await?;
     Ok(store)
 }
 
@@ -529,7 +532,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 async fn token_command(settings: &Settings, command: TokenCommand) -> anyhow::Result<()> {
     let store = open_store(settings).await?;
     let now = SystemClock.now();
-    let actor = crate::audit::Actor::command_line();
+    let actor = crate::service::audit::Actor::command_line();
     match command {
         TokenCommand::Create {
             role,
@@ -541,7 +544,7 @@ async fn token_command(settings: &Settings, command: TokenCommand) -> anyhow::Re
             let expires_at = expires_in
                 .map(|lifetime| chrono::SubsecRound::trunc_subsecs(now + lifetime, 0))
                 .or_else(|| expires_at.map(|at| at.with_timezone(&chrono::Utc)));
-            let issued = crate::tokens::create_expiring(
+            let issued = crate::service::tokens::create_expiring(
                 &store,
                 role,
                 distributor.as_ref(),
@@ -673,7 +676,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", crate::demo::describe_ledger_report(&report));
+                print!("{}", crate::cli::demo::describe_ledger_report(&report));
             }
             if !report.is_clean() {
                 return Ok(std::process::ExitCode::FAILURE);
@@ -699,7 +702,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             );
             let store = open_store(&settings).await?;
-            let report = crate::credentials::rotate(&store, &vault, |table, counts| {
+            let report = crate::vault::credentials::rotate(&store, &vault, |table, counts| {
                 println!(
                     "{table}: {} resealed, {} skipped so far",
                     counts.resealed, counts.skipped
@@ -707,9 +710,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             })
             .await;
             if let Ok(report) = &report {
-                crate::audit::record(
+                crate::service::audit::record(
                     &store,
-                    &crate::audit::Actor::command_line(),
+                    &crate::service::audit::Actor::command_line(),
                     "keys.rotate",
                     &format!("master_key:{}", vault.current_key_id()),
                     Some(serde_json::json!({"previous_key_ids": previous})),
@@ -738,11 +741,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let text = std::fs::read_to_string(&file)
                 .map_err(|error| anyhow::anyhow!("reading {}: {error}", file.display()))?;
             let store = open_store(&settings).await?;
-            let stored = crate::plans::apply(
+            let stored = crate::service::plans::apply(
                 &store,
                 &text,
                 &file.display().to_string(),
-                &crate::audit::Actor::command_line(),
+                &crate::service::audit::Actor::command_line(),
                 SystemClock.now(),
             )
             .await;
@@ -777,7 +780,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             command: WorkflowsCommand::Check { dir },
         } => {
             let dir = dir.unwrap_or_else(|| settings.workflows_dir.clone());
-            let checked = crate::workflows::check_dir(&dir)?;
+            let checked = crate::engine::definition::check::check_dir(&dir)?;
             for file in &checked {
                 println!("ok  {}", file.display());
             }
@@ -793,15 +796,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     concurrency,
                     runs,
                 } => {
-                    crate::bench::settle(orders, concurrency.max(1), runs.max(1), server).await?;
+                    crate::cli::bench::settle(orders, concurrency.max(1), runs.max(1), server)
+                        .await?;
                 }
-                BenchCommand::Queue { jobs } => crate::bench::queue(jobs, server).await?,
+                BenchCommand::Queue { jobs } => crate::cli::bench::queue(jobs, server).await?,
                 BenchCommand::Certificates {
                     count,
                     concurrency,
                     runs,
                 } => {
-                    crate::bench_certificates::certificates(
+                    crate::cli::bench::certificates::certificates(
                         count.max(1),
                         concurrency.max(1),
                         runs.max(1),
@@ -815,7 +819,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     latency_ms,
                     runs,
                 } => {
-                    crate::bench_withdraw::withdraw(
+                    crate::cli::bench::withdraw::withdraw(
                         count,
                         concurrency.max(1),
                         &latency_ms,
@@ -867,7 +871,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Demo { keep } => {
-            crate::demo::run(keep).await?;
+            crate::cli::demo::run(keep).await?;
         }
         Command::SandboxGateway { port, host, faults } => {
             let faults = match faults {

@@ -468,10 +468,7 @@ impl Runtime {
         let router = axum::Router::new()
             .route("/healthz", axum::routing::get(crate::api::health::healthz))
             .route("/readyz", axum::routing::get(crate::api::health::readyz))
-            .route(
-                "/metrics",
-                axum::routing::get(crate::telemetry::metrics::render),
-            )
+            .route("/metrics", axum::routing::get(crate::api::metrics::render))
             .with_state(self.state.clone());
         let mut stop = stop.clone();
         Some(tokio::spawn(async move {

@@ -14,6 +14,7 @@ pub mod distributors;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod ops;
 pub mod orders;
 pub mod policy;
@@ -166,7 +167,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/audit", get(admin::audit))
         .route("/healthz", get(health::healthz))
-        .route("/metrics", get(crate::telemetry::metrics::render))
+        .route("/metrics", get(crate::api::metrics::render))
         .route("/readyz", get(health::readyz))
         .route(
             "/openapi.json",
@@ -182,9 +183,7 @@ pub fn router(state: AppState) -> Router {
                 "this route does not take that method (see the Allow header)",
             )
         })
-        .layer(axum::middleware::from_fn(
-            crate::telemetry::metrics::track_http,
-        ))
+        .layer(axum::middleware::from_fn(crate::api::metrics::track_http))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             body_read_timeout,

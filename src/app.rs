@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,6 +25,8 @@ use crate::engine::definition::{JobKind, Schedules, StepDefinition, StepKind, Wo
 use crate::engine::settlement::{SettlementEngine, SettlementSettings};
 use crate::engine::withdrawal::{WithdrawalEngine, WithdrawalSettings};
 use crate::engine::worker::ScheduledWork;
+use crate::service::rate_limit::RateLimits;
+use crate::state::{AppState, StepQueue};
 use crate::store::{JobSpec, Store, redact_url};
 use crate::vault::Vault;
 
@@ -32,41 +34,6 @@ use crate::vault::Vault;
 const WORKER_STOP_GRACE: Duration = Duration::from_secs(10);
 /// T+3 when a workflow file leaves the hold unset.
 const DEFAULT_HOLD_BUSINESS_DAYS: u32 = 3;
-
-/// What every request handler and worker can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<Store>,
-    pub clock: Arc<dyn Clock>,
-    /// Present only under `--simulated-clock`.
-    pub simulated_clock: Option<Arc<SimulatedClock>>,
-    pub settings: Arc<Settings>,
-    pub settlement: Arc<SettlementEngine>,
-    /// Told the new time whenever a simulated clock moves, so the scheduler runs at once.
-    pub clock_moved: Arc<watch::Sender<DateTime<Utc>>>,
-    /// Per-client rate limits of the public routes (`api::rate_limit`).
-    pub limits: Arc<crate::api::rate_limit::RateLimits>,
-    /// Seals and opens payout credentials (SPEC §2.5).
-    pub vault: Arc<Vault>,
-    /// The withdrawal workflow (SPEC §2.4) and its payout gateway.
-    pub withdrawals: Arc<WithdrawalEngine>,
-    /// The withdrawal's certificate step, corrections and verification (SPEC §2.6).
-    pub certificates: Arc<CertificateIssuer>,
-    /// The monthly withholding declarations (SPEC §2.6).
-    pub declarations: Arc<DeclarationPreparer>,
-    /// Every step that runs from a queue, in workflow order (the ops views).
-    pub step_queues: Arc<Vec<StepQueue>>,
-}
-
-/// A step that runs from a queue, as the ops console groups jobs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepQueue {
-    pub workflow: String,
-    pub step: String,
-    pub queue: String,
-    /// The step's `timeout_ms`: a job running longer is stuck.
-    pub timeout: Duration,
-}
 
 /// The workflow files in force: from the workflows folder, or the copies
 /// built into the binary for any file missing there.
@@ -241,7 +208,7 @@ impl Runtime {
             .await?,
         );
         let settings = Arc::new(settings);
-        let limits = Arc::new(crate::api::rate_limit::RateLimits::new(&settings.guard));
+        let limits = Arc::new(RateLimits::new(&settings.guard));
         let declarations = Arc::new(DeclarationPreparer {
             store: store.clone(),
             vault: vault.clone(),
@@ -587,7 +554,11 @@ impl Application {
             Vec::new()
         };
         let store = self.runtime.state.store.clone();
-        let router = crate::api::router(self.runtime.state.clone());
+        let state = self.runtime.state.clone();
+        let router = crate::api::serve(
+            crate::api::routes(&state).merge(crate::web::router()),
+            state,
+        );
         let header_read_timeout =
             Duration::from_millis(self.runtime.state.settings.guard.header_read_timeout_ms);
         crate::api::server::serve(self.listener, router, header_read_timeout, shutdown).await?;

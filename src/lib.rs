@@ -33,6 +33,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod service;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod vault;

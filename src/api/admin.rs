@@ -12,11 +12,11 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{JsonBody, Path, Query};
 use crate::api::policy::{AdminOnly, Allowed};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
-use crate::app::AppState;
 use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, PlatformAccount, Transfer, TransferKind};
 use crate::domain::money::Money;
+use crate::state::AppState;
 use crate::store::{Revocation, StoreError, StoredPlan, TokenListing, TransferOutcome};
 
 #[derive(Debug, Serialize, ToSchema)]

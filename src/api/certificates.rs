@@ -16,7 +16,6 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{JsonBody, MultipartBody, Path, Query, multipart_error};
 use crate::api::policy::{AccountantOrAdmin, Allowed, SelfOrAccountantAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
-use crate::app::AppState;
 use crate::certificate::archive::{keys_document, stream_month_zip};
 use crate::certificate::{MAX_NUMBER_BYTES, Verification};
 use crate::domain::access::Role;
@@ -24,6 +23,7 @@ use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
 use crate::engine::certificate::{IssueError, verify_upload};
+use crate::state::AppState;
 use crate::store::{CertificateRecord, MAX_PAGE, StoreError};
 
 /// Largest PDF `verify` accepts; a certificate is about 30 KiB.

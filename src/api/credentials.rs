@@ -17,11 +17,11 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::JsonBody;
 use crate::api::policy::{Owner, SelfOrIngest, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
-use crate::app::AppState;
 use crate::domain::identity::{
     AlipayAccount, BankCardNumber, IdNumber, IdentityError, RealName, WechatOpenId,
 };
 use crate::domain::ids::DistributorId;
+use crate::state::AppState;
 use crate::store::{PayoutChannel, SealedIdentity, SealedPayoutAccount, StoreError};
 use crate::vault::credentials::{NewAccount, changed_identity_fields, seal_account, seal_identity};
 

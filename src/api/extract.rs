@@ -18,9 +18,9 @@ use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
 use crate::api::error::ApiError;
-use crate::app::AppState;
 use crate::domain::access::Principal;
 use crate::domain::ids::DistributorId;
+use crate::state::AppState;
 
 /// Marker the money type puts first in its errors, so a bad amount gets its own code.
 const MONEY_ERROR_MARKER: &str = "amount must";

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api::error::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::telemetry::metrics::{
     CALENDAR_COVERED_DAYS, HTTP_DURATION, HTTP_REQUESTS, QUEUE_JOBS, QUEUE_OLDEST_WAITING,
     WITHDRAWALS, install,

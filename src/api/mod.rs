@@ -34,7 +34,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -69,10 +69,8 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let body_limit = state.settings.request_body_limit_bytes;
-    let body_read_timeout =
-        std::time::Duration::from_millis(state.settings.guard.body_read_timeout_ms);
+/// The API's routes, without the fallbacks and layers of [`serve`].
+pub fn routes(state: &AppState) -> Router<AppState> {
     let mut router = Router::new();
     if state.simulated_clock.is_some() {
         // Absent, not forbidden, without --simulated-clock.
@@ -173,7 +171,17 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(|| async { axum::Json(ApiDoc::openapi()) }),
         )
-        .merge(crate::web::router())
+}
+
+/// `routes` (the API's, with any others merged in, such as the pages) under
+/// the JSON 404 and 405 answers and the layers every answer passes through:
+/// request metrics, the body limit and deadline, the trace span, and the
+/// headers no answer may lack.
+pub fn serve(routes: Router<AppState>, state: AppState) -> Router {
+    let body_limit = state.settings.request_body_limit_bytes;
+    let body_read_timeout =
+        std::time::Duration::from_millis(state.settings.guard.body_read_timeout_ms);
+    routes
         .fallback(|| async { error::ApiError::not_found("route") })
         // After every route is added: it applies to the routes there are.
         .method_not_allowed_fallback(|| async {

@@ -14,8 +14,8 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{Path, Query};
 use crate::api::policy::{Allowed, OpsOrAdmin};
 use crate::api::responses::AuthRefusals;
-use crate::app::{AppState, StepQueue};
 use crate::engine::worker::ORPHAN_TIMEOUT;
+use crate::state::{AppState, StepQueue};
 use crate::store::{JobFilter, MAX_PAGE, OpsJob};
 
 /// The states a job is counted in, in the console's order.

@@ -4,4 +4,5 @@
 
 pub mod audit;
 pub mod plans;
+pub mod rate_limit;
 pub mod tokens;

@@ -26,9 +26,9 @@ use serde::Deserialize;
 use crate::api::error::ApiError;
 use crate::api::extract::same_origin;
 use crate::api::policy::{Allowed, Policy};
-use crate::app::AppState;
 use crate::domain::access::{Principal, Role};
 use crate::engine::declaration::DeclarationError;
+use crate::state::AppState;
 use crate::store::StoreError;
 use session::{LEGACY_TOKEN_COOKIE, PageCaller, SESSION_COOKIE};
 

@@ -18,9 +18,9 @@ use crate::api::error::ApiError;
 use crate::api::ops::{
     JOB_STATES, JobAction, JobView, JobsQuery, QueuesView, job_action, jobs_page, queues_view,
 };
-use crate::app::AppState;
 use crate::domain::access::Role;
 use crate::domain::withdrawal::WithdrawalState;
+use crate::state::AppState;
 use crate::store::{ReviewDecision, WithdrawalRecord};
 use crate::web::session::PageCaller;
 use crate::web::{PageError, html_response, layout, signed_in_as};

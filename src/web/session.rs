@@ -17,10 +17,10 @@ use axum::http::request::Parts;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::api::error::ApiError;
-use crate::app::AppState;
 use crate::domain::access::Principal;
 use crate::domain::ledger::sha256_hex;
 use crate::service::tokens::TokenError;
+use crate::state::AppState;
 use crate::store::SessionRecord;
 
 /// The cookie that holds the session id.

@@ -17,10 +17,10 @@ use serde::Deserialize;
 
 use crate::api::certificates::{VerifyView, read_upload, verify_pair};
 use crate::api::error::ApiError;
-use crate::app::AppState;
 use crate::certificate::MAX_NUMBER_BYTES;
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
+use crate::state::AppState;
 use crate::store::{CertificateRecord, PreparedDeclaration};
 use crate::web::session::PageCaller;
 use crate::web::{PageError, accountant, html_response, layout, query_escape};

@@ -82,7 +82,7 @@ fn id_number(serial: usize) -> String {
 /// A finished run of withdrawals whose application still serves, so that
 /// another benchmark can go on from it (`bench certificates`).
 pub(crate) struct WithdrawRun {
-    pub state: crate::app::AppState,
+    pub state: crate::state::AppState,
     pub address: String,
     /// Time from the first request to the last one accepted (202).
     pub accepted: Duration,

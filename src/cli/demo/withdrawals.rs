@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::app::AppState;
 use crate::clock::{Clock, SimulatedClock};
 use crate::domain::identity::{IdNumber, RealName, WechatOpenId};
 use crate::domain::ids::DistributorId;
@@ -16,6 +15,7 @@ use crate::domain::ledger::{AccountId, PlatformAccount};
 use crate::domain::money::Money;
 use crate::domain::withdrawal::{Speed, WithdrawalState};
 use crate::engine::withdrawal::WithdrawalRequest;
+use crate::state::AppState;
 use crate::store::{PayoutChannel, ReviewDecision, WithdrawalRequestOutcome};
 use crate::vault::credentials::{NewAccount, seal_account, seal_identity};
 

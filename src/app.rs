@@ -19,8 +19,9 @@ use tokio::task::JoinHandle;
 use crate::clock::{Clock, SimulatedClock, SystemClock};
 use crate::config::Settings;
 use crate::domain::calendar::BusinessCalendar;
+use crate::engine::CALENDAR_HORIZON_DAYS;
 use crate::engine::certificate::CertificateIssuer;
-use crate::engine::declaration::DeclarationPreparer;
+use crate::engine::declaration::{DeclarationPreparer, PREPARED_MONTHS};
 use crate::engine::definition::{JobKind, Schedules, StepDefinition, StepKind, WorkflowDefinition};
 use crate::engine::settlement::{SettlementEngine, SettlementSettings};
 use crate::engine::withdrawal::{WithdrawalEngine, WithdrawalSettings};
@@ -34,6 +35,11 @@ use crate::vault::Vault;
 const WORKER_STOP_GRACE: Duration = Duration::from_secs(10);
 /// T+3 when a workflow file leaves the hold unset.
 const DEFAULT_HOLD_BUSINESS_DAYS: u32 = 3;
+/// Orders released per transaction when the release step sets no `batch_size`.
+const DEFAULT_RELEASE_BATCH_SIZE: usize = 1_000;
+/// How far back start-up looks for a missed declaration run: the job is
+/// monthly, so a month and a day finds the latest scheduled time.
+const MISSED_DECLARATION_LOOKBACK_DAYS: i64 = 32;
 
 /// The workflow files in force: from the workflows folder, or the copies
 /// built into the binary for any file missing there.
@@ -109,7 +115,7 @@ impl Workflows {
                     .to_owned(),
                 max_attempts: release.retry().max_attempts,
             },
-            release_batch_size: release.batch_size().unwrap_or(1_000) as i64,
+            release_batch_size: release.batch_size().unwrap_or(DEFAULT_RELEASE_BATCH_SIZE) as i64,
             ingest_batch_size: ingest.batch_size().unwrap_or(1),
             ingest_batch_max_wait: ingest.batch_max_wait().unwrap_or(Duration::ZERO),
             ingest_writers: match backend {
@@ -130,21 +136,23 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the runtime with the vault of SPEC §5: the master key from
-    /// `FENRUN_MASTER_KEY_FILE` or `FENRUN_MASTER_KEY` (a development key
-    /// file beside a SQLite database when neither is set), and the previous
-    /// keys of a rotation in progress. The key is read from the environment
-    /// rather than the settings file so that it never sits in a
-    /// configuration file next to the database URL.
+    /// the settings' key sources (a development key file beside a SQLite
+    /// database when none is set), and the previous keys of a rotation in
+    /// progress. Reads no environment variable: `Settings::load` did.
     pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         settings.validate()?;
-        let vault = Vault::from_env(&settings.database_url)?;
-        Runtime::build_with_vault(settings, vault).await
+        let vault = Vault::from_sources(&settings.master_key, &settings.database_url)?;
+        Runtime::build_validated(settings, vault).await
     }
 
     /// Builds the runtime with a vault the caller made (a benchmark's
     /// throwaway key for its scratch database).
     pub async fn build_with_vault(settings: Settings, vault: Vault) -> anyhow::Result<Runtime> {
         settings.validate()?;
+        Runtime::build_validated(settings, vault).await
+    }
+
+    async fn build_validated(settings: Settings, vault: Vault) -> anyhow::Result<Runtime> {
         crate::telemetry::metrics::install();
         tracing::info!(key_id = %vault.current_key_id(), "payout credentials sealed under this master key");
         let workflows = Workflows::load(&settings.workflows_dir)?;
@@ -167,7 +175,8 @@ impl Runtime {
         };
         crate::service::plans::ensure_default(&store, clock.now()).await?;
         let fallback = workflows.calendar.fallback_years();
-        let horizon = clock.now().date_naive() + chrono::Days::new(60);
+        let horizon =
+            clock.now().date_naive() + chrono::Days::new(u64::from(CALENDAR_HORIZON_DAYS));
         if !workflows
             .calendar
             .covers_range(clock.now().date_naive(), horizon)
@@ -176,7 +185,7 @@ impl Runtime {
             tracing::warn!(
                 calendar = workflows.calendar.name(),
                 first_uncovered = %workflows.calendar.first_uncovered_date(clock.now().date_naive()),
-                "the business calendar does not cover the coming 60 days: only weekends are skipped there"
+                "the business calendar does not cover the coming {CALENDAR_HORIZON_DAYS} days: only weekends are skipped there"
             );
         }
         let settlement = Arc::new(SettlementEngine::start(
@@ -303,7 +312,7 @@ impl Runtime {
     }
 
     /// Runs the declaration job if its latest scheduled time (within the
-    /// last 32 days) passed while no process ran and its month was never
+    /// last [`MISSED_DECLARATION_LOOKBACK_DAYS`]) passed while no process ran and its month was never
     /// prepared.
     async fn prepare_missed_declaration(&self) {
         let Some(job) = self.workflows.schedules.job(JobKind::PrepareDeclaration) else {
@@ -312,12 +321,17 @@ impl Runtime {
         let now = self.state.clock.now().with_timezone(&job.time_zone());
         let latest = job
             .schedule()
-            .after(&(now - chrono::Duration::days(32)))
+            .after(&(now - chrono::Duration::days(MISSED_DECLARATION_LOOKBACK_DAYS)))
             .take_while(|at| *at <= now)
             .last();
         let Some(at) = latest else { return };
         let month = crate::domain::tax::Month::of(at.date_naive()).previous();
-        match self.state.store.prepared_declarations(24).await {
+        match self
+            .state
+            .store
+            .prepared_declarations(PREPARED_MONTHS)
+            .await
+        {
             Ok(prepared) if prepared.iter().any(|p| p.tax_month == month.to_string()) => {}
             Ok(_) => {
                 tracing::info!(month = %month, "the declaration's scheduled time passed while stopped: preparing it now");

@@ -24,6 +24,8 @@
 //! - [`credentials`]: sealing identities and payout accounts for their rows; `keys rotate`.
 //! - [`vault`]: envelope encryption (AES-256-GCM) of payout credentials under a rotatable master key.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod app;
 pub mod certificate;

@@ -31,7 +31,8 @@ pub const JOB_STATES: [&str; 6] = [
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueuesView {
     pub steps: Vec<StepView>,
-    /// Days from today the business calendar covers; below 60 it is a warning.
+    /// Days from today the business calendar covers; below 60
+    /// (`engine::CALENDAR_HORIZON_DAYS`) it is a warning.
     pub calendar_covered_days: i64,
     pub calendar_warning: bool,
 }
@@ -104,7 +105,7 @@ pub async fn queues_view(state: &AppState) -> Result<QueuesView, ApiError> {
     Ok(QueuesView {
         steps,
         calendar_covered_days: covered,
-        calendar_warning: covered < 60,
+        calendar_warning: covered < i64::from(crate::engine::CALENDAR_HORIZON_DAYS),
     })
 }
 

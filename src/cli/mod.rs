@@ -686,7 +686,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {
-            let vault = crate::vault::Vault::from_env(&settings.database_url)?;
+            let vault =
+                crate::vault::Vault::from_sources(&settings.master_key, &settings.database_url)?;
             let previous: Vec<String> = vault
                 .previous_key_ids()
                 .iter()

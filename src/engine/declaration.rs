@@ -24,6 +24,10 @@ use crate::vault::Vault;
 use crate::vault::credentials::open_identity;
 
 /// The shipped layout, used when the workflows folder has none.
+/// How many prepared months to look through for one: two years, the span
+/// an accountant revisits (the /tax page, and start-up's missed run).
+pub const PREPARED_MONTHS: i64 = 24;
+
 pub const SHIPPED_LAYOUT: &str = include_str!("../../workflows/declaration.toml");
 
 /// What a column holds.

@@ -9,6 +9,10 @@
 //! - [`worker`]: apalis workers for the step queues, and the scheduler;
 //!   [`step`]: which step errors are retried and which fail the job at once.
 
+/// How far ahead the business calendar should know its holidays, in days:
+/// start-up warns and the ops console flags a calendar that ends sooner.
+pub const CALENDAR_HORIZON_DAYS: u32 = 60;
+
 pub mod certificate;
 pub mod declaration;
 pub mod definition;

@@ -19,9 +19,10 @@
 //!   holds the current key and the previous ones opens values sealed under
 //!   any of them, and `fenrun keys rotate` calls [`Vault::reseal`] on each
 //!   value whose key is not current ([`Vault::needs_reseal`]).
-//! - The master key comes from [`MasterKey::from_env_or_file`] (SPEC §5):
+//! - The master key comes from the [`KeySources`] of the settings (SPEC §5):
 //!   `FENRUN_MASTER_KEY_FILE`, or `FENRUN_MASTER_KEY`, or — for SQLite only —
-//!   a development key file created beside the database with a loud warning.
+//!   a development key file created beside the database with a loud warning
+//!   ([`MasterKey::load`]).
 //!
 //! Nothing here logs or formats a key or a plaintext: `Debug` of every type
 //! shows key ids and lengths only, and errors never carry secret bytes.
@@ -174,55 +175,33 @@ impl fmt::Debug for KeyId {
     }
 }
 
-/// Where a master key may come from: the two environment variables of
-/// SPEC §5, read once ([`KeySources::from_env`]) or given by a test.
-#[derive(Debug, Default)]
+/// Where the master keys may come from: the environment variables of
+/// SPEC §5, which the settings loader reads (`config::Settings::load`) so
+/// that building the application reads no environment, and a test can hand
+/// them over. Never in a settings file: the key must not sit next to the
+/// database URL. `Debug` shows no key.
+#[derive(Debug, Clone, Default)]
 pub struct KeySources {
     /// `FENRUN_MASTER_KEY_FILE`: a file holding the key.
     pub key_file: Option<PathBuf>,
     /// `FENRUN_MASTER_KEY`: the key itself.
     pub key: Option<SecretString>,
-}
-
-impl KeySources {
-    /// Reads `FENRUN_MASTER_KEY_FILE` and `FENRUN_MASTER_KEY`. A variable set
-    /// to the empty string counts as set (and is then refused as malformed):
-    /// an empty key in production is a deployment mistake, not a request for
-    /// a development key.
-    pub fn from_env() -> Result<KeySources, VaultError> {
-        let key_file = std::env::var_os(MASTER_KEY_FILE_ENV).map(PathBuf::from);
-        let key = match std::env::var(MASTER_KEY_ENV) {
-            Ok(text) => Some(SecretString::from(text)),
-            Err(std::env::VarError::NotPresent) => None,
-            Err(std::env::VarError::NotUnicode(_)) => {
-                return Err(VaultError::MalformedKey {
-                    origin: MASTER_KEY_ENV.to_owned(),
-                });
-            }
-        };
-        Ok(KeySources { key_file, key })
-    }
+    /// `FENRUN_MASTER_KEY_PREVIOUS_FILE`: previous keys, one a line.
+    pub previous_keys_file: Option<PathBuf>,
+    /// `FENRUN_MASTER_KEY_PREVIOUS`: previous keys separated by commas or
+    /// whitespace.
+    pub previous_keys: Option<SecretString>,
 }
 
 /// The previous master keys named by `FENRUN_MASTER_KEY_PREVIOUS_FILE` (one
 /// key a line) or `FENRUN_MASTER_KEY_PREVIOUS` (keys separated by commas or
 /// whitespace); none when neither is set. Each key is written as
 /// [`MasterKey`] describes.
-pub fn previous_keys_from_env() -> Result<Vec<MasterKey>, VaultError> {
-    let from_file = std::env::var_os(PREVIOUS_KEYS_FILE_ENV).map(PathBuf::from);
-    let from_value = match std::env::var(PREVIOUS_KEYS_ENV) {
-        Ok(text) => Some(Zeroizing::new(text)),
-        Err(std::env::VarError::NotPresent) => None,
-        Err(std::env::VarError::NotUnicode(_)) => {
-            return Err(VaultError::MalformedKey {
-                origin: PREVIOUS_KEYS_ENV.to_owned(),
-            });
-        }
-    };
-    match (from_file, from_value) {
+pub fn previous_keys(sources: &KeySources) -> Result<Vec<MasterKey>, VaultError> {
+    match (sources.previous_keys_file.clone(), &sources.previous_keys) {
         (Some(_), Some(_)) => Err(VaultError::AmbiguousPreviousKeySource),
         (None, None) => Ok(Vec::new()),
-        (None, Some(text)) => parse_key_list(&text, PREVIOUS_KEYS_ENV),
+        (None, Some(text)) => parse_key_list(text.expose_secret(), PREVIOUS_KEYS_ENV),
         (Some(path), None) => {
             let file_error = |source| VaultError::KeyFile {
                 path: path.clone(),
@@ -274,12 +253,6 @@ pub struct MasterKey {
 }
 
 impl MasterKey {
-    /// Loads the master key as SPEC §5 says, from the environment
-    /// ([`KeySources::from_env`]); see [`MasterKey::load`].
-    pub fn from_env_or_file(database_url: &SecretString) -> Result<MasterKey, VaultError> {
-        MasterKey::load(&KeySources::from_env()?, database_url)
-    }
-
     /// Loads the master key from `sources`:
     /// - a key file → the key in it (a file readable by group or others is
     ///   used, with a warning);
@@ -723,13 +696,16 @@ impl Vault {
     }
 
     /// The vault of this process as SPEC §5 configures it: the current key
-    /// from [`MasterKey::from_env_or_file`], and the previous keys from
-    /// [`previous_keys_from_env`] (set during a rotation, so values not yet
-    /// resealed still open).
-    pub fn from_env(database_url: &SecretString) -> Result<Vault, VaultError> {
+    /// from [`MasterKey::load`], and the previous keys from
+    /// [`previous_keys`] (set during a rotation, so values not yet resealed
+    /// still open).
+    pub fn from_sources(
+        sources: &KeySources,
+        database_url: &SecretString,
+    ) -> Result<Vault, VaultError> {
         Ok(Vault::new(
-            MasterKey::from_env_or_file(database_url)?,
-            previous_keys_from_env()?,
+            MasterKey::load(sources, database_url)?,
+            previous_keys(sources)?,
         ))
     }
 
@@ -1239,6 +1215,7 @@ mod tests {
         let from_file = KeySources {
             key_file: Some(path.clone()),
             key: None,
+            ..KeySources::default()
         };
         assert_eq!(
             MasterKey::load(&from_file, &database).unwrap().id(),
@@ -1247,6 +1224,7 @@ mod tests {
         let from_value = KeySources {
             key_file: None,
             key: Some(secret(&"ef".repeat(32))),
+            ..KeySources::default()
         };
         assert_eq!(
             MasterKey::load(&from_value, &database).unwrap().id(),
@@ -1255,6 +1233,7 @@ mod tests {
         let both = KeySources {
             key_file: Some(path),
             key: Some(secret(&"ef".repeat(32))),
+            ..KeySources::default()
         };
         assert!(matches!(
             MasterKey::load(&both, &database),
@@ -1370,6 +1349,7 @@ mod tests {
         let sources = KeySources {
             key_file: None,
             key: Some(secret(&"ab".repeat(32))),
+            ..KeySources::default()
         };
         assert!(!format!("{sources:?}").contains("abab"));
     }

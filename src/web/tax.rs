@@ -20,6 +20,7 @@ use crate::api::error::ApiError;
 use crate::certificate::MAX_NUMBER_BYTES;
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
+use crate::engine::declaration::PREPARED_MONTHS;
 use crate::state::AppState;
 use crate::store::{CertificateRecord, PreparedDeclaration};
 use crate::web::session::PageCaller;
@@ -27,9 +28,6 @@ use crate::web::{PageError, accountant, html_response, layout, query_escape};
 
 /// Certificates per page of the table.
 const PAGE_SIZE: i64 = 100;
-/// How many prepared months to look through for the shown one: two years,
-/// the span an accountant revisits.
-const PREPARED_MONTHS: i64 = 24;
 
 #[derive(Deserialize)]
 pub(crate) struct TaxQuery {

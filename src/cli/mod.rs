@@ -1,21 +1,19 @@
 //! The `fenrun` command line: parse, build, run. Every command has `--help`.
 
 pub mod bench;
+mod commands;
 pub mod demo;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
-use crate::app::{Application, shutdown_signal};
-use crate::clock::{Clock, SystemClock};
 use crate::config::{LogFormat, Settings};
 use crate::domain::access::Role;
-use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
-use crate::domain::tax::{self, CumulativeContext, Month, Withholding, WithholdingMethod};
-use crate::store::{Store, redact_url};
+use crate::domain::tax::{Month, WithholdingMethod};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -322,311 +320,38 @@ impl Cli {
     }
 }
 
-/// `tax quote`: the cumulative context from the flags, refusing flags that do
-/// not belong to the method.
-fn cumulative_context(
-    method: WithholdingMethod,
-    month: Month,
-    months_count: Option<u8>,
-    prior_income: Option<Money>,
-    prior_withheld: Option<Money>,
-) -> anyhow::Result<Option<CumulativeContext>> {
-    match (method, months_count) {
-        (WithholdingMethod::Cumulative, Some(months_count)) => Ok(Some(CumulativeContext {
-            month,
-            months_count,
-            prior_income: prior_income.unwrap_or(Money::ZERO),
-            prior_withheld: prior_withheld.unwrap_or(Money::ZERO),
-        })),
-        (WithholdingMethod::Cumulative, None) => Err(anyhow::anyhow!(
-            "--method cumulative needs --months-count (consecutive months with income this year, this month included)"
-        )),
-        (WithholdingMethod::PerPayment, _)
-            if months_count.is_some() || prior_income.is_some() || prior_withheld.is_some() =>
-        {
-            Err(anyhow::anyhow!(
-                "--months-count, --prior-income and --prior-withheld apply only to --method cumulative"
-            ))
-        }
-        (WithholdingMethod::PerPayment, _) => Ok(None),
-    }
-}
-
-/// `tax quote --json`: the payouts in order, their fields in certificate order.
-#[derive(serde::Serialize)]
-struct TaxQuoteReport<'a> {
-    method: WithholdingMethod,
-    month: Month,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    months_count: Option<u8>,
-    payouts: &'a [Withholding],
-    total_gross: Money,
-    total_withheld: Money,
-    total_net: Money,
-}
-
-/// `tax quote` as a table, one line per payout, and the totals.
-fn describe_tax_quote(
-    method: WithholdingMethod,
-    month: Month,
-    quotes: &[Withholding],
-    totals: [Money; 3],
-) -> String {
-    use std::fmt::Write as _;
-    let (title, to_date) = match method {
-        WithholdingMethod::PerPayment => (
-            format!(
-                "per-payment withholding (按次预扣预缴) in {month}: the month's payouts are one 次"
-            ),
-            "month-to-date",
-        ),
-        WithholdingMethod::Cumulative => (
-            format!(
-                "cumulative withholding (累计预扣法) in {month}, {} consecutive month(s) this year",
-                quotes.first().and_then(|q| q.months_count).unwrap_or(0)
-            ),
-            "cumulative",
-        ),
-    };
-    let mut out = format!("{title}\n");
-    let _ = writeln!(
-        out,
-        "{:>3} {:>12} {:>14} {:>11} {:>11} {:>12} {:>5} {:>10} {:>12} {:>15} {:>12} {:>12}",
-        "#",
-        "gross",
-        to_date,
-        "fee",
-        "basic ded.",
-        "taxable",
-        "rate",
-        "quick ded.",
-        "tax to date",
-        "withheld before",
-        "withheld now",
-        "net"
-    );
-    for (index, q) in quotes.iter().enumerate() {
-        // Money and Rate ignore width flags; pad their text instead.
-        let _ = writeln!(
-            out,
-            "{:>3} {:>12} {:>14} {:>11} {:>11} {:>12} {:>5} {:>10} {:>12} {:>15} {:>12} {:>12}",
-            index + 1,
-            q.gross.to_string(),
-            q.income_to_date.to_string(),
-            q.fee.to_string(),
-            q.basic_deduction.to_string(),
-            q.taxable.to_string(),
-            q.rate.to_string(),
-            q.quick_deduction.to_string(),
-            q.tax_to_date.to_string(),
-            q.withheld_before.to_string(),
-            q.withheld_now.to_string(),
-            q.net.to_string()
-        );
-    }
-    let [gross, withheld, net] = totals;
-    let _ = writeln!(out, "total: gross {gross}, withheld {withheld}, net {net}");
-    out
-}
-
-/// `fenrun certificate verify`: prints the verdict; true when genuine.
-async fn verify_certificate_file(
-    settings: &Settings,
-    file: &Path,
-    manifest: Option<PathBuf>,
-    keys: Option<&Path>,
-    json: bool,
-) -> anyhow::Result<bool> {
-    use crate::certificate::{Verification, verify};
-    let read = |path: &Path, limit: u64| -> anyhow::Result<Vec<u8>> {
-        let size = std::fs::metadata(path)
-            .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?
-            .len();
-        anyhow::ensure!(
-            size <= limit,
-            "{} is larger than {limit} bytes",
-            path.display()
-        );
-        std::fs::read(path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
-    };
-    let pdf = read(file, crate::api::certificates::MAX_VERIFY_PDF_BYTES as u64)?;
-    let beside = file.with_extension("json");
-    let manifest_path = manifest.or_else(|| beside.is_file().then_some(beside));
-    let manifest = manifest_path
-        .map(|path| -> anyhow::Result<String> {
-            let bytes = read(&path, crate::certificate::MAX_MANIFEST_BYTES as u64)?;
-            String::from_utf8(bytes)
-                .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))
-        })
-        .transpose()?;
-    let verification = match keys {
-        Some(keys_path) => {
-            let document: serde_json::Value = serde_json::from_slice(&read(keys_path, 1 << 20)?)
-                .map_err(|error| anyhow::anyhow!("{}: {error}", keys_path.display()))?;
-            let keys = crate::certificate::archive::parse_keys_document(&document)
-                .map_err(|error| anyhow::anyhow!("{}: {error}", keys_path.display()))?;
-            let manifest = manifest.ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no manifest beside {}: pass --manifest (offline verification needs it)",
-                    file.display()
-                )
-            })?;
-            verify(&pdf, &manifest, &keys)
-        }
-        None => {
-            let store = open_store(settings).await?;
-            let verification =
-                crate::engine::certificate::verify_upload(&store, &pdf, manifest.as_deref()).await;
-            store.close().await;
-            verification?
-        }
-    };
-    let genuine = matches!(verification, Verification::Genuine { .. });
-    match (&verification, json) {
-        (
-            Verification::Genuine {
-                number,
-                gross,
-                tax,
-                net,
-                key_id,
-            },
-            true,
-        ) => println!(
-            "{}",
-            serde_json::json!({"genuine": true, "number": number, "gross": gross, "tax": tax, "net": net, "key_id": key_id})
-        ),
-        (Verification::NotGenuine(rejection), true) => println!(
-            "{}",
-            serde_json::json!({"genuine": false, "reason_code": rejection.code(), "reason": rejection.to_string()})
-        ),
-        (
-            Verification::Genuine {
-                number,
-                gross,
-                tax,
-                net,
-                key_id,
-            },
-            false,
-        ) => println!(
-            "genuine: certificate {number}: gross {gross}, tax withheld {tax}, net paid {net} (signed with key {key_id})"
-        ),
-        (Verification::NotGenuine(rejection), false) => {
-            println!("NOT genuine ({}): {rejection}", rejection.code())
-        }
-    }
-    Ok(genuine)
-}
-
-async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let url = settings.database_url.expose_secret();
-    let store = Store::open(url, &settings.store_options())
-        .await
-        .map_err(|error| anyhow::anyhow!("opening {}: {error}", redact_url(url)))?;
-    crate::service::plans::ensure_default(&store, SystemClock.now()).await?;
-    Ok(store)
-}
-
-/// `fenrun token create | list | revoke`.
-async fn token_command(settings: &Settings, command: TokenCommand) -> anyhow::Result<()> {
-    let store = open_store(settings).await?;
-    let now = SystemClock.now();
-    let actor = crate::service::audit::Actor::command_line();
-    match command {
-        TokenCommand::Create {
-            role,
-            distributor,
-            expires_in,
-            expires_at,
-        } => {
-            let distributor = distributor.map(DistributorId::parse).transpose()?;
-            let expires_at = expires_in
-                .map(|lifetime| chrono::SubsecRound::trunc_subsecs(now + lifetime, 0))
-                .or_else(|| expires_at.map(|at| at.with_timezone(&chrono::Utc)));
-            let issued = crate::service::tokens::create_expiring(
-                &store,
-                role,
-                distributor.as_ref(),
-                expires_at,
-                now,
-                &actor,
-            )
-            .await?;
-            let until =
-                expires_at.map_or_else(|| "until revoked".to_owned(), |at| format!("until {at}"));
-            eprintln!(
-                "created {role} token {} valid {until} (shown once; store it now)",
-                issued.id
-            );
-            println!("{}", issued.secret.expose_secret());
-        }
-        TokenCommand::List { json } => {
-            let mut after: Option<String> = None;
-            if !json {
-                println!(
-                    "{:<22} {:<11} {:<20} {:<25} {:<25} revoked",
-                    "id", "role", "distributor", "created", "expires"
-                );
-            }
-            // Every page: the listing is bounded per query, not in total.
-            loop {
-                let page = store
-                    .tokens(after.as_deref(), crate::store::MAX_PAGE)
-                    .await?;
-                for token in &page {
-                    let distributor = token.distributor_id.as_ref().map(DistributorId::as_str);
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "id": token.id, "role": token.role, "distributor_id": distributor,
-                                "created_at": token.created_at, "expires_at": token.expires_at,
-                                "revoked_at": token.revoked_at,
-                            })
-                        );
-                    } else {
-                        let time = |at: Option<chrono::DateTime<chrono::Utc>>| {
-                            at.map_or_else(
-                                || "-".to_owned(),
-                                |at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                            )
-                        };
-                        println!(
-                            "{:<22} {:<11} {:<20} {:<25} {:<25} {}",
-                            token.id,
-                            token.role,
-                            distributor.unwrap_or("-"),
-                            time(Some(token.created_at)),
-                            time(token.expires_at),
-                            time(token.revoked_at)
-                        );
-                    }
-                }
-                if (page.len() as i64) < crate::store::MAX_PAGE {
-                    break;
-                }
-                after = page.last().map(|token| token.id.clone());
-            }
-        }
-        TokenCommand::Revoke { id } => match store.revoke_token(&id, now, &actor).await? {
-            Some(crate::store::Revocation::Revoked) => println!("revoked {id}"),
-            Some(crate::store::Revocation::AlreadyRevoked) => println!("{id} was already revoked"),
-            None => {
-                store.close().await;
-                anyhow::bail!("no token {id}");
-            }
-        },
-    }
-    store.close().await;
-    Ok(())
-}
-
 /// Runs the parsed command; the process exit code is the result's.
-pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = cli.settings()?;
-    // The demo prints its own story; its logs only matter when something is wrong.
-    let log_filter = match cli.command {
+    init_logging(&cli.command, &settings);
+    match cli.command {
+        Command::Serve { .. } => commands::serve::serve(settings).await,
+        Command::Worker => commands::serve::worker(settings).await,
+        Command::Migrate => commands::serve::migrate(&settings).await,
+        Command::Certificate { command } => commands::certificate::run(&settings, command).await,
+        Command::Ledger { command } => commands::ledger::run(&settings, command).await,
+        Command::Token { command } => commands::token::run(&settings, command).await,
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => commands::keys::rotate(&settings).await,
+        Command::Plan { command } => commands::plan::run(&settings, command).await,
+        Command::Workflows { command } => commands::workflows::run(&settings, command),
+        Command::Bench { command } => commands::bench::run(&settings, command).await,
+        Command::Tax { command } => commands::tax::run(command),
+        Command::Demo { keep } => {
+            demo::run(keep).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SandboxGateway { port, host, faults } => {
+            commands::sandbox::run(port, host, faults).await
+        }
+    }
+}
+
+/// Logging at the settings' filter; the demo and the benchmarks print their
+/// own story, so their logs only matter when something is wrong.
+fn init_logging(command: &Command, settings: &Settings) {
+    let log_filter = match command {
         Command::Demo { .. } | Command::Bench { .. }
             if std::env::var_os("FENRUN_LOG_FILTER").is_none() =>
         {
@@ -635,267 +360,4 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         _ => settings.log_filter.as_str(),
     };
     crate::telemetry::init(settings.log_format, log_filter);
-    match cli.command {
-        Command::Serve { .. } => {
-            let app = Application::build(settings).await?;
-            app.run_until_stopped(shutdown_signal()).await?;
-        }
-        Command::Worker => {
-            let runtime = crate::app::Runtime::build(settings).await?;
-            runtime.run_workers_until_stopped(shutdown_signal()).await?;
-        }
-        Command::Migrate => {
-            let store = open_store(&settings).await?;
-            println!(
-                "migrations applied to {}",
-                redact_url(settings.database_url.expose_secret())
-            );
-            store.close().await;
-        }
-        Command::Certificate {
-            command:
-                CertificateCommand::Verify {
-                    file,
-                    manifest,
-                    keys,
-                    json,
-                },
-        } => {
-            let genuine =
-                verify_certificate_file(&settings, &file, manifest, keys.as_deref(), json).await?;
-            if !genuine {
-                return Ok(std::process::ExitCode::FAILURE);
-            }
-        }
-        Command::Ledger {
-            command: LedgerCommand::Verify { json },
-        } => {
-            let store = open_store(&settings).await?;
-            let report = store.verify_ledger().await?;
-            store.close().await;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", crate::cli::demo::describe_ledger_report(&report));
-            }
-            if !report.is_clean() {
-                return Ok(std::process::ExitCode::FAILURE);
-            }
-        }
-        Command::Token { command } => token_command(&settings, command).await?,
-        Command::Keys {
-            command: KeysCommand::Rotate,
-        } => {
-            let vault =
-                crate::vault::Vault::from_sources(&settings.master_key, &settings.database_url)?;
-            let previous: Vec<String> = vault
-                .previous_key_ids()
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            println!(
-                "resealing under master key {} (opening with previous keys: {})",
-                vault.current_key_id(),
-                if previous.is_empty() {
-                    "none".to_owned()
-                } else {
-                    previous.join(", ")
-                }
-            );
-            let store = open_store(&settings).await?;
-            let report = crate::vault::credentials::rotate(&store, &vault, |table, counts| {
-                println!(
-                    "{table}: {} resealed, {} skipped so far",
-                    counts.resealed, counts.skipped
-                );
-            })
-            .await;
-            if let Ok(report) = &report {
-                crate::service::audit::record(
-                    &store,
-                    &crate::service::audit::Actor::command_line(),
-                    "keys.rotate",
-                    &format!("master_key:{}", vault.current_key_id()),
-                    Some(serde_json::json!({"previous_key_ids": previous})),
-                    Some(serde_json::json!({
-                        "key_id": vault.current_key_id().to_string(),
-                        "identities_resealed": report.identities.resealed,
-                        "payout_accounts_resealed": report.payout_accounts.resealed,
-                    })),
-                    SystemClock.now(),
-                )
-                .await;
-            }
-            store.close().await;
-            let report = report?;
-            println!(
-                "done: {} identities and {} payout accounts resealed ({} and {} changed meanwhile and were left alone)",
-                report.identities.resealed,
-                report.payout_accounts.resealed,
-                report.identities.skipped,
-                report.payout_accounts.skipped
-            );
-        }
-        Command::Plan {
-            command: PlanCommand::Apply { file },
-        } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|error| anyhow::anyhow!("reading {}: {error}", file.display()))?;
-            let store = open_store(&settings).await?;
-            let stored = crate::service::plans::apply(
-                &store,
-                &text,
-                &file.display().to_string(),
-                &crate::service::audit::Actor::command_line(),
-                SystemClock.now(),
-            )
-            .await;
-            store.close().await;
-            let stored = stored?;
-            println!(
-                "plan {:?} stored as version {}, in force from {}",
-                stored.name, stored.version, stored.effective_from
-            );
-        }
-        Command::Plan {
-            command: PlanCommand::List,
-        } => {
-            let store = open_store(&settings).await?;
-            let plans = store.list_plans().await?;
-            store.close().await;
-            println!(
-                "{:>7}  {:<24}  {:<25}  applied by",
-                "version", "name", "effective from"
-            );
-            for plan in plans {
-                println!(
-                    "{:>7}  {:<24}  {:<25}  {}",
-                    plan.version,
-                    plan.name,
-                    plan.effective_from.to_rfc3339(),
-                    plan.applied_by
-                );
-            }
-        }
-        Command::Workflows {
-            command: WorkflowsCommand::Check { dir },
-        } => {
-            let dir = dir.unwrap_or_else(|| settings.workflows_dir.clone());
-            let checked = crate::engine::definition::check::check_dir(&dir)?;
-            for file in &checked {
-                println!("ok  {}", file.display());
-            }
-            println!("{} file(s) valid", checked.len());
-        }
-        Command::Bench { command } => {
-            // Only an explicit --database-url / FENRUN_DATABASE_URL picks PostgreSQL.
-            let url = settings.database_url.expose_secret().to_owned();
-            let server = url.starts_with("postgres").then_some(url.as_str());
-            match command {
-                BenchCommand::Settle {
-                    orders,
-                    concurrency,
-                    runs,
-                } => {
-                    crate::cli::bench::settle(orders, concurrency.max(1), runs.max(1), server)
-                        .await?;
-                }
-                BenchCommand::Queue { jobs } => crate::cli::bench::queue(jobs, server).await?,
-                BenchCommand::Certificates {
-                    count,
-                    concurrency,
-                    runs,
-                } => {
-                    crate::cli::bench::certificates::certificates(
-                        count.max(1),
-                        concurrency.max(1),
-                        runs.max(1),
-                        server,
-                    )
-                    .await?;
-                }
-                BenchCommand::Withdraw {
-                    count,
-                    concurrency,
-                    latency_ms,
-                    runs,
-                } => {
-                    crate::cli::bench::withdraw::withdraw(
-                        count,
-                        concurrency.max(1),
-                        &latency_ms,
-                        runs.max(1),
-                        server,
-                    )
-                    .await?;
-                }
-            }
-        }
-        Command::Tax {
-            command:
-                TaxCommand::Quote {
-                    method,
-                    month,
-                    payments,
-                    json,
-                    months_count,
-                    prior_income,
-                    prior_withheld,
-                },
-        } => {
-            let cumulative =
-                cumulative_context(method, month, months_count, prior_income, prior_withheld)?;
-            let quotes = tax::quote_sequence(method, &payments, cumulative)?;
-            let total = |pick: fn(&Withholding) -> Money| {
-                Money::checked_sum(quotes.iter().map(pick))
-                    .ok_or_else(|| anyhow::anyhow!("the payouts' total is too large"))
-            };
-            let totals = [
-                total(|q| q.gross)?,
-                total(|q| q.withheld_now)?,
-                total(|q| q.net)?,
-            ];
-            if json {
-                let [total_gross, total_withheld, total_net] = totals;
-                let report = TaxQuoteReport {
-                    method,
-                    month,
-                    months_count,
-                    payouts: &quotes,
-                    total_gross,
-                    total_withheld,
-                    total_net,
-                };
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", describe_tax_quote(method, month, &quotes, totals));
-            }
-        }
-        Command::Demo { keep } => {
-            crate::cli::demo::run(keep).await?;
-        }
-        Command::SandboxGateway { port, host, faults } => {
-            let faults = match faults {
-                Some(text) => serde_json::from_str(&text)
-                    .map_err(|error| anyhow::anyhow!("--faults: {error}"))?,
-                None => fenrun_integrations::sandbox::Faults::default(),
-            };
-            let address: std::net::SocketAddr = format!("{host}:{port}")
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--host {host:?} --port {port} is not an address"))?;
-            let sandbox = fenrun_integrations::sandbox::SandboxGateway::start(
-                fenrun_integrations::sandbox::SandboxConfig {
-                    listen: address,
-                    faults,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            tracing::warn!(address = %sandbox.base_url(), "SANDBOX payment gateway (WeChat Pay v3 dialect, test keys): no real money moves");
-            println!("sandbox gateway listening on {}", sandbox.base_url());
-            crate::app::shutdown_signal().await;
-            sandbox.shutdown().await;
-        }
-    }
-    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -9,7 +9,6 @@
 mod withdrawals;
 
 pub use crate::cli::demo::withdrawals::secrets;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -25,7 +24,7 @@ use crate::domain::ids::{BuyerId, DistributorId, OrderId};
 use crate::domain::ledger::sha256_hex;
 use crate::domain::money::Money;
 use crate::engine::settlement::NewOrder;
-use crate::store::{DistributorStatus, LedgerReport, NewDistributor};
+use crate::store::{DistributorStatus, NewDistributor};
 
 /// Orders the demo sends.
 const DEMO_ORDERS: u64 = 200;
@@ -341,7 +340,10 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     );
     let paid_out = crate::cli::demo::withdrawals::run(state, &clock).await?;
     let report = store.verify_ledger().await?;
-    print!("{}", describe_ledger_report(&report));
+    print!(
+        "{}",
+        crate::cli::commands::ledger::describe_ledger_report(&report)
+    );
     println!("demo finished in {:.1?}", started.elapsed());
     let _ = stop.send(true);
     for worker in payout_workers {
@@ -375,41 +377,4 @@ async fn refund_in_full(
         )
         .await?;
     Ok(())
-}
-
-/// The human summary `ledger verify` and the demo print.
-pub fn describe_ledger_report(report: &LedgerReport) -> String {
-    let mut text = String::new();
-    let verdict = if report.is_clean() { "OK" } else { "FAILED" };
-    let _ = writeln!(
-        text,
-        "ledger verify: {verdict} — {} accounts, {} transfers, {} postings, Σ postings = {}",
-        report.accounts,
-        report.transfers,
-        report.postings,
-        Money::from_fen(report.postings_sum_fen)
-    );
-    for key in &report.unbalanced_transfers {
-        let _ = writeln!(text, "  unbalanced transfer {key}");
-    }
-    for mismatch in &report.mismatched_accounts {
-        let _ = writeln!(
-            text,
-            "  account {}: stored {} but postings say {}",
-            mismatch.account,
-            Money::from_fen(mismatch.stored_fen),
-            Money::from_fen(mismatch.derived_fen)
-        );
-    }
-    for account in &report.negative_accounts {
-        let _ = writeln!(text, "  account {account} is negative but may never be");
-    }
-    if report.orphan_postings > 0 {
-        let _ = writeln!(
-            text,
-            "  {} postings name an account or transfer that does not exist",
-            report.orphan_postings
-        );
-    }
-    text
 }

@@ -175,6 +175,12 @@ impl From<StoreError> for PageError {
     }
 }
 
+impl From<crate::service::ops::OpsError> for PageError {
+    fn from(error: crate::service::ops::OpsError) -> PageError {
+        ApiError::from(error).into()
+    }
+}
+
 impl From<DeclarationError> for PageError {
     fn from(error: DeclarationError) -> PageError {
         ApiError::from(error).into()
@@ -301,10 +307,11 @@ async fn queues_json(
     caller: Result<PageCaller, ApiError>,
     uri: axum::http::Uri,
 ) -> Result<Response, PageError> {
-    let caller = signed_in(caller, here(&uri))?;
-    Ok(crate::api::ops::queues(State(state), caller)
-        .await
-        .into_response())
+    let _caller: Allowed<crate::api::policy::OpsOrAdmin> = signed_in(caller, here(&uri))?;
+    Ok(match crate::service::ops::queues_view(&state).await {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    })
 }
 
 /// `GET /ops/withdrawals/{id}`: `GET /v1/withdrawals/{id}` for the

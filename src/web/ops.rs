@@ -15,11 +15,11 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
-use crate::api::ops::{
-    JOB_STATES, JobAction, JobView, JobsQuery, QueuesView, job_action, jobs_page, queues_view,
-};
 use crate::domain::access::Role;
 use crate::domain::withdrawal::WithdrawalState;
+use crate::service::ops::{
+    JOB_STATES, JobAction, JobView, JobsQuery, QueuesView, job_action, jobs_page, queues_view,
+};
 use crate::state::AppState;
 use crate::store::{ReviewDecision, WithdrawalRecord};
 use crate::web::session::PageCaller;

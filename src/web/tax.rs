@@ -15,12 +15,13 @@ use chrono_tz::Asia::Shanghai;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::api::certificates::{VerifyView, read_upload, verify_pair};
+use crate::api::certificates::read_upload;
 use crate::api::error::ApiError;
 use crate::certificate::MAX_NUMBER_BYTES;
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
 use crate::engine::declaration::PREPARED_MONTHS;
+use crate::service::certificates::{VerifyView, verify_pair};
 use crate::state::AppState;
 use crate::store::{CertificateRecord, PreparedDeclaration};
 use crate::web::session::PageCaller;

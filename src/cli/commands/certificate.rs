@@ -44,7 +44,10 @@ async fn verify_certificate_file(
         );
         std::fs::read(path).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
     };
-    let pdf = read(file, crate::api::certificates::MAX_VERIFY_PDF_BYTES as u64)?;
+    let pdf = read(
+        file,
+        crate::service::certificates::MAX_VERIFY_PDF_BYTES as u64,
+    )?;
     let beside = file.with_extension("json");
     let manifest_path = manifest.or_else(|| beside.is_file().then_some(beside));
     let manifest = manifest_path

@@ -26,7 +26,7 @@ use crate::engine::definition::{JobKind, Schedules, StepDefinition, StepKind, Wo
 use crate::engine::settlement::{SettlementEngine, SettlementSettings};
 use crate::engine::withdrawal::{WithdrawalEngine, WithdrawalSettings};
 use crate::engine::worker::ScheduledWork;
-use crate::service::rate_limit::RateLimits;
+use crate::state::rate_limit::RateLimits;
 use crate::state::{AppState, StepQueue};
 use crate::store::{JobSpec, Store, redact_url};
 use crate::vault::Vault;

@@ -1,7 +1,7 @@
 //! Per-client rate limits on the routes anyone may call without a token
 //! (`POST /login`, `POST /v1/tax/certificates/verify`, and whatever public
 //! route comes next, such as sign-in links): the middleware that asks the
-//! route family's [`RateLimit`] (`service::rate_limit`) about the client's
+//! route family's [`RateLimit`] (`state::rate_limit`) about the client's
 //! address and answers 429 with `Retry-After`.
 //!
 //! The key is the TCP peer's address (`server` records it). Behind a reverse
@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::api::error::ApiError;
-use crate::service::rate_limit::RateLimit;
+use crate::state::rate_limit::RateLimit;
 
 /// The client's address as the server recorded it; the unspecified address
 /// when there is none (a router called in-process), which then shares one

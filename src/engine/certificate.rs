@@ -167,7 +167,7 @@ impl CertificateIssuer {
         &self,
         number: &str,
         reason: &str,
-        actor: &crate::service::audit::Actor,
+        actor: &crate::store::Actor,
     ) -> Result<CertificateRecord, IssueError> {
         let (old, _) = self
             .store

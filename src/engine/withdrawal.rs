@@ -467,7 +467,7 @@ impl WithdrawalEngine {
         &self,
         id: &str,
         decision: &ReviewDecision,
-        actor: &crate::service::audit::Actor,
+        actor: &crate::store::Actor,
     ) -> Result<WithdrawalRecord, WithdrawalError> {
         let record = self
             .store

@@ -6,5 +6,4 @@ pub mod audit;
 pub mod certificates;
 pub mod ops;
 pub mod plans;
-pub mod rate_limit;
 pub mod tokens;

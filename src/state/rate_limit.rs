@@ -1,8 +1,8 @@
 //! How many requests a client address may make to the routes anyone may
 //! call without a token: a [`RateLimit`] per route family, keyed by the
 //! client's address. The HTTP side (429, `Retry-After`) is
-//! `api::rate_limit`; this part holds no axum so that the state every
-//! handler shares can carry it.
+//! `api::rate_limit`; this part holds no axum, as it is part of the state
+//! every handler shares.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

@@ -3,6 +3,8 @@
 //! it imports what it holds and nothing that serves HTTP, so `api`, `web`
 //! and `app` can all import it without importing each other.
 
+pub mod rate_limit;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +17,9 @@ use crate::engine::certificate::CertificateIssuer;
 use crate::engine::declaration::DeclarationPreparer;
 use crate::engine::settlement::SettlementEngine;
 use crate::engine::withdrawal::WithdrawalEngine;
-use crate::service::rate_limit::RateLimits;
 use crate::store::Store;
 use crate::vault::Vault;
+use rate_limit::RateLimits;
 
 /// What every request handler and worker can reach.
 #[derive(Clone)]
@@ -30,7 +32,7 @@ pub struct AppState {
     pub settlement: Arc<SettlementEngine>,
     /// Told the new time whenever a simulated clock moves, so the scheduler runs at once.
     pub clock_moved: Arc<watch::Sender<DateTime<Utc>>>,
-    /// Per-client rate limits of the public routes (`service::rate_limit`).
+    /// Per-client rate limits of the public routes (`state::rate_limit`).
     pub limits: Arc<RateLimits>,
     /// Seals and opens payout credentials (SPEC §2.5).
     pub vault: Arc<Vault>,

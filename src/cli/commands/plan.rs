@@ -17,7 +17,7 @@ pub async fn run(settings: &Settings, command: PlanCommand) -> anyhow::Result<Ex
 }
 
 async fn apply(settings: &Settings, file: &Path) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&file)
+    let text = std::fs::read_to_string(file)
         .map_err(|error| anyhow::anyhow!("reading {}: {error}", file.display()))?;
     let store = open_store(settings).await?;
     let stored = crate::service::plans::apply(

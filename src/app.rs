@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -18,13 +18,16 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SimulatedClock, SystemClock};
 use crate::config::Settings;
-use crate::declaration::DeclarationPreparer;
 use crate::domain::calendar::BusinessCalendar;
+use crate::engine::CALENDAR_HORIZON_DAYS;
 use crate::engine::certificate::CertificateIssuer;
+use crate::engine::declaration::{DeclarationPreparer, PREPARED_MONTHS};
 use crate::engine::definition::{JobKind, Schedules, StepDefinition, StepKind, WorkflowDefinition};
 use crate::engine::settlement::{SettlementEngine, SettlementSettings};
 use crate::engine::withdrawal::{WithdrawalEngine, WithdrawalSettings};
 use crate::engine::worker::ScheduledWork;
+use crate::state::rate_limit::RateLimits;
+use crate::state::{AppState, StepQueue};
 use crate::store::{JobSpec, Store, redact_url};
 use crate::vault::Vault;
 
@@ -32,41 +35,11 @@ use crate::vault::Vault;
 const WORKER_STOP_GRACE: Duration = Duration::from_secs(10);
 /// T+3 when a workflow file leaves the hold unset.
 const DEFAULT_HOLD_BUSINESS_DAYS: u32 = 3;
-
-/// What every request handler and worker can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<Store>,
-    pub clock: Arc<dyn Clock>,
-    /// Present only under `--simulated-clock`.
-    pub simulated_clock: Option<Arc<SimulatedClock>>,
-    pub settings: Arc<Settings>,
-    pub settlement: Arc<SettlementEngine>,
-    /// Told the new time whenever a simulated clock moves, so the scheduler runs at once.
-    pub clock_moved: Arc<watch::Sender<DateTime<Utc>>>,
-    /// Per-client rate limits of the public routes (`api::rate_limit`).
-    pub limits: Arc<crate::api::rate_limit::RateLimits>,
-    /// Seals and opens payout credentials (SPEC §2.5).
-    pub vault: Arc<Vault>,
-    /// The withdrawal workflow (SPEC §2.4) and its payout gateway.
-    pub withdrawals: Arc<WithdrawalEngine>,
-    /// The withdrawal's certificate step, corrections and verification (SPEC §2.6).
-    pub certificates: Arc<CertificateIssuer>,
-    /// The monthly withholding declarations (SPEC §2.6).
-    pub declarations: Arc<DeclarationPreparer>,
-    /// Every step that runs from a queue, in workflow order (the ops views).
-    pub step_queues: Arc<Vec<StepQueue>>,
-}
-
-/// A step that runs from a queue, as the ops console groups jobs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepQueue {
-    pub workflow: String,
-    pub step: String,
-    pub queue: String,
-    /// The step's `timeout_ms`: a job running longer is stuck.
-    pub timeout: Duration,
-}
+/// Orders released per transaction when the release step sets no `batch_size`.
+const DEFAULT_RELEASE_BATCH_SIZE: usize = 1_000;
+/// How far back start-up looks for a missed declaration run: the job is
+/// monthly, so a month and a day finds the latest scheduled time.
+const MISSED_DECLARATION_LOOKBACK_DAYS: i64 = 32;
 
 /// The workflow files in force: from the workflows folder, or the copies
 /// built into the binary for any file missing there.
@@ -88,7 +61,7 @@ impl Workflows {
         let calendar = match order_settlement.calendar().filter(|path| path.exists()) {
             Some(path) => BusinessCalendar::load(path)?,
             None => BusinessCalendar::from_toml_str(
-                crate::workflows::SHIPPED_CN_CALENDAR,
+                crate::engine::definition::check::SHIPPED_CN_CALENDAR,
                 "calendars/cn.toml",
             )?,
         };
@@ -142,7 +115,7 @@ impl Workflows {
                     .to_owned(),
                 max_attempts: release.retry().max_attempts,
             },
-            release_batch_size: release.batch_size().unwrap_or(1_000) as i64,
+            release_batch_size: release.batch_size().unwrap_or(DEFAULT_RELEASE_BATCH_SIZE) as i64,
             ingest_batch_size: ingest.batch_size().unwrap_or(1),
             ingest_batch_max_wait: ingest.batch_max_wait().unwrap_or(Duration::ZERO),
             ingest_writers: match backend {
@@ -163,22 +136,24 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the runtime with the vault of SPEC §5: the master key from
-    /// `FENRUN_MASTER_KEY_FILE` or `FENRUN_MASTER_KEY` (a development key
-    /// file beside a SQLite database when neither is set), and the previous
-    /// keys of a rotation in progress. The key is read from the environment
-    /// rather than the settings file so that it never sits in a
-    /// configuration file next to the database URL.
+    /// the settings' key sources (a development key file beside a SQLite
+    /// database when none is set), and the previous keys of a rotation in
+    /// progress. Reads no environment variable: `Settings::load` did.
     pub async fn build(settings: Settings) -> anyhow::Result<Runtime> {
         settings.validate()?;
-        let vault = Vault::from_env(&settings.database_url)?;
-        Runtime::build_with_vault(settings, vault).await
+        let vault = Vault::from_sources(&settings.master_key, &settings.database_url)?;
+        Runtime::build_validated(settings, vault).await
     }
 
     /// Builds the runtime with a vault the caller made (a benchmark's
     /// throwaway key for its scratch database).
     pub async fn build_with_vault(settings: Settings, vault: Vault) -> anyhow::Result<Runtime> {
         settings.validate()?;
-        crate::monitoring::install();
+        Runtime::build_validated(settings, vault).await
+    }
+
+    async fn build_validated(settings: Settings, vault: Vault) -> anyhow::Result<Runtime> {
+        crate::telemetry::metrics::install();
         tracing::info!(key_id = %vault.current_key_id(), "payout credentials sealed under this master key");
         let workflows = Workflows::load(&settings.workflows_dir)?;
         let url = settings.database_url.expose_secret().to_owned();
@@ -198,9 +173,10 @@ impl Runtime {
         } else {
             (Arc::new(SystemClock), None)
         };
-        crate::plans::ensure_default(&store, clock.now()).await?;
+        crate::service::plans::ensure_default(&store, clock.now()).await?;
         let fallback = workflows.calendar.fallback_years();
-        let horizon = clock.now().date_naive() + chrono::Days::new(60);
+        let horizon =
+            clock.now().date_naive() + chrono::Days::new(u64::from(CALENDAR_HORIZON_DAYS));
         if !workflows
             .calendar
             .covers_range(clock.now().date_naive(), horizon)
@@ -209,7 +185,7 @@ impl Runtime {
             tracing::warn!(
                 calendar = workflows.calendar.name(),
                 first_uncovered = %workflows.calendar.first_uncovered_date(clock.now().date_naive()),
-                "the business calendar does not cover the coming 60 days: only weekends are skipped there"
+                "the business calendar does not cover the coming {CALENDAR_HORIZON_DAYS} days: only weekends are skipped there"
             );
         }
         let settlement = Arc::new(SettlementEngine::start(
@@ -241,7 +217,7 @@ impl Runtime {
             .await?,
         );
         let settings = Arc::new(settings);
-        let limits = Arc::new(crate::api::rate_limit::RateLimits::new(&settings.guard));
+        let limits = Arc::new(RateLimits::new(&settings.guard));
         let declarations = Arc::new(DeclarationPreparer {
             store: store.clone(),
             vault: vault.clone(),
@@ -287,7 +263,7 @@ impl Runtime {
         let settings = &self.state.settings;
         let public = settings.public_url.clone().unwrap_or(default_public_url);
         let notify_url = format!("{}/v1/gateways/wechat/notify", public.trim_end_matches('/'));
-        let gateway = crate::gateway::Gateway::connect(settings, notify_url).await?;
+        let gateway = crate::engine::gateway::Gateway::connect(settings, notify_url).await?;
         self.state.withdrawals.connect_gateway(Arc::new(gateway));
         Ok(())
     }
@@ -336,7 +312,7 @@ impl Runtime {
     }
 
     /// Runs the declaration job if its latest scheduled time (within the
-    /// last 32 days) passed while no process ran and its month was never
+    /// last [`MISSED_DECLARATION_LOOKBACK_DAYS`]) passed while no process ran and its month was never
     /// prepared.
     async fn prepare_missed_declaration(&self) {
         let Some(job) = self.workflows.schedules.job(JobKind::PrepareDeclaration) else {
@@ -345,12 +321,17 @@ impl Runtime {
         let now = self.state.clock.now().with_timezone(&job.time_zone());
         let latest = job
             .schedule()
-            .after(&(now - chrono::Duration::days(32)))
+            .after(&(now - chrono::Duration::days(MISSED_DECLARATION_LOOKBACK_DAYS)))
             .take_while(|at| *at <= now)
             .last();
         let Some(at) = latest else { return };
         let month = crate::domain::tax::Month::of(at.date_naive()).previous();
-        match self.state.store.prepared_declarations(24).await {
+        match self
+            .state
+            .store
+            .prepared_declarations(PREPARED_MONTHS)
+            .await
+        {
             Ok(prepared) if prepared.iter().any(|p| p.tax_month == month.to_string()) => {}
             Ok(_) => {
                 tracing::info!(month = %month, "the declaration's scheduled time passed while stopped: preparing it now");
@@ -468,7 +449,7 @@ impl Runtime {
         let router = axum::Router::new()
             .route("/healthz", axum::routing::get(crate::api::health::healthz))
             .route("/readyz", axum::routing::get(crate::api::health::readyz))
-            .route("/metrics", axum::routing::get(crate::monitoring::render))
+            .route("/metrics", axum::routing::get(crate::api::metrics::render))
             .with_state(self.state.clone());
         let mut stop = stop.clone();
         Some(tokio::spawn(async move {
@@ -587,10 +568,14 @@ impl Application {
             Vec::new()
         };
         let store = self.runtime.state.store.clone();
-        let router = crate::api::router(self.runtime.state.clone());
+        let state = self.runtime.state.clone();
+        let router = crate::api::serve(
+            crate::api::routes(&state).merge(crate::web::router()),
+            state,
+        );
         let header_read_timeout =
             Duration::from_millis(self.runtime.state.settings.guard.header_read_timeout_ms);
-        crate::server::serve(self.listener, router, header_read_timeout, shutdown).await?;
+        crate::api::server::serve(self.listener, router, header_read_timeout, shutdown).await?;
         let _ = stop.send(true);
         join_within(handles, WORKER_STOP_GRACE).await;
         store.close().await;

@@ -4,6 +4,11 @@
 //! `FENRUN_CONFIG`, or `fenrun.toml` in the working directory if present) →
 //! `FENRUN_*` environment variables (`FENRUN_DATABASE_URL`, `FENRUN_LISTEN`, …)
 //! → command-line flags. An invalid value fails the start with the key's name.
+//!
+//! The master key sources (`FENRUN_MASTER_KEY_FILE`, `FENRUN_MASTER_KEY`,
+//! `FENRUN_MASTER_KEY_PREVIOUS_FILE`, `FENRUN_MASTER_KEY_PREVIOUS`) are read
+//! here too, from the environment only, never from a file: building the
+//! application reads no environment variable.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +19,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::tax::WithholdingMethod;
+use crate::vault::{
+    KeySources, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, PREVIOUS_KEYS_ENV, PREVIOUS_KEYS_FILE_ENV,
+};
 
 /// Default file read when it exists and no other file is named.
 pub const DEFAULT_CONFIG_FILE: &str = "fenrun.toml";
@@ -121,6 +129,11 @@ pub struct Settings {
     /// `api::rate_limit`, `server`).
     #[serde(flatten)]
     pub guard: GuardSettings,
+    /// Where the master keys come from (SPEC §5): the environment only
+    /// (see the module doc), so no settings file or serialized settings
+    /// ever holds a key.
+    #[serde(skip)]
+    pub master_key: KeySources,
 }
 
 /// Sessions of the HTML pages, rate limits on the routes anyone can call,
@@ -284,8 +297,30 @@ impl Default for Settings {
             order_total_max_fen: 1_000_000_000,
             adjustment_amount_max_fen: 1_000_000_000,
             guard: GuardSettings::default(),
+            master_key: KeySources::default(),
         }
     }
+}
+
+/// The master key sources from the environment. A variable set to the
+/// empty string counts as set (and the vault then refuses it as malformed):
+/// an empty key in production is a deployment mistake, not a request for a
+/// development key.
+fn key_sources_from_env() -> Result<KeySources, ConfigError> {
+    let text = |name: &str| match std::env::var(name) {
+        Ok(text) => Ok(Some(SecretString::from(text))),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError {
+            key: name.to_owned(),
+            message: "is not UTF-8 text".to_owned(),
+        }),
+    };
+    Ok(KeySources {
+        key_file: std::env::var_os(MASTER_KEY_FILE_ENV).map(PathBuf::from),
+        key: text(MASTER_KEY_ENV)?,
+        previous_keys_file: std::env::var_os(PREVIOUS_KEYS_FILE_ENV).map(PathBuf::from),
+        previous_keys: text(PREVIOUS_KEYS_ENV)?,
+    })
 }
 
 fn serialize_redacted<S: serde::Serializer>(
@@ -329,10 +364,11 @@ impl Settings {
             Env::prefixed("FENRUN_")
                 .only(&[&Settings::KEYS[..], &GuardSettings::KEYS[..]].concat()),
         );
-        let settings: Settings = figment.extract().map_err(|error| ConfigError {
+        let mut settings: Settings = figment.extract().map_err(|error| ConfigError {
             key: error.path.join("."),
             message: error.kind.to_string(),
         })?;
+        settings.master_key = key_sources_from_env()?;
         settings.validate()?;
         Ok(settings)
     }

@@ -5,48 +5,43 @@
 //! → withdrawals with tax withholding → gateway transfer → certificate.
 //!
 //! # Layout
-//! - [`domain`]: pure rules — money, ids, calendar, commission plans, ledger transfers, roles.
+//! Arrows point one way: [`cli`], [`api`], [`web`] → [`service`], [`engine`]
+//! → [`domain`], [`store`], [`vault`]; [`state`] is imported by the layers
+//! that serve and imports none of them; [`app`] composes everything.
+//!
+//! - [`domain`]: pure rules — money, ids, calendar, commission plans, ledger transfers, roles, tax.
 //! - [`store`]: all SQL, for SQLite and PostgreSQL, behind one [`store::Store`].
-//! - [`engine`]: workflow definitions and scheduled jobs from `workflows/*.toml`, and running them.
-//! - [`api`]: the HTTP API (axum), its errors, auth and OpenAPI document.
+//! - [`engine`]: the workflows at run time — definitions and `workflows check`, the settlement,
+//!   withdrawal, certificate and declaration steps, the payout gateway adapter, workers and scheduler.
+//! - [`service`]: use cases shared by the API, the pages and the command line — plans, tokens,
+//!   the audit log, the ops views and actions, certificate verification. No HTTP.
+//! - [`api`]: the HTTP API (axum) per resource, its errors, auth, rate limits, `/metrics`,
+//!   the OpenAPI document, and the HTTP/1.1 server (header and body timeouts, client address).
 //! - [`web`]: the HTML pages (server-side sessions, the accountant's `/tax` page, the ops console).
-//! - [`app`]: `Application::build(settings)` → `run_until_stopped(shutdown)`.
-//! - [`server`]: serving HTTP/1.1 with header and body timeouts and the client's address.
-//! - [`config`]: layered, validated settings.
+//! - [`state`]: [`state::AppState`], what every handler and worker reaches, and the rate limiter it carries.
+//! - [`app`]: `Application::build(settings)` → `run_until_stopped(shutdown)`; merges the API and the pages.
+//! - [`config`]: layered, validated settings, the master key sources among them.
 //! - [`clock`]: injectable time, real or simulated.
-//! - [`gateway`]: the payout gateway of this process (sandbox or WeChat Pay v3, from `integrations/`).
+//! - [`vault`]: envelope encryption (AES-256-GCM) under a rotatable master key; sealing identities
+//!   and payout accounts for their rows, and `keys rotate` ([`vault::credentials`]).
 //! - [`certificate`]: withholding certificates — PDF (krilla, embedded Noto Sans SC) and Ed25519 signing/verification.
-//! - [`declaration`]: the monthly withholding declaration as CSV and XLSX, and the schedule's preparer.
-//! - [`audit`]: the append-only log of admin and ops actions.
-//! - [`plans`], [`tokens`]: applying commission plans; issuing and checking API tokens.
-//! - [`cli`]: the `fenrun` command line; [`bench`]: `fenrun bench`; [`demo`]: `fenrun demo`.
-//! - [`telemetry`]: logging set-up; [`monitoring`]: Prometheus metrics at `/metrics`.
-//! - [`credentials`]: sealing identities and payout accounts for their rows; `keys rotate`.
-//! - [`vault`]: envelope encryption (AES-256-GCM) of payout credentials under a rotatable master key.
+//! - [`telemetry`]: logging set-up, and the Prometheus recorders ([`telemetry::metrics`]).
+//! - [`cli`]: the `fenrun` command line, one module per subcommand; the developer tools
+//!   `fenrun demo` ([`cli::demo`]) and `fenrun bench` ([`cli::bench`]).
+
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
-pub mod audit;
-pub mod bench;
-mod bench_certificates;
-mod bench_withdraw;
 pub mod certificate;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod credentials;
-pub mod declaration;
-pub mod demo;
-mod demo_withdrawals;
 pub mod domain;
 pub mod engine;
-pub mod gateway;
-pub mod monitoring;
-pub mod plans;
-pub mod server;
+pub mod service;
+pub mod state;
 pub mod store;
 pub mod telemetry;
-pub mod tokens;
 pub mod vault;
 pub mod web;
-pub mod workflows;

@@ -1,5 +1,7 @@
 //! `fenrun`: parse the command line, run it.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 #[tokio::main]

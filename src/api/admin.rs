@@ -12,11 +12,11 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{JsonBody, Path, Query};
 use crate::api::policy::{AdminOnly, Allowed};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
-use crate::app::AppState;
 use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, PlatformAccount, Transfer, TransferKind};
 use crate::domain::money::Money;
+use crate::state::AppState;
 use crate::store::{Revocation, StoreError, StoredPlan, TokenListing, TransferOutcome};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -66,11 +66,11 @@ pub async fn apply_plan(
 ) -> Result<(StatusCode, Json<PlanView>), ApiError> {
     let principal = &caller.principal;
     let file_name = request.file_name.as_deref().unwrap_or("plan.toml");
-    let stored = crate::plans::apply(
+    let stored = crate::service::plans::apply(
         &state.store,
         &request.toml,
         file_name,
-        &crate::audit::Actor::of(principal),
+        &crate::service::audit::Actor::of(principal),
         state.clock.now(),
     )
     .await?;
@@ -196,7 +196,7 @@ pub async fn adjust(
         .adjust(
             &transfer,
             state.clock.now(),
-            &crate::audit::Actor::of(principal),
+            &crate::service::audit::Actor::of(principal),
             &format!("distributor:{}", request.distributor_id),
             serde_json::json!({
                 "amount": request.amount, "direction": request.direction, "reason": reason,
@@ -307,9 +307,9 @@ pub async fn advance_clock(
         .advance_and_release(clock, chrono::Duration::seconds(seconds as i64))
         .await?;
     tracing::info!(now = %now, released, actor = %caller.token_id, "simulated clock advanced");
-    crate::audit::record(
+    crate::service::audit::record(
         &state.store,
-        &crate::audit::Actor::of(&caller),
+        &crate::service::audit::Actor::of(&caller),
         "clock.advance",
         "clock:simulated",
         None,
@@ -478,7 +478,11 @@ pub async fn revoke_token(
     let principal = &caller.principal;
     let revocation = state
         .store
-        .revoke_token(&id, state.clock.now(), &crate::audit::Actor::of(principal))
+        .revoke_token(
+            &id,
+            state.clock.now(),
+            &crate::service::audit::Actor::of(principal),
+        )
         .await?
         .ok_or_else(|| ApiError::not_found("token"))?;
     if revocation == Revocation::Revoked {

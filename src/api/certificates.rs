@@ -16,18 +16,17 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{JsonBody, MultipartBody, Path, Query, multipart_error};
 use crate::api::policy::{AccountantOrAdmin, Allowed, SelfOrAccountantAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
-use crate::app::AppState;
+use crate::certificate::MAX_NUMBER_BYTES;
 use crate::certificate::archive::{keys_document, stream_month_zip};
-use crate::certificate::{MAX_NUMBER_BYTES, Verification};
 use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
-use crate::engine::certificate::{IssueError, verify_upload};
-use crate::store::{CertificateRecord, MAX_PAGE, StoreError};
+use crate::engine::certificate::IssueError;
+use crate::service::certificates::{MAX_VERIFY_PDF_BYTES, VerifyView, verify_pair};
+use crate::state::AppState;
+use crate::store::{CertificateRecord, MAX_PAGE};
 
-/// Largest PDF `verify` accepts; a certificate is about 30 KiB.
-pub const MAX_VERIFY_PDF_BYTES: usize = 2 * 1024 * 1024;
 /// Largest verification upload: the PDF, its manifest (a few KiB) and the
 /// multipart framing. Larger bodies are cut off and answered 413
 /// `body_too_large`; the global `request_body_limit_bytes` (1 MiB by default)
@@ -292,7 +291,11 @@ pub async fn correct(
     let principal = &caller.principal;
     let record = state
         .certificates
-        .correct(&number, reason, &crate::audit::Actor::of(principal))
+        .correct(
+            &number,
+            reason,
+            &crate::service::audit::Actor::of(principal),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(record.into())))
 }
@@ -306,64 +309,6 @@ pub async fn keys(State(state): State<AppState>) -> Result<Json<serde_json::Valu
     let mut document = keys_document(&keys);
     document["current_key_id"] = serde_json::Value::from(state.certificates.key_id());
     Ok(Json(document))
-}
-
-/// What `POST /v1/tax/certificates/verify` concluded.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VerifyView {
-    pub genuine: bool,
-    pub number: Option<String>,
-    #[schema(value_type = Option<String>)]
-    pub gross: Option<Money>,
-    #[schema(value_type = Option<String>)]
-    pub tax: Option<Money>,
-    #[schema(value_type = Option<String>)]
-    pub net: Option<Money>,
-    pub key_id: Option<String>,
-    /// The certificate that corrects this one, if any: it is superseded.
-    pub corrected_by: Option<String>,
-    /// Why not genuine: a stable code and a sentence.
-    pub reason_code: Option<String>,
-    pub reason: Option<String>,
-}
-
-/// Verifies a (PDF, optional manifest) pair; shared with the /tax page.
-pub(crate) async fn verify_pair(
-    state: &AppState,
-    pdf: &[u8],
-    manifest: Option<&str>,
-) -> Result<VerifyView, StoreError> {
-    let verification = verify_upload(&state.store, pdf, manifest).await?;
-    Ok(match verification {
-        Verification::Genuine {
-            number,
-            gross,
-            tax,
-            net,
-            key_id,
-        } => VerifyView {
-            genuine: true,
-            corrected_by: state.store.correction_of(&number).await?,
-            number: Some(number),
-            gross: Some(gross),
-            tax: Some(tax),
-            net: Some(net),
-            key_id: Some(key_id),
-            reason_code: None,
-            reason: None,
-        },
-        Verification::NotGenuine(rejection) => VerifyView {
-            genuine: false,
-            number: None,
-            gross: None,
-            tax: None,
-            net: None,
-            key_id: None,
-            corrected_by: None,
-            reason_code: Some(rejection.code().to_owned()),
-            reason: Some(rejection.to_string()),
-        },
-    })
 }
 
 /// The parts of a verification upload.

@@ -17,13 +17,13 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::JsonBody;
 use crate::api::policy::{Owner, SelfOrIngest, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
-use crate::app::AppState;
-use crate::credentials::{NewAccount, changed_identity_fields, seal_account, seal_identity};
 use crate::domain::identity::{
     AlipayAccount, BankCardNumber, IdNumber, IdentityError, RealName, WechatOpenId,
 };
 use crate::domain::ids::DistributorId;
+use crate::state::AppState;
 use crate::store::{PayoutChannel, SealedIdentity, SealedPayoutAccount, StoreError};
+use crate::vault::credentials::{NewAccount, changed_identity_fields, seal_account, seal_identity};
 
 /// Longest bank name (characters) accepted: `中国工商银行股份有限公司…` fits.
 const MAX_BANK_NAME_CHARS: usize = 50;
@@ -248,7 +248,7 @@ pub async fn put_identity(
     };
     let stored = state
         .store
-        .put_identity(&sealed, &crate::audit::Actor::of(&caller), compare)
+        .put_identity(&sealed, &crate::service::audit::Actor::of(&caller), compare)
         .await
         .map_err(missing_distributor)?;
     tracing::info!(distributor_id = %id, key_id = %stored.key_id, "identity stored");

@@ -12,11 +12,11 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{JsonBody, Query, distributor_id_from_path};
 use crate::api::policy::{AdminOpsOrIngest, Allowed, IngestOrAdmin, Owner, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
-use crate::app::AppState;
 use crate::domain::identity::check_readable_name;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::sha256_hex;
 use crate::domain::money::Money;
+use crate::state::AppState;
 use crate::store::{Creation, Distributor, DistributorStatus, NewDistributor, StoreError};
 
 /// Longest display name (characters) a distributor may have.
@@ -146,7 +146,7 @@ pub async fn create(
         .with_field("referrer_id"));
     }
     let now = state.clock.now();
-    let (_, plan) = crate::plans::in_force(&state.store, now).await?;
+    let (_, plan) = crate::service::plans::in_force(&state.store, now).await?;
     let grade = match &request.grade {
         Some(grade) if plan.grade(grade).is_none() => {
             let known: Vec<&str> = plan.grades().iter().map(|grade| grade.key()).collect();

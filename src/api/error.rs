@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::plans::ApplyPlanError;
+use crate::service::plans::ApplyPlanError;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,9 +18,9 @@ use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 
 use crate::api::error::ApiError;
-use crate::app::AppState;
 use crate::domain::access::Principal;
 use crate::domain::ids::DistributorId;
+use crate::state::AppState;
 
 /// Marker the money type puts first in its errors, so a bad amount gets its own code.
 const MONEY_ERROR_MARKER: &str = "amount must";
@@ -341,12 +341,17 @@ where
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(|token| SecretString::from(token.trim().to_owned()))
             .ok_or_else(missing)?;
-        let principal = crate::tokens::authenticate(&state.store, &token, state.clock.now())
-            .await?
-            .map_err(|rejection| {
-                crate::monitoring::auth_failure("api", rejection.reason(), client_addr(parts));
-                ApiError::unauthenticated("invalid_token", "the token is not valid")
-            })?;
+        let principal =
+            crate::service::tokens::authenticate(&state.store, &token, state.clock.now())
+                .await?
+                .map_err(|rejection| {
+                    crate::telemetry::metrics::auth_failure(
+                        "api",
+                        rejection.reason(),
+                        client_addr(parts),
+                    );
+                    ApiError::unauthenticated("invalid_token", "the token is not valid")
+                })?;
         tracing::Span::current().record("token_id", principal.token_id.as_str());
         Ok(Caller(principal))
     }

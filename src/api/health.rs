@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::api::error::{ApiError, ErrorBody};
-use crate::app::AppState;
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {

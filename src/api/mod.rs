@@ -14,11 +14,13 @@ pub mod distributors;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod ops;
 pub mod orders;
 pub mod policy;
 pub mod rate_limit;
 pub mod responses;
+pub mod server;
 pub mod tax;
 pub mod withdrawals;
 
@@ -32,7 +34,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -67,10 +69,8 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let body_limit = state.settings.request_body_limit_bytes;
-    let body_read_timeout =
-        std::time::Duration::from_millis(state.settings.guard.body_read_timeout_ms);
+/// The API's routes, without the fallbacks and layers of [`serve`].
+pub fn routes(state: &AppState) -> Router<AppState> {
     let mut router = Router::new();
     if state.simulated_clock.is_some() {
         // Absent, not forbidden, without --simulated-clock.
@@ -165,13 +165,23 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/audit", get(admin::audit))
         .route("/healthz", get(health::healthz))
-        .route("/metrics", get(crate::monitoring::render))
+        .route("/metrics", get(crate::api::metrics::render))
         .route("/readyz", get(health::readyz))
         .route(
             "/openapi.json",
             get(|| async { axum::Json(ApiDoc::openapi()) }),
         )
-        .merge(crate::web::router())
+}
+
+/// `routes` (the API's, with any others merged in, such as the pages) under
+/// the JSON 404 and 405 answers and the layers every answer passes through:
+/// request metrics, the body limit and deadline, the trace span, and the
+/// headers no answer may lack.
+pub fn serve(routes: Router<AppState>, state: AppState) -> Router {
+    let body_limit = state.settings.request_body_limit_bytes;
+    let body_read_timeout =
+        std::time::Duration::from_millis(state.settings.guard.body_read_timeout_ms);
+    routes
         .fallback(|| async { error::ApiError::not_found("route") })
         // After every route is added: it applies to the routes there are.
         .method_not_allowed_fallback(|| async {
@@ -181,11 +191,11 @@ pub fn router(state: AppState) -> Router {
                 "this route does not take that method (see the Allow header)",
             )
         })
-        .layer(axum::middleware::from_fn(crate::monitoring::track_http))
+        .layer(axum::middleware::from_fn(crate::api::metrics::track_http))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             body_read_timeout,
-            crate::server::body_deadline,
+            crate::api::server::body_deadline,
         ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

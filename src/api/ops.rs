@@ -2,51 +2,21 @@
 //! workflow and step, jobs by state with the oldest wait and the last hour's
 //! throughput; the jobs themselves (failed and stuck ones with their error,
 //! attempts and the withdrawal or order release they drive); and retry and
-//! cancel, which are safe to press twice.
+//! cancel, which are safe to press twice. The use cases are `service::ops`;
+//! this module is their HTTP face.
 
 use axum::Json;
 use axum::extract::State;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{Path, Query};
 use crate::api::policy::{Allowed, OpsOrAdmin};
 use crate::api::responses::AuthRefusals;
-use crate::app::{AppState, StepQueue};
-use crate::engine::worker::ORPHAN_TIMEOUT;
-use crate::store::{JobFilter, MAX_PAGE, OpsJob};
-
-/// The states a job is counted in, in the console's order.
-pub const JOB_STATES: [&str; 6] = [
-    "waiting",
-    "scheduled",
-    "retrying",
-    "running",
-    "failed",
-    "done",
-];
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct QueuesView {
-    pub steps: Vec<StepView>,
-    /// Days from today the business calendar covers; below 60 it is a warning.
-    pub calendar_covered_days: i64,
-    pub calendar_warning: bool,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StepView {
-    pub workflow: String,
-    pub step: String,
-    pub queue: String,
-    /// Jobs per state: waiting, scheduled, retrying, running, failed, done.
-    pub counts: BTreeMap<String, i64>,
-    /// Age of the oldest job that is due but not taken, in seconds.
-    pub oldest_waiting_seconds: i64,
-    pub done_last_hour: i64,
-}
+use crate::service::ops::{
+    JobAction, JobActionView, JobPage, JobsQuery, OpsError, QueuesView, job_action, jobs_page,
+    queues_view,
+};
+use crate::state::AppState;
 
 #[utoipa::path(
     get, path = "/v1/ops/queues", tag = "ops",
@@ -58,97 +28,6 @@ pub async fn queues(
     _caller: Allowed<OpsOrAdmin>,
 ) -> Result<Json<QueuesView>, ApiError> {
     Ok(Json(queues_view(&state).await?))
-}
-
-/// What `/v1/ops/queues` and the console show.
-pub async fn queues_view(state: &AppState) -> Result<QueuesView, ApiError> {
-    let now = state.clock.now();
-    let stats = state.store.queue_stats(now.timestamp()).await?;
-    let done = state.store.done_last_hour().await?;
-    let steps = state
-        .step_queues
-        .iter()
-        .map(|step| {
-            let mut counts: BTreeMap<String, i64> = JOB_STATES
-                .iter()
-                .map(|name| ((*name).to_owned(), 0))
-                .collect();
-            let mut oldest_waiting_seconds = 0;
-            for (queue, job_state, count, oldest) in &stats {
-                if *queue != step.queue {
-                    continue;
-                }
-                *counts.entry(job_state.clone()).or_default() += count;
-                if matches!(job_state.as_str(), "waiting" | "retrying") {
-                    let age = oldest.map_or(0, |at| (now.timestamp() - at).max(0));
-                    oldest_waiting_seconds = oldest_waiting_seconds.max(age);
-                }
-            }
-            StepView {
-                workflow: step.workflow.clone(),
-                step: step.step.clone(),
-                queue: step.queue.clone(),
-                counts,
-                oldest_waiting_seconds,
-                done_last_hour: done
-                    .iter()
-                    .find(|(queue, _)| *queue == step.queue)
-                    .map_or(0, |(_, count)| *count),
-            }
-        })
-        .collect();
-    let today = now.date_naive();
-    let covered = (state.settlement.calendar().first_uncovered_date(today) - today)
-        .num_days()
-        .max(0);
-    Ok(QueuesView {
-        steps,
-        calendar_covered_days: covered,
-        calendar_warning: covered < 60,
-    })
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct JobsQuery {
-    /// waiting, scheduled, retrying, running, failed or done.
-    pub state: Option<String>,
-    /// A workflow name (`withdrawal`, `order-settlement`); with `step`, one queue.
-    pub workflow: Option<String>,
-    pub step: Option<String>,
-    /// Jobs whose id sorts after this one.
-    pub after: Option<String>,
-    pub limit: Option<i64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobView {
-    pub id: String,
-    pub workflow: Option<String>,
-    pub step: Option<String>,
-    pub queue: String,
-    pub state: String,
-    /// apalis's own status.
-    pub status: String,
-    pub attempts: i32,
-    pub max_attempts: i32,
-    pub run_at: i64,
-    pub locked_by: Option<String>,
-    pub locked_at: Option<i64>,
-    pub done_at: Option<i64>,
-    /// Running longer than the step's timeout, or held by a worker that has
-    /// not been seen for the orphan timeout.
-    pub stuck: bool,
-    /// The last attempt's error, when there was one.
-    pub last_error: Option<String>,
-    /// What the job drives: `/v1/withdrawals/{id}` or an order release time.
-    pub target: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobPage {
-    pub items: Vec<JobView>,
-    pub next_after: Option<String>,
 }
 
 #[utoipa::path(
@@ -166,145 +45,6 @@ pub async fn jobs(
     Query(query): Query<JobsQuery>,
 ) -> Result<Json<JobPage>, ApiError> {
     Ok(Json(jobs_page(&state, &query).await?))
-}
-
-/// What `/v1/ops/jobs` and the console list.
-pub async fn jobs_page(state: &AppState, query: &JobsQuery) -> Result<JobPage, ApiError> {
-    if let Some(job_state) = &query.state
-        && !JOB_STATES.contains(&job_state.as_str())
-    {
-        return Err(ApiError::bad_request(
-            "invalid_state",
-            format!("state must be one of {}", JOB_STATES.join(", ")),
-        )
-        .with_field("state"));
-    }
-    let queue = match (&query.workflow, &query.step) {
-        (None, None) => None,
-        (workflow, step) => {
-            let matching: Vec<&StepQueue> = state
-                .step_queues
-                .iter()
-                .filter(|candidate| {
-                    workflow
-                        .as_ref()
-                        .is_none_or(|name| *name == candidate.workflow)
-                        && step.as_ref().is_none_or(|name| *name == candidate.step)
-                })
-                .collect();
-            match matching.as_slice() {
-                [one] => Some(one.queue.clone()),
-                [] => {
-                    return Err(ApiError::bad_request(
-                        "unknown_step",
-                        "no step of that workflow runs from a queue",
-                    )
-                    .with_field("step"));
-                }
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "ambiguous_step",
-                        "name the workflow and the step",
-                    )
-                    .with_field("step"));
-                }
-            }
-        }
-    };
-    let now = state.clock.now().timestamp();
-    let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let jobs = state
-        .store
-        .ops_jobs(&JobFilter {
-            now_secs: now,
-            state: query.state.clone(),
-            queue,
-            after: query.after.clone(),
-            limit,
-        })
-        .await?;
-    let next_after = (jobs.len() as i64 == limit)
-        .then(|| jobs.last().map(|job| job.id.clone()))
-        .flatten();
-    Ok(JobPage {
-        // apalis stamps lock and heartbeat times with the database's clock,
-        // not the workflow clock (which a simulated clock may have moved).
-        items: jobs
-            .into_iter()
-            .map(|job| job_view(&state.step_queues, job, chrono::Utc::now().timestamp()))
-            .collect(),
-        next_after,
-    })
-}
-
-fn job_view(steps: &[StepQueue], job: OpsJob, now: i64) -> JobView {
-    let step = steps.iter().find(|step| step.queue == job.queue);
-    let running = job.state == "running";
-    let overran = step.is_some_and(|step| {
-        job.lock_at
-            .is_some_and(|at| now - at > step.timeout.as_secs() as i64)
-    });
-    let worker_gone = job
-        .worker_last_seen
-        .is_none_or(|seen| now - seen > ORPHAN_TIMEOUT.as_secs() as i64);
-    let payload: serde_json::Value = serde_json::from_str(&job.payload).unwrap_or_default();
-    let target = payload
-        .get("withdrawal_id")
-        .and_then(serde_json::Value::as_str)
-        .map(|id| format!("/v1/withdrawals/{id}"))
-        .or_else(|| {
-            payload
-                .get("release_at")
-                .and_then(serde_json::Value::as_str)
-                .map(|at| format!("order release at {at}"))
-        });
-    JobView {
-        stuck: running && (overran || worker_gone),
-        workflow: step.map(|step| step.workflow.clone()),
-        step: step.map(|step| step.step.clone()),
-        last_error: job
-            .last_result
-            .filter(|result| result.contains("Err") || job.status == "Failed")
-            .map(|result| error_text(&result)),
-        id: job.id,
-        queue: job.queue,
-        state: job.state,
-        status: job.status,
-        attempts: job.attempts,
-        max_attempts: job.max_attempts,
-        run_at: job.run_at,
-        locked_by: job.lock_by,
-        locked_at: job.lock_at,
-        done_at: job.done_at,
-        target,
-    }
-}
-
-/// The error apalis stored as `{"Err": "…"}`, unwrapped for people; any
-/// other shape is shown as stored.
-fn error_text(last_result: &str) -> String {
-    match serde_json::from_str::<serde_json::Value>(last_result) {
-        Ok(serde_json::Value::Object(fields)) if fields.len() == 1 => match fields.get("Err") {
-            // A step that gave up (engine::step) reaches apalis as an AbortError.
-            Some(serde_json::Value::String(message)) => {
-                match message.strip_prefix("AbortError: ") {
-                    Some(reason) => format!("gave up, not retried: {reason}"),
-                    None => message.clone(),
-                }
-            }
-            _ => last_result.to_owned(),
-        },
-        _ => last_result.to_owned(),
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobActionView {
-    pub id: String,
-    /// apalis's status after the action: `Pending` after a retry, `Killed`
-    /// after a cancel, or unchanged when the job was not in a state the
-    /// action applies to (pressing twice changes nothing more).
-    pub status: String,
 }
 
 #[utoipa::path(
@@ -349,53 +89,20 @@ pub async fn cancel(
     ))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobAction {
-    Retry,
-    Cancel,
-}
-
-/// Retries or cancels a job for a caller whose role was checked, and
-/// audits a change; shared with the console.
-pub async fn job_action(
-    state: &AppState,
-    principal: &crate::domain::access::Principal,
-    id: String,
-    action: JobAction,
-) -> Result<JobActionView, ApiError> {
-    let actor = crate::audit::Actor::of(principal);
-    let now = state.clock.now();
-    let (name, changed) = match action {
-        JobAction::Retry => ("job.retry", state.store.retry_job(&id, &actor, now).await?),
-        JobAction::Cancel => (
-            "job.cancel",
-            state.store.cancel_job(&id, &actor, now).await?,
-        ),
-    };
-    let (_, status) = changed.ok_or_else(|| ApiError::not_found("job"))?;
-    tracing::info!(job_id = %id, status = %status, token_id = %principal.token_id, action = name, "ops: job action");
-    Ok(JobActionView { id, status })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_text;
-
-    #[test]
-    fn an_apalis_error_is_unwrapped_and_anything_else_is_shown_as_stored() {
-        assert_eq!(
-            error_text(r#"{"Err":"gateway: HTTP 429 FREQUENCY_LIMITED"}"#),
-            "gateway: HTTP 429 FREQUENCY_LIMITED"
-        );
-        assert_eq!(error_text(r#"{"Err":{"code":7}}"#), r#"{"Err":{"code":7}}"#);
-        assert_eq!(
-            error_text(r#"{"Err":"AbortError: opening the payout credentials: no key k1"}"#),
-            "gave up, not retried: opening the payout credentials: no key k1"
-        );
-        assert_eq!(
-            error_text(r#"{"Err":"a","Ok":null}"#),
-            r#"{"Err":"a","Ok":null}"#
-        );
-        assert_eq!(error_text("worker lost"), "worker lost");
+impl From<OpsError> for ApiError {
+    fn from(error: OpsError) -> ApiError {
+        match error {
+            OpsError::InvalidState => {
+                ApiError::bad_request("invalid_state", error.to_string()).with_field("state")
+            }
+            OpsError::UnknownStep => {
+                ApiError::bad_request("unknown_step", error.to_string()).with_field("step")
+            }
+            OpsError::AmbiguousStep => {
+                ApiError::bad_request("ambiguous_step", error.to_string()).with_field("step")
+            }
+            OpsError::JobNotFound => ApiError::not_found("job"),
+            OpsError::Store(error) => error.into(),
+        }
     }
 }

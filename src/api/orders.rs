@@ -12,12 +12,12 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{JsonBody, Path, Query};
 use crate::api::policy::{AdminOpsOrIngest, Allowed, IngestOnly, Owner, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
-use crate::app::AppState;
 use crate::domain::commission::{CommissionLine, OrderItem};
 use crate::domain::ids::{BuyerId, DistributorId, OrderId, is_dot_segment};
 use crate::domain::ledger::sha256_hex;
 use crate::domain::money::{Money, Rate};
 use crate::engine::settlement::{IngestAnswer, NewOrder, SettlementError};
+use crate::state::AppState;
 use crate::store::{LineRecord, LineState, OrderRecord, OrderState, RefundOutcome};
 
 /// Most items one order may carry.

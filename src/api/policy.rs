@@ -18,9 +18,9 @@ use axum::http::request::Parts;
 
 use crate::api::error::ApiError;
 use crate::api::extract::{Caller, Path, distributor_id_from_path};
-use crate::app::AppState;
 use crate::domain::access::{Principal, Role};
 use crate::domain::ids::DistributorId;
+use crate::state::AppState;
 
 /// Who may call a route.
 pub trait Policy: Send + Sync + 'static {

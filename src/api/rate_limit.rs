@@ -1,95 +1,23 @@
 //! Per-client rate limits on the routes anyone may call without a token
 //! (`POST /login`, `POST /v1/tax/certificates/verify`, and whatever public
-//! route comes next, such as sign-in links): a [`RateLimit`] per route
-//! family, keyed by the client's address, answering 429 with `Retry-After`.
+//! route comes next, such as sign-in links): the middleware that asks the
+//! route family's [`RateLimit`] (`state::rate_limit`) about the client's
+//! address and answers 429 with `Retry-After`.
 //!
 //! The key is the TCP peer's address (`server` records it). Behind a reverse
 //! proxy that is the proxy's, so every client shares one budget: see
 //! `GuardSettings` for what the deployment must do then.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::api::error::ApiError;
-use crate::config::GuardSettings;
-
-/// Every this many checks, addresses whose budget is full again are
-/// forgotten, so the map holds only recent clients (it cannot grow without
-/// bound under a spray of addresses for longer than this many requests).
-const FORGET_EVERY_CHECKS: u64 = 1_024;
-
-/// One route family's limit: `per_minute` sustained, `burst` at once, per
-/// client address.
-pub struct RateLimit {
-    /// The metric label: `login`, `verify`.
-    name: &'static str,
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
-    checks: AtomicU64,
-}
-
-impl RateLimit {
-    pub fn per_minute(name: &'static str, per_minute: u32, burst: u32) -> RateLimit {
-        // The settings are validated to be ≥ 1; 1 is the floor regardless.
-        let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-        RateLimit {
-            name,
-            limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
-            checks: AtomicU64::new(0),
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// Takes one request from `client`'s budget, or says how long until
-    /// one is available again (counting it as refused).
-    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY_CHECKS
-            == FORGET_EVERY_CHECKS - 1
-        {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
-        }
-        self.limiter.check_key(&client).map_err(|not_until| {
-            crate::monitoring::rate_limited(self.name);
-            not_until.wait_time_from(DefaultClock::default().now())
-        })
-    }
-}
-
-/// The limits of this process, one per route family.
-pub struct RateLimits {
-    pub login: std::sync::Arc<RateLimit>,
-    pub verify: std::sync::Arc<RateLimit>,
-}
-
-impl RateLimits {
-    pub fn new(settings: &GuardSettings) -> RateLimits {
-        RateLimits {
-            login: std::sync::Arc::new(RateLimit::per_minute(
-                "login",
-                settings.login_rate_per_minute,
-                settings.login_rate_burst,
-            )),
-            verify: std::sync::Arc::new(RateLimit::per_minute(
-                "verify",
-                settings.verify_rate_per_minute,
-                settings.verify_rate_burst,
-            )),
-        }
-    }
-}
+use crate::state::rate_limit::RateLimit;
 
 /// The client's address as the server recorded it; the unspecified address
 /// when there is none (a router called in-process), which then shares one
@@ -151,35 +79,5 @@ mod tests {
         assert_eq!(retry_after_seconds(Duration::from_secs(1)), 1);
         assert_eq!(retry_after_seconds(Duration::from_millis(1_001)), 2);
         assert_eq!(retry_after_seconds(Duration::from_secs(12)), 12);
-    }
-
-    #[test]
-    fn a_client_gets_its_burst_then_waits_while_others_are_unaffected() {
-        let limit = RateLimit::per_minute("test", 6, 2);
-        let one = IpAddr::from([192, 0, 2, 1]);
-        let two = IpAddr::from([192, 0, 2, 2]);
-        assert!(limit.check(one).is_ok());
-        assert!(limit.check(one).is_ok());
-        let wait = limit.check(one).unwrap_err();
-        // 6 a minute: the next one in about 10 s.
-        assert!(
-            wait > Duration::from_secs(8) && wait <= Duration::from_secs(10),
-            "{wait:?}"
-        );
-        assert!(limit.check(two).is_ok());
-    }
-
-    #[test]
-    fn clients_whose_budget_is_full_again_are_forgotten() {
-        // 1,000 a second: a spent budget of one is full again within 1 ms.
-        let limit = RateLimit::per_minute("test", 60_000, 1);
-        for n in 0..FORGET_EVERY_CHECKS - 1 {
-            limit.check(IpAddr::from((n as u32).to_be_bytes())).unwrap();
-        }
-        assert_eq!(limit.limiter.len() as u64, FORGET_EVERY_CHECKS - 1);
-        std::thread::sleep(Duration::from_millis(5));
-        // This check sweeps first: only its own client is left.
-        limit.check(IpAddr::from([198, 51, 100, 1])).unwrap();
-        assert_eq!(limit.limiter.len(), 1);
     }
 }

@@ -11,9 +11,9 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{Path, Query};
 use crate::api::policy::{AccountantOrAdmin, Allowed};
 use crate::api::responses::AuthRefusals;
-use crate::app::AppState;
-use crate::declaration::{DeclarationError, to_csv, to_xlsx};
 use crate::domain::tax::Month;
+use crate::engine::declaration::{DeclarationError, to_csv, to_xlsx};
+use crate::state::AppState;
 
 impl From<DeclarationError> for ApiError {
     fn from(error: DeclarationError) -> ApiError {

@@ -15,13 +15,13 @@ use crate::api::extract::{JsonBody, JsonBodyBytes, OptionalJsonBody, Path, Query
 use crate::api::orders::TimelineEntry;
 use crate::api::policy::{Allowed, OpsOrAdmin, Policy, SelfOnly, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
-use crate::app::AppState;
 use crate::domain::access::{Principal, Role};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::sha256_hex;
 use crate::domain::money::Money;
 use crate::domain::withdrawal::{RiskFlag, Speed, WithdrawalState};
 use crate::engine::withdrawal::{WithdrawalError, WithdrawalRequest};
+use crate::state::AppState;
 use crate::store::{
     MAX_PAGE, ReviewDecision, StoreError, WithdrawalRecord, WithdrawalRequestOutcome,
 };
@@ -453,7 +453,7 @@ pub async fn approve(
     };
     let after = state
         .withdrawals
-        .review(&id, &decision, &crate::audit::Actor::of(principal))
+        .review(&id, &decision, &crate::service::audit::Actor::of(principal))
         .await?;
     Ok(Json(after.into()))
 }
@@ -484,7 +484,7 @@ pub async fn reject(
     };
     let after = state
         .withdrawals
-        .review(&id, &decision, &crate::audit::Actor::of(principal))
+        .review(&id, &decision, &crate::service::audit::Actor::of(principal))
         .await?;
     Ok(Json(after.into()))
 }

@@ -18,12 +18,12 @@ use crate::certificate::{
     sha256_hex, verify,
 };
 use crate::clock::Clock;
-use crate::credentials::open_identity;
 use crate::domain::identity::IdNumber;
 use crate::domain::tax::{Month, Withholding};
 use crate::domain::withdrawal::WithdrawalState;
 use crate::store::{CertificateRecord, NewCertificate, Store, StoreError, WithdrawalRecord};
 use crate::vault::Vault;
+use crate::vault::credentials::open_identity;
 
 /// The HKDF label of the signing key derived from the vault's master key.
 pub const SIGNING_KEY_LABEL: &str = "fenrun certificate signing key v1";
@@ -167,7 +167,7 @@ impl CertificateIssuer {
         &self,
         number: &str,
         reason: &str,
-        actor: &crate::audit::Actor,
+        actor: &crate::store::Actor,
     ) -> Result<CertificateRecord, IssueError> {
         let (old, _) = self
             .store

@@ -33,6 +33,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub mod check;
 mod params;
 pub use params::{ConfirmParams, ReserveParams, ReviewParams, StepParams, WithholdTaxParams};
 
@@ -376,7 +377,7 @@ impl WorkflowDefinition {
     /// The shipped order-settlement workflow ([`SHIPPED_ORDER_SETTLEMENT`]).
     /// Its calendar path (`workflows/calendars/cn.toml`) is not required to
     /// exist: without the folder, the engine uses
-    /// [`crate::workflows::SHIPPED_CN_CALENDAR`].
+    /// [`crate::engine::definition::check::SHIPPED_CN_CALENDAR`].
     ///
     /// # Errors
     /// Only if the shipped file is broken, which a unit test rules out.
@@ -1302,7 +1303,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("calendars")).unwrap();
         std::fs::write(
             dir.path().join("calendars/cn.toml"),
-            crate::workflows::SHIPPED_CN_CALENDAR,
+            crate::engine::definition::check::SHIPPED_CN_CALENDAR,
         )
         .unwrap();
         dir

@@ -1,16 +1,27 @@
 //! The workflow engine: loads the workflow definitions and scheduled jobs
 //! under `workflows/`, runs their durable steps and fires their cron jobs.
 //!
-//! - [`definition`]: the TOML files as checked, typed data.
+//! - [`definition`]: the TOML files as checked, typed data;
+//!   [`definition::check`]: `fenrun workflows check`.
 //! - [`settlement`]: the order-settlement workflow's steps (ingest, release,
 //!   refund) and the durable-step design they follow.
 //! - [`withdrawal`]: the withdrawal workflow's steps (request, review,
 //!   transfer, confirm); [`certificate`]: its last step, the certificate.
+//! - [`gateway`]: the payout gateway of this process (sandbox or WeChat Pay
+//!   v3, from `integrations/`), as the withdrawal steps call it.
+//! - [`declaration`]: the monthly withholding declaration (CSV, XLSX) and
+//!   the scheduled job that prepares it.
 //! - [`worker`]: apalis workers for the step queues, and the scheduler;
 //!   [`step`]: which step errors are retried and which fail the job at once.
 
+/// How far ahead the business calendar should know its holidays, in days:
+/// start-up warns and the ops console flags a calendar that ends sooner.
+pub const CALENDAR_HORIZON_DAYS: u32 = 60;
+
 pub mod certificate;
+pub mod declaration;
 pub mod definition;
+pub mod gateway;
 pub mod settlement;
 pub mod step;
 pub mod withdrawal;

@@ -27,7 +27,6 @@ use fenrun_integrations::{GatewayError, OutBillNo, PayoutRequest, TransferStatus
 use serde::Serialize;
 
 use crate::clock::Clock;
-use crate::credentials::{open_account, open_identity};
 use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
 use crate::domain::tax::{Month, Withholding, WithholdingMethod};
@@ -35,13 +34,14 @@ use crate::domain::withdrawal::{
     self, EarlierPayout, Refusal, RequestFacts, RiskFacts, Speed, WithdrawalRules, WithdrawalState,
 };
 use crate::engine::definition::{ReviewParams, StepKind, StepParams, WorkflowDefinition};
-use crate::gateway::{Gateway, GatewayNews};
+use crate::engine::gateway::{Gateway, GatewayNews};
 use crate::store::{
     ApplyOutcome, GatewayOutcome, JobSpec, PayoutChannel, ReviewDecision, Store, StoreError,
     WithdrawalDecision, WithdrawalDraft, WithdrawalFacts, WithdrawalRecord,
     WithdrawalRequestOutcome,
 };
 use crate::vault::Vault;
+use crate::vault::credentials::{open_account, open_identity};
 
 /// The workflow's settings, from `workflows/withdrawal.toml`.
 #[derive(Debug, Clone)]
@@ -467,7 +467,7 @@ impl WithdrawalEngine {
         &self,
         id: &str,
         decision: &ReviewDecision,
-        actor: &crate::audit::Actor,
+        actor: &crate::store::Actor,
     ) -> Result<WithdrawalRecord, WithdrawalError> {
         let record = self
             .store
@@ -561,15 +561,15 @@ impl WithdrawalEngine {
             // was never sent, or its funds already went back. Nothing was
             // applied; money may have left twice, so a person must look.
             tracing::error!(withdrawal_id = %withdrawal.id, out_bill_no = %withdrawal.out_bill_no, channel = withdrawal.channel.as_str(), state = %state, source, "the gateway says a bill was paid that fenrun never sent or whose funds it returned: not applied; reconcile by hand");
-            crate::monitoring::gateway_unexpected_success(withdrawal.channel.as_str());
+            crate::telemetry::metrics::gateway_unexpected_success(withdrawal.channel.as_str());
             return Ok(applied);
         }
         match &applied {
             ApplyOutcome::Moved(state) => {
                 if *state == WithdrawalState::Paid {
-                    crate::monitoring::money_moved("payout_net", withdrawal.net.fen());
-                    crate::monitoring::money_moved("tax_withheld", withdrawal.tax.fen());
-                    crate::monitoring::money_moved("fee", withdrawal.fee.fen());
+                    crate::telemetry::metrics::money_moved("payout_net", withdrawal.net.fen());
+                    crate::telemetry::metrics::money_moved("tax_withheld", withdrawal.tax.fen());
+                    crate::telemetry::metrics::money_moved("fee", withdrawal.fee.fen());
                 }
                 tracing::info!(withdrawal_id = %withdrawal.id, step = "confirm", attempt, state = %state, source, "withdrawal moved");
             }
@@ -691,7 +691,7 @@ impl WithdrawalEngine {
             let GatewayNews::Status { status, .. } = &news.news;
             if matches!(status, TransferStatus::Succeeded) {
                 tracing::error!(out_bill_no = %news.out_bill_no, channel = CALLBACK_CHANNEL, "the gateway says a bill was paid that fenrun never sent: nothing applied; reconcile by hand");
-                crate::monitoring::gateway_unexpected_success(CALLBACK_CHANNEL);
+                crate::telemetry::metrics::gateway_unexpected_success(CALLBACK_CHANNEL);
             } else {
                 tracing::warn!(out_bill_no = %news.out_bill_no, "callback for a bill fenrun never sent: ignored");
             }

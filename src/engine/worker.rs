@@ -23,9 +23,9 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::declaration::DeclarationPreparer;
 use crate::domain::tax::Month;
 use crate::engine::certificate::CertificateIssuer;
+use crate::engine::declaration::DeclarationPreparer;
 use crate::engine::definition::{JobKind, Schedules, StepDefinition};
 use crate::engine::settlement::SettlementEngine;
 use crate::engine::step::{job_error, may_retry};
@@ -125,7 +125,7 @@ async fn release_step(
     async move {
         let started = std::time::Instant::now();
         let result = engine.release_due(attempt, "job order.release").await;
-        crate::monitoring::step_attempt(
+        crate::telemetry::metrics::step_attempt(
             "order-settlement",
             "release",
             attempt,
@@ -243,7 +243,13 @@ async fn transfer_step(
     async move {
         let started = std::time::Instant::now();
         let result = engine.run_transfer(&job.withdrawal_id, attempt).await;
-        crate::monitoring::step_attempt("withdrawal", "transfer", attempt, started, result.is_ok());
+        crate::telemetry::metrics::step_attempt(
+            "withdrawal",
+            "transfer",
+            attempt,
+            started,
+            result.is_ok(),
+        );
         result.map_err(|error| job_error("transfer", error))
     }
     .instrument(span)
@@ -281,7 +287,7 @@ async fn certificate_step(
     async move {
         let started = std::time::Instant::now();
         let result = issuer.issue(&job.withdrawal_id).await;
-        crate::monitoring::step_attempt(
+        crate::telemetry::metrics::step_attempt(
             "withdrawal",
             "certificate",
             attempt,

@@ -26,9 +26,9 @@ use serde::Deserialize;
 use crate::api::error::ApiError;
 use crate::api::extract::same_origin;
 use crate::api::policy::{Allowed, Policy};
-use crate::app::AppState;
-use crate::declaration::DeclarationError;
 use crate::domain::access::{Principal, Role};
+use crate::engine::declaration::DeclarationError;
+use crate::state::AppState;
 use crate::store::StoreError;
 use session::{LEGACY_TOKEN_COOKIE, PageCaller, SESSION_COOKIE};
 
@@ -175,6 +175,12 @@ impl From<StoreError> for PageError {
     }
 }
 
+impl From<crate::service::ops::OpsError> for PageError {
+    fn from(error: crate::service::ops::OpsError) -> PageError {
+        ApiError::from(error).into()
+    }
+}
+
 impl From<DeclarationError> for PageError {
     fn from(error: DeclarationError) -> PageError {
         ApiError::from(error).into()
@@ -301,10 +307,11 @@ async fn queues_json(
     caller: Result<PageCaller, ApiError>,
     uri: axum::http::Uri,
 ) -> Result<Response, PageError> {
-    let caller = signed_in(caller, here(&uri))?;
-    Ok(crate::api::ops::queues(State(state), caller)
-        .await
-        .into_response())
+    let _caller: Allowed<crate::api::policy::OpsOrAdmin> = signed_in(caller, here(&uri))?;
+    Ok(match crate::service::ops::queues_view(&state).await {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    })
 }
 
 /// `GET /ops/withdrawals/{id}`: `GET /v1/withdrawals/{id}` for the
@@ -436,10 +443,10 @@ async fn login(
     let next = local_path(&form.next);
     let token = SecretString::from(form.token.expose_secret().trim().to_owned());
     let now = state.clock.now();
-    let principal = match crate::tokens::authenticate(&state.store, &token, now).await? {
+    let principal = match crate::service::tokens::authenticate(&state.store, &token, now).await? {
         Ok(principal) => principal,
         Err(rejection) => {
-            crate::monitoring::auth_failure("login", rejection.reason(), Some(client));
+            crate::telemetry::metrics::auth_failure("login", rejection.reason(), Some(client));
             return Ok(html_response(
                 StatusCode::UNAUTHORIZED,
                 login_form(&state, next, Some("That token is not valid. 令牌无效。")),

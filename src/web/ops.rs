@@ -15,12 +15,12 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
-use crate::api::ops::{
-    JOB_STATES, JobAction, JobView, JobsQuery, QueuesView, job_action, jobs_page, queues_view,
-};
-use crate::app::AppState;
 use crate::domain::access::Role;
 use crate::domain::withdrawal::WithdrawalState;
+use crate::service::ops::{
+    JOB_STATES, JobAction, JobView, JobsQuery, QueuesView, job_action, jobs_page, queues_view,
+};
+use crate::state::AppState;
 use crate::store::{ReviewDecision, WithdrawalRecord};
 use crate::web::session::PageCaller;
 use crate::web::{PageError, html_response, layout, signed_in_as};
@@ -297,7 +297,11 @@ pub(crate) async fn review(
     };
     let reviewed = state
         .withdrawals
-        .review(&id, &decision, &crate::audit::Actor::of(&principal))
+        .review(
+            &id,
+            &decision,
+            &crate::service::audit::Actor::of(&principal),
+        )
         .await;
     match reviewed {
         Ok(_) => {}

@@ -17,11 +17,11 @@ use axum::http::request::Parts;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::api::error::ApiError;
-use crate::app::AppState;
 use crate::domain::access::Principal;
 use crate::domain::ledger::sha256_hex;
+use crate::service::tokens::TokenError;
+use crate::state::AppState;
 use crate::store::SessionRecord;
-use crate::tokens::TokenError;
 
 /// The cookie that holds the session id.
 pub const SESSION_COOKIE: &str = "fenrun_session";
@@ -41,7 +41,7 @@ pub enum SessionEnd {
     /// Unused for longer than the idle timeout.
     Idle,
     /// Its token was revoked or expired.
-    Token(crate::tokens::Rejection),
+    Token(crate::service::tokens::Rejection),
 }
 
 impl SessionEnd {
@@ -51,11 +51,10 @@ impl SessionEnd {
             SessionEnd::Expired => "session_expired",
             SessionEnd::Idle => "session_idle",
             SessionEnd::Token(rejection) => match rejection {
-                crate::tokens::Rejection::Revoked => "revoked",
-                crate::tokens::Rejection::Expired => "expired",
-                crate::tokens::Rejection::Malformed | crate::tokens::Rejection::Unknown => {
-                    "unknown"
-                }
+                crate::service::tokens::Rejection::Revoked => "revoked",
+                crate::service::tokens::Rejection::Expired => "expired",
+                crate::service::tokens::Rejection::Malformed
+                | crate::service::tokens::Rejection::Unknown => "unknown",
             },
         }
     }
@@ -75,7 +74,7 @@ pub fn check(
     if now >= record.last_seen_at + idle {
         return Err(SessionEnd::Idle);
     }
-    crate::tokens::check(Some(record.token), now).map_err(SessionEnd::Token)
+    crate::service::tokens::check(Some(record.token), now).map_err(SessionEnd::Token)
 }
 
 /// A new session id for the cookie; the database gets its hash.
@@ -89,7 +88,7 @@ pub async fn start(
     principal: &Principal,
     now: DateTime<Utc>,
 ) -> Result<NewSession, TokenError> {
-    let id = crate::tokens::random_hex(SESSION_ID_BYTES)?;
+    let id = crate::service::tokens::random_hex(SESSION_ID_BYTES)?;
     let settings = &state.settings.guard;
     state
         .store
@@ -162,7 +161,7 @@ where
         let idle = seconds(state.settings.guard.session_idle_timeout_seconds);
         let record = state.store.session_by_hash(&hash).await?;
         let principal = check(record, now, idle).map_err(|end| {
-            crate::monitoring::auth_failure(
+            crate::telemetry::metrics::auth_failure(
                 "page",
                 end.reason(),
                 crate::api::extract::client_addr(parts),
@@ -212,7 +211,9 @@ mod tests {
         let revoked = session("2026-12-03T11:59:00Z", "2026-12-03T20:00:00Z", true);
         assert_eq!(
             check(Some(revoked), now, idle),
-            Err(SessionEnd::Token(crate::tokens::Rejection::Revoked))
+            Err(SessionEnd::Token(
+                crate::service::tokens::Rejection::Revoked
+            ))
         );
         assert_eq!(check(None, now, idle), Err(SessionEnd::Unknown));
     }

@@ -15,21 +15,20 @@ use chrono_tz::Asia::Shanghai;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::api::certificates::{VerifyView, read_upload, verify_pair};
+use crate::api::certificates::read_upload;
 use crate::api::error::ApiError;
-use crate::app::AppState;
 use crate::certificate::MAX_NUMBER_BYTES;
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
+use crate::engine::declaration::PREPARED_MONTHS;
+use crate::service::certificates::{VerifyView, verify_pair};
+use crate::state::AppState;
 use crate::store::{CertificateRecord, PreparedDeclaration};
 use crate::web::session::PageCaller;
 use crate::web::{PageError, accountant, html_response, layout, query_escape};
 
 /// Certificates per page of the table.
 const PAGE_SIZE: i64 = 100;
-/// How many prepared months to look through for the shown one: two years,
-/// the span an accountant revisits.
-const PREPARED_MONTHS: i64 = 24;
 
 #[derive(Deserialize)]
 pub(crate) struct TaxQuery {
@@ -43,7 +42,7 @@ pub(crate) struct TaxQuery {
 struct MonthView {
     month: Month,
     certificates: CertificateTotals,
-    declared: crate::declaration::Totals,
+    declared: crate::engine::declaration::Totals,
     prepared: Option<PreparedDeclaration>,
     rows: Vec<CertificateRecord>,
     after: Option<String>,

@@ -200,7 +200,7 @@ fn a_full_demo_run_logs_json_lines_with_step_context_and_no_secret() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     let logs = text(&output.stderr);
-    for secret in fenrun::demo::secrets() {
+    for secret in fenrun::cli::demo::secrets() {
         assert!(!logs.contains(&secret), "the logs hold {secret:?}");
         assert!(
             !stdout.contains(&secret),

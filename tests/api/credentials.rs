@@ -6,8 +6,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fenrun::credentials::{open_account, open_identity};
 use fenrun::domain::ids::DistributorId;
+use fenrun::vault::credentials::{open_account, open_identity};
 use fenrun::vault::{MasterKey, Vault, VaultError};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};

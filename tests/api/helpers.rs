@@ -9,6 +9,7 @@ use fenrun::config::Settings;
 use fenrun::domain::access::Role;
 use fenrun::domain::ids::DistributorId;
 use fenrun::store::{Store, StoreOptions};
+use fenrun::vault::KeySources;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Connection;
 
@@ -17,26 +18,6 @@ use sqlx::Connection;
 /// gets it too, so a test behaves the same whichever test ran first.
 pub const TEST_MASTER_KEY: &str =
     "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-static MASTER_KEY_SET: std::sync::Once = std::sync::Once::new();
-
-/// Sets `FENRUN_MASTER_KEY` to [`TEST_MASTER_KEY`] in this process, once.
-///
-/// `Runtime::build` reads the key from the environment, as the binary does,
-/// so the tests set the environment rather than pass a key around. The
-/// variable is written exactly once (the `Once` makes every other caller
-/// wait until it is done) and always to the same value, before this caller
-/// builds an app; no test removes or changes it, so no reader can see two
-/// values. Writing it is `unsafe` because C code reading the environment on
-/// another thread at that instant would race the write: Rust's own readers
-/// (`std::env::var`, `Command::spawn`) take std's environment lock, and
-/// nothing in these tests reads it from C.
-pub fn use_test_master_key() {
-    MASTER_KEY_SET.call_once(|| {
-        // SAFETY: see above; one write, one value, before any app that reads it.
-        unsafe { std::env::set_var(fenrun::vault::MASTER_KEY_ENV, TEST_MASTER_KEY) };
-    });
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -148,11 +129,14 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    use_test_master_key();
     let db = TestDb::new(backend).await;
     let mut settings = Settings {
         database_url: SecretString::from(db.url.clone()),
         listen: "127.0.0.1:0".to_owned(),
+        master_key: KeySources {
+            key: Some(SecretString::from(TEST_MASTER_KEY)),
+            ..KeySources::default()
+        },
         ..Settings::default()
     };
     adjust(&mut settings);
@@ -169,12 +153,12 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     let token = |role: Role| {
         let store = store.clone();
         async move {
-            let issued = fenrun::tokens::create(
+            let issued = fenrun::service::tokens::create(
                 &store,
                 role,
                 None,
                 chrono::Utc::now(),
-                &fenrun::audit::Actor::system("test"),
+                &fenrun::service::audit::Actor::system("test"),
             )
             .await
             .expect("token");
@@ -202,12 +186,12 @@ impl TestApp {
 
     pub async fn distributor_token(&self, id: &str) -> String {
         let id = DistributorId::parse(id).unwrap();
-        let issued = fenrun::tokens::create(
+        let issued = fenrun::service::tokens::create(
             &self.store,
             Role::Distributor,
             Some(&id),
             chrono::Utc::now(),
-            &fenrun::audit::Actor::system("test"),
+            &fenrun::service::audit::Actor::system("test"),
         )
         .await
         .expect("distributor token");

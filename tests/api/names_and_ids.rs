@@ -5,7 +5,7 @@
 //! (written past the API, as an old row could be) still opens safely.
 
 use calamine::{Data, Reader, Xlsx};
-use fenrun::credentials::identity_aad;
+use fenrun::vault::credentials::identity_aad;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 

@@ -177,13 +177,13 @@ async fn an_expired_token_is_refused_with_its_sessions(backend: Backend) {
     .await;
     // The simulated clock started at the real time, a moment before this.
     let expires_at = chrono::Utc::now() + chrono::Duration::hours(1);
-    let issued = fenrun::tokens::create_expiring(
+    let issued = fenrun::service::tokens::create_expiring(
         &app.store,
         fenrun::domain::access::Role::Accountant,
         None,
         Some(expires_at),
         chrono::Utc::now(),
-        &fenrun::audit::Actor::system("test"),
+        &fenrun::service::audit::Actor::system("test"),
     )
     .await
     .unwrap();
@@ -389,7 +389,7 @@ async fn the_token_list_shows_every_token_but_never_a_token_or_its_hash(backend:
 async fn the_store_keeps_token_expiry_and_sessions_to_the_microsecond(backend: Backend) {
     let db = crate::helpers::TestDb::new(backend).await;
     let store = db.open().await;
-    let actor = fenrun::audit::Actor::system("test");
+    let actor = fenrun::service::audit::Actor::system("test");
     let now: chrono::DateTime<chrono::Utc> = "2026-12-03T10:00:00.123456Z".parse().unwrap();
     let expires_at: chrono::DateTime<chrono::Utc> = "2027-01-01T00:00:00.654321Z".parse().unwrap();
     store

@@ -280,16 +280,22 @@ async fn the_plan_in_force_is_the_latest_effective_one(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.open().await;
     let start = now();
-    fenrun::plans::ensure_default(&store, start).await.unwrap();
-    fenrun::plans::ensure_default(&store, start).await.unwrap();
-    let (version, plan) = fenrun::plans::in_force(&store, start).await.unwrap();
+    fenrun::service::plans::ensure_default(&store, start)
+        .await
+        .unwrap();
+    fenrun::service::plans::ensure_default(&store, start)
+        .await
+        .unwrap();
+    let (version, plan) = fenrun::service::plans::in_force(&store, start)
+        .await
+        .unwrap();
     assert_eq!((version, plan.name()), (1, "default"));
     let later = start + Duration::days(10);
     let text = format!(
         "name = \"later\"\neffective_from = \"{}\"\ndefault_grade = \"regular\"\n[grades.regular]\ndisplay_name = \"普通\"\nlevels = [\"1%\"]\n",
         later.to_rfc3339()
     );
-    let stored = fenrun::plans::apply(&store, &text, "later.toml", &tester(), start)
+    let stored = fenrun::service::plans::apply(&store, &text, "later.toml", &tester(), start)
         .await
         .unwrap();
     assert_eq!(stored.version, 2);
@@ -301,13 +307,19 @@ async fn the_plan_in_force_is_the_latest_effective_one(backend: Backend) {
         ("plan.apply", "system:test")
     );
     assert_eq!(
-        fenrun::plans::in_force(&store, start + Duration::days(9))
+        fenrun::service::plans::in_force(&store, start + Duration::days(9))
             .await
             .unwrap()
             .0,
         1
     );
-    assert_eq!(fenrun::plans::in_force(&store, later).await.unwrap().0, 2);
+    assert_eq!(
+        fenrun::service::plans::in_force(&store, later)
+            .await
+            .unwrap()
+            .0,
+        2
+    );
     assert_eq!(store.list_plans().await.unwrap().len(), 2);
 }
 
@@ -316,11 +328,16 @@ async fn tokens_are_stored_hashed_and_scoped(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.open().await;
     create(&store, "a", None).await;
-    let issued =
-        fenrun::tokens::create(&store, Role::Distributor, Some(&id("a")), now(), &tester())
-            .await
-            .unwrap();
-    let principal = fenrun::tokens::authenticate(&store, &issued.secret, now())
+    let issued = fenrun::service::tokens::create(
+        &store,
+        Role::Distributor,
+        Some(&id("a")),
+        now(),
+        &tester(),
+    )
+    .await
+    .unwrap();
+    let principal = fenrun::service::tokens::authenticate(&store, &issued.secret, now())
         .await
         .unwrap()
         .unwrap();
@@ -330,23 +347,23 @@ async fn tokens_are_stored_hashed_and_scoped(backend: Backend) {
     );
     let wrong = secrecy::SecretString::from(format!("{}0", issued.secret.expose_secret()));
     assert!(
-        fenrun::tokens::authenticate(&store, &wrong, now())
+        fenrun::service::tokens::authenticate(&store, &wrong, now())
             .await
             .unwrap()
             .is_err()
     );
     assert!(
-        fenrun::tokens::create(&store, Role::Distributor, None, now(), &tester())
+        fenrun::service::tokens::create(&store, Role::Distributor, None, now(), &tester())
             .await
             .is_err()
     );
     assert!(
-        fenrun::tokens::create(&store, Role::Ops, Some(&id("a")), now(), &tester())
+        fenrun::service::tokens::create(&store, Role::Ops, Some(&id("a")), now(), &tester())
             .await
             .is_err()
     );
     assert!(
-        fenrun::tokens::create(
+        fenrun::service::tokens::create(
             &store,
             Role::Distributor,
             Some(&id("ghost")),
@@ -367,8 +384,8 @@ async fn tokens_are_stored_hashed_and_scoped(backend: Backend) {
     assert_eq!(created, [format!("token:{}", issued.id)], "{audit:?}");
 }
 
-fn tester() -> fenrun::audit::Actor {
-    fenrun::audit::Actor::system("test")
+fn tester() -> fenrun::service::audit::Actor {
+    fenrun::service::audit::Actor::system("test")
 }
 
 async fn a_tampered_balance_is_caught_by_verify(backend: Backend) {
@@ -442,7 +459,9 @@ async fn times_compare_as_times_past_the_year_ten_thousand(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.open().await;
     let start = now();
-    fenrun::plans::ensure_default(&store, start).await.unwrap();
+    fenrun::service::plans::ensure_default(&store, start)
+        .await
+        .unwrap();
     create(&store, "a", None).await;
     let far: DateTime<Utc> = "+10000-01-01T00:00:00Z".parse().unwrap();
     let ancient: DateTime<Utc> = "0001-01-01T00:00:00Z".parse().unwrap();

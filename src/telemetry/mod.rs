@@ -1,5 +1,7 @@
 //! Logging: `tracing` to stderr, as text for people or JSON for shippers.
 
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;

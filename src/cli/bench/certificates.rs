@@ -50,7 +50,7 @@ pub async fn certificates(
         }
         println!(
             "render + sign, {threads} thread(s): median {:.0} certificates/s (runs: {})",
-            crate::bench::median(&mut rates.clone()),
+            crate::cli::bench::median(&mut rates.clone()),
             rates
                 .iter()
                 .map(|rate| format!("{rate:.0}"))
@@ -59,7 +59,7 @@ pub async fn certificates(
         );
     }
 
-    let db = crate::bench::ScratchDb::new(server_url, "certificates").await?;
+    let db = crate::cli::bench::ScratchDb::new(server_url, "certificates").await?;
     let result = through_the_workflow(&db.url, count, concurrency, runs).await;
     db.drop().await;
     result
@@ -71,7 +71,7 @@ async fn through_the_workflow(
     concurrency: usize,
     runs: usize,
 ) -> anyhow::Result<()> {
-    let run = crate::bench_withdraw::withdraw_once(url, count, concurrency, 0).await?;
+    let run = crate::cli::bench::withdraw::withdraw_once(url, count, concurrency, 0).await?;
     let store = run.state.store.clone();
     let mut last_progress = (usize::MAX, Instant::now());
     loop {
@@ -111,12 +111,12 @@ async fn through_the_workflow(
             .ok_or_else(|| anyhow::anyhow!("no paid withdrawal"))?
     };
     let (in_month, ..) = store.certificate_totals(&month).await?;
-    let token = crate::tokens::create(
+    let token = crate::service::tokens::create(
         &store,
         crate::domain::access::Role::Accountant,
         None,
         run.state.clock.now(),
-        &crate::audit::Actor::system("bench"),
+        &crate::service::audit::Actor::system("bench"),
     )
     .await?;
     let client = reqwest::Client::new();
@@ -173,15 +173,15 @@ async fn through_the_workflow(
     println!(
         "zip of {month}: {in_month} certificates, {:.1} MiB, streamed over HTTP in median {:.2} s ({:.0} certificates/s), resident memory +{:.1} MiB at peak",
         mib(zip_bytes as f64),
-        crate::bench::median(&mut zip_seconds),
-        in_month as f64 / crate::bench::median(&mut zip_seconds.clone()),
-        mib(crate::bench::median(&mut zip_rss)),
+        crate::cli::bench::median(&mut zip_seconds),
+        in_month as f64 / crate::cli::bench::median(&mut zip_seconds.clone()),
+        mib(crate::cli::bench::median(&mut zip_rss)),
     );
     println!(
         "reference, same run: reading the same rows page by page without zipping or sending: median {:.2} s, resident memory +{:.1} MiB at peak; peak RSS of the process {} MiB",
-        crate::bench::median(&mut scan_seconds),
-        mib(crate::bench::median(&mut scan_rss)),
-        crate::bench::peak_rss_mib().map_or("?".to_owned(), |mib| mib.to_string())
+        crate::cli::bench::median(&mut scan_seconds),
+        mib(crate::cli::bench::median(&mut scan_rss)),
+        crate::cli::bench::peak_rss_mib().map_or("?".to_owned(), |mib| mib.to_string())
     );
     run.stop().await
 }

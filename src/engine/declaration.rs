@@ -16,15 +16,19 @@ use std::collections::BTreeMap;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use crate::credentials::open_identity;
 use crate::domain::identity::starts_like_formula;
 use crate::domain::money::{Money, Rate};
 use crate::domain::tax::{self, Month, WithholdingMethod};
 use crate::store::{Store, StoreError, WithdrawalRecord};
 use crate::vault::Vault;
+use crate::vault::credentials::open_identity;
 
 /// The shipped layout, used when the workflows folder has none.
-pub const SHIPPED_LAYOUT: &str = include_str!("../workflows/declaration.toml");
+/// How many prepared months to look through for one: two years, the span
+/// an accountant revisits (the /tax page, and start-up's missed run).
+pub const PREPARED_MONTHS: i64 = 24;
+
+pub const SHIPPED_LAYOUT: &str = include_str!("../../workflows/declaration.toml");
 
 /// What a column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -29,7 +29,7 @@ pub async fn apply(
     store: &Store,
     source_toml: &str,
     file_name: &str,
-    applied_by: &crate::audit::Actor,
+    applied_by: &crate::service::audit::Actor,
     now: DateTime<Utc>,
 ) -> Result<StoredPlan, ApplyPlanError> {
     let plan = Plan::parse(source_toml, file_name)?;

@@ -6,8 +6,9 @@
 //! It drives the same engine the HTTP API does (ingest through the group-commit
 //! writer, refunds, the release step), only without the HTTP hop.
 
-pub use crate::demo_withdrawals::secrets;
-use std::fmt::Write as _;
+mod withdrawals;
+
+pub use crate::cli::demo::withdrawals::secrets;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -23,7 +24,7 @@ use crate::domain::ids::{BuyerId, DistributorId, OrderId};
 use crate::domain::ledger::sha256_hex;
 use crate::domain::money::Money;
 use crate::engine::settlement::NewOrder;
-use crate::store::{DistributorStatus, LedgerReport, NewDistributor};
+use crate::store::{DistributorStatus, NewDistributor};
 
 /// Orders the demo sends.
 const DEMO_ORDERS: u64 = 200;
@@ -134,11 +135,11 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     let store = &state.store;
     let engine = &state.settlement;
 
-    let plan = crate::plans::apply(
+    let plan = crate::service::plans::apply(
         store,
         DEMO_PLAN,
         "demo-plan.toml",
-        &crate::audit::Actor::system("demo"),
+        &crate::service::audit::Actor::system("demo"),
         clock.now(),
     )
     .await?;
@@ -337,9 +338,12 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         "\norders: {}; distributors' available total {total_available}",
         counts.join(", ")
     );
-    let paid_out = crate::demo_withdrawals::run(state, &clock).await?;
+    let paid_out = crate::cli::demo::withdrawals::run(state, &clock).await?;
     let report = store.verify_ledger().await?;
-    print!("{}", describe_ledger_report(&report));
+    print!(
+        "{}",
+        crate::cli::commands::ledger::describe_ledger_report(&report)
+    );
     println!("demo finished in {:.1?}", started.elapsed());
     let _ = stop.send(true);
     for worker in payout_workers {
@@ -373,41 +377,4 @@ async fn refund_in_full(
         )
         .await?;
     Ok(())
-}
-
-/// The human summary `ledger verify` and the demo print.
-pub fn describe_ledger_report(report: &LedgerReport) -> String {
-    let mut text = String::new();
-    let verdict = if report.is_clean() { "OK" } else { "FAILED" };
-    let _ = writeln!(
-        text,
-        "ledger verify: {verdict} — {} accounts, {} transfers, {} postings, Σ postings = {}",
-        report.accounts,
-        report.transfers,
-        report.postings,
-        Money::from_fen(report.postings_sum_fen)
-    );
-    for key in &report.unbalanced_transfers {
-        let _ = writeln!(text, "  unbalanced transfer {key}");
-    }
-    for mismatch in &report.mismatched_accounts {
-        let _ = writeln!(
-            text,
-            "  account {}: stored {} but postings say {}",
-            mismatch.account,
-            Money::from_fen(mismatch.stored_fen),
-            Money::from_fen(mismatch.derived_fen)
-        );
-    }
-    for account in &report.negative_accounts {
-        let _ = writeln!(text, "  account {account} is negative but may never be");
-    }
-    if report.orphan_postings > 0 {
-        let _ = writeln!(
-            text,
-            "  {} postings name an account or transfer that does not exist",
-            report.orphan_postings
-        );
-    }
-    text
 }

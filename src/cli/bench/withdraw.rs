@@ -13,7 +13,6 @@ use tokio::sync::Semaphore;
 
 use crate::app::Application;
 use crate::config::Settings;
-use crate::credentials::{NewAccount, seal_account, seal_identity};
 use crate::domain::access::Role;
 use crate::domain::identity::{IdNumber, RealName, WechatOpenId};
 use crate::domain::ids::DistributorId;
@@ -21,6 +20,7 @@ use crate::domain::ledger::{AccountId, Bucket, PlatformAccount, Transfer, Transf
 use crate::domain::money::Money;
 use crate::domain::withdrawal::WithdrawalState;
 use crate::store::{DistributorStatus, NewDistributor, PayoutChannel};
+use crate::vault::credentials::{NewAccount, seal_account, seal_identity};
 
 /// Each distributor withdraws this once (under the auto-approve limit).
 const WITHDRAWAL: Money = Money::from_fen(10_000); // 100.00
@@ -47,7 +47,7 @@ pub async fn withdraw(
         let mut accepted_per_s = Vec::new();
         let mut paid_per_s = Vec::new();
         for run in 1..=runs {
-            let db = crate::bench::ScratchDb::new(server_url, "withdraw").await?;
+            let db = crate::cli::bench::ScratchDb::new(server_url, "withdraw").await?;
             let result = match withdraw_once(&db.url, count, concurrency, latency).await {
                 Ok(run) => {
                     let figures = (run.accepted, run.end_to_end);
@@ -67,9 +67,9 @@ pub async fn withdraw(
         }
         println!(
             "latency {latency} ms, median of {runs}: requests accepted {:.0}/s; end to end {:.0} withdrawals/s; peak RSS so far {} MiB",
-            crate::bench::median(&mut accepted_per_s),
-            crate::bench::median(&mut paid_per_s),
-            crate::bench::peak_rss_mib().map_or("?".to_owned(), |mib| mib.to_string())
+            crate::cli::bench::median(&mut accepted_per_s),
+            crate::cli::bench::median(&mut paid_per_s),
+            crate::cli::bench::peak_rss_mib().map_or("?".to_owned(), |mib| mib.to_string())
         );
     }
     Ok(())
@@ -82,7 +82,7 @@ fn id_number(serial: usize) -> String {
 /// A finished run of withdrawals whose application still serves, so that
 /// another benchmark can go on from it (`bench certificates`).
 pub(crate) struct WithdrawRun {
-    pub state: crate::app::AppState,
+    pub state: crate::state::AppState,
     pub address: String,
     /// Time from the first request to the last one accepted (202).
     pub accepted: Duration,
@@ -145,7 +145,7 @@ pub(crate) async fn withdraw_once(
 
     // Setup, not timed: distributors with identity, a WeChat account, funds and a token.
     let clock = state.clock.clone();
-    let setup = crate::bench::progress_bar(count as u64, "setting up distributors");
+    let setup = crate::cli::bench::progress_bar(count as u64, "setting up distributors");
     let mut work = Vec::with_capacity(count);
     for serial in 0..count {
         let id = DistributorId::parse(format!("w{serial}"))?;
@@ -193,12 +193,12 @@ pub(crate) async fn withdraw_once(
             WITHDRAWAL,
         )?;
         store.transfer(&funds, now).await?;
-        let token = crate::tokens::create(
+        let token = crate::service::tokens::create(
             &store,
             Role::Distributor,
             Some(&id),
             now,
-            &crate::audit::Actor::system("bench"),
+            &crate::service::audit::Actor::system("bench"),
         )
         .await?;
         work.push((id, account.id, token.secret.expose_secret().to_owned()));

@@ -8,16 +8,16 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::app::AppState;
 use crate::clock::{Clock, SimulatedClock};
-use crate::credentials::{NewAccount, seal_account, seal_identity};
 use crate::domain::identity::{IdNumber, RealName, WechatOpenId};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, PlatformAccount};
 use crate::domain::money::Money;
 use crate::domain::withdrawal::{Speed, WithdrawalState};
 use crate::engine::withdrawal::WithdrawalRequest;
+use crate::state::AppState;
 use crate::store::{PayoutChannel, ReviewDecision, WithdrawalRequestOutcome};
+use crate::vault::credentials::{NewAccount, seal_account, seal_identity};
 
 /// How long the demo waits for the gateway to settle everything.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -216,7 +216,7 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
                     note: Some("known distributor".to_owned()),
                 }
             };
-            let ops = crate::audit::Actor {
+            let ops = crate::service::audit::Actor {
                 id: "demo-ops".to_owned(),
                 role: "ops".to_owned(),
             };
@@ -394,7 +394,7 @@ async fn certificates(
         paid.iter().map(|(_, w)| w.tax_month.as_str()).collect();
     for month in months {
         let month = crate::domain::tax::Month::parse(month)?;
-        let declaration = crate::declaration::Declaration::prepare(
+        let declaration = crate::engine::declaration::Declaration::prepare(
             &state.store,
             &state.vault,
             month,

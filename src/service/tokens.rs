@@ -55,7 +55,7 @@ pub async fn create(
     role: Role,
     distributor: Option<&DistributorId>,
     now: DateTime<Utc>,
-    created_by: &crate::audit::Actor,
+    created_by: &crate::service::audit::Actor,
 ) -> Result<IssuedToken, TokenError> {
     create_expiring(store, role, distributor, None, now, created_by).await
 }
@@ -67,7 +67,7 @@ pub async fn create_expiring(
     distributor: Option<&DistributorId>,
     expires_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-    created_by: &crate::audit::Actor,
+    created_by: &crate::service::audit::Actor,
 ) -> Result<IssuedToken, TokenError> {
     match (role, distributor) {
         (Role::Distributor, None) => return Err(TokenError::MissingDistributor),

@@ -11,6 +11,9 @@
 //! PostgreSQL database created on the server named by `--database-url` and
 //! dropped afterwards.
 
+pub mod certificates;
+pub mod withdraw;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -189,9 +192,11 @@ async fn settle_once(
         let _ = stopped.await;
     }));
     let now = chrono::Utc::now();
-    let bench = crate::audit::Actor::system("bench");
-    let ingest_token = crate::tokens::create(&store, Role::Ingest, None, now, &bench).await?;
-    let admin_token = crate::tokens::create(&store, Role::Admin, None, now, &bench).await?;
+    let bench = crate::service::audit::Actor::system("bench");
+    let ingest_token =
+        crate::service::tokens::create(&store, Role::Ingest, None, now, &bench).await?;
+    let admin_token =
+        crate::service::tokens::create(&store, Role::Admin, None, now, &bench).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;

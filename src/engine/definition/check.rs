@@ -13,7 +13,7 @@ use crate::engine::definition::{
 
 /// The Chinese business calendar shipped inside the binary, for a machine
 /// without the `workflows/` folder.
-pub const SHIPPED_CN_CALENDAR: &str = include_str!("../workflows/calendars/cn.toml");
+pub const SHIPPED_CN_CALENDAR: &str = include_str!("../../../workflows/calendars/cn.toml");
 
 /// Checks every `calendars/*.toml` and `plans/*.toml` under `dir`, every
 /// workflow definition directly in it (queues unique across them) and its
@@ -40,7 +40,7 @@ pub fn check_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if declaration.is_file() {
         let text = std::fs::read_to_string(&declaration)
             .map_err(|error| anyhow::anyhow!("reading {}: {error}", declaration.display()))?;
-        crate::declaration::Layouts::parse(&text, &declaration.display().to_string())?;
+        crate::engine::declaration::Layouts::parse(&text, &declaration.display().to_string())?;
         checked.push(declaration);
     }
     let schedules = dir.join(SCHEDULES_FILE_NAME);

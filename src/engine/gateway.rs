@@ -139,7 +139,7 @@ impl Gateway {
     pub async fn transfer(&self, request: &PayoutRequest) -> Result<GatewayNews, GatewayError> {
         let started = std::time::Instant::now();
         let result = self.client.transfer(request).await;
-        crate::monitoring::gateway_call("transfer", outcome_of(&result), started);
+        crate::telemetry::metrics::gateway_call("transfer", outcome_of(&result), started);
         result.map(GatewayNews::of)
     }
 
@@ -147,7 +147,7 @@ impl Gateway {
         let number = OutBillNo::for_withdrawal(out_bill_no)?;
         let started = std::time::Instant::now();
         let result = self.client.query(&number).await;
-        crate::monitoring::gateway_call("query", outcome_of(&result), started);
+        crate::telemetry::metrics::gateway_call("query", outcome_of(&result), started);
         Ok(result?.map(GatewayNews::of))
     }
 
@@ -155,7 +155,7 @@ impl Gateway {
         let number = OutBillNo::for_withdrawal(out_bill_no)?;
         let started = std::time::Instant::now();
         let result = self.client.cancel(&number).await;
-        crate::monitoring::gateway_call("cancel", outcome_of(&result), started);
+        crate::telemetry::metrics::gateway_call("cancel", outcome_of(&result), started);
         result.map(GatewayNews::of)
     }
 

@@ -1,0 +1,109 @@
+//! `GET /metrics` (SPEC §2.10): what `telemetry::metrics` recorded, and, at
+//! each scrape, the queues as the database holds them (jobs per queue and
+//! state, the oldest waiting job's age), withdrawals per state and the
+//! business calendar's coverage; and the middleware that counts requests.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::api::error::ApiError;
+use crate::state::AppState;
+use crate::telemetry::metrics::{
+    CALENDAR_COVERED_DAYS, HTTP_DURATION, HTTP_REQUESTS, QUEUE_JOBS, QUEUE_OLDEST_WAITING,
+    WITHDRAWALS, install,
+};
+
+/// Counts and times every request by its route template (not its path:
+/// ids would make a series per distributor) and status.
+pub async fn track_http(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!(HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    let stats = state.store.queue_stats(now.timestamp()).await?;
+    let mut queue_lines = format!(
+        "# HELP {QUEUE_JOBS} Jobs per queue and state, as the database holds them.\n# TYPE {QUEUE_JOBS} gauge\n"
+    );
+    let mut oldest = std::collections::BTreeMap::<String, i64>::new();
+    for (queue, job_state, count, oldest_run_at) in &stats {
+        queue_lines.push_str(&format!(
+            "{QUEUE_JOBS}{{queue=\"{}\",state=\"{}\"}} {count}\n",
+            label(queue),
+            label(job_state)
+        ));
+        if matches!(job_state.as_str(), "waiting" | "retrying") {
+            let age = oldest_run_at.map_or(0, |at| (now.timestamp() - at).max(0));
+            let entry = oldest.entry(queue.clone()).or_default();
+            *entry = (*entry).max(age);
+        }
+    }
+    queue_lines.push_str(&format!(
+        "# HELP {QUEUE_OLDEST_WAITING} Age of the oldest job due but not yet taken, per queue.\n# TYPE {QUEUE_OLDEST_WAITING} gauge\n"
+    ));
+    for (queue, age) in &oldest {
+        queue_lines.push_str(&format!(
+            "{QUEUE_OLDEST_WAITING}{{queue=\"{}\"}} {age}\n",
+            label(queue)
+        ));
+    }
+    queue_lines.push_str(&format!(
+        "# HELP {WITHDRAWALS} Withdrawals per state (reviewing is the review queue).\n# TYPE {WITHDRAWALS} gauge\n"
+    ));
+    for (withdrawal_state, count, ..) in state.store.withdrawal_totals().await? {
+        queue_lines.push_str(&format!(
+            "{WITHDRAWALS}{{state=\"{}\"}} {count}\n",
+            withdrawal_state.as_str()
+        ));
+    }
+    let today = now.date_naive();
+    let covered = (state.settlement.calendar().first_uncovered_date(today) - today)
+        .num_days()
+        .max(0);
+    queue_lines.push_str(&format!(
+        "# HELP {CALENDAR_COVERED_DAYS} Days from today the business calendar covers (holidays known).\n# TYPE {CALENDAR_COVERED_DAYS} gauge\n{CALENDAR_COVERED_DAYS} {covered}\n"
+    ));
+    let recorded = install().map(PrometheusHandle::render).unwrap_or_default();
+    let mut response = format!("{recorded}{queue_lines}").into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+/// A label value with `\`, `"` and newlines escaped (Prometheus text format).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(label("withdrawal.transfer"), "withdrawal.transfer");
+    }
+}

@@ -1,0 +1,56 @@
+//! `fenrun bench settle | queue | certificates | withdraw`: the benchmarks
+//! of `cli::bench`, on SQLite or a scratch database on the PostgreSQL
+//! server of `--database-url`.
+
+use std::process::ExitCode;
+
+use secrecy::ExposeSecret;
+
+use crate::config::Settings;
+
+use super::super::BenchCommand;
+
+pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<ExitCode> {
+    // Only an explicit --database-url / FENRUN_DATABASE_URL picks PostgreSQL.
+    let url = settings.database_url.expose_secret().to_owned();
+    let server = url.starts_with("postgres").then_some(url.as_str());
+    match command {
+        BenchCommand::Settle {
+            orders,
+            concurrency,
+            runs,
+        } => {
+            crate::cli::bench::settle(orders, concurrency.max(1), runs.max(1), server).await?;
+        }
+        BenchCommand::Queue { jobs } => crate::cli::bench::queue(jobs, server).await?,
+        BenchCommand::Certificates {
+            count,
+            concurrency,
+            runs,
+        } => {
+            crate::cli::bench::certificates::certificates(
+                count.max(1),
+                concurrency.max(1),
+                runs.max(1),
+                server,
+            )
+            .await?;
+        }
+        BenchCommand::Withdraw {
+            count,
+            concurrency,
+            latency_ms,
+            runs,
+        } => {
+            crate::cli::bench::withdraw::withdraw(
+                count,
+                concurrency.max(1),
+                &latency_ms,
+                runs.max(1),
+                server,
+            )
+            .await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

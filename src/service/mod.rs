@@ -1,0 +1,9 @@
+//! Use cases shared by the API, the pages and the command line: applying
+//! commission plans, issuing and checking API tokens, and the audit log.
+//! Nothing here speaks HTTP.
+
+pub mod audit;
+pub mod certificates;
+pub mod ops;
+pub mod plans;
+pub mod tokens;

@@ -1,0 +1,57 @@
+//! The state every request handler, page and worker reaches: the store,
+//! the clock, the settings and the engines. A leaf of the module graph:
+//! it imports what it holds and nothing that serves HTTP, so `api`, `web`
+//! and `app` can all import it without importing each other.
+
+pub mod rate_limit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::clock::{Clock, SimulatedClock};
+use crate::config::Settings;
+use crate::engine::certificate::CertificateIssuer;
+use crate::engine::declaration::DeclarationPreparer;
+use crate::engine::settlement::SettlementEngine;
+use crate::engine::withdrawal::WithdrawalEngine;
+use crate::store::Store;
+use crate::vault::Vault;
+use rate_limit::RateLimits;
+
+/// What every request handler and worker can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub clock: Arc<dyn Clock>,
+    /// Present only under `--simulated-clock`.
+    pub simulated_clock: Option<Arc<SimulatedClock>>,
+    pub settings: Arc<Settings>,
+    pub settlement: Arc<SettlementEngine>,
+    /// Told the new time whenever a simulated clock moves, so the scheduler runs at once.
+    pub clock_moved: Arc<watch::Sender<DateTime<Utc>>>,
+    /// Per-client rate limits of the public routes (`state::rate_limit`).
+    pub limits: Arc<RateLimits>,
+    /// Seals and opens payout credentials (SPEC §2.5).
+    pub vault: Arc<Vault>,
+    /// The withdrawal workflow (SPEC §2.4) and its payout gateway.
+    pub withdrawals: Arc<WithdrawalEngine>,
+    /// The withdrawal's certificate step, corrections and verification (SPEC §2.6).
+    pub certificates: Arc<CertificateIssuer>,
+    /// The monthly withholding declarations (SPEC §2.6).
+    pub declarations: Arc<DeclarationPreparer>,
+    /// Every step that runs from a queue, in workflow order (the ops views).
+    pub step_queues: Arc<Vec<StepQueue>>,
+}
+
+/// A step that runs from a queue, as the ops console groups jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepQueue {
+    pub workflow: String,
+    pub step: String,
+    pub queue: String,
+    /// The step's `timeout_ms`: a job running longer is stuck.
+    pub timeout: Duration,
+}

@@ -371,8 +371,8 @@ async fn insert_postings(
     Ok(())
 }
 
-include!("queries.rs");
-include!("queries_orders.rs");
+include!("../sql/ledger.rs");
+include!("../sql/orders.rs");
 
 // ---- Bulk statements of the order workflow: multi-row VALUES, which SQLite
 // parses in-process at little cost. Shared logic in `queries_orders.rs`.
@@ -523,9 +523,9 @@ async fn mark_released(
     Ok(())
 }
 
-include!("queries_credentials.rs");
-include!("queries_withdrawals.rs");
-include!("queries_certificates.rs");
-include!("queries_audit.rs");
-include!("queries_jobs.rs");
-include!("queries_sessions.rs");
+include!("../sql/credentials.rs");
+include!("../sql/withdrawals.rs");
+include!("../sql/certificates.rs");
+include!("../sql/audit.rs");
+include!("../sql/jobs.rs");
+include!("../sql/sessions.rs");

@@ -301,8 +301,8 @@ async fn insert_postings(
     Ok(())
 }
 
-include!("queries.rs");
-include!("queries_orders.rs");
+include!("../sql/ledger.rs");
+include!("../sql/orders.rs");
 
 // ---- Bulk statements of the order workflow: arrays through `unnest`, so
 // each statement's text is fixed and prepared once per connection (multi-row
@@ -503,9 +503,9 @@ async fn mark_released(
     Ok(())
 }
 
-include!("queries_credentials.rs");
-include!("queries_withdrawals.rs");
-include!("queries_certificates.rs");
-include!("queries_audit.rs");
-include!("queries_jobs.rs");
-include!("queries_sessions.rs");
+include!("../sql/credentials.rs");
+include!("../sql/withdrawals.rs");
+include!("../sql/certificates.rs");
+include!("../sql/audit.rs");
+include!("../sql/jobs.rs");
+include!("../sql/sessions.rs");

@@ -1,11 +1,12 @@
 //! All SQL of fenrun, for SQLite and PostgreSQL. Nothing outside this module
 //! touches sqlx.
 //!
-//! The domain SQL is written once, in `queries.rs`, in the dialect both
-//! databases share (`$n` parameters, `on conflict`, `returning`); each backend
-//! module includes it with its own concrete types and the few things that
-//! differ (row locks, how a write transaction begins, connection set-up).
-//! [`Store`] picks the backend from the database URL.
+//! The domain SQL is written once, in `sql/`, in the dialect both databases
+//! share (`$n` parameters, `on conflict`, `returning`). Each backend
+//! (`sqlite/`, `postgres/`) mounts those files as its own modules, compiled
+//! against its `dialect.rs`: the written contract of the few things that
+//! differ (row locks, bulk statements, job pushes, how a write transaction
+//! begins). [`Store`] picks the backend from the database URL.
 
 pub mod error;
 mod postgres;
@@ -746,7 +747,7 @@ impl Store {
     }
 }
 
-/// Withdrawals (SPEC §2.4); the SQL is in `queries_withdrawals.rs`.
+/// Withdrawals (SPEC §2.4); the SQL is in `sql/withdrawals.rs`.
 impl Store {
     pub async fn request_withdrawal<F>(
         &self,
@@ -876,7 +877,7 @@ impl Store {
     }
 }
 
-/// Withholding certificates (SPEC §2.6); the SQL is in `queries_certificates.rs`.
+/// Withholding certificates (SPEC §2.6); the SQL is in `sql/certificates.rs`.
 impl Store {
     pub async fn insert_certificate(&self, new: &NewCertificate) -> Result<String, StoreError> {
         dispatch!(self, repo => repo.insert_certificate(new).await)

@@ -1,41 +1,47 @@
 //! The PostgreSQL backend: a pool, apalis's migrations (they need the
 //! `hstore` extension), ours, and row locks where a step reads what it writes.
+//!
+//! The SQL both backends share lives in `../sql/`, mounted below as modules
+//! compiled against this backend's [`dialect`]; what is here is PostgreSQL's
+//! alone: connecting, migrations and apalis's tables.
 
+use sqlx::Transaction;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres as Db, Transaction};
 
-use crate::store::StoreOptions;
+use crate::store::error::StoreError;
+use crate::store::{JobFilter, MIGRATIONS_TABLE, OpsJob, StoreOptions};
+use dialect::Db;
+use jobs::ops_job_from_row;
 
-type Conn = sqlx::PgConnection;
-
-macro_rules! for_update {
-    () => {
-        " for update"
-    };
-}
+mod dialect;
+#[path = "../sql/audit.rs"]
+mod audit;
+#[path = "../sql/certificates.rs"]
+mod certificates;
+#[path = "../sql/credentials.rs"]
+mod credentials;
+#[path = "../sql/jobs.rs"]
+mod jobs;
+#[path = "../sql/ledger.rs"]
+mod ledger;
+#[path = "../sql/orders.rs"]
+mod orders;
+#[path = "../sql/sessions.rs"]
+mod sessions;
+#[path = "../sql/withdrawals.rs"]
+mod withdrawals;
 
 pub struct Repo {
     pool: PgPool,
 }
-
-/// The ops job actions' SQL on apalis-postgres's tables (see `queries_jobs.rs`).
-const JOB_STATUS_SQL: &str = "select status from apalis.jobs where id = $1 for update";
-const RETRY_JOB_SQL: &str = concat!(
-    "update apalis.jobs set status = 'Pending', run_at = now(), lock_by = null, lock_at = null, done_at = null, ",
-    "max_attempts = attempts + 1 where id = $1 and status in ('Failed', 'Killed')"
-);
-const CANCEL_JOB_SQL: &str = concat!(
-    "update apalis.jobs set status = 'Killed', done_at = now(), last_result = cast($2 as jsonb) ",
-    "where id = $1 and status in ('Pending', 'Failed')"
-);
 
 impl Repo {
     /// Jobs for the ops console, by id, filtered by queue
     /// and state (as [`Self::queue_stats`] names states), after an id (keyset).
     pub async fn ops_jobs(
         &self,
-        filter: &crate::store::JobFilter,
-    ) -> Result<Vec<crate::store::OpsJob>, StoreError> {
+        filter: &JobFilter,
+    ) -> Result<Vec<OpsJob>, StoreError> {
         let rows = sqlx::query(concat!(
             "select * from (select j.id, j.job_type, j.status, j.attempts, j.max_attempts, cast(extract(epoch from j.run_at) as bigint) as run_at, cast(extract(epoch from j.lock_at) as bigint) as lock_at, j.lock_by, ",
             "cast(extract(epoch from j.done_at) as bigint) as done_at, cast(j.last_result as text) as last_result, convert_from(j.job, 'UTF8') as payload, cast(extract(epoch from w.last_seen) as bigint) as last_seen, ",
@@ -92,7 +98,7 @@ impl Repo {
             .run(&pool)
             .await?;
         let mut ours = sqlx::migrate!("./migrations/postgres");
-        ours.dangerous_set_table_name(crate::store::MIGRATIONS_TABLE);
+        ours.dangerous_set_table_name(MIGRATIONS_TABLE);
         ours.run(&pool).await?;
         Ok(Repo { pool })
     }
@@ -105,407 +111,3 @@ impl Repo {
         &self.pool
     }
 }
-
-/// Locks balance rows in account order before a set-wise update, whose own
-/// lock order is the planner's: two batches then never wait on each other
-/// in a cycle (the deadlocks of performance.md's script C). `no key update`
-/// is the lock the UPDATE itself takes: it does not block the key-share
-/// locks that other transactions' posting inserts take for their foreign key.
-async fn lock_accounts<'a>(
-    conn: &mut Conn,
-    accounts: impl Iterator<Item = &'a str>,
-) -> Result<(), StoreError> {
-    lock_balances(conn, accounts).await.map(drop)
-}
-
-/// [`lock_accounts`], answering the balances as they are under the lock.
-async fn lock_balances<'a>(
-    conn: &mut Conn,
-    accounts: impl Iterator<Item = &'a str>,
-) -> Result<std::collections::HashMap<String, i64>, StoreError> {
-    let accounts: Vec<&str> = accounts.collect();
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "select id, balance_fen from ledger_accounts where id = any($1) order by id for no key update",
-    )
-    .bind(&accounts)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows.into_iter().collect())
-}
-
-/// Several workers may release at once: each takes rows no one else holds.
-macro_rules! skip_locked {
-    () => {
-        " for update skip locked"
-    };
-}
-
-/// Enqueues the release step for each release time, on the caller's
-/// transaction. apalis-postgres has no `on conflict` for a duplicate
-/// idempotency key, so each push runs in a savepoint and a duplicate is
-/// rolled back to it instead of aborting the whole transaction.
-async fn push_release_jobs(
-    conn: &mut Conn,
-    spec: &crate::store::JobSpec,
-    release_times: &[DateTime<Utc>],
-) -> Result<(), StoreError> {
-    for release_at in release_times {
-        let task = crate::store::release_task(spec, *release_at)?;
-        sqlx::query("savepoint push_release_job")
-            .execute(&mut *conn)
-            .await?;
-        match apalis_postgres::queries::push_tasks(conn, &spec.queue, vec![task]).await {
-            Ok(()) => {
-                sqlx::query("release savepoint push_release_job")
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Err(apalis_postgres::Error::Database(sqlx::Error::Database(db)))
-                if db.is_unique_violation() =>
-            {
-                sqlx::query("rollback to savepoint push_release_job")
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Err(error) => {
-                return Err(queue_error("pushing release jobs", error));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A failed push: the database's own errors stay database errors (a busy or
-/// lost connection is worth another try); apalis's others are the queue's.
-fn queue_error(doing: &str, error: apalis_postgres::Error) -> StoreError {
-    match error {
-        apalis_postgres::Error::Database(database) => StoreError::Database(database),
-        other => StoreError::Queue(format!("{doing}: {other}")),
-    }
-}
-
-/// Enqueues one job on the caller's transaction, in a savepoint so that a
-/// duplicate idempotency key is skipped instead of aborting the transaction.
-async fn push_job(
-    conn: &mut Conn,
-    queue: &str,
-    task: apalis_core::task::Task<Vec<u8>>,
-) -> Result<(), StoreError> {
-    sqlx::query("savepoint push_job")
-        .execute(&mut *conn)
-        .await?;
-    match apalis_postgres::queries::push_tasks(conn, queue, vec![task]).await {
-        Ok(()) => {
-            sqlx::query("release savepoint push_job")
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        }
-        Err(apalis_postgres::Error::Database(sqlx::Error::Database(db)))
-            if db.is_unique_violation() =>
-        {
-            sqlx::query("rollback to savepoint push_job")
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        }
-        Err(error) => Err(queue_error(&format!("pushing a {queue} job"), error)),
-    }
-}
-
-/// Most rows one statement carries. The bulk statements below pass arrays
-/// (`unnest`), so their text is fixed and prepared once; the limit only
-/// bounds the size of one round trip.
-const ROWS_PER_STATEMENT: usize = 5_000;
-
-/// Inserts transfers, skipping keys already present; returns (id, key) of the new ones.
-async fn insert_transfers(
-    conn: &mut Conn,
-    transfers: &[Transfer],
-    now: DateTime<Utc>,
-) -> Result<Vec<(i64, String)>, StoreError> {
-    let keys: Vec<&str> = transfers.iter().map(Transfer::key).collect();
-    let kinds: Vec<&str> = transfers
-        .iter()
-        .map(|transfer| transfer.kind().as_str())
-        .collect();
-    let fingerprints: Vec<String> = transfers.iter().map(Transfer::fingerprint).collect();
-    Ok(sqlx::query_as(concat!(
-        "insert into ledger_transfers (idempotency_key, kind, body_sha256, created_at) ",
-        "select key, kind, fingerprint, $4 from unnest($1::text[], $2::text[], $3::text[]) as t(key, kind, fingerprint) ",
-        "on conflict (idempotency_key) do nothing returning id, idempotency_key"
-    ))
-    .bind(&keys)
-    .bind(&kinds)
-    .bind(&fingerprints)
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?)
-}
-
-/// Adds each change to its account where the floor allows; returns the rows updated.
-async fn update_balances(
-    conn: &mut Conn,
-    changes: &[(&String, &(i64, bool))],
-) -> Result<u64, StoreError> {
-    let accounts: Vec<&str> = changes
-        .iter()
-        .map(|(account, _)| account.as_str())
-        .collect();
-    let amounts: Vec<i64> = changes.iter().map(|(_, (change, _))| *change).collect();
-    let overdrafts: Vec<bool> = changes
-        .iter()
-        .map(|(_, (_, overdraft))| *overdraft)
-        .collect();
-    Ok(sqlx::query(concat!(
-        "update ledger_accounts a set balance_fen = a.balance_fen + v.change ",
-        "from unnest($1::text[], $2::bigint[], $3::bool[]) as v(account_id, change, overdraft) ",
-        "where a.id = v.account_id and (a.balance_fen + v.change >= 0 or (v.overdraft and a.may_go_negative))"
-    ))
-    .bind(&accounts)
-    .bind(&amounts)
-    .bind(&overdrafts)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected())
-}
-
-async fn insert_postings(
-    conn: &mut Conn,
-    postings: &[(i64, &Posting)],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let transfer_ids: Vec<i64> = postings
-        .iter()
-        .map(|(transfer_id, _)| *transfer_id)
-        .collect();
-    let accounts: Vec<String> = postings
-        .iter()
-        .map(|(_, posting)| posting.account.to_string())
-        .collect();
-    let amounts: Vec<i64> = postings
-        .iter()
-        .map(|(_, posting)| posting.amount.fen())
-        .collect();
-    sqlx::query(concat!(
-        "insert into ledger_postings (transfer_id, account_id, amount_fen, created_at) ",
-        "select transfer_id, account_id, amount_fen, $4 ",
-        "from unnest($1::bigint[], $2::text[], $3::bigint[]) as p(transfer_id, account_id, amount_fen)"
-    ))
-    .bind(&transfer_ids)
-    .bind(&accounts)
-    .bind(&amounts)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-include!("../sql/ledger.rs");
-include!("../sql/orders.rs");
-
-// ---- Bulk statements of the order workflow: arrays through `unnest`, so
-// each statement's text is fixed and prepared once per connection (multi-row
-// VALUES of varying length were re-parsed every batch). Shared logic in
-// `queries_orders.rs`.
-
-async fn insert_order_rows(
-    conn: &mut Conn,
-    orders: &[PreparedOrder],
-    now: DateTime<Utc>,
-) -> Result<Vec<String>, StoreError> {
-    let ids: Vec<&str> = orders.iter().map(|order| order.order_id.as_str()).collect();
-    let distributors: Vec<&str> = orders
-        .iter()
-        .map(|order| order.distributor_id.as_str())
-        .collect();
-    let buyers: Vec<&str> = orders.iter().map(|order| order.buyer_id.as_str()).collect();
-    let placed: Vec<DateTime<Utc>> = orders.iter().map(|order| order.placed_at).collect();
-    let confirmed: Vec<DateTime<Utc>> = orders.iter().map(|order| order.confirmed_at).collect();
-    let totals: Vec<i64> = orders.iter().map(|order| order.total.fen()).collect();
-    let chains: Vec<&str> = orders
-        .iter()
-        .map(|order| order.chain_json.as_str())
-        .collect();
-    let plans: Vec<i64> = orders.iter().map(|order| order.plan_version).collect();
-    let release: Vec<DateTime<Utc>> = orders.iter().map(|order| order.release_at).collect();
-    let hashes: Vec<&str> = orders
-        .iter()
-        .map(|order| order.request_sha256.as_str())
-        .collect();
-    Ok(sqlx::query_scalar(concat!(
-        "insert into orders (order_id, distributor_id, buyer_id, placed_at, confirmed_at, ",
-        "total_fen, chain, plan_version, state, release_at, request_sha256, created_at, updated_at) ",
-        "select o, d, b, p, c, t, ch, pv, 'holding', r, h, $11, $11 from unnest(",
-        "$1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], ",
-        "$7::text[], $8::bigint[], $9::timestamptz[], $10::text[]) as x(o, d, b, p, c, t, ch, pv, r, h) ",
-        "on conflict (order_id) do nothing returning order_id"
-    ))
-    .bind(&ids)
-    .bind(&distributors)
-    .bind(&buyers)
-    .bind(&placed)
-    .bind(&confirmed)
-    .bind(&totals)
-    .bind(&chains)
-    .bind(&plans)
-    .bind(&release)
-    .bind(&hashes)
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?)
-}
-
-async fn insert_item_rows(
-    conn: &mut Conn,
-    items: &[(&PreparedOrder, usize, &crate::domain::commission::OrderItem)],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let orders: Vec<&str> = items
-        .iter()
-        .map(|(order, _, _)| order.order_id.as_str())
-        .collect();
-    let numbers: Vec<i64> = items
-        .iter()
-        .map(|(_, line_no, _)| *line_no as i64)
-        .collect();
-    let skus: Vec<&str> = items.iter().map(|(_, _, item)| item.sku.as_str()).collect();
-    let categories: Vec<&str> = items
-        .iter()
-        .map(|(_, _, item)| item.category.as_str())
-        .collect();
-    let amounts: Vec<i64> = items.iter().map(|(_, _, item)| item.amount.fen()).collect();
-    sqlx::query(concat!(
-        "insert into order_items (order_id, line_no, sku, category, amount_fen, created_at) ",
-        "select o, n, s, c, a, $6 from unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::bigint[]) ",
-        "as x(o, n, s, c, a)"
-    ))
-    .bind(&orders)
-    .bind(numbers.iter().map(|n| *n as i32).collect::<Vec<i32>>())
-    .bind(&skus)
-    .bind(&categories)
-    .bind(&amounts)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn insert_line_rows(
-    conn: &mut Conn,
-    lines: &[(&PreparedOrder, &crate::domain::commission::CommissionLine)],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let orders: Vec<&str> = lines
-        .iter()
-        .map(|(order, _)| order.order_id.as_str())
-        .collect();
-    let beneficiaries: Vec<&str> = lines
-        .iter()
-        .map(|(_, line)| line.beneficiary.as_str())
-        .collect();
-    let levels: Vec<i32> = lines
-        .iter()
-        .map(|(_, line)| i32::from(line.level))
-        .collect();
-    let rates: Vec<String> = lines
-        .iter()
-        .map(|(_, line)| rate_to_db(line.rate))
-        .collect();
-    let bases: Vec<i64> = lines.iter().map(|(_, line)| line.base.fen()).collect();
-    let amounts: Vec<i64> = lines.iter().map(|(_, line)| line.amount.fen()).collect();
-    let plans: Vec<i64> = lines.iter().map(|(order, _)| order.plan_version).collect();
-    sqlx::query(concat!(
-        "insert into commission_lines (order_id, beneficiary_id, level, rate, base_fen, amount_fen, ",
-        "plan_version, state, created_at, updated_at) ",
-        "select o, b, l, r, ba, a, pv, 'pending', $8, $8 from unnest($1::text[], $2::text[], $3::int[], ",
-        "$4::text[], $5::bigint[], $6::bigint[], $7::bigint[]) as x(o, b, l, r, ba, a, pv)"
-    ))
-    .bind(&orders)
-    .bind(&beneficiaries)
-    .bind(&levels)
-    .bind(&rates)
-    .bind(&bases)
-    .bind(&amounts)
-    .bind(&plans)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn insert_event_rows(
-    conn: &mut Conn,
-    events: &[NewEvent<'_>],
-    at: DateTime<Utc>,
-    wall_clock: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let orders: Vec<&str> = events.iter().map(|event| event.order_id).collect();
-    let steps: Vec<&str> = events.iter().map(|event| event.step).collect();
-    let outcomes: Vec<&str> = events.iter().map(|event| event.outcome).collect();
-    let attempts: Vec<i32> = events
-        .iter()
-        .map(|event| i32::try_from(event.attempt).unwrap_or(i32::MAX))
-        .collect();
-    let details: Vec<&str> = events.iter().map(|event| event.detail.as_str()).collect();
-    sqlx::query(concat!(
-        "insert into order_events (order_id, step, outcome, attempt, detail, at, created_at) ",
-        "select o, s, oc, a, d, $6, $7 from unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[]) ",
-        "as x(o, s, oc, a, d)"
-    ))
-    .bind(&orders)
-    .bind(&steps)
-    .bind(&outcomes)
-    .bind(&attempts)
-    .bind(&details)
-    .bind(at)
-    .bind(wall_clock)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// The pending, non-zero lines of `order_ids`, by order then level.
-async fn pending_lines_of(
-    conn: &mut Conn,
-    order_ids: &[String],
-) -> Result<Vec<LineRecord>, StoreError> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select {LINE_COLUMNS} from commission_lines where state = 'pending' and amount_fen > 0 \
-         and order_id = any($1) order by order_id, level, id"
-    )))
-    .bind(order_ids)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(line_from_row)
-    .collect()
-}
-
-/// Holding orders → released, and their pending lines with them.
-async fn mark_released(
-    conn: &mut Conn,
-    order_ids: &[String],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query("update orders set state = 'released', updated_at = $2 where state = 'holding' and order_id = any($1)")
-        .bind(order_ids)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "update commission_lines set state = 'released', updated_at = $2 where state = 'pending' and order_id = any($1)",
-    )
-    .bind(order_ids)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-include!("../sql/credentials.rs");
-include!("../sql/withdrawals.rs");
-include!("../sql/certificates.rs");
-include!("../sql/audit.rs");
-include!("../sql/jobs.rs");
-include!("../sql/sessions.rs");

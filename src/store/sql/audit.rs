@@ -1,7 +1,15 @@
-// The audit log's SQL (SPEC §2.10), shared by both backends like
-// `queries.rs` (and included after it). Rows are only ever inserted.
+//! The audit log's SQL (SPEC §2.10), shared by both backends. Rows are only
+//! ever inserted, inside the transaction of the action they record.
 
+use chrono::{DateTime, Utc};
+use sqlx::{Row, Transaction};
+
+use super::Repo;
+use super::dialect::Db;
+use crate::store::MAX_PAGE;
+use crate::store::error::StoreError;
 use crate::store::records::{Actor, AuditEntry};
+use crate::store::time::DbTime;
 
 /// Appends `entry` inside the transaction of the action it records, so the
 /// action and its entry commit or vanish together.
@@ -24,7 +32,7 @@ async fn insert_audit(tx: &mut Transaction<'static, Db>, entry: &AuditEntry) -> 
 
 /// Appends the entry of `actor`'s `action` on `target` inside the action's
 /// own transaction.
-async fn audit_in(
+pub(super) async fn audit_in(
     tx: &mut Transaction<'static, Db>,
     actor: &Actor,
     at: DateTime<Utc>,
@@ -50,7 +58,7 @@ async fn audit_in(
 }
 
 /// The entry of a job retry or cancel that changed the job's status.
-async fn audit_job_action(
+pub(super) async fn audit_job_action(
     tx: &mut Transaction<'static, Db>,
     actor: &Actor,
     at: DateTime<Utc>,

@@ -1,9 +1,21 @@
-// Withholding certificates' SQL (SPEC §2.6), shared by both backends like
-// `queries.rs` (and included after it). Certificates are written once and
-// never changed: the table's triggers refuse UPDATE and DELETE. A withdrawal
-// has one original certificate (`replaces` null) and a line of corrections.
+//! Withholding certificates' SQL (SPEC §2.6), shared by both backends.
+//! Certificates are written once and never changed: the table's triggers
+//! refuse UPDATE and DELETE. A withdrawal has one original certificate
+//! (`replaces` null) and a line of corrections.
 
-use crate::store::records::{CertificateRecord, NewCertificate, PreparedDeclaration};
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::Repo;
+use super::audit::audit_in;
+use super::dialect::{Conn, Db, ROWS_PER_STATEMENT, push_job};
+use crate::domain::ids::DistributorId;
+use crate::domain::ledger::{AccountId, PlatformAccount};
+use crate::domain::money::Money;
+use crate::store::error::StoreError;
+use crate::store::records::{Actor, CertificateRecord, NewCertificate, PreparedDeclaration};
+use crate::store::time::DbTime;
+use crate::store::{JobSpec, MAX_PAGE, withdrawal_step_task};
 
 /// The columns of `certificates` without the PDF, for `concat!`.
 macro_rules! certificate_columns {
@@ -222,7 +234,7 @@ impl Repo {
             "where w.tax_month = $1"
         ))
         .bind(tax_month)
-        .bind(crate::domain::ledger::AccountId::Platform(crate::domain::ledger::PlatformAccount::TaxPayable).to_string())
+        .bind(AccountId::Platform(PlatformAccount::TaxPayable).to_string())
         .fetch_one(&self.pool)
         .await?;
         Ok(Money::from_fen(fen.abs()))
@@ -294,7 +306,7 @@ impl Repo {
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let mut tx = self.begin_write().await?;
             for id in chunk {
-                let task = crate::store::withdrawal_step_task(certificate_job, id, format!("certificate:{id}:{key_suffix}"))?;
+                let task = withdrawal_step_task(certificate_job, id, format!("certificate:{id}:{key_suffix}"))?;
                 push_job(&mut tx, &certificate_job.queue, task).await?;
             }
             tx.commit().await?;

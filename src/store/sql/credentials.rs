@@ -1,15 +1,24 @@
-// Payout credentials' SQL (SPEC §2.5), shared by both backends like
-// `queries.rs` (and included after it). The store only ever handles sealed
-// bytes and masks: sealing and opening are the vault's, above the store.
-//
-// Rotation (`fenrun keys rotate`) reads the rows whose key id is not the
-// current one a page at a time, and writes each resealed row back with the
-// key id and sealed bytes it read in the WHERE clause: a row changed
-// meanwhile (a concurrent rotation, or the distributor replacing their
-// identity, even through a process still sealing under the old key) is left
-// alone, and the update reports that it did nothing.
+//! Payout credentials' SQL (SPEC §2.5), shared by both backends. The store
+//! only ever handles sealed bytes and masks: sealing and opening are the
+//! vault's, above the store.
+//!
+//! Rotation (`fenrun keys rotate`) reads the rows whose key id is not the
+//! current one a page at a time, and writes each resealed row back with the
+//! key id and sealed bytes it read in the WHERE clause: a row changed
+//! meanwhile (a concurrent rotation, or the distributor replacing their
+//! identity, even through a process still sealing under the old key) is left
+//! alone, and the update reports that it did nothing.
 
-use crate::store::records::{PayoutChannel, SealedIdentity, SealedPayoutAccount};
+use sqlx::Row;
+
+use super::Repo;
+use super::audit::audit_in;
+use super::dialect::{Conn, Db, for_update};
+use crate::domain::ids::DistributorId;
+use crate::store::MAX_PAGE;
+use crate::store::error::StoreError;
+use crate::store::records::{Actor, PayoutChannel, SealedIdentity, SealedPayoutAccount};
+use crate::store::time::DbTime;
 
 /// The columns of `distributor_identities`, for `concat!`.
 macro_rules! identity_columns {
@@ -24,6 +33,7 @@ macro_rules! account_columns {
         "id, distributor_id, channel, account, key_id, masked, account_name_masked, bank_name, created_at"
     };
 }
+pub(super) use account_columns;
 
 fn identity_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedIdentity, StoreError> {
     Ok(SealedIdentity {
@@ -38,7 +48,7 @@ fn identity_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedIdentity
     })
 }
 
-fn account_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedPayoutAccount, StoreError> {
+pub(super) fn account_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedPayoutAccount, StoreError> {
     Ok(SealedPayoutAccount {
         id: row.try_get("id")?,
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
@@ -142,7 +152,7 @@ impl Repo {
                     "on conflict (distributor_id) do update set changed_at = excluded.changed_at"
                 ))
                 .bind(distributor.as_str())
-                .bind(crate::store::time::DbTime(identity.updated_at))
+                .bind(DbTime(identity.updated_at))
                 .execute(&mut *tx)
                 .await?;
                 audit_in(

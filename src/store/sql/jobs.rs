@@ -1,15 +1,23 @@
-// The ops console's job actions and rows, shared by both backends like
-// `queries.rs`: the dialect module defines `JOB_STATUS_SQL` (locking the row
-// where the dialect needs it), `RETRY_JOB_SQL` and `CANCEL_JOB_SQL` ($1 the
-// job id, $2 for a cancel the stored result), and the jobs query itself.
+//! The ops console's job actions and rows, shared by both backends: the
+//! dialect supplies `JOB_STATUS_SQL` (locking the row where the dialect
+//! needs it), `RETRY_JOB_SQL` and `CANCEL_JOB_SQL` ($1 the job id, $2 for a
+//! cancel the stored result); the jobs query itself is each backend's own.
 
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::Repo;
+use super::audit::audit_job_action;
+use super::dialect::{CANCEL_JOB_SQL, Db, JOB_STATUS_SQL, RETRY_JOB_SQL};
 use crate::store::OpsJob;
+use crate::store::error::StoreError;
+use crate::store::records::Actor;
 
 /// What a cancelled job's result says.
 const CANCELLED_BY_OPS: &str = r#"{"Err":"cancelled by ops"}"#;
 
 /// One row of the dialect's ops jobs query.
-fn ops_job_from_row(row: &<Db as sqlx::Database>::Row) -> Result<OpsJob, StoreError> {
+pub(super) fn ops_job_from_row(row: &<Db as sqlx::Database>::Row) -> Result<OpsJob, StoreError> {
     Ok(OpsJob {
         id: row.try_get("id")?,
         queue: row.try_get("job_type")?,

@@ -1,24 +1,30 @@
-// The SQL shared by both backends. This file is `include!`d by `sqlite.rs`
-// and `postgres.rs`, each of which first defines `Db` (the sqlx database),
-// `Conn` (its connection type), `Repo` (with `pool` and `begin_write`) and the
-// `for_update!()` macro (row locks where the backend has them). One source,
-// compiled twice with concrete types: no second copy of the logic, and no
-// generic trait bounds to fight.
+//! Distributors, the ledger and commission plans, shared by both backends:
+//! one source, compiled once per backend (`../sqlite/mod.rs`,
+//! `../postgres/mod.rs`) against that backend's `dialect` with concrete sqlx
+//! types, so there is no second copy of the logic and no generic trait
+//! bounds to fight.
+
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
 
+use super::Repo;
+use super::audit::audit_in;
+use super::dialect::{
+    Conn, Db, ROWS_PER_STATEMENT, for_update, insert_postings, insert_transfers, lock_balances,
+    update_balances,
+};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, Posting, Transfer};
 use crate::domain::money::Money;
 use crate::store::MAX_PAGE;
 use crate::store::error::StoreError;
-use crate::store::time::DbTime;
 use crate::store::records::{
-    AccountMismatch, Balance, Creation, Distributor, DistributorStatus, LedgerReport,
+    AccountMismatch, Actor, Balance, Creation, Distributor, DistributorStatus, LedgerReport,
     NewDistributor, NewPlan, StoredPlan, TransferOutcome,
 };
-
+use crate::store::time::DbTime;
 
 /// How many offending rows `verify_ledger` names before it stops listing.
 const MAX_REPORTED_PROBLEMS: i64 = 100;
@@ -43,7 +49,7 @@ fn distributor_from_row(row: &<Db as sqlx::Database>::Row) -> Result<Distributor
     })
 }
 
-async fn fetch_distributor(
+pub(super) async fn fetch_distributor(
     conn: &mut Conn,
     id: &DistributorId,
 ) -> Result<Option<(Distributor, String)>, StoreError> {
@@ -85,7 +91,7 @@ fn replay_or_conflict(
 /// transaction, so the non-negative rule is enforced by the database and
 /// never by a read-then-write race. On any error the caller must drop the
 /// transaction: nothing of it may be committed.
-pub async fn apply_transfers(
+pub(super) async fn apply_transfers(
     conn: &mut Conn,
     transfers: &[Transfer],
     now: DateTime<Utc>,
@@ -94,13 +100,13 @@ pub async fn apply_transfers(
     let mut fresh: Vec<(i64, &Transfer)> = Vec::with_capacity(transfers.len());
     for chunk in transfers.chunks(ROWS_PER_STATEMENT) {
         let inserted = insert_transfers(conn, chunk, now).await?;
-        let inserted: std::collections::HashMap<String, i64> =
+        let inserted: HashMap<String, i64> =
             inserted.into_iter().map(|(id, key)| (key, id)).collect();
         let replayed: Vec<&Transfer> = chunk
             .iter()
             .filter(|transfer| !inserted.contains_key(transfer.key()))
             .collect();
-        let mut existing = std::collections::HashMap::new();
+        let mut existing = HashMap::new();
         if !replayed.is_empty() {
             let mut select = QueryBuilder::<Db>::new(
                 "select id, idempotency_key, body_sha256 from ledger_transfers where idempotency_key in (",
@@ -137,7 +143,7 @@ pub async fn apply_transfers(
     }
 
     // Net change per tracked account over the whole batch, in account order.
-    let mut net: std::collections::BTreeMap<String, (i64, bool)> = std::collections::BTreeMap::new();
+    let mut net: BTreeMap<String, (i64, bool)> = BTreeMap::new();
     for (_, transfer) in &fresh {
         for (account, change) in transfer.net_by_account() {
             if !account.tracks_balance() || change.is_zero() {
@@ -224,7 +230,7 @@ async fn refusal_for(conn: &mut Conn, chunk: &[(&String, &(i64, bool))]) -> Resu
 }
 
 /// Applies one transfer inside the caller's transaction.
-pub async fn apply_transfer(
+pub(super) async fn apply_transfer(
     conn: &mut Conn,
     transfer: &Transfer,
     now: DateTime<Utc>,

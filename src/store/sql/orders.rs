@@ -1,28 +1,46 @@
-// The order-settlement workflow's SQL, shared by both backends like
-// `queries.rs` (and included right after it). Each public procedure is one
-// transaction: it writes the business state, the ledger transfer and the
-// timeline event together, and pushes the next step's job on the same
-// transaction — a crash leaves either all of it or none.
+//! The order-settlement workflow's SQL, shared by both backends. Each
+//! public procedure is one transaction: it writes the business state, the
+//! ledger transfer and the timeline event together, and pushes the next
+//! step's job on the same transaction — a crash leaves either all of it or
+//! none.
 
-use crate::domain::money::Rate;
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::Row;
+
+use super::Repo;
+use super::dialect::{
+    Conn, Db, ROWS_PER_STATEMENT, for_update, insert_event_rows, insert_item_rows,
+    insert_line_rows, insert_order_rows, mark_released, pending_lines_of, push_release_jobs,
+    skip_locked,
+};
+use super::ledger::{apply_transfer, apply_transfers};
+use crate::domain::commission::{CommissionLine, OrderItem};
+use crate::domain::ids::DistributorId;
+use crate::domain::ledger::{Transfer, commission_release};
+use crate::domain::money::{Money, Rate};
+use crate::store::error::StoreError;
 use crate::store::records::{
     IngestOutcome, ItemRecord, LineRecord, LineState, OrderEvent, OrderRecord, OrderSnapshot,
     OrderState, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest,
 };
-use crate::store::JobSpec;
+use crate::store::time::DbTime;
+use crate::store::{JobSpec, MAX_PAGE};
 
 fn rate_from_db(text: &str) -> Result<Rate, StoreError> {
-    rust_decimal::Decimal::from_str_exact(text)
+    Decimal::from_str_exact(text)
         .ok()
         .and_then(|fraction| Rate::from_fraction(fraction).ok())
         .ok_or_else(|| StoreError::Corrupt(format!("commission rate {text:?}")))
 }
 
-fn rate_to_db(rate: Rate) -> String {
+pub(super) fn rate_to_db(rate: Rate) -> String {
     rate.fraction().normalize().to_string()
 }
 
-fn line_from_row(row: &<Db as sqlx::Database>::Row) -> Result<LineRecord, StoreError> {
+pub(super) fn line_from_row(row: &<Db as sqlx::Database>::Row) -> Result<LineRecord, StoreError> {
     let level: i64 = row.try_get("level")?;
     Ok(LineRecord {
         id: row.try_get("id")?,
@@ -39,7 +57,7 @@ fn line_from_row(row: &<Db as sqlx::Database>::Row) -> Result<LineRecord, StoreE
     })
 }
 
-const LINE_COLUMNS: &str = "id, order_id, beneficiary_id, cast(level as bigint) as level, rate, base_fen, amount_fen, plan_version, campaign, state, created_at";
+pub(super) const LINE_COLUMNS: &str = "id, order_id, beneficiary_id, cast(level as bigint) as level, rate, base_fen, amount_fen, plan_version, campaign, state, created_at";
 
 /// The order with its lines and timeline, as the caller's connection sees it.
 async fn load_order(conn: &mut Conn, order_id: &str, lock: bool) -> Result<Option<OrderRecord>, StoreError> {
@@ -95,12 +113,12 @@ async fn load_order(conn: &mut Conn, order_id: &str, lock: bool) -> Result<Optio
     }))
 }
 
-struct NewEvent<'a> {
-    order_id: &'a str,
-    step: &'a str,
-    outcome: &'a str,
-    attempt: i64,
-    detail: String,
+pub(super) struct NewEvent<'a> {
+    pub(super) order_id: &'a str,
+    pub(super) step: &'a str,
+    pub(super) outcome: &'a str,
+    pub(super) attempt: i64,
+    pub(super) detail: String,
 }
 
 async fn insert_events(conn: &mut Conn, events: &[NewEvent<'_>], at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -124,25 +142,25 @@ impl Repo {
         now: DateTime<Utc>,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let mut inserted = std::collections::HashSet::new();
+        let mut inserted = HashSet::new();
         for chunk in batch.chunks(ROWS_PER_STATEMENT) {
             inserted.extend(insert_order_rows(&mut tx, chunk, now).await?);
         }
         // A second copy of an order in the same batch is a replay of the first.
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let fresh: Vec<&PreparedOrder> = batch
             .iter()
             .filter(|order| inserted.contains(order.order_id.as_str()) && seen.insert(order.order_id.as_str()))
             .collect();
 
-        let items: Vec<(&PreparedOrder, usize, &crate::domain::commission::OrderItem)> = fresh
+        let items: Vec<(&PreparedOrder, usize, &OrderItem)> = fresh
             .iter()
             .flat_map(|order| order.items.iter().enumerate().map(move |(line_no, item)| (*order, line_no, item)))
             .collect();
         for chunk in items.chunks(ROWS_PER_STATEMENT) {
             insert_item_rows(&mut tx, chunk, now).await?;
         }
-        let lines: Vec<(&PreparedOrder, &crate::domain::commission::CommissionLine)> = fresh
+        let lines: Vec<(&PreparedOrder, &CommissionLine)> = fresh
             .iter()
             .flat_map(|order| order.lines.iter().map(move |line| (*order, line)))
             .collect();
@@ -176,7 +194,7 @@ impl Repo {
         push_release_jobs(&mut tx, release_job, &release_times).await?;
 
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut answered = std::collections::HashSet::new();
+        let mut answered = HashSet::new();
         for order in batch {
             let id = order.order_id.as_str();
             if inserted.contains(id) && answered.insert(id) {
@@ -231,7 +249,7 @@ impl Repo {
                 .iter()
                 .map(|line| Ok((DistributorId::parse(line.beneficiary_id.as_str())?, line.amount)))
                 .collect::<Result<Vec<_>, StoreError>>()?;
-            let transfer = crate::domain::ledger::commission_release(&chunk[0].order_id, &amounts)
+            let transfer = commission_release(&chunk[0].order_id, &amounts)
                 .map_err(|error| StoreError::Corrupt(error.to_string()))?;
             transfers.extend(transfer);
         }

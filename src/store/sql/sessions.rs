@@ -1,11 +1,20 @@
-// API tokens and the pages' sessions, shared by both backends like
-// `queries.rs` (and included after `queries_audit.rs`, whose `audit_in` the
-// token changes use). Whether a token or session may still be used is not
-// decided here: the rows come back with their revocation and times, and
-// `tokens::check` / `web::session` say yes, or why not.
+//! API tokens and the pages' sessions, shared by both backends. Whether a
+//! token or session may still be used is not decided here: the rows come
+//! back with their revocation and times, and `tokens::check` /
+//! `web::session` say yes, or why not.
 
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::Repo;
+use super::audit::audit_in;
+use super::dialect::{Db, for_update};
 use crate::domain::access::Role;
-use crate::store::records::{Revocation, SessionRecord, TokenListing, TokenRecord};
+use crate::domain::ids::DistributorId;
+use crate::store::MAX_PAGE;
+use crate::store::error::StoreError;
+use crate::store::records::{Actor, Revocation, SessionRecord, TokenListing, TokenRecord};
+use crate::store::time::DbTime;
 
 fn role_from_db(text: &str) -> Result<Role, StoreError> {
     text.parse()

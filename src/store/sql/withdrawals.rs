@@ -1,19 +1,31 @@
-// Withdrawals' SQL (SPEC §2.4), shared by both backends like `queries.rs`
-// (and included after it).
-//
-// Every step is one transaction that locks the withdrawal row (and, when
-// money moves, the distributor's balance rows), moves the state with a
-// `where state = …` guard, posts its ledger transfer under the key
-// `withdrawal:{id}:{reserve|return|paid}`, appends a timeline event and, when
-// the next step runs on a worker, pushes its job on the same transaction. A
-// step that finds its effect already recorded does nothing.
+//! Withdrawals' SQL (SPEC §2.4), shared by both backends.
+//!
+//! Every step is one transaction that locks the withdrawal row (and, when
+//! money moves, the distributor's balance rows), moves the state with a
+//! `where state = …` guard, posts its ledger transfer under the key
+//! `withdrawal:{id}:{reserve|return|paid}`, appends a timeline event and, when
+//! the next step runs on a worker, pushes its job on the same transaction. A
+//! step that finds its effect already recorded does nothing.
 
-use crate::domain::ledger::{self as ledger_rules, PlatformAccount};
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Row};
+
+use super::Repo;
+use super::audit::audit_in;
+use super::credentials::{account_columns, account_from_row};
+use super::dialect::{Conn, Db, ROWS_PER_STATEMENT, for_update, lock_accounts, push_job};
+use super::ledger::{apply_transfer, fetch_distributor};
+use crate::domain::ids::DistributorId;
+use crate::domain::ledger::{self as ledger_rules, AccountId, Bucket, PlatformAccount, TransferError};
+use crate::domain::money::Money;
 use crate::domain::withdrawal::{RiskFlag, Speed, WithdrawalState};
+use crate::store::error::StoreError;
 use crate::store::records::{
-    ApplyOutcome, GatewayOutcome, ReviewDecision, WithdrawalDecision, WithdrawalDraft,
-    WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome,
+    Actor, ApplyOutcome, GatewayOutcome, PayoutChannel, ReviewDecision, WithdrawalDecision,
+    WithdrawalDraft, WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome,
 };
+use crate::store::time::DbTime;
+use crate::store::{JobSpec, MAX_PAGE, withdrawal_step_task};
 
 /// The columns of `withdrawals`, for `concat!`.
 macro_rules! withdrawal_columns {
@@ -126,7 +138,7 @@ async fn move_withdrawal(
     Ok(moved == 1)
 }
 
-fn ledger_error(error: crate::domain::ledger::TransferError) -> StoreError {
+fn ledger_error(error: TransferError) -> StoreError {
     StoreError::Corrupt(format!("withdrawal transfer: {error}"))
 }
 
@@ -159,7 +171,7 @@ async fn push_transfer_job(
     withdrawal_id: &str,
     key: String,
 ) -> Result<(), StoreError> {
-    let task = crate::store::withdrawal_step_task(spec, withdrawal_id, key)?;
+    let task = withdrawal_step_task(spec, withdrawal_id, key)?;
     push_job(conn, &spec.queue, task).await
 }
 
@@ -389,7 +401,7 @@ impl Repo {
         limit: i64,
     ) -> Result<Vec<WithdrawalRecord>, StoreError> {
         let states: Vec<&str> = states.iter().map(|state| state.as_str()).collect();
-        let mut query = sqlx::QueryBuilder::<Db>::new(concat!("select ", withdrawal_columns!(), " from withdrawals where state in ("));
+        let mut query = QueryBuilder::<Db>::new(concat!("select ", withdrawal_columns!(), " from withdrawals where state in ("));
         let mut separated = query.separated(", ");
         for state in &states {
             separated.push_bind(*state);
@@ -472,7 +484,7 @@ impl Repo {
             // done, unless it changed again after this withdrawal was requested.
             sqlx::query("delete from identity_review_flags where distributor_id = $1 and changed_at <= $2")
                 .bind(withdrawal.distributor_id.as_str())
-                .bind(crate::store::time::DbTime(withdrawal.requested_at))
+                .bind(DbTime(withdrawal.requested_at))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -610,7 +622,7 @@ impl Repo {
                 let detail = format!("net {} paid, tax {} payable, fee {} ({source})", withdrawal.net, withdrawal.tax, withdrawal.fee);
                 insert_withdrawal_event(&mut tx, id, "confirm", "paid", attempt, Some(&detail), now).await?;
                 // The certificate step continues from here, in the same transaction.
-                let task = crate::store::withdrawal_step_task(certificate_job, id, format!("certificate:{id}"))?;
+                let task = withdrawal_step_task(certificate_job, id, format!("certificate:{id}"))?;
                 push_job(&mut tx, &certificate_job.queue, task).await?;
                 ApplyOutcome::Moved(WithdrawalState::Paid)
             }

@@ -7,25 +7,42 @@
 //! connection, then the planner hint of ../shared/reference/apalis.md is
 //! written, and only then is the real pool opened — every connection of it
 //! reads the hint and gets FULL from the connect options.
+//!
+//! The SQL both backends share lives in `../sql/`, mounted below as modules
+//! compiled against this backend's [`dialect`]; what is here is SQLite's
+//! alone: connecting, migrations, the start-up checks and apalis's tables.
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Transaction;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite as Db, Transaction};
 
-use crate::store::StoreOptions;
+use crate::store::error::StoreError;
+use crate::store::{JobFilter, MIGRATIONS_TABLE, OpsJob, StoreOptions};
+use dialect::Db;
+use jobs::ops_job_from_row;
 
-type Conn = sqlx::SqliteConnection;
+mod dialect;
+#[path = "../sql/audit.rs"]
+mod audit;
+#[path = "../sql/certificates.rs"]
+mod certificates;
+#[path = "../sql/credentials.rs"]
+mod credentials;
+#[path = "../sql/jobs.rs"]
+mod jobs;
+#[path = "../sql/ledger.rs"]
+mod ledger;
+#[path = "../sql/orders.rs"]
+mod orders;
+#[path = "../sql/sessions.rs"]
+mod sessions;
+#[path = "../sql/withdrawals.rs"]
+mod withdrawals;
 
-/// SQLite has no row locks; `BEGIN IMMEDIATE` takes the write lock up front.
-macro_rules! for_update {
-    () => {
-        ""
-    };
-}
 
 /// apalis-sqlite 1.0.0's batched ack (`queries/task/ack.sql`), kept verbatim
 /// so start-up can ask the planner how it would run it.
@@ -47,25 +64,13 @@ pub struct Repo {
     pool: SqlitePool,
 }
 
-/// The ops job actions' SQL on apalis-sqlite's tables (see `queries_jobs.rs`);
-/// `BEGIN IMMEDIATE` already holds the write lock, so no row lock.
-const JOB_STATUS_SQL: &str = "select status from Jobs where id = $1";
-const RETRY_JOB_SQL: &str = concat!(
-    "update Jobs set status = 'Pending', run_at = cast(strftime('%s', 'now') as integer), lock_by = null, lock_at = null, ",
-    "done_at = null, max_attempts = attempts + 1 where id = $1 and status in ('Failed', 'Killed')"
-);
-const CANCEL_JOB_SQL: &str = concat!(
-    "update Jobs set status = 'Killed', done_at = cast(strftime('%s', 'now') as integer), last_result = $2 ",
-    "where id = $1 and status in ('Pending', 'Failed')"
-);
-
 impl Repo {
     /// Jobs for the ops console, by id, filtered by queue
     /// and state (as [`Self::queue_stats`] names states), after an id (keyset).
     pub async fn ops_jobs(
         &self,
-        filter: &crate::store::JobFilter,
-    ) -> Result<Vec<crate::store::OpsJob>, StoreError> {
+        filter: &JobFilter,
+    ) -> Result<Vec<OpsJob>, StoreError> {
         let rows = sqlx::query(concat!(
             "select * from (select j.id, j.job_type, j.status, j.attempts, j.max_attempts, j.run_at, j.lock_at, j.lock_by, ",
             "j.done_at, cast(j.last_result as text) as last_result, cast(j.job as text) as payload, w.last_seen, ",
@@ -208,7 +213,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         .run(pool)
         .await?;
     let mut ours = sqlx::migrate!("./migrations/sqlite");
-    ours.dangerous_set_table_name(crate::store::MIGRATIONS_TABLE);
+    ours.dangerous_set_table_name(MIGRATIONS_TABLE);
     ours.run(pool).await?;
     // `ANALYZE sqlite_schema` creates sqlite_stat1 if it is missing, without
     // measuring any table (a real ANALYZE on a small table would undo the hint).
@@ -232,300 +237,3 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     sqlx::query("analyze sqlite_schema").execute(pool).await?;
     Ok(())
 }
-
-/// SQLite has no row locks: `BEGIN IMMEDIATE` already holds the write lock.
-async fn lock_accounts<'a>(
-    _conn: &mut Conn,
-    _accounts: impl Iterator<Item = &'a str>,
-) -> Result<(), StoreError> {
-    Ok(())
-}
-
-/// The balances of `accounts`, which the write lock of `BEGIN IMMEDIATE`
-/// already holds still.
-async fn lock_balances<'a>(
-    conn: &mut Conn,
-    accounts: impl Iterator<Item = &'a str>,
-) -> Result<std::collections::HashMap<String, i64>, StoreError> {
-    let mut select =
-        QueryBuilder::<Db>::new("select id, balance_fen from ledger_accounts where id in (");
-    let mut ids = select.separated(", ");
-    for account in accounts {
-        ids.push_bind(account);
-    }
-    select.push(")");
-    let rows: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *conn).await?;
-    Ok(rows.into_iter().collect())
-}
-
-/// SQLite has no row locks: `BEGIN IMMEDIATE` already holds the write lock.
-macro_rules! skip_locked {
-    () => {
-        ""
-    };
-}
-
-/// Enqueues the release step for each release time, on the caller's
-/// transaction; apalis-sqlite skips a key it already has.
-async fn push_release_jobs(
-    conn: &mut Conn,
-    spec: &crate::store::JobSpec,
-    release_times: &[DateTime<Utc>],
-) -> Result<(), StoreError> {
-    let tasks: Vec<apalis_sqlite::SqliteTask> = release_times
-        .iter()
-        .map(|release_at| crate::store::release_task(spec, *release_at))
-        .collect::<Result<_, _>>()?;
-    if !tasks.is_empty() {
-        apalis_sqlite::queries::push_tasks(conn, &spec.queue, &tasks)
-            .await
-            .map_err(|error| queue_error("pushing release jobs", error))?;
-    }
-    Ok(())
-}
-
-/// A failed push: the database's own errors stay database errors (a busy
-/// database is worth another try); apalis's others are the queue's.
-fn queue_error(doing: &str, error: apalis_sqlite::Error) -> StoreError {
-    match error {
-        apalis_sqlite::Error::Database(database) => StoreError::Database(database),
-        other => StoreError::Queue(format!("{doing}: {other}")),
-    }
-}
-
-/// Enqueues one job on the caller's transaction; apalis-sqlite skips a key it already has.
-async fn push_job(
-    conn: &mut Conn,
-    queue: &str,
-    task: apalis_sqlite::SqliteTask,
-) -> Result<(), StoreError> {
-    apalis_sqlite::queries::push_tasks(conn, queue, &[task])
-        .await
-        .map_err(|error| queue_error(&format!("pushing a {queue} job"), error))
-}
-
-/// Most rows one multi-row statement carries: well under SQLite's limit of
-/// 32,766 bound parameters, and small enough that parsing stays cheap.
-const ROWS_PER_STATEMENT: usize = 500;
-
-/// Inserts transfers, skipping keys already present; returns (id, key) of the new ones.
-async fn insert_transfers(
-    conn: &mut Conn,
-    transfers: &[Transfer],
-    now: DateTime<Utc>,
-) -> Result<Vec<(i64, String)>, StoreError> {
-    let mut insert = QueryBuilder::<Db>::new(
-        "insert into ledger_transfers (idempotency_key, kind, body_sha256, created_at) ",
-    );
-    insert.push_values(transfers, |mut row, transfer| {
-        row.push_bind(transfer.key())
-            .push_bind(transfer.kind().as_str())
-            .push_bind(transfer.fingerprint())
-            .push_bind(DbTime(now));
-    });
-    insert.push(" on conflict (idempotency_key) do nothing returning id, idempotency_key");
-    Ok(insert.build_query_as().fetch_all(&mut *conn).await?)
-}
-
-/// Adds each change to its account where the floor allows; returns the rows updated.
-async fn update_balances(
-    conn: &mut Conn,
-    changes: &[(&String, &(i64, bool))],
-) -> Result<u64, StoreError> {
-    let mut update = QueryBuilder::<Db>::new(
-        "update ledger_accounts set balance_fen = balance_fen + v.change from (",
-    );
-    for (index, (account, (change, overdraft))) in changes.iter().enumerate() {
-        update.push(if index == 0 {
-            "select "
-        } else {
-            " union all select "
-        });
-        update.push_bind(account.as_str()).push(" as account_id, ");
-        update.push_bind(*change).push(" as change, ");
-        update.push_bind(*overdraft).push(" as overdraft");
-    }
-    update.push(concat!(
-        ") v where ledger_accounts.id = v.account_id ",
-        "and (ledger_accounts.balance_fen + v.change >= 0 ",
-        "or (v.overdraft and ledger_accounts.may_go_negative))"
-    ));
-    Ok(update.build().execute(&mut *conn).await?.rows_affected())
-}
-
-async fn insert_postings(
-    conn: &mut Conn,
-    postings: &[(i64, &Posting)],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let mut insert = QueryBuilder::<Db>::new(
-        "insert into ledger_postings (transfer_id, account_id, amount_fen, created_at) ",
-    );
-    insert.push_values(postings, |mut row, (transfer_id, posting)| {
-        row.push_bind(*transfer_id)
-            .push_bind(posting.account.to_string())
-            .push_bind(posting.amount.fen())
-            .push_bind(DbTime(now));
-    });
-    insert.build().execute(&mut *conn).await?;
-    Ok(())
-}
-
-include!("../sql/ledger.rs");
-include!("../sql/orders.rs");
-
-// ---- Bulk statements of the order workflow: multi-row VALUES, which SQLite
-// parses in-process at little cost. Shared logic in `queries_orders.rs`.
-
-async fn insert_order_rows(
-    conn: &mut Conn,
-    orders: &[PreparedOrder],
-    now: DateTime<Utc>,
-) -> Result<Vec<String>, StoreError> {
-    let mut insert = QueryBuilder::<Db>::new(concat!(
-        "insert into orders (order_id, distributor_id, buyer_id, placed_at, confirmed_at, ",
-        "total_fen, chain, plan_version, state, release_at, request_sha256, created_at, updated_at) "
-    ));
-    insert.push_values(orders, |mut row, order| {
-        row.push_bind(order.order_id.as_str())
-            .push_bind(order.distributor_id.as_str())
-            .push_bind(order.buyer_id.as_str())
-            .push_bind(DbTime(order.placed_at))
-            .push_bind(DbTime(order.confirmed_at))
-            .push_bind(order.total.fen())
-            .push_bind(order.chain_json.as_str())
-            .push_bind(order.plan_version)
-            .push_bind(OrderState::Holding.as_str())
-            .push_bind(DbTime(order.release_at))
-            .push_bind(order.request_sha256.as_str())
-            .push_bind(DbTime(now))
-            .push_bind(DbTime(now));
-    });
-    insert.push(" on conflict (order_id) do nothing returning order_id");
-    Ok(insert.build_query_scalar().fetch_all(&mut *conn).await?)
-}
-
-async fn insert_item_rows(
-    conn: &mut Conn,
-    items: &[(&PreparedOrder, usize, &crate::domain::commission::OrderItem)],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let mut insert = QueryBuilder::<Db>::new(
-        "insert into order_items (order_id, line_no, sku, category, amount_fen, created_at) ",
-    );
-    insert.push_values(items, |mut row, (order, line_no, item)| {
-        row.push_bind(order.order_id.as_str())
-            .push_bind(*line_no as i64)
-            .push_bind(item.sku.as_str())
-            .push_bind(item.category.as_str())
-            .push_bind(item.amount.fen())
-            .push_bind(DbTime(now));
-    });
-    insert.build().execute(&mut *conn).await?;
-    Ok(())
-}
-
-async fn insert_line_rows(
-    conn: &mut Conn,
-    lines: &[(&PreparedOrder, &crate::domain::commission::CommissionLine)],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let mut insert = QueryBuilder::<Db>::new(concat!(
-        "insert into commission_lines (order_id, beneficiary_id, level, rate, base_fen, amount_fen, ",
-        "plan_version, state, created_at, updated_at) "
-    ));
-    insert.push_values(lines, |mut row, (order, line)| {
-        row.push_bind(order.order_id.as_str())
-            .push_bind(line.beneficiary.as_str())
-            .push_bind(i64::from(line.level))
-            .push_bind(rate_to_db(line.rate))
-            .push_bind(line.base.fen())
-            .push_bind(line.amount.fen())
-            .push_bind(order.plan_version)
-            .push_bind(LineState::Pending.as_str())
-            .push_bind(DbTime(now))
-            .push_bind(DbTime(now));
-    });
-    insert.build().execute(&mut *conn).await?;
-    Ok(())
-}
-
-async fn insert_event_rows(
-    conn: &mut Conn,
-    events: &[NewEvent<'_>],
-    at: DateTime<Utc>,
-    wall_clock: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let mut insert = QueryBuilder::<Db>::new(
-        "insert into order_events (order_id, step, outcome, attempt, detail, at, created_at) ",
-    );
-    insert.push_values(events, |mut row, event| {
-        row.push_bind(event.order_id)
-            .push_bind(event.step)
-            .push_bind(event.outcome)
-            .push_bind(event.attempt)
-            .push_bind(event.detail.as_str())
-            .push_bind(DbTime(at))
-            .push_bind(DbTime(wall_clock));
-    });
-    insert.build().execute(&mut *conn).await?;
-    Ok(())
-}
-
-/// The pending, non-zero lines of `order_ids`, by order then level.
-async fn pending_lines_of(
-    conn: &mut Conn,
-    order_ids: &[String],
-) -> Result<Vec<LineRecord>, StoreError> {
-    let mut lines = Vec::new();
-    for chunk in order_ids.chunks(ROWS_PER_STATEMENT) {
-        let mut select = QueryBuilder::<Db>::new(format!(
-            "select {LINE_COLUMNS} from commission_lines where state = 'pending' and amount_fen > 0 and order_id in ("
-        ));
-        let mut ids = select.separated(", ");
-        for id in chunk {
-            ids.push_bind(id.as_str());
-        }
-        select.push(") order by order_id, level, id");
-        for row in select.build().fetch_all(&mut *conn).await? {
-            lines.push(line_from_row(&row)?);
-        }
-    }
-    Ok(lines)
-}
-
-/// Holding orders → released, and their pending lines with them.
-async fn mark_released(
-    conn: &mut Conn,
-    order_ids: &[String],
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    for (table, from, to) in [
-        ("orders", "holding", "released"),
-        ("commission_lines", "pending", "released"),
-    ] {
-        let mut update = QueryBuilder::<Db>::new(format!("update {table} set state = "));
-        update
-            .push_bind(to)
-            .push(", updated_at = ")
-            .push_bind(DbTime(now));
-        update
-            .push(" where state = ")
-            .push_bind(from)
-            .push(" and order_id in (");
-        let mut ids = update.separated(", ");
-        for id in order_ids {
-            ids.push_bind(id.as_str());
-        }
-        update.push(")");
-        update.build().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-include!("../sql/credentials.rs");
-include!("../sql/withdrawals.rs");
-include!("../sql/certificates.rs");
-include!("../sql/audit.rs");
-include!("../sql/jobs.rs");
-include!("../sql/sessions.rs");

@@ -58,7 +58,6 @@ pub(super) const CANCEL_JOB_SQL: &str = concat!(
     "where id = $1 and status in ('Pending', 'Failed')"
 );
 
-
 /// Locks balance rows in account order before a set-wise update, whose own
 /// lock order is the planner's: two batches then never wait on each other
 /// in a cycle (the deadlocks of performance.md's script C). `no key update`

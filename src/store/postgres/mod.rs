@@ -13,13 +13,13 @@ use crate::store::{JobFilter, MIGRATIONS_TABLE, OpsJob, StoreOptions};
 use dialect::Db;
 use jobs::ops_job_from_row;
 
-mod dialect;
 #[path = "../sql/audit.rs"]
 mod audit;
 #[path = "../sql/certificates.rs"]
 mod certificates;
 #[path = "../sql/credentials.rs"]
 mod credentials;
+mod dialect;
 #[path = "../sql/jobs.rs"]
 mod jobs;
 #[path = "../sql/ledger.rs"]
@@ -38,10 +38,7 @@ pub struct Repo {
 impl Repo {
     /// Jobs for the ops console, by id, filtered by queue
     /// and state (as [`Self::queue_stats`] names states), after an id (keyset).
-    pub async fn ops_jobs(
-        &self,
-        filter: &JobFilter,
-    ) -> Result<Vec<OpsJob>, StoreError> {
+    pub async fn ops_jobs(&self, filter: &JobFilter) -> Result<Vec<OpsJob>, StoreError> {
         let rows = sqlx::query(concat!(
             "select * from (select j.id, j.job_type, j.status, j.attempts, j.max_attempts, cast(extract(epoch from j.run_at) as bigint) as run_at, cast(extract(epoch from j.lock_at) as bigint) as lock_at, j.lock_by, ",
             "cast(extract(epoch from j.done_at) as bigint) as done_at, cast(j.last_result as text) as last_result, convert_from(j.job, 'UTF8') as payload, cast(extract(epoch from w.last_seen) as bigint) as last_seen, ",

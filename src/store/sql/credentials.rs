@@ -48,7 +48,9 @@ fn identity_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedIdentity
     })
 }
 
-pub(super) fn account_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedPayoutAccount, StoreError> {
+pub(super) fn account_from_row(
+    row: &<Db as sqlx::Database>::Row,
+) -> Result<SealedPayoutAccount, StoreError> {
     Ok(SealedPayoutAccount {
         id: row.try_get("id")?,
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
@@ -77,7 +79,10 @@ impl Repo {
     /// Writes a distributor's identity in the caller's transaction,
     /// replacing any earlier one (its `created_at` is kept); returns the row
     /// as stored.
-    async fn upsert_identity_in(tx: &mut Conn, identity: &SealedIdentity) -> Result<SealedIdentity, StoreError> {
+    async fn upsert_identity_in(
+        tx: &mut Conn,
+        identity: &SealedIdentity,
+    ) -> Result<SealedIdentity, StoreError> {
         let row = sqlx::query(concat!(
             "insert into distributor_identities (", identity_columns!(), ") ",
             "values ($1, $2, $3, $4, $5, $6, $7, $8) ",
@@ -102,7 +107,10 @@ impl Repo {
 
     /// Stores a distributor's identity, replacing any earlier one (its
     /// `created_at` is kept); returns the row as stored.
-    pub async fn upsert_identity(&self, identity: &SealedIdentity) -> Result<SealedIdentity, StoreError> {
+    pub async fn upsert_identity(
+        &self,
+        identity: &SealedIdentity,
+    ) -> Result<SealedIdentity, StoreError> {
         let mut tx = self.begin_write().await?;
         let stored = Self::upsert_identity_in(&mut tx, identity).await?;
         tx.commit().await?;
@@ -129,7 +137,10 @@ impl Repo {
         let distributor = &identity.distributor_id;
         let mut tx = self.begin_write().await?;
         let current = sqlx::query(concat!(
-            "select ", identity_columns!(), " from distributor_identities where distributor_id = $1", for_update!()
+            "select ",
+            identity_columns!(),
+            " from distributor_identities where distributor_id = $1",
+            for_update!()
         ))
         .bind(distributor.as_str())
         .fetch_optional(&mut *tx)
@@ -137,7 +148,11 @@ impl Repo {
         .as_ref()
         .map(identity_from_row)
         .transpose()?;
-        let changed = current.as_ref().map(compare).transpose()?.unwrap_or_default();
+        let changed = current
+            .as_ref()
+            .map(compare)
+            .transpose()?
+            .unwrap_or_default();
         let stored = Self::upsert_identity_in(&mut tx, identity).await?;
         if let Some(previous) = current.filter(|_| !changed.is_empty()) {
             let certified: bool = sqlx::query_scalar(
@@ -178,7 +193,9 @@ impl Repo {
 
     pub async fn identity(&self, id: &DistributorId) -> Result<Option<SealedIdentity>, StoreError> {
         let row = sqlx::query(concat!(
-            "select ", identity_columns!(), " from distributor_identities where distributor_id = $1"
+            "select ",
+            identity_columns!(),
+            " from distributor_identities where distributor_id = $1"
         ))
         .bind(id.as_str())
         .fetch_optional(&self.pool)
@@ -186,10 +203,15 @@ impl Repo {
         row.as_ref().map(identity_from_row).transpose()
     }
 
-    pub async fn insert_payout_account(&self, account: &SealedPayoutAccount) -> Result<(), StoreError> {
+    pub async fn insert_payout_account(
+        &self,
+        account: &SealedPayoutAccount,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(concat!(
-            "insert into payout_accounts (", account_columns!(), ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "insert into payout_accounts (",
+            account_columns!(),
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
         .bind(&account.id)
         .bind(account.distributor_id.as_str())
@@ -208,9 +230,14 @@ impl Repo {
     }
 
     /// A distributor's payout accounts, oldest first (at most [`MAX_PAGE`]).
-    pub async fn payout_accounts(&self, distributor: &DistributorId) -> Result<Vec<SealedPayoutAccount>, StoreError> {
+    pub async fn payout_accounts(
+        &self,
+        distributor: &DistributorId,
+    ) -> Result<Vec<SealedPayoutAccount>, StoreError> {
         let rows = sqlx::query(concat!(
-            "select ", account_columns!(), " from payout_accounts ",
+            "select ",
+            account_columns!(),
+            " from payout_accounts ",
             "where distributor_id = $1 order by created_at, id limit $2"
         ))
         .bind(distributor.as_str())
@@ -220,9 +247,14 @@ impl Repo {
         rows.iter().map(account_from_row).collect()
     }
 
-    pub async fn payout_account(&self, id: &str) -> Result<Option<SealedPayoutAccount>, StoreError> {
+    pub async fn payout_account(
+        &self,
+        id: &str,
+    ) -> Result<Option<SealedPayoutAccount>, StoreError> {
         let row = sqlx::query(concat!(
-            "select ", account_columns!(), " from payout_accounts where id = $1"
+            "select ",
+            account_columns!(),
+            " from payout_accounts where id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -239,7 +271,9 @@ impl Repo {
         limit: i64,
     ) -> Result<Vec<SealedIdentity>, StoreError> {
         let rows = sqlx::query(concat!(
-            "select ", identity_columns!(), " from distributor_identities ",
+            "select ",
+            identity_columns!(),
+            " from distributor_identities ",
             "where key_id <> $1 and distributor_id > $2 order by distributor_id limit $3"
         ))
         .bind(current_key_id)
@@ -288,7 +322,9 @@ impl Repo {
         limit: i64,
     ) -> Result<Vec<SealedPayoutAccount>, StoreError> {
         let rows = sqlx::query(concat!(
-            "select ", account_columns!(), " from payout_accounts ",
+            "select ",
+            account_columns!(),
+            " from payout_accounts ",
             "where key_id <> $1 and id > $2 order by id limit $3"
         ))
         .bind(current_key_id)

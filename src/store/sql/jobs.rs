@@ -39,14 +39,33 @@ impl Repo {
     /// Puts a failed or killed job back to run now (on the database's clock,
     /// which apalis compares with), with one more attempt; any other job is
     /// left as it is. Returns its status before and after, if it exists.
-    pub async fn retry_job(&self, id: &str, actor: &Actor, at: DateTime<Utc>) -> Result<Option<(String, String)>, StoreError> {
-        self.change_job_status(id, RETRY_JOB_SQL, None, actor, at, "job.retry").await
+    pub async fn retry_job(
+        &self,
+        id: &str,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        self.change_job_status(id, RETRY_JOB_SQL, None, actor, at, "job.retry")
+            .await
     }
 
     /// Stops a job that has not started (pending) or has failed; a running
     /// or finished one is left as it is. Returns its status before and after.
-    pub async fn cancel_job(&self, id: &str, actor: &Actor, at: DateTime<Utc>) -> Result<Option<(String, String)>, StoreError> {
-        self.change_job_status(id, CANCEL_JOB_SQL, Some(CANCELLED_BY_OPS), actor, at, "job.cancel").await
+    pub async fn cancel_job(
+        &self,
+        id: &str,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        self.change_job_status(
+            id,
+            CANCEL_JOB_SQL,
+            Some(CANCELLED_BY_OPS),
+            actor,
+            at,
+            "job.cancel",
+        )
+        .await
     }
 
     /// One write transaction: the status before, the guarded update, the
@@ -61,7 +80,10 @@ impl Repo {
         action: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let before: Option<String> = sqlx::query_scalar(JOB_STATUS_SQL).bind(id).fetch_optional(&mut *tx).await?;
+        let before: Option<String> = sqlx::query_scalar(JOB_STATUS_SQL)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(before) = before else {
             return Ok(None);
         };
@@ -70,7 +92,10 @@ impl Repo {
             update = update.bind(result);
         }
         update.execute(&mut *tx).await?;
-        let after: String = sqlx::query_scalar(JOB_STATUS_SQL).bind(id).fetch_one(&mut *tx).await?;
+        let after: String = sqlx::query_scalar(JOB_STATUS_SQL)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
         audit_job_action(&mut tx, actor, at, action, id, &before, &after).await?;
         tx.commit().await?;
         Ok(Some((before, after)))

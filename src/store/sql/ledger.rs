@@ -116,8 +116,12 @@ pub(super) async fn apply_transfers(
                 keys.push_bind(transfer.key());
             }
             select.push(")");
-            let rows: Vec<(i64, String, String)> = select.build_query_as().fetch_all(&mut *conn).await?;
-            existing = rows.into_iter().map(|(id, key, hash)| (key, (id, hash))).collect();
+            let rows: Vec<(i64, String, String)> =
+                select.build_query_as().fetch_all(&mut *conn).await?;
+            existing = rows
+                .into_iter()
+                .map(|(id, key, hash)| (key, (id, hash)))
+                .collect();
         }
         for transfer in chunk {
             if let Some(&transfer_id) = inserted.get(transfer.key()) {
@@ -127,7 +131,9 @@ pub(super) async fn apply_transfers(
             }
             match existing.get(transfer.key()) {
                 Some((transfer_id, hash)) if *hash == transfer.fingerprint() => {
-                    outcomes.push(TransferOutcome::AlreadyApplied { transfer_id: *transfer_id });
+                    outcomes.push(TransferOutcome::AlreadyApplied {
+                        transfer_id: *transfer_id,
+                    });
                 }
                 // The same key twice in one batch with different bodies also lands here.
                 _ => {
@@ -161,7 +167,8 @@ pub(super) async fn apply_transfers(
     net.retain(|_, (change, _)| *change != 0);
     let touched: Vec<(&String, &(i64, bool))> = net.iter().collect();
     for chunk in touched.chunks(ROWS_PER_STATEMENT) {
-        let balances = lock_balances(conn, chunk.iter().map(|(account, _)| account.as_str())).await?;
+        let balances =
+            lock_balances(conn, chunk.iter().map(|(account, _)| account.as_str())).await?;
         // Checked here, under the lock and before the update, because the
         // database would not refuse an overflow cleanly: PostgreSQL fails the
         // statement ("bigint out of range"), which aborts the transaction,
@@ -185,7 +192,12 @@ pub(super) async fn apply_transfers(
 
     let postings: Vec<(i64, &Posting)> = fresh
         .iter()
-        .flat_map(|(transfer_id, transfer)| transfer.postings().iter().map(move |posting| (*transfer_id, posting)))
+        .flat_map(|(transfer_id, transfer)| {
+            transfer
+                .postings()
+                .iter()
+                .map(move |posting| (*transfer_id, posting))
+        })
         .collect();
     for chunk in postings.chunks(ROWS_PER_STATEMENT) {
         insert_postings(conn, chunk, now).await?;
@@ -203,13 +215,17 @@ fn balance_overflow(account: &str) -> StoreError {
 }
 
 /// Names the account a refused balance update stumbled on.
-async fn refusal_for(conn: &mut Conn, chunk: &[(&String, &(i64, bool))]) -> Result<StoreError, StoreError> {
+async fn refusal_for(
+    conn: &mut Conn,
+    chunk: &[(&String, &(i64, bool))],
+) -> Result<StoreError, StoreError> {
     for (account, (change, overdraft)) in chunk {
-        let row: Option<(i64, bool)> =
-            sqlx::query_as("select balance_fen, may_go_negative from ledger_accounts where id = $1")
-                .bind(account.as_str())
-                .fetch_optional(&mut *conn)
-                .await?;
+        let row: Option<(i64, bool)> = sqlx::query_as(
+            "select balance_fen, may_go_negative from ledger_accounts where id = $1",
+        )
+        .bind(account.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
         match row {
             None => {
                 return Ok(StoreError::NotFound {
@@ -218,7 +234,9 @@ async fn refusal_for(conn: &mut Conn, chunk: &[(&String, &(i64, bool))]) -> Resu
                 });
             }
             // Without the failed update, the balance is as it was before it.
-            Some((balance, may_go_negative)) if balance.saturating_add(*change) < 0 && !(*overdraft && may_go_negative) => {
+            Some((balance, may_go_negative))
+                if balance.saturating_add(*change) < 0 && !(*overdraft && may_go_negative) =>
+            {
                 return Ok(StoreError::InsufficientFunds {
                     account: (*account).clone(),
                 });
@@ -226,7 +244,9 @@ async fn refusal_for(conn: &mut Conn, chunk: &[(&String, &(i64, bool))]) -> Resu
             Some(_) => {}
         }
     }
-    Ok(StoreError::Corrupt("a balance update was refused for no visible reason".to_owned()))
+    Ok(StoreError::Corrupt(
+        "a balance update was refused for no visible reason".to_owned(),
+    ))
 }
 
 /// Applies one transfer inside the caller's transaction.
@@ -339,7 +359,9 @@ impl Repo {
 
     pub async fn distributor(&self, id: &DistributorId) -> Result<Option<Distributor>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        Ok(fetch_distributor(&mut conn, id).await?.map(|(distributor, _)| distributor))
+        Ok(fetch_distributor(&mut conn, id)
+            .await?
+            .map(|(distributor, _)| distributor))
     }
 
     /// The distributors among `ids` that exist, in no particular order.
@@ -440,7 +462,16 @@ impl Repo {
             if let Some(fields) = after.as_object_mut() {
                 fields.insert("transfer_id".to_owned(), serde_json::json!(transfer_id));
             }
-            audit_in(&mut tx, actor, now, "ledger.adjust", target.to_owned(), None, Some(after)).await?;
+            audit_in(
+                &mut tx,
+                actor,
+                now,
+                "ledger.adjust",
+                target.to_owned(),
+                None,
+                Some(after),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(outcome)
@@ -539,8 +570,19 @@ impl Repo {
 
     /// Stores a new plan version, applied by `actor`, with its audit entry;
     /// the caller has parsed and validated it.
-    pub async fn insert_plan(&self, plan: &NewPlan<'_>, actor: &Actor, now: DateTime<Utc>) -> Result<StoredPlan, StoreError> {
-        let NewPlan { name, effective_from, source_toml, source_sha256, file_name } = *plan;
+    pub async fn insert_plan(
+        &self,
+        plan: &NewPlan<'_>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<StoredPlan, StoreError> {
+        let NewPlan {
+            name,
+            effective_from,
+            source_toml,
+            source_sha256,
+            file_name,
+        } = *plan;
         let applied_by = actor.id.as_str();
         let mut tx = self.begin_write().await?;
         let version: i64 = sqlx::query_scalar(concat!(

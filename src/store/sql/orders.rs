@@ -60,7 +60,11 @@ pub(super) fn line_from_row(row: &<Db as sqlx::Database>::Row) -> Result<LineRec
 pub(super) const LINE_COLUMNS: &str = "id, order_id, beneficiary_id, cast(level as bigint) as level, rate, base_fen, amount_fen, plan_version, campaign, state, created_at";
 
 /// The order with its lines and timeline, as the caller's connection sees it.
-async fn load_order(conn: &mut Conn, order_id: &str, lock: bool) -> Result<Option<OrderRecord>, StoreError> {
+async fn load_order(
+    conn: &mut Conn,
+    order_id: &str,
+    lock: bool,
+) -> Result<Option<OrderRecord>, StoreError> {
     // On SQLite `for_update!()` is empty and the two arms are the same text.
     #[allow(clippy::if_same_then_else)]
     let sql = if lock {
@@ -75,7 +79,11 @@ async fn load_order(conn: &mut Conn, order_id: &str, lock: bool) -> Result<Optio
             "plan_version, state, release_at, chain from orders where order_id = $1"
         )
     };
-    let Some(row) = sqlx::query(sql).bind(order_id).fetch_optional(&mut *conn).await? else {
+    let Some(row) = sqlx::query(sql)
+        .bind(order_id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
         return Ok(None);
     };
     let lines = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -121,7 +129,11 @@ pub(super) struct NewEvent<'a> {
     pub(super) detail: String,
 }
 
-async fn insert_events(conn: &mut Conn, events: &[NewEvent<'_>], at: DateTime<Utc>) -> Result<(), StoreError> {
+async fn insert_events(
+    conn: &mut Conn,
+    events: &[NewEvent<'_>],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let wall_clock = Utc::now();
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         insert_event_rows(conn, chunk, at, wall_clock).await?;
@@ -150,12 +162,20 @@ impl Repo {
         let mut seen = HashSet::new();
         let fresh: Vec<&PreparedOrder> = batch
             .iter()
-            .filter(|order| inserted.contains(order.order_id.as_str()) && seen.insert(order.order_id.as_str()))
+            .filter(|order| {
+                inserted.contains(order.order_id.as_str()) && seen.insert(order.order_id.as_str())
+            })
             .collect();
 
         let items: Vec<(&PreparedOrder, usize, &OrderItem)> = fresh
             .iter()
-            .flat_map(|order| order.items.iter().enumerate().map(move |(line_no, item)| (*order, line_no, item)))
+            .flat_map(|order| {
+                order
+                    .items
+                    .iter()
+                    .enumerate()
+                    .map(move |(line_no, item)| (*order, line_no, item))
+            })
             .collect();
         for chunk in items.chunks(ROWS_PER_STATEMENT) {
             insert_item_rows(&mut tx, chunk, now).await?;
@@ -167,16 +187,24 @@ impl Repo {
         for chunk in lines.chunks(ROWS_PER_STATEMENT) {
             insert_line_rows(&mut tx, chunk, now).await?;
         }
-        let transfers: Vec<Transfer> = fresh.iter().filter_map(|order| order.pending_transfer.clone()).collect();
+        let transfers: Vec<Transfer> = fresh
+            .iter()
+            .filter_map(|order| order.pending_transfer.clone())
+            .collect();
         apply_transfers(&mut tx, &transfers, now).await?;
         let events: Vec<NewEvent<'_>> = fresh
             .iter()
             .map(|order| {
-                let pending = Money::checked_sum(order.lines.iter().map(|line| line.amount)).unwrap_or_default();
+                let pending = Money::checked_sum(order.lines.iter().map(|line| line.amount))
+                    .unwrap_or_default();
                 NewEvent {
                     order_id: order.order_id.as_str(),
                     step: "ingest",
-                    outcome: if order.lines.is_empty() { "no_commission" } else { "pending_posted" },
+                    outcome: if order.lines.is_empty() {
+                        "no_commission"
+                    } else {
+                        "pending_posted"
+                    },
                     attempt: 1,
                     detail: format!(
                         "{} line(s), {pending} pending under plan v{}; release at {}",
@@ -188,7 +216,8 @@ impl Repo {
             })
             .collect();
         insert_events(&mut tx, &events, now).await?;
-        let mut release_times: Vec<DateTime<Utc>> = fresh.iter().map(|order| order.release_at).collect();
+        let mut release_times: Vec<DateTime<Utc>> =
+            fresh.iter().map(|order| order.release_at).collect();
         release_times.sort();
         release_times.dedup();
         push_release_jobs(&mut tx, release_job, &release_times).await?;
@@ -201,10 +230,11 @@ impl Repo {
                 outcomes.push(IngestOutcome::Created(Box::new(order.clone())));
                 continue;
             }
-            let fingerprint: String = sqlx::query_scalar("select request_sha256 from orders where order_id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let fingerprint: String =
+                sqlx::query_scalar("select request_sha256 from orders where order_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             if fingerprint != order.request_sha256 {
                 outcomes.push(IngestOutcome::Conflict);
                 continue;
@@ -247,7 +277,12 @@ impl Repo {
         for chunk in lines.chunk_by(|a, b| a.order_id == b.order_id) {
             let amounts = chunk
                 .iter()
-                .map(|line| Ok((DistributorId::parse(line.beneficiary_id.as_str())?, line.amount)))
+                .map(|line| {
+                    Ok((
+                        DistributorId::parse(line.beneficiary_id.as_str())?,
+                        line.amount,
+                    ))
+                })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             let transfer = commission_release(&chunk[0].order_id, &amounts)
                 .map_err(|error| StoreError::Corrupt(error.to_string()))?;
@@ -286,7 +321,10 @@ impl Repo {
     {
         let mut tx = self.begin_write().await?;
         let Some(order) = load_order(&mut tx, &request.order_id, true).await? else {
-            return Err(StoreError::NotFound { what: "order", id: request.order_id.clone() });
+            return Err(StoreError::NotFound {
+                what: "order",
+                id: request.order_id.clone(),
+            });
         };
         let previous: Option<String> = sqlx::query_scalar(
             "select request_sha256 from order_refunds where order_id = $1 and refund_id = $2",
@@ -300,7 +338,12 @@ impl Repo {
                 tx.commit().await?;
                 return Ok(RefundOutcome::Replayed(order));
             }
-            Some(_) => return Err(StoreError::Conflict { what: "refund", id: request.refund_id.clone() }),
+            Some(_) => {
+                return Err(StoreError::Conflict {
+                    what: "refund",
+                    id: request.refund_id.clone(),
+                });
+            }
             None => {}
         }
         let items = sqlx::query_as::<_, (i64, String, String, i64, i64)>(
@@ -361,7 +404,11 @@ impl Repo {
             OrderState::Cancelled => LineState::Cancelled,
         };
         for update in &decision.line_updates {
-            let state = if update.amount.is_zero() { LineState::Cancelled } else { live_state };
+            let state = if update.amount.is_zero() {
+                LineState::Cancelled
+            } else {
+                live_state
+            };
             let changed = sqlx::query(concat!(
                 "update commission_lines set base_fen = $1, amount_fen = $2, state = $3, updated_at = $4 ",
                 "where order_id = $5 and level = $6 and rate = $7"
@@ -450,8 +497,10 @@ impl Repo {
 
     /// How many orders are in each state.
     pub async fn order_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as("select state, count(*) from orders group by state order by state")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("select state, count(*) from orders group by state order by state")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }

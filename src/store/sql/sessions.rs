@@ -22,7 +22,9 @@ fn role_from_db(text: &str) -> Result<Role, StoreError> {
 }
 
 /// The `role` and `distributor_id` columns of a token's row.
-fn scope_from_row(row: &<Db as sqlx::Database>::Row) -> Result<(Role, Option<DistributorId>), StoreError> {
+fn scope_from_row(
+    row: &<Db as sqlx::Database>::Row,
+) -> Result<(Role, Option<DistributorId>), StoreError> {
     let distributor = row.try_get::<Option<String>, _>("distributor_id")?;
     Ok((
         role_from_db(&row.try_get::<String, _>("role")?)?,
@@ -39,7 +41,9 @@ fn token_from_row(row: &<Db as sqlx::Database>::Row) -> Result<TokenRecord, Stor
         role,
         distributor_id,
         revoked: row.try_get("revoked")?,
-        expires_at: row.try_get::<Option<DbTime>, _>("token_expires_at")?.map(Into::into),
+        expires_at: row
+            .try_get::<Option<DbTime>, _>("token_expires_at")?
+            .map(Into::into),
     })
 }
 
@@ -78,7 +82,8 @@ impl Repo {
         .await;
         match result {
             Ok(_) => {}
-            Err(error) if matches!(&error, sqlx::Error::Database(db) if db.is_foreign_key_violation()) => {
+            Err(error) if matches!(&error, sqlx::Error::Database(db) if db.is_foreign_key_violation()) =>
+            {
                 return Err(StoreError::NotFound {
                     what: "distributor",
                     id: distributor.map(ToString::to_string).unwrap_or_default(),
@@ -105,16 +110,27 @@ impl Repo {
     }
 
     /// The token with this hash, revoked and expired ones included.
-    pub async fn token_by_hash(&self, token_sha256: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let row = sqlx::query(concat!("select ", token_columns!(), " from api_tokens t where t.token_sha256 = $1"))
-            .bind(token_sha256)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn token_by_hash(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            token_columns!(),
+            " from api_tokens t where t.token_sha256 = $1"
+        ))
+        .bind(token_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(token_from_row).transpose()
     }
 
     /// Tokens in id order after `after` (keyset), at most `limit`.
-    pub async fn tokens(&self, after: Option<&str>, limit: i64) -> Result<Vec<TokenListing>, StoreError> {
+    pub async fn tokens(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<TokenListing>, StoreError> {
         let rows = sqlx::query(concat!(
             "select id, role, distributor_id, created_at, expires_at, revoked_at from api_tokens ",
             "where ($1 is null or id > $1) order by id limit $2"
@@ -131,8 +147,12 @@ impl Repo {
                     role,
                     distributor_id,
                     created_at: row.try_get::<DbTime, _>("created_at")?.into(),
-                    expires_at: row.try_get::<Option<DbTime>, _>("expires_at")?.map(Into::into),
-                    revoked_at: row.try_get::<Option<DbTime>, _>("revoked_at")?.map(Into::into),
+                    expires_at: row
+                        .try_get::<Option<DbTime>, _>("expires_at")?
+                        .map(Into::into),
+                    revoked_at: row
+                        .try_get::<Option<DbTime>, _>("revoked_at")?
+                        .map(Into::into),
                 })
             })
             .collect()
@@ -141,7 +161,12 @@ impl Repo {
     /// Revokes token `id` and ends its page sessions, with the audit entry,
     /// in one transaction; `None` if there is no such token. Revoking a
     /// revoked token changes nothing and records nothing.
-    pub async fn revoke_token(&self, id: &str, now: DateTime<Utc>, actor: &Actor) -> Result<Option<Revocation>, StoreError> {
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<Option<Revocation>, StoreError> {
         let mut tx = self.begin_write().await?;
         let revoked: Option<bool> = sqlx::query_scalar(concat!(
             "select revoked_at is not null from api_tokens where id = $1",
@@ -213,9 +238,14 @@ impl Repo {
     }
 
     /// The session with this hash and its token, whatever their state.
-    pub async fn session_by_hash(&self, session_sha256: &str) -> Result<Option<SessionRecord>, StoreError> {
+    pub async fn session_by_hash(
+        &self,
+        session_sha256: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         let row = sqlx::query(concat!(
-            "select ", token_columns!(), ", s.last_seen_at, s.expires_at ",
+            "select ",
+            token_columns!(),
+            ", s.last_seen_at, s.expires_at ",
             "from web_sessions s join api_tokens t on t.id = s.token_id where s.session_sha256 = $1"
         ))
         .bind(session_sha256)
@@ -232,7 +262,11 @@ impl Repo {
     }
 
     /// Restarts the session's idle timeout at `now`.
-    pub async fn touch_session(&self, session_sha256: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn touch_session(
+        &self,
+        session_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         sqlx::query("update web_sessions set last_seen_at = $2 where session_sha256 = $1 and last_seen_at < $2")
             .bind(session_sha256)
             .bind(DbTime(now))

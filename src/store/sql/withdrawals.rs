@@ -16,7 +16,9 @@ use super::credentials::{account_columns, account_from_row};
 use super::dialect::{Conn, Db, ROWS_PER_STATEMENT, for_update, lock_accounts, push_job};
 use super::ledger::{apply_transfer, fetch_distributor};
 use crate::domain::ids::DistributorId;
-use crate::domain::ledger::{self as ledger_rules, AccountId, Bucket, PlatformAccount, TransferError};
+use crate::domain::ledger::{
+    self as ledger_rules, AccountId, Bucket, PlatformAccount, TransferError,
+};
 use crate::domain::money::Money;
 use crate::domain::withdrawal::{RiskFlag, Speed, WithdrawalState};
 use crate::store::error::StoreError;
@@ -45,7 +47,10 @@ fn withdrawal_from_row(row: &<Db as sqlx::Database>::Row) -> Result<WithdrawalRe
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
         payout_account_id: row.try_get("payout_account_id")?,
         channel: PayoutChannel::from_db(&row.try_get::<String, _>("channel")?)?,
-        speed: row.try_get::<String, _>("speed")?.parse::<Speed>().map_err(corrupt)?,
+        speed: row
+            .try_get::<String, _>("speed")?
+            .parse::<Speed>()
+            .map_err(corrupt)?,
         state: row
             .try_get::<String, _>("state")?
             .parse::<WithdrawalState>()
@@ -69,7 +74,9 @@ fn withdrawal_from_row(row: &<Db as sqlx::Database>::Row) -> Result<WithdrawalRe
         transfer_attempts: row.try_get("transfer_attempts")?,
         requested_at: row.try_get::<DbTime, _>("requested_at")?.0,
         updated_at: row.try_get::<DbTime, _>("updated_at")?.0,
-        finished_at: row.try_get::<Option<DbTime>, _>("finished_at")?.map(Into::into),
+        finished_at: row
+            .try_get::<Option<DbTime>, _>("finished_at")?
+            .map(Into::into),
     })
 }
 
@@ -81,9 +88,18 @@ async fn load_withdrawal(
     // On SQLite `for_update!()` is empty and the two arms are the same text.
     #[allow(clippy::if_same_then_else)]
     let sql = if lock {
-        concat!("select ", withdrawal_columns!(), " from withdrawals where id = $1", for_update!())
+        concat!(
+            "select ",
+            withdrawal_columns!(),
+            " from withdrawals where id = $1",
+            for_update!()
+        )
     } else {
-        concat!("select ", withdrawal_columns!(), " from withdrawals where id = $1")
+        concat!(
+            "select ",
+            withdrawal_columns!(),
+            " from withdrawals where id = $1"
+        )
     };
     let row = sqlx::query(sql).bind(id).fetch_optional(&mut *conn).await?;
     row.as_ref().map(withdrawal_from_row).transpose()
@@ -176,17 +192,25 @@ async fn push_transfer_job(
 }
 
 /// The facts a request is decided on (see [`WithdrawalFacts`]).
-async fn load_facts(conn: &mut Conn, draft: &WithdrawalDraft) -> Result<WithdrawalFacts, StoreError> {
+async fn load_facts(
+    conn: &mut Conn,
+    draft: &WithdrawalDraft,
+) -> Result<WithdrawalFacts, StoreError> {
     let distributor = &draft.distributor_id;
-    let available_account = AccountId::Distributor(distributor.clone(), Bucket::Available).to_string();
+    let available_account =
+        AccountId::Distributor(distributor.clone(), Bucket::Available).to_string();
     let Some((distributor_row, _)) = fetch_distributor(conn, distributor).await? else {
-        return Err(StoreError::NotFound { what: "distributor", id: distributor.to_string() });
+        return Err(StoreError::NotFound {
+            what: "distributor",
+            id: distributor.to_string(),
+        });
     };
-    let available: i64 = sqlx::query_scalar("select balance_fen from ledger_accounts where id = $1")
-        .bind(&available_account)
-        .fetch_optional(&mut *conn)
-        .await?
-        .unwrap_or(0);
+    let available: i64 =
+        sqlx::query_scalar("select balance_fen from ledger_accounts where id = $1")
+            .bind(&available_account)
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or(0);
     let identity_on_file: bool = sqlx::query_scalar::<_, i64>(
         "select count(*) from distributor_identities where distributor_id = $1",
     )
@@ -194,14 +218,18 @@ async fn load_facts(conn: &mut Conn, draft: &WithdrawalDraft) -> Result<Withdraw
     .fetch_one(&mut *conn)
     .await?
         > 0;
-    let account = sqlx::query(concat!("select ", account_columns!(), " from payout_accounts where id = $1"))
-        .bind(&draft.payout_account_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .as_ref()
-        .map(account_from_row)
-        .transpose()?
-        .filter(|account| &account.distributor_id == distributor);
+    let account = sqlx::query(concat!(
+        "select ",
+        account_columns!(),
+        " from payout_accounts where id = $1"
+    ))
+    .bind(&draft.payout_account_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(account_from_row)
+    .transpose()?
+    .filter(|account| &account.distributor_id == distributor);
     let newest_account_at: Option<DateTime<Utc>> = sqlx::query_scalar::<_, Option<DbTime>>(
         "select max(created_at) from payout_accounts where distributor_id = $1",
     )
@@ -284,12 +312,20 @@ impl Repo {
     {
         let distributor = &draft.distributor_id;
         let mut tx = self.begin_write().await?;
-        let available_account = AccountId::Distributor(distributor.clone(), Bucket::Available).to_string();
-        let withdrawing_account = AccountId::Distributor(distributor.clone(), Bucket::Withdrawing).to_string();
-        lock_accounts(&mut tx, [available_account.as_str(), withdrawing_account.as_str()].into_iter()).await?;
+        let available_account =
+            AccountId::Distributor(distributor.clone(), Bucket::Available).to_string();
+        let withdrawing_account =
+            AccountId::Distributor(distributor.clone(), Bucket::Withdrawing).to_string();
+        lock_accounts(
+            &mut tx,
+            [available_account.as_str(), withdrawing_account.as_str()].into_iter(),
+        )
+        .await?;
 
         let previous = sqlx::query(concat!(
-            "select ", withdrawal_columns!(), " from withdrawals where distributor_id = $1 and idempotency_key = $2"
+            "select ",
+            withdrawal_columns!(),
+            " from withdrawals where distributor_id = $1 and idempotency_key = $2"
         ))
         .bind(distributor.as_str())
         .bind(&draft.idempotency_key)
@@ -301,7 +337,9 @@ impl Repo {
                 tx.commit().await?;
                 return Ok(WithdrawalRequestOutcome::Replayed(previous));
             }
-            return Err(StoreError::IdempotencyConflict { key: draft.idempotency_key.clone() });
+            return Err(StoreError::IdempotencyConflict {
+                key: draft.idempotency_key.clone(),
+            });
         }
 
         let facts = load_facts(&mut tx, draft).await?;
@@ -342,26 +380,73 @@ impl Repo {
             "gross {} tax {} fee {} net {} ({})",
             decision.gross, decision.tax, decision.fee, decision.net, decision.tax_method
         );
-        insert_withdrawal_event(&mut tx, &draft.id, "reserve", "reserved", 1, Some(&format!("available → withdrawing {}", decision.gross)), draft.now).await?;
-        insert_withdrawal_event(&mut tx, &draft.id, "tax", "withheld", 1, Some(&figures), draft.now).await?;
+        insert_withdrawal_event(
+            &mut tx,
+            &draft.id,
+            "reserve",
+            "reserved",
+            1,
+            Some(&format!("available → withdrawing {}", decision.gross)),
+            draft.now,
+        )
+        .await?;
+        insert_withdrawal_event(
+            &mut tx,
+            &draft.id,
+            "tax",
+            "withheld",
+            1,
+            Some(&figures),
+            draft.now,
+        )
+        .await?;
         match decision.state {
             WithdrawalState::Approved => {
-                insert_withdrawal_event(&mut tx, &draft.id, "review", "auto_approved", 1, None, draft.now).await?;
-                push_transfer_job(&mut tx, transfer_job, &draft.id, format!("transfer:{}", draft.id)).await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    &draft.id,
+                    "review",
+                    "auto_approved",
+                    1,
+                    None,
+                    draft.now,
+                )
+                .await?;
+                push_transfer_job(
+                    &mut tx,
+                    transfer_job,
+                    &draft.id,
+                    format!("transfer:{}", draft.id),
+                )
+                .await?;
             }
             _ => {
-                insert_withdrawal_event(&mut tx, &draft.id, "review", "waiting_for_review", 1, Some(&risk_flags), draft.now).await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    &draft.id,
+                    "review",
+                    "waiting_for_review",
+                    1,
+                    Some(&risk_flags),
+                    draft.now,
+                )
+                .await?;
             }
         }
         let created = load_withdrawal(&mut tx, &draft.id, false)
             .await?
-            .ok_or_else(|| StoreError::Corrupt("withdrawal vanished in its own transaction".to_owned()))?;
+            .ok_or_else(|| {
+                StoreError::Corrupt("withdrawal vanished in its own transaction".to_owned())
+            })?;
         tx.commit().await?;
         Ok(WithdrawalRequestOutcome::Created(created))
     }
 
     /// The facts of a request without locking anything (a quote).
-    pub async fn withdrawal_facts(&self, draft: &WithdrawalDraft) -> Result<WithdrawalFacts, StoreError> {
+    pub async fn withdrawal_facts(
+        &self,
+        draft: &WithdrawalDraft,
+    ) -> Result<WithdrawalFacts, StoreError> {
         let mut conn = self.pool.acquire().await?;
         load_facts(&mut conn, draft).await
     }
@@ -371,11 +456,18 @@ impl Repo {
         load_withdrawal(&mut conn, id, false).await
     }
 
-    pub async fn withdrawal_by_out_bill_no(&self, out_bill_no: &str) -> Result<Option<WithdrawalRecord>, StoreError> {
-        let row = sqlx::query(concat!("select ", withdrawal_columns!(), " from withdrawals where out_bill_no = $1"))
-            .bind(out_bill_no)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn withdrawal_by_out_bill_no(
+        &self,
+        out_bill_no: &str,
+    ) -> Result<Option<WithdrawalRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            withdrawal_columns!(),
+            " from withdrawals where out_bill_no = $1"
+        ))
+        .bind(out_bill_no)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(withdrawal_from_row).transpose()
     }
 
@@ -388,7 +480,13 @@ impl Repo {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(step, outcome, attempt, detail, at)| WithdrawalEvent { step, outcome, attempt, detail, at: at.0 })
+            .map(|(step, outcome, attempt, detail, at)| WithdrawalEvent {
+                step,
+                outcome,
+                attempt,
+                detail,
+                at: at.0,
+            })
             .collect())
     }
 
@@ -401,22 +499,35 @@ impl Repo {
         limit: i64,
     ) -> Result<Vec<WithdrawalRecord>, StoreError> {
         let states: Vec<&str> = states.iter().map(|state| state.as_str()).collect();
-        let mut query = QueryBuilder::<Db>::new(concat!("select ", withdrawal_columns!(), " from withdrawals where state in ("));
+        let mut query = QueryBuilder::<Db>::new(concat!(
+            "select ",
+            withdrawal_columns!(),
+            " from withdrawals where state in ("
+        ));
         let mut separated = query.separated(", ");
         for state in &states {
             separated.push_bind(*state);
         }
-        query.push(") and coalesce(polled_at, updated_at) <= ").push_bind(DbTime(updated_before));
-        query.push(" order by coalesce(polled_at, updated_at), id limit ").push_bind(limit.clamp(1, MAX_PAGE));
+        query
+            .push(") and coalesce(polled_at, updated_at) <= ")
+            .push_bind(DbTime(updated_before));
+        query
+            .push(" order by coalesce(polled_at, updated_at), id limit ")
+            .push_bind(limit.clamp(1, MAX_PAGE));
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(withdrawal_from_row).collect()
     }
 
     /// The paid withdrawals of a tax month ('YYYY-MM'), by distributor then
     /// request time: the rows of that month's withholding declaration.
-    pub async fn paid_withdrawals_in_month(&self, tax_month: &str) -> Result<Vec<WithdrawalRecord>, StoreError> {
+    pub async fn paid_withdrawals_in_month(
+        &self,
+        tax_month: &str,
+    ) -> Result<Vec<WithdrawalRecord>, StoreError> {
         let rows = sqlx::query(concat!(
-            "select ", withdrawal_columns!(), " from withdrawals where tax_month = $1 and state = 'paid' ",
+            "select ",
+            withdrawal_columns!(),
+            " from withdrawals where tax_month = $1 and state = 'paid' ",
             "order by distributor_id, requested_at, id"
         ))
         .bind(tax_month)
@@ -447,28 +558,59 @@ impl Repo {
     ) -> Result<WithdrawalRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
-            return Err(StoreError::NotFound { what: "withdrawal", id: id.to_owned() });
+            return Err(StoreError::NotFound {
+                what: "withdrawal",
+                id: id.to_owned(),
+            });
         };
         if withdrawal.state != WithdrawalState::Reviewing {
             return Err(StoreError::Refused {
                 code: "withdrawal_not_in_review",
-                message: format!("withdrawal {id} is {}, not waiting for review", withdrawal.state),
+                message: format!(
+                    "withdrawal {id} is {}, not waiting for review",
+                    withdrawal.state
+                ),
             });
         }
         match decision {
             ReviewDecision::Approve { by, note } => {
-                move_withdrawal(&mut tx, id, WithdrawalState::Reviewing, WithdrawalState::Approved, now).await?;
-                sqlx::query("update withdrawals set reviewed_by = $1, review_note = $2 where id = $3")
-                    .bind(by)
-                    .bind(note.as_deref())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                insert_withdrawal_event(&mut tx, id, "review", "approved", 1, Some(&format!("by {by}")), now).await?;
+                move_withdrawal(
+                    &mut tx,
+                    id,
+                    WithdrawalState::Reviewing,
+                    WithdrawalState::Approved,
+                    now,
+                )
+                .await?;
+                sqlx::query(
+                    "update withdrawals set reviewed_by = $1, review_note = $2 where id = $3",
+                )
+                .bind(by)
+                .bind(note.as_deref())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "review",
+                    "approved",
+                    1,
+                    Some(&format!("by {by}")),
+                    now,
+                )
+                .await?;
                 push_transfer_job(&mut tx, transfer_job, id, format!("transfer:{id}")).await?;
             }
             ReviewDecision::Reject { by, reason } => {
-                move_withdrawal(&mut tx, id, WithdrawalState::Reviewing, WithdrawalState::Rejected, now).await?;
+                move_withdrawal(
+                    &mut tx,
+                    id,
+                    WithdrawalState::Reviewing,
+                    WithdrawalState::Rejected,
+                    now,
+                )
+                .await?;
                 sqlx::query("update withdrawals set reviewed_by = $1, review_note = $2, failure_reason = $2 where id = $3")
                     .bind(by)
                     .bind(reason)
@@ -476,19 +618,35 @@ impl Repo {
                     .execute(&mut *tx)
                     .await?;
                 return_funds(&mut tx, &withdrawal, now).await?;
-                insert_withdrawal_event(&mut tx, id, "review", "rejected", 1, Some(&format!("by {by}: {reason}")), now).await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "review",
+                    "rejected",
+                    1,
+                    Some(&format!("by {by}: {reason}")),
+                    now,
+                )
+                .await?;
             }
         }
-        if withdrawal.risk_flags.contains(&RiskFlag::IdentityChangedAfterCertificate) {
+        if withdrawal
+            .risk_flags
+            .contains(&RiskFlag::IdentityChangedAfterCertificate)
+        {
             // A person has looked at the new identity: the review it owed is
             // done, unless it changed again after this withdrawal was requested.
-            sqlx::query("delete from identity_review_flags where distributor_id = $1 and changed_at <= $2")
-                .bind(withdrawal.distributor_id.as_str())
-                .bind(DbTime(withdrawal.requested_at))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "delete from identity_review_flags where distributor_id = $1 and changed_at <= $2",
+            )
+            .bind(withdrawal.distributor_id.as_str())
+            .bind(DbTime(withdrawal.requested_at))
+            .execute(&mut *tx)
+            .await?;
         }
-        let updated = load_withdrawal(&mut tx, id, false).await?.ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
+        let updated = load_withdrawal(&mut tx, id, false)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
         let (action, words) = match decision {
             ReviewDecision::Approve { note, .. } => ("withdrawal.approve", note.clone()),
             ReviewDecision::Reject { reason, .. } => ("withdrawal.reject", Some(reason.clone())),
@@ -508,25 +666,58 @@ impl Repo {
     }
 
     /// The distributor's cancellation before the transfer starts.
-    pub async fn cancel_withdrawal(&self, id: &str, now: DateTime<Utc>) -> Result<WithdrawalRecord, StoreError> {
+    pub async fn cancel_withdrawal(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<WithdrawalRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
-            return Err(StoreError::NotFound { what: "withdrawal", id: id.to_owned() });
+            return Err(StoreError::NotFound {
+                what: "withdrawal",
+                id: id.to_owned(),
+            });
         };
-        if !matches!(withdrawal.state, WithdrawalState::Reviewing | WithdrawalState::Approved) {
+        if !matches!(
+            withdrawal.state,
+            WithdrawalState::Reviewing | WithdrawalState::Approved
+        ) {
             return Err(StoreError::Refused {
                 code: "withdrawal_not_cancellable",
-                message: format!("withdrawal {id} is {}: only a withdrawal whose transfer has not started can be cancelled", withdrawal.state),
+                message: format!(
+                    "withdrawal {id} is {}: only a withdrawal whose transfer has not started can be cancelled",
+                    withdrawal.state
+                ),
             });
         }
-        move_withdrawal(&mut tx, id, withdrawal.state, WithdrawalState::Cancelled, now).await?;
-        sqlx::query("update withdrawals set failure_reason = 'cancelled by the distributor' where id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        move_withdrawal(
+            &mut tx,
+            id,
+            withdrawal.state,
+            WithdrawalState::Cancelled,
+            now,
+        )
+        .await?;
+        sqlx::query(
+            "update withdrawals set failure_reason = 'cancelled by the distributor' where id = $1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         return_funds(&mut tx, &withdrawal, now).await?;
-        insert_withdrawal_event(&mut tx, id, "review", "cancelled", 1, Some("by the distributor"), now).await?;
-        let updated = load_withdrawal(&mut tx, id, false).await?.ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
+        insert_withdrawal_event(
+            &mut tx,
+            id,
+            "review",
+            "cancelled",
+            1,
+            Some("by the distributor"),
+            now,
+        )
+        .await?;
+        let updated = load_withdrawal(&mut tx, id, false)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
         tx.commit().await?;
         Ok(updated)
     }
@@ -547,7 +738,14 @@ impl Repo {
         };
         match withdrawal.state {
             WithdrawalState::Approved => {
-                move_withdrawal(&mut tx, id, WithdrawalState::Approved, WithdrawalState::Transferring, now).await?;
+                move_withdrawal(
+                    &mut tx,
+                    id,
+                    WithdrawalState::Approved,
+                    WithdrawalState::Transferring,
+                    now,
+                )
+                .await?;
             }
             WithdrawalState::Transferring => {}
             _ => {
@@ -564,7 +762,11 @@ impl Repo {
             &mut tx,
             id,
             "transfer",
-            if withdrawal.state == WithdrawalState::Approved { "sending" } else { "resuming" },
+            if withdrawal.state == WithdrawalState::Approved {
+                "sending"
+            } else {
+                "resuming"
+            },
             attempt,
             Some(&format!("out_bill_no {}", withdrawal.out_bill_no)),
             now,
@@ -590,7 +792,10 @@ impl Repo {
     ) -> Result<ApplyOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
         let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
-            return Err(StoreError::NotFound { what: "withdrawal", id: id.to_owned() });
+            return Err(StoreError::NotFound {
+                what: "withdrawal",
+                id: id.to_owned(),
+            });
         };
         let state = withdrawal.state;
         let bill_no = match outcome {
@@ -607,7 +812,10 @@ impl Repo {
                 .await?;
         }
         let result = match (state, outcome) {
-            (WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation, GatewayOutcome::Paid { .. }) => {
+            (
+                WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation,
+                GatewayOutcome::Paid { .. },
+            ) => {
                 move_withdrawal(&mut tx, id, state, WithdrawalState::Paid, now).await?;
                 let paid = ledger_rules::withdrawal_paid(
                     id,
@@ -619,17 +827,36 @@ impl Repo {
                 )
                 .map_err(ledger_error)?;
                 apply_transfer(&mut tx, &paid, now).await?;
-                let detail = format!("net {} paid, tax {} payable, fee {} ({source})", withdrawal.net, withdrawal.tax, withdrawal.fee);
-                insert_withdrawal_event(&mut tx, id, "confirm", "paid", attempt, Some(&detail), now).await?;
+                let detail = format!(
+                    "net {} paid, tax {} payable, fee {} ({source})",
+                    withdrawal.net, withdrawal.tax, withdrawal.fee
+                );
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "confirm",
+                    "paid",
+                    attempt,
+                    Some(&detail),
+                    now,
+                )
+                .await?;
                 // The certificate step continues from here, in the same transaction.
                 let task = withdrawal_step_task(certificate_job, id, format!("certificate:{id}"))?;
                 push_job(&mut tx, &certificate_job.queue, task).await?;
                 ApplyOutcome::Moved(WithdrawalState::Paid)
             }
-            (WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation, GatewayOutcome::Failed { reason }) => {
+            (
+                WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation,
+                GatewayOutcome::Failed { reason },
+            ) => {
                 // A bill cancelled (by the payee's inaction, the distributor
                 // or us) ends the withdrawal as cancelled, not failed.
-                let end = if reason.starts_with("CANCELLED") { WithdrawalState::Cancelled } else { WithdrawalState::Failed };
+                let end = if reason.starts_with("CANCELLED") {
+                    WithdrawalState::Cancelled
+                } else {
+                    WithdrawalState::Failed
+                };
                 move_withdrawal(&mut tx, id, state, end, now).await?;
                 sqlx::query("update withdrawals set failure_reason = $1 where id = $2")
                     .bind(reason)
@@ -637,21 +864,57 @@ impl Repo {
                     .execute(&mut *tx)
                     .await?;
                 return_funds(&mut tx, &withdrawal, now).await?;
-                insert_withdrawal_event(&mut tx, id, "confirm", end.as_str(), attempt, Some(&format!("{reason} ({source}); funds returned")), now).await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "confirm",
+                    end.as_str(),
+                    attempt,
+                    Some(&format!("{reason} ({source}); funds returned")),
+                    now,
+                )
+                .await?;
                 ApplyOutcome::Moved(end)
             }
             (WithdrawalState::Transferring, GatewayOutcome::AwaitingPayee { package_info, .. }) => {
-                move_withdrawal(&mut tx, id, state, WithdrawalState::AwaitingPayeeConfirmation, now).await?;
+                move_withdrawal(
+                    &mut tx,
+                    id,
+                    state,
+                    WithdrawalState::AwaitingPayeeConfirmation,
+                    now,
+                )
+                .await?;
                 sqlx::query("update withdrawals set package_info = $1 where id = $2")
                     .bind(package_info)
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                insert_withdrawal_event(&mut tx, id, "transfer", "awaiting_payee_confirmation", attempt, Some(source), now).await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "transfer",
+                    "awaiting_payee_confirmation",
+                    attempt,
+                    Some(source),
+                    now,
+                )
+                .await?;
                 ApplyOutcome::Moved(WithdrawalState::AwaitingPayeeConfirmation)
             }
             (WithdrawalState::Paid, GatewayOutcome::Failed { reason }) => {
-                insert_withdrawal_event(&mut tx, id, "confirm", "contradiction_ignored", attempt, Some(&format!("{source} says failed ({reason}) but the withdrawal is paid")), now).await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "confirm",
+                    "contradiction_ignored",
+                    attempt,
+                    Some(&format!(
+                        "{source} says failed ({reason}) but the withdrawal is paid"
+                    )),
+                    now,
+                )
+                .await?;
                 ApplyOutcome::Contradicts(state)
             }
             (final_state, GatewayOutcome::Paid { .. }) if final_state.returned_funds() => {
@@ -668,14 +931,26 @@ impl Repo {
     /// transferring, with a key of this start's own: after a crash the
     /// transfer resumes now rather than after the orphan timeout. The step
     /// is idempotent (it queries the gateway before sending again).
-    pub async fn resume_transfers(&self, transfer_job: &JobSpec, start_id: &str) -> Result<usize, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar("select id from withdrawals where state in ('approved', 'transferring') order by id")
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn resume_transfers(
+        &self,
+        transfer_job: &JobSpec,
+        start_id: &str,
+    ) -> Result<usize, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "select id from withdrawals where state in ('approved', 'transferring') order by id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let mut tx = self.begin_write().await?;
             for id in chunk {
-                push_transfer_job(&mut tx, transfer_job, id, format!("transfer:{id}:resume:{start_id}")).await?;
+                push_transfer_job(
+                    &mut tx,
+                    transfer_job,
+                    id,
+                    format!("transfer:{id}:resume:{start_id}"),
+                )
+                .await?;
             }
             tx.commit().await?;
         }
@@ -684,7 +959,12 @@ impl Repo {
 
     /// Pushes one more transfer job for a withdrawal (the poller's nudge for
     /// a transfer whose job ran out of attempts, or ops' retry).
-    pub async fn push_transfer(&self, transfer_job: &JobSpec, id: &str, key: String) -> Result<(), StoreError> {
+    pub async fn push_transfer(
+        &self,
+        transfer_job: &JobSpec,
+        id: &str,
+        key: String,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         push_transfer_job(&mut tx, transfer_job, id, key).await?;
         tx.commit().await?;
@@ -692,7 +972,9 @@ impl Repo {
     }
 
     /// Count and money per state, for summaries (the demo, the ops console).
-    pub async fn withdrawal_totals(&self) -> Result<Vec<(WithdrawalState, i64, Money, Money, Money, Money)>, StoreError> {
+    pub async fn withdrawal_totals(
+        &self,
+    ) -> Result<Vec<(WithdrawalState, i64, Money, Money, Money, Money)>, StoreError> {
         let rows = sqlx::query_as::<_, (String, i64, i64, i64, i64, i64)>(concat!(
             "select state, count(*), cast(coalesce(sum(gross_fen), 0) as bigint), cast(coalesce(sum(tax_fen), 0) as bigint), ",
             "cast(coalesce(sum(fee_fen), 0) as bigint), cast(coalesce(sum(net_fen), 0) as bigint) from withdrawals group by state order by state"
@@ -702,7 +984,9 @@ impl Repo {
         rows.into_iter()
             .map(|(state, count, gross, tax, fee, net)| {
                 Ok((
-                    state.parse::<WithdrawalState>().map_err(StoreError::Corrupt)?,
+                    state
+                        .parse::<WithdrawalState>()
+                        .map_err(StoreError::Corrupt)?,
                     count,
                     Money::from_fen(gross),
                     Money::from_fen(tax),

@@ -61,7 +61,6 @@ pub(super) const CANCEL_JOB_SQL: &str = concat!(
     "where id = $1 and status in ('Pending', 'Failed')"
 );
 
-
 /// SQLite has no row locks: `BEGIN IMMEDIATE` already holds the write lock.
 pub(super) async fn lock_accounts<'a>(
     _conn: &mut Conn,
@@ -86,7 +85,6 @@ pub(super) async fn lock_balances<'a>(
     let rows: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *conn).await?;
     Ok(rows.into_iter().collect())
 }
-
 
 /// Enqueues the release step for each release time, on the caller's
 /// transaction; apalis-sqlite skips a key it already has.
@@ -342,4 +340,3 @@ pub(super) async fn mark_released(
     }
     Ok(())
 }
-

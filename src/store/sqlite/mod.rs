@@ -25,13 +25,13 @@ use crate::store::{JobFilter, MIGRATIONS_TABLE, OpsJob, StoreOptions};
 use dialect::Db;
 use jobs::ops_job_from_row;
 
-mod dialect;
 #[path = "../sql/audit.rs"]
 mod audit;
 #[path = "../sql/certificates.rs"]
 mod certificates;
 #[path = "../sql/credentials.rs"]
 mod credentials;
+mod dialect;
 #[path = "../sql/jobs.rs"]
 mod jobs;
 #[path = "../sql/ledger.rs"]
@@ -42,7 +42,6 @@ mod orders;
 mod sessions;
 #[path = "../sql/withdrawals.rs"]
 mod withdrawals;
-
 
 /// apalis-sqlite 1.0.0's batched ack (`queries/task/ack.sql`), kept verbatim
 /// so start-up can ask the planner how it would run it.
@@ -67,10 +66,7 @@ pub struct Repo {
 impl Repo {
     /// Jobs for the ops console, by id, filtered by queue
     /// and state (as [`Self::queue_stats`] names states), after an id (keyset).
-    pub async fn ops_jobs(
-        &self,
-        filter: &JobFilter,
-    ) -> Result<Vec<OpsJob>, StoreError> {
+    pub async fn ops_jobs(&self, filter: &JobFilter) -> Result<Vec<OpsJob>, StoreError> {
         let rows = sqlx::query(concat!(
             "select * from (select j.id, j.job_type, j.status, j.attempts, j.max_attempts, j.run_at, j.lock_at, j.lock_by, ",
             "j.done_at, cast(j.last_result as text) as last_result, cast(j.job as text) as payload, w.last_seen, ",

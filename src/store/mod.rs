@@ -11,6 +11,7 @@
 pub mod error;
 mod postgres;
 pub mod records;
+pub mod scratch;
 mod sqlite;
 mod time;
 
@@ -29,6 +30,14 @@ pub const MAX_PAGE: i64 = 500;
 /// Our migrations' bookkeeping table; apalis keeps `_sqlx_migrations` to itself.
 pub const MIGRATIONS_TABLE: &str = "fenrun_migrations";
 
+/// Pool size unless the settings say otherwise: SQLite has one writer at a
+/// time anyway, so a few readers beside it are all a pool can use.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+
+/// How long a SQLite writer waits for the lock unless the settings say
+/// otherwise: longer than any one write transaction should hold it.
+pub const DEFAULT_SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
+
 /// Connection settings the store needs (a slice of the application's settings).
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -41,8 +50,8 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
-            max_connections: 8,
-            sqlite_busy_timeout_ms: 5_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            sqlite_busy_timeout_ms: DEFAULT_SQLITE_BUSY_TIMEOUT_MS,
         }
     }
 }
@@ -114,59 +123,8 @@ pub struct OpsJob {
     pub payload: String,
 }
 
+/// Opening the database, and what the health checks and start-up ask of it.
 impl Store {
-    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
-        dispatch!(self, repo => repo.record_audit(entry).await)
-    }
-
-    pub async fn audit_entries(
-        &self,
-        before: Option<i64>,
-        target: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
-        dispatch!(self, repo => repo.audit_entries(before, target, limit).await)
-    }
-
-    pub async fn ops_jobs(&self, filter: &JobFilter) -> Result<Vec<OpsJob>, StoreError> {
-        dispatch!(self, repo => repo.ops_jobs(filter).await)
-    }
-
-    pub async fn done_last_hour(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        dispatch!(self, repo => repo.done_last_hour().await)
-    }
-
-    /// Also appends the audit entry, in the same transaction, when the
-    /// job's status changed.
-    pub async fn retry_job(
-        &self,
-        id: &str,
-        actor: &Actor,
-        at: DateTime<Utc>,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        dispatch!(self, repo => repo.retry_job(id, actor, at).await)
-    }
-
-    /// Also appends the audit entry, in the same transaction, when the
-    /// job's status changed.
-    pub async fn cancel_job(
-        &self,
-        id: &str,
-        actor: &Actor,
-        at: DateTime<Utc>,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        dispatch!(self, repo => repo.cancel_job(id, actor, at).await)
-    }
-
-    /// Jobs per queue and state with the oldest `run_at` (unix seconds) of
-    /// each group, for `/metrics` and the ops console.
-    pub async fn queue_stats(
-        &self,
-        now_secs: i64,
-    ) -> Result<Vec<(String, String, i64, Option<i64>)>, StoreError> {
-        dispatch!(self, repo => repo.queue_stats(now_secs).await)
-    }
-
     /// Opens the database named by `url` (`sqlite://…` or `postgres://…`),
     /// creating a SQLite file if needed, and applies every migration: apalis's
     /// and ours.
@@ -206,6 +164,44 @@ impl Store {
         dispatch!(self, repo => repo.close().await)
     }
 
+    pub fn queue_pool(&self) -> QueuePool {
+        match &self.backend {
+            Backend::Sqlite(repo) => QueuePool::Sqlite(repo.pool().clone()),
+            Backend::Postgres(repo) => QueuePool::Postgres(repo.pool().clone()),
+        }
+    }
+
+    /// How SQLite would plan apalis's ack query (`None` on PostgreSQL).
+    pub async fn sqlite_ack_plan(&self) -> Result<Option<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(repo) => Ok(Some(sqlite::ack_plan(repo.pool()).await?)),
+            Backend::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// `PRAGMA synchronous` of every pooled SQLite connection (`None` on PostgreSQL).
+    pub async fn sqlite_synchronous_levels(&self) -> Result<Option<Vec<i64>>, StoreError> {
+        let Backend::Sqlite(repo) = &self.backend else {
+            return Ok(None);
+        };
+        let mut held = Vec::new();
+        let mut levels = Vec::new();
+        let size = repo.pool().size().max(1);
+        for _ in 0..size {
+            let mut conn = repo.pool().acquire().await?;
+            levels.push(
+                sqlx::query_scalar("pragma synchronous")
+                    .fetch_one(&mut *conn)
+                    .await?,
+            );
+            held.push(conn);
+        }
+        Ok(Some(levels))
+    }
+}
+
+/// Distributors, the ledger and commission plans; the SQL is in `sql/ledger.rs`.
+impl Store {
     pub async fn create_distributor(
         &self,
         new: &NewDistributor,
@@ -287,82 +283,10 @@ impl Store {
     pub async fn list_plans(&self) -> Result<Vec<StoredPlan>, StoreError> {
         dispatch!(self, repo => repo.list_plans().await)
     }
+}
 
-    /// Stores a token's hash (expiring at `expires_at`, if set) with its
-    /// audit entry by `actor`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn insert_token(
-        &self,
-        token_id: &str,
-        token_sha256: &str,
-        role: Role,
-        distributor: Option<&DistributorId>,
-        expires_at: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.insert_token(token_id, token_sha256, role, distributor, expires_at, now, actor).await)
-    }
-
-    /// The token with this hash, revoked and expired ones included.
-    pub async fn token_by_hash(
-        &self,
-        token_sha256: &str,
-    ) -> Result<Option<TokenRecord>, StoreError> {
-        dispatch!(self, repo => repo.token_by_hash(token_sha256).await)
-    }
-
-    /// Tokens in id order after `after`, at most `limit` (≤ [`MAX_PAGE`]).
-    pub async fn tokens(
-        &self,
-        after: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<TokenListing>, StoreError> {
-        dispatch!(self, repo => repo.tokens(after, limit).await)
-    }
-
-    /// Revokes a token and ends its page sessions, audited in the same
-    /// transaction; `None` if there is no such token.
-    pub async fn revoke_token(
-        &self,
-        id: &str,
-        now: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<Option<Revocation>, StoreError> {
-        dispatch!(self, repo => repo.revoke_token(id, now, actor).await)
-    }
-
-    /// Stores a page session; deletes the ended ones on the way.
-    pub async fn create_session(
-        &self,
-        session_sha256: &str,
-        token_id: &str,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        idle_cutoff: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.create_session(session_sha256, token_id, now, expires_at, idle_cutoff).await)
-    }
-
-    pub async fn session_by_hash(
-        &self,
-        session_sha256: &str,
-    ) -> Result<Option<SessionRecord>, StoreError> {
-        dispatch!(self, repo => repo.session_by_hash(session_sha256).await)
-    }
-
-    pub async fn touch_session(
-        &self,
-        session_sha256: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.touch_session(session_sha256, now).await)
-    }
-
-    pub async fn delete_session(&self, session_sha256: &str) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.delete_session(session_sha256).await)
-    }
-
+/// Orders and their commission lines; the SQL is in `sql/orders.rs`.
+impl Store {
     pub async fn ingest_orders(
         &self,
         batch: &[PreparedOrder],
@@ -409,341 +333,6 @@ impl Store {
 
     pub async fn order_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         dispatch!(self, repo => repo.order_counts().await)
-    }
-
-    /// Stores a distributor's identity (sealed), replacing an earlier one.
-    pub async fn upsert_identity(
-        &self,
-        identity: &SealedIdentity,
-    ) -> Result<SealedIdentity, StoreError> {
-        dispatch!(self, repo => repo.upsert_identity(identity).await)
-    }
-
-    /// Stores an identity given through the API: a change after a
-    /// certificate is audited and flags the next withdrawal for review (see
-    /// the backends' `put_identity`). `compare` names the changed fields.
-    pub async fn put_identity<F>(
-        &self,
-        identity: &SealedIdentity,
-        actor: &Actor,
-        compare: F,
-    ) -> Result<SealedIdentity, StoreError>
-    where
-        F: FnOnce(&SealedIdentity) -> Result<Vec<&'static str>, StoreError> + Send,
-    {
-        dispatch!(self, repo => repo.put_identity(identity, actor, compare).await)
-    }
-
-    pub async fn identity(&self, id: &DistributorId) -> Result<Option<SealedIdentity>, StoreError> {
-        dispatch!(self, repo => repo.identity(id).await)
-    }
-
-    pub async fn insert_payout_account(
-        &self,
-        account: &SealedPayoutAccount,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.insert_payout_account(account).await)
-    }
-
-    /// A distributor's payout accounts, oldest first.
-    pub async fn payout_accounts(
-        &self,
-        distributor: &DistributorId,
-    ) -> Result<Vec<SealedPayoutAccount>, StoreError> {
-        dispatch!(self, repo => repo.payout_accounts(distributor).await)
-    }
-
-    pub async fn payout_account(
-        &self,
-        id: &str,
-    ) -> Result<Option<SealedPayoutAccount>, StoreError> {
-        dispatch!(self, repo => repo.payout_account(id).await)
-    }
-
-    /// Identities sealed under another key than `current_key_id`, after
-    /// distributor id `after`: one page of `keys rotate`.
-    pub async fn identities_to_reseal(
-        &self,
-        current_key_id: &str,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<SealedIdentity>, StoreError> {
-        dispatch!(self, repo => repo.identities_to_reseal(current_key_id, after, limit).await)
-    }
-
-    /// Replaces an identity's sealed values if the row is still `expected`
-    /// (key id and sealed bytes); `false` if it changed meanwhile.
-    pub async fn reseal_identity(
-        &self,
-        expected: &SealedIdentity,
-        real_name: &[u8],
-        id_number: &[u8],
-        new_key_id: &str,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, repo => repo.reseal_identity(expected, real_name, id_number, new_key_id).await)
-    }
-
-    /// Payout accounts sealed under another key than `current_key_id`, after
-    /// account id `after`: one page of `keys rotate`.
-    pub async fn payout_accounts_to_reseal(
-        &self,
-        current_key_id: &str,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<SealedPayoutAccount>, StoreError> {
-        dispatch!(self, repo => repo.payout_accounts_to_reseal(current_key_id, after, limit).await)
-    }
-
-    /// Replaces an account's sealed value if the row is still `expected`
-    /// (key id and sealed bytes); `false` if it changed meanwhile.
-    pub async fn reseal_payout_account(
-        &self,
-        expected: &SealedPayoutAccount,
-        account: &[u8],
-        new_key_id: &str,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, repo => repo.reseal_payout_account(expected, account, new_key_id).await)
-    }
-
-    /// How SQLite would plan apalis's ack query (`None` on PostgreSQL).
-    pub async fn sqlite_ack_plan(&self) -> Result<Option<String>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(repo) => Ok(Some(sqlite::ack_plan(repo.pool()).await?)),
-            Backend::Postgres(_) => Ok(None),
-        }
-    }
-
-    /// `PRAGMA synchronous` of every pooled SQLite connection (`None` on PostgreSQL).
-    pub async fn sqlite_synchronous_levels(&self) -> Result<Option<Vec<i64>>, StoreError> {
-        let Backend::Sqlite(repo) = &self.backend else {
-            return Ok(None);
-        };
-        let mut held = Vec::new();
-        let mut levels = Vec::new();
-        let size = repo.pool().size().max(1);
-        for _ in 0..size {
-            let mut conn = repo.pool().acquire().await?;
-            levels.push(
-                sqlx::query_scalar("pragma synchronous")
-                    .fetch_one(&mut *conn)
-                    .await?,
-            );
-            held.push(conn);
-        }
-        Ok(Some(levels))
-    }
-}
-
-/// The payload of a withdrawal's transfer job.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct TransferJob {
-    pub withdrawal_id: String,
-}
-
-/// The payload of a withdrawal's certificate job (the same shape as a
-/// transfer job's, on its own queue).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct CertificateJob {
-    pub withdrawal_id: String,
-}
-
-/// The apalis task of a withdrawal step (transfer or certificate), due now.
-pub(crate) fn withdrawal_step_task(
-    spec: &JobSpec,
-    withdrawal_id: &str,
-    key: String,
-) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
-    let payload = serde_json::to_vec(&TransferJob {
-        withdrawal_id: withdrawal_id.to_owned(),
-    })
-    .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    Ok(apalis_core::task::builder::TaskBuilder::new(payload)
-        .max_attempts(spec.max_attempts as usize)
-        .idempotency_key(key)
-        .build())
-}
-
-/// The payload of a release job: the release time it was enqueued for. The
-/// step releases everything due by then (and anything else already due).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ReleaseJob {
-    pub release_at: DateTime<Utc>,
-}
-
-/// The apalis task for a release time: runs at that time, and its
-/// idempotency key makes every order with the same release time share one job.
-pub(crate) fn release_task(
-    spec: &JobSpec,
-    release_at: DateTime<Utc>,
-) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
-    let payload = serde_json::to_vec(&ReleaseJob { release_at })
-        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    let run_at = u64::try_from(release_at.timestamp()).unwrap_or(0);
-    Ok(apalis_core::task::builder::TaskBuilder::new(payload)
-        .run_at_timestamp(run_at)
-        .max_attempts(spec.max_attempts as usize)
-        .idempotency_key(format!("release:{}", release_at.to_rfc3339()))
-        .build())
-}
-
-/// Which backend a URL names.
-pub fn backend_of(url: &str) -> Option<BackendKind> {
-    if url.starts_with("sqlite:") {
-        Some(BackendKind::Sqlite)
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Some(BackendKind::Postgres)
-    } else {
-        None
-    }
-}
-
-/// A database URL with any password replaced, fit for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}://{user}:***{}", &url[..scheme_end], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_reach_a_redacted_url() {
-        assert_eq!(
-            redact_url("postgres://fenrun:s3cret@db:5432/fenrun"),
-            "postgres://fenrun:***@db:5432/fenrun"
-        );
-        assert_eq!(
-            redact_url("postgres://root@127.0.0.1/test"),
-            "postgres://root@127.0.0.1/test"
-        );
-        assert_eq!(redact_url("sqlite://fenrun.db"), "sqlite://fenrun.db");
-    }
-
-    #[test]
-    fn the_backend_is_chosen_by_the_url_scheme() {
-        assert_eq!(backend_of("sqlite://fenrun.db"), Some(BackendKind::Sqlite));
-        assert_eq!(backend_of("postgres://x/y"), Some(BackendKind::Postgres));
-        assert_eq!(backend_of("postgresql://x/y"), Some(BackendKind::Postgres));
-        assert_eq!(backend_of("mysql://x"), None);
-    }
-}
-
-/// The pool apalis's storages run on: the job queue lives in the same
-/// database as the business tables, so a step's effect and its next job
-/// commit together.
-#[derive(Clone)]
-pub enum QueuePool {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-impl Store {
-    pub fn queue_pool(&self) -> QueuePool {
-        match &self.backend {
-            Backend::Sqlite(repo) => QueuePool::Sqlite(repo.pool().clone()),
-            Backend::Postgres(repo) => QueuePool::Postgres(repo.pool().clone()),
-        }
-    }
-}
-
-/// A PostgreSQL database made for one run (a benchmark), dropped by [`drop_scratch_database`].
-pub async fn create_scratch_database(server_url: &str, name: &str) -> Result<String, StoreError> {
-    use sqlx::Connection;
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return Err(StoreError::Corrupt(format!(
-            "scratch database name {name:?}"
-        )));
-    }
-    let mut conn = sqlx::PgConnection::connect(server_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await?;
-    let (base, _) = server_url
-        .rsplit_once('/')
-        .ok_or_else(|| StoreError::Corrupt("a PostgreSQL URL ends with /database".to_owned()))?;
-    Ok(format!("{base}/{name}"))
-}
-
-pub async fn drop_scratch_database(server_url: &str, name: &str) -> Result<(), StoreError> {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(server_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {name} with (force)"
-    )))
-    .execute(&mut conn)
-    .await?;
-    conn.close().await?;
-    Ok(())
-}
-
-impl Store {
-    /// Jobs of one apalis queue by status.
-    pub async fn queue_counts(&self, queue: &str) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(match &self.backend {
-            Backend::Sqlite(repo) => {
-                sqlx::query_as("select status, count(*) from Jobs where job_type = $1 group by status order by status")
-                    .bind(queue)
-                    .fetch_all(repo.pool())
-                    .await?
-            }
-            Backend::Postgres(repo) => {
-                sqlx::query_as(
-                    "select status, count(*) from apalis.jobs where job_type = $1 group by status order by status",
-                )
-                .bind(queue)
-                .fetch_all(repo.pool())
-                .await?
-            }
-        })
-    }
-
-    /// Pushes `count` no-op jobs onto `queue` (the queue benchmark's backlog).
-    pub async fn push_noop_jobs(&self, queue: &str, count: usize) -> Result<(), StoreError> {
-        const PER_TRANSACTION: usize = 1_000;
-        let payload = serde_json::to_vec(&serde_json::json!({}))
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        let mut left = count;
-        while left > 0 {
-            let take = left.min(PER_TRANSACTION);
-            let tasks: Vec<_> = (0..take)
-                .map(|_| {
-                    apalis_core::task::builder::TaskBuilder::new(payload.clone())
-                        .max_attempts(3)
-                        .build()
-                })
-                .collect();
-            match &self.backend {
-                Backend::Sqlite(repo) => {
-                    let mut tx = repo.pool().begin().await?;
-                    apalis_sqlite::queries::push_tasks(&mut *tx, queue, &tasks)
-                        .await
-                        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-                    tx.commit().await?;
-                }
-                Backend::Postgres(repo) => {
-                    let mut tx = repo.pool().begin().await?;
-                    apalis_postgres::queries::push_tasks(&mut *tx, queue, tasks)
-                        .await
-                        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-                    tx.commit().await?;
-                }
-            }
-            left -= take;
-        }
-        Ok(())
     }
 }
 
@@ -999,5 +588,351 @@ impl Store {
 
     pub async fn ledger_tax_for_month(&self, tax_month: &str) -> Result<Money, StoreError> {
         dispatch!(self, repo => repo.ledger_tax_for_month(tax_month).await)
+    }
+}
+
+/// Payout credentials, sealed by the vault (SPEC §2.5); the SQL is in `sql/credentials.rs`.
+impl Store {
+    /// Stores a distributor's identity (sealed), replacing an earlier one.
+    pub async fn upsert_identity(
+        &self,
+        identity: &SealedIdentity,
+    ) -> Result<SealedIdentity, StoreError> {
+        dispatch!(self, repo => repo.upsert_identity(identity).await)
+    }
+
+    /// Stores an identity given through the API: a change after a
+    /// certificate is audited and flags the next withdrawal for review (see
+    /// the backends' `put_identity`). `compare` names the changed fields.
+    pub async fn put_identity<F>(
+        &self,
+        identity: &SealedIdentity,
+        actor: &Actor,
+        compare: F,
+    ) -> Result<SealedIdentity, StoreError>
+    where
+        F: FnOnce(&SealedIdentity) -> Result<Vec<&'static str>, StoreError> + Send,
+    {
+        dispatch!(self, repo => repo.put_identity(identity, actor, compare).await)
+    }
+
+    pub async fn identity(&self, id: &DistributorId) -> Result<Option<SealedIdentity>, StoreError> {
+        dispatch!(self, repo => repo.identity(id).await)
+    }
+
+    pub async fn insert_payout_account(
+        &self,
+        account: &SealedPayoutAccount,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.insert_payout_account(account).await)
+    }
+
+    /// A distributor's payout accounts, oldest first.
+    pub async fn payout_accounts(
+        &self,
+        distributor: &DistributorId,
+    ) -> Result<Vec<SealedPayoutAccount>, StoreError> {
+        dispatch!(self, repo => repo.payout_accounts(distributor).await)
+    }
+
+    pub async fn payout_account(
+        &self,
+        id: &str,
+    ) -> Result<Option<SealedPayoutAccount>, StoreError> {
+        dispatch!(self, repo => repo.payout_account(id).await)
+    }
+
+    /// Identities sealed under another key than `current_key_id`, after
+    /// distributor id `after`: one page of `keys rotate`.
+    pub async fn identities_to_reseal(
+        &self,
+        current_key_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedIdentity>, StoreError> {
+        dispatch!(self, repo => repo.identities_to_reseal(current_key_id, after, limit).await)
+    }
+
+    /// Replaces an identity's sealed values if the row is still `expected`
+    /// (key id and sealed bytes); `false` if it changed meanwhile.
+    pub async fn reseal_identity(
+        &self,
+        expected: &SealedIdentity,
+        real_name: &[u8],
+        id_number: &[u8],
+        new_key_id: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, repo => repo.reseal_identity(expected, real_name, id_number, new_key_id).await)
+    }
+
+    /// Payout accounts sealed under another key than `current_key_id`, after
+    /// account id `after`: one page of `keys rotate`.
+    pub async fn payout_accounts_to_reseal(
+        &self,
+        current_key_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedPayoutAccount>, StoreError> {
+        dispatch!(self, repo => repo.payout_accounts_to_reseal(current_key_id, after, limit).await)
+    }
+
+    /// Replaces an account's sealed value if the row is still `expected`
+    /// (key id and sealed bytes); `false` if it changed meanwhile.
+    pub async fn reseal_payout_account(
+        &self,
+        expected: &SealedPayoutAccount,
+        account: &[u8],
+        new_key_id: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, repo => repo.reseal_payout_account(expected, account, new_key_id).await)
+    }
+}
+
+/// API tokens and page sessions; the SQL is in `sql/sessions.rs`.
+impl Store {
+    /// Stores a token's hash (expiring at `expires_at`, if set) with its
+    /// audit entry by `actor`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_token(
+        &self,
+        token_id: &str,
+        token_sha256: &str,
+        role: Role,
+        distributor: Option<&DistributorId>,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.insert_token(token_id, token_sha256, role, distributor, expires_at, now, actor).await)
+    }
+
+    /// The token with this hash, revoked and expired ones included.
+    pub async fn token_by_hash(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        dispatch!(self, repo => repo.token_by_hash(token_sha256).await)
+    }
+
+    /// Tokens in id order after `after`, at most `limit` (≤ [`MAX_PAGE`]).
+    pub async fn tokens(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<TokenListing>, StoreError> {
+        dispatch!(self, repo => repo.tokens(after, limit).await)
+    }
+
+    /// Revokes a token and ends its page sessions, audited in the same
+    /// transaction; `None` if there is no such token.
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<Option<Revocation>, StoreError> {
+        dispatch!(self, repo => repo.revoke_token(id, now, actor).await)
+    }
+
+    /// Stores a page session; deletes the ended ones on the way.
+    pub async fn create_session(
+        &self,
+        session_sha256: &str,
+        token_id: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.create_session(session_sha256, token_id, now, expires_at, idle_cutoff).await)
+    }
+
+    pub async fn session_by_hash(
+        &self,
+        session_sha256: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        dispatch!(self, repo => repo.session_by_hash(session_sha256).await)
+    }
+
+    pub async fn touch_session(
+        &self,
+        session_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.touch_session(session_sha256, now).await)
+    }
+
+    pub async fn delete_session(&self, session_sha256: &str) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.delete_session(session_sha256).await)
+    }
+}
+
+/// The audit log (SPEC §2.10); the SQL is in `sql/audit.rs`.
+impl Store {
+    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        dispatch!(self, repo => repo.record_audit(entry).await)
+    }
+
+    pub async fn audit_entries(
+        &self,
+        before: Option<i64>,
+        target: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
+        dispatch!(self, repo => repo.audit_entries(before, target, limit).await)
+    }
+}
+
+/// The job queues as the ops console and `/metrics` see them; the SQL is in
+/// `sql/jobs.rs` and each backend's own `mod.rs`.
+impl Store {
+    pub async fn ops_jobs(&self, filter: &JobFilter) -> Result<Vec<OpsJob>, StoreError> {
+        dispatch!(self, repo => repo.ops_jobs(filter).await)
+    }
+
+    pub async fn done_last_hour(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, repo => repo.done_last_hour().await)
+    }
+
+    /// Also appends the audit entry, in the same transaction, when the
+    /// job's status changed.
+    pub async fn retry_job(
+        &self,
+        id: &str,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        dispatch!(self, repo => repo.retry_job(id, actor, at).await)
+    }
+
+    /// Also appends the audit entry, in the same transaction, when the
+    /// job's status changed.
+    pub async fn cancel_job(
+        &self,
+        id: &str,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        dispatch!(self, repo => repo.cancel_job(id, actor, at).await)
+    }
+
+    /// Jobs per queue and state with the oldest `run_at` (unix seconds) of
+    /// each group, for `/metrics` and the ops console.
+    pub async fn queue_stats(
+        &self,
+        now_secs: i64,
+    ) -> Result<Vec<(String, String, i64, Option<i64>)>, StoreError> {
+        dispatch!(self, repo => repo.queue_stats(now_secs).await)
+    }
+}
+
+/// The pool apalis's storages run on: the job queue lives in the same
+/// database as the business tables, so a step's effect and its next job
+/// commit together.
+#[derive(Clone)]
+pub enum QueuePool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// The payload of a withdrawal's transfer job.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct TransferJob {
+    pub withdrawal_id: String,
+}
+
+/// The payload of a withdrawal's certificate job (the same shape as a
+/// transfer job's, on its own queue).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct CertificateJob {
+    pub withdrawal_id: String,
+}
+
+/// The apalis task of a withdrawal step (transfer or certificate), due now.
+pub(crate) fn withdrawal_step_task(
+    spec: &JobSpec,
+    withdrawal_id: &str,
+    key: String,
+) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
+    let payload = serde_json::to_vec(&TransferJob {
+        withdrawal_id: withdrawal_id.to_owned(),
+    })
+    .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    Ok(apalis_core::task::builder::TaskBuilder::new(payload)
+        .max_attempts(spec.max_attempts as usize)
+        .idempotency_key(key)
+        .build())
+}
+
+/// The payload of a release job: the release time it was enqueued for. The
+/// step releases everything due by then (and anything else already due).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ReleaseJob {
+    pub release_at: DateTime<Utc>,
+}
+
+/// The apalis task for a release time: runs at that time, and its
+/// idempotency key makes every order with the same release time share one job.
+pub(crate) fn release_task(
+    spec: &JobSpec,
+    release_at: DateTime<Utc>,
+) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
+    let payload = serde_json::to_vec(&ReleaseJob { release_at })
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let run_at = u64::try_from(release_at.timestamp()).unwrap_or(0);
+    Ok(apalis_core::task::builder::TaskBuilder::new(payload)
+        .run_at_timestamp(run_at)
+        .max_attempts(spec.max_attempts as usize)
+        .idempotency_key(format!("release:{}", release_at.to_rfc3339()))
+        .build())
+}
+
+/// Which backend a URL names.
+pub fn backend_of(url: &str) -> Option<BackendKind> {
+    if url.starts_with("sqlite:") {
+        Some(BackendKind::Sqlite)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Some(BackendKind::Postgres)
+    } else {
+        None
+    }
+}
+
+/// A database URL with any password replaced, fit for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***{}", &url[..scheme_end], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_a_redacted_url() {
+        assert_eq!(
+            redact_url("postgres://fenrun:s3cret@db:5432/fenrun"),
+            "postgres://fenrun:***@db:5432/fenrun"
+        );
+        assert_eq!(
+            redact_url("postgres://root@127.0.0.1/test"),
+            "postgres://root@127.0.0.1/test"
+        );
+        assert_eq!(redact_url("sqlite://fenrun.db"), "sqlite://fenrun.db");
+    }
+
+    #[test]
+    fn the_backend_is_chosen_by_the_url_scheme() {
+        assert_eq!(backend_of("sqlite://fenrun.db"), Some(BackendKind::Sqlite));
+        assert_eq!(backend_of("postgres://x/y"), Some(BackendKind::Postgres));
+        assert_eq!(backend_of("postgresql://x/y"), Some(BackendKind::Postgres));
+        assert_eq!(backend_of("mysql://x"), None);
     }
 }

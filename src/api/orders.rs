@@ -163,9 +163,14 @@ impl From<SettlementError> for ApiError {
                     None => refused,
                 }
             }
+            SettlementError::Refund(refusal) => {
+                ApiError::unprocessable(refusal.code(), refusal.to_string())
+                    .with_field(refusal.field())
+            }
             SettlementError::Conflict { code, message } => ApiError::conflict(code, message),
             SettlementError::NotFound(what) => ApiError::not_found(what),
             SettlementError::Stopping => ApiError::unavailable("the service is stopping"),
+            SettlementError::Overflow(_) => ApiError::internal(error),
             SettlementError::Store(store) => store.into(),
         }
     }

@@ -306,14 +306,17 @@ impl Store {
         dispatch!(self, repo => repo.release_due(now, limit, attempt, trigger).await)
     }
 
-    pub async fn refund_order<F>(
+    /// Applies a refund in one transaction: `decide` rules on the locked
+    /// order, and its refusal comes back as it is, in its own error type.
+    pub async fn refund_order<F, E>(
         &self,
         request: &RefundRequest,
         now: DateTime<Utc>,
         decide: F,
-    ) -> Result<RefundOutcome, StoreError>
+    ) -> Result<RefundOutcome, E>
     where
-        F: FnOnce(&OrderSnapshot) -> Result<RefundDecision, StoreError> + Send,
+        F: FnOnce(&OrderSnapshot) -> Result<RefundDecision, E> + Send,
+        E: From<StoreError>,
     {
         dispatch!(self, repo => repo.refund_order(request, now, decide).await)
     }

@@ -310,163 +310,30 @@ impl Repo {
     /// Applies a refund in one transaction: locks the order, lets `decide`
     /// work out the new amounts from the locked snapshot, and writes the
     /// refund, the items, the lines, the ledger transfer and the event.
-    pub async fn refund_order<F>(
+    pub async fn refund_order<F, E>(
         &self,
         request: &RefundRequest,
         now: DateTime<Utc>,
         decide: F,
-    ) -> Result<RefundOutcome, StoreError>
+    ) -> Result<RefundOutcome, E>
     where
-        F: FnOnce(&OrderSnapshot) -> Result<RefundDecision, StoreError> + Send,
+        F: FnOnce(&OrderSnapshot) -> Result<RefundDecision, E> + Send,
+        E: From<StoreError>,
     {
-        let mut tx = self.begin_write().await?;
-        let Some(order) = load_order(&mut tx, &request.order_id, true).await? else {
-            return Err(StoreError::NotFound {
-                what: "order",
-                id: request.order_id.clone(),
-            });
-        };
-        let previous: Option<String> = sqlx::query_scalar(
-            "select request_sha256 from order_refunds where order_id = $1 and refund_id = $2",
-        )
-        .bind(&request.order_id)
-        .bind(&request.refund_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        match previous {
-            Some(hash) if hash == request.request_sha256 => {
-                tx.commit().await?;
+        let mut tx = self.begin_write().await.map_err(StoreError::from)?;
+        let snapshot = match lock_for_refund(&mut tx, request).await? {
+            RefundLock::Replayed(order) => {
+                tx.commit().await.map_err(StoreError::from)?;
                 return Ok(RefundOutcome::Replayed(order));
             }
-            Some(_) => {
-                return Err(StoreError::Conflict {
-                    what: "refund",
-                    id: request.refund_id.clone(),
-                });
-            }
-            None => {}
-        }
-        let items = sqlx::query_as::<_, (i64, String, String, i64, i64)>(
-            "select cast(line_no as bigint), sku, category, amount_fen, refunded_fen from order_items where order_id = $1 order by line_no",
-        )
-        .bind(&request.order_id)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(line_no, sku, category, amount, refunded)| ItemRecord {
-            line_no,
-            sku,
-            category,
-            amount: Money::from_fen(amount),
-            refunded: Money::from_fen(refunded),
-        })
-        .collect();
-        let snapshot = OrderSnapshot { order, items };
-        let decision = decide(&snapshot)?;
-
-        sqlx::query(concat!(
-            "insert into order_refunds (order_id, refund_id, sku, amount_fen, phase, request_sha256, created_at) ",
-            "values ($1, $2, $3, $4, $5, $6, $7)"
-        ))
-        .bind(&request.order_id)
-        .bind(&request.refund_id)
-        .bind(request.sku.as_deref())
-        .bind(request.amount.fen())
-        .bind(decision.phase)
-        .bind(&request.request_sha256)
-        .bind(DbTime(now))
-        .execute(&mut *tx)
-        .await?;
-        for (line_no, amount) in &decision.item_refunds {
-            if amount.is_zero() {
-                continue;
-            }
-            sqlx::query("update order_items set refunded_fen = refunded_fen + $1 where order_id = $2 and line_no = $3")
-                .bind(amount.fen())
-                .bind(&request.order_id)
-                .bind(*line_no)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(concat!(
-            "update orders set refunded_fen = refunded_fen + $1, state = $2, updated_at = $3 ",
-            "where order_id = $4"
-        ))
-        .bind(request.amount.fen())
-        .bind(decision.new_state.as_str())
-        .bind(DbTime(now))
-        .bind(&request.order_id)
-        .execute(&mut *tx)
-        .await?;
-        let live_state = match decision.new_state {
-            OrderState::Holding => LineState::Pending,
-            OrderState::Released => LineState::Released,
-            OrderState::Cancelled => LineState::Cancelled,
+            RefundLock::Fresh(snapshot) => snapshot,
         };
-        for update in &decision.line_updates {
-            let state = if update.amount.is_zero() {
-                LineState::Cancelled
-            } else {
-                live_state
-            };
-            let changed = sqlx::query(concat!(
-                "update commission_lines set base_fen = $1, amount_fen = $2, state = $3, updated_at = $4 ",
-                "where order_id = $5 and level = $6 and rate = $7"
-            ))
-            .bind(update.base.fen())
-            .bind(update.amount.fen())
-            .bind(state.as_str())
-            .bind(DbTime(now))
-            .bind(&request.order_id)
-            .bind(i64::from(update.level))
-            .bind(rate_to_db(update.rate))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed == 0 {
-                sqlx::query(concat!(
-                    "insert into commission_lines (order_id, beneficiary_id, level, rate, base_fen, amount_fen, ",
-                    "plan_version, state, created_at, updated_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
-                ))
-                .bind(&request.order_id)
-                .bind(&update.beneficiary_id)
-                .bind(i64::from(update.level))
-                .bind(rate_to_db(update.rate))
-                .bind(update.base.fen())
-                .bind(update.amount.fen())
-                .bind(snapshot.order.plan_version)
-                .bind(state.as_str())
-                .bind(DbTime(now))
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        if decision.new_state == OrderState::Cancelled {
-            sqlx::query("update commission_lines set state = 'cancelled', updated_at = $1 where order_id = $2")
-                .bind(DbTime(now))
-                .bind(&request.order_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(transfer) = &decision.transfer {
-            apply_transfer(&mut tx, transfer, now).await?;
-        }
-        insert_events(
-            &mut tx,
-            &[NewEvent {
-                order_id: &request.order_id,
-                step: "refund",
-                outcome: decision.event_outcome,
-                attempt: 1,
-                detail: decision.event_detail.clone(),
-            }],
-            now,
-        )
-        .await?;
+        let decision = decide(&snapshot)?;
+        write_refund(&mut tx, request, &snapshot, &decision, now).await?;
         let record = load_order(&mut tx, &request.order_id, false)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("order {} vanished", request.order_id)))?;
-        tx.commit().await?;
+        tx.commit().await.map_err(StoreError::from)?;
         Ok(RefundOutcome::Applied(record))
     }
 
@@ -503,4 +370,198 @@ impl Repo {
                 .await?,
         )
     }
+}
+
+/// Where a refund stands once its order is locked.
+enum RefundLock {
+    /// The same refund, same body, was already applied: answer it again.
+    Replayed(OrderRecord),
+    /// A new refund, and the order and items it will be decided on.
+    Fresh(OrderSnapshot),
+}
+
+/// The refund's first step: locks the order, tells a replay from a refund
+/// id reused with another body, and reads the items the decision needs.
+async fn lock_for_refund(
+    conn: &mut Conn,
+    request: &RefundRequest,
+) -> Result<RefundLock, StoreError> {
+    let Some(order) = load_order(conn, &request.order_id, true).await? else {
+        return Err(StoreError::NotFound {
+            what: "order",
+            id: request.order_id.clone(),
+        });
+    };
+    let previous: Option<String> = sqlx::query_scalar(
+        "select request_sha256 from order_refunds where order_id = $1 and refund_id = $2",
+    )
+    .bind(&request.order_id)
+    .bind(&request.refund_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match previous {
+        Some(hash) if hash == request.request_sha256 => return Ok(RefundLock::Replayed(order)),
+        Some(_) => {
+            return Err(StoreError::Conflict {
+                what: "refund",
+                id: request.refund_id.clone(),
+            });
+        }
+        None => {}
+    }
+    let items = sqlx::query_as::<_, (i64, String, String, i64, i64)>(
+        "select cast(line_no as bigint), sku, category, amount_fen, refunded_fen from order_items where order_id = $1 order by line_no",
+    )
+    .bind(&request.order_id)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(line_no, sku, category, amount, refunded)| ItemRecord {
+        line_no,
+        sku,
+        category,
+        amount: Money::from_fen(amount),
+        refunded: Money::from_fen(refunded),
+    })
+    .collect();
+    Ok(RefundLock::Fresh(OrderSnapshot { order, items }))
+}
+
+/// The refund's last step: writes what was decided — the refund row, the
+/// items' refunded amounts, the order, its commission lines, the ledger
+/// transfer and the timeline event — on the locked order's transaction.
+async fn write_refund(
+    conn: &mut Conn,
+    request: &RefundRequest,
+    snapshot: &OrderSnapshot,
+    decision: &RefundDecision,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    record_refund(conn, request, decision, now).await?;
+    rewrite_commission_lines(conn, request, snapshot, decision, now).await?;
+    if let Some(transfer) = &decision.transfer {
+        apply_transfer(conn, transfer, now).await?;
+    }
+    insert_events(
+        conn,
+        &[NewEvent {
+            order_id: &request.order_id,
+            step: "refund",
+            outcome: decision.event_outcome,
+            attempt: 1,
+            detail: decision.event_detail.clone(),
+        }],
+        now,
+    )
+    .await
+}
+
+/// The refund row, the items' refunded amounts and the order's new total
+/// and state.
+async fn record_refund(
+    conn: &mut Conn,
+    request: &RefundRequest,
+    decision: &RefundDecision,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(concat!(
+        "insert into order_refunds (order_id, refund_id, sku, amount_fen, phase, request_sha256, created_at) ",
+        "values ($1, $2, $3, $4, $5, $6, $7)"
+    ))
+    .bind(&request.order_id)
+    .bind(&request.refund_id)
+    .bind(request.sku.as_deref())
+    .bind(request.amount.fen())
+    .bind(decision.phase)
+    .bind(&request.request_sha256)
+    .bind(DbTime(now))
+    .execute(&mut *conn)
+    .await?;
+    for (line_no, amount) in &decision.item_refunds {
+        if amount.is_zero() {
+            continue;
+        }
+        sqlx::query("update order_items set refunded_fen = refunded_fen + $1 where order_id = $2 and line_no = $3")
+            .bind(amount.fen())
+            .bind(&request.order_id)
+            .bind(*line_no)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query(concat!(
+        "update orders set refunded_fen = refunded_fen + $1, state = $2, updated_at = $3 ",
+        "where order_id = $4"
+    ))
+    .bind(request.amount.fen())
+    .bind(decision.new_state.as_str())
+    .bind(DbTime(now))
+    .bind(&request.order_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The order's commission lines as recomputed on the net amount: each
+/// updated in place, added if the plan now pays a new one, and all
+/// cancelled with the order.
+async fn rewrite_commission_lines(
+    conn: &mut Conn,
+    request: &RefundRequest,
+    snapshot: &OrderSnapshot,
+    decision: &RefundDecision,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let live_state = match decision.new_state {
+        OrderState::Holding => LineState::Pending,
+        OrderState::Released => LineState::Released,
+        OrderState::Cancelled => LineState::Cancelled,
+    };
+    for update in &decision.line_updates {
+        let state = if update.amount.is_zero() {
+            LineState::Cancelled
+        } else {
+            live_state
+        };
+        let changed = sqlx::query(concat!(
+            "update commission_lines set base_fen = $1, amount_fen = $2, state = $3, updated_at = $4 ",
+            "where order_id = $5 and level = $6 and rate = $7"
+        ))
+        .bind(update.base.fen())
+        .bind(update.amount.fen())
+        .bind(state.as_str())
+        .bind(DbTime(now))
+        .bind(&request.order_id)
+        .bind(i64::from(update.level))
+        .bind(rate_to_db(update.rate))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            sqlx::query(concat!(
+                "insert into commission_lines (order_id, beneficiary_id, level, rate, base_fen, amount_fen, ",
+                "plan_version, state, created_at, updated_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+            ))
+            .bind(&request.order_id)
+            .bind(&update.beneficiary_id)
+            .bind(i64::from(update.level))
+            .bind(rate_to_db(update.rate))
+            .bind(update.base.fen())
+            .bind(update.amount.fen())
+            .bind(snapshot.order.plan_version)
+            .bind(state.as_str())
+            .bind(DbTime(now))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    if decision.new_state == OrderState::Cancelled {
+        sqlx::query(
+            "update commission_lines set state = 'cancelled', updated_at = $1 where order_id = $2",
+        )
+        .bind(DbTime(now))
+        .bind(&request.order_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }

@@ -16,9 +16,11 @@ pub enum StoreError {
     /// The transfer would take an account below zero (→ 422).
     #[error("insufficient balance in {account}")]
     InsufficientFunds { account: String },
-    /// A business rule refused the change (→ 422 with this code); nothing was written.
-    #[error("{message}")]
-    Refused { code: &'static str, message: String },
+    /// The change would take a balance past what 64 bits of fen hold
+    /// (±92,233,720,368,547,758.07 yuan) (→ 422 `balance_overflow`); nothing
+    /// was written.
+    #[error("the balance of {account} would overflow: the change is refused")]
+    BalanceOverflow { account: String },
     /// A stored value the code does not understand: a bug or a tampered row.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -60,7 +62,7 @@ impl StoreError {
             | StoreError::NotFound { .. }
             | StoreError::IdempotencyConflict { .. }
             | StoreError::InsufficientFunds { .. }
-            | StoreError::Refused { .. }
+            | StoreError::BalanceOverflow { .. }
             | StoreError::Corrupt(_)
             | StoreError::Queue(_)
             | StoreError::Migrate(_)

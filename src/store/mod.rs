@@ -21,6 +21,7 @@ use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Transfer};
 use crate::domain::money::Money;
+use crate::domain::withdrawal::StateRefusal;
 pub use error::StoreError;
 pub use records::*;
 
@@ -341,14 +342,17 @@ impl Store {
 
 /// Withdrawals (SPEC §2.4); the SQL is in `sql/withdrawals.rs`.
 impl Store {
-    pub async fn request_withdrawal<F>(
+    /// Records a request in one transaction: `decide` rules on the locked
+    /// facts, and its refusal comes back as it is, in its own error type.
+    pub async fn request_withdrawal<F, E>(
         &self,
         draft: &WithdrawalDraft,
         transfer_job: &JobSpec,
         decide: F,
-    ) -> Result<WithdrawalRequestOutcome, StoreError>
+    ) -> Result<WithdrawalRequestOutcome, E>
     where
-        F: FnOnce(&WithdrawalFacts) -> Result<WithdrawalDecision, StoreError> + Send,
+        F: FnOnce(&WithdrawalFacts) -> Result<WithdrawalDecision, E> + Send,
+        E: From<StoreError>,
     {
         dispatch!(self, repo => repo.request_withdrawal(draft, transfer_job, decide).await)
     }
@@ -395,6 +399,8 @@ impl Store {
         dispatch!(self, repo => repo.mark_polled(id, now).await)
     }
 
+    /// Approves or rejects a withdrawal waiting for review; any other state
+    /// is answered as the inner refusal, with nothing written.
     pub async fn review_withdrawal(
         &self,
         id: &str,
@@ -402,15 +408,17 @@ impl Store {
         transfer_job: &JobSpec,
         now: DateTime<Utc>,
         actor: &Actor,
-    ) -> Result<WithdrawalRecord, StoreError> {
+    ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
         dispatch!(self, repo => repo.review_withdrawal(id, decision, transfer_job, now, actor).await)
     }
 
+    /// Cancels a withdrawal whose transfer has not started; any other state
+    /// is answered as the inner refusal, with nothing written.
     pub async fn cancel_withdrawal(
         &self,
         id: &str,
         now: DateTime<Utc>,
-    ) -> Result<WithdrawalRecord, StoreError> {
+    ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
         dispatch!(self, repo => repo.cancel_withdrawal(id, now).await)
     }
 
@@ -530,11 +538,13 @@ impl Store {
         dispatch!(self, repo => repo.paid_without_certificate(limit).await)
     }
 
+    /// Inserts a correction unless the certificate it replaces was already
+    /// corrected (then nothing is written).
     pub async fn insert_correction(
         &self,
         new: &NewCertificate,
         actor: &Actor,
-    ) -> Result<(), StoreError> {
+    ) -> Result<CorrectionOutcome, StoreError> {
         dispatch!(self, repo => repo.insert_correction(new, actor).await)
     }
 

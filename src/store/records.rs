@@ -91,6 +91,17 @@ impl Balance {
     }
 }
 
+/// What inserting a correction came to: a certificate is corrected once,
+/// and a later correction corrects the newest one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorrectionOutcome {
+    Inserted,
+    /// Certificate `by` already corrects it; nothing was written.
+    AlreadyCorrected {
+        by: String,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransferOutcome {
     Applied {

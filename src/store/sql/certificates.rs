@@ -13,7 +13,9 @@ use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, PlatformAccount};
 use crate::domain::money::Money;
 use crate::store::error::StoreError;
-use crate::store::records::{Actor, CertificateRecord, NewCertificate, PreparedDeclaration};
+use crate::store::records::{
+    Actor, CertificateRecord, CorrectionOutcome, NewCertificate, PreparedDeclaration,
+};
 use crate::store::time::DbTime;
 use crate::store::{JobSpec, MAX_PAGE, withdrawal_step_task};
 
@@ -67,7 +69,7 @@ impl Repo {
         &self,
         new: &NewCertificate,
         actor: &Actor,
-    ) -> Result<(), StoreError> {
+    ) -> Result<CorrectionOutcome, StoreError> {
         let replaces = new.replaces.as_deref().ok_or_else(|| {
             StoreError::Corrupt("a correction names the certificate it replaces".to_owned())
         })?;
@@ -78,12 +80,7 @@ impl Repo {
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(corrected) = corrected {
-            return Err(StoreError::Refused {
-                code: "certificate_already_corrected",
-                message: format!(
-                    "certificate {replaces} was already corrected by {corrected}; correct that one"
-                ),
-            });
+            return Ok(CorrectionOutcome::AlreadyCorrected { by: corrected });
         }
         insert_certificate_row(&mut tx, new).await?;
         audit_in(
@@ -97,7 +94,7 @@ impl Repo {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(CorrectionOutcome::Inserted)
     }
 
     /// The number of the certificate in force for a withdrawal: the newest

@@ -206,11 +206,10 @@ pub(super) async fn apply_transfers(
 }
 
 /// The refusal of a change that would take a balance past what 64 bits of
-/// fen hold (±92,233,720,368,547,758.07 yuan); nothing is written.
+/// fen hold; nothing is written.
 fn balance_overflow(account: &str) -> StoreError {
-    StoreError::Refused {
-        code: "balance_overflow",
-        message: format!("the balance of {account} would overflow: the change is refused"),
+    StoreError::BalanceOverflow {
+        account: account.to_owned(),
     }
 }
 

@@ -20,7 +20,9 @@ use crate::domain::ledger::{
     self as ledger_rules, AccountId, Bucket, PlatformAccount, TransferError,
 };
 use crate::domain::money::Money;
-use crate::domain::withdrawal::{RiskFlag, Speed, WithdrawalState};
+use crate::domain::withdrawal::{
+    RiskFlag, Speed, StateRefusal, WithdrawalState, check_cancellable, check_reviewable,
+};
 use crate::store::error::StoreError;
 use crate::store::records::{
     Actor, ApplyOutcome, GatewayOutcome, PayoutChannel, ReviewDecision, WithdrawalDecision,
@@ -301,144 +303,32 @@ impl Repo {
     /// the facts, lets `decide` check them and work out the figures, then
     /// writes the withdrawal, reserves the gross (available → withdrawing),
     /// appends the timeline and, when approved at once, pushes the transfer.
-    pub async fn request_withdrawal<F>(
+    pub async fn request_withdrawal<F, E>(
         &self,
         draft: &WithdrawalDraft,
         transfer_job: &JobSpec,
         decide: F,
-    ) -> Result<WithdrawalRequestOutcome, StoreError>
+    ) -> Result<WithdrawalRequestOutcome, E>
     where
-        F: FnOnce(&WithdrawalFacts) -> Result<WithdrawalDecision, StoreError> + Send,
+        F: FnOnce(&WithdrawalFacts) -> Result<WithdrawalDecision, E> + Send,
+        E: From<StoreError>,
     {
-        let distributor = &draft.distributor_id;
-        let mut tx = self.begin_write().await?;
-        let available_account =
-            AccountId::Distributor(distributor.clone(), Bucket::Available).to_string();
-        let withdrawing_account =
-            AccountId::Distributor(distributor.clone(), Bucket::Withdrawing).to_string();
-        lock_accounts(
-            &mut tx,
-            [available_account.as_str(), withdrawing_account.as_str()].into_iter(),
-        )
-        .await?;
-
-        let previous = sqlx::query(concat!(
-            "select ",
-            withdrawal_columns!(),
-            " from withdrawals where distributor_id = $1 and idempotency_key = $2"
-        ))
-        .bind(distributor.as_str())
-        .bind(&draft.idempotency_key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = previous {
-            let previous = withdrawal_from_row(&row)?;
-            if previous.request_sha256 == draft.request_sha256 {
-                tx.commit().await?;
+        let mut tx = self.begin_write().await.map_err(StoreError::from)?;
+        let facts = match lock_for_request(&mut tx, draft).await? {
+            RequestLock::Replayed(previous) => {
+                tx.commit().await.map_err(StoreError::from)?;
                 return Ok(WithdrawalRequestOutcome::Replayed(previous));
             }
-            return Err(StoreError::IdempotencyConflict {
-                key: draft.idempotency_key.clone(),
-            });
-        }
-
-        let facts = load_facts(&mut tx, draft).await?;
+            RequestLock::Fresh(facts) => facts,
+        };
         let decision = decide(&facts)?;
-        let risk_flags = serde_json::to_string(&decision.risk_flags)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        sqlx::query(concat!(
-            "insert into withdrawals (id, distributor_id, payout_account_id, channel, speed, state, gross_fen, tax_fen, ",
-            "fee_fen, net_fen, tax_method, tax_month, local_day, withholding, risk_flags, out_bill_no, idempotency_key, ",
-            "request_sha256, requested_at, updated_at) ",
-            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)"
-        ))
-        .bind(&draft.id)
-        .bind(distributor.as_str())
-        .bind(&draft.payout_account_id)
-        .bind(decision.channel.as_str())
-        .bind(draft.speed.as_str())
-        .bind(decision.state.as_str())
-        .bind(decision.gross.fen())
-        .bind(decision.tax.fen())
-        .bind(decision.fee.fen())
-        .bind(decision.net.fen())
-        .bind(&decision.tax_method)
-        .bind(&draft.tax_month)
-        .bind(&draft.local_day)
-        .bind(&decision.withholding)
-        .bind(&risk_flags)
-        .bind(&draft.out_bill_no)
-        .bind(&draft.idempotency_key)
-        .bind(&draft.request_sha256)
-        .bind(DbTime(draft.now))
-        .execute(&mut *tx)
-        .await?;
-        let reserve = ledger_rules::withdrawal_reserve(&draft.id, distributor, decision.gross)
-            .map_err(ledger_error)?;
-        apply_transfer(&mut tx, &reserve, draft.now).await?;
-        let figures = format!(
-            "gross {} tax {} fee {} net {} ({})",
-            decision.gross, decision.tax, decision.fee, decision.net, decision.tax_method
-        );
-        insert_withdrawal_event(
-            &mut tx,
-            &draft.id,
-            "reserve",
-            "reserved",
-            1,
-            Some(&format!("available → withdrawing {}", decision.gross)),
-            draft.now,
-        )
-        .await?;
-        insert_withdrawal_event(
-            &mut tx,
-            &draft.id,
-            "tax",
-            "withheld",
-            1,
-            Some(&figures),
-            draft.now,
-        )
-        .await?;
-        match decision.state {
-            WithdrawalState::Approved => {
-                insert_withdrawal_event(
-                    &mut tx,
-                    &draft.id,
-                    "review",
-                    "auto_approved",
-                    1,
-                    None,
-                    draft.now,
-                )
-                .await?;
-                push_transfer_job(
-                    &mut tx,
-                    transfer_job,
-                    &draft.id,
-                    format!("transfer:{}", draft.id),
-                )
-                .await?;
-            }
-            _ => {
-                insert_withdrawal_event(
-                    &mut tx,
-                    &draft.id,
-                    "review",
-                    "waiting_for_review",
-                    1,
-                    Some(&risk_flags),
-                    draft.now,
-                )
-                .await?;
-            }
-        }
+        write_request(&mut tx, draft, transfer_job, &decision).await?;
         let created = load_withdrawal(&mut tx, &draft.id, false)
             .await?
             .ok_or_else(|| {
                 StoreError::Corrupt("withdrawal vanished in its own transaction".to_owned())
             })?;
-        tx.commit().await?;
+        tx.commit().await.map_err(StoreError::from)?;
         Ok(WithdrawalRequestOutcome::Created(created))
     }
 
@@ -555,7 +445,7 @@ impl Repo {
         transfer_job: &JobSpec,
         now: DateTime<Utc>,
         actor: &Actor,
-    ) -> Result<WithdrawalRecord, StoreError> {
+    ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
         let mut tx = self.begin_write().await?;
         let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
             return Err(StoreError::NotFound {
@@ -563,14 +453,8 @@ impl Repo {
                 id: id.to_owned(),
             });
         };
-        if withdrawal.state != WithdrawalState::Reviewing {
-            return Err(StoreError::Refused {
-                code: "withdrawal_not_in_review",
-                message: format!(
-                    "withdrawal {id} is {}, not waiting for review",
-                    withdrawal.state
-                ),
-            });
+        if let Err(refusal) = check_reviewable(id, withdrawal.state) {
+            return Ok(Err(refusal));
         }
         match decision {
             ReviewDecision::Approve { by, note } => {
@@ -662,7 +546,7 @@ impl Repo {
         )
         .await?;
         tx.commit().await?;
-        Ok(updated)
+        Ok(Ok(updated))
     }
 
     /// The distributor's cancellation before the transfer starts.
@@ -670,7 +554,7 @@ impl Repo {
         &self,
         id: &str,
         now: DateTime<Utc>,
-    ) -> Result<WithdrawalRecord, StoreError> {
+    ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
         let mut tx = self.begin_write().await?;
         let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
             return Err(StoreError::NotFound {
@@ -678,17 +562,8 @@ impl Repo {
                 id: id.to_owned(),
             });
         };
-        if !matches!(
-            withdrawal.state,
-            WithdrawalState::Reviewing | WithdrawalState::Approved
-        ) {
-            return Err(StoreError::Refused {
-                code: "withdrawal_not_cancellable",
-                message: format!(
-                    "withdrawal {id} is {}: only a withdrawal whose transfer has not started can be cancelled",
-                    withdrawal.state
-                ),
-            });
+        if let Err(refusal) = check_cancellable(id, withdrawal.state) {
+            return Ok(Err(refusal));
         }
         move_withdrawal(
             &mut tx,
@@ -719,7 +594,7 @@ impl Repo {
             .await?
             .ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
         tx.commit().await?;
-        Ok(updated)
+        Ok(Ok(updated))
     }
 
     /// The transfer step's first write, before any HTTP call: an approved
@@ -996,4 +871,151 @@ impl Repo {
             })
             .collect()
     }
+}
+
+/// Where a withdrawal request stands once the distributor's balances are locked.
+enum RequestLock {
+    /// The same key and body were already recorded: answer that withdrawal again.
+    Replayed(WithdrawalRecord),
+    /// A new request, and the facts it will be decided on.
+    Fresh(WithdrawalFacts),
+}
+
+/// The request's first step: locks the distributor's balance rows, tells a
+/// replay from a key reused with another body, and reads the facts.
+async fn lock_for_request(
+    conn: &mut Conn,
+    draft: &WithdrawalDraft,
+) -> Result<RequestLock, StoreError> {
+    let distributor = &draft.distributor_id;
+    let available_account =
+        AccountId::Distributor(distributor.clone(), Bucket::Available).to_string();
+    let withdrawing_account =
+        AccountId::Distributor(distributor.clone(), Bucket::Withdrawing).to_string();
+    lock_accounts(
+        conn,
+        [available_account.as_str(), withdrawing_account.as_str()].into_iter(),
+    )
+    .await?;
+
+    let previous = sqlx::query(concat!(
+        "select ",
+        withdrawal_columns!(),
+        " from withdrawals where distributor_id = $1 and idempotency_key = $2"
+    ))
+    .bind(distributor.as_str())
+    .bind(&draft.idempotency_key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = previous {
+        let previous = withdrawal_from_row(&row)?;
+        if previous.request_sha256 == draft.request_sha256 {
+            return Ok(RequestLock::Replayed(previous));
+        }
+        return Err(StoreError::IdempotencyConflict {
+            key: draft.idempotency_key.clone(),
+        });
+    }
+    Ok(RequestLock::Fresh(load_facts(conn, draft).await?))
+}
+
+/// The request's last step: writes the decided withdrawal, reserves its
+/// gross, appends the timeline and, when approved at once, pushes the transfer.
+async fn write_request(
+    conn: &mut Conn,
+    draft: &WithdrawalDraft,
+    transfer_job: &JobSpec,
+    decision: &WithdrawalDecision,
+) -> Result<(), StoreError> {
+    let distributor = &draft.distributor_id;
+    let risk_flags = serde_json::to_string(&decision.risk_flags)
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    sqlx::query(concat!(
+        "insert into withdrawals (id, distributor_id, payout_account_id, channel, speed, state, gross_fen, tax_fen, ",
+        "fee_fen, net_fen, tax_method, tax_month, local_day, withholding, risk_flags, out_bill_no, idempotency_key, ",
+        "request_sha256, requested_at, updated_at) ",
+        "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)"
+    ))
+    .bind(&draft.id)
+    .bind(distributor.as_str())
+    .bind(&draft.payout_account_id)
+    .bind(decision.channel.as_str())
+    .bind(draft.speed.as_str())
+    .bind(decision.state.as_str())
+    .bind(decision.gross.fen())
+    .bind(decision.tax.fen())
+    .bind(decision.fee.fen())
+    .bind(decision.net.fen())
+    .bind(&decision.tax_method)
+    .bind(&draft.tax_month)
+    .bind(&draft.local_day)
+    .bind(&decision.withholding)
+    .bind(&risk_flags)
+    .bind(&draft.out_bill_no)
+    .bind(&draft.idempotency_key)
+    .bind(&draft.request_sha256)
+    .bind(DbTime(draft.now))
+    .execute(&mut *conn)
+    .await?;
+    let reserve = ledger_rules::withdrawal_reserve(&draft.id, distributor, decision.gross)
+        .map_err(ledger_error)?;
+    apply_transfer(conn, &reserve, draft.now).await?;
+    let figures = format!(
+        "gross {} tax {} fee {} net {} ({})",
+        decision.gross, decision.tax, decision.fee, decision.net, decision.tax_method
+    );
+    insert_withdrawal_event(
+        conn,
+        &draft.id,
+        "reserve",
+        "reserved",
+        1,
+        Some(&format!("available → withdrawing {}", decision.gross)),
+        draft.now,
+    )
+    .await?;
+    insert_withdrawal_event(
+        conn,
+        &draft.id,
+        "tax",
+        "withheld",
+        1,
+        Some(&figures),
+        draft.now,
+    )
+    .await?;
+    match decision.state {
+        WithdrawalState::Approved => {
+            insert_withdrawal_event(
+                conn,
+                &draft.id,
+                "review",
+                "auto_approved",
+                1,
+                None,
+                draft.now,
+            )
+            .await?;
+            push_transfer_job(
+                conn,
+                transfer_job,
+                &draft.id,
+                format!("transfer:{}", draft.id),
+            )
+            .await?;
+        }
+        _ => {
+            insert_withdrawal_event(
+                conn,
+                &draft.id,
+                "review",
+                "waiting_for_review",
+                1,
+                Some(&risk_flags),
+                draft.now,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }

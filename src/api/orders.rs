@@ -152,13 +152,9 @@ impl From<OrderRecord> for OrderView {
 impl From<SettlementError> for ApiError {
     fn from(error: SettlementError) -> ApiError {
         match error {
-            SettlementError::Refused {
-                code,
-                message,
-                field,
-            } => {
-                let refused = ApiError::unprocessable(code, message);
-                match field {
+            SettlementError::Order(refusal) => {
+                let refused = ApiError::unprocessable(refusal.code(), refusal.to_string());
+                match refusal.field() {
                     Some(field) => refused.with_field(field),
                     None => refused,
                 }
@@ -167,7 +163,12 @@ impl From<SettlementError> for ApiError {
                 ApiError::unprocessable(refusal.code(), refusal.to_string())
                     .with_field(refusal.field())
             }
-            SettlementError::Conflict { code, message } => ApiError::conflict(code, message),
+            SettlementError::OrderConflict => {
+                ApiError::conflict("order_conflict", error.to_string())
+            }
+            SettlementError::RefundConflict { .. } => {
+                ApiError::conflict("refund_conflict", error.to_string())
+            }
             SettlementError::NotFound(what) => ApiError::not_found(what),
             SettlementError::Stopping => ApiError::unavailable("the service is stopping"),
             SettlementError::Overflow(_) => ApiError::internal(error),

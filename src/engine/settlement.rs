@@ -34,14 +34,14 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, ClockError};
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::commission::{self, Beneficiary, CommissionLine, Order, OrderItem};
 use crate::domain::ids::{BuyerId, DistributorId, OrderId};
 use crate::domain::ledger;
 use crate::domain::money::Money;
 use crate::domain::plan::Plan;
-use crate::domain::settlement::{self, ItemBalance, RecordedLine, RefundError};
+use crate::domain::settlement::{self, ItemBalance, OrderTimeError, RecordedLine, RefundError};
 use crate::store::{
     IngestOutcome, JobSpec, LineUpdate, OrderRecord, OrderSnapshot, OrderState, PreparedOrder,
     RefundDecision, RefundOutcome, RefundRequest, Store, StoreError, StoredPlan,
@@ -73,16 +73,16 @@ pub enum IngestAnswer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettlementError {
-    /// Refused by a rule (→ 422 with this code).
-    #[error("{message}")]
-    Refused {
-        code: &'static str,
-        message: String,
-        field: Option<&'static str>,
-    },
-    /// The same id with a different body (→ 409).
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    /// An order, or a move of the simulated clock, refused by a rule (→ 422
+    /// on [`OrderRefusal::field`]).
+    #[error(transparent)]
+    Order(#[from] OrderRefusal),
+    /// The order id was already sent with a different body (→ 409 `order_conflict`).
+    #[error("this order_id was already sent with a different body")]
+    OrderConflict,
+    /// The refund id was already used with a different body (→ 409 `refund_conflict`).
+    #[error("refund {refund_id} was already made with a different body")]
+    RefundConflict { refund_id: String },
     /// A refund refused by a rule (→ 422 on [`RefundRefusal::field`]).
     #[error(transparent)]
     Refund(#[from] RefundRefusal),
@@ -97,6 +97,41 @@ pub enum SettlementError {
     Stopping,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why an order is refused; nothing of it was written.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderRefusal {
+    #[error(transparent)]
+    TimeOutOfRange(#[from] OrderTimeError),
+    #[error("distributor {0} does not exist")]
+    UnknownDistributor(DistributorId),
+    #[error("the items' amounts overflow")]
+    ItemsOverflow,
+    /// The simulated clock cannot move as asked.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+}
+
+impl OrderRefusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            OrderRefusal::TimeOutOfRange(_) => "time_out_of_range",
+            OrderRefusal::UnknownDistributor(_) => "unknown_distributor",
+            OrderRefusal::ItemsOverflow => "invalid_amount",
+            OrderRefusal::Clock(_) => "invalid_field",
+        }
+    }
+
+    /// The request field at fault, when one is.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            OrderRefusal::TimeOutOfRange(error) => Some(error.field()),
+            OrderRefusal::UnknownDistributor(_) => Some("distributor_id"),
+            OrderRefusal::ItemsOverflow => Some("items"),
+            OrderRefusal::Clock(_) => None,
+        }
+    }
 }
 
 /// Why a refund is refused; nothing of it was written.
@@ -231,11 +266,7 @@ impl SettlementEngine {
             self.shared.clock.now(),
             self.shared.settings.order_max_age,
         )
-        .map_err(|error| SettlementError::Refused {
-            code: "time_out_of_range",
-            message: error.to_string(),
-            field: Some(error.field()),
-        })?;
+        .map_err(OrderRefusal::from)?;
         let (answer, answered) = oneshot::channel();
         self.ingest
             .send(IngestRequest { order, answer })
@@ -261,13 +292,7 @@ impl SettlementEngine {
         by: chrono::Duration,
     ) -> Result<(DateTime<Utc>, usize), SettlementError> {
         let _running = self.shared.release_running.lock().await;
-        let now = clock
-            .advance(by)
-            .map_err(|error| SettlementError::Refused {
-                code: "invalid_field",
-                message: error.to_string(),
-                field: None,
-            })?;
+        let now = clock.advance(by).map_err(OrderRefusal::from)?;
         let released = release_due(&self.shared, 1, "clock advance").await?;
         Ok((now, released))
     }
@@ -300,10 +325,7 @@ impl SettlementEngine {
             Ok(RefundOutcome::Replayed(record)) => Ok((RefundOutcome::Replayed(record), false)),
             Ok(applied) => Ok((applied, true)),
             Err(SettlementError::Store(StoreError::Conflict { what: "refund", id })) => {
-                Err(SettlementError::Conflict {
-                    code: "refund_conflict",
-                    message: format!("refund {id} was already made with a different body"),
-                })
+                Err(SettlementError::RefundConflict { refund_id: id })
             }
             Err(SettlementError::Store(StoreError::NotFound { what: "order", .. })) => {
                 Err(SettlementError::NotFound("order"))
@@ -439,10 +461,7 @@ async fn prepare_and_write(
                     Ok(IngestAnswer::Created(order))
                 }
                 IngestOutcome::Replayed(record) => Ok(IngestAnswer::Replayed(Box::new(record))),
-                IngestOutcome::Conflict => Err(SettlementError::Conflict {
-                    code: "order_conflict",
-                    message: "this order_id was already sent with a different body".to_owned(),
-                }),
+                IngestOutcome::Conflict => Err(SettlementError::OrderConflict),
             });
         }
     }
@@ -490,11 +509,7 @@ async fn prepare(
     plans: &[StoredPlan],
 ) -> Result<PreparedOrder, SettlementError> {
     let Some(seller) = distributors.get(order.distributor_id.as_str()) else {
-        return Err(SettlementError::Refused {
-            code: "unknown_distributor",
-            message: format!("distributor {} does not exist", order.distributor_id),
-            field: Some("distributor_id"),
-        });
+        return Err(OrderRefusal::UnknownDistributor(order.distributor_id.clone()).into());
     };
     let mut chain = vec![seller];
     for id in seller.upline.iter().take(2) {
@@ -548,13 +563,8 @@ async fn prepare(
             .collect::<Vec<_>>(),
     )
     .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    let total = Money::checked_sum(order.items.iter().map(|item| item.amount)).ok_or(
-        SettlementError::Refused {
-            code: "invalid_amount",
-            message: "the items' amounts overflow".to_owned(),
-            field: Some("items"),
-        },
-    )?;
+    let total = Money::checked_sum(order.items.iter().map(|item| item.amount))
+        .ok_or(SettlementError::Order(OrderRefusal::ItemsOverflow))?;
     Ok(PreparedOrder {
         order_id: order.order_id.clone(),
         distributor_id: order.distributor_id.clone(),

@@ -4,7 +4,7 @@
 //! `pool` and `begin_write()`). `../sqlite/dialect.rs` exports the same names
 //! with the same meaning, so each shared module compiles once per backend.
 //!
-//! - `Db`, `Conn`: the sqlx database and its connection type.
+//! - `Db`, `Conn`, `DbRow`: the sqlx database, its connection and its row type.
 //! - `for_update!()`, `skip_locked!()`: the row-lock suffix of a `select`.
 //! - `lock_accounts`, `lock_balances`: balance rows locked in account order
 //!   before a set-wise update.
@@ -30,6 +30,8 @@ use crate::store::{JobSpec, release_task};
 
 pub(super) use sqlx::Postgres as Db;
 pub(super) type Conn = sqlx::PgConnection;
+/// A row as the shared `…_from_row` readers take it.
+pub(super) type DbRow = <Db as sqlx::Database>::Row;
 
 /// Rows a step reads and then writes are locked until it commits.
 macro_rules! for_update {

@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::Repo;
 use super::audit::audit_in;
-use super::dialect::{Conn, Db, ROWS_PER_STATEMENT, push_job};
+use super::dialect::{Conn, DbRow, ROWS_PER_STATEMENT, push_job};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, PlatformAccount};
 use crate::domain::money::Money;
@@ -26,9 +26,7 @@ macro_rules! certificate_columns {
     };
 }
 
-fn certificate_from_row(
-    row: &<Db as sqlx::Database>::Row,
-) -> Result<CertificateRecord, StoreError> {
+fn certificate_from_row(row: &DbRow) -> Result<CertificateRecord, StoreError> {
     Ok(CertificateRecord {
         number: row.try_get("number")?,
         withdrawal_id: row.try_get("withdrawal_id")?,

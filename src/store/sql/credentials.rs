@@ -13,7 +13,7 @@ use sqlx::Row;
 
 use super::Repo;
 use super::audit::audit_in;
-use super::dialect::{Conn, Db, for_update};
+use super::dialect::{Conn, DbRow, for_update};
 use crate::domain::ids::DistributorId;
 use crate::store::MAX_PAGE;
 use crate::store::error::StoreError;
@@ -35,7 +35,7 @@ macro_rules! account_columns {
 }
 pub(super) use account_columns;
 
-fn identity_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedIdentity, StoreError> {
+fn identity_from_row(row: &DbRow) -> Result<SealedIdentity, StoreError> {
     Ok(SealedIdentity {
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
         real_name: row.try_get("real_name")?,
@@ -48,9 +48,7 @@ fn identity_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedIdentity
     })
 }
 
-pub(super) fn account_from_row(
-    row: &<Db as sqlx::Database>::Row,
-) -> Result<SealedPayoutAccount, StoreError> {
+pub(super) fn account_from_row(row: &DbRow) -> Result<SealedPayoutAccount, StoreError> {
     Ok(SealedPayoutAccount {
         id: row.try_get("id")?,
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,

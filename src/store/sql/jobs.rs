@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::Repo;
 use super::audit::audit_job_action;
-use super::dialect::{CANCEL_JOB_SQL, Db, JOB_STATUS_SQL, RETRY_JOB_SQL};
+use super::dialect::{CANCEL_JOB_SQL, DbRow, JOB_STATUS_SQL, RETRY_JOB_SQL};
 use crate::store::OpsJob;
 use crate::store::error::StoreError;
 use crate::store::records::Actor;
@@ -17,7 +17,7 @@ use crate::store::records::Actor;
 const CANCELLED_BY_OPS: &str = r#"{"Err":"cancelled by ops"}"#;
 
 /// One row of the dialect's ops jobs query.
-pub(super) fn ops_job_from_row(row: &<Db as sqlx::Database>::Row) -> Result<OpsJob, StoreError> {
+pub(super) fn ops_job_from_row(row: &DbRow) -> Result<OpsJob, StoreError> {
     Ok(OpsJob {
         id: row.try_get("id")?,
         queue: row.try_get("job_type")?,

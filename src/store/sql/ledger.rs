@@ -5,6 +5,7 @@
 //! bounds to fight.
 
 use std::collections::{BTreeMap, HashMap};
+use std::slice;
 
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
@@ -12,8 +13,8 @@ use sqlx::{QueryBuilder, Row};
 use super::Repo;
 use super::audit::audit_in;
 use super::dialect::{
-    Conn, Db, ROWS_PER_STATEMENT, for_update, insert_postings, insert_transfers, lock_balances,
-    update_balances,
+    Conn, Db, DbRow, ROWS_PER_STATEMENT, for_update, insert_postings, insert_transfers,
+    lock_balances, update_balances,
 };
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, Posting, Transfer};
@@ -29,7 +30,7 @@ use crate::store::time::DbTime;
 /// How many offending rows `verify_ledger` names before it stops listing.
 const MAX_REPORTED_PROBLEMS: i64 = 100;
 
-fn distributor_from_row(row: &<Db as sqlx::Database>::Row) -> Result<Distributor, StoreError> {
+fn distributor_from_row(row: &DbRow) -> Result<Distributor, StoreError> {
     let referrer: Option<String> = row.try_get("referrer_id")?;
     let upline_2: Option<String> = row.try_get("upline_2")?;
     let upline_3: Option<String> = row.try_get("upline_3")?;
@@ -254,14 +255,14 @@ pub(super) async fn apply_transfer(
     transfer: &Transfer,
     now: DateTime<Utc>,
 ) -> Result<TransferOutcome, StoreError> {
-    let outcomes = apply_transfers(conn, std::slice::from_ref(transfer), now).await?;
+    let outcomes = apply_transfers(conn, slice::from_ref(transfer), now).await?;
     outcomes
         .into_iter()
         .next()
         .ok_or_else(|| StoreError::Corrupt("a transfer vanished".to_owned()))
 }
 
-fn plan_from_row(row: &<Db as sqlx::Database>::Row) -> Result<StoredPlan, StoreError> {
+fn plan_from_row(row: &DbRow) -> Result<StoredPlan, StoreError> {
     Ok(StoredPlan {
         version: row.try_get("version")?,
         name: row.try_get("name")?,

@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use super::Repo;
 use super::dialect::{
-    Conn, Db, ROWS_PER_STATEMENT, for_update, insert_event_rows, insert_item_rows,
+    Conn, DbRow, ROWS_PER_STATEMENT, for_update, insert_event_rows, insert_item_rows,
     insert_line_rows, insert_order_rows, mark_released, pending_lines_of, push_release_jobs,
     skip_locked,
 };
@@ -40,7 +40,7 @@ pub(super) fn rate_to_db(rate: Rate) -> String {
     rate.fraction().normalize().to_string()
 }
 
-pub(super) fn line_from_row(row: &<Db as sqlx::Database>::Row) -> Result<LineRecord, StoreError> {
+pub(super) fn line_from_row(row: &DbRow) -> Result<LineRecord, StoreError> {
     let level: i64 = row.try_get("level")?;
     Ok(LineRecord {
         id: row.try_get("id")?,

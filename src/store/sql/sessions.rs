@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::Repo;
 use super::audit::audit_in;
-use super::dialect::{Db, for_update};
+use super::dialect::{DbRow, for_update};
 use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::store::MAX_PAGE;
@@ -22,9 +22,7 @@ fn role_from_db(text: &str) -> Result<Role, StoreError> {
 }
 
 /// The `role` and `distributor_id` columns of a token's row.
-fn scope_from_row(
-    row: &<Db as sqlx::Database>::Row,
-) -> Result<(Role, Option<DistributorId>), StoreError> {
+fn scope_from_row(row: &DbRow) -> Result<(Role, Option<DistributorId>), StoreError> {
     let distributor = row.try_get::<Option<String>, _>("distributor_id")?;
     Ok((
         role_from_db(&row.try_get::<String, _>("role")?)?,
@@ -34,7 +32,7 @@ fn scope_from_row(
 
 /// A `TokenRecord` from a row with `id`, `role`, `distributor_id`,
 /// `revoked` (a boolean) and `token_expires_at`.
-fn token_from_row(row: &<Db as sqlx::Database>::Row) -> Result<TokenRecord, StoreError> {
+fn token_from_row(row: &DbRow) -> Result<TokenRecord, StoreError> {
     let (role, distributor_id) = scope_from_row(row)?;
     Ok(TokenRecord {
         id: row.try_get("id")?,

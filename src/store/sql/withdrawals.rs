@@ -13,7 +13,7 @@ use sqlx::{QueryBuilder, Row};
 use super::Repo;
 use super::audit::audit_in;
 use super::credentials::{account_columns, account_from_row};
-use super::dialect::{Conn, Db, ROWS_PER_STATEMENT, for_update, lock_accounts, push_job};
+use super::dialect::{Conn, Db, DbRow, ROWS_PER_STATEMENT, for_update, lock_accounts, push_job};
 use super::ledger::{apply_transfer, fetch_distributor};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{
@@ -42,7 +42,7 @@ macro_rules! withdrawal_columns {
     };
 }
 
-fn withdrawal_from_row(row: &<Db as sqlx::Database>::Row) -> Result<WithdrawalRecord, StoreError> {
+fn withdrawal_from_row(row: &DbRow) -> Result<WithdrawalRecord, StoreError> {
     let corrupt = |what: String| StoreError::Corrupt(what);
     Ok(WithdrawalRecord {
         id: row.try_get("id")?,

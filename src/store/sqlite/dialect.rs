@@ -4,7 +4,7 @@
 //! `begin_write()`). `../postgres/dialect.rs` exports the same names with the
 //! same meaning, so each shared module compiles once per backend.
 //!
-//! - `Db`, `Conn`: the sqlx database and its connection type.
+//! - `Db`, `Conn`, `DbRow`: the sqlx database, its connection and its row type.
 //! - `for_update!()`, `skip_locked!()`: the row-lock suffix of a `select`;
 //!   empty here, because `BEGIN IMMEDIATE` already holds the write lock.
 //! - `lock_accounts`, `lock_balances`: balance rows held before a set-wise update.
@@ -32,6 +32,8 @@ use crate::store::{JobSpec, release_task};
 
 pub(super) use sqlx::Sqlite as Db;
 pub(super) type Conn = sqlx::SqliteConnection;
+/// A row as the shared `…_from_row` readers take it.
+pub(super) type DbRow = <Db as sqlx::Database>::Row;
 
 /// SQLite has no row locks; `BEGIN IMMEDIATE` takes the write lock up front.
 macro_rules! for_update {

@@ -13,21 +13,31 @@ use crate::store::{JobFilter, MIGRATIONS_TABLE, OpsJob, StoreOptions};
 use dialect::Db;
 use jobs::ops_job_from_row;
 
+// Each shared file is compiled once per backend, on purpose: that is how
+// one SQL source gets each backend's concrete types (see `dialect`).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/audit.rs"]
 mod audit;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/certificates.rs"]
 mod certificates;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/credentials.rs"]
 mod credentials;
 mod dialect;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/jobs.rs"]
 mod jobs;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/ledger.rs"]
 mod ledger;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/orders.rs"]
 mod orders;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/sessions.rs"]
 mod sessions;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/withdrawals.rs"]
 mod withdrawals;
 

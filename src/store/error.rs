@@ -1,5 +1,6 @@
 //! The store's errors: refusals a caller can act on, and failures it cannot.
 
+use crate::domain::UnknownName;
 use crate::domain::ids::InvalidId;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +38,8 @@ pub enum StoreError {
     UnsafePlan(String),
 }
 
-impl From<crate::store::records::StoreErrorText> for StoreError {
-    fn from(error: crate::store::records::StoreErrorText) -> StoreError {
+impl From<UnknownName> for StoreError {
+    fn from(error: UnknownName) -> StoreError {
         StoreError::Corrupt(error.0)
     }
 }

@@ -52,7 +52,7 @@ pub(super) fn account_from_row(row: &DbRow) -> Result<SealedPayoutAccount, Store
     Ok(SealedPayoutAccount {
         id: row.try_get("id")?,
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
-        channel: PayoutChannel::from_db(&row.try_get::<String, _>("channel")?)?,
+        channel: PayoutChannel::parse(&row.try_get::<String, _>("channel")?)?,
         account: row.try_get("account")?,
         key_id: row.try_get("key_id")?,
         masked: row.try_get("masked")?,

@@ -45,7 +45,7 @@ fn distributor_from_row(row: &DbRow) -> Result<Distributor, StoreError> {
         referrer_id: referrer.map(DistributorId::parse).transpose()?,
         upline,
         grade: row.try_get("grade")?,
-        status: DistributorStatus::from_db(&row.try_get::<String, _>("status")?),
+        status: DistributorStatus::parse(&row.try_get::<String, _>("status")?),
         created_at: row.try_get::<DbTime, _>("created_at")?.0,
     })
 }

@@ -52,7 +52,7 @@ pub(super) fn line_from_row(row: &DbRow) -> Result<LineRecord, StoreError> {
         amount: Money::from_fen(row.try_get("amount_fen")?),
         plan_version: row.try_get("plan_version")?,
         campaign: row.try_get("campaign")?,
-        state: LineState::from_db(&row.try_get::<String, _>("state")?)?,
+        state: LineState::parse(&row.try_get::<String, _>("state")?)?,
         created_at: row.try_get::<DbTime, _>("created_at")?.0,
     })
 }
@@ -113,7 +113,7 @@ async fn load_order(
         total: Money::from_fen(row.try_get("total_fen")?),
         refunded: Money::from_fen(row.try_get("refunded_fen")?),
         plan_version: row.try_get("plan_version")?,
-        state: OrderState::from_db(&row.try_get::<String, _>("state")?)?,
+        state: OrderState::parse(&row.try_get::<String, _>("state")?)?,
         release_at: row.try_get::<DbTime, _>("release_at")?.0,
         chain_json: row.try_get("chain")?,
         lines,

@@ -48,7 +48,7 @@ fn withdrawal_from_row(row: &DbRow) -> Result<WithdrawalRecord, StoreError> {
         id: row.try_get("id")?,
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
         payout_account_id: row.try_get("payout_account_id")?,
-        channel: PayoutChannel::from_db(&row.try_get::<String, _>("channel")?)?,
+        channel: PayoutChannel::parse(&row.try_get::<String, _>("channel")?)?,
         speed: row
             .try_get::<String, _>("speed")?
             .parse::<Speed>()

@@ -23,7 +23,16 @@ use crate::domain::ledger::{AccountId, Transfer};
 use crate::domain::money::Money;
 use crate::domain::withdrawal::StateRefusal;
 pub use error::StoreError;
-pub use records::*;
+pub use records::{
+    AccountMismatch, Actor, ApplyOutcome, AuditEntry, Balance, CertificateRecord,
+    CorrectionOutcome, Creation, Distributor, DistributorStatus, GatewayOutcome, IngestOutcome,
+    ItemRecord, LedgerReport, LineRecord, LineState, LineUpdate, NewCertificate, NewDistributor,
+    NewPlan, OrderEvent, OrderRecord, OrderSnapshot, OrderState, PayoutChannel,
+    PreparedDeclaration, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest,
+    ReviewDecision, Revocation, SealedIdentity, SealedPayoutAccount, SessionRecord, StoredPlan,
+    TokenListing, TokenRecord, TransferOutcome, WithdrawalDecision, WithdrawalDraft,
+    WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals,
+};
 
 /// Largest page any list query returns, whatever the caller asks for.
 pub const MAX_PAGE: i64 = 500;

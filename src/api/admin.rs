@@ -205,10 +205,10 @@ pub async fn adjust(
         .await
         .map_err(|error| match error {
             // The balance would pass what 64 bits of fen hold: the amount is at fault.
-            StoreError::Refused {
-                code: "balance_overflow",
-                message,
-            } => ApiError::unprocessable("balance_overflow", message).with_field("amount"),
+            overflow @ StoreError::BalanceOverflow { .. } => {
+                ApiError::unprocessable("balance_overflow", overflow.to_string())
+                    .with_field("amount")
+            }
             other => other.into(),
         })?;
     let (transfer_id, applied_now) = match outcome {

@@ -40,6 +40,9 @@ impl From<IssueError> for ApiError {
         match error {
             IssueError::Store(store) => store.into(),
             IssueError::NotFound(_) => ApiError::not_found("certificate"),
+            IssueError::AlreadyCorrected { .. } => {
+                ApiError::unprocessable("certificate_already_corrected", error.to_string())
+            }
             other => ApiError::internal(other),
         }
     }

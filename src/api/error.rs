@@ -133,7 +133,9 @@ impl From<StoreError> for ApiError {
             StoreError::InsufficientFunds { .. } => {
                 ApiError::unprocessable("insufficient_balance", error.to_string())
             }
-            StoreError::Refused { code, message } => ApiError::unprocessable(code, message),
+            StoreError::BalanceOverflow { .. } => {
+                ApiError::unprocessable("balance_overflow", error.to_string())
+            }
             StoreError::Database(sqlx::Error::PoolTimedOut) => ApiError::unavailable(error),
             StoreError::Corrupt(_)
             | StoreError::Queue(_)

@@ -152,20 +152,26 @@ impl From<OrderRecord> for OrderView {
 impl From<SettlementError> for ApiError {
     fn from(error: SettlementError) -> ApiError {
         match error {
-            SettlementError::Refused {
-                code,
-                message,
-                field,
-            } => {
-                let refused = ApiError::unprocessable(code, message);
-                match field {
+            SettlementError::Order(refusal) => {
+                let refused = ApiError::unprocessable(refusal.code(), refusal.to_string());
+                match refusal.field() {
                     Some(field) => refused.with_field(field),
                     None => refused,
                 }
             }
-            SettlementError::Conflict { code, message } => ApiError::conflict(code, message),
+            SettlementError::Refund(refusal) => {
+                ApiError::unprocessable(refusal.code(), refusal.to_string())
+                    .with_field(refusal.field())
+            }
+            SettlementError::OrderConflict => {
+                ApiError::conflict("order_conflict", error.to_string())
+            }
+            SettlementError::RefundConflict { .. } => {
+                ApiError::conflict("refund_conflict", error.to_string())
+            }
             SettlementError::NotFound(what) => ApiError::not_found(what),
             SettlementError::Stopping => ApiError::unavailable("the service is stopping"),
+            SettlementError::Overflow(_) => ApiError::internal(error),
             SettlementError::Store(store) => store.into(),
         }
     }

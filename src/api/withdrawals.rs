@@ -179,6 +179,9 @@ impl From<WithdrawalError> for ApiError {
                     None => refused,
                 }
             }
+            WithdrawalError::State(refusal) => {
+                ApiError::conflict(refusal.code(), refusal.to_string())
+            }
             WithdrawalError::BadAmount(message) => {
                 ApiError::bad_request("invalid_amount", message).with_field("amount")
             }
@@ -191,11 +194,6 @@ impl From<WithdrawalError> for ApiError {
             ),
             WithdrawalError::CallbackMismatch { .. } => {
                 ApiError::unprocessable("callback_mismatch", error.to_string())
-            }
-            WithdrawalError::Store(StoreError::Refused { code, message })
-                if code.starts_with("withdrawal_not_") =>
-            {
-                ApiError::conflict(code, message)
             }
             WithdrawalError::Store(StoreError::NotFound { what, .. }) => ApiError::not_found(what),
             WithdrawalError::Store(store) => store.into(),

@@ -19,6 +19,8 @@ use std::fmt;
 use chrono::{Datelike, NaiveDate};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::UnknownName;
+
 /// Why a piece of personal data was refused. Messages never contain the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
@@ -456,6 +458,39 @@ impl WechatOpenId {
             return "***".to_owned();
         }
         format!("{}***{}", &id[..4], &id[id.len() - 4..])
+    }
+}
+
+/// How a payout account is paid.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutChannel {
+    /// WeChat Pay transfer to an openid.
+    Wechat,
+    /// Alipay transfer to a logon id.
+    Alipay,
+    /// Bank transfer to a card.
+    Bank,
+}
+
+impl PayoutChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayoutChannel::Wechat => "wechat",
+            PayoutChannel::Alipay => "alipay",
+            PayoutChannel::Bank => "bank",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<PayoutChannel, UnknownName> {
+        match text {
+            "wechat" => Ok(PayoutChannel::Wechat),
+            "alipay" => Ok(PayoutChannel::Alipay),
+            "bank" => Ok(PayoutChannel::Bank),
+            other => Err(UnknownName(format!("payout channel {other:?}"))),
+        }
     }
 }
 

@@ -12,3 +12,9 @@ pub mod plan;
 pub mod settlement;
 pub mod tax;
 pub mod withdrawal;
+
+/// A stored or sent name that no variant of a domain enum has, such as an
+/// order state a newer version wrote; the message names what was read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnknownName(pub String);

@@ -20,6 +20,8 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc}
 use chrono_tz::Tz;
 use serde::Serialize;
 
+use crate::domain::UnknownName;
+
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::commission::CommissionLine;
 use crate::domain::ids::DistributorId;
@@ -461,6 +463,93 @@ pub fn reconcile(recorded: &[RecordedLine], fresh: &[CommissionLine]) -> Vec<Lin
             (None, None) => unreachable!("every key comes from a line"),
         })
         .collect()
+}
+
+/// Whether a distributor earns commission.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DistributorStatus {
+    Active,
+    /// 清退: earns no new commission, keeps its balances.
+    Cleared,
+}
+
+impl DistributorStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DistributorStatus::Active => "active",
+            DistributorStatus::Cleared => "cleared",
+        }
+    }
+
+    /// Any name but `cleared` reads as active, as the column's default does.
+    pub fn parse(text: &str) -> DistributorStatus {
+        match text {
+            "cleared" => DistributorStatus::Cleared,
+            _ => DistributorStatus::Active,
+        }
+    }
+}
+
+/// Where an order is in the settlement workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    /// Inside the T+3 hold: commission is pending.
+    Holding,
+    /// Past the hold: commission is available.
+    Released,
+    /// Fully refunded inside the hold: no commission.
+    Cancelled,
+}
+
+impl OrderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Holding => "holding",
+            OrderState::Released => "released",
+            OrderState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<OrderState, UnknownName> {
+        match text {
+            "holding" => Ok(OrderState::Holding),
+            "released" => Ok(OrderState::Released),
+            "cancelled" => Ok(OrderState::Cancelled),
+            other => Err(UnknownName(format!("order state {other:?}"))),
+        }
+    }
+}
+
+/// Where a commission line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LineState {
+    Pending,
+    Released,
+    Cancelled,
+}
+
+impl LineState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineState::Pending => "pending",
+            LineState::Released => "released",
+            LineState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<LineState, UnknownName> {
+        match text {
+            "pending" => Ok(LineState::Pending),
+            "released" => Ok(LineState::Released),
+            "cancelled" => Ok(LineState::Cancelled),
+            other => Err(UnknownName(format!("commission line state {other:?}"))),
+        }
+    }
 }
 
 #[cfg(test)]

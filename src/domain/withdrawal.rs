@@ -195,6 +195,57 @@ impl Refusal {
     }
 }
 
+/// Why a withdrawal cannot take the step asked of it from the state it is
+/// in; each is a 409 with [`StateRefusal::code`], and its message names the state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateRefusal {
+    #[error("withdrawal {id} is {state}, not waiting for review")]
+    NotInReview { id: String, state: WithdrawalState },
+    #[error(
+        "withdrawal {id} is {state}: only a withdrawal whose transfer has not started can be cancelled"
+    )]
+    TransferStarted { id: String, state: WithdrawalState },
+    /// The payee's bill was at the gateway, which would not cancel it.
+    #[error(
+        "withdrawal {id} is {state}: too late to cancel, the gateway would not cancel its bill (the payee accepted it, or it ended)"
+    )]
+    GatewayKeptBill { id: String, state: WithdrawalState },
+}
+
+impl StateRefusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            StateRefusal::NotInReview { .. } => "withdrawal_not_in_review",
+            StateRefusal::TransferStarted { .. } | StateRefusal::GatewayKeptBill { .. } => {
+                "withdrawal_not_cancellable"
+            }
+        }
+    }
+}
+
+/// Ops approve or reject only a withdrawal that waits for review.
+pub fn check_reviewable(id: &str, state: WithdrawalState) -> Result<(), StateRefusal> {
+    match state {
+        WithdrawalState::Reviewing => Ok(()),
+        _ => Err(StateRefusal::NotInReview {
+            id: id.to_owned(),
+            state,
+        }),
+    }
+}
+
+/// The distributor cancels on our side only before the transfer starts
+/// (a bill awaiting the payee is cancelled at the gateway instead).
+pub fn check_cancellable(id: &str, state: WithdrawalState) -> Result<(), StateRefusal> {
+    match state {
+        WithdrawalState::Reviewing | WithdrawalState::Approved => Ok(()),
+        _ => Err(StateRefusal::TransferStarted {
+            id: id.to_owned(),
+            state,
+        }),
+    }
+}
+
 /// The limits of the withdrawal workflow (`workflows/withdrawal.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WithdrawalRules {

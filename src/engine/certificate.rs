@@ -21,7 +21,9 @@ use crate::clock::Clock;
 use crate::domain::identity::IdNumber;
 use crate::domain::tax::{Month, Withholding};
 use crate::domain::withdrawal::WithdrawalState;
-use crate::store::{CertificateRecord, NewCertificate, Store, StoreError, WithdrawalRecord};
+use crate::store::{
+    CertificateRecord, CorrectionOutcome, NewCertificate, Store, StoreError, WithdrawalRecord,
+};
 use crate::vault::Vault;
 use crate::vault::credentials::open_identity;
 
@@ -44,6 +46,9 @@ pub enum IssueError {
     Withholding { id: String, reason: String },
     #[error("certificate {0} does not exist")]
     NotFound(String),
+    /// A correction of a certificate that another already corrects (→ 422).
+    #[error("certificate {number} was already corrected by {by}; correct that one")]
+    AlreadyCorrected { number: String, by: String },
     #[error("the rendering task failed: {0}")]
     Join(String),
 }
@@ -59,7 +64,8 @@ impl crate::engine::step::StepFailure for IssueError {
             | IssueError::Vault(_)
             | IssueError::IdentityMissing(_)
             | IssueError::Withholding { .. }
-            | IssueError::NotFound(_) => false,
+            | IssueError::NotFound(_)
+            | IssueError::AlreadyCorrected { .. } => false,
         }
     }
 }
@@ -190,7 +196,14 @@ impl CertificateIssuer {
                 Some(reason.to_owned()),
             )
             .await?;
-        self.store.insert_correction(&new, actor).await?;
+        if let CorrectionOutcome::AlreadyCorrected { by } =
+            self.store.insert_correction(&new, actor).await?
+        {
+            return Err(IssueError::AlreadyCorrected {
+                number: number.to_owned(),
+                by,
+            });
+        }
         tracing::info!(withdrawal_id = %withdrawal.id, certificate = %new_number, replaces = number, "withholding certificate corrected");
         let (record, _) = self
             .store

@@ -34,14 +34,14 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, ClockError};
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::commission::{self, Beneficiary, CommissionLine, Order, OrderItem};
 use crate::domain::ids::{BuyerId, DistributorId, OrderId};
 use crate::domain::ledger;
 use crate::domain::money::Money;
 use crate::domain::plan::Plan;
-use crate::domain::settlement::{self, ItemBalance, RecordedLine, RefundError};
+use crate::domain::settlement::{self, ItemBalance, OrderTimeError, RecordedLine, RefundError};
 use crate::store::{
     IngestOutcome, JobSpec, LineUpdate, OrderRecord, OrderSnapshot, OrderState, PreparedOrder,
     RefundDecision, RefundOutcome, RefundRequest, Store, StoreError, StoredPlan,
@@ -73,23 +73,107 @@ pub enum IngestAnswer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettlementError {
-    /// Refused by a rule (→ 422 with this code).
-    #[error("{message}")]
-    Refused {
-        code: &'static str,
-        message: String,
-        field: Option<&'static str>,
-    },
-    /// The same id with a different body (→ 409).
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    /// An order, or a move of the simulated clock, refused by a rule (→ 422
+    /// on [`OrderRefusal::field`]).
+    #[error(transparent)]
+    Order(#[from] OrderRefusal),
+    /// The order id was already sent with a different body (→ 409 `order_conflict`).
+    #[error("this order_id was already sent with a different body")]
+    OrderConflict,
+    /// The refund id was already used with a different body (→ 409 `refund_conflict`).
+    #[error("refund {refund_id} was already made with a different body")]
+    RefundConflict { refund_id: String },
+    /// A refund refused by a rule (→ 422 on [`RefundRefusal::field`]).
+    #[error(transparent)]
+    Refund(#[from] RefundRefusal),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// Money arithmetic past what 64 bits of fen hold, on amounts the store
+    /// gave back: a bug or a tampered row, not the caller's error (→ 500).
+    #[error("{0} overflowed")]
+    Overflow(&'static str),
     /// The engine is shutting down.
     #[error("the service is stopping")]
     Stopping,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why an order is refused; nothing of it was written.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderRefusal {
+    #[error(transparent)]
+    TimeOutOfRange(#[from] OrderTimeError),
+    #[error("distributor {0} does not exist")]
+    UnknownDistributor(DistributorId),
+    #[error("the items' amounts overflow")]
+    ItemsOverflow,
+    /// The simulated clock cannot move as asked.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+}
+
+impl OrderRefusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            OrderRefusal::TimeOutOfRange(_) => "time_out_of_range",
+            OrderRefusal::UnknownDistributor(_) => "unknown_distributor",
+            OrderRefusal::ItemsOverflow => "invalid_amount",
+            OrderRefusal::Clock(_) => "invalid_field",
+        }
+    }
+
+    /// The request field at fault, when one is.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            OrderRefusal::TimeOutOfRange(error) => Some(error.field()),
+            OrderRefusal::UnknownDistributor(_) => Some("distributor_id"),
+            OrderRefusal::ItemsOverflow => Some("items"),
+            OrderRefusal::Clock(_) => None,
+        }
+    }
+}
+
+/// Why a refund is refused; nothing of it was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefundRefusal {
+    #[error("the order has no item with sku {sku:?}")]
+    UnknownSku { sku: String },
+    #[error("the refund is larger than what remains refundable ({remaining})")]
+    ExceedsRemaining { remaining: Money },
+    /// Any other refusal of the refund's allocation, in the rule's words.
+    #[error("{0}")]
+    Invalid(RefundError),
+}
+
+impl RefundRefusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            RefundRefusal::UnknownSku { .. } => "unknown_sku",
+            RefundRefusal::ExceedsRemaining { .. } => "refund_exceeds_remaining",
+            RefundRefusal::Invalid(_) => "invalid_refund",
+        }
+    }
+
+    /// The request field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            RefundRefusal::UnknownSku { .. } => "sku",
+            RefundRefusal::ExceedsRemaining { .. } | RefundRefusal::Invalid(_) => "amount",
+        }
+    }
+
+    fn of(error: RefundError, sku: Option<&str>) -> RefundRefusal {
+        match error {
+            RefundError::UnknownSku => RefundRefusal::UnknownSku {
+                sku: sku.unwrap_or("").to_owned(),
+            },
+            RefundError::ExceedsRemaining { remaining } => {
+                RefundRefusal::ExceedsRemaining { remaining }
+            }
+            other => RefundRefusal::Invalid(other),
+        }
+    }
 }
 
 /// A link of the beneficiary chain as stored with the order.
@@ -182,11 +266,7 @@ impl SettlementEngine {
             self.shared.clock.now(),
             self.shared.settings.order_max_age,
         )
-        .map_err(|error| SettlementError::Refused {
-            code: "time_out_of_range",
-            message: error.to_string(),
-            field: Some(error.field()),
-        })?;
+        .map_err(OrderRefusal::from)?;
         let (answer, answered) = oneshot::channel();
         self.ingest
             .send(IngestRequest { order, answer })
@@ -212,13 +292,7 @@ impl SettlementEngine {
         by: chrono::Duration,
     ) -> Result<(DateTime<Utc>, usize), SettlementError> {
         let _running = self.shared.release_running.lock().await;
-        let now = clock
-            .advance(by)
-            .map_err(|error| SettlementError::Refused {
-                code: "invalid_field",
-                message: error.to_string(),
-                field: None,
-            })?;
+        let now = clock.advance(by).map_err(OrderRefusal::from)?;
         let released = release_due(&self.shared, 1, "clock advance").await?;
         Ok((now, released))
     }
@@ -250,23 +324,13 @@ impl SettlementEngine {
         match shared.store.refund_order(&request, now, decide).await {
             Ok(RefundOutcome::Replayed(record)) => Ok((RefundOutcome::Replayed(record), false)),
             Ok(applied) => Ok((applied, true)),
-            Err(StoreError::Conflict { what: "refund", id }) => Err(SettlementError::Conflict {
-                code: "refund_conflict",
-                message: format!("refund {id} was already made with a different body"),
-            }),
-            Err(StoreError::NotFound { what: "order", .. }) => {
+            Err(SettlementError::Store(StoreError::Conflict { what: "refund", id })) => {
+                Err(SettlementError::RefundConflict { refund_id: id })
+            }
+            Err(SettlementError::Store(StoreError::NotFound { what: "order", .. })) => {
                 Err(SettlementError::NotFound("order"))
             }
-            Err(StoreError::Refused { code, message }) => Err(SettlementError::Refused {
-                code,
-                message,
-                field: Some(if code == "unknown_sku" {
-                    "sku"
-                } else {
-                    "amount"
-                }),
-            }),
-            Err(other) => Err(other.into()),
+            Err(other) => Err(other),
         }
     }
 }
@@ -397,10 +461,7 @@ async fn prepare_and_write(
                     Ok(IngestAnswer::Created(order))
                 }
                 IngestOutcome::Replayed(record) => Ok(IngestAnswer::Replayed(Box::new(record))),
-                IngestOutcome::Conflict => Err(SettlementError::Conflict {
-                    code: "order_conflict",
-                    message: "this order_id was already sent with a different body".to_owned(),
-                }),
+                IngestOutcome::Conflict => Err(SettlementError::OrderConflict),
             });
         }
     }
@@ -448,11 +509,7 @@ async fn prepare(
     plans: &[StoredPlan],
 ) -> Result<PreparedOrder, SettlementError> {
     let Some(seller) = distributors.get(order.distributor_id.as_str()) else {
-        return Err(SettlementError::Refused {
-            code: "unknown_distributor",
-            message: format!("distributor {} does not exist", order.distributor_id),
-            field: Some("distributor_id"),
-        });
+        return Err(OrderRefusal::UnknownDistributor(order.distributor_id.clone()).into());
     };
     let mut chain = vec![seller];
     for id in seller.upline.iter().take(2) {
@@ -506,13 +563,8 @@ async fn prepare(
             .collect::<Vec<_>>(),
     )
     .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    let total = Money::checked_sum(order.items.iter().map(|item| item.amount)).ok_or(
-        SettlementError::Refused {
-            code: "invalid_amount",
-            message: "the items' amounts overflow".to_owned(),
-            field: Some("items"),
-        },
-    )?;
+    let total = Money::checked_sum(order.items.iter().map(|item| item.amount))
+        .ok_or(SettlementError::Order(OrderRefusal::ItemsOverflow))?;
     Ok(PreparedOrder {
         order_id: order.order_id.clone(),
         distributor_id: order.distributor_id.clone(),
@@ -587,73 +639,10 @@ fn decide_refund(
     chain: &[Beneficiary],
     request: &RefundRequest,
     snapshot: &OrderSnapshot,
-) -> Result<RefundDecision, StoreError> {
-    let balances: Vec<ItemBalance> = snapshot
-        .items
-        .iter()
-        .map(|item| ItemBalance {
-            sku: item.sku.clone(),
-            paid: item.amount,
-            refunded: item.refunded,
-        })
-        .collect();
-    let allocation = settlement::allocate_refund(&balances, request.amount, request.sku.as_deref())
-        .map_err(|error| match error {
-            RefundError::UnknownSku => StoreError::Refused {
-                code: "unknown_sku",
-                message: format!(
-                    "the order has no item with sku {:?}",
-                    request.sku.as_deref().unwrap_or("")
-                ),
-            },
-            RefundError::ExceedsRemaining { remaining } => StoreError::Refused {
-                code: "refund_exceeds_remaining",
-                message: format!("the refund is larger than what remains refundable ({remaining})"),
-            },
-            other => StoreError::Refused {
-                code: "invalid_refund",
-                message: other.to_string(),
-            },
-        })?;
-    let mut net_items = Vec::with_capacity(snapshot.items.len());
-    let mut remaining_after = Money::ZERO;
-    for (item, refunded_now) in snapshot.items.iter().zip(&allocation) {
-        let net = item
-            .amount
-            .checked_sub(item.refunded)
-            .and_then(|left| left.checked_sub(*refunded_now))
-            .ok_or_else(|| StoreError::Corrupt("refund arithmetic overflowed".to_owned()))?;
-        remaining_after = remaining_after
-            .checked_add(net)
-            .ok_or_else(|| StoreError::Corrupt("refund arithmetic overflowed".to_owned()))?;
-        net_items.push(OrderItem {
-            sku: item.sku.clone(),
-            category: item.category.clone(),
-            amount: net,
-        });
-    }
-    let order = Order {
-        distributor_id: DistributorId::parse(snapshot.order.distributor_id.as_str())?,
-        buyer_id: BuyerId::parse(snapshot.order.buyer_id.as_str())?,
-        items: net_items,
-    };
-    let fresh: Vec<CommissionLine> = commission::compute(plan, &order, chain)
-        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    let recorded = snapshot
-        .order
-        .lines
-        .iter()
-        .map(|line| {
-            Ok(RecordedLine {
-                beneficiary: DistributorId::parse(line.beneficiary_id.as_str())?,
-                level: line.level,
-                rate: line.rate,
-                base: line.base,
-                amount: line.amount,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    let changes = settlement::reconcile(&recorded, &fresh);
+) -> Result<RefundDecision, SettlementError> {
+    let allocation = allocate(request, snapshot)?;
+    let (net_items, remaining_after) = net_items_after(snapshot, &allocation)?;
+    let changes = recompute_commission(plan, chain, snapshot, net_items)?;
     let after_release = snapshot.order.state == OrderState::Released;
     let new_state = match snapshot.order.state {
         OrderState::Holding if remaining_after.is_zero() => OrderState::Cancelled,
@@ -666,7 +655,7 @@ fn decide_refund(
                 .new_amount
                 .checked_sub(change.old_amount)
                 .map(|delta| (change.beneficiary.clone(), delta))
-                .ok_or_else(|| StoreError::Corrupt("commission delta overflowed".to_owned()))
+                .ok_or(SettlementError::Overflow("commission delta"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let transfer = ledger::commission_refund(
@@ -708,6 +697,81 @@ fn decide_refund(
             request.refund_id, request.amount, remaining_after
         ),
     })
+}
+
+/// The refund's first step: how much of it each item gives back.
+fn allocate(
+    request: &RefundRequest,
+    snapshot: &OrderSnapshot,
+) -> Result<Vec<Money>, RefundRefusal> {
+    let balances: Vec<ItemBalance> = snapshot
+        .items
+        .iter()
+        .map(|item| ItemBalance {
+            sku: item.sku.clone(),
+            paid: item.amount,
+            refunded: item.refunded,
+        })
+        .collect();
+    settlement::allocate_refund(&balances, request.amount, request.sku.as_deref())
+        .map_err(|error| RefundRefusal::of(error, request.sku.as_deref()))
+}
+
+/// The items as they stand after the refund, and what stays refundable.
+fn net_items_after(
+    snapshot: &OrderSnapshot,
+    allocation: &[Money],
+) -> Result<(Vec<OrderItem>, Money), SettlementError> {
+    let mut net_items = Vec::with_capacity(snapshot.items.len());
+    let mut remaining_after = Money::ZERO;
+    for (item, refunded_now) in snapshot.items.iter().zip(allocation) {
+        let net = item
+            .amount
+            .checked_sub(item.refunded)
+            .and_then(|left| left.checked_sub(*refunded_now))
+            .ok_or(SettlementError::Overflow("refund arithmetic"))?;
+        remaining_after = remaining_after
+            .checked_add(net)
+            .ok_or(SettlementError::Overflow("refund arithmetic"))?;
+        net_items.push(OrderItem {
+            sku: item.sku.clone(),
+            category: item.category.clone(),
+            amount: net,
+        });
+    }
+    Ok((net_items, remaining_after))
+}
+
+/// The commission the plan pays on the net items, reconciled line by line
+/// with what was recorded.
+fn recompute_commission(
+    plan: &Plan,
+    chain: &[Beneficiary],
+    snapshot: &OrderSnapshot,
+    net_items: Vec<OrderItem>,
+) -> Result<Vec<settlement::LineChange>, StoreError> {
+    let order = Order {
+        distributor_id: DistributorId::parse(snapshot.order.distributor_id.as_str())?,
+        buyer_id: BuyerId::parse(snapshot.order.buyer_id.as_str())?,
+        items: net_items,
+    };
+    let fresh: Vec<CommissionLine> = commission::compute(plan, &order, chain)
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let recorded = snapshot
+        .order
+        .lines
+        .iter()
+        .map(|line| {
+            Ok(RecordedLine {
+                beneficiary: DistributorId::parse(line.beneficiary_id.as_str())?,
+                level: line.level,
+                rate: line.rate,
+                base: line.base,
+                amount: line.amount,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(settlement::reconcile(&recorded, &fresh))
 }
 
 async fn release_due(shared: &Shared, attempt: i64, trigger: &str) -> Result<usize, StoreError> {

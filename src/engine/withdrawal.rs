@@ -31,7 +31,8 @@ use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
 use crate::domain::tax::{Month, Withholding, WithholdingMethod};
 use crate::domain::withdrawal::{
-    self, EarlierPayout, Refusal, RequestFacts, RiskFacts, Speed, WithdrawalRules, WithdrawalState,
+    self, EarlierPayout, Refusal, RequestFacts, RiskFacts, Speed, StateRefusal, WithdrawalRules,
+    WithdrawalState,
 };
 use crate::engine::definition::{ReviewParams, StepKind, StepParams, WorkflowDefinition};
 use crate::engine::gateway::{Gateway, GatewayNews};
@@ -182,6 +183,9 @@ pub struct Quote {
 pub enum WithdrawalError {
     #[error("{0}")]
     Refused(#[from] Refusal),
+    /// The withdrawal is not in a state that allows the step (→ 409).
+    #[error(transparent)]
+    State(#[from] StateRefusal),
     #[error("amount: {0}")]
     BadAmount(String),
     #[error("{what} {id} not found")]
@@ -429,38 +433,16 @@ impl WithdrawalEngine {
     ) -> Result<WithdrawalRequestOutcome, WithdrawalError> {
         let amount = Self::amount(&request.amount_text)?;
         let draft = self.draft(request, amount, idempotency_key, request_sha256)?;
-        let refusal = std::sync::Mutex::new(None);
         let outcome = self
             .store
             .request_withdrawal(&draft, &self.settings.transfer_job, |facts| {
-                self.decide(&draft, facts)
-                    .map(|(decision, _)| decision)
-                    .map_err(|error| match error {
-                        WithdrawalError::Store(error) => error,
-                        other => {
-                            let code = match &other {
-                                WithdrawalError::Refused(refusal) => refusal.code(),
-                                _ => "refused",
-                            };
-                            let message = other.to_string();
-                            *refusal.lock().expect("not poisoned") = Some(other);
-                            StoreError::Refused { code, message }
-                        }
-                    })
+                self.decide(&draft, facts).map(|(decision, _)| decision)
             })
-            .await;
-        match outcome {
-            Ok(outcome) => {
-                if let WithdrawalRequestOutcome::Created(created) = &outcome {
-                    tracing::info!(withdrawal_id = %created.id, distributor_id = %created.distributor_id, state = %created.state, gross = %created.gross, "withdrawal requested");
-                }
-                Ok(outcome)
-            }
-            Err(error) => match refusal.into_inner().expect("not poisoned") {
-                Some(refusal) => Err(refusal),
-                None => Err(error.into()),
-            },
+            .await?;
+        if let WithdrawalRequestOutcome::Created(created) = &outcome {
+            tracing::info!(withdrawal_id = %created.id, distributor_id = %created.distributor_id, state = %created.state, gross = %created.gross, "withdrawal requested");
         }
+        Ok(outcome)
     }
 
     pub async fn review(
@@ -478,7 +460,7 @@ impl WithdrawalEngine {
                 self.clock.now(),
                 actor,
             )
-            .await?;
+            .await??;
         tracing::info!(withdrawal_id = %id, state = %record.state, "withdrawal reviewed");
         Ok(record)
     }
@@ -512,14 +494,18 @@ impl WithdrawalEngine {
                     }
                     let after = self.current(id).await?;
                     if after.state != WithdrawalState::Cancelled {
-                        return Err(not_cancellable(id, after.state).into());
+                        return Err(StateRefusal::GatewayKeptBill {
+                            id: id.to_owned(),
+                            state: after.state,
+                        }
+                        .into());
                     }
                 }
                 Err(error) => return Err(WithdrawalError::Gateway(error)),
             }
             return self.current(id).await;
         }
-        Ok(self.store.cancel_withdrawal(id, self.clock.now()).await?)
+        Ok(self.store.cancel_withdrawal(id, self.clock.now()).await??)
     }
 
     async fn current(&self, id: &str) -> Result<WithdrawalRecord, WithdrawalError> {
@@ -786,16 +772,6 @@ impl WithdrawalEngine {
 /// WeChat Pay v3 dialect's (`/v1/gateways/wechat/notify`), which the
 /// sandbox speaks too.
 const CALLBACK_CHANNEL: &str = "wechat";
-
-/// The refusal of a cancel that came too late, naming where the withdrawal stands (→ 409).
-fn not_cancellable(id: &str, state: WithdrawalState) -> StoreError {
-    StoreError::Refused {
-        code: "withdrawal_not_cancellable",
-        message: format!(
-            "withdrawal {id} is {state}: too late to cancel, the gateway would not cancel its bill (the payee accepted it, or it ended)"
-        ),
-    }
-}
 
 /// A verified, decrypted callback's content.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! The store's errors: refusals a caller can act on, and failures it cannot.
 
+use crate::domain::UnknownName;
 use crate::domain::ids::InvalidId;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,9 +17,11 @@ pub enum StoreError {
     /// The transfer would take an account below zero (→ 422).
     #[error("insufficient balance in {account}")]
     InsufficientFunds { account: String },
-    /// A business rule refused the change (→ 422 with this code); nothing was written.
-    #[error("{message}")]
-    Refused { code: &'static str, message: String },
+    /// The change would take a balance past what 64 bits of fen hold
+    /// (±92,233,720,368,547,758.07 yuan) (→ 422 `balance_overflow`); nothing
+    /// was written.
+    #[error("the balance of {account} would overflow: the change is refused")]
+    BalanceOverflow { account: String },
     /// A stored value the code does not understand: a bug or a tampered row.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -35,8 +38,8 @@ pub enum StoreError {
     UnsafePlan(String),
 }
 
-impl From<crate::store::records::StoreErrorText> for StoreError {
-    fn from(error: crate::store::records::StoreErrorText) -> StoreError {
+impl From<UnknownName> for StoreError {
+    fn from(error: UnknownName) -> StoreError {
         StoreError::Corrupt(error.0)
     }
 }
@@ -60,7 +63,7 @@ impl StoreError {
             | StoreError::NotFound { .. }
             | StoreError::IdempotencyConflict { .. }
             | StoreError::InsufficientFunds { .. }
-            | StoreError::Refused { .. }
+            | StoreError::BalanceOverflow { .. }
             | StoreError::Corrupt(_)
             | StoreError::Queue(_)
             | StoreError::Migrate(_)

@@ -1,15 +1,17 @@
 //! All SQL of fenrun, for SQLite and PostgreSQL. Nothing outside this module
 //! touches sqlx.
 //!
-//! The domain SQL is written once, in `queries.rs`, in the dialect both
-//! databases share (`$n` parameters, `on conflict`, `returning`); each backend
-//! module includes it with its own concrete types and the few things that
-//! differ (row locks, how a write transaction begins, connection set-up).
-//! [`Store`] picks the backend from the database URL.
+//! The domain SQL is written once, in `sql/`, in the dialect both databases
+//! share (`$n` parameters, `on conflict`, `returning`). Each backend
+//! (`sqlite/`, `postgres/`) mounts those files as its own modules, compiled
+//! against its `dialect.rs`: the written contract of the few things that
+//! differ (row locks, bulk statements, job pushes, how a write transaction
+//! begins). [`Store`] picks the backend from the database URL.
 
 pub mod error;
 mod postgres;
 pub mod records;
+pub mod scratch;
 mod sqlite;
 mod time;
 
@@ -19,14 +21,32 @@ use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Transfer};
 use crate::domain::money::Money;
+use crate::domain::withdrawal::StateRefusal;
 pub use error::StoreError;
-pub use records::*;
+pub use records::{
+    AccountMismatch, Actor, ApplyOutcome, AuditEntry, Balance, CertificateRecord,
+    CorrectionOutcome, Creation, Distributor, DistributorStatus, GatewayOutcome, IngestOutcome,
+    ItemRecord, LedgerReport, LineRecord, LineState, LineUpdate, NewCertificate, NewDistributor,
+    NewPlan, OrderEvent, OrderRecord, OrderSnapshot, OrderState, PayoutChannel,
+    PreparedDeclaration, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest,
+    ReviewDecision, Revocation, SealedIdentity, SealedPayoutAccount, SessionRecord, StoredPlan,
+    TokenListing, TokenRecord, TransferOutcome, WithdrawalDecision, WithdrawalDraft,
+    WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals,
+};
 
 /// Largest page any list query returns, whatever the caller asks for.
 pub const MAX_PAGE: i64 = 500;
 
 /// Our migrations' bookkeeping table; apalis keeps `_sqlx_migrations` to itself.
 pub const MIGRATIONS_TABLE: &str = "fenrun_migrations";
+
+/// Pool size unless the settings say otherwise: SQLite has one writer at a
+/// time anyway, so a few readers beside it are all a pool can use.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+
+/// How long a SQLite writer waits for the lock unless the settings say
+/// otherwise: longer than any one write transaction should hold it.
+pub const DEFAULT_SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// Connection settings the store needs (a slice of the application's settings).
 #[derive(Debug, Clone)]
@@ -40,8 +60,8 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
-            max_connections: 8,
-            sqlite_busy_timeout_ms: 5_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            sqlite_busy_timeout_ms: DEFAULT_SQLITE_BUSY_TIMEOUT_MS,
         }
     }
 }
@@ -113,59 +133,8 @@ pub struct OpsJob {
     pub payload: String,
 }
 
+/// Opening the database, and what the health checks and start-up ask of it.
 impl Store {
-    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
-        dispatch!(self, repo => repo.record_audit(entry).await)
-    }
-
-    pub async fn audit_entries(
-        &self,
-        before: Option<i64>,
-        target: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
-        dispatch!(self, repo => repo.audit_entries(before, target, limit).await)
-    }
-
-    pub async fn ops_jobs(&self, filter: &JobFilter) -> Result<Vec<OpsJob>, StoreError> {
-        dispatch!(self, repo => repo.ops_jobs(filter).await)
-    }
-
-    pub async fn done_last_hour(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        dispatch!(self, repo => repo.done_last_hour().await)
-    }
-
-    /// Also appends the audit entry, in the same transaction, when the
-    /// job's status changed.
-    pub async fn retry_job(
-        &self,
-        id: &str,
-        actor: &Actor,
-        at: DateTime<Utc>,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        dispatch!(self, repo => repo.retry_job(id, actor, at).await)
-    }
-
-    /// Also appends the audit entry, in the same transaction, when the
-    /// job's status changed.
-    pub async fn cancel_job(
-        &self,
-        id: &str,
-        actor: &Actor,
-        at: DateTime<Utc>,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        dispatch!(self, repo => repo.cancel_job(id, actor, at).await)
-    }
-
-    /// Jobs per queue and state with the oldest `run_at` (unix seconds) of
-    /// each group, for `/metrics` and the ops console.
-    pub async fn queue_stats(
-        &self,
-        now_secs: i64,
-    ) -> Result<Vec<(String, String, i64, Option<i64>)>, StoreError> {
-        dispatch!(self, repo => repo.queue_stats(now_secs).await)
-    }
-
     /// Opens the database named by `url` (`sqlite://…` or `postgres://…`),
     /// creating a SQLite file if needed, and applies every migration: apalis's
     /// and ours.
@@ -205,6 +174,44 @@ impl Store {
         dispatch!(self, repo => repo.close().await)
     }
 
+    pub fn queue_pool(&self) -> QueuePool {
+        match &self.backend {
+            Backend::Sqlite(repo) => QueuePool::Sqlite(repo.pool().clone()),
+            Backend::Postgres(repo) => QueuePool::Postgres(repo.pool().clone()),
+        }
+    }
+
+    /// How SQLite would plan apalis's ack query (`None` on PostgreSQL).
+    pub async fn sqlite_ack_plan(&self) -> Result<Option<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(repo) => Ok(Some(sqlite::ack_plan(repo.pool()).await?)),
+            Backend::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// `PRAGMA synchronous` of every pooled SQLite connection (`None` on PostgreSQL).
+    pub async fn sqlite_synchronous_levels(&self) -> Result<Option<Vec<i64>>, StoreError> {
+        let Backend::Sqlite(repo) = &self.backend else {
+            return Ok(None);
+        };
+        let mut held = Vec::new();
+        let mut levels = Vec::new();
+        let size = repo.pool().size().max(1);
+        for _ in 0..size {
+            let mut conn = repo.pool().acquire().await?;
+            levels.push(
+                sqlx::query_scalar("pragma synchronous")
+                    .fetch_one(&mut *conn)
+                    .await?,
+            );
+            held.push(conn);
+        }
+        Ok(Some(levels))
+    }
+}
+
+/// Distributors, the ledger and commission plans; the SQL is in `sql/ledger.rs`.
+impl Store {
     pub async fn create_distributor(
         &self,
         new: &NewDistributor,
@@ -286,82 +293,10 @@ impl Store {
     pub async fn list_plans(&self) -> Result<Vec<StoredPlan>, StoreError> {
         dispatch!(self, repo => repo.list_plans().await)
     }
+}
 
-    /// Stores a token's hash (expiring at `expires_at`, if set) with its
-    /// audit entry by `actor`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn insert_token(
-        &self,
-        token_id: &str,
-        token_sha256: &str,
-        role: Role,
-        distributor: Option<&DistributorId>,
-        expires_at: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.insert_token(token_id, token_sha256, role, distributor, expires_at, now, actor).await)
-    }
-
-    /// The token with this hash, revoked and expired ones included.
-    pub async fn token_by_hash(
-        &self,
-        token_sha256: &str,
-    ) -> Result<Option<TokenRecord>, StoreError> {
-        dispatch!(self, repo => repo.token_by_hash(token_sha256).await)
-    }
-
-    /// Tokens in id order after `after`, at most `limit` (≤ [`MAX_PAGE`]).
-    pub async fn tokens(
-        &self,
-        after: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<TokenListing>, StoreError> {
-        dispatch!(self, repo => repo.tokens(after, limit).await)
-    }
-
-    /// Revokes a token and ends its page sessions, audited in the same
-    /// transaction; `None` if there is no such token.
-    pub async fn revoke_token(
-        &self,
-        id: &str,
-        now: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<Option<Revocation>, StoreError> {
-        dispatch!(self, repo => repo.revoke_token(id, now, actor).await)
-    }
-
-    /// Stores a page session; deletes the ended ones on the way.
-    pub async fn create_session(
-        &self,
-        session_sha256: &str,
-        token_id: &str,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        idle_cutoff: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.create_session(session_sha256, token_id, now, expires_at, idle_cutoff).await)
-    }
-
-    pub async fn session_by_hash(
-        &self,
-        session_sha256: &str,
-    ) -> Result<Option<SessionRecord>, StoreError> {
-        dispatch!(self, repo => repo.session_by_hash(session_sha256).await)
-    }
-
-    pub async fn touch_session(
-        &self,
-        session_sha256: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.touch_session(session_sha256, now).await)
-    }
-
-    pub async fn delete_session(&self, session_sha256: &str) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.delete_session(session_sha256).await)
-    }
-
+/// Orders and their commission lines; the SQL is in `sql/orders.rs`.
+impl Store {
     pub async fn ingest_orders(
         &self,
         batch: &[PreparedOrder],
@@ -381,14 +316,17 @@ impl Store {
         dispatch!(self, repo => repo.release_due(now, limit, attempt, trigger).await)
     }
 
-    pub async fn refund_order<F>(
+    /// Applies a refund in one transaction: `decide` rules on the locked
+    /// order, and its refusal comes back as it is, in its own error type.
+    pub async fn refund_order<F, E>(
         &self,
         request: &RefundRequest,
         now: DateTime<Utc>,
         decide: F,
-    ) -> Result<RefundOutcome, StoreError>
+    ) -> Result<RefundOutcome, E>
     where
-        F: FnOnce(&OrderSnapshot) -> Result<RefundDecision, StoreError> + Send,
+        F: FnOnce(&OrderSnapshot) -> Result<RefundDecision, E> + Send,
+        E: From<StoreError>,
     {
         dispatch!(self, repo => repo.refund_order(request, now, decide).await)
     }
@@ -409,7 +347,274 @@ impl Store {
     pub async fn order_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         dispatch!(self, repo => repo.order_counts().await)
     }
+}
 
+/// Withdrawals (SPEC §2.4); the SQL is in `sql/withdrawals.rs`.
+impl Store {
+    /// Records a request in one transaction: `decide` rules on the locked
+    /// facts, and its refusal comes back as it is, in its own error type.
+    pub async fn request_withdrawal<F, E>(
+        &self,
+        draft: &WithdrawalDraft,
+        transfer_job: &JobSpec,
+        decide: F,
+    ) -> Result<WithdrawalRequestOutcome, E>
+    where
+        F: FnOnce(&WithdrawalFacts) -> Result<WithdrawalDecision, E> + Send,
+        E: From<StoreError>,
+    {
+        dispatch!(self, repo => repo.request_withdrawal(draft, transfer_job, decide).await)
+    }
+
+    pub async fn withdrawal_facts(
+        &self,
+        draft: &WithdrawalDraft,
+    ) -> Result<WithdrawalFacts, StoreError> {
+        dispatch!(self, repo => repo.withdrawal_facts(draft).await)
+    }
+
+    pub async fn withdrawal(&self, id: &str) -> Result<Option<WithdrawalRecord>, StoreError> {
+        dispatch!(self, repo => repo.withdrawal(id).await)
+    }
+
+    pub async fn withdrawal_by_out_bill_no(
+        &self,
+        out_bill_no: &str,
+    ) -> Result<Option<WithdrawalRecord>, StoreError> {
+        dispatch!(self, repo => repo.withdrawal_by_out_bill_no(out_bill_no).await)
+    }
+
+    pub async fn withdrawal_events(&self, id: &str) -> Result<Vec<WithdrawalEvent>, StoreError> {
+        dispatch!(self, repo => repo.withdrawal_events(id).await)
+    }
+
+    pub async fn withdrawals_in_states(
+        &self,
+        states: &[crate::domain::withdrawal::WithdrawalState],
+        updated_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<WithdrawalRecord>, StoreError> {
+        dispatch!(self, repo => repo.withdrawals_in_states(states, updated_before, limit).await)
+    }
+
+    pub async fn paid_withdrawals_in_month(
+        &self,
+        tax_month: &str,
+    ) -> Result<Vec<WithdrawalRecord>, StoreError> {
+        dispatch!(self, repo => repo.paid_withdrawals_in_month(tax_month).await)
+    }
+
+    pub async fn mark_polled(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.mark_polled(id, now).await)
+    }
+
+    /// Approves or rejects a withdrawal waiting for review; any other state
+    /// is answered as the inner refusal, with nothing written.
+    pub async fn review_withdrawal(
+        &self,
+        id: &str,
+        decision: &ReviewDecision,
+        transfer_job: &JobSpec,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
+        dispatch!(self, repo => repo.review_withdrawal(id, decision, transfer_job, now, actor).await)
+    }
+
+    /// Cancels a withdrawal whose transfer has not started; any other state
+    /// is answered as the inner refusal, with nothing written.
+    pub async fn cancel_withdrawal(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
+        dispatch!(self, repo => repo.cancel_withdrawal(id, now).await)
+    }
+
+    pub async fn begin_transfer_attempt(
+        &self,
+        id: &str,
+        attempt: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<WithdrawalRecord>, StoreError> {
+        dispatch!(self, repo => repo.begin_transfer_attempt(id, attempt, now).await)
+    }
+
+    pub async fn apply_gateway_outcome(
+        &self,
+        id: &str,
+        outcome: &GatewayOutcome,
+        source: &str,
+        attempt: i64,
+        certificate_job: &JobSpec,
+        now: DateTime<Utc>,
+    ) -> Result<ApplyOutcome, StoreError> {
+        dispatch!(self, repo => repo.apply_gateway_outcome(id, outcome, source, attempt, certificate_job, now).await)
+    }
+
+    pub async fn resume_transfers(
+        &self,
+        transfer_job: &JobSpec,
+        start_id: &str,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, repo => repo.resume_transfers(transfer_job, start_id).await)
+    }
+
+    pub async fn push_transfer(
+        &self,
+        transfer_job: &JobSpec,
+        id: &str,
+        key: String,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.push_transfer(transfer_job, id, key).await)
+    }
+
+    pub async fn withdrawal_totals(
+        &self,
+    ) -> Result<
+        Vec<(
+            crate::domain::withdrawal::WithdrawalState,
+            i64,
+            Money,
+            Money,
+            Money,
+            Money,
+        )>,
+        StoreError,
+    > {
+        dispatch!(self, repo => repo.withdrawal_totals().await)
+    }
+}
+
+/// Withholding certificates (SPEC §2.6); the SQL is in `sql/certificates.rs`.
+impl Store {
+    pub async fn insert_certificate(&self, new: &NewCertificate) -> Result<String, StoreError> {
+        dispatch!(self, repo => repo.insert_certificate(new).await)
+    }
+
+    pub async fn certificate_number_for(
+        &self,
+        withdrawal_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch!(self, repo => repo.certificate_number_for(withdrawal_id).await)
+    }
+
+    pub async fn certificate(
+        &self,
+        number: &str,
+    ) -> Result<Option<(CertificateRecord, Vec<u8>)>, StoreError> {
+        dispatch!(self, repo => repo.certificate(number).await)
+    }
+
+    pub async fn certificates(
+        &self,
+        tax_month: &str,
+        distributor: Option<&DistributorId>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        dispatch!(self, repo => repo.certificates(tax_month, distributor, after, limit).await)
+    }
+
+    pub async fn record_certificate_key(
+        &self,
+        key_id: &str,
+        public_key: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.record_certificate_key(key_id, public_key, now).await)
+    }
+
+    pub async fn certificate_keys(
+        &self,
+    ) -> Result<Vec<(String, Vec<u8>, DateTime<Utc>)>, StoreError> {
+        dispatch!(self, repo => repo.certificate_keys().await)
+    }
+
+    /// Pushes certificate jobs for paid withdrawals without a certificate
+    /// (after a crash, or paid before the step existed); returns how many.
+    pub async fn push_missing_certificates(
+        &self,
+        certificate_job: &JobSpec,
+        key_suffix: &str,
+        paid_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, repo => repo.push_missing_certificates(certificate_job, key_suffix, paid_before, limit).await)
+    }
+
+    pub async fn paid_without_certificate(&self, limit: i64) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, repo => repo.paid_without_certificate(limit).await)
+    }
+
+    /// Inserts a correction unless the certificate it replaces was already
+    /// corrected (then nothing is written).
+    pub async fn insert_correction(
+        &self,
+        new: &NewCertificate,
+        actor: &Actor,
+    ) -> Result<CorrectionOutcome, StoreError> {
+        dispatch!(self, repo => repo.insert_correction(new, actor).await)
+    }
+
+    pub async fn certificate_number_by_pdf(
+        &self,
+        pdf_sha256: &str,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch!(self, repo => repo.certificate_number_by_pdf(pdf_sha256).await)
+    }
+
+    pub async fn correction_of(&self, number: &str) -> Result<Option<String>, StoreError> {
+        dispatch!(self, repo => repo.correction_of(number).await)
+    }
+
+    pub async fn certificate_files(
+        &self,
+        tax_month: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, Vec<u8>, String)>, StoreError> {
+        dispatch!(self, repo => repo.certificate_files(tax_month, after, limit).await)
+    }
+
+    pub async fn certificate_totals(
+        &self,
+        tax_month: &str,
+    ) -> Result<(i64, Money, Money, Money), StoreError> {
+        dispatch!(self, repo => repo.certificate_totals(tax_month).await)
+    }
+
+    pub async fn save_prepared_declaration(
+        &self,
+        prepared: &PreparedDeclaration,
+        csv: &[u8],
+        xlsx: &[u8],
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.save_prepared_declaration(prepared, csv, xlsx).await)
+    }
+
+    pub async fn prepared_declarations(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<PreparedDeclaration>, StoreError> {
+        dispatch!(self, repo => repo.prepared_declarations(limit).await)
+    }
+
+    pub async fn prepared_declaration_file(
+        &self,
+        tax_month: &str,
+        xlsx: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self, repo => repo.prepared_declaration_file(tax_month, xlsx).await)
+    }
+
+    pub async fn ledger_tax_for_month(&self, tax_month: &str) -> Result<Money, StoreError> {
+        dispatch!(self, repo => repo.ledger_tax_for_month(tax_month).await)
+    }
+}
+
+/// Payout credentials, sealed by the vault (SPEC §2.5); the SQL is in `sql/credentials.rs`.
+impl Store {
     /// Stores a distributor's identity (sealed), replacing an earlier one.
     pub async fn upsert_identity(
         &self,
@@ -503,34 +708,152 @@ impl Store {
     ) -> Result<bool, StoreError> {
         dispatch!(self, repo => repo.reseal_payout_account(expected, account, new_key_id).await)
     }
+}
 
-    /// How SQLite would plan apalis's ack query (`None` on PostgreSQL).
-    pub async fn sqlite_ack_plan(&self) -> Result<Option<String>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(repo) => Ok(Some(sqlite::ack_plan(repo.pool()).await?)),
-            Backend::Postgres(_) => Ok(None),
-        }
+/// API tokens and page sessions; the SQL is in `sql/sessions.rs`.
+impl Store {
+    /// Stores a token's hash (expiring at `expires_at`, if set) with its
+    /// audit entry by `actor`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_token(
+        &self,
+        token_id: &str,
+        token_sha256: &str,
+        role: Role,
+        distributor: Option<&DistributorId>,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.insert_token(token_id, token_sha256, role, distributor, expires_at, now, actor).await)
     }
 
-    /// `PRAGMA synchronous` of every pooled SQLite connection (`None` on PostgreSQL).
-    pub async fn sqlite_synchronous_levels(&self) -> Result<Option<Vec<i64>>, StoreError> {
-        let Backend::Sqlite(repo) = &self.backend else {
-            return Ok(None);
-        };
-        let mut held = Vec::new();
-        let mut levels = Vec::new();
-        let size = repo.pool().size().max(1);
-        for _ in 0..size {
-            let mut conn = repo.pool().acquire().await?;
-            levels.push(
-                sqlx::query_scalar("pragma synchronous")
-                    .fetch_one(&mut *conn)
-                    .await?,
-            );
-            held.push(conn);
-        }
-        Ok(Some(levels))
+    /// The token with this hash, revoked and expired ones included.
+    pub async fn token_by_hash(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        dispatch!(self, repo => repo.token_by_hash(token_sha256).await)
     }
+
+    /// Tokens in id order after `after`, at most `limit` (≤ [`MAX_PAGE`]).
+    pub async fn tokens(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<TokenListing>, StoreError> {
+        dispatch!(self, repo => repo.tokens(after, limit).await)
+    }
+
+    /// Revokes a token and ends its page sessions, audited in the same
+    /// transaction; `None` if there is no such token.
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<Option<Revocation>, StoreError> {
+        dispatch!(self, repo => repo.revoke_token(id, now, actor).await)
+    }
+
+    /// Stores a page session; deletes the ended ones on the way.
+    pub async fn create_session(
+        &self,
+        session_sha256: &str,
+        token_id: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.create_session(session_sha256, token_id, now, expires_at, idle_cutoff).await)
+    }
+
+    pub async fn session_by_hash(
+        &self,
+        session_sha256: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        dispatch!(self, repo => repo.session_by_hash(session_sha256).await)
+    }
+
+    pub async fn touch_session(
+        &self,
+        session_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.touch_session(session_sha256, now).await)
+    }
+
+    pub async fn delete_session(&self, session_sha256: &str) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.delete_session(session_sha256).await)
+    }
+}
+
+/// The audit log (SPEC §2.10); the SQL is in `sql/audit.rs`.
+impl Store {
+    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        dispatch!(self, repo => repo.record_audit(entry).await)
+    }
+
+    pub async fn audit_entries(
+        &self,
+        before: Option<i64>,
+        target: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
+        dispatch!(self, repo => repo.audit_entries(before, target, limit).await)
+    }
+}
+
+/// The job queues as the ops console and `/metrics` see them; the SQL is in
+/// `sql/jobs.rs` and each backend's own `mod.rs`.
+impl Store {
+    pub async fn ops_jobs(&self, filter: &JobFilter) -> Result<Vec<OpsJob>, StoreError> {
+        dispatch!(self, repo => repo.ops_jobs(filter).await)
+    }
+
+    pub async fn done_last_hour(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, repo => repo.done_last_hour().await)
+    }
+
+    /// Also appends the audit entry, in the same transaction, when the
+    /// job's status changed.
+    pub async fn retry_job(
+        &self,
+        id: &str,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        dispatch!(self, repo => repo.retry_job(id, actor, at).await)
+    }
+
+    /// Also appends the audit entry, in the same transaction, when the
+    /// job's status changed.
+    pub async fn cancel_job(
+        &self,
+        id: &str,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        dispatch!(self, repo => repo.cancel_job(id, actor, at).await)
+    }
+
+    /// Jobs per queue and state with the oldest `run_at` (unix seconds) of
+    /// each group, for `/metrics` and the ops console.
+    pub async fn queue_stats(
+        &self,
+        now_secs: i64,
+    ) -> Result<Vec<(String, String, i64, Option<i64>)>, StoreError> {
+        dispatch!(self, repo => repo.queue_stats(now_secs).await)
+    }
+}
+
+/// The pool apalis's storages run on: the job queue lives in the same
+/// database as the business tables, so a step's effect and its next job
+/// commit together.
+#[derive(Clone)]
+pub enum QueuePool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
 /// The payload of a withdrawal's transfer job.
@@ -633,370 +956,5 @@ mod tests {
         assert_eq!(backend_of("postgres://x/y"), Some(BackendKind::Postgres));
         assert_eq!(backend_of("postgresql://x/y"), Some(BackendKind::Postgres));
         assert_eq!(backend_of("mysql://x"), None);
-    }
-}
-
-/// The pool apalis's storages run on: the job queue lives in the same
-/// database as the business tables, so a step's effect and its next job
-/// commit together.
-#[derive(Clone)]
-pub enum QueuePool {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-impl Store {
-    pub fn queue_pool(&self) -> QueuePool {
-        match &self.backend {
-            Backend::Sqlite(repo) => QueuePool::Sqlite(repo.pool().clone()),
-            Backend::Postgres(repo) => QueuePool::Postgres(repo.pool().clone()),
-        }
-    }
-}
-
-/// A PostgreSQL database made for one run (a benchmark), dropped by [`drop_scratch_database`].
-pub async fn create_scratch_database(server_url: &str, name: &str) -> Result<String, StoreError> {
-    use sqlx::Connection;
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return Err(StoreError::Corrupt(format!(
-            "scratch database name {name:?}"
-        )));
-    }
-    let mut conn = sqlx::PgConnection::connect(server_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await?;
-    let (base, _) = server_url
-        .rsplit_once('/')
-        .ok_or_else(|| StoreError::Corrupt("a PostgreSQL URL ends with /database".to_owned()))?;
-    Ok(format!("{base}/{name}"))
-}
-
-pub async fn drop_scratch_database(server_url: &str, name: &str) -> Result<(), StoreError> {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(server_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {name} with (force)"
-    )))
-    .execute(&mut conn)
-    .await?;
-    conn.close().await?;
-    Ok(())
-}
-
-impl Store {
-    /// Jobs of one apalis queue by status.
-    pub async fn queue_counts(&self, queue: &str) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(match &self.backend {
-            Backend::Sqlite(repo) => {
-                sqlx::query_as("select status, count(*) from Jobs where job_type = $1 group by status order by status")
-                    .bind(queue)
-                    .fetch_all(repo.pool())
-                    .await?
-            }
-            Backend::Postgres(repo) => {
-                sqlx::query_as(
-                    "select status, count(*) from apalis.jobs where job_type = $1 group by status order by status",
-                )
-                .bind(queue)
-                .fetch_all(repo.pool())
-                .await?
-            }
-        })
-    }
-
-    /// Pushes `count` no-op jobs onto `queue` (the queue benchmark's backlog).
-    pub async fn push_noop_jobs(&self, queue: &str, count: usize) -> Result<(), StoreError> {
-        const PER_TRANSACTION: usize = 1_000;
-        let payload = serde_json::to_vec(&serde_json::json!({}))
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        let mut left = count;
-        while left > 0 {
-            let take = left.min(PER_TRANSACTION);
-            let tasks: Vec<_> = (0..take)
-                .map(|_| {
-                    apalis_core::task::builder::TaskBuilder::new(payload.clone())
-                        .max_attempts(3)
-                        .build()
-                })
-                .collect();
-            match &self.backend {
-                Backend::Sqlite(repo) => {
-                    let mut tx = repo.pool().begin().await?;
-                    apalis_sqlite::queries::push_tasks(&mut *tx, queue, &tasks)
-                        .await
-                        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-                    tx.commit().await?;
-                }
-                Backend::Postgres(repo) => {
-                    let mut tx = repo.pool().begin().await?;
-                    apalis_postgres::queries::push_tasks(&mut *tx, queue, tasks)
-                        .await
-                        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-                    tx.commit().await?;
-                }
-            }
-            left -= take;
-        }
-        Ok(())
-    }
-}
-
-/// Withdrawals (SPEC §2.4); the SQL is in `queries_withdrawals.rs`.
-impl Store {
-    pub async fn request_withdrawal<F>(
-        &self,
-        draft: &WithdrawalDraft,
-        transfer_job: &JobSpec,
-        decide: F,
-    ) -> Result<WithdrawalRequestOutcome, StoreError>
-    where
-        F: FnOnce(&WithdrawalFacts) -> Result<WithdrawalDecision, StoreError> + Send,
-    {
-        dispatch!(self, repo => repo.request_withdrawal(draft, transfer_job, decide).await)
-    }
-
-    pub async fn withdrawal_facts(
-        &self,
-        draft: &WithdrawalDraft,
-    ) -> Result<WithdrawalFacts, StoreError> {
-        dispatch!(self, repo => repo.withdrawal_facts(draft).await)
-    }
-
-    pub async fn withdrawal(&self, id: &str) -> Result<Option<WithdrawalRecord>, StoreError> {
-        dispatch!(self, repo => repo.withdrawal(id).await)
-    }
-
-    pub async fn withdrawal_by_out_bill_no(
-        &self,
-        out_bill_no: &str,
-    ) -> Result<Option<WithdrawalRecord>, StoreError> {
-        dispatch!(self, repo => repo.withdrawal_by_out_bill_no(out_bill_no).await)
-    }
-
-    pub async fn withdrawal_events(&self, id: &str) -> Result<Vec<WithdrawalEvent>, StoreError> {
-        dispatch!(self, repo => repo.withdrawal_events(id).await)
-    }
-
-    pub async fn withdrawals_in_states(
-        &self,
-        states: &[crate::domain::withdrawal::WithdrawalState],
-        updated_before: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<WithdrawalRecord>, StoreError> {
-        dispatch!(self, repo => repo.withdrawals_in_states(states, updated_before, limit).await)
-    }
-
-    pub async fn paid_withdrawals_in_month(
-        &self,
-        tax_month: &str,
-    ) -> Result<Vec<WithdrawalRecord>, StoreError> {
-        dispatch!(self, repo => repo.paid_withdrawals_in_month(tax_month).await)
-    }
-
-    pub async fn mark_polled(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.mark_polled(id, now).await)
-    }
-
-    pub async fn review_withdrawal(
-        &self,
-        id: &str,
-        decision: &ReviewDecision,
-        transfer_job: &JobSpec,
-        now: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<WithdrawalRecord, StoreError> {
-        dispatch!(self, repo => repo.review_withdrawal(id, decision, transfer_job, now, actor).await)
-    }
-
-    pub async fn cancel_withdrawal(
-        &self,
-        id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<WithdrawalRecord, StoreError> {
-        dispatch!(self, repo => repo.cancel_withdrawal(id, now).await)
-    }
-
-    pub async fn begin_transfer_attempt(
-        &self,
-        id: &str,
-        attempt: i64,
-        now: DateTime<Utc>,
-    ) -> Result<Option<WithdrawalRecord>, StoreError> {
-        dispatch!(self, repo => repo.begin_transfer_attempt(id, attempt, now).await)
-    }
-
-    pub async fn apply_gateway_outcome(
-        &self,
-        id: &str,
-        outcome: &GatewayOutcome,
-        source: &str,
-        attempt: i64,
-        certificate_job: &JobSpec,
-        now: DateTime<Utc>,
-    ) -> Result<ApplyOutcome, StoreError> {
-        dispatch!(self, repo => repo.apply_gateway_outcome(id, outcome, source, attempt, certificate_job, now).await)
-    }
-
-    pub async fn resume_transfers(
-        &self,
-        transfer_job: &JobSpec,
-        start_id: &str,
-    ) -> Result<usize, StoreError> {
-        dispatch!(self, repo => repo.resume_transfers(transfer_job, start_id).await)
-    }
-
-    pub async fn push_transfer(
-        &self,
-        transfer_job: &JobSpec,
-        id: &str,
-        key: String,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.push_transfer(transfer_job, id, key).await)
-    }
-
-    pub async fn withdrawal_totals(
-        &self,
-    ) -> Result<
-        Vec<(
-            crate::domain::withdrawal::WithdrawalState,
-            i64,
-            Money,
-            Money,
-            Money,
-            Money,
-        )>,
-        StoreError,
-    > {
-        dispatch!(self, repo => repo.withdrawal_totals().await)
-    }
-}
-
-/// Withholding certificates (SPEC §2.6); the SQL is in `queries_certificates.rs`.
-impl Store {
-    pub async fn insert_certificate(&self, new: &NewCertificate) -> Result<String, StoreError> {
-        dispatch!(self, repo => repo.insert_certificate(new).await)
-    }
-
-    pub async fn certificate_number_for(
-        &self,
-        withdrawal_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        dispatch!(self, repo => repo.certificate_number_for(withdrawal_id).await)
-    }
-
-    pub async fn certificate(
-        &self,
-        number: &str,
-    ) -> Result<Option<(CertificateRecord, Vec<u8>)>, StoreError> {
-        dispatch!(self, repo => repo.certificate(number).await)
-    }
-
-    pub async fn certificates(
-        &self,
-        tax_month: &str,
-        distributor: Option<&DistributorId>,
-        after: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<CertificateRecord>, StoreError> {
-        dispatch!(self, repo => repo.certificates(tax_month, distributor, after, limit).await)
-    }
-
-    pub async fn record_certificate_key(
-        &self,
-        key_id: &str,
-        public_key: &[u8],
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.record_certificate_key(key_id, public_key, now).await)
-    }
-
-    pub async fn certificate_keys(
-        &self,
-    ) -> Result<Vec<(String, Vec<u8>, DateTime<Utc>)>, StoreError> {
-        dispatch!(self, repo => repo.certificate_keys().await)
-    }
-
-    /// Pushes certificate jobs for paid withdrawals without a certificate
-    /// (after a crash, or paid before the step existed); returns how many.
-    pub async fn push_missing_certificates(
-        &self,
-        certificate_job: &JobSpec,
-        key_suffix: &str,
-        paid_before: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<usize, StoreError> {
-        dispatch!(self, repo => repo.push_missing_certificates(certificate_job, key_suffix, paid_before, limit).await)
-    }
-
-    pub async fn paid_without_certificate(&self, limit: i64) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, repo => repo.paid_without_certificate(limit).await)
-    }
-
-    pub async fn insert_correction(
-        &self,
-        new: &NewCertificate,
-        actor: &Actor,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.insert_correction(new, actor).await)
-    }
-
-    pub async fn certificate_number_by_pdf(
-        &self,
-        pdf_sha256: &str,
-    ) -> Result<Option<String>, StoreError> {
-        dispatch!(self, repo => repo.certificate_number_by_pdf(pdf_sha256).await)
-    }
-
-    pub async fn correction_of(&self, number: &str) -> Result<Option<String>, StoreError> {
-        dispatch!(self, repo => repo.correction_of(number).await)
-    }
-
-    pub async fn certificate_files(
-        &self,
-        tax_month: &str,
-        after: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<(String, Vec<u8>, String)>, StoreError> {
-        dispatch!(self, repo => repo.certificate_files(tax_month, after, limit).await)
-    }
-
-    pub async fn certificate_totals(
-        &self,
-        tax_month: &str,
-    ) -> Result<(i64, Money, Money, Money), StoreError> {
-        dispatch!(self, repo => repo.certificate_totals(tax_month).await)
-    }
-
-    pub async fn save_prepared_declaration(
-        &self,
-        prepared: &PreparedDeclaration,
-        csv: &[u8],
-        xlsx: &[u8],
-    ) -> Result<(), StoreError> {
-        dispatch!(self, repo => repo.save_prepared_declaration(prepared, csv, xlsx).await)
-    }
-
-    pub async fn prepared_declarations(
-        &self,
-        limit: i64,
-    ) -> Result<Vec<PreparedDeclaration>, StoreError> {
-        dispatch!(self, repo => repo.prepared_declarations(limit).await)
-    }
-
-    pub async fn prepared_declaration_file(
-        &self,
-        tax_month: &str,
-        xlsx: bool,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        dispatch!(self, repo => repo.prepared_declaration_file(tax_month, xlsx).await)
-    }
-
-    pub async fn ledger_tax_for_month(&self, tax_month: &str) -> Result<Money, StoreError> {
-        dispatch!(self, repo => repo.ledger_tax_for_month(tax_month).await)
     }
 }

@@ -1,36 +1,14 @@
 //! What the store hands back: plain rows, already converted to domain types.
+//! The state enums the rows carry are the domain's, re-exported here.
 
 use chrono::{DateTime, Utc};
+
+pub use crate::domain::identity::PayoutChannel;
+pub use crate::domain::settlement::{DistributorStatus, LineState, OrderState};
 
 use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum DistributorStatus {
-    Active,
-    /// 清退: earns no new commission, keeps its balances.
-    Cleared,
-}
-
-impl DistributorStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DistributorStatus::Active => "active",
-            DistributorStatus::Cleared => "cleared",
-        }
-    }
-
-    pub(crate) fn from_db(text: &str) -> DistributorStatus {
-        match text {
-            "cleared" => DistributorStatus::Cleared,
-            _ => DistributorStatus::Active,
-        }
-    }
-}
 
 /// A distributor to create; `request_sha256` fingerprints the request so a
 /// replay can be told from a conflicting reuse of the id.
@@ -89,6 +67,17 @@ impl Balance {
             Money::ZERO
         }
     }
+}
+
+/// What inserting a correction came to: a certificate is corrected once,
+/// and a later correction corrects the newest one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorrectionOutcome {
+    Inserted,
+    /// Certificate `by` already corrects it; nothing was written.
+    AlreadyCorrected {
+        by: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,69 +179,6 @@ impl LedgerReport {
             && self.orphan_postings == 0
     }
 }
-
-/// Where an order is in the settlement workflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderState {
-    /// Inside the T+3 hold: commission is pending.
-    Holding,
-    /// Past the hold: commission is available.
-    Released,
-    /// Fully refunded inside the hold: no commission.
-    Cancelled,
-}
-
-impl OrderState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderState::Holding => "holding",
-            OrderState::Released => "released",
-            OrderState::Cancelled => "cancelled",
-        }
-    }
-
-    pub(crate) fn from_db(text: &str) -> Result<OrderState, StoreErrorText> {
-        match text {
-            "holding" => Ok(OrderState::Holding),
-            "released" => Ok(OrderState::Released),
-            "cancelled" => Ok(OrderState::Cancelled),
-            other => Err(StoreErrorText(format!("order state {other:?}"))),
-        }
-    }
-}
-
-/// Where a commission line is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum LineState {
-    Pending,
-    Released,
-    Cancelled,
-}
-
-impl LineState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LineState::Pending => "pending",
-            LineState::Released => "released",
-            LineState::Cancelled => "cancelled",
-        }
-    }
-
-    pub(crate) fn from_db(text: &str) -> Result<LineState, StoreErrorText> {
-        match text {
-            "pending" => Ok(LineState::Pending),
-            "released" => Ok(LineState::Released),
-            "cancelled" => Ok(LineState::Cancelled),
-            other => Err(StoreErrorText(format!("commission line state {other:?}"))),
-        }
-    }
-}
-
-/// A decoding problem, turned into `StoreError::Corrupt` by the store.
-#[derive(Debug)]
-pub struct StoreErrorText(pub String);
 
 /// An order ready to be written: validated, its commission computed under
 /// the plan version in force at its confirmation.
@@ -398,39 +324,6 @@ pub struct SealedIdentity {
     pub masked_id_number: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-/// How a payout account is paid.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum PayoutChannel {
-    /// WeChat Pay transfer to an openid.
-    Wechat,
-    /// Alipay transfer to a logon id.
-    Alipay,
-    /// Bank transfer to a card.
-    Bank,
-}
-
-impl PayoutChannel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayoutChannel::Wechat => "wechat",
-            PayoutChannel::Alipay => "alipay",
-            PayoutChannel::Bank => "bank",
-        }
-    }
-
-    pub(crate) fn from_db(text: &str) -> Result<PayoutChannel, StoreErrorText> {
-        match text {
-            "wechat" => Ok(PayoutChannel::Wechat),
-            "alipay" => Ok(PayoutChannel::Alipay),
-            "bank" => Ok(PayoutChannel::Bank),
-            other => Err(StoreErrorText(format!("payout channel {other:?}"))),
-        }
-    }
 }
 
 /// A payout account as stored: the account sealed, the rest shown masked.

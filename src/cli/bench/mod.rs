@@ -50,8 +50,8 @@ impl ScratchDb {
         match server_url {
             Some(url) if url.starts_with("postgres") => {
                 let name = format!("fenrun_bench_{tag}_{}", std::process::id());
-                crate::store::drop_scratch_database(url, &name).await?;
-                let scratch = crate::store::create_scratch_database(url, &name).await?;
+                crate::store::scratch::drop_scratch_database(url, &name).await?;
+                let scratch = crate::store::scratch::create_scratch_database(url, &name).await?;
                 Ok(ScratchDb {
                     url: scratch,
                     server: Some((url.to_owned(), name)),
@@ -72,7 +72,7 @@ impl ScratchDb {
 
     pub(crate) async fn drop(self) {
         if let Some((server, name)) = &self.server
-            && let Err(error) = crate::store::drop_scratch_database(server, name).await
+            && let Err(error) = crate::store::scratch::drop_scratch_database(server, name).await
         {
             eprintln!("could not drop scratch database {name}: {error}");
         }
@@ -358,7 +358,7 @@ async fn queue_once(url: &str, jobs: usize) -> anyhow::Result<()> {
         );
     }
     let pushed = Instant::now();
-    store.push_noop_jobs(NOOP_QUEUE, jobs).await?;
+    crate::store::scratch::push_noop_jobs(&store, NOOP_QUEUE, jobs).await?;
     println!("pushed {jobs} jobs in {:.2?}", pushed.elapsed());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let name = crate::engine::worker::worker_name("bench");
@@ -404,7 +404,7 @@ async fn queue_once(url: &str, jobs: usize) -> anyhow::Result<()> {
     let mut last_progress = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let counts = store.queue_counts(NOOP_QUEUE).await?;
+        let counts = crate::store::scratch::queue_counts(&store, NOOP_QUEUE).await?;
         let done = counts
             .iter()
             .find(|(status, _)| status == "Done")

@@ -1,117 +1,71 @@
-//! The PostgreSQL backend: a pool, apalis's migrations (they need the
-//! `hstore` extension), ours, and row locks where a step reads what it writes.
+//! The PostgreSQL side of the contract the shared SQL in `../sql/` is
+//! compiled against: every shared module imports what it uses from here,
+//! and may rely on nothing else of the backend's but `super::Repo` (its
+//! `pool` and `begin_write()`). `../sqlite/dialect.rs` exports the same names
+//! with the same meaning, so each shared module compiles once per backend.
+//!
+//! - `Db`, `Conn`, `DbRow`: the sqlx database, its connection and its row type.
+//! - `for_update!()`, `skip_locked!()`: the row-lock suffix of a `select`.
+//! - `lock_accounts`, `lock_balances`: balance rows locked in account order
+//!   before a set-wise update.
+//! - `push_job`, `push_release_jobs`: enqueue on the caller's transaction;
+//!   a key the queue already has is skipped (in a savepoint).
+//! - `ROWS_PER_STATEMENT` and the bulk statements: `insert_transfers`,
+//!   `update_balances`, `insert_postings` (the ledger), `insert_order_rows`,
+//!   `insert_item_rows`, `insert_line_rows`, `insert_event_rows`,
+//!   `pending_lines_of`, `mark_released` (the order workflow).
+//! - `JOB_STATUS_SQL`, `RETRY_JOB_SQL`, `CANCEL_JOB_SQL`: the ops job actions
+//!   on apalis's tables (`$1` the job id, `$2` for a cancel the stored result).
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres as Db, Transaction};
+use std::collections::HashMap;
 
-use crate::store::StoreOptions;
+use chrono::{DateTime, Utc};
 
-type Conn = sqlx::PgConnection;
+use super::orders::{LINE_COLUMNS, NewEvent, line_from_row, rate_to_db};
+use crate::domain::commission::{CommissionLine, OrderItem};
+use crate::domain::ledger::{Posting, Transfer};
+use crate::store::error::StoreError;
+use crate::store::records::{LineRecord, PreparedOrder};
+use crate::store::{JobSpec, release_task};
 
+pub(super) use sqlx::Postgres as Db;
+pub(super) type Conn = sqlx::PgConnection;
+/// A row as the shared `…_from_row` readers take it.
+pub(super) type DbRow = <Db as sqlx::Database>::Row;
+
+/// Rows a step reads and then writes are locked until it commits.
 macro_rules! for_update {
     () => {
         " for update"
     };
 }
+pub(super) use for_update;
 
-pub struct Repo {
-    pool: PgPool,
+/// Several workers may release at once: each takes rows no one else holds.
+macro_rules! skip_locked {
+    () => {
+        " for update skip locked"
+    };
 }
+pub(super) use skip_locked;
 
-/// The ops job actions' SQL on apalis-postgres's tables (see `queries_jobs.rs`).
-const JOB_STATUS_SQL: &str = "select status from apalis.jobs where id = $1 for update";
-const RETRY_JOB_SQL: &str = concat!(
+/// The ops job actions' SQL on apalis-postgres's tables (see `../sql/jobs.rs`).
+pub(super) const JOB_STATUS_SQL: &str = "select status from apalis.jobs where id = $1 for update";
+pub(super) const RETRY_JOB_SQL: &str = concat!(
     "update apalis.jobs set status = 'Pending', run_at = now(), lock_by = null, lock_at = null, done_at = null, ",
     "max_attempts = attempts + 1 where id = $1 and status in ('Failed', 'Killed')"
 );
-const CANCEL_JOB_SQL: &str = concat!(
+pub(super) const CANCEL_JOB_SQL: &str = concat!(
     "update apalis.jobs set status = 'Killed', done_at = now(), last_result = cast($2 as jsonb) ",
     "where id = $1 and status in ('Pending', 'Failed')"
 );
-
-impl Repo {
-    /// Jobs for the ops console, by id, filtered by queue
-    /// and state (as [`Self::queue_stats`] names states), after an id (keyset).
-    pub async fn ops_jobs(
-        &self,
-        filter: &crate::store::JobFilter,
-    ) -> Result<Vec<crate::store::OpsJob>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "select * from (select j.id, j.job_type, j.status, j.attempts, j.max_attempts, cast(extract(epoch from j.run_at) as bigint) as run_at, cast(extract(epoch from j.lock_at) as bigint) as lock_at, j.lock_by, ",
-            "cast(extract(epoch from j.done_at) as bigint) as done_at, cast(j.last_result as text) as last_result, convert_from(j.job, 'UTF8') as payload, cast(extract(epoch from w.last_seen) as bigint) as last_seen, ",
-            "case when j.status = 'Pending' and j.run_at > to_timestamp($1) then 'scheduled' ",
-            "when j.status = 'Pending' and j.attempts > 0 then 'retrying' when j.status = 'Pending' then 'waiting' ",
-            "when j.status in ('Queued', 'Running') then 'running' when j.status in ('Failed', 'Killed') then 'failed' ",
-            "when j.status = 'Done' then 'done' else lower(j.status) end as state ",
-            "from apalis.jobs j left join apalis.workers w on w.id = j.lock_by) t ",
-            "where ($2::text is null or state = $2) and ($3::text is null or job_type = $3) and ($4::text is null or id > $4) ",
-            "order by id limit $5"
-        ))
-        .bind(filter.now_secs)
-        .bind(filter.state.as_deref())
-        .bind(filter.queue.as_deref())
-        .bind(filter.after.as_deref())
-        .bind(filter.limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(ops_job_from_row).collect()
-    }
-
-    /// Jobs finished in the last hour, per queue (the console's throughput).
-    /// apalis stamps `done_at` with the database's clock, so the hour is too.
-    pub async fn done_last_hour(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as("select job_type, count(*) from apalis.jobs where status = 'Done' and done_at >= now() - interval '1 hour' group by 1 order by 1")
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    /// Jobs per queue and state (waiting, scheduled, retrying, running,
-    /// failed, done) with the oldest `run_at` (unix seconds) of each group.
-    pub async fn queue_stats(
-        &self,
-        now_secs: i64,
-    ) -> Result<Vec<(String, String, i64, Option<i64>)>, StoreError> {
-        Ok(sqlx::query_as(concat!(
-            "select job_type, case when status = 'Pending' and run_at > to_timestamp($1) then 'scheduled' ",
-            "when status = 'Pending' and attempts > 0 then 'retrying' when status = 'Pending' then 'waiting' ",
-            "when status in ('Queued', 'Running') then 'running' when status in ('Failed', 'Killed') then 'failed' ",
-            "when status = 'Done' then 'done' else lower(status) end as state, count(*), ",
-            "cast(extract(epoch from min(run_at)) as bigint) from apalis.jobs group by 1, 2 order by 1, 2"
-        ))
-        .bind(now_secs)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Repo, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .connect(url)
-            .await?;
-        apalis_postgres::PostgresStorage::<()>::migrations()
-            .run(&pool)
-            .await?;
-        let mut ours = sqlx::migrate!("./migrations/postgres");
-        ours.dangerous_set_table_name(crate::store::MIGRATIONS_TABLE);
-        ours.run(&pool).await?;
-        Ok(Repo { pool })
-    }
-
-    async fn begin_write(&self) -> Result<Transaction<'static, Db>, sqlx::Error> {
-        self.pool.begin().await
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-}
 
 /// Locks balance rows in account order before a set-wise update, whose own
 /// lock order is the planner's: two batches then never wait on each other
 /// in a cycle (the deadlocks of performance.md's script C). `no key update`
 /// is the lock the UPDATE itself takes: it does not block the key-share
 /// locks that other transactions' posting inserts take for their foreign key.
-async fn lock_accounts<'a>(
+pub(super) async fn lock_accounts<'a>(
     conn: &mut Conn,
     accounts: impl Iterator<Item = &'a str>,
 ) -> Result<(), StoreError> {
@@ -119,10 +73,10 @@ async fn lock_accounts<'a>(
 }
 
 /// [`lock_accounts`], answering the balances as they are under the lock.
-async fn lock_balances<'a>(
+pub(super) async fn lock_balances<'a>(
     conn: &mut Conn,
     accounts: impl Iterator<Item = &'a str>,
-) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+) -> Result<HashMap<String, i64>, StoreError> {
     let accounts: Vec<&str> = accounts.collect();
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "select id, balance_fen from ledger_accounts where id = any($1) order by id for no key update",
@@ -133,24 +87,17 @@ async fn lock_balances<'a>(
     Ok(rows.into_iter().collect())
 }
 
-/// Several workers may release at once: each takes rows no one else holds.
-macro_rules! skip_locked {
-    () => {
-        " for update skip locked"
-    };
-}
-
 /// Enqueues the release step for each release time, on the caller's
 /// transaction. apalis-postgres has no `on conflict` for a duplicate
 /// idempotency key, so each push runs in a savepoint and a duplicate is
 /// rolled back to it instead of aborting the whole transaction.
-async fn push_release_jobs(
+pub(super) async fn push_release_jobs(
     conn: &mut Conn,
-    spec: &crate::store::JobSpec,
+    spec: &JobSpec,
     release_times: &[DateTime<Utc>],
 ) -> Result<(), StoreError> {
     for release_at in release_times {
-        let task = crate::store::release_task(spec, *release_at)?;
+        let task = release_task(spec, *release_at)?;
         sqlx::query("savepoint push_release_job")
             .execute(&mut *conn)
             .await?;
@@ -186,7 +133,7 @@ fn queue_error(doing: &str, error: apalis_postgres::Error) -> StoreError {
 
 /// Enqueues one job on the caller's transaction, in a savepoint so that a
 /// duplicate idempotency key is skipped instead of aborting the transaction.
-async fn push_job(
+pub(super) async fn push_job(
     conn: &mut Conn,
     queue: &str,
     task: apalis_core::task::Task<Vec<u8>>,
@@ -216,10 +163,10 @@ async fn push_job(
 /// Most rows one statement carries. The bulk statements below pass arrays
 /// (`unnest`), so their text is fixed and prepared once; the limit only
 /// bounds the size of one round trip.
-const ROWS_PER_STATEMENT: usize = 5_000;
+pub(super) const ROWS_PER_STATEMENT: usize = 5_000;
 
 /// Inserts transfers, skipping keys already present; returns (id, key) of the new ones.
-async fn insert_transfers(
+pub(super) async fn insert_transfers(
     conn: &mut Conn,
     transfers: &[Transfer],
     now: DateTime<Utc>,
@@ -244,7 +191,7 @@ async fn insert_transfers(
 }
 
 /// Adds each change to its account where the floor allows; returns the rows updated.
-async fn update_balances(
+pub(super) async fn update_balances(
     conn: &mut Conn,
     changes: &[(&String, &(i64, bool))],
 ) -> Result<u64, StoreError> {
@@ -270,7 +217,7 @@ async fn update_balances(
     .rows_affected())
 }
 
-async fn insert_postings(
+pub(super) async fn insert_postings(
     conn: &mut Conn,
     postings: &[(i64, &Posting)],
     now: DateTime<Utc>,
@@ -301,15 +248,12 @@ async fn insert_postings(
     Ok(())
 }
 
-include!("queries.rs");
-include!("queries_orders.rs");
-
 // ---- Bulk statements of the order workflow: arrays through `unnest`, so
 // each statement's text is fixed and prepared once per connection (multi-row
 // VALUES of varying length were re-parsed every batch). Shared logic in
-// `queries_orders.rs`.
+// `../sql/orders.rs`.
 
-async fn insert_order_rows(
+pub(super) async fn insert_order_rows(
     conn: &mut Conn,
     orders: &[PreparedOrder],
     now: DateTime<Utc>,
@@ -356,9 +300,9 @@ async fn insert_order_rows(
     .await?)
 }
 
-async fn insert_item_rows(
+pub(super) async fn insert_item_rows(
     conn: &mut Conn,
-    items: &[(&PreparedOrder, usize, &crate::domain::commission::OrderItem)],
+    items: &[(&PreparedOrder, usize, &OrderItem)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let orders: Vec<&str> = items
@@ -391,9 +335,9 @@ async fn insert_item_rows(
     Ok(())
 }
 
-async fn insert_line_rows(
+pub(super) async fn insert_line_rows(
     conn: &mut Conn,
-    lines: &[(&PreparedOrder, &crate::domain::commission::CommissionLine)],
+    lines: &[(&PreparedOrder, &CommissionLine)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let orders: Vec<&str> = lines
@@ -434,7 +378,7 @@ async fn insert_line_rows(
     Ok(())
 }
 
-async fn insert_event_rows(
+pub(super) async fn insert_event_rows(
     conn: &mut Conn,
     events: &[NewEvent<'_>],
     at: DateTime<Utc>,
@@ -466,7 +410,7 @@ async fn insert_event_rows(
 }
 
 /// The pending, non-zero lines of `order_ids`, by order then level.
-async fn pending_lines_of(
+pub(super) async fn pending_lines_of(
     conn: &mut Conn,
     order_ids: &[String],
 ) -> Result<Vec<LineRecord>, StoreError> {
@@ -483,7 +427,7 @@ async fn pending_lines_of(
 }
 
 /// Holding orders → released, and their pending lines with them.
-async fn mark_released(
+pub(super) async fn mark_released(
     conn: &mut Conn,
     order_ids: &[String],
     now: DateTime<Utc>,
@@ -502,10 +446,3 @@ async fn mark_released(
     .await?;
     Ok(())
 }
-
-include!("queries_credentials.rs");
-include!("queries_withdrawals.rs");
-include!("queries_certificates.rs");
-include!("queries_audit.rs");
-include!("queries_jobs.rs");
-include!("queries_sessions.rs");

@@ -1,9 +1,23 @@
-// Withholding certificates' SQL (SPEC §2.6), shared by both backends like
-// `queries.rs` (and included after it). Certificates are written once and
-// never changed: the table's triggers refuse UPDATE and DELETE. A withdrawal
-// has one original certificate (`replaces` null) and a line of corrections.
+//! Withholding certificates' SQL (SPEC §2.6), shared by both backends.
+//! Certificates are written once and never changed: the table's triggers
+//! refuse UPDATE and DELETE. A withdrawal has one original certificate
+//! (`replaces` null) and a line of corrections.
 
-use crate::store::records::{CertificateRecord, NewCertificate, PreparedDeclaration};
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::Repo;
+use super::audit::audit_in;
+use super::dialect::{Conn, DbRow, ROWS_PER_STATEMENT, push_job};
+use crate::domain::ids::DistributorId;
+use crate::domain::ledger::{AccountId, PlatformAccount};
+use crate::domain::money::Money;
+use crate::store::error::StoreError;
+use crate::store::records::{
+    Actor, CertificateRecord, CorrectionOutcome, NewCertificate, PreparedDeclaration,
+};
+use crate::store::time::DbTime;
+use crate::store::{JobSpec, MAX_PAGE, withdrawal_step_task};
 
 /// The columns of `certificates` without the PDF, for `concat!`.
 macro_rules! certificate_columns {
@@ -12,7 +26,7 @@ macro_rules! certificate_columns {
     };
 }
 
-fn certificate_from_row(row: &<Db as sqlx::Database>::Row) -> Result<CertificateRecord, StoreError> {
+fn certificate_from_row(row: &DbRow) -> Result<CertificateRecord, StoreError> {
     Ok(CertificateRecord {
         number: row.try_get("number")?,
         withdrawal_id: row.try_get("withdrawal_id")?,
@@ -35,11 +49,12 @@ impl Repo {
     pub async fn insert_certificate(&self, new: &NewCertificate) -> Result<String, StoreError> {
         let mut tx = self.begin_write().await?;
         insert_certificate_row(&mut tx, new).await?;
-        let number: String =
-            sqlx::query_scalar("select number from certificates where withdrawal_id = $1 and replaces is null")
-                .bind(&new.withdrawal_id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let number: String = sqlx::query_scalar(
+            "select number from certificates where withdrawal_id = $1 and replaces is null",
+        )
+        .bind(&new.withdrawal_id)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(number)
     }
@@ -48,18 +63,22 @@ impl Repo {
     /// certificate of its withdrawal: a certificate is corrected once, and a
     /// second correction corrects the first.
     /// Stores a correction issued by `actor`, with its audit entry.
-    pub async fn insert_correction(&self, new: &NewCertificate, actor: &Actor) -> Result<(), StoreError> {
-        let replaces = new.replaces.as_deref().ok_or_else(|| StoreError::Corrupt("a correction names the certificate it replaces".to_owned()))?;
+    pub async fn insert_correction(
+        &self,
+        new: &NewCertificate,
+        actor: &Actor,
+    ) -> Result<CorrectionOutcome, StoreError> {
+        let replaces = new.replaces.as_deref().ok_or_else(|| {
+            StoreError::Corrupt("a correction names the certificate it replaces".to_owned())
+        })?;
         let mut tx = self.begin_write().await?;
-        let corrected: Option<String> = sqlx::query_scalar("select number from certificates where replaces = $1")
-            .bind(replaces)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let corrected: Option<String> =
+            sqlx::query_scalar("select number from certificates where replaces = $1")
+                .bind(replaces)
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(corrected) = corrected {
-            return Err(StoreError::Refused {
-                code: "certificate_already_corrected",
-                message: format!("certificate {replaces} was already corrected by {corrected}; correct that one"),
-            });
+            return Ok(CorrectionOutcome::AlreadyCorrected { by: corrected });
         }
         insert_certificate_row(&mut tx, new).await?;
         audit_in(
@@ -73,27 +92,37 @@ impl Repo {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(CorrectionOutcome::Inserted)
     }
 
     /// The number of the certificate in force for a withdrawal: the newest
     /// of its line (the one nothing replaces).
-    pub async fn certificate_number_for(&self, withdrawal_id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn certificate_number_for(
+        &self,
+        withdrawal_id: &str,
+    ) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(concat!(
             "select c.number from certificates c where c.withdrawal_id = $1 ",
             "and not exists (select 1 from certificates n where n.replaces = c.number)"
         ))
-            .bind(withdrawal_id)
-            .fetch_optional(&self.pool)
-            .await?)
+        .bind(withdrawal_id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// The certificate and its PDF.
-    pub async fn certificate(&self, number: &str) -> Result<Option<(CertificateRecord, Vec<u8>)>, StoreError> {
-        let row = sqlx::query(concat!("select ", certificate_columns!(), ", pdf from certificates where number = $1"))
-            .bind(number)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn certificate(
+        &self,
+        number: &str,
+    ) -> Result<Option<(CertificateRecord, Vec<u8>)>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            certificate_columns!(),
+            ", pdf from certificates where number = $1"
+        ))
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
         match row {
             Some(row) => Ok(Some((certificate_from_row(&row)?, row.try_get("pdf")?))),
             None => Ok(None),
@@ -101,19 +130,26 @@ impl Repo {
     }
 
     /// The number of the certificate whose PDF has this SHA-256.
-    pub async fn certificate_number_by_pdf(&self, pdf_sha256: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("select number from certificates where pdf_sha256 = $1")
-            .bind(pdf_sha256)
-            .fetch_optional(&self.pool)
-            .await?)
+    pub async fn certificate_number_by_pdf(
+        &self,
+        pdf_sha256: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("select number from certificates where pdf_sha256 = $1")
+                .bind(pdf_sha256)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// The number of the certificate that corrects `number`, if any.
     pub async fn correction_of(&self, number: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("select number from certificates where replaces = $1")
-            .bind(number)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("select number from certificates where replaces = $1")
+                .bind(number)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Certificates with their PDFs, in number order after `after`: the
@@ -137,7 +173,10 @@ impl Repo {
 
     /// Count and money of a month's certificates in force (corrections
     /// replace what they correct).
-    pub async fn certificate_totals(&self, tax_month: &str) -> Result<(i64, Money, Money, Money), StoreError> {
+    pub async fn certificate_totals(
+        &self,
+        tax_month: &str,
+    ) -> Result<(i64, Money, Money, Money), StoreError> {
         let (count, gross, tax, net): (i64, i64, i64, i64) = sqlx::query_as(concat!(
             "select count(*), cast(coalesce(sum(gross_fen), 0) as bigint), cast(coalesce(sum(tax_fen), 0) as bigint), ",
             "cast(coalesce(sum(net_fen), 0) as bigint) from certificates c where tax_month = $1 ",
@@ -146,11 +185,21 @@ impl Repo {
         .bind(tax_month)
         .fetch_one(&self.pool)
         .await?;
-        Ok((count, Money::from_fen(gross), Money::from_fen(tax), Money::from_fen(net)))
+        Ok((
+            count,
+            Money::from_fen(gross),
+            Money::from_fen(tax),
+            Money::from_fen(net),
+        ))
     }
 
     /// Records (or re-records) the declaration the schedule prepared for a month.
-    pub async fn save_prepared_declaration(&self, prepared: &PreparedDeclaration, csv: &[u8], xlsx: &[u8]) -> Result<(), StoreError> {
+    pub async fn save_prepared_declaration(
+        &self,
+        prepared: &PreparedDeclaration,
+        csv: &[u8],
+        xlsx: &[u8],
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(concat!(
             "insert into prepared_declarations (tax_month, method, prepared_at, distributors, payouts, gross_fen, tax_fen, net_fen, ",
@@ -177,7 +226,10 @@ impl Repo {
     }
 
     /// The prepared declarations, newest month first.
-    pub async fn prepared_declarations(&self, limit: i64) -> Result<Vec<PreparedDeclaration>, StoreError> {
+    pub async fn prepared_declarations(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<PreparedDeclaration>, StoreError> {
         let rows = sqlx::query(concat!(
             "select tax_month, method, prepared_at, distributors, payouts, gross_fen, tax_fen, net_fen, ledger_tax_fen ",
             "from prepared_declarations order by tax_month desc limit $1"
@@ -203,13 +255,20 @@ impl Repo {
     }
 
     /// A prepared declaration's file: `xlsx` or else the CSV.
-    pub async fn prepared_declaration_file(&self, tax_month: &str, xlsx: bool) -> Result<Option<Vec<u8>>, StoreError> {
+    pub async fn prepared_declaration_file(
+        &self,
+        tax_month: &str,
+        xlsx: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let sql = if xlsx {
             "select xlsx from prepared_declarations where tax_month = $1"
         } else {
             "select csv from prepared_declarations where tax_month = $1"
         };
-        Ok(sqlx::query_scalar(sql).bind(tax_month).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_scalar(sql)
+            .bind(tax_month)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// The tax payable the ledger credited for withdrawals of a tax month
@@ -222,7 +281,7 @@ impl Repo {
             "where w.tax_month = $1"
         ))
         .bind(tax_month)
-        .bind(crate::domain::ledger::AccountId::Platform(crate::domain::ledger::PlatformAccount::TaxPayable).to_string())
+        .bind(AccountId::Platform(PlatformAccount::TaxPayable).to_string())
         .fetch_one(&self.pool)
         .await?;
         Ok(Money::from_fen(fen.abs()))
@@ -251,7 +310,12 @@ impl Repo {
     }
 
     /// Publishes a signing key's public half (once; later calls change nothing).
-    pub async fn record_certificate_key(&self, key_id: &str, public_key: &[u8], now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn record_certificate_key(
+        &self,
+        key_id: &str,
+        public_key: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("insert into certificate_keys (key_id, public_key, first_used_at) values ($1, $2, $3) on conflict (key_id) do nothing")
             .bind(key_id)
@@ -264,12 +328,17 @@ impl Repo {
     }
 
     /// Every published signing key: (key id, public key, first used), oldest first.
-    pub async fn certificate_keys(&self) -> Result<Vec<(String, Vec<u8>, DateTime<Utc>)>, StoreError> {
+    pub async fn certificate_keys(
+        &self,
+    ) -> Result<Vec<(String, Vec<u8>, DateTime<Utc>)>, StoreError> {
         let rows: Vec<(String, Vec<u8>, DbTime)> =
             sqlx::query_as("select key_id, public_key, first_used_at from certificate_keys order by first_used_at, key_id")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(rows.into_iter().map(|(key_id, public_key, first_used_at)| (key_id, public_key, first_used_at.0)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(key_id, public_key, first_used_at)| (key_id, public_key, first_used_at.0))
+            .collect())
     }
 
     /// Pushes a certificate job for each paid withdrawal without a
@@ -294,7 +363,11 @@ impl Repo {
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let mut tx = self.begin_write().await?;
             for id in chunk {
-                let task = crate::store::withdrawal_step_task(certificate_job, id, format!("certificate:{id}:{key_suffix}"))?;
+                let task = withdrawal_step_task(
+                    certificate_job,
+                    id,
+                    format!("certificate:{id}:{key_suffix}"),
+                )?;
                 push_job(&mut tx, &certificate_job.queue, task).await?;
             }
             tx.commit().await?;

@@ -1,11 +1,22 @@
-// The audit log's SQL (SPEC §2.10), shared by both backends like
-// `queries.rs` (and included after it). Rows are only ever inserted.
+//! The audit log's SQL (SPEC §2.10), shared by both backends. Rows are only
+//! ever inserted, inside the transaction of the action they record.
 
+use chrono::{DateTime, Utc};
+use sqlx::{Row, Transaction};
+
+use super::Repo;
+use super::dialect::Db;
+use crate::store::MAX_PAGE;
+use crate::store::error::StoreError;
 use crate::store::records::{Actor, AuditEntry};
+use crate::store::time::DbTime;
 
 /// Appends `entry` inside the transaction of the action it records, so the
 /// action and its entry commit or vanish together.
-async fn insert_audit(tx: &mut Transaction<'static, Db>, entry: &AuditEntry) -> Result<i64, StoreError> {
+async fn insert_audit(
+    tx: &mut Transaction<'static, Db>,
+    entry: &AuditEntry,
+) -> Result<i64, StoreError> {
     let id: i64 = sqlx::query_scalar(concat!(
         "insert into audit_log (at, actor, actor_role, action, target, before, after) ",
         "values ($1, $2, $3, $4, $5, $6, $7) returning id"
@@ -24,7 +35,7 @@ async fn insert_audit(tx: &mut Transaction<'static, Db>, entry: &AuditEntry) -> 
 
 /// Appends the entry of `actor`'s `action` on `target` inside the action's
 /// own transaction.
-async fn audit_in(
+pub(super) async fn audit_in(
     tx: &mut Transaction<'static, Db>,
     actor: &Actor,
     at: DateTime<Utc>,
@@ -50,7 +61,7 @@ async fn audit_in(
 }
 
 /// The entry of a job retry or cancel that changed the job's status.
-async fn audit_job_action(
+pub(super) async fn audit_job_action(
     tx: &mut Transaction<'static, Db>,
     actor: &Actor,
     at: DateTime<Utc>,
@@ -85,7 +96,12 @@ impl Repo {
     }
 
     /// Entries newest first, before id `before` (keyset), optionally about one target.
-    pub async fn audit_entries(&self, before: Option<i64>, target: Option<&str>, limit: i64) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
+    pub async fn audit_entries(
+        &self,
+        before: Option<i64>,
+        target: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(i64, AuditEntry)>, StoreError> {
         let rows = sqlx::query(concat!(
             "select id, at, actor, actor_role, action, target, before, after from audit_log ",
             "where ($1 is null or id < $1) and ($2 is null or target = $2) order by id desc limit $3"
@@ -99,7 +115,10 @@ impl Repo {
             .map(|row| {
                 let json = |column: &str| -> Result<Option<serde_json::Value>, StoreError> {
                     row.try_get::<Option<String>, _>(column)?
-                        .map(|text| serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(error.to_string())))
+                        .map(|text| {
+                            serde_json::from_str(&text)
+                                .map_err(|error| StoreError::Corrupt(error.to_string()))
+                        })
                         .transpose()
                 };
                 Ok((

@@ -1,15 +1,24 @@
-// Payout credentials' SQL (SPEC §2.5), shared by both backends like
-// `queries.rs` (and included after it). The store only ever handles sealed
-// bytes and masks: sealing and opening are the vault's, above the store.
-//
-// Rotation (`fenrun keys rotate`) reads the rows whose key id is not the
-// current one a page at a time, and writes each resealed row back with the
-// key id and sealed bytes it read in the WHERE clause: a row changed
-// meanwhile (a concurrent rotation, or the distributor replacing their
-// identity, even through a process still sealing under the old key) is left
-// alone, and the update reports that it did nothing.
+//! Payout credentials' SQL (SPEC §2.5), shared by both backends. The store
+//! only ever handles sealed bytes and masks: sealing and opening are the
+//! vault's, above the store.
+//!
+//! Rotation (`fenrun keys rotate`) reads the rows whose key id is not the
+//! current one a page at a time, and writes each resealed row back with the
+//! key id and sealed bytes it read in the WHERE clause: a row changed
+//! meanwhile (a concurrent rotation, or the distributor replacing their
+//! identity, even through a process still sealing under the old key) is left
+//! alone, and the update reports that it did nothing.
 
-use crate::store::records::{PayoutChannel, SealedIdentity, SealedPayoutAccount};
+use sqlx::Row;
+
+use super::Repo;
+use super::audit::audit_in;
+use super::dialect::{Conn, DbRow, for_update};
+use crate::domain::ids::DistributorId;
+use crate::store::MAX_PAGE;
+use crate::store::error::StoreError;
+use crate::store::records::{Actor, PayoutChannel, SealedIdentity, SealedPayoutAccount};
+use crate::store::time::DbTime;
 
 /// The columns of `distributor_identities`, for `concat!`.
 macro_rules! identity_columns {
@@ -24,8 +33,9 @@ macro_rules! account_columns {
         "id, distributor_id, channel, account, key_id, masked, account_name_masked, bank_name, created_at"
     };
 }
+pub(super) use account_columns;
 
-fn identity_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedIdentity, StoreError> {
+fn identity_from_row(row: &DbRow) -> Result<SealedIdentity, StoreError> {
     Ok(SealedIdentity {
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
         real_name: row.try_get("real_name")?,
@@ -38,11 +48,11 @@ fn identity_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedIdentity
     })
 }
 
-fn account_from_row(row: &<Db as sqlx::Database>::Row) -> Result<SealedPayoutAccount, StoreError> {
+pub(super) fn account_from_row(row: &DbRow) -> Result<SealedPayoutAccount, StoreError> {
     Ok(SealedPayoutAccount {
         id: row.try_get("id")?,
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
-        channel: PayoutChannel::from_db(&row.try_get::<String, _>("channel")?)?,
+        channel: PayoutChannel::parse(&row.try_get::<String, _>("channel")?)?,
         account: row.try_get("account")?,
         key_id: row.try_get("key_id")?,
         masked: row.try_get("masked")?,
@@ -67,7 +77,10 @@ impl Repo {
     /// Writes a distributor's identity in the caller's transaction,
     /// replacing any earlier one (its `created_at` is kept); returns the row
     /// as stored.
-    async fn upsert_identity_in(tx: &mut Conn, identity: &SealedIdentity) -> Result<SealedIdentity, StoreError> {
+    async fn upsert_identity_in(
+        tx: &mut Conn,
+        identity: &SealedIdentity,
+    ) -> Result<SealedIdentity, StoreError> {
         let row = sqlx::query(concat!(
             "insert into distributor_identities (", identity_columns!(), ") ",
             "values ($1, $2, $3, $4, $5, $6, $7, $8) ",
@@ -92,7 +105,10 @@ impl Repo {
 
     /// Stores a distributor's identity, replacing any earlier one (its
     /// `created_at` is kept); returns the row as stored.
-    pub async fn upsert_identity(&self, identity: &SealedIdentity) -> Result<SealedIdentity, StoreError> {
+    pub async fn upsert_identity(
+        &self,
+        identity: &SealedIdentity,
+    ) -> Result<SealedIdentity, StoreError> {
         let mut tx = self.begin_write().await?;
         let stored = Self::upsert_identity_in(&mut tx, identity).await?;
         tx.commit().await?;
@@ -119,7 +135,10 @@ impl Repo {
         let distributor = &identity.distributor_id;
         let mut tx = self.begin_write().await?;
         let current = sqlx::query(concat!(
-            "select ", identity_columns!(), " from distributor_identities where distributor_id = $1", for_update!()
+            "select ",
+            identity_columns!(),
+            " from distributor_identities where distributor_id = $1",
+            for_update!()
         ))
         .bind(distributor.as_str())
         .fetch_optional(&mut *tx)
@@ -127,7 +146,11 @@ impl Repo {
         .as_ref()
         .map(identity_from_row)
         .transpose()?;
-        let changed = current.as_ref().map(compare).transpose()?.unwrap_or_default();
+        let changed = current
+            .as_ref()
+            .map(compare)
+            .transpose()?
+            .unwrap_or_default();
         let stored = Self::upsert_identity_in(&mut tx, identity).await?;
         if let Some(previous) = current.filter(|_| !changed.is_empty()) {
             let certified: bool = sqlx::query_scalar(
@@ -142,7 +165,7 @@ impl Repo {
                     "on conflict (distributor_id) do update set changed_at = excluded.changed_at"
                 ))
                 .bind(distributor.as_str())
-                .bind(crate::store::time::DbTime(identity.updated_at))
+                .bind(DbTime(identity.updated_at))
                 .execute(&mut *tx)
                 .await?;
                 audit_in(
@@ -168,7 +191,9 @@ impl Repo {
 
     pub async fn identity(&self, id: &DistributorId) -> Result<Option<SealedIdentity>, StoreError> {
         let row = sqlx::query(concat!(
-            "select ", identity_columns!(), " from distributor_identities where distributor_id = $1"
+            "select ",
+            identity_columns!(),
+            " from distributor_identities where distributor_id = $1"
         ))
         .bind(id.as_str())
         .fetch_optional(&self.pool)
@@ -176,10 +201,15 @@ impl Repo {
         row.as_ref().map(identity_from_row).transpose()
     }
 
-    pub async fn insert_payout_account(&self, account: &SealedPayoutAccount) -> Result<(), StoreError> {
+    pub async fn insert_payout_account(
+        &self,
+        account: &SealedPayoutAccount,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(concat!(
-            "insert into payout_accounts (", account_columns!(), ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "insert into payout_accounts (",
+            account_columns!(),
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
         .bind(&account.id)
         .bind(account.distributor_id.as_str())
@@ -198,9 +228,14 @@ impl Repo {
     }
 
     /// A distributor's payout accounts, oldest first (at most [`MAX_PAGE`]).
-    pub async fn payout_accounts(&self, distributor: &DistributorId) -> Result<Vec<SealedPayoutAccount>, StoreError> {
+    pub async fn payout_accounts(
+        &self,
+        distributor: &DistributorId,
+    ) -> Result<Vec<SealedPayoutAccount>, StoreError> {
         let rows = sqlx::query(concat!(
-            "select ", account_columns!(), " from payout_accounts ",
+            "select ",
+            account_columns!(),
+            " from payout_accounts ",
             "where distributor_id = $1 order by created_at, id limit $2"
         ))
         .bind(distributor.as_str())
@@ -210,9 +245,14 @@ impl Repo {
         rows.iter().map(account_from_row).collect()
     }
 
-    pub async fn payout_account(&self, id: &str) -> Result<Option<SealedPayoutAccount>, StoreError> {
+    pub async fn payout_account(
+        &self,
+        id: &str,
+    ) -> Result<Option<SealedPayoutAccount>, StoreError> {
         let row = sqlx::query(concat!(
-            "select ", account_columns!(), " from payout_accounts where id = $1"
+            "select ",
+            account_columns!(),
+            " from payout_accounts where id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -229,7 +269,9 @@ impl Repo {
         limit: i64,
     ) -> Result<Vec<SealedIdentity>, StoreError> {
         let rows = sqlx::query(concat!(
-            "select ", identity_columns!(), " from distributor_identities ",
+            "select ",
+            identity_columns!(),
+            " from distributor_identities ",
             "where key_id <> $1 and distributor_id > $2 order by distributor_id limit $3"
         ))
         .bind(current_key_id)
@@ -278,7 +320,9 @@ impl Repo {
         limit: i64,
     ) -> Result<Vec<SealedPayoutAccount>, StoreError> {
         let rows = sqlx::query(concat!(
-            "select ", account_columns!(), " from payout_accounts ",
+            "select ",
+            account_columns!(),
+            " from payout_accounts ",
             "where key_id <> $1 and id > $2 order by id limit $3"
         ))
         .bind(current_key_id)

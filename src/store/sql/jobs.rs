@@ -1,15 +1,23 @@
-// The ops console's job actions and rows, shared by both backends like
-// `queries.rs`: the dialect module defines `JOB_STATUS_SQL` (locking the row
-// where the dialect needs it), `RETRY_JOB_SQL` and `CANCEL_JOB_SQL` ($1 the
-// job id, $2 for a cancel the stored result), and the jobs query itself.
+//! The ops console's job actions and rows, shared by both backends: the
+//! dialect supplies `JOB_STATUS_SQL` (locking the row where the dialect
+//! needs it), `RETRY_JOB_SQL` and `CANCEL_JOB_SQL` ($1 the job id, $2 for a
+//! cancel the stored result); the jobs query itself is each backend's own.
 
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::Repo;
+use super::audit::audit_job_action;
+use super::dialect::{CANCEL_JOB_SQL, DbRow, JOB_STATUS_SQL, RETRY_JOB_SQL};
 use crate::store::OpsJob;
+use crate::store::error::StoreError;
+use crate::store::records::Actor;
 
 /// What a cancelled job's result says.
 const CANCELLED_BY_OPS: &str = r#"{"Err":"cancelled by ops"}"#;
 
 /// One row of the dialect's ops jobs query.
-fn ops_job_from_row(row: &<Db as sqlx::Database>::Row) -> Result<OpsJob, StoreError> {
+pub(super) fn ops_job_from_row(row: &DbRow) -> Result<OpsJob, StoreError> {
     Ok(OpsJob {
         id: row.try_get("id")?,
         queue: row.try_get("job_type")?,
@@ -31,14 +39,33 @@ impl Repo {
     /// Puts a failed or killed job back to run now (on the database's clock,
     /// which apalis compares with), with one more attempt; any other job is
     /// left as it is. Returns its status before and after, if it exists.
-    pub async fn retry_job(&self, id: &str, actor: &Actor, at: DateTime<Utc>) -> Result<Option<(String, String)>, StoreError> {
-        self.change_job_status(id, RETRY_JOB_SQL, None, actor, at, "job.retry").await
+    pub async fn retry_job(
+        &self,
+        id: &str,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        self.change_job_status(id, RETRY_JOB_SQL, None, actor, at, "job.retry")
+            .await
     }
 
     /// Stops a job that has not started (pending) or has failed; a running
     /// or finished one is left as it is. Returns its status before and after.
-    pub async fn cancel_job(&self, id: &str, actor: &Actor, at: DateTime<Utc>) -> Result<Option<(String, String)>, StoreError> {
-        self.change_job_status(id, CANCEL_JOB_SQL, Some(CANCELLED_BY_OPS), actor, at, "job.cancel").await
+    pub async fn cancel_job(
+        &self,
+        id: &str,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        self.change_job_status(
+            id,
+            CANCEL_JOB_SQL,
+            Some(CANCELLED_BY_OPS),
+            actor,
+            at,
+            "job.cancel",
+        )
+        .await
     }
 
     /// One write transaction: the status before, the guarded update, the
@@ -53,7 +80,10 @@ impl Repo {
         action: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let before: Option<String> = sqlx::query_scalar(JOB_STATUS_SQL).bind(id).fetch_optional(&mut *tx).await?;
+        let before: Option<String> = sqlx::query_scalar(JOB_STATUS_SQL)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(before) = before else {
             return Ok(None);
         };
@@ -62,7 +92,10 @@ impl Repo {
             update = update.bind(result);
         }
         update.execute(&mut *tx).await?;
-        let after: String = sqlx::query_scalar(JOB_STATUS_SQL).bind(id).fetch_one(&mut *tx).await?;
+        let after: String = sqlx::query_scalar(JOB_STATUS_SQL)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
         audit_job_action(&mut tx, actor, at, action, id, &before, &after).await?;
         tx.commit().await?;
         Ok(Some((before, after)))

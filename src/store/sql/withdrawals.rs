@@ -1,19 +1,35 @@
-// Withdrawals' SQL (SPEC §2.4), shared by both backends like `queries.rs`
-// (and included after it).
-//
-// Every step is one transaction that locks the withdrawal row (and, when
-// money moves, the distributor's balance rows), moves the state with a
-// `where state = …` guard, posts its ledger transfer under the key
-// `withdrawal:{id}:{reserve|return|paid}`, appends a timeline event and, when
-// the next step runs on a worker, pushes its job on the same transaction. A
-// step that finds its effect already recorded does nothing.
+//! Withdrawals' SQL (SPEC §2.4), shared by both backends.
+//!
+//! Every step is one transaction that locks the withdrawal row (and, when
+//! money moves, the distributor's balance rows), moves the state with a
+//! `where state = …` guard, posts its ledger transfer under the key
+//! `withdrawal:{id}:{reserve|return|paid}`, appends a timeline event and, when
+//! the next step runs on a worker, pushes its job on the same transaction. A
+//! step that finds its effect already recorded does nothing.
 
-use crate::domain::ledger::{self as ledger_rules, PlatformAccount};
-use crate::domain::withdrawal::{RiskFlag, Speed, WithdrawalState};
-use crate::store::records::{
-    ApplyOutcome, GatewayOutcome, ReviewDecision, WithdrawalDecision, WithdrawalDraft,
-    WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome,
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Row};
+
+use super::Repo;
+use super::audit::audit_in;
+use super::credentials::{account_columns, account_from_row};
+use super::dialect::{Conn, Db, DbRow, ROWS_PER_STATEMENT, for_update, lock_accounts, push_job};
+use super::ledger::{apply_transfer, fetch_distributor};
+use crate::domain::ids::DistributorId;
+use crate::domain::ledger::{
+    self as ledger_rules, AccountId, Bucket, PlatformAccount, TransferError,
 };
+use crate::domain::money::Money;
+use crate::domain::withdrawal::{
+    RiskFlag, Speed, StateRefusal, WithdrawalState, check_cancellable, check_reviewable,
+};
+use crate::store::error::StoreError;
+use crate::store::records::{
+    Actor, ApplyOutcome, GatewayOutcome, PayoutChannel, ReviewDecision, WithdrawalDecision,
+    WithdrawalDraft, WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome,
+};
+use crate::store::time::DbTime;
+use crate::store::{JobSpec, MAX_PAGE, withdrawal_step_task};
 
 /// The columns of `withdrawals`, for `concat!`.
 macro_rules! withdrawal_columns {
@@ -26,14 +42,17 @@ macro_rules! withdrawal_columns {
     };
 }
 
-fn withdrawal_from_row(row: &<Db as sqlx::Database>::Row) -> Result<WithdrawalRecord, StoreError> {
+fn withdrawal_from_row(row: &DbRow) -> Result<WithdrawalRecord, StoreError> {
     let corrupt = |what: String| StoreError::Corrupt(what);
     Ok(WithdrawalRecord {
         id: row.try_get("id")?,
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
         payout_account_id: row.try_get("payout_account_id")?,
-        channel: PayoutChannel::from_db(&row.try_get::<String, _>("channel")?)?,
-        speed: row.try_get::<String, _>("speed")?.parse::<Speed>().map_err(corrupt)?,
+        channel: PayoutChannel::parse(&row.try_get::<String, _>("channel")?)?,
+        speed: row
+            .try_get::<String, _>("speed")?
+            .parse::<Speed>()
+            .map_err(corrupt)?,
         state: row
             .try_get::<String, _>("state")?
             .parse::<WithdrawalState>()
@@ -57,7 +76,9 @@ fn withdrawal_from_row(row: &<Db as sqlx::Database>::Row) -> Result<WithdrawalRe
         transfer_attempts: row.try_get("transfer_attempts")?,
         requested_at: row.try_get::<DbTime, _>("requested_at")?.0,
         updated_at: row.try_get::<DbTime, _>("updated_at")?.0,
-        finished_at: row.try_get::<Option<DbTime>, _>("finished_at")?.map(Into::into),
+        finished_at: row
+            .try_get::<Option<DbTime>, _>("finished_at")?
+            .map(Into::into),
     })
 }
 
@@ -69,9 +90,18 @@ async fn load_withdrawal(
     // On SQLite `for_update!()` is empty and the two arms are the same text.
     #[allow(clippy::if_same_then_else)]
     let sql = if lock {
-        concat!("select ", withdrawal_columns!(), " from withdrawals where id = $1", for_update!())
+        concat!(
+            "select ",
+            withdrawal_columns!(),
+            " from withdrawals where id = $1",
+            for_update!()
+        )
     } else {
-        concat!("select ", withdrawal_columns!(), " from withdrawals where id = $1")
+        concat!(
+            "select ",
+            withdrawal_columns!(),
+            " from withdrawals where id = $1"
+        )
     };
     let row = sqlx::query(sql).bind(id).fetch_optional(&mut *conn).await?;
     row.as_ref().map(withdrawal_from_row).transpose()
@@ -126,7 +156,7 @@ async fn move_withdrawal(
     Ok(moved == 1)
 }
 
-fn ledger_error(error: crate::domain::ledger::TransferError) -> StoreError {
+fn ledger_error(error: TransferError) -> StoreError {
     StoreError::Corrupt(format!("withdrawal transfer: {error}"))
 }
 
@@ -159,22 +189,30 @@ async fn push_transfer_job(
     withdrawal_id: &str,
     key: String,
 ) -> Result<(), StoreError> {
-    let task = crate::store::withdrawal_step_task(spec, withdrawal_id, key)?;
+    let task = withdrawal_step_task(spec, withdrawal_id, key)?;
     push_job(conn, &spec.queue, task).await
 }
 
 /// The facts a request is decided on (see [`WithdrawalFacts`]).
-async fn load_facts(conn: &mut Conn, draft: &WithdrawalDraft) -> Result<WithdrawalFacts, StoreError> {
+async fn load_facts(
+    conn: &mut Conn,
+    draft: &WithdrawalDraft,
+) -> Result<WithdrawalFacts, StoreError> {
     let distributor = &draft.distributor_id;
-    let available_account = AccountId::Distributor(distributor.clone(), Bucket::Available).to_string();
+    let available_account =
+        AccountId::Distributor(distributor.clone(), Bucket::Available).to_string();
     let Some((distributor_row, _)) = fetch_distributor(conn, distributor).await? else {
-        return Err(StoreError::NotFound { what: "distributor", id: distributor.to_string() });
+        return Err(StoreError::NotFound {
+            what: "distributor",
+            id: distributor.to_string(),
+        });
     };
-    let available: i64 = sqlx::query_scalar("select balance_fen from ledger_accounts where id = $1")
-        .bind(&available_account)
-        .fetch_optional(&mut *conn)
-        .await?
-        .unwrap_or(0);
+    let available: i64 =
+        sqlx::query_scalar("select balance_fen from ledger_accounts where id = $1")
+            .bind(&available_account)
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or(0);
     let identity_on_file: bool = sqlx::query_scalar::<_, i64>(
         "select count(*) from distributor_identities where distributor_id = $1",
     )
@@ -182,14 +220,18 @@ async fn load_facts(conn: &mut Conn, draft: &WithdrawalDraft) -> Result<Withdraw
     .fetch_one(&mut *conn)
     .await?
         > 0;
-    let account = sqlx::query(concat!("select ", account_columns!(), " from payout_accounts where id = $1"))
-        .bind(&draft.payout_account_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .as_ref()
-        .map(account_from_row)
-        .transpose()?
-        .filter(|account| &account.distributor_id == distributor);
+    let account = sqlx::query(concat!(
+        "select ",
+        account_columns!(),
+        " from payout_accounts where id = $1"
+    ))
+    .bind(&draft.payout_account_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(account_from_row)
+    .transpose()?
+    .filter(|account| &account.distributor_id == distributor);
     let newest_account_at: Option<DateTime<Utc>> = sqlx::query_scalar::<_, Option<DbTime>>(
         "select max(created_at) from payout_accounts where distributor_id = $1",
     )
@@ -261,95 +303,40 @@ impl Repo {
     /// the facts, lets `decide` check them and work out the figures, then
     /// writes the withdrawal, reserves the gross (available → withdrawing),
     /// appends the timeline and, when approved at once, pushes the transfer.
-    pub async fn request_withdrawal<F>(
+    pub async fn request_withdrawal<F, E>(
         &self,
         draft: &WithdrawalDraft,
         transfer_job: &JobSpec,
         decide: F,
-    ) -> Result<WithdrawalRequestOutcome, StoreError>
+    ) -> Result<WithdrawalRequestOutcome, E>
     where
-        F: FnOnce(&WithdrawalFacts) -> Result<WithdrawalDecision, StoreError> + Send,
+        F: FnOnce(&WithdrawalFacts) -> Result<WithdrawalDecision, E> + Send,
+        E: From<StoreError>,
     {
-        let distributor = &draft.distributor_id;
-        let mut tx = self.begin_write().await?;
-        let available_account = AccountId::Distributor(distributor.clone(), Bucket::Available).to_string();
-        let withdrawing_account = AccountId::Distributor(distributor.clone(), Bucket::Withdrawing).to_string();
-        lock_accounts(&mut tx, [available_account.as_str(), withdrawing_account.as_str()].into_iter()).await?;
-
-        let previous = sqlx::query(concat!(
-            "select ", withdrawal_columns!(), " from withdrawals where distributor_id = $1 and idempotency_key = $2"
-        ))
-        .bind(distributor.as_str())
-        .bind(&draft.idempotency_key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = previous {
-            let previous = withdrawal_from_row(&row)?;
-            if previous.request_sha256 == draft.request_sha256 {
-                tx.commit().await?;
+        let mut tx = self.begin_write().await.map_err(StoreError::from)?;
+        let facts = match lock_for_request(&mut tx, draft).await? {
+            RequestLock::Replayed(previous) => {
+                tx.commit().await.map_err(StoreError::from)?;
                 return Ok(WithdrawalRequestOutcome::Replayed(previous));
             }
-            return Err(StoreError::IdempotencyConflict { key: draft.idempotency_key.clone() });
-        }
-
-        let facts = load_facts(&mut tx, draft).await?;
+            RequestLock::Fresh(facts) => facts,
+        };
         let decision = decide(&facts)?;
-        let risk_flags = serde_json::to_string(&decision.risk_flags)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        sqlx::query(concat!(
-            "insert into withdrawals (id, distributor_id, payout_account_id, channel, speed, state, gross_fen, tax_fen, ",
-            "fee_fen, net_fen, tax_method, tax_month, local_day, withholding, risk_flags, out_bill_no, idempotency_key, ",
-            "request_sha256, requested_at, updated_at) ",
-            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)"
-        ))
-        .bind(&draft.id)
-        .bind(distributor.as_str())
-        .bind(&draft.payout_account_id)
-        .bind(decision.channel.as_str())
-        .bind(draft.speed.as_str())
-        .bind(decision.state.as_str())
-        .bind(decision.gross.fen())
-        .bind(decision.tax.fen())
-        .bind(decision.fee.fen())
-        .bind(decision.net.fen())
-        .bind(&decision.tax_method)
-        .bind(&draft.tax_month)
-        .bind(&draft.local_day)
-        .bind(&decision.withholding)
-        .bind(&risk_flags)
-        .bind(&draft.out_bill_no)
-        .bind(&draft.idempotency_key)
-        .bind(&draft.request_sha256)
-        .bind(DbTime(draft.now))
-        .execute(&mut *tx)
-        .await?;
-        let reserve = ledger_rules::withdrawal_reserve(&draft.id, distributor, decision.gross)
-            .map_err(ledger_error)?;
-        apply_transfer(&mut tx, &reserve, draft.now).await?;
-        let figures = format!(
-            "gross {} tax {} fee {} net {} ({})",
-            decision.gross, decision.tax, decision.fee, decision.net, decision.tax_method
-        );
-        insert_withdrawal_event(&mut tx, &draft.id, "reserve", "reserved", 1, Some(&format!("available → withdrawing {}", decision.gross)), draft.now).await?;
-        insert_withdrawal_event(&mut tx, &draft.id, "tax", "withheld", 1, Some(&figures), draft.now).await?;
-        match decision.state {
-            WithdrawalState::Approved => {
-                insert_withdrawal_event(&mut tx, &draft.id, "review", "auto_approved", 1, None, draft.now).await?;
-                push_transfer_job(&mut tx, transfer_job, &draft.id, format!("transfer:{}", draft.id)).await?;
-            }
-            _ => {
-                insert_withdrawal_event(&mut tx, &draft.id, "review", "waiting_for_review", 1, Some(&risk_flags), draft.now).await?;
-            }
-        }
+        write_request(&mut tx, draft, transfer_job, &decision).await?;
         let created = load_withdrawal(&mut tx, &draft.id, false)
             .await?
-            .ok_or_else(|| StoreError::Corrupt("withdrawal vanished in its own transaction".to_owned()))?;
-        tx.commit().await?;
+            .ok_or_else(|| {
+                StoreError::Corrupt("withdrawal vanished in its own transaction".to_owned())
+            })?;
+        tx.commit().await.map_err(StoreError::from)?;
         Ok(WithdrawalRequestOutcome::Created(created))
     }
 
     /// The facts of a request without locking anything (a quote).
-    pub async fn withdrawal_facts(&self, draft: &WithdrawalDraft) -> Result<WithdrawalFacts, StoreError> {
+    pub async fn withdrawal_facts(
+        &self,
+        draft: &WithdrawalDraft,
+    ) -> Result<WithdrawalFacts, StoreError> {
         let mut conn = self.pool.acquire().await?;
         load_facts(&mut conn, draft).await
     }
@@ -359,11 +346,18 @@ impl Repo {
         load_withdrawal(&mut conn, id, false).await
     }
 
-    pub async fn withdrawal_by_out_bill_no(&self, out_bill_no: &str) -> Result<Option<WithdrawalRecord>, StoreError> {
-        let row = sqlx::query(concat!("select ", withdrawal_columns!(), " from withdrawals where out_bill_no = $1"))
-            .bind(out_bill_no)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn withdrawal_by_out_bill_no(
+        &self,
+        out_bill_no: &str,
+    ) -> Result<Option<WithdrawalRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            withdrawal_columns!(),
+            " from withdrawals where out_bill_no = $1"
+        ))
+        .bind(out_bill_no)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(withdrawal_from_row).transpose()
     }
 
@@ -376,7 +370,13 @@ impl Repo {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(step, outcome, attempt, detail, at)| WithdrawalEvent { step, outcome, attempt, detail, at: at.0 })
+            .map(|(step, outcome, attempt, detail, at)| WithdrawalEvent {
+                step,
+                outcome,
+                attempt,
+                detail,
+                at: at.0,
+            })
             .collect())
     }
 
@@ -389,22 +389,35 @@ impl Repo {
         limit: i64,
     ) -> Result<Vec<WithdrawalRecord>, StoreError> {
         let states: Vec<&str> = states.iter().map(|state| state.as_str()).collect();
-        let mut query = sqlx::QueryBuilder::<Db>::new(concat!("select ", withdrawal_columns!(), " from withdrawals where state in ("));
+        let mut query = QueryBuilder::<Db>::new(concat!(
+            "select ",
+            withdrawal_columns!(),
+            " from withdrawals where state in ("
+        ));
         let mut separated = query.separated(", ");
         for state in &states {
             separated.push_bind(*state);
         }
-        query.push(") and coalesce(polled_at, updated_at) <= ").push_bind(DbTime(updated_before));
-        query.push(" order by coalesce(polled_at, updated_at), id limit ").push_bind(limit.clamp(1, MAX_PAGE));
+        query
+            .push(") and coalesce(polled_at, updated_at) <= ")
+            .push_bind(DbTime(updated_before));
+        query
+            .push(" order by coalesce(polled_at, updated_at), id limit ")
+            .push_bind(limit.clamp(1, MAX_PAGE));
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(withdrawal_from_row).collect()
     }
 
     /// The paid withdrawals of a tax month ('YYYY-MM'), by distributor then
     /// request time: the rows of that month's withholding declaration.
-    pub async fn paid_withdrawals_in_month(&self, tax_month: &str) -> Result<Vec<WithdrawalRecord>, StoreError> {
+    pub async fn paid_withdrawals_in_month(
+        &self,
+        tax_month: &str,
+    ) -> Result<Vec<WithdrawalRecord>, StoreError> {
         let rows = sqlx::query(concat!(
-            "select ", withdrawal_columns!(), " from withdrawals where tax_month = $1 and state = 'paid' ",
+            "select ",
+            withdrawal_columns!(),
+            " from withdrawals where tax_month = $1 and state = 'paid' ",
             "order by distributor_id, requested_at, id"
         ))
         .bind(tax_month)
@@ -432,31 +445,56 @@ impl Repo {
         transfer_job: &JobSpec,
         now: DateTime<Utc>,
         actor: &Actor,
-    ) -> Result<WithdrawalRecord, StoreError> {
+    ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
         let mut tx = self.begin_write().await?;
         let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
-            return Err(StoreError::NotFound { what: "withdrawal", id: id.to_owned() });
-        };
-        if withdrawal.state != WithdrawalState::Reviewing {
-            return Err(StoreError::Refused {
-                code: "withdrawal_not_in_review",
-                message: format!("withdrawal {id} is {}, not waiting for review", withdrawal.state),
+            return Err(StoreError::NotFound {
+                what: "withdrawal",
+                id: id.to_owned(),
             });
+        };
+        if let Err(refusal) = check_reviewable(id, withdrawal.state) {
+            return Ok(Err(refusal));
         }
         match decision {
             ReviewDecision::Approve { by, note } => {
-                move_withdrawal(&mut tx, id, WithdrawalState::Reviewing, WithdrawalState::Approved, now).await?;
-                sqlx::query("update withdrawals set reviewed_by = $1, review_note = $2 where id = $3")
-                    .bind(by)
-                    .bind(note.as_deref())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                insert_withdrawal_event(&mut tx, id, "review", "approved", 1, Some(&format!("by {by}")), now).await?;
+                move_withdrawal(
+                    &mut tx,
+                    id,
+                    WithdrawalState::Reviewing,
+                    WithdrawalState::Approved,
+                    now,
+                )
+                .await?;
+                sqlx::query(
+                    "update withdrawals set reviewed_by = $1, review_note = $2 where id = $3",
+                )
+                .bind(by)
+                .bind(note.as_deref())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "review",
+                    "approved",
+                    1,
+                    Some(&format!("by {by}")),
+                    now,
+                )
+                .await?;
                 push_transfer_job(&mut tx, transfer_job, id, format!("transfer:{id}")).await?;
             }
             ReviewDecision::Reject { by, reason } => {
-                move_withdrawal(&mut tx, id, WithdrawalState::Reviewing, WithdrawalState::Rejected, now).await?;
+                move_withdrawal(
+                    &mut tx,
+                    id,
+                    WithdrawalState::Reviewing,
+                    WithdrawalState::Rejected,
+                    now,
+                )
+                .await?;
                 sqlx::query("update withdrawals set reviewed_by = $1, review_note = $2, failure_reason = $2 where id = $3")
                     .bind(by)
                     .bind(reason)
@@ -464,19 +502,35 @@ impl Repo {
                     .execute(&mut *tx)
                     .await?;
                 return_funds(&mut tx, &withdrawal, now).await?;
-                insert_withdrawal_event(&mut tx, id, "review", "rejected", 1, Some(&format!("by {by}: {reason}")), now).await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "review",
+                    "rejected",
+                    1,
+                    Some(&format!("by {by}: {reason}")),
+                    now,
+                )
+                .await?;
             }
         }
-        if withdrawal.risk_flags.contains(&RiskFlag::IdentityChangedAfterCertificate) {
+        if withdrawal
+            .risk_flags
+            .contains(&RiskFlag::IdentityChangedAfterCertificate)
+        {
             // A person has looked at the new identity: the review it owed is
             // done, unless it changed again after this withdrawal was requested.
-            sqlx::query("delete from identity_review_flags where distributor_id = $1 and changed_at <= $2")
-                .bind(withdrawal.distributor_id.as_str())
-                .bind(crate::store::time::DbTime(withdrawal.requested_at))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "delete from identity_review_flags where distributor_id = $1 and changed_at <= $2",
+            )
+            .bind(withdrawal.distributor_id.as_str())
+            .bind(DbTime(withdrawal.requested_at))
+            .execute(&mut *tx)
+            .await?;
         }
-        let updated = load_withdrawal(&mut tx, id, false).await?.ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
+        let updated = load_withdrawal(&mut tx, id, false)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
         let (action, words) = match decision {
             ReviewDecision::Approve { note, .. } => ("withdrawal.approve", note.clone()),
             ReviewDecision::Reject { reason, .. } => ("withdrawal.reject", Some(reason.clone())),
@@ -492,31 +546,55 @@ impl Repo {
         )
         .await?;
         tx.commit().await?;
-        Ok(updated)
+        Ok(Ok(updated))
     }
 
     /// The distributor's cancellation before the transfer starts.
-    pub async fn cancel_withdrawal(&self, id: &str, now: DateTime<Utc>) -> Result<WithdrawalRecord, StoreError> {
+    pub async fn cancel_withdrawal(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
         let mut tx = self.begin_write().await?;
         let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
-            return Err(StoreError::NotFound { what: "withdrawal", id: id.to_owned() });
-        };
-        if !matches!(withdrawal.state, WithdrawalState::Reviewing | WithdrawalState::Approved) {
-            return Err(StoreError::Refused {
-                code: "withdrawal_not_cancellable",
-                message: format!("withdrawal {id} is {}: only a withdrawal whose transfer has not started can be cancelled", withdrawal.state),
+            return Err(StoreError::NotFound {
+                what: "withdrawal",
+                id: id.to_owned(),
             });
+        };
+        if let Err(refusal) = check_cancellable(id, withdrawal.state) {
+            return Ok(Err(refusal));
         }
-        move_withdrawal(&mut tx, id, withdrawal.state, WithdrawalState::Cancelled, now).await?;
-        sqlx::query("update withdrawals set failure_reason = 'cancelled by the distributor' where id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        move_withdrawal(
+            &mut tx,
+            id,
+            withdrawal.state,
+            WithdrawalState::Cancelled,
+            now,
+        )
+        .await?;
+        sqlx::query(
+            "update withdrawals set failure_reason = 'cancelled by the distributor' where id = $1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         return_funds(&mut tx, &withdrawal, now).await?;
-        insert_withdrawal_event(&mut tx, id, "review", "cancelled", 1, Some("by the distributor"), now).await?;
-        let updated = load_withdrawal(&mut tx, id, false).await?.ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
+        insert_withdrawal_event(
+            &mut tx,
+            id,
+            "review",
+            "cancelled",
+            1,
+            Some("by the distributor"),
+            now,
+        )
+        .await?;
+        let updated = load_withdrawal(&mut tx, id, false)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("withdrawal vanished".to_owned()))?;
         tx.commit().await?;
-        Ok(updated)
+        Ok(Ok(updated))
     }
 
     /// The transfer step's first write, before any HTTP call: an approved
@@ -535,7 +613,14 @@ impl Repo {
         };
         match withdrawal.state {
             WithdrawalState::Approved => {
-                move_withdrawal(&mut tx, id, WithdrawalState::Approved, WithdrawalState::Transferring, now).await?;
+                move_withdrawal(
+                    &mut tx,
+                    id,
+                    WithdrawalState::Approved,
+                    WithdrawalState::Transferring,
+                    now,
+                )
+                .await?;
             }
             WithdrawalState::Transferring => {}
             _ => {
@@ -552,7 +637,11 @@ impl Repo {
             &mut tx,
             id,
             "transfer",
-            if withdrawal.state == WithdrawalState::Approved { "sending" } else { "resuming" },
+            if withdrawal.state == WithdrawalState::Approved {
+                "sending"
+            } else {
+                "resuming"
+            },
             attempt,
             Some(&format!("out_bill_no {}", withdrawal.out_bill_no)),
             now,
@@ -578,7 +667,10 @@ impl Repo {
     ) -> Result<ApplyOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
         let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
-            return Err(StoreError::NotFound { what: "withdrawal", id: id.to_owned() });
+            return Err(StoreError::NotFound {
+                what: "withdrawal",
+                id: id.to_owned(),
+            });
         };
         let state = withdrawal.state;
         let bill_no = match outcome {
@@ -595,7 +687,10 @@ impl Repo {
                 .await?;
         }
         let result = match (state, outcome) {
-            (WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation, GatewayOutcome::Paid { .. }) => {
+            (
+                WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation,
+                GatewayOutcome::Paid { .. },
+            ) => {
                 move_withdrawal(&mut tx, id, state, WithdrawalState::Paid, now).await?;
                 let paid = ledger_rules::withdrawal_paid(
                     id,
@@ -607,17 +702,36 @@ impl Repo {
                 )
                 .map_err(ledger_error)?;
                 apply_transfer(&mut tx, &paid, now).await?;
-                let detail = format!("net {} paid, tax {} payable, fee {} ({source})", withdrawal.net, withdrawal.tax, withdrawal.fee);
-                insert_withdrawal_event(&mut tx, id, "confirm", "paid", attempt, Some(&detail), now).await?;
+                let detail = format!(
+                    "net {} paid, tax {} payable, fee {} ({source})",
+                    withdrawal.net, withdrawal.tax, withdrawal.fee
+                );
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "confirm",
+                    "paid",
+                    attempt,
+                    Some(&detail),
+                    now,
+                )
+                .await?;
                 // The certificate step continues from here, in the same transaction.
-                let task = crate::store::withdrawal_step_task(certificate_job, id, format!("certificate:{id}"))?;
+                let task = withdrawal_step_task(certificate_job, id, format!("certificate:{id}"))?;
                 push_job(&mut tx, &certificate_job.queue, task).await?;
                 ApplyOutcome::Moved(WithdrawalState::Paid)
             }
-            (WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation, GatewayOutcome::Failed { reason }) => {
+            (
+                WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation,
+                GatewayOutcome::Failed { reason },
+            ) => {
                 // A bill cancelled (by the payee's inaction, the distributor
                 // or us) ends the withdrawal as cancelled, not failed.
-                let end = if reason.starts_with("CANCELLED") { WithdrawalState::Cancelled } else { WithdrawalState::Failed };
+                let end = if reason.starts_with("CANCELLED") {
+                    WithdrawalState::Cancelled
+                } else {
+                    WithdrawalState::Failed
+                };
                 move_withdrawal(&mut tx, id, state, end, now).await?;
                 sqlx::query("update withdrawals set failure_reason = $1 where id = $2")
                     .bind(reason)
@@ -625,21 +739,57 @@ impl Repo {
                     .execute(&mut *tx)
                     .await?;
                 return_funds(&mut tx, &withdrawal, now).await?;
-                insert_withdrawal_event(&mut tx, id, "confirm", end.as_str(), attempt, Some(&format!("{reason} ({source}); funds returned")), now).await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "confirm",
+                    end.as_str(),
+                    attempt,
+                    Some(&format!("{reason} ({source}); funds returned")),
+                    now,
+                )
+                .await?;
                 ApplyOutcome::Moved(end)
             }
             (WithdrawalState::Transferring, GatewayOutcome::AwaitingPayee { package_info, .. }) => {
-                move_withdrawal(&mut tx, id, state, WithdrawalState::AwaitingPayeeConfirmation, now).await?;
+                move_withdrawal(
+                    &mut tx,
+                    id,
+                    state,
+                    WithdrawalState::AwaitingPayeeConfirmation,
+                    now,
+                )
+                .await?;
                 sqlx::query("update withdrawals set package_info = $1 where id = $2")
                     .bind(package_info)
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                insert_withdrawal_event(&mut tx, id, "transfer", "awaiting_payee_confirmation", attempt, Some(source), now).await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "transfer",
+                    "awaiting_payee_confirmation",
+                    attempt,
+                    Some(source),
+                    now,
+                )
+                .await?;
                 ApplyOutcome::Moved(WithdrawalState::AwaitingPayeeConfirmation)
             }
             (WithdrawalState::Paid, GatewayOutcome::Failed { reason }) => {
-                insert_withdrawal_event(&mut tx, id, "confirm", "contradiction_ignored", attempt, Some(&format!("{source} says failed ({reason}) but the withdrawal is paid")), now).await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "confirm",
+                    "contradiction_ignored",
+                    attempt,
+                    Some(&format!(
+                        "{source} says failed ({reason}) but the withdrawal is paid"
+                    )),
+                    now,
+                )
+                .await?;
                 ApplyOutcome::Contradicts(state)
             }
             (final_state, GatewayOutcome::Paid { .. }) if final_state.returned_funds() => {
@@ -656,14 +806,26 @@ impl Repo {
     /// transferring, with a key of this start's own: after a crash the
     /// transfer resumes now rather than after the orphan timeout. The step
     /// is idempotent (it queries the gateway before sending again).
-    pub async fn resume_transfers(&self, transfer_job: &JobSpec, start_id: &str) -> Result<usize, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar("select id from withdrawals where state in ('approved', 'transferring') order by id")
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn resume_transfers(
+        &self,
+        transfer_job: &JobSpec,
+        start_id: &str,
+    ) -> Result<usize, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "select id from withdrawals where state in ('approved', 'transferring') order by id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let mut tx = self.begin_write().await?;
             for id in chunk {
-                push_transfer_job(&mut tx, transfer_job, id, format!("transfer:{id}:resume:{start_id}")).await?;
+                push_transfer_job(
+                    &mut tx,
+                    transfer_job,
+                    id,
+                    format!("transfer:{id}:resume:{start_id}"),
+                )
+                .await?;
             }
             tx.commit().await?;
         }
@@ -672,7 +834,12 @@ impl Repo {
 
     /// Pushes one more transfer job for a withdrawal (the poller's nudge for
     /// a transfer whose job ran out of attempts, or ops' retry).
-    pub async fn push_transfer(&self, transfer_job: &JobSpec, id: &str, key: String) -> Result<(), StoreError> {
+    pub async fn push_transfer(
+        &self,
+        transfer_job: &JobSpec,
+        id: &str,
+        key: String,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         push_transfer_job(&mut tx, transfer_job, id, key).await?;
         tx.commit().await?;
@@ -680,7 +847,9 @@ impl Repo {
     }
 
     /// Count and money per state, for summaries (the demo, the ops console).
-    pub async fn withdrawal_totals(&self) -> Result<Vec<(WithdrawalState, i64, Money, Money, Money, Money)>, StoreError> {
+    pub async fn withdrawal_totals(
+        &self,
+    ) -> Result<Vec<(WithdrawalState, i64, Money, Money, Money, Money)>, StoreError> {
         let rows = sqlx::query_as::<_, (String, i64, i64, i64, i64, i64)>(concat!(
             "select state, count(*), cast(coalesce(sum(gross_fen), 0) as bigint), cast(coalesce(sum(tax_fen), 0) as bigint), ",
             "cast(coalesce(sum(fee_fen), 0) as bigint), cast(coalesce(sum(net_fen), 0) as bigint) from withdrawals group by state order by state"
@@ -690,7 +859,9 @@ impl Repo {
         rows.into_iter()
             .map(|(state, count, gross, tax, fee, net)| {
                 Ok((
-                    state.parse::<WithdrawalState>().map_err(StoreError::Corrupt)?,
+                    state
+                        .parse::<WithdrawalState>()
+                        .map_err(StoreError::Corrupt)?,
                     count,
                     Money::from_fen(gross),
                     Money::from_fen(tax),
@@ -700,4 +871,151 @@ impl Repo {
             })
             .collect()
     }
+}
+
+/// Where a withdrawal request stands once the distributor's balances are locked.
+enum RequestLock {
+    /// The same key and body were already recorded: answer that withdrawal again.
+    Replayed(WithdrawalRecord),
+    /// A new request, and the facts it will be decided on.
+    Fresh(WithdrawalFacts),
+}
+
+/// The request's first step: locks the distributor's balance rows, tells a
+/// replay from a key reused with another body, and reads the facts.
+async fn lock_for_request(
+    conn: &mut Conn,
+    draft: &WithdrawalDraft,
+) -> Result<RequestLock, StoreError> {
+    let distributor = &draft.distributor_id;
+    let available_account =
+        AccountId::Distributor(distributor.clone(), Bucket::Available).to_string();
+    let withdrawing_account =
+        AccountId::Distributor(distributor.clone(), Bucket::Withdrawing).to_string();
+    lock_accounts(
+        conn,
+        [available_account.as_str(), withdrawing_account.as_str()].into_iter(),
+    )
+    .await?;
+
+    let previous = sqlx::query(concat!(
+        "select ",
+        withdrawal_columns!(),
+        " from withdrawals where distributor_id = $1 and idempotency_key = $2"
+    ))
+    .bind(distributor.as_str())
+    .bind(&draft.idempotency_key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = previous {
+        let previous = withdrawal_from_row(&row)?;
+        if previous.request_sha256 == draft.request_sha256 {
+            return Ok(RequestLock::Replayed(previous));
+        }
+        return Err(StoreError::IdempotencyConflict {
+            key: draft.idempotency_key.clone(),
+        });
+    }
+    Ok(RequestLock::Fresh(load_facts(conn, draft).await?))
+}
+
+/// The request's last step: writes the decided withdrawal, reserves its
+/// gross, appends the timeline and, when approved at once, pushes the transfer.
+async fn write_request(
+    conn: &mut Conn,
+    draft: &WithdrawalDraft,
+    transfer_job: &JobSpec,
+    decision: &WithdrawalDecision,
+) -> Result<(), StoreError> {
+    let distributor = &draft.distributor_id;
+    let risk_flags = serde_json::to_string(&decision.risk_flags)
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    sqlx::query(concat!(
+        "insert into withdrawals (id, distributor_id, payout_account_id, channel, speed, state, gross_fen, tax_fen, ",
+        "fee_fen, net_fen, tax_method, tax_month, local_day, withholding, risk_flags, out_bill_no, idempotency_key, ",
+        "request_sha256, requested_at, updated_at) ",
+        "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)"
+    ))
+    .bind(&draft.id)
+    .bind(distributor.as_str())
+    .bind(&draft.payout_account_id)
+    .bind(decision.channel.as_str())
+    .bind(draft.speed.as_str())
+    .bind(decision.state.as_str())
+    .bind(decision.gross.fen())
+    .bind(decision.tax.fen())
+    .bind(decision.fee.fen())
+    .bind(decision.net.fen())
+    .bind(&decision.tax_method)
+    .bind(&draft.tax_month)
+    .bind(&draft.local_day)
+    .bind(&decision.withholding)
+    .bind(&risk_flags)
+    .bind(&draft.out_bill_no)
+    .bind(&draft.idempotency_key)
+    .bind(&draft.request_sha256)
+    .bind(DbTime(draft.now))
+    .execute(&mut *conn)
+    .await?;
+    let reserve = ledger_rules::withdrawal_reserve(&draft.id, distributor, decision.gross)
+        .map_err(ledger_error)?;
+    apply_transfer(conn, &reserve, draft.now).await?;
+    let figures = format!(
+        "gross {} tax {} fee {} net {} ({})",
+        decision.gross, decision.tax, decision.fee, decision.net, decision.tax_method
+    );
+    insert_withdrawal_event(
+        conn,
+        &draft.id,
+        "reserve",
+        "reserved",
+        1,
+        Some(&format!("available → withdrawing {}", decision.gross)),
+        draft.now,
+    )
+    .await?;
+    insert_withdrawal_event(
+        conn,
+        &draft.id,
+        "tax",
+        "withheld",
+        1,
+        Some(&figures),
+        draft.now,
+    )
+    .await?;
+    match decision.state {
+        WithdrawalState::Approved => {
+            insert_withdrawal_event(
+                conn,
+                &draft.id,
+                "review",
+                "auto_approved",
+                1,
+                None,
+                draft.now,
+            )
+            .await?;
+            push_transfer_job(
+                conn,
+                transfer_job,
+                &draft.id,
+                format!("transfer:{}", draft.id),
+            )
+            .await?;
+        }
+        _ => {
+            insert_withdrawal_event(
+                conn,
+                &draft.id,
+                "review",
+                "waiting_for_review",
+                1,
+                Some(&risk_flags),
+                draft.now,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }

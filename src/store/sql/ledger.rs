@@ -1,29 +1,36 @@
-// The SQL shared by both backends. This file is `include!`d by `sqlite.rs`
-// and `postgres.rs`, each of which first defines `Db` (the sqlx database),
-// `Conn` (its connection type), `Repo` (with `pool` and `begin_write`) and the
-// `for_update!()` macro (row locks where the backend has them). One source,
-// compiled twice with concrete types: no second copy of the logic, and no
-// generic trait bounds to fight.
+//! Distributors, the ledger and commission plans, shared by both backends:
+//! one source, compiled once per backend (`../sqlite/mod.rs`,
+//! `../postgres/mod.rs`) against that backend's `dialect` with concrete sqlx
+//! types, so there is no second copy of the logic and no generic trait
+//! bounds to fight.
+
+use std::collections::{BTreeMap, HashMap};
+use std::slice;
 
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
 
+use super::Repo;
+use super::audit::audit_in;
+use super::dialect::{
+    Conn, Db, DbRow, ROWS_PER_STATEMENT, for_update, insert_postings, insert_transfers,
+    lock_balances, update_balances,
+};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, Posting, Transfer};
 use crate::domain::money::Money;
 use crate::store::MAX_PAGE;
 use crate::store::error::StoreError;
-use crate::store::time::DbTime;
 use crate::store::records::{
-    AccountMismatch, Balance, Creation, Distributor, DistributorStatus, LedgerReport,
+    AccountMismatch, Actor, Balance, Creation, Distributor, DistributorStatus, LedgerReport,
     NewDistributor, NewPlan, StoredPlan, TransferOutcome,
 };
-
+use crate::store::time::DbTime;
 
 /// How many offending rows `verify_ledger` names before it stops listing.
 const MAX_REPORTED_PROBLEMS: i64 = 100;
 
-fn distributor_from_row(row: &<Db as sqlx::Database>::Row) -> Result<Distributor, StoreError> {
+fn distributor_from_row(row: &DbRow) -> Result<Distributor, StoreError> {
     let referrer: Option<String> = row.try_get("referrer_id")?;
     let upline_2: Option<String> = row.try_get("upline_2")?;
     let upline_3: Option<String> = row.try_get("upline_3")?;
@@ -38,12 +45,12 @@ fn distributor_from_row(row: &<Db as sqlx::Database>::Row) -> Result<Distributor
         referrer_id: referrer.map(DistributorId::parse).transpose()?,
         upline,
         grade: row.try_get("grade")?,
-        status: DistributorStatus::from_db(&row.try_get::<String, _>("status")?),
+        status: DistributorStatus::parse(&row.try_get::<String, _>("status")?),
         created_at: row.try_get::<DbTime, _>("created_at")?.0,
     })
 }
 
-async fn fetch_distributor(
+pub(super) async fn fetch_distributor(
     conn: &mut Conn,
     id: &DistributorId,
 ) -> Result<Option<(Distributor, String)>, StoreError> {
@@ -85,7 +92,7 @@ fn replay_or_conflict(
 /// transaction, so the non-negative rule is enforced by the database and
 /// never by a read-then-write race. On any error the caller must drop the
 /// transaction: nothing of it may be committed.
-pub async fn apply_transfers(
+pub(super) async fn apply_transfers(
     conn: &mut Conn,
     transfers: &[Transfer],
     now: DateTime<Utc>,
@@ -94,13 +101,13 @@ pub async fn apply_transfers(
     let mut fresh: Vec<(i64, &Transfer)> = Vec::with_capacity(transfers.len());
     for chunk in transfers.chunks(ROWS_PER_STATEMENT) {
         let inserted = insert_transfers(conn, chunk, now).await?;
-        let inserted: std::collections::HashMap<String, i64> =
+        let inserted: HashMap<String, i64> =
             inserted.into_iter().map(|(id, key)| (key, id)).collect();
         let replayed: Vec<&Transfer> = chunk
             .iter()
             .filter(|transfer| !inserted.contains_key(transfer.key()))
             .collect();
-        let mut existing = std::collections::HashMap::new();
+        let mut existing = HashMap::new();
         if !replayed.is_empty() {
             let mut select = QueryBuilder::<Db>::new(
                 "select id, idempotency_key, body_sha256 from ledger_transfers where idempotency_key in (",
@@ -110,8 +117,12 @@ pub async fn apply_transfers(
                 keys.push_bind(transfer.key());
             }
             select.push(")");
-            let rows: Vec<(i64, String, String)> = select.build_query_as().fetch_all(&mut *conn).await?;
-            existing = rows.into_iter().map(|(id, key, hash)| (key, (id, hash))).collect();
+            let rows: Vec<(i64, String, String)> =
+                select.build_query_as().fetch_all(&mut *conn).await?;
+            existing = rows
+                .into_iter()
+                .map(|(id, key, hash)| (key, (id, hash)))
+                .collect();
         }
         for transfer in chunk {
             if let Some(&transfer_id) = inserted.get(transfer.key()) {
@@ -121,7 +132,9 @@ pub async fn apply_transfers(
             }
             match existing.get(transfer.key()) {
                 Some((transfer_id, hash)) if *hash == transfer.fingerprint() => {
-                    outcomes.push(TransferOutcome::AlreadyApplied { transfer_id: *transfer_id });
+                    outcomes.push(TransferOutcome::AlreadyApplied {
+                        transfer_id: *transfer_id,
+                    });
                 }
                 // The same key twice in one batch with different bodies also lands here.
                 _ => {
@@ -137,7 +150,7 @@ pub async fn apply_transfers(
     }
 
     // Net change per tracked account over the whole batch, in account order.
-    let mut net: std::collections::BTreeMap<String, (i64, bool)> = std::collections::BTreeMap::new();
+    let mut net: BTreeMap<String, (i64, bool)> = BTreeMap::new();
     for (_, transfer) in &fresh {
         for (account, change) in transfer.net_by_account() {
             if !account.tracks_balance() || change.is_zero() {
@@ -155,7 +168,8 @@ pub async fn apply_transfers(
     net.retain(|_, (change, _)| *change != 0);
     let touched: Vec<(&String, &(i64, bool))> = net.iter().collect();
     for chunk in touched.chunks(ROWS_PER_STATEMENT) {
-        let balances = lock_balances(conn, chunk.iter().map(|(account, _)| account.as_str())).await?;
+        let balances =
+            lock_balances(conn, chunk.iter().map(|(account, _)| account.as_str())).await?;
         // Checked here, under the lock and before the update, because the
         // database would not refuse an overflow cleanly: PostgreSQL fails the
         // statement ("bigint out of range"), which aborts the transaction,
@@ -179,7 +193,12 @@ pub async fn apply_transfers(
 
     let postings: Vec<(i64, &Posting)> = fresh
         .iter()
-        .flat_map(|(transfer_id, transfer)| transfer.postings().iter().map(move |posting| (*transfer_id, posting)))
+        .flat_map(|(transfer_id, transfer)| {
+            transfer
+                .postings()
+                .iter()
+                .map(move |posting| (*transfer_id, posting))
+        })
         .collect();
     for chunk in postings.chunks(ROWS_PER_STATEMENT) {
         insert_postings(conn, chunk, now).await?;
@@ -188,22 +207,25 @@ pub async fn apply_transfers(
 }
 
 /// The refusal of a change that would take a balance past what 64 bits of
-/// fen hold (±92,233,720,368,547,758.07 yuan); nothing is written.
+/// fen hold; nothing is written.
 fn balance_overflow(account: &str) -> StoreError {
-    StoreError::Refused {
-        code: "balance_overflow",
-        message: format!("the balance of {account} would overflow: the change is refused"),
+    StoreError::BalanceOverflow {
+        account: account.to_owned(),
     }
 }
 
 /// Names the account a refused balance update stumbled on.
-async fn refusal_for(conn: &mut Conn, chunk: &[(&String, &(i64, bool))]) -> Result<StoreError, StoreError> {
+async fn refusal_for(
+    conn: &mut Conn,
+    chunk: &[(&String, &(i64, bool))],
+) -> Result<StoreError, StoreError> {
     for (account, (change, overdraft)) in chunk {
-        let row: Option<(i64, bool)> =
-            sqlx::query_as("select balance_fen, may_go_negative from ledger_accounts where id = $1")
-                .bind(account.as_str())
-                .fetch_optional(&mut *conn)
-                .await?;
+        let row: Option<(i64, bool)> = sqlx::query_as(
+            "select balance_fen, may_go_negative from ledger_accounts where id = $1",
+        )
+        .bind(account.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
         match row {
             None => {
                 return Ok(StoreError::NotFound {
@@ -212,7 +234,9 @@ async fn refusal_for(conn: &mut Conn, chunk: &[(&String, &(i64, bool))]) -> Resu
                 });
             }
             // Without the failed update, the balance is as it was before it.
-            Some((balance, may_go_negative)) if balance.saturating_add(*change) < 0 && !(*overdraft && may_go_negative) => {
+            Some((balance, may_go_negative))
+                if balance.saturating_add(*change) < 0 && !(*overdraft && may_go_negative) =>
+            {
                 return Ok(StoreError::InsufficientFunds {
                     account: (*account).clone(),
                 });
@@ -220,23 +244,25 @@ async fn refusal_for(conn: &mut Conn, chunk: &[(&String, &(i64, bool))]) -> Resu
             Some(_) => {}
         }
     }
-    Ok(StoreError::Corrupt("a balance update was refused for no visible reason".to_owned()))
+    Ok(StoreError::Corrupt(
+        "a balance update was refused for no visible reason".to_owned(),
+    ))
 }
 
 /// Applies one transfer inside the caller's transaction.
-pub async fn apply_transfer(
+pub(super) async fn apply_transfer(
     conn: &mut Conn,
     transfer: &Transfer,
     now: DateTime<Utc>,
 ) -> Result<TransferOutcome, StoreError> {
-    let outcomes = apply_transfers(conn, std::slice::from_ref(transfer), now).await?;
+    let outcomes = apply_transfers(conn, slice::from_ref(transfer), now).await?;
     outcomes
         .into_iter()
         .next()
         .ok_or_else(|| StoreError::Corrupt("a transfer vanished".to_owned()))
 }
 
-fn plan_from_row(row: &<Db as sqlx::Database>::Row) -> Result<StoredPlan, StoreError> {
+fn plan_from_row(row: &DbRow) -> Result<StoredPlan, StoreError> {
     Ok(StoredPlan {
         version: row.try_get("version")?,
         name: row.try_get("name")?,
@@ -333,7 +359,9 @@ impl Repo {
 
     pub async fn distributor(&self, id: &DistributorId) -> Result<Option<Distributor>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        Ok(fetch_distributor(&mut conn, id).await?.map(|(distributor, _)| distributor))
+        Ok(fetch_distributor(&mut conn, id)
+            .await?
+            .map(|(distributor, _)| distributor))
     }
 
     /// The distributors among `ids` that exist, in no particular order.
@@ -434,7 +462,16 @@ impl Repo {
             if let Some(fields) = after.as_object_mut() {
                 fields.insert("transfer_id".to_owned(), serde_json::json!(transfer_id));
             }
-            audit_in(&mut tx, actor, now, "ledger.adjust", target.to_owned(), None, Some(after)).await?;
+            audit_in(
+                &mut tx,
+                actor,
+                now,
+                "ledger.adjust",
+                target.to_owned(),
+                None,
+                Some(after),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(outcome)
@@ -533,8 +570,19 @@ impl Repo {
 
     /// Stores a new plan version, applied by `actor`, with its audit entry;
     /// the caller has parsed and validated it.
-    pub async fn insert_plan(&self, plan: &NewPlan<'_>, actor: &Actor, now: DateTime<Utc>) -> Result<StoredPlan, StoreError> {
-        let NewPlan { name, effective_from, source_toml, source_sha256, file_name } = *plan;
+    pub async fn insert_plan(
+        &self,
+        plan: &NewPlan<'_>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<StoredPlan, StoreError> {
+        let NewPlan {
+            name,
+            effective_from,
+            source_toml,
+            source_sha256,
+            file_name,
+        } = *plan;
         let applied_by = actor.id.as_str();
         let mut tx = self.begin_write().await?;
         let version: i64 = sqlx::query_scalar(concat!(

@@ -1,11 +1,20 @@
-// API tokens and the pages' sessions, shared by both backends like
-// `queries.rs` (and included after `queries_audit.rs`, whose `audit_in` the
-// token changes use). Whether a token or session may still be used is not
-// decided here: the rows come back with their revocation and times, and
-// `tokens::check` / `web::session` say yes, or why not.
+//! API tokens and the pages' sessions, shared by both backends. Whether a
+//! token or session may still be used is not decided here: the rows come
+//! back with their revocation and times, and `tokens::check` /
+//! `web::session` say yes, or why not.
 
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::Repo;
+use super::audit::audit_in;
+use super::dialect::{DbRow, for_update};
 use crate::domain::access::Role;
-use crate::store::records::{Revocation, SessionRecord, TokenListing, TokenRecord};
+use crate::domain::ids::DistributorId;
+use crate::store::MAX_PAGE;
+use crate::store::error::StoreError;
+use crate::store::records::{Actor, Revocation, SessionRecord, TokenListing, TokenRecord};
+use crate::store::time::DbTime;
 
 fn role_from_db(text: &str) -> Result<Role, StoreError> {
     text.parse()
@@ -13,7 +22,7 @@ fn role_from_db(text: &str) -> Result<Role, StoreError> {
 }
 
 /// The `role` and `distributor_id` columns of a token's row.
-fn scope_from_row(row: &<Db as sqlx::Database>::Row) -> Result<(Role, Option<DistributorId>), StoreError> {
+fn scope_from_row(row: &DbRow) -> Result<(Role, Option<DistributorId>), StoreError> {
     let distributor = row.try_get::<Option<String>, _>("distributor_id")?;
     Ok((
         role_from_db(&row.try_get::<String, _>("role")?)?,
@@ -23,14 +32,16 @@ fn scope_from_row(row: &<Db as sqlx::Database>::Row) -> Result<(Role, Option<Dis
 
 /// A `TokenRecord` from a row with `id`, `role`, `distributor_id`,
 /// `revoked` (a boolean) and `token_expires_at`.
-fn token_from_row(row: &<Db as sqlx::Database>::Row) -> Result<TokenRecord, StoreError> {
+fn token_from_row(row: &DbRow) -> Result<TokenRecord, StoreError> {
     let (role, distributor_id) = scope_from_row(row)?;
     Ok(TokenRecord {
         id: row.try_get("id")?,
         role,
         distributor_id,
         revoked: row.try_get("revoked")?,
-        expires_at: row.try_get::<Option<DbTime>, _>("token_expires_at")?.map(Into::into),
+        expires_at: row
+            .try_get::<Option<DbTime>, _>("token_expires_at")?
+            .map(Into::into),
     })
 }
 
@@ -69,7 +80,8 @@ impl Repo {
         .await;
         match result {
             Ok(_) => {}
-            Err(error) if matches!(&error, sqlx::Error::Database(db) if db.is_foreign_key_violation()) => {
+            Err(error) if matches!(&error, sqlx::Error::Database(db) if db.is_foreign_key_violation()) =>
+            {
                 return Err(StoreError::NotFound {
                     what: "distributor",
                     id: distributor.map(ToString::to_string).unwrap_or_default(),
@@ -96,16 +108,27 @@ impl Repo {
     }
 
     /// The token with this hash, revoked and expired ones included.
-    pub async fn token_by_hash(&self, token_sha256: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let row = sqlx::query(concat!("select ", token_columns!(), " from api_tokens t where t.token_sha256 = $1"))
-            .bind(token_sha256)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn token_by_hash(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "select ",
+            token_columns!(),
+            " from api_tokens t where t.token_sha256 = $1"
+        ))
+        .bind(token_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(token_from_row).transpose()
     }
 
     /// Tokens in id order after `after` (keyset), at most `limit`.
-    pub async fn tokens(&self, after: Option<&str>, limit: i64) -> Result<Vec<TokenListing>, StoreError> {
+    pub async fn tokens(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<TokenListing>, StoreError> {
         let rows = sqlx::query(concat!(
             "select id, role, distributor_id, created_at, expires_at, revoked_at from api_tokens ",
             "where ($1 is null or id > $1) order by id limit $2"
@@ -122,8 +145,12 @@ impl Repo {
                     role,
                     distributor_id,
                     created_at: row.try_get::<DbTime, _>("created_at")?.into(),
-                    expires_at: row.try_get::<Option<DbTime>, _>("expires_at")?.map(Into::into),
-                    revoked_at: row.try_get::<Option<DbTime>, _>("revoked_at")?.map(Into::into),
+                    expires_at: row
+                        .try_get::<Option<DbTime>, _>("expires_at")?
+                        .map(Into::into),
+                    revoked_at: row
+                        .try_get::<Option<DbTime>, _>("revoked_at")?
+                        .map(Into::into),
                 })
             })
             .collect()
@@ -132,7 +159,12 @@ impl Repo {
     /// Revokes token `id` and ends its page sessions, with the audit entry,
     /// in one transaction; `None` if there is no such token. Revoking a
     /// revoked token changes nothing and records nothing.
-    pub async fn revoke_token(&self, id: &str, now: DateTime<Utc>, actor: &Actor) -> Result<Option<Revocation>, StoreError> {
+    pub async fn revoke_token(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<Option<Revocation>, StoreError> {
         let mut tx = self.begin_write().await?;
         let revoked: Option<bool> = sqlx::query_scalar(concat!(
             "select revoked_at is not null from api_tokens where id = $1",
@@ -204,9 +236,14 @@ impl Repo {
     }
 
     /// The session with this hash and its token, whatever their state.
-    pub async fn session_by_hash(&self, session_sha256: &str) -> Result<Option<SessionRecord>, StoreError> {
+    pub async fn session_by_hash(
+        &self,
+        session_sha256: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         let row = sqlx::query(concat!(
-            "select ", token_columns!(), ", s.last_seen_at, s.expires_at ",
+            "select ",
+            token_columns!(),
+            ", s.last_seen_at, s.expires_at ",
             "from web_sessions s join api_tokens t on t.id = s.token_id where s.session_sha256 = $1"
         ))
         .bind(session_sha256)
@@ -223,7 +260,11 @@ impl Repo {
     }
 
     /// Restarts the session's idle timeout at `now`.
-    pub async fn touch_session(&self, session_sha256: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn touch_session(
+        &self,
+        session_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         sqlx::query("update web_sessions set last_seen_at = $2 where session_sha256 = $1 and last_seen_at < $2")
             .bind(session_sha256)
             .bind(DbTime(now))

@@ -1,0 +1,245 @@
+//! The SQLite backend: one file, WAL, `synchronous=FULL` on every connection,
+//! `BEGIN IMMEDIATE` for every write so writers queue on the busy timeout
+//! instead of failing on a lock upgrade.
+//!
+//! apalis-sqlite's own `setup()` sets `synchronous=OFF` on one pooled
+//! connection, so we never call it: its migrations run on a throwaway
+//! connection, then the planner hint of ../shared/reference/apalis.md is
+//! written, and only then is the real pool opened — every connection of it
+//! reads the hint and gets FULL from the connect options.
+//!
+//! The SQL both backends share lives in `../sql/`, mounted below as modules
+//! compiled against this backend's [`dialect`]; what is here is SQLite's
+//! alone: connecting, migrations, the start-up checks and apalis's tables.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Transaction;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::store::error::StoreError;
+use crate::store::{JobFilter, MIGRATIONS_TABLE, OpsJob, StoreOptions};
+use dialect::Db;
+use jobs::ops_job_from_row;
+
+// Each shared file is compiled once per backend, on purpose: that is how
+// one SQL source gets each backend's concrete types (see `dialect`).
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/audit.rs"]
+mod audit;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/certificates.rs"]
+mod certificates;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/credentials.rs"]
+mod credentials;
+mod dialect;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/jobs.rs"]
+mod jobs;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/ledger.rs"]
+mod ledger;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/orders.rs"]
+mod orders;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/sessions.rs"]
+mod sessions;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/withdrawals.rs"]
+mod withdrawals;
+
+/// apalis-sqlite 1.0.0's batched ack (`queries/task/ack.sql`), kept verbatim
+/// so start-up can ask the planner how it would run it.
+const APALIS_ACK_SQL: &str = "WITH j AS (SELECT value ->> 'task_id' AS task_id, value ->> 'attempt' AS attempt, \
+     value ->> 'result' AS result, value ->> 'status' AS status FROM json_each(?1)) \
+     UPDATE Jobs SET status = j.status, attempts = j.attempt, last_result = j.result, \
+     done_at = cast(strftime('%s', 'now') as integer) FROM j WHERE Jobs.id = j.task_id AND Jobs.lock_by = ?2";
+
+/// Statistics telling SQLite that apalis's `lock_by` and `status` indexes are
+/// unselective, so the ack and lock queries drive from the id list instead of
+/// scanning every job a worker ever ran (apalis.md, addendum).
+const PLANNER_HINT: [(&str, &str); 3] = [
+    ("LIdx", "1000000 1000000"),
+    ("idx_jobs_status_run_at", "1000000 300000 1"),
+    ("idx_jobs_claimable", "1000000 300000 1"),
+];
+
+pub struct Repo {
+    pool: SqlitePool,
+}
+
+impl Repo {
+    /// Jobs for the ops console, by id, filtered by queue
+    /// and state (as [`Self::queue_stats`] names states), after an id (keyset).
+    pub async fn ops_jobs(&self, filter: &JobFilter) -> Result<Vec<OpsJob>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select * from (select j.id, j.job_type, j.status, j.attempts, j.max_attempts, j.run_at, j.lock_at, j.lock_by, ",
+            "j.done_at, cast(j.last_result as text) as last_result, cast(j.job as text) as payload, w.last_seen, ",
+            "case when j.status = 'Pending' and j.run_at > $1 then 'scheduled' ",
+            "when j.status = 'Pending' and j.attempts > 0 then 'retrying' when j.status = 'Pending' then 'waiting' ",
+            "when j.status in ('Queued', 'Running') then 'running' when j.status in ('Failed', 'Killed') then 'failed' ",
+            "when j.status = 'Done' then 'done' else lower(j.status) end as state ",
+            "from Jobs j left join Workers w on w.id = j.lock_by) ",
+            "where ($2 is null or state = $2) and ($3 is null or job_type = $3) and ($4 is null or id > $4) ",
+            "order by id limit $5"
+        ))
+        .bind(filter.now_secs)
+        .bind(filter.state.as_deref())
+        .bind(filter.queue.as_deref())
+        .bind(filter.after.as_deref())
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ops_job_from_row).collect()
+    }
+
+    /// Jobs finished in the last hour, per queue (the console's throughput).
+    /// apalis stamps `done_at` with the database's clock, so the hour is too.
+    pub async fn done_last_hour(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as("select job_type, count(*) from Jobs where status = 'Done' and done_at >= cast(strftime('%s', 'now') as integer) - 3600 group by 1 order by 1")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Jobs per queue and state (waiting, scheduled, retrying, running,
+    /// failed, done) with the oldest `run_at` (unix seconds) of each group.
+    pub async fn queue_stats(
+        &self,
+        now_secs: i64,
+    ) -> Result<Vec<(String, String, i64, Option<i64>)>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "select job_type, case when status = 'Pending' and run_at > $1 then 'scheduled' ",
+            "when status = 'Pending' and attempts > 0 then 'retrying' when status = 'Pending' then 'waiting' ",
+            "when status in ('Queued', 'Running') then 'running' when status in ('Failed', 'Killed') then 'failed' ",
+            "when status = 'Done' then 'done' else lower(status) end as state, count(*), min(run_at) ",
+            "from Jobs group by 1, 2 order by 1, 2"
+        ))
+        .bind(now_secs)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Repo, StoreError> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(if in_memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_millis(options.sqlite_busy_timeout_ms));
+        if in_memory {
+            // Each connection to :memory: is its own database: keep exactly one, forever.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(connect)
+                .await?;
+            migrate(&pool).await?;
+            return Ok(Repo { pool });
+        }
+        let setup = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
+            .await?;
+        migrate(&setup).await?;
+        setup.close().await;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .connect_with(connect)
+            .await?;
+        let repo = Repo { pool };
+        repo.check_durability().await?;
+        repo.check_ack_plan().await?;
+        Ok(repo)
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Db>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Every pooled connection must run at synchronous=FULL (2).
+    async fn check_durability(&self) -> Result<(), StoreError> {
+        let level: i64 = sqlx::query_scalar("pragma synchronous")
+            .fetch_one(&self.pool)
+            .await?;
+        if level != 2 {
+            return Err(StoreError::UnsafePlan(format!(
+                "SQLite synchronous is {level}, expected 2 (FULL)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses to start if apalis's ack would be planned through `LIdx`
+    /// (the quadratic slowdown of apalis.md).
+    async fn check_ack_plan(&self) -> Result<(), StoreError> {
+        let plan = ack_plan(&self.pool).await?;
+        if plan.contains("LIdx") {
+            return Err(StoreError::UnsafePlan(format!(
+                "apalis ack would scan by lock_by: {plan}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The planner's description of apalis's ack query, one detail per line.
+pub async fn ack_plan(pool: &SqlitePool) -> Result<String, StoreError> {
+    let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "explain query plan {APALIS_ACK_SQL}"
+    )))
+    .bind("[]")
+    .bind("worker")
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(_, _, _, detail)| detail)
+        .collect::<Vec<_>>()
+        .join("; "))
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    apalis_sqlite::SqliteStorage::<()>::migrations()
+        .run(pool)
+        .await?;
+    let mut ours = sqlx::migrate!("./migrations/sqlite");
+    ours.dangerous_set_table_name(MIGRATIONS_TABLE);
+    ours.run(pool).await?;
+    // `ANALYZE sqlite_schema` creates sqlite_stat1 if it is missing, without
+    // measuring any table (a real ANALYZE on a small table would undo the hint).
+    sqlx::query("analyze sqlite_schema").execute(pool).await?;
+    let mut tx = pool.begin().await?;
+    for (index, _) in PLANNER_HINT {
+        sqlx::query("delete from sqlite_stat1 where tbl = 'Jobs' and idx = $1")
+            .bind(index)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (index, stat) in PLANNER_HINT {
+        sqlx::query("insert into sqlite_stat1 (tbl, idx, stat) values ('Jobs', $1, $2)")
+            .bind(index)
+            .bind(stat)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    // This connection loaded the schema before the hint existed.
+    sqlx::query("analyze sqlite_schema").execute(pool).await?;
+    Ok(())
+}

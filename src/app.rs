@@ -174,18 +174,20 @@ impl Runtime {
             (Arc::new(SystemClock), None)
         };
         crate::service::plans::ensure_default(&store, clock.now()).await?;
-        let fallback = workflows.calendar.fallback_years();
-        let horizon =
-            clock.now().date_naive() + chrono::Days::new(u64::from(CALENDAR_HORIZON_DAYS));
-        if !workflows
-            .calendar
-            .covers_range(clock.now().date_naive(), horizon)
-            || !fallback.is_empty()
-        {
+        let today = clock.now().date_naive();
+        let horizon = today + chrono::Days::new(u64::from(CALENDAR_HORIZON_DAYS));
+        let provisional = workflows.calendar.provisional_years(today, horizon);
+        if !provisional.is_empty() {
+            let years: Vec<String> = provisional
+                .iter()
+                .map(|(year, origin)| format!("{year} ({})", origin.as_str()))
+                .collect();
             tracing::warn!(
                 calendar = workflows.calendar.name(),
-                first_uncovered = %workflows.calendar.first_uncovered_date(clock.now().date_naive()),
-                "the business calendar does not cover the coming {CALENDAR_HORIZON_DAYS} days: only weekends are skipped there"
+                provisional_years = %years.join(", "),
+                "the business calendar is provisional within the coming {CALENDAR_HORIZON_DAYS} days: \
+                 statutory holidays are computed there, bridging days and make-up working days are not; \
+                 add the year's State Council notice to the calendar file when it is published"
             );
         }
         let settlement = Arc::new(SettlementEngine::start(

@@ -14,8 +14,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::api::error::ApiError;
 use crate::state::AppState;
 use crate::telemetry::metrics::{
-    CALENDAR_COVERED_DAYS, HTTP_DURATION, HTTP_REQUESTS, QUEUE_JOBS, QUEUE_OLDEST_WAITING,
-    WITHDRAWALS, install,
+    CALENDAR_COVERED_DAYS, CALENDAR_PROVISIONAL_YEAR, HTTP_DURATION, HTTP_REQUESTS, QUEUE_JOBS,
+    QUEUE_OLDEST_WAITING, WITHDRAWALS, install,
 };
 
 /// Counts and times every request by its route template (not its path:
@@ -80,6 +80,20 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
     queue_lines.push_str(&format!(
         "# HELP {CALENDAR_COVERED_DAYS} Days from today the business calendar covers (holidays known).\n# TYPE {CALENDAR_COVERED_DAYS} gauge\n{CALENDAR_COVERED_DAYS} {covered}\n"
     ));
+    queue_lines.push_str(&format!(
+        "# HELP {CALENDAR_PROVISIONAL_YEAR} 1 for each year within the calendar horizon known only provisionally (origin statutory or weekends_only).\n# TYPE {CALENDAR_PROVISIONAL_YEAR} gauge\n"
+    ));
+    let horizon = today + chrono::Days::new(u64::from(crate::engine::CALENDAR_HORIZON_DAYS));
+    for (year, origin) in state
+        .settlement
+        .calendar()
+        .provisional_years(today, horizon)
+    {
+        queue_lines.push_str(&format!(
+            "{CALENDAR_PROVISIONAL_YEAR}{{year=\"{year}\",origin=\"{}\"}} 1\n",
+            origin.as_str()
+        ));
+    }
     let recorded = install().map(PrometheusHandle::render).unwrap_or_default();
     let mut response = format!("{recorded}{queue_lines}").into_response();
     response.headers_mut().insert(

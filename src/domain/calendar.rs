@@ -81,6 +81,17 @@ impl YearOrigin<'_> {
     pub fn is_provisional(&self) -> bool {
         matches!(self, YearOrigin::Statutory | YearOrigin::WeekendsOnly)
     }
+
+    /// A stable name for APIs and metrics: `file`, `applied`, `statutory` or
+    /// `weekends_only`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            YearOrigin::File { .. } => "file",
+            YearOrigin::Applied { .. } => "applied",
+            YearOrigin::Statutory => "statutory",
+            YearOrigin::WeekendsOnly => "weekends_only",
+        }
+    }
 }
 
 /// Why a calendar file was refused. Every variant names the file, and all but
@@ -268,7 +279,8 @@ impl BusinessCalendar {
     }
 
     /// The first date on or after `from` in a year the file does not cover:
-    /// from that day on, only weekends are skipped.
+    /// from that day on, the calendar is provisional (statutory holidays
+    /// computed, or weekends only).
     pub fn first_uncovered_date(&self, from: NaiveDate) -> NaiveDate {
         let mut date = from;
         // Bounded by the number of covered years.
@@ -377,6 +389,16 @@ impl BusinessCalendar {
             (None, _) if statutory::statutory_days(year).is_some() => YearOrigin::Statutory,
             (None, _) => YearOrigin::WeekendsOnly,
         }
+    }
+
+    /// The provisional years among those of `from` to `to` (inclusive), in
+    /// order, with where their days come from: what ops must apply a notice
+    /// for.
+    pub fn provisional_years(&self, from: NaiveDate, to: NaiveDate) -> Vec<(i32, YearOrigin<'_>)> {
+        (from.year()..=to.year())
+            .map(|year| (year, self.year_origin(year)))
+            .filter(|(_, origin)| origin.is_provisional())
+            .collect()
     }
 
     /// This calendar with `year` replaced by one applied at run time (its
@@ -1108,6 +1130,25 @@ makeup_workdays = [2027-02-20]
                     .range(date(2026, 1, 1)..date(2027, 1, 1))
                     .count()
             }
+        );
+    }
+
+    #[test]
+    fn the_provisional_years_of_a_range_are_those_the_file_does_not_cover() {
+        let calendar = cn();
+        assert_eq!(
+            calendar.provisional_years(date(2026, 11, 20), date(2027, 1, 19)),
+            [(2027, YearOrigin::Statutory)]
+        );
+        assert!(
+            calendar
+                .provisional_years(date(2026, 1, 1), date(2026, 12, 31))
+                .is_empty()
+        );
+        let past = statutory::LAST_STATUTORY_YEAR + 1;
+        assert_eq!(
+            calendar.provisional_years(date(past, 1, 1), date(past, 2, 1)),
+            [(past, YearOrigin::WeekendsOnly)]
         );
     }
 

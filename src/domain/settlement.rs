@@ -765,7 +765,7 @@ mod tests {
     #[test]
     fn a_release_day_a_zone_skipped_entirely_releases_at_the_start_of_the_next_day() {
         // Samoa skipped Fri 2011-12-30: Thu 23:59:59 -10:00 was followed by
-        // Sat 00:00 +14:00. 2011 is not in cn.toml, so only weekends count.
+        // Sat 00:00 +14:00. 2011 is neither in cn.toml nor under the 2024 rules, so only weekends count.
         let apia = chrono_tz::Pacific::Apia;
         assert_eq!(
             release_at(at("2011-12-29T12:00:00-10:00"), &cn(), apia, 1),

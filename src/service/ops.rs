@@ -54,6 +54,18 @@ pub struct QueuesView {
     /// (`engine::CALENDAR_HORIZON_DAYS`) it is a warning.
     pub calendar_covered_days: i64,
     pub calendar_warning: bool,
+    /// Years within the horizon the calendar knows only provisionally: the
+    /// statutory holidays computed (`statutory`), or weekends only
+    /// (`weekends_only`); their release times may move when the year's
+    /// notice is added.
+    pub provisional_years: Vec<ProvisionalYear>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProvisionalYear {
+    pub year: i32,
+    /// `statutory` or `weekends_only`.
+    pub origin: &'static str,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -109,10 +121,22 @@ pub async fn queues_view(state: &AppState) -> Result<QueuesView, OpsError> {
     let covered = (state.settlement.calendar().first_uncovered_date(today) - today)
         .num_days()
         .max(0);
+    let horizon = today + chrono::Days::new(u64::from(CALENDAR_HORIZON_DAYS));
+    let provisional_years = state
+        .settlement
+        .calendar()
+        .provisional_years(today, horizon)
+        .into_iter()
+        .map(|(year, origin)| ProvisionalYear {
+            year,
+            origin: origin.as_str(),
+        })
+        .collect();
     Ok(QueuesView {
         steps,
         calendar_covered_days: covered,
         calendar_warning: covered < i64::from(CALENDAR_HORIZON_DAYS),
+        provisional_years,
     })
 }
 

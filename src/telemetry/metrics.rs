@@ -26,6 +26,7 @@ pub const QUEUE_JOBS: &str = "fenrun_queue_jobs";
 pub const QUEUE_OLDEST_WAITING: &str = "fenrun_queue_oldest_waiting_seconds";
 pub const WITHDRAWALS: &str = "fenrun_withdrawals";
 pub const CALENDAR_COVERED_DAYS: &str = "fenrun_calendar_covered_days";
+pub const CALENDAR_PROVISIONAL_YEAR: &str = "fenrun_calendar_provisional_year";
 pub const GATEWAY_UNEXPECTED_SUCCESS: &str = "fenrun_gateway_unexpected_success_total";
 pub const AUTH_FAILURES: &str = "fenrun_auth_failures_total";
 pub const RATE_LIMITED: &str = "fenrun_rate_limited_total";

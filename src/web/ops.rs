@@ -117,6 +117,17 @@ fn calendar_warning(queues: &QueuesView) -> Markup {
                 (queues.calendar_covered_days) " more days; add next year's holidays to workflows/calendars/cn.toml."
             }
         }
+        @for provisional in &queues.provisional_years {
+            p.error.provisional-year id={ "provisional-" (provisional.year) } {
+                (provisional.year) " 年为暂定日历 — " (provisional.year) " is provisional ("
+                @if provisional.origin == "statutory" {
+                    "statutory holidays computed; bridging days and make-up working days unknown"
+                } @else {
+                    "weekends only"
+                }
+                "): release times in it may move. Add the year's State Council notice when it is published."
+            }
+        }
     }
 }
 

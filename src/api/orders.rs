@@ -69,6 +69,10 @@ pub struct IngestView {
     pub order_id: String,
     pub state: OrderState,
     pub release_at: DateTime<Utc>,
+    /// True when `release_at` was counted over a year whose State Council
+    /// holiday notice is not applied yet (statutory holidays computed):
+    /// the notice may still move it.
+    pub release_at_provisional: bool,
     pub plan_version: i64,
     pub commissions: Vec<CommissionView>,
 }
@@ -91,6 +95,8 @@ pub struct OrderView {
     pub placed_at: DateTime<Utc>,
     pub confirmed_at: DateTime<Utc>,
     pub release_at: DateTime<Utc>,
+    /// As in the ingest answer: the release time may still move.
+    pub release_at_provisional: bool,
     pub total: Money,
     pub refunded: Money,
     pub plan_version: i64,
@@ -142,6 +148,7 @@ impl From<OrderRecord> for OrderView {
             placed_at: order.placed_at,
             confirmed_at: order.confirmed_at,
             release_at: order.release_at,
+            release_at_provisional: order.release_at_provisional,
             total: order.total,
             refunded: order.refunded,
             plan_version: order.plan_version,
@@ -277,6 +284,7 @@ pub async fn ingest(
             order_id: order.order_id.to_string(),
             state: OrderState::Holding,
             release_at: order.release_at,
+            release_at_provisional: order.release_at_provisional,
             plan_version: order.plan_version,
             commissions: order.lines.iter().map(fresh_line_view).collect(),
         },
@@ -285,6 +293,7 @@ pub async fn ingest(
             order_id: order.order_id,
             state: order.state,
             release_at: order.release_at,
+            release_at_provisional: order.release_at_provisional,
             plan_version: order.plan_version,
         },
     };

@@ -546,6 +546,12 @@ async fn prepare(
         shared.settings.time_zone,
         shared.settings.hold_business_days,
     );
+    let release_at_provisional = settlement::release_is_provisional(
+        order.confirmed_at,
+        release_at,
+        &shared.calendar,
+        shared.settings.time_zone,
+    );
     let credited: Vec<(DistributorId, Money)> = lines
         .iter()
         .map(|line| (line.beneficiary.clone(), line.amount))
@@ -575,6 +581,7 @@ async fn prepare(
         total,
         plan_version: stored.version,
         release_at,
+        release_at_provisional,
         chain_json,
         lines,
         pending_transfer,

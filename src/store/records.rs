@@ -193,6 +193,8 @@ pub struct PreparedOrder {
     pub total: Money,
     pub plan_version: i64,
     pub release_at: DateTime<Utc>,
+    /// Whether `release_at` was counted over a provisional calendar year.
+    pub release_at_provisional: bool,
     /// The beneficiary chain used, as JSON (kept with the order).
     pub chain_json: String,
     pub lines: Vec<crate::domain::commission::CommissionLine>,
@@ -224,6 +226,7 @@ pub struct OrderRecord {
     pub plan_version: i64,
     pub state: OrderState,
     pub release_at: DateTime<Utc>,
+    pub release_at_provisional: bool,
     pub chain_json: String,
     pub lines: Vec<LineRecord>,
     pub timeline: Vec<OrderEvent>,

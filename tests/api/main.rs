@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod amounts;
 mod audit;
+mod calendar;
 mod certificates;
 mod cli;
 mod crash;

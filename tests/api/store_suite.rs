@@ -445,6 +445,7 @@ fn held_order(order_id: &str, release_at: DateTime<Utc>) -> fenrun::store::Prepa
         total: Money::from_fen(1_000),
         plan_version: 1,
         release_at,
+        release_at_provisional: false,
         chain_json: "[]".to_owned(),
         lines: Vec::new(),
         pending_transfer: None,

@@ -273,16 +273,22 @@ pub(super) async fn insert_order_rows(
         .collect();
     let plans: Vec<i64> = orders.iter().map(|order| order.plan_version).collect();
     let release: Vec<DateTime<Utc>> = orders.iter().map(|order| order.release_at).collect();
+    let provisional: Vec<bool> = orders
+        .iter()
+        .map(|order| order.release_at_provisional)
+        .collect();
     let hashes: Vec<&str> = orders
         .iter()
         .map(|order| order.request_sha256.as_str())
         .collect();
     Ok(sqlx::query_scalar(concat!(
         "insert into orders (order_id, distributor_id, buyer_id, placed_at, confirmed_at, ",
-        "total_fen, chain, plan_version, state, release_at, request_sha256, created_at, updated_at) ",
-        "select o, d, b, p, c, t, ch, pv, 'holding', r, h, $11, $11 from unnest(",
+        "total_fen, chain, plan_version, state, release_at, release_at_provisional, request_sha256, ",
+        "created_at, updated_at) ",
+        "select o, d, b, p, c, t, ch, pv, 'holding', r, rp, h, $12, $12 from unnest(",
         "$1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], ",
-        "$7::text[], $8::bigint[], $9::timestamptz[], $10::text[]) as x(o, d, b, p, c, t, ch, pv, r, h) ",
+        "$7::text[], $8::bigint[], $9::timestamptz[], $10::boolean[], $11::text[]) ",
+        "as x(o, d, b, p, c, t, ch, pv, r, rp, h) ",
         "on conflict (order_id) do nothing returning order_id"
     ))
     .bind(&ids)
@@ -294,6 +300,7 @@ pub(super) async fn insert_order_rows(
     .bind(&chains)
     .bind(&plans)
     .bind(&release)
+    .bind(&provisional)
     .bind(&hashes)
     .bind(now)
     .fetch_all(&mut *conn)

@@ -70,13 +70,13 @@ async fn load_order(
     let sql = if lock {
         concat!(
             "select order_id, distributor_id, buyer_id, placed_at, confirmed_at, total_fen, refunded_fen, ",
-            "plan_version, state, release_at, chain from orders where order_id = $1",
+            "plan_version, state, release_at, release_at_provisional, chain from orders where order_id = $1",
             for_update!()
         )
     } else {
         concat!(
             "select order_id, distributor_id, buyer_id, placed_at, confirmed_at, total_fen, refunded_fen, ",
-            "plan_version, state, release_at, chain from orders where order_id = $1"
+            "plan_version, state, release_at, release_at_provisional, chain from orders where order_id = $1"
         )
     };
     let Some(row) = sqlx::query(sql)
@@ -115,6 +115,7 @@ async fn load_order(
         plan_version: row.try_get("plan_version")?,
         state: OrderState::parse(&row.try_get::<String, _>("state")?)?,
         release_at: row.try_get::<DbTime, _>("release_at")?.0,
+        release_at_provisional: row.try_get("release_at_provisional")?,
         chain_json: row.try_get("chain")?,
         lines,
         timeline,
@@ -207,10 +208,15 @@ impl Repo {
                     },
                     attempt: 1,
                     detail: format!(
-                        "{} line(s), {pending} pending under plan v{}; release at {}",
+                        "{} line(s), {pending} pending under plan v{}; release at {}{}",
                         order.lines.len(),
                         order.plan_version,
-                        order.release_at.to_rfc3339()
+                        order.release_at.to_rfc3339(),
+                        if order.release_at_provisional {
+                            " (provisional: counted over a year whose holiday notice is not applied yet)"
+                        } else {
+                            ""
+                        }
                     ),
                 }
             })

@@ -204,7 +204,8 @@ pub(super) async fn insert_order_rows(
 ) -> Result<Vec<String>, StoreError> {
     let mut insert = QueryBuilder::<Db>::new(concat!(
         "insert into orders (order_id, distributor_id, buyer_id, placed_at, confirmed_at, ",
-        "total_fen, chain, plan_version, state, release_at, request_sha256, created_at, updated_at) "
+        "total_fen, chain, plan_version, state, release_at, release_at_provisional, request_sha256, ",
+        "created_at, updated_at) "
     ));
     insert.push_values(orders, |mut row, order| {
         row.push_bind(order.order_id.as_str())
@@ -217,6 +218,7 @@ pub(super) async fn insert_order_rows(
             .push_bind(order.plan_version)
             .push_bind(OrderState::Holding.as_str())
             .push_bind(DbTime(order.release_at))
+            .push_bind(order.release_at_provisional)
             .push_bind(order.request_sha256.as_str())
             .push_bind(DbTime(now))
             .push_bind(DbTime(now));

@@ -50,6 +50,8 @@ mod tests;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use ring::digest;
+
+use crate::domain::digest::hex_upper;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::money::{Money, Rate};
@@ -280,19 +282,4 @@ fn validate(data: &CertificateData) -> Result<(), CertificateError> {
         ));
     }
     Ok(())
-}
-
-/// Lower-case hex of `bytes`.
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Upper-case hex of `bytes`.
-fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-/// SHA-256 of `bytes`, lower-case hex (a PDF's hash, as manifests carry it).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex_lower(digest::digest(&digest::SHA256, bytes).as_ref())
 }

@@ -16,9 +16,9 @@ use secrecy::zeroize::Zeroizing;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CertificateData, CertificateError, CertificateFacts, SCHEME_VERSION, render_pdf, sha256_hex,
-    validate,
+    CertificateData, CertificateError, CertificateFacts, SCHEME_VERSION, render_pdf, validate,
 };
+use crate::domain::digest::sha256_hex;
 use crate::domain::money::Money;
 
 /// Largest manifest [`verify`] reads, in bytes; a real one is about 1 KiB.

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use ring::digest;
+use crate::domain::digest::sha256_hex;
 
 use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
@@ -467,16 +467,6 @@ fn commission_movement(
         return Ok(None);
     }
     Transfer::new(key, kind, postings).map(Some)
-}
-
-/// Lower-case hex SHA-256, the fingerprint format used across the store.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = digest::digest(&digest::SHA256, bytes);
-    digest
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
 }
 
 #[cfg(test)]

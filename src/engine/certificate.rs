@@ -14,10 +14,10 @@ use chrono_tz::Tz;
 use secrecy::ExposeSecret;
 
 use crate::certificate::{
-    CertificateData, CertificateError, CertificateSigner, INCOME_ITEM_SERVICE, Verification,
-    sha256_hex, verify,
+    CertificateData, CertificateError, CertificateSigner, INCOME_ITEM_SERVICE, Verification, verify,
 };
 use crate::clock::Clock;
+use crate::domain::digest::sha256_hex;
 use crate::domain::identity::IdNumber;
 use crate::domain::tax::{Month, Withholding};
 use crate::domain::withdrawal::WithdrawalState;

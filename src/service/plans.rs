@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::ledger::sha256_hex;
+use crate::domain::digest::sha256_hex;
 use crate::domain::plan::{Plan, PlanError};
 use crate::store::{NewPlan, Store, StoreError, StoredPlan};
 

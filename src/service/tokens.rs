@@ -11,8 +11,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::access::{Principal, Role};
+use crate::domain::digest::{hex_lower, sha256_hex};
 use crate::domain::ids::DistributorId;
-use crate::domain::ledger::sha256_hex;
 use crate::store::{Store, StoreError, TokenRecord};
 
 /// Prefix of every token, so a leaked one is recognisable by secret scanners.
@@ -46,7 +46,7 @@ pub fn random_hex(bytes: usize) -> Result<String, TokenError> {
     SystemRandom::new()
         .fill(&mut buffer)
         .map_err(|_| TokenError::Random)?;
-    Ok(buffer.iter().map(|byte| format!("{byte:02x}")).collect())
+    Ok(hex_lower(&buffer))
 }
 
 /// A token that works until revoked.

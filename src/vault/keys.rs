@@ -16,8 +16,9 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 use super::{
     DEV_KEY_FILE_NAME, KEY_BYTES, KeyId, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MAX_KEY_FILE_BYTES,
-    MAX_PREVIOUS_KEYS, PREVIOUS_KEYS_ENV, VaultError, aead_key, hex, unhex,
+    MAX_PREVIOUS_KEYS, PREVIOUS_KEYS_ENV, VaultError, aead_key,
 };
+use crate::domain::digest::{hex_lower, unhex};
 use crate::store::{BackendKind, backend_of};
 
 /// Where the master keys may come from: the environment variables of
@@ -208,7 +209,7 @@ impl MasterKey {
 
     /// The key written as 64 hex digits plus a newline: the key-file form.
     pub(super) fn to_hex_line(&self) -> Zeroizing<String> {
-        let mut line = Zeroizing::new(hex(self.bytes.expose_secret()));
+        let mut line = Zeroizing::new(hex_lower(self.bytes.expose_secret()));
         line.push('\n');
         line
     }
@@ -278,7 +279,7 @@ pub(super) fn create_key_file(path: &Path) -> Result<(MasterKey, bool), VaultErr
     SystemRandom::new()
         .fill(&mut suffix)
         .map_err(|_| VaultError::Random)?;
-    let temporary = path.with_extension(format!("{}.tmp", hex(&suffix)));
+    let temporary = path.with_extension(format!("{}.tmp", hex_lower(&suffix)));
     let written = write_private_file(&temporary, key.to_hex_line().as_bytes())
         .and_then(|()| fs::hard_link(&temporary, path));
     // The temporary name is ours alone; remove it whatever happened.

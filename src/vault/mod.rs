@@ -42,6 +42,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 
+use crate::domain::digest::hex_lower;
+
 /// Environment variable naming a file that holds the master key.
 pub const MASTER_KEY_FILE_ENV: &str = "FENRUN_MASTER_KEY_FILE";
 /// Environment variable holding the master key itself.
@@ -147,7 +149,7 @@ impl KeyId {
         let mut context = digest::Context::new(&digest::SHA256);
         context.update(KEY_ID_LABEL);
         context.update(key);
-        KeyId(hex(&context.finish().as_ref()[..KEY_ID_HASH_BYTES]))
+        KeyId(hex_lower(&context.finish().as_ref()[..KEY_ID_HASH_BYTES]))
     }
 
     /// Reads a key id from the stored form: 1–64 ASCII letters, digits,
@@ -577,30 +579,6 @@ impl fmt::Debug for Vault {
 
 fn aead_key(bytes: &[u8; KEY_BYTES]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("AES-256-GCM takes a 32-byte key"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(2 * bytes.len());
-    for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    text
-}
-
-/// Decodes hexadecimal text (either case); `None` if any character is not a
-/// hex digit or the length is odd.
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        return None;
-    }
-    bytes
-        .chunks_exact(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
 }
 
 #[cfg(test)]

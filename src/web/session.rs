@@ -18,7 +18,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::api::error::ApiError;
 use crate::domain::access::Principal;
-use crate::domain::ledger::sha256_hex;
+use crate::domain::digest::sha256_hex;
 use crate::service::tokens::TokenError;
 use crate::state::AppState;
 use crate::store::SessionRecord;

@@ -84,7 +84,7 @@ async fn the_login_cookie_is_an_opaque_session_that_opens_pages_only_until_logou
     assert!(!id.contains(token_hex) && !token_hex.contains(&id));
     // Stored hashed: the id itself finds nothing.
     assert!(app.store.session_by_hash(&id).await.unwrap().is_none());
-    let hash = fenrun::domain::ledger::sha256_hex(id.as_bytes());
+    let hash = fenrun::domain::digest::sha256_hex(id.as_bytes());
     assert!(app.store.session_by_hash(&hash).await.unwrap().is_some());
 
     assert!(opens(&app, "/tax", &cookie).await);
@@ -369,7 +369,7 @@ async fn the_token_list_shows_every_token_but_never_a_token_or_its_hash(backend:
     let text = format!("{first}{rest}");
     for secret in [&app.admin, &app.ops, &app.ingest, &app.accountant, &dora] {
         let hex = secret.trim_start_matches("fenrun_");
-        let hash = fenrun::domain::ledger::sha256_hex(secret.as_bytes());
+        let hash = fenrun::domain::digest::sha256_hex(secret.as_bytes());
         assert!(!text.contains(hex) && !text.contains(&hash), "{text}");
     }
     assert!(!text.contains("fenrun_"), "{text}");

@@ -158,7 +158,7 @@ pub(crate) async fn withdraw_once(
                     referrer_id: None,
                     grade: "regular".to_owned(),
                     status: DistributorStatus::Active,
-                    request_sha256: crate::domain::ledger::sha256_hex(id.as_str().as_bytes()),
+                    request_sha256: crate::domain::digest::sha256_hex(id.as_str().as_bytes()),
                 },
                 now,
             )

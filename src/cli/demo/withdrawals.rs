@@ -193,7 +193,7 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
             .request(
                 &request,
                 format!("demo-{}", plan.distributor),
-                crate::domain::ledger::sha256_hex(plan.distributor.as_bytes()),
+                crate::domain::digest::sha256_hex(plan.distributor.as_bytes()),
             )
             .await?;
         let (WithdrawalRequestOutcome::Created(withdrawal)

@@ -159,12 +159,7 @@ pub async fn list(
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
     let records = state
         .store
-        .certificates(
-            &month.to_string(),
-            distributor.as_ref(),
-            query.after.as_deref(),
-            limit,
-        )
+        .certificates(month, distributor.as_ref(), query.after.as_deref(), limit)
         .await?;
     let next_after = (records.len() as i64 == limit)
         .then(|| records.last().map(|record| record.number.clone()))
@@ -206,7 +201,7 @@ pub async fn file(
     if extension == "zip" {
         caller.without_own()?;
         let month = parse_month(Some(stem), "file")?;
-        let chunks = stream_month_zip(state.store.clone(), month.to_string());
+        let chunks = stream_month_zip(state.store.clone(), month);
         let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
         return Ok(attachment(
             body,

@@ -58,7 +58,7 @@ pub async fn declaration(
     if query.as_prepared.unwrap_or(false) {
         let body = state
             .store
-            .prepared_declaration_file(&month.to_string(), extension == "xlsx")
+            .prepared_declaration_file(month, extension == "xlsx")
             .await?
             .ok_or_else(|| ApiError::not_found("prepared declaration"))?;
         return Ok(declaration_response(body, month, extension, true));

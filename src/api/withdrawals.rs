@@ -210,9 +210,10 @@ fn request_of(body: &WithdrawalBody) -> Result<WithdrawalRequest, ApiError> {
         )
         .with_field("payout_account_id"));
     }
+    let amount = WithdrawalRequest::parse_amount(&body.amount)?;
     Ok(WithdrawalRequest {
         distributor_id: body.distributor_id.clone(),
-        amount_text: body.amount.clone(),
+        amount,
         payout_account_id: account.to_owned(),
         speed: body.speed,
     })

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use zip::CompressionMethod;
 use zip::write::SimpleFileOptions;
 
+use crate::domain::tax::Month;
 use crate::store::{Store, StoreError};
 
 /// Certificates read per query: about 3 MiB of PDFs.
@@ -44,7 +45,7 @@ pub struct ArchiveStats {
 pub fn write_month_zip<W: Write>(
     runtime: &Handle,
     store: &Store,
-    tax_month: &str,
+    tax_month: Month,
     out: W,
 ) -> Result<ArchiveStats, ArchiveError> {
     let mut counted = CountingWriter {
@@ -137,7 +138,7 @@ pub fn parse_keys_document(document: &serde_json::Value) -> Result<Vec<(String, 
 /// error item, which aborts the response.
 pub fn stream_month_zip(
     store: std::sync::Arc<Store>,
-    tax_month: String,
+    tax_month: Month,
 ) -> mpsc::Receiver<Result<Bytes, io::Error>> {
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let runtime = Handle::current();
@@ -146,10 +147,10 @@ pub fn stream_month_zip(
             sender: sender.clone(),
             buffer: Vec::with_capacity(CHUNK_BYTES),
         };
-        match write_month_zip(&runtime, &store, &tax_month, writer) {
+        match write_month_zip(&runtime, &store, tax_month, writer) {
             Ok(stats) => {
                 tracing::info!(
-                    tax_month,
+                    %tax_month,
                     certificates = stats.certificates,
                     bytes = stats.bytes,
                     "certificate archive sent"
@@ -157,12 +158,12 @@ pub fn stream_month_zip(
             }
             Err(ArchiveError::Io(error)) if error.kind() == io::ErrorKind::BrokenPipe => {
                 tracing::info!(
-                    tax_month,
+                    %tax_month,
                     "certificate archive download abandoned by the client"
                 );
             }
             Err(error) => {
-                tracing::error!(tax_month, error = %error, "certificate archive failed midway");
+                tracing::error!(%tax_month, error = %error, "certificate archive failed midway");
                 let _ = sender.blocking_send(Err(io::Error::other(error.to_string())));
             }
         }

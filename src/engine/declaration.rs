@@ -199,7 +199,7 @@ impl Declaration {
         agent_name: &str,
         agent_tin: &str,
     ) -> Result<Declaration, DeclarationError> {
-        let paid = store.paid_withdrawals_in_month(&month.to_string()).await?;
+        let paid = store.paid_withdrawals_in_month(month).await?;
         let mut by_distributor: BTreeMap<String, Vec<WithdrawalRecord>> = BTreeMap::new();
         for withdrawal in paid {
             by_distributor
@@ -573,7 +573,7 @@ impl DeclarationPreparer {
         let csv = to_csv(&declaration, columns);
         let xlsx = to_xlsx(&declaration, columns)?;
         let totals = declaration.totals();
-        let ledger_tax = self.store.ledger_tax_for_month(&month.to_string()).await?;
+        let ledger_tax = self.store.ledger_tax_for_month(month).await?;
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let prepared = crate::store::PreparedDeclaration {
             tax_month: month.to_string(),

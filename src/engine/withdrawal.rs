@@ -158,13 +158,32 @@ fn queued_job(definition: &WorkflowDefinition, kind: StepKind) -> Result<JobSpec
     })
 }
 
-/// A withdrawal request, validated at the edge.
+/// A withdrawal request, validated at the edge: the amount is parsed to
+/// [`Money`] there ([`WithdrawalRequest::parse_amount`]).
 #[derive(Debug, Clone)]
 pub struct WithdrawalRequest {
     pub distributor_id: DistributorId,
-    pub amount_text: String,
+    pub amount: Money,
     pub payout_account_id: String,
     pub speed: Speed,
+}
+
+impl WithdrawalRequest {
+    /// Parses a requested amount: a string with at most two decimals
+    /// (three are a rule's refusal, `amount_precision`; anything else is
+    /// malformed).
+    ///
+    /// # Errors
+    /// [`Refusal::TooManyDecimals`] or [`WithdrawalError::BadAmount`].
+    pub fn parse_amount(text: &str) -> Result<Money, WithdrawalError> {
+        match Money::parse(text) {
+            Ok(amount) => Ok(amount),
+            Err(crate::domain::money::MoneyError::TooManyDecimals) => {
+                Err(Refusal::TooManyDecimals.into())
+            }
+            Err(error) => Err(WithdrawalError::BadAmount(error.to_string())),
+        }
+    }
 }
 
 /// What a request would come to: the answer of a quote.
@@ -271,10 +290,10 @@ impl WithdrawalEngine {
     fn draft(
         &self,
         request: &WithdrawalRequest,
-        amount: Money,
         idempotency_key: String,
         request_sha256: String,
     ) -> Result<WithdrawalDraft, WithdrawalError> {
+        let amount = request.amount;
         let now = self.clock.now();
         let local = now.with_timezone(&self.settings.time_zone);
         let id = format!("wd{}", &uuid::Uuid::new_v4().simple().to_string()[..30]);
@@ -297,18 +316,6 @@ impl WithdrawalEngine {
             day_ago: now - chrono::Duration::hours(24),
             clawback_since: now - self.settings.rules.clawback_window,
         })
-    }
-
-    /// Parses the amount: a string with at most two decimals (three are a
-    /// rule's refusal, `amount_precision`; anything else is malformed).
-    fn amount(text: &str) -> Result<Money, WithdrawalError> {
-        match Money::parse(text) {
-            Ok(amount) => Ok(amount),
-            Err(crate::domain::money::MoneyError::TooManyDecimals) => {
-                Err(Refusal::TooManyDecimals.into())
-            }
-            Err(error) => Err(WithdrawalError::BadAmount(error.to_string())),
-        }
     }
 
     /// The checks and figures of a request, from facts read under the lock.
@@ -408,8 +415,7 @@ impl WithdrawalEngine {
 
     /// What a request would come to, changing nothing.
     pub async fn quote(&self, request: &WithdrawalRequest) -> Result<Quote, WithdrawalError> {
-        let amount = Self::amount(&request.amount_text)?;
-        let draft = self.draft(request, amount, String::new(), String::new())?;
+        let draft = self.draft(request, String::new(), String::new())?;
         let facts = self.store.withdrawal_facts(&draft).await?;
         let (decision, withholding) = self.decide(&draft, &facts)?;
         Ok(Quote {
@@ -431,8 +437,7 @@ impl WithdrawalEngine {
         idempotency_key: String,
         request_sha256: String,
     ) -> Result<WithdrawalRequestOutcome, WithdrawalError> {
-        let amount = Self::amount(&request.amount_text)?;
-        let draft = self.draft(request, amount, idempotency_key, request_sha256)?;
+        let draft = self.draft(request, idempotency_key, request_sha256)?;
         let outcome = self
             .store
             .request_withdrawal(&draft, &self.settings.transfer_job, |facts| {

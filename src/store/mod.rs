@@ -21,6 +21,7 @@ use crate::domain::access::Role;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Transfer};
 use crate::domain::money::Money;
+use crate::domain::tax::Month;
 use crate::domain::withdrawal::StateRefusal;
 pub use error::StoreError;
 pub use records::{
@@ -399,7 +400,7 @@ impl Store {
 
     pub async fn paid_withdrawals_in_month(
         &self,
-        tax_month: &str,
+        tax_month: Month,
     ) -> Result<Vec<WithdrawalRecord>, StoreError> {
         dispatch!(self, repo => repo.paid_withdrawals_in_month(tax_month).await)
     }
@@ -508,7 +509,7 @@ impl Store {
 
     pub async fn certificates(
         &self,
-        tax_month: &str,
+        tax_month: Month,
         distributor: Option<&DistributorId>,
         after: Option<&str>,
         limit: i64,
@@ -570,7 +571,7 @@ impl Store {
 
     pub async fn certificate_files(
         &self,
-        tax_month: &str,
+        tax_month: Month,
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<(String, Vec<u8>, String)>, StoreError> {
@@ -579,7 +580,7 @@ impl Store {
 
     pub async fn certificate_totals(
         &self,
-        tax_month: &str,
+        tax_month: Month,
     ) -> Result<(i64, Money, Money, Money), StoreError> {
         dispatch!(self, repo => repo.certificate_totals(tax_month).await)
     }
@@ -602,13 +603,13 @@ impl Store {
 
     pub async fn prepared_declaration_file(
         &self,
-        tax_month: &str,
+        tax_month: Month,
         xlsx: bool,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         dispatch!(self, repo => repo.prepared_declaration_file(tax_month, xlsx).await)
     }
 
-    pub async fn ledger_tax_for_month(&self, tax_month: &str) -> Result<Money, StoreError> {
+    pub async fn ledger_tax_for_month(&self, tax_month: Month) -> Result<Money, StoreError> {
         dispatch!(self, repo => repo.ledger_tax_for_month(tax_month).await)
     }
 }

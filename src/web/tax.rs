@@ -86,7 +86,7 @@ pub(crate) async fn page(
         }
     }
     let month_text = month.to_string();
-    let (count, gross, tax, net) = state.store.certificate_totals(&month_text).await?;
+    let (count, gross, tax, net) = state.store.certificate_totals(month).await?;
     let declared = state.declarations.declaration(month).await?.totals();
     let prepared = state
         .store
@@ -96,7 +96,7 @@ pub(crate) async fn page(
         .find(|prepared| prepared.tax_month == month_text);
     let rows = state
         .store
-        .certificates(&month_text, None, after.as_deref(), PAGE_SIZE)
+        .certificates(month, None, after.as_deref(), PAGE_SIZE)
         .await?;
     let next_after = (rows.len() as i64 == PAGE_SIZE)
         .then(|| rows.last().map(|row| row.number.clone()))

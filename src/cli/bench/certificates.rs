@@ -110,7 +110,8 @@ async fn through_the_workflow(
             .map(|withdrawal| withdrawal.tax_month.clone())
             .ok_or_else(|| anyhow::anyhow!("no paid withdrawal"))?
     };
-    let (in_month, ..) = store.certificate_totals(&month).await?;
+    let month: crate::domain::tax::Month = month.parse()?;
+    let (in_month, ..) = store.certificate_totals(month).await?;
     let token = crate::service::tokens::create(
         &store,
         crate::domain::access::Role::Accountant,
@@ -147,7 +148,7 @@ async fn through_the_workflow(
         loop {
             let page = store
                 .certificate_files(
-                    &month,
+                    month,
                     after.as_deref(),
                     crate::certificate::archive::PAGE_SIZE,
                 )

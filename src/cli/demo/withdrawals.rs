@@ -185,7 +185,7 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
         }
         let request = WithdrawalRequest {
             distributor_id: distributor,
-            amount_text: amount.to_string(),
+            amount,
             payout_account_id: account.clone(),
             speed: plan.speed,
         };
@@ -404,7 +404,7 @@ async fn certificates(
         )
         .await?;
         let totals = declaration.totals();
-        let ledger_tax = state.store.ledger_tax_for_month(&month.to_string()).await?;
+        let ledger_tax = state.store.ledger_tax_for_month(month).await?;
         let equal = totals.withheld == ledger_tax;
         declarations_equal &= equal;
         println!(

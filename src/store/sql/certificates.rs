@@ -12,6 +12,7 @@ use super::dialect::{Conn, DbRow, ROWS_PER_STATEMENT, push_job};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, PlatformAccount};
 use crate::domain::money::Money;
+use crate::domain::tax::Month;
 use crate::store::error::StoreError;
 use crate::store::records::{
     Actor, CertificateRecord, CorrectionOutcome, NewCertificate, PreparedDeclaration,
@@ -156,7 +157,7 @@ impl Repo {
     /// pages a month's zip is streamed from.
     pub async fn certificate_files(
         &self,
-        tax_month: &str,
+        tax_month: Month,
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<(String, Vec<u8>, String)>, StoreError> {
@@ -164,7 +165,7 @@ impl Repo {
             "select number, pdf, manifest from certificates where tax_month = $1 ",
             "and ($2 is null or number > $2) order by number limit $3"
         ))
-        .bind(tax_month)
+        .bind(tax_month.to_string())
         .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -175,14 +176,14 @@ impl Repo {
     /// replace what they correct).
     pub async fn certificate_totals(
         &self,
-        tax_month: &str,
+        tax_month: Month,
     ) -> Result<(i64, Money, Money, Money), StoreError> {
         let (count, gross, tax, net): (i64, i64, i64, i64) = sqlx::query_as(concat!(
             "select count(*), cast(coalesce(sum(gross_fen), 0) as bigint), cast(coalesce(sum(tax_fen), 0) as bigint), ",
             "cast(coalesce(sum(net_fen), 0) as bigint) from certificates c where tax_month = $1 ",
             "and not exists (select 1 from certificates n where n.replaces = c.number)"
         ))
-        .bind(tax_month)
+        .bind(tax_month.to_string())
         .fetch_one(&self.pool)
         .await?;
         Ok((
@@ -257,7 +258,7 @@ impl Repo {
     /// A prepared declaration's file: `xlsx` or else the CSV.
     pub async fn prepared_declaration_file(
         &self,
-        tax_month: &str,
+        tax_month: Month,
         xlsx: bool,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let sql = if xlsx {
@@ -266,21 +267,21 @@ impl Repo {
             "select csv from prepared_declarations where tax_month = $1"
         };
         Ok(sqlx::query_scalar(sql)
-            .bind(tax_month)
+            .bind(tax_month.to_string())
             .fetch_optional(&self.pool)
             .await?)
     }
 
     /// The tax payable the ledger credited for withdrawals of a tax month
     /// (their `paid` transfers), to check a declaration against.
-    pub async fn ledger_tax_for_month(&self, tax_month: &str) -> Result<Money, StoreError> {
+    pub async fn ledger_tax_for_month(&self, tax_month: Month) -> Result<Money, StoreError> {
         let fen: i64 = sqlx::query_scalar(concat!(
             "select cast(coalesce(sum(p.amount_fen), 0) as bigint) from withdrawals w ",
             "join ledger_transfers t on t.idempotency_key = 'withdrawal:' || w.id || ':paid' ",
             "join ledger_postings p on p.transfer_id = t.id and p.account_id = $2 ",
             "where w.tax_month = $1"
         ))
-        .bind(tax_month)
+        .bind(tax_month.to_string())
         .bind(AccountId::Platform(PlatformAccount::TaxPayable).to_string())
         .fetch_one(&self.pool)
         .await?;
@@ -291,7 +292,7 @@ impl Repo {
     /// after `after` (keyset pagination); without the PDFs.
     pub async fn certificates(
         &self,
-        tax_month: &str,
+        tax_month: Month,
         distributor: Option<&DistributorId>,
         after: Option<&str>,
         limit: i64,
@@ -300,7 +301,7 @@ impl Repo {
             "select ", certificate_columns!(), " from certificates where tax_month = $1 ",
             "and ($2 is null or distributor_id = $2) and ($3 is null or number > $3) order by number limit $4"
         ))
-        .bind(tax_month)
+        .bind(tax_month.to_string())
         .bind(distributor.map(DistributorId::as_str))
         .bind(after)
         .bind(limit.clamp(1, MAX_PAGE))

@@ -20,6 +20,7 @@ use crate::domain::ledger::{
     self as ledger_rules, AccountId, Bucket, PlatformAccount, TransferError,
 };
 use crate::domain::money::Money;
+use crate::domain::tax::Month;
 use crate::domain::withdrawal::{
     RiskFlag, Speed, StateRefusal, WithdrawalState, check_cancellable, check_reviewable,
 };
@@ -412,7 +413,7 @@ impl Repo {
     /// request time: the rows of that month's withholding declaration.
     pub async fn paid_withdrawals_in_month(
         &self,
-        tax_month: &str,
+        tax_month: Month,
     ) -> Result<Vec<WithdrawalRecord>, StoreError> {
         let rows = sqlx::query(concat!(
             "select ",
@@ -420,7 +421,7 @@ impl Repo {
             " from withdrawals where tax_month = $1 and state = 'paid' ",
             "order by distributor_id, requested_at, id"
         ))
-        .bind(tax_month)
+        .bind(tax_month.to_string())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(withdrawal_from_row).collect()

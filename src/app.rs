@@ -175,8 +175,7 @@ impl Runtime {
         };
         crate::service::plans::ensure_default(&store, clock.now()).await?;
         let today = clock.now().date_naive();
-        let horizon = today + chrono::Days::new(u64::from(CALENDAR_HORIZON_DAYS));
-        let provisional = workflows.calendar.provisional_years(today, horizon);
+        let provisional = crate::engine::provisional_years_ahead(&workflows.calendar, today);
         if !provisional.is_empty() {
             let years: Vec<String> = provisional
                 .iter()

@@ -83,11 +83,7 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
     queue_lines.push_str(&format!(
         "# HELP {CALENDAR_PROVISIONAL_YEAR} 1 for each year within the calendar horizon known only provisionally (origin statutory or weekends_only).\n# TYPE {CALENDAR_PROVISIONAL_YEAR} gauge\n"
     ));
-    let horizon = today + chrono::Days::new(u64::from(crate::engine::CALENDAR_HORIZON_DAYS));
-    for (year, origin) in state
-        .settlement
-        .calendar()
-        .provisional_years(today, horizon)
+    for (year, origin) in crate::engine::provisional_years_ahead(state.settlement.calendar(), today)
     {
         queue_lines.push_str(&format!(
             "{CALENDAR_PROVISIONAL_YEAR}{{year=\"{year}\",origin=\"{}\"}} 1\n",

@@ -386,7 +386,7 @@ impl BusinessCalendar {
         match (self.sources.get(&year), self.applied_versions.get(&year)) {
             (Some(source), Some(&version)) => YearOrigin::Applied { source, version },
             (Some(source), None) => YearOrigin::File { source },
-            (None, _) if statutory::statutory_days(year).is_some() => YearOrigin::Statutory,
+            (None, _) if statutory::computes(year) => YearOrigin::Statutory,
             (None, _) => YearOrigin::WeekendsOnly,
         }
     }
@@ -443,7 +443,7 @@ impl BusinessCalendar {
             .unwrap_or_else(PoisonError::into_inner);
         let first_time = years.insert(year);
         if first_time {
-            if statutory::statutory_days(year).is_some() {
+            if statutory::computes(year) {
                 tracing::warn!(
                     calendar = %self.name,
                     year,

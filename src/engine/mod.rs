@@ -18,6 +18,16 @@
 /// start-up warns and the ops console flags a calendar that ends sooner.
 pub const CALENDAR_HORIZON_DAYS: u32 = 60;
 
+/// The provisional years from `today` to the end of the horizon: what the
+/// start-up warning, the ops console and `/metrics` name.
+pub fn provisional_years_ahead(
+    calendar: &crate::domain::calendar::BusinessCalendar,
+    today: chrono::NaiveDate,
+) -> Vec<(i32, crate::domain::calendar::YearOrigin<'_>)> {
+    let horizon = today + chrono::Days::new(u64::from(CALENDAR_HORIZON_DAYS));
+    calendar.provisional_years(today, horizon)
+}
+
 pub mod certificate;
 pub mod declaration;
 pub mod definition;

@@ -121,17 +121,14 @@ pub async fn queues_view(state: &AppState) -> Result<QueuesView, OpsError> {
     let covered = (state.settlement.calendar().first_uncovered_date(today) - today)
         .num_days()
         .max(0);
-    let horizon = today + chrono::Days::new(u64::from(CALENDAR_HORIZON_DAYS));
-    let provisional_years = state
-        .settlement
-        .calendar()
-        .provisional_years(today, horizon)
-        .into_iter()
-        .map(|(year, origin)| ProvisionalYear {
-            year,
-            origin: origin.as_str(),
-        })
-        .collect();
+    let provisional_years =
+        crate::engine::provisional_years_ahead(state.settlement.calendar(), today)
+            .into_iter()
+            .map(|(year, origin)| ProvisionalYear {
+                year,
+                origin: origin.as_str(),
+            })
+            .collect();
     Ok(QueuesView {
         steps,
         calendar_covered_days: covered,

@@ -30,10 +30,16 @@ pub struct StatutoryDay {
     pub name: &'static str,
 }
 
+/// Whether [`statutory_days`] computes `year`: a range check, without the
+/// lunar arithmetic.
+pub fn computes(year: i32) -> bool {
+    (FIRST_STATUTORY_YEAR..=LAST_STATUTORY_YEAR).contains(&year)
+}
+
 /// The statutory holiday days of `year` in date order, or `None` outside
 /// [`FIRST_STATUTORY_YEAR`]..=[`LAST_STATUTORY_YEAR`].
 pub fn statutory_days(year: i32) -> Option<Vec<StatutoryDay>> {
-    if !(FIRST_STATUTORY_YEAR..=LAST_STATUTORY_YEAR).contains(&year) {
+    if !computes(year) {
         return None;
     }
     let day = |date: NaiveDate, name| StatutoryDay { date, name };

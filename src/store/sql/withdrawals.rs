@@ -83,6 +83,20 @@ fn withdrawal_from_row(row: &DbRow) -> Result<WithdrawalRecord, StoreError> {
     })
 }
 
+/// The withdrawal `id`, locked for the rest of the transaction; a missing
+/// one is `StoreError::NotFound`.
+async fn lock_existing_withdrawal(
+    conn: &mut Conn,
+    id: &str,
+) -> Result<WithdrawalRecord, StoreError> {
+    load_withdrawal(conn, id, true)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "withdrawal",
+            id: id.to_owned(),
+        })
+}
+
 async fn load_withdrawal(
     conn: &mut Conn,
     id: &str,
@@ -448,12 +462,7 @@ impl Repo {
         actor: &Actor,
     ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
-            return Err(StoreError::NotFound {
-                what: "withdrawal",
-                id: id.to_owned(),
-            });
-        };
+        let withdrawal = lock_existing_withdrawal(&mut tx, id).await?;
         if let Err(refusal) = check_reviewable(id, withdrawal.state) {
             return Ok(Err(refusal));
         }
@@ -557,12 +566,7 @@ impl Repo {
         now: DateTime<Utc>,
     ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
-            return Err(StoreError::NotFound {
-                what: "withdrawal",
-                id: id.to_owned(),
-            });
-        };
+        let withdrawal = lock_existing_withdrawal(&mut tx, id).await?;
         if let Err(refusal) = check_cancellable(id, withdrawal.state) {
             return Ok(Err(refusal));
         }
@@ -667,12 +671,7 @@ impl Repo {
         now: DateTime<Utc>,
     ) -> Result<ApplyOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
-        let Some(withdrawal) = load_withdrawal(&mut tx, id, true).await? else {
-            return Err(StoreError::NotFound {
-                what: "withdrawal",
-                id: id.to_owned(),
-            });
-        };
+        let withdrawal = lock_existing_withdrawal(&mut tx, id).await?;
         let state = withdrawal.state;
         let bill_no = match outcome {
             GatewayOutcome::Processing { bill_no }

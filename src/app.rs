@@ -20,6 +20,7 @@ use crate::clock::{Clock, SimulatedClock, SystemClock};
 use crate::config::Settings;
 use crate::domain::calendar::BusinessCalendar;
 use crate::engine::CALENDAR_HORIZON_DAYS;
+use crate::engine::calendar::CalendarBook;
 use crate::engine::certificate::CertificateIssuer;
 use crate::engine::declaration::{DeclarationPreparer, PREPARED_MONTHS};
 use crate::engine::definition::{JobKind, Schedules, StepDefinition, StepKind, WorkflowDefinition};
@@ -46,7 +47,11 @@ const MISSED_DECLARATION_LOOKBACK_DAYS: i64 = 32;
 pub struct Workflows {
     pub order_settlement: WorkflowDefinition,
     pub withdrawal: WorkflowDefinition,
+    /// The calendar file's years; years applied at run time are laid over
+    /// them by the settlement engine's [`CalendarBook`].
     pub calendar: Arc<BusinessCalendar>,
+    /// The calendar's name in the API: its file's stem (`cn`).
+    pub calendar_key: String,
     pub schedules: Schedules,
 }
 
@@ -65,6 +70,13 @@ impl Workflows {
                 "calendars/cn.toml",
             )?,
         };
+        let calendar_key = order_settlement
+            .calendar()
+            .and_then(|path| path.file_stem())
+            .map_or_else(
+                || "cn".to_owned(),
+                |stem| stem.to_string_lossy().into_owned(),
+            );
         let withdrawal_file = dir.join("withdrawal.toml");
         let withdrawal = if withdrawal_file.exists() {
             WorkflowDefinition::load(&withdrawal_file)?
@@ -81,6 +93,7 @@ impl Workflows {
             order_settlement,
             withdrawal,
             calendar: Arc::new(calendar),
+            calendar_key,
             schedules,
         })
     }
@@ -95,7 +108,8 @@ impl Workflows {
         })
     }
 
-    fn settlement_settings(
+    /// The settlement engine's settings for `backend`.
+    pub fn settlement_settings(
         &self,
         backend: crate::store::BackendKind,
         settings: &Settings,
@@ -174,25 +188,32 @@ impl Runtime {
             (Arc::new(SystemClock), None)
         };
         crate::service::plans::ensure_default(&store, clock.now()).await?;
+        let calendars = Arc::new(CalendarBook::new(
+            workflows.calendar_key.clone(),
+            workflows.calendar.clone(),
+        ));
+        let calendar = calendars.refresh(&store).await?.calendar.clone();
         let today = clock.now().date_naive();
-        let provisional = crate::engine::provisional_years_ahead(&workflows.calendar, today);
+        let provisional = crate::engine::provisional_years_ahead(&calendar, today);
         if !provisional.is_empty() {
             let years: Vec<String> = provisional
                 .iter()
                 .map(|(year, origin)| format!("{year} ({})", origin.as_str()))
                 .collect();
             tracing::warn!(
-                calendar = workflows.calendar.name(),
+                calendar = calendar.name(),
                 provisional_years = %years.join(", "),
                 "the business calendar is provisional within the coming {CALENDAR_HORIZON_DAYS} days: \
                  statutory holidays are computed there, bridging days and make-up working days are not; \
-                 add the year's State Council notice to the calendar file when it is published"
+                 apply the year's State Council notice when it is published \
+                 (fenrun calendar apply FILE, or PUT /v1/admin/calendars/{}/years/YEAR)",
+                workflows.calendar_key
             );
         }
         let settlement = Arc::new(SettlementEngine::start(
             store.clone(),
             clock.clone(),
-            workflows.calendar.clone(),
+            calendars,
             workflows.settlement_settings(store.kind(), &settings)?,
         ));
         let (clock_moved, _) = watch::channel(clock.now());

@@ -136,7 +136,8 @@ impl From<StoreError> for ApiError {
             StoreError::BalanceOverflow { .. } => {
                 ApiError::unprocessable("balance_overflow", error.to_string())
             }
-            StoreError::Database(sqlx::Error::PoolTimedOut) => ApiError::unavailable(error),
+            StoreError::Database(sqlx::Error::PoolTimedOut)
+            | StoreError::CalendarChanged { .. } => ApiError::unavailable(error),
             StoreError::Corrupt(_)
             | StoreError::Queue(_)
             | StoreError::Database(_)

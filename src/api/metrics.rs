@@ -83,7 +83,8 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
     queue_lines.push_str(&format!(
         "# HELP {CALENDAR_PROVISIONAL_YEAR} 1 for each year within the calendar horizon known only provisionally (origin statutory or weekends_only).\n# TYPE {CALENDAR_PROVISIONAL_YEAR} gauge\n"
     ));
-    for (year, origin) in crate::engine::provisional_years_ahead(state.settlement.calendar(), today)
+    for (year, origin) in
+        crate::engine::provisional_years_ahead(&state.settlement.calendar(), today)
     {
         queue_lines.push_str(&format!(
             "{CALENDAR_PROVISIONAL_YEAR}{{year=\"{year}\",origin=\"{}\"}} 1\n",

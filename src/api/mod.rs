@@ -8,6 +8,7 @@
 //! data (unmasked ID numbers in certificates and declarations).
 
 pub mod admin;
+pub mod calendars;
 pub mod certificates;
 pub mod credentials;
 pub mod distributors;
@@ -43,7 +44,7 @@ use crate::state::AppState;
         distributors::create, distributors::list, distributors::get, distributors::balance,
         credentials::put_identity, credentials::add_payout_account, credentials::list_payout_accounts,
         admin::apply_plan, admin::list_plans, admin::adjust, admin::advance_clock, admin::audit,
-        admin::list_tokens, admin::revoke_token,
+        admin::list_tokens, admin::revoke_token, calendars::put_year, calendars::get_year,
         orders::ingest, orders::refund, orders::get, orders::commissions,
         withdrawals::quote, withdrawals::create, withdrawals::get, withdrawals::list,
         withdrawals::cancel, withdrawals::approve, withdrawals::reject, withdrawals::wechat_notify,
@@ -158,6 +159,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(admin::list_plans).post(admin::apply_plan),
         )
         .route("/v1/admin/adjustments", axum::routing::post(admin::adjust))
+        .route(
+            "/v1/admin/calendars/{name}/years/{year}",
+            get(calendars::get_year).put(calendars::put_year),
+        )
         .route("/v1/admin/tokens", get(admin::list_tokens))
         .route(
             "/v1/admin/tokens/{id}",

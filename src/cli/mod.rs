@@ -68,6 +68,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Business calendar commands: apply a year's State Council notice.
+    Calendar {
+        #[command(subcommand)]
+        command: CalendarCommand,
+    },
     /// Commission plan commands.
     Plan {
         #[command(subcommand)]
@@ -236,6 +241,22 @@ pub enum KeysCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CalendarCommand {
+    /// Apply the years of a calendar file (`[years.YYYY]` tables, as in
+    /// workflows/calendars/cn.toml) at run time: each becomes a new version
+    /// that every serve and worker uses without a restart, and the holds it
+    /// moves are re-planned. The same year applied twice changes nothing.
+    Apply {
+        file: PathBuf,
+        /// Apply only this year of the file.
+        #[arg(long)]
+        year: Option<i32>,
+    },
+    /// Show a year as it is used: where it comes from and its days off.
+    Show { year: i32 },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum PlanCommand {
     /// Validate a plan file and store it as a new version.
     Apply { file: PathBuf },
@@ -334,6 +355,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys {
             command: KeysCommand::Rotate,
         } => commands::keys::rotate(&settings).await,
+        Command::Calendar { command } => commands::calendar::run(&settings, command).await,
         Command::Plan { command } => commands::plan::run(&settings, command).await,
         Command::Workflows { command } => commands::workflows::run(&settings, command),
         Command::Bench { command } => commands::bench::run(&settings, command).await,

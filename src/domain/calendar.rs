@@ -248,8 +248,71 @@ impl BusinessCalendar {
         builder.years(&parsed.years)
     }
 
+    /// The years of a file to apply, as the bodies a `PUT` of each would
+    /// carry, after checking them as [`BusinessCalendar::years_from_toml_str`]
+    /// does (so a problem names the file and line).
+    ///
+    /// # Errors
+    /// As [`BusinessCalendar::from_toml_str`], with the file and line.
+    pub fn year_bodies_from_toml_str(
+        text: &str,
+        file_name: &str,
+    ) -> Result<Vec<(i32, CalendarYear)>, CalendarError> {
+        let builder = CalendarBuilder {
+            text,
+            file: file_name,
+        };
+        let parsed: YearsFile = builder.parse()?;
+        builder.years(&parsed.years)?;
+        parsed
+            .years
+            .iter()
+            .map(|(key, table)| Ok((builder.year(key)?, builder.body(table)?)))
+            .collect()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The days off and make-up working days of `year` as this calendar
+    /// has them, holidays as runs of consecutive days of one name: the
+    /// file's or applied year, or for a provisional year the computed
+    /// statutory days (and no make-up days).
+    pub fn year_days(&self, year: i32) -> (Vec<HolidayPeriod>, Vec<NaiveDate>) {
+        let (Some(first), Some(last)) = (
+            NaiveDate::from_ymd_opt(year, 1, 1),
+            NaiveDate::from_ymd_opt(year, 12, 31),
+        ) else {
+            return (Vec::new(), Vec::new());
+        };
+        let days: Vec<(NaiveDate, String)> = if self.covers(year) {
+            self.holidays
+                .range(first..=last)
+                .map(|(date, name)| (*date, name.clone()))
+                .collect()
+        } else {
+            statutory::statutory_days(year)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|day| (day.date, day.name.to_owned()))
+                .collect()
+        };
+        let mut periods: Vec<HolidayPeriod> = Vec::new();
+        for (date, name) in days {
+            match periods.last_mut() {
+                Some(period) if period.name == name && period.to.succ_opt() == Some(date) => {
+                    period.to = date;
+                }
+                _ => periods.push(HolidayPeriod {
+                    name,
+                    from: date,
+                    to: date,
+                }),
+            }
+        }
+        let makeup = self.makeup_workdays.range(first..=last).copied().collect();
+        (periods, makeup)
     }
 
     /// The zone in which to decide today's date before asking about it.
@@ -661,6 +724,29 @@ impl CalendarBuilder<'_> {
                 first_line: first_at,
             },
         }
+    }
+
+    /// A year table as the body of a `PUT`; its dates were checked already.
+    fn body(&self, table: &YearTable) -> Result<CalendarYear, CalendarError> {
+        Ok(CalendarYear {
+            source: table.source.clone(),
+            holidays: table
+                .holidays
+                .iter()
+                .map(|holiday| {
+                    Ok(HolidayPeriod {
+                        name: holiday.name.clone(),
+                        from: self.date(&holiday.from)?,
+                        to: self.date(&holiday.to)?,
+                    })
+                })
+                .collect::<Result<_, CalendarError>>()?,
+            makeup_workdays: table
+                .makeup_workdays
+                .iter()
+                .map(|day| self.date(day))
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     fn year(&self, key: &Spanned<String>) -> Result<i32, CalendarError> {
@@ -1200,6 +1286,44 @@ makeup_workdays = [2027-02-20]
             whole_file.iter().map(|year| year.year).collect::<Vec<_>>(),
             [2025, 2026]
         );
+    }
+
+    #[test]
+    fn a_year_file_gives_the_bodies_a_put_would_carry() {
+        let bodies = BusinessCalendar::year_bodies_from_toml_str(NOTICE_2027, "2027.toml").unwrap();
+        let [(year, body)] = <[(i32, CalendarYear); 1]>::try_from(bodies).unwrap();
+        assert_eq!(year, 2027);
+        assert_eq!(body.source, "国办发明电〔2026〕9号");
+        assert_eq!(body.holidays.len(), 2);
+        assert_eq!(body.makeup_workdays, [date(2027, 2, 20)]);
+        // Checked as the loader checks: the same day off twice is refused.
+        let checked = body.check(2027).unwrap();
+        let years = BusinessCalendar::years_from_toml_str(NOTICE_2027, "2027.toml").unwrap();
+        assert_eq!(checked, years[0]);
+        let bad = NOTICE_2027.replace("to = 2027-02-11", "to = 2027-02-01");
+        let error = BusinessCalendar::year_bodies_from_toml_str(&bad, "2027.toml").unwrap_err();
+        assert!(error.to_string().starts_with("2027.toml:"), "{error}");
+    }
+
+    #[test]
+    fn the_days_of_a_year_come_back_as_runs_of_one_holiday() {
+        let calendar = cn();
+        let (holidays, makeup) = calendar.year_days(2026);
+        let spring = holidays
+            .iter()
+            .find(|period| period.name == "春节")
+            .unwrap();
+        assert!(spring.to > spring.from, "{spring:?}");
+        assert!(!makeup.is_empty());
+        // A provisional year: the 13 statutory days, no make-up days.
+        let (statutory, makeup) = calendar.year_days(2027);
+        let days: i64 = statutory
+            .iter()
+            .map(|period| (period.to - period.from).num_days() + 1)
+            .sum();
+        assert_eq!(days, 13, "{statutory:?}");
+        assert!(makeup.is_empty());
+        assert!(calendar.year_days(i32::MAX).0.is_empty());
     }
 
     #[test]

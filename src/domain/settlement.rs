@@ -137,6 +137,25 @@ pub fn release_is_provisional(
     (confirmed_on.year()..=release_on.year()).any(|year| calendar.is_provisional(year))
 }
 
+/// The local day `at` falls on in `time_zone`, as the instants it starts
+/// and ends (exclusive): every order confirmed inside it has the same hold.
+pub fn local_day_of(at: DateTime<Utc>, time_zone: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
+    let day = at.with_timezone(&time_zone).date_naive();
+    let next = day
+        .succ_opt()
+        .expect("a confirmation date before NaiveDate::MAX");
+    (start_of_day(day, time_zone), start_of_day(next, time_zone))
+}
+
+/// The first instant of 1 January of `year` in `time_zone`.
+///
+/// # Panics
+/// For a year chrono cannot represent.
+pub fn start_of_year(year: i32, time_zone: Tz) -> DateTime<Utc> {
+    let first = NaiveDate::from_ymd_opt(year, 1, 1).expect("a year chrono can represent");
+    start_of_day(first, time_zone)
+}
+
 /// The first instant at or after 00:00 of `date` in `time_zone`.
 ///
 /// A gap in local time has no instant to name, so this walks forward a
@@ -559,6 +578,25 @@ mod tests {
     use crate::domain::ids::BuyerId;
     use crate::domain::plan::Plan;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_local_day_runs_from_midnight_to_midnight_in_the_zone() {
+        let shanghai: Tz = "Asia/Shanghai".parse().unwrap();
+        // 23:59:59 and 00:00:00 Beijing time fall on different days.
+        assert_eq!(
+            local_day_of(at("2026-12-31T15:59:59Z"), shanghai),
+            (at("2026-12-30T16:00:00Z"), at("2026-12-31T16:00:00Z"))
+        );
+        assert_eq!(
+            local_day_of(at("2026-12-31T16:00:00Z"), shanghai),
+            (at("2026-12-31T16:00:00Z"), at("2027-01-01T16:00:00Z"))
+        );
+        assert_eq!(start_of_year(2027, shanghai), at("2026-12-31T16:00:00Z"));
+        // A day with a clock change is 23 hours long.
+        let new_york: Tz = "America/New_York".parse().unwrap();
+        let (starts, ends) = local_day_of(at("2026-03-08T12:00:00Z"), new_york);
+        assert_eq!(ends - starts, TimeDelta::hours(23));
+    }
 
     #[test]
     fn order_times_within_a_day_ahead_and_the_age_limit_are_accepted() {

@@ -28,6 +28,7 @@ pub fn provisional_years_ahead(
     calendar.provisional_years(today, horizon)
 }
 
+pub mod calendar;
 pub mod certificate;
 pub mod declaration;
 pub mod definition;

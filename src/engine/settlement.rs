@@ -42,14 +42,21 @@ use crate::domain::ledger;
 use crate::domain::money::Money;
 use crate::domain::plan::Plan;
 use crate::domain::settlement::{self, ItemBalance, OrderTimeError, RecordedLine, RefundError};
+use crate::engine::calendar::{CalendarBook, CalendarInForce};
 use crate::store::{
-    IngestOutcome, JobSpec, LineUpdate, OrderRecord, OrderSnapshot, OrderState, PreparedOrder,
-    RefundDecision, RefundOutcome, RefundRequest, Store, StoreError, StoredPlan,
+    HoldPlan, IngestOutcome, JobSpec, LineUpdate, OrderRecord, OrderSnapshot, OrderState,
+    PreparedOrder, RefundDecision, RefundOutcome, RefundRequest, ReplanCounts, Store, StoreError,
+    StoredPlan,
 };
 
 /// How many ingest requests may wait for the group-commit writer before new
 /// ones are pushed back (the HTTP handler then waits for room).
 const INGEST_QUEUE_CAPACITY: usize = 4_096;
+
+/// How often one step reloads the business calendar when the database says
+/// it changed, before giving up (the step is then retried): years are
+/// applied a few times a year, so more than one reload in a row is a storm.
+const CALENDAR_RELOADS: u32 = 3;
 
 /// A confirmed order, validated at the edge.
 #[derive(Debug, Clone)]
@@ -203,7 +210,7 @@ pub struct SettlementSettings {
 struct Shared {
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
-    calendar: Arc<BusinessCalendar>,
+    calendars: Arc<CalendarBook>,
     settings: SettlementSettings,
     plans: Mutex<HashMap<i64, Arc<Plan>>>,
     /// One release run at a time in this process: the worker, the sweep and
@@ -223,22 +230,32 @@ pub struct SettlementEngine {
 }
 
 impl SettlementEngine {
-    /// The business calendar the holds are counted in.
-    pub fn calendar(&self) -> &BusinessCalendar {
-        &self.shared.calendar
+    /// The business calendar the holds are counted in, as last loaded.
+    pub fn calendar(&self) -> Arc<BusinessCalendar> {
+        self.shared.calendars.current().calendar.clone()
+    }
+
+    /// The calendar with its applied years and generation.
+    pub fn calendars(&self) -> &CalendarBook {
+        &self.shared.calendars
+    }
+
+    /// The calendar as the database has it now (see [`CalendarBook::refresh`]).
+    pub async fn refresh_calendar(&self) -> Result<Arc<CalendarInForce>, StoreError> {
+        self.shared.calendars.refresh(&self.shared.store).await
     }
 
     /// Starts the group-commit writer; it stops when the engine is dropped.
     pub fn start(
         store: Arc<Store>,
         clock: Arc<dyn Clock>,
-        calendar: Arc<BusinessCalendar>,
+        calendars: Arc<CalendarBook>,
         settings: SettlementSettings,
     ) -> SettlementEngine {
         let shared = Arc::new(Shared {
             store,
             clock,
-            calendar,
+            calendars,
             settings,
             plans: Mutex::new(HashMap::new()),
             release_running: tokio::sync::Mutex::new(()),
@@ -281,6 +298,13 @@ impl SettlementEngine {
     pub async fn release_due(&self, attempt: i64, trigger: &str) -> Result<usize, StoreError> {
         let _running = self.shared.release_running.lock().await;
         release_due(&self.shared, attempt, trigger).await
+    }
+
+    /// Re-plans the holds over the calendar versions still pending (after a
+    /// year is applied); safe to run any number of times, anywhere.
+    pub async fn replan_pending(&self) -> Result<ReplanCounts, StoreError> {
+        let _running = self.shared.release_running.lock().await;
+        replan_pending(&self.shared).await
     }
 
     /// Moves a simulated clock and releases what became due, with no other
@@ -428,10 +452,30 @@ async fn ingest_alone(shared: &Shared, order: &NewOrder) -> Result<IngestAnswer,
 }
 
 /// Prepares every order of a batch (distributors, plan, commission, release
-/// time) and writes the valid ones in one transaction.
+/// time) and writes the valid ones in one transaction. Should a year of the
+/// calendar be applied meanwhile, the store refuses the batch whole and it
+/// is planned again on the new calendar.
 async fn prepare_and_write(
     shared: &Shared,
     orders: &[NewOrder],
+) -> Result<Vec<Result<IngestAnswer, SettlementError>>, StoreError> {
+    let mut calendar = shared.calendars.current();
+    let mut attempts = 0;
+    loop {
+        match prepare_and_write_on(shared, orders, &calendar).await {
+            Err(StoreError::CalendarChanged { .. }) if attempts < CALENDAR_RELOADS => {
+                attempts += 1;
+                calendar = shared.calendars.refresh(&shared.store).await?;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn prepare_and_write_on(
+    shared: &Shared,
+    orders: &[NewOrder],
+    calendar: &CalendarInForce,
 ) -> Result<Vec<Result<IngestAnswer, SettlementError>>, StoreError> {
     let distributors = load_chains(shared, orders).await?;
     let plans = shared.store.list_plans().await?;
@@ -440,7 +484,7 @@ async fn prepare_and_write(
     let mut prepared = Vec::with_capacity(orders.len());
     let mut prepared_index = Vec::with_capacity(orders.len());
     for (index, order) in orders.iter().enumerate() {
-        match prepare(shared, order, &distributors, &plans).await {
+        match prepare(shared, &calendar.calendar, order, &distributors, &plans).await {
             Ok(ready) => {
                 prepared.push(ready);
                 prepared_index.push(index);
@@ -452,7 +496,12 @@ async fn prepare_and_write(
         let now = shared.clock.now();
         let outcomes = shared
             .store
-            .ingest_orders(&prepared, &shared.settings.release_job, now)
+            .ingest_orders(
+                &prepared,
+                &shared.settings.release_job,
+                calendar.generation,
+                now,
+            )
             .await?;
         for (index, outcome) in prepared_index.into_iter().zip(outcomes) {
             results[index] = Some(match outcome {
@@ -504,6 +553,7 @@ async fn load_chains(
 
 async fn prepare(
     shared: &Shared,
+    calendar: &BusinessCalendar,
     order: &NewOrder,
     distributors: &HashMap<String, crate::store::Distributor>,
     plans: &[StoredPlan],
@@ -540,18 +590,8 @@ async fn prepare(
     let lines = commission::compute(&plan, &commission_order, &beneficiaries).map_err(|error| {
         StoreError::Corrupt(format!("commission of {}: {error}", order.order_id))
     })?;
-    let release_at = settlement::release_at(
-        order.confirmed_at,
-        &shared.calendar,
-        shared.settings.time_zone,
-        shared.settings.hold_business_days,
-    );
-    let release_at_provisional = settlement::release_is_provisional(
-        order.confirmed_at,
-        release_at,
-        &shared.calendar,
-        shared.settings.time_zone,
-    );
+    let planned = plan_hold(&shared.settings, calendar, order.confirmed_at);
+    let (release_at, release_at_provisional) = (planned.release_at, planned.provisional);
     let credited: Vec<(DistributorId, Money)> = lines
         .iter()
         .map(|line| (line.beneficiary.clone(), line.amount))
@@ -781,17 +821,118 @@ fn recompute_commission(
     Ok(settlement::reconcile(&recorded, &fresh))
 }
 
+/// Where `calendar` puts the hold of an order confirmed at `confirmed_at`.
+fn plan_hold(
+    settings: &SettlementSettings,
+    calendar: &BusinessCalendar,
+    confirmed_at: DateTime<Utc>,
+) -> HoldPlan {
+    let release_at = settlement::release_at(
+        confirmed_at,
+        calendar,
+        settings.time_zone,
+        settings.hold_business_days,
+    );
+    let (day_starts, day_ends) = settlement::local_day_of(confirmed_at, settings.time_zone);
+    HoldPlan {
+        day_starts,
+        day_ends,
+        release_at,
+        provisional: settlement::release_is_provisional(
+            confirmed_at,
+            release_at,
+            calendar,
+            settings.time_zone,
+        ),
+    }
+}
+
+/// Re-plans the holds over every calendar version still pending, on the
+/// calendar as the database has it now; nothing to do when none is.
+async fn replan_pending(shared: &Shared) -> Result<ReplanCounts, StoreError> {
+    let mut attempts = 0;
+    loop {
+        let calendar = shared.calendars.refresh(&shared.store).await?;
+        let pending = shared.store.pending_replans().await?;
+        let Some(first_year) = pending.iter().map(|version| version.year).min() else {
+            return Ok(ReplanCounts::default());
+        };
+        // Only holds ending on or after 1 January of the earliest changed
+        // year can move: before it both calendars agree day for day.
+        let from = settlement::start_of_year(first_year, shared.settings.time_zone);
+        let describe = format!(
+            "{} {}",
+            shared.calendars.key(),
+            pending
+                .iter()
+                .map(|version| format!("{} v{}", version.year, version.version))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut days: HashMap<chrono::NaiveDate, HoldPlan> = HashMap::new();
+        let time_zone = shared.settings.time_zone;
+        let plan = |confirmed_at: DateTime<Utc>| {
+            let day = confirmed_at.with_timezone(&time_zone).date_naive();
+            *days
+                .entry(day)
+                .or_insert_with(|| plan_hold(&shared.settings, &calendar.calendar, confirmed_at))
+        };
+        let started = std::time::Instant::now();
+        match shared
+            .store
+            .replan_holds(
+                calendar.generation,
+                from,
+                plan,
+                &describe,
+                &shared.settings.release_job,
+                shared.clock.now(),
+            )
+            .await
+        {
+            Ok(counts) => {
+                tracing::info!(
+                    calendar = %describe,
+                    moved = counts.moved,
+                    confirmed = counts.confirmed,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "holds re-planned over the business calendar"
+                );
+                return Ok(counts);
+            }
+            Err(StoreError::CalendarChanged { .. }) if attempts < CALENDAR_RELOADS => {
+                attempts += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 async fn release_due(shared: &Shared, attempt: i64, trigger: &str) -> Result<usize, StoreError> {
     let batch = shared.settings.release_batch_size.max(1);
     let mut released = 0;
     // Bounded: each round releases a full batch or ends the loop, and the
     // clock's now is read once, so orders confirmed meanwhile wait for the next run.
     let now = shared.clock.now();
+    replan_pending(shared).await?;
+    let mut calendar = shared.calendars.current();
+    let mut reloads = 0;
     loop {
-        let ids = shared
+        let ids = match shared
             .store
-            .release_due(now, batch, attempt, trigger)
-            .await?;
+            .release_due(now, batch, attempt, trigger, calendar.generation)
+            .await
+        {
+            Ok(ids) => ids,
+            // A year was applied since: its re-plan first, then release on it.
+            Err(StoreError::CalendarChanged { .. }) if reloads < CALENDAR_RELOADS => {
+                reloads += 1;
+                replan_pending(shared).await?;
+                calendar = shared.calendars.refresh(&shared.store).await?;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         released += ids.len();
         for id in &ids {
             tracing::debug!(order_id = %id, step = "release", attempt, "order released");

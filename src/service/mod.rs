@@ -3,6 +3,7 @@
 //! Nothing here speaks HTTP.
 
 pub mod audit;
+pub mod calendars;
 pub mod certificates;
 pub mod ops;
 pub mod plans;

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::Datelike;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -59,6 +60,8 @@ pub struct QueuesView {
     /// (`weekends_only`); their release times may move when the year's
     /// notice is added.
     pub provisional_years: Vec<ProvisionalYear>,
+    /// Each year from this one to the horizon's, and where its days come from.
+    pub calendar_years: Vec<crate::service::calendars::YearInUse>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -122,18 +125,27 @@ pub async fn queues_view(state: &AppState) -> Result<QueuesView, OpsError> {
         .num_days()
         .max(0);
     let provisional_years =
-        crate::engine::provisional_years_ahead(state.settlement.calendar(), today)
+        crate::engine::provisional_years_ahead(&state.settlement.calendar(), today)
             .into_iter()
             .map(|(year, origin)| ProvisionalYear {
                 year,
                 origin: origin.as_str(),
             })
             .collect();
+    let horizon = today + chrono::Days::new(u64::from(CALENDAR_HORIZON_DAYS));
+    let calendar_years = crate::service::calendars::years_in_use(
+        &state.settlement,
+        &state.store,
+        today.year(),
+        horizon.year(),
+    )
+    .await?;
     Ok(QueuesView {
         steps,
         calendar_covered_days: covered,
         calendar_warning: covered < i64::from(CALENDAR_HORIZON_DAYS),
         provisional_years,
+        calendar_years,
     })
 }
 

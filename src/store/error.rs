@@ -33,6 +33,11 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The business calendar changed since the caller loaded it (a year
+    /// was applied, or a re-plan is pending): reload it and plan again.
+    /// Nothing was written.
+    #[error("the business calendar changed (generation {generation}); reload it and try again")]
+    CalendarChanged { generation: i64 },
     /// The SQLite planner would run apalis's ack as a scan (see apalis.md).
     #[error("unsafe query plan: {0}")]
     UnsafePlan(String),
@@ -59,6 +64,8 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Database(error) => database_error_is_retryable(error),
+            // The next try reloads the calendar first.
+            StoreError::CalendarChanged { .. } => true,
             StoreError::Conflict { .. }
             | StoreError::NotFound { .. }
             | StoreError::IdempotencyConflict { .. }

@@ -25,14 +25,15 @@ use crate::domain::tax::Month;
 use crate::domain::withdrawal::StateRefusal;
 pub use error::StoreError;
 pub use records::{
-    AccountMismatch, Actor, ApplyOutcome, AuditEntry, Balance, CertificateRecord,
-    CorrectionOutcome, Creation, Distributor, DistributorStatus, GatewayOutcome, IngestOutcome,
-    ItemRecord, LedgerReport, LineRecord, LineState, LineUpdate, NewCertificate, NewDistributor,
-    NewPlan, OrderEvent, OrderRecord, OrderSnapshot, OrderState, PayoutChannel,
-    PreparedDeclaration, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest,
-    ReviewDecision, Revocation, SealedIdentity, SealedPayoutAccount, SessionRecord, StoredPlan,
-    TokenListing, TokenRecord, TransferOutcome, WithdrawalDecision, WithdrawalDraft,
-    WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals,
+    AccountMismatch, Actor, AppliedYear, ApplyOutcome, AuditEntry, Balance, CalendarLock,
+    CertificateRecord, CorrectionOutcome, Creation, Distributor, DistributorStatus, GatewayOutcome,
+    HoldPlan, IngestOutcome, ItemRecord, LedgerReport, LineRecord, LineState, LineUpdate,
+    NewCalendarYear, NewCertificate, NewDistributor, NewPlan, OrderEvent, OrderRecord,
+    OrderSnapshot, OrderState, PayoutChannel, PreparedDeclaration, PreparedOrder, RefundDecision,
+    RefundOutcome, RefundRequest, ReplanCounts, ReviewDecision, Revocation, SealedIdentity,
+    SealedPayoutAccount, SessionRecord, StoredPlan, TokenListing, TokenRecord, TransferOutcome,
+    WithdrawalDecision, WithdrawalDraft, WithdrawalEvent, WithdrawalFacts, WithdrawalRecord,
+    WithdrawalRequestOutcome, WithdrawalTotals, YearApplication,
 };
 
 /// Largest page any list query returns, whatever the caller asks for.
@@ -296,25 +297,75 @@ impl Store {
     }
 }
 
+/// The business calendar's applied years and the re-planning of holds; the
+/// SQL is in `sql/calendar.rs`.
+impl Store {
+    pub async fn calendar_generation(&self) -> Result<i64, StoreError> {
+        dispatch!(self, repo => repo.calendar_generation().await)
+    }
+
+    pub async fn calendar_years(&self, calendar: &str) -> Result<Vec<AppliedYear>, StoreError> {
+        dispatch!(self, repo => repo.calendar_years(calendar).await)
+    }
+
+    pub async fn pending_replans(&self) -> Result<Vec<AppliedYear>, StoreError> {
+        dispatch!(self, repo => repo.pending_replans().await)
+    }
+
+    pub async fn apply_calendar_year(
+        &self,
+        new: &NewCalendarYear<'_>,
+        actor: &Actor,
+        release_job: &JobSpec,
+        now: DateTime<Utc>,
+    ) -> Result<YearApplication, StoreError> {
+        dispatch!(self, repo => repo.apply_calendar_year(new, actor, release_job, now).await)
+    }
+
+    pub async fn replan_holds<F>(
+        &self,
+        expected_generation: i64,
+        from: DateTime<Utc>,
+        plan: F,
+        describe: &str,
+        release_job: &JobSpec,
+        now: DateTime<Utc>,
+    ) -> Result<ReplanCounts, StoreError>
+    where
+        F: FnMut(DateTime<Utc>) -> HoldPlan,
+    {
+        dispatch!(self, repo => repo.replan_holds(expected_generation, from, plan, describe, release_job, now).await)
+    }
+}
+
 /// Orders and their commission lines; the SQL is in `sql/orders.rs`.
 impl Store {
+    /// Writes a batch of prepared orders, planned on the calendar of
+    /// `calendar_generation`; [`StoreError::CalendarChanged`] (nothing
+    /// written) when a year was applied since.
     pub async fn ingest_orders(
         &self,
         batch: &[PreparedOrder],
         release_job: &JobSpec,
+        calendar_generation: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
-        dispatch!(self, repo => repo.ingest_orders(batch, release_job, now).await)
+        dispatch!(self, repo => repo.ingest_orders(batch, release_job, calendar_generation, now).await)
     }
 
+    /// Releases up to `limit` holds due by `now`; refuses with
+    /// [`StoreError::CalendarChanged`] (nothing released) when the caller's
+    /// calendar (`calendar_generation`) is not the latest or a re-plan is
+    /// pending, so no hold is released at a time the calendar moved.
     pub async fn release_due(
         &self,
         now: DateTime<Utc>,
         limit: i64,
         attempt: i64,
         trigger: &str,
+        calendar_generation: i64,
     ) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, repo => repo.release_due(now, limit, attempt, trigger).await)
+        dispatch!(self, repo => repo.release_due(now, limit, attempt, trigger, calendar_generation).await)
     }
 
     /// Applies a refund in one transaction: `decide` rules on the locked
@@ -899,13 +950,37 @@ pub(crate) fn release_task(
     spec: &JobSpec,
     release_at: DateTime<Utc>,
 ) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
+    keyed_release_task(
+        spec,
+        release_at,
+        format!("release:{}", release_at.to_rfc3339()),
+    )
+}
+
+/// The release task that finishes the re-plan of a calendar year's
+/// `version`, due `now`: the release step re-plans before it releases.
+pub(crate) fn calendar_replan_task(
+    spec: &JobSpec,
+    calendar: &str,
+    year: i32,
+    version: i64,
+    now: DateTime<Utc>,
+) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
+    keyed_release_task(spec, now, format!("calendar:{calendar}:{year}:v{version}"))
+}
+
+fn keyed_release_task(
+    spec: &JobSpec,
+    release_at: DateTime<Utc>,
+    idempotency_key: String,
+) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
     let payload = serde_json::to_vec(&ReleaseJob { release_at })
         .map_err(|error| StoreError::Corrupt(error.to_string()))?;
     let run_at = u64::try_from(release_at.timestamp()).unwrap_or(0);
     Ok(apalis_core::task::builder::TaskBuilder::new(payload)
         .run_at_timestamp(run_at)
         .max_attempts(spec.max_attempts as usize)
-        .idempotency_key(format!("release:{}", release_at.to_rfc3339()))
+        .idempotency_key(idempotency_key)
         .build())
 }
 

@@ -585,3 +585,68 @@ pub struct AuditEntry {
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
 }
+
+/// How a transaction holds the business calendar: ingest and release share
+/// it, applying a year and re-planning the holds take it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalendarLock {
+    Shared,
+    Exclusive,
+}
+
+/// A year of a business calendar applied at run time, one version of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedYear {
+    /// Also the calendar's generation once this version is the latest.
+    pub id: i64,
+    /// The calendar file's stem, e.g. `cn`.
+    pub calendar: String,
+    pub year: i32,
+    pub version: i64,
+    pub source: String,
+    pub body: crate::domain::calendar::CalendarYear,
+    pub body_sha256: String,
+    pub applied_by: String,
+    pub applied_at: DateTime<Utc>,
+    /// When the holds were re-planned over it; `None` while pending.
+    pub replanned_at: Option<DateTime<Utc>>,
+}
+
+/// A year to apply, already checked.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCalendarYear<'a> {
+    pub calendar: &'a str,
+    pub year: i32,
+    pub body: &'a crate::domain::calendar::CalendarYear,
+    pub body_sha256: &'a str,
+}
+
+/// What applying a year came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum YearApplication {
+    /// Stored as a new version.
+    Applied(AppliedYear),
+    /// The version in force has the same body: nothing was written.
+    Unchanged(AppliedYear),
+}
+
+/// Where the calendar puts the hold of an order confirmed at some moment:
+/// the local confirmation day (as instants, end exclusive) and its release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldPlan {
+    pub day_starts: DateTime<Utc>,
+    pub day_ends: DateTime<Utc>,
+    pub release_at: DateTime<Utc>,
+    pub provisional: bool,
+}
+
+/// What one re-planning of the holds did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplanCounts {
+    /// Holding orders whose release time moved.
+    pub moved: i64,
+    /// Holding orders whose time stayed but is no longer provisional.
+    pub confirmed: i64,
+    /// Calendar versions marked re-planned.
+    pub versions: u64,
+}

@@ -78,6 +78,7 @@ pub(crate) async fn page(
             h1 { "运营 Ops console" }
             (calendar_warning(&queues))
             (queue_table(&queues))
+            (calendar_table(&queues))
             (jobs_table("失败 Failed jobs", "No failed jobs.", &failed))
             (jobs_table("卡住 Stuck jobs (running past their timeout or held by a dead worker)", "No stuck jobs.", &stuck))
             (review_table(&reviewing))
@@ -114,7 +115,7 @@ fn calendar_warning(queues: &QueuesView) -> Markup {
         @if queues.calendar_warning {
             p.error id="calendar-warning" {
                 "营业日历只覆盖未来 " (queues.calendar_covered_days) " 天 — the business calendar covers only "
-                (queues.calendar_covered_days) " more days; add next year's holidays to workflows/calendars/cn.toml."
+                (queues.calendar_covered_days) " more days; apply next year's State Council notice (fenrun calendar apply FILE)."
             }
         }
         @for provisional in &queues.provisional_years {
@@ -125,7 +126,46 @@ fn calendar_warning(queues: &QueuesView) -> Markup {
                 } @else {
                     "weekends only"
                 }
-                "): release times in it may move. Add the year's State Council notice when it is published."
+                "): release times in it may move. When the year's State Council notice is published, apply it: "
+                code { "fenrun calendar apply FILE --year " (provisional.year) }
+                " or PUT /v1/admin/calendars/{name}/years/" (provisional.year) "; holding orders are re-planned."
+            }
+        }
+    }
+}
+
+fn calendar_table(queues: &QueuesView) -> Markup {
+    html! {
+        h2 { "营业日历 Business calendar" }
+        table id="calendar-years" {
+            thead { tr {
+                th { "year" } th { "from" } th { "notice" } th { "version" } th { "applied by" } th { "applied at" }
+            } }
+            tbody {
+                @for year in &queues.calendar_years {
+                    tr id={ "calendar-" (year.year) } {
+                        td { (year.year) }
+                        td {
+                            @match year.origin {
+                                "file" => "calendar file",
+                                "applied" => "applied at run time",
+                                "statutory" => span.error { "provisional: statutory holidays computed" },
+                                _ => span.error { "provisional: weekends only" },
+                            }
+                        }
+                        td { (year.source.as_deref().unwrap_or("—")) }
+                        @if let Some(applied) = &year.applied {
+                            td.num {
+                                "v" (applied.version)
+                                @if applied.replanned_at.is_none() { " " span.error { "re-planning holds…" } }
+                            }
+                            td { (applied.applied_by) }
+                            td { (applied.applied_at.format("%Y-%m-%d %H:%M UTC")) }
+                        } @else {
+                            td.num { "—" } td { "—" } td { "—" }
+                        }
+                    }
+                }
             }
         }
     }

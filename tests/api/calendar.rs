@@ -19,7 +19,8 @@ on_both_backends!(
 /// statutory rules.
 const BEFORE_NEW_YEAR: &str = "2026-12-29T02:00:00Z";
 
-async fn ingest(app: &TestApp, id: &str, confirmed_at: DateTime<Utc>) -> Value {
+/// Ingests a one-item order of distributor `a` confirmed at `confirmed_at`.
+pub(crate) async fn ingest(app: &TestApp, id: &str, confirmed_at: DateTime<Utc>) -> Value {
     let body = json!({
         "order_id": id,
         "distributor_id": "a",

@@ -399,6 +399,20 @@ async fn every_route_answers_every_role_as_the_matrix_says(backend: Backend) {
         ),
         route(
             "GET",
+            "/v1/admin/calendars/{name}/years/{year}",
+            "/v1/admin/calendars/cn/years/2027".into(),
+            None,
+            Access::Roles(&[Admin, Ops], 403),
+        ),
+        route(
+            "PUT",
+            "/v1/admin/calendars/{name}/years/{year}",
+            "/v1/admin/calendars/cn/years/2027".into(),
+            Some(json!({"source": "国办发明电〔2026〕0号", "holidays": []})),
+            Access::Roles(&[Admin], 403),
+        ),
+        route(
+            "GET",
             "/v1/admin/plans",
             "/v1/admin/plans".into(),
             None,

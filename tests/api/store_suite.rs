@@ -479,8 +479,12 @@ async fn times_compare_as_times_past_the_year_ten_thousand(backend: Backend) {
         queue: "order.release".to_owned(),
         max_attempts: 3,
     };
-    store.ingest_orders(&orders, &release, start).await.unwrap();
-    let mut released = store.release_due(start, 100, 1, "test").await.unwrap();
+    // Generation 0: no calendar year applied at run time.
+    store
+        .ingest_orders(&orders, &release, 0, start)
+        .await
+        .unwrap();
+    let mut released = store.release_due(start, 100, 1, "test", 0).await.unwrap();
     released.sort();
     assert_eq!(released, ["ancient", "due", "precise"]);
     assert_eq!(store.order("far").await.unwrap().unwrap().release_at, far);

@@ -1,6 +1,7 @@
 //! One function per `fenrun` subcommand; `cli::run` only dispatches.
 
 pub mod bench;
+pub mod calendar;
 pub mod certificate;
 pub mod keys;
 pub mod ledger;

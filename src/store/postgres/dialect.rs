@@ -8,6 +8,8 @@
 //! - `for_update!()`, `skip_locked!()`: the row-lock suffix of a `select`.
 //! - `lock_accounts`, `lock_balances`: balance rows locked in account order
 //!   before a set-wise update.
+//! - `lock_calendar`: the business calendar's lock (ingest and release
+//!   share it; applying a year and re-planning take it alone).
 //! - `push_job`, `push_release_jobs`: enqueue on the caller's transaction;
 //!   a key the queue already has is skipped (in a savepoint).
 //! - `ROWS_PER_STATEMENT` and the bulk statements: `insert_transfers`,
@@ -25,7 +27,7 @@ use super::orders::{LINE_COLUMNS, NewEvent, line_from_row, rate_to_db};
 use crate::domain::commission::{CommissionLine, OrderItem};
 use crate::domain::ledger::{Posting, Transfer};
 use crate::store::error::StoreError;
-use crate::store::records::{LineRecord, PreparedOrder};
+use crate::store::records::{CalendarLock, LineRecord, PreparedOrder};
 use crate::store::{JobSpec, release_task};
 
 pub(super) use sqlx::Postgres as Db;
@@ -85,6 +87,24 @@ pub(super) async fn lock_balances<'a>(
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// The advisory lock key of the business calendar ("fenrun calendar").
+const CALENDAR_LOCK_KEY: i64 = 0x6665_6e72_7563_616c;
+
+/// Holds the business calendar until the transaction ends: shared by the
+/// transactions that plan or release holds, alone by one that changes a
+/// year, so a hold is never planned on a calendar that changed under it.
+pub(super) async fn lock_calendar(conn: &mut Conn, mode: CalendarLock) -> Result<(), StoreError> {
+    let sql = match mode {
+        CalendarLock::Shared => "select pg_advisory_xact_lock_shared($1)",
+        CalendarLock::Exclusive => "select pg_advisory_xact_lock($1)",
+    };
+    sqlx::query(sql)
+        .bind(CALENDAR_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Enqueues the release step for each release time, on the caller's

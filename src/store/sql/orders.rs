@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use sqlx::Row;
 
 use super::Repo;
+use super::calendar::check_calendar;
 use super::dialect::{
     Conn, DbRow, ROWS_PER_STATEMENT, for_update, insert_event_rows, insert_item_rows,
     insert_line_rows, insert_order_rows, mark_released, pending_lines_of, push_release_jobs,
@@ -23,8 +24,8 @@ use crate::domain::ledger::{Transfer, commission_release};
 use crate::domain::money::{Money, Rate};
 use crate::store::error::StoreError;
 use crate::store::records::{
-    IngestOutcome, ItemRecord, LineRecord, LineState, OrderEvent, OrderRecord, OrderSnapshot,
-    OrderState, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest,
+    CalendarLock, IngestOutcome, ItemRecord, LineRecord, LineState, OrderEvent, OrderRecord,
+    OrderSnapshot, OrderState, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest,
 };
 use crate::store::time::DbTime;
 use crate::store::{JobSpec, MAX_PAGE};
@@ -152,9 +153,13 @@ impl Repo {
         &self,
         batch: &[PreparedOrder],
         release_job: &JobSpec,
+        calendar_generation: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let mut tx = self.begin_write().await?;
+        // New orders may be planned while a re-plan is pending: they were
+        // planned on the calendar that re-plan is for.
+        check_calendar(&mut tx, CalendarLock::Shared, calendar_generation, true).await?;
         let mut inserted = HashSet::new();
         for chunk in batch.chunks(ROWS_PER_STATEMENT) {
             inserted.extend(insert_order_rows(&mut tx, chunk, now).await?);
@@ -263,8 +268,10 @@ impl Repo {
         limit: i64,
         attempt: i64,
         trigger: &str,
+        calendar_generation: i64,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.begin_write().await?;
+        check_calendar(&mut tx, CalendarLock::Shared, calendar_generation, false).await?;
         let due: Vec<String> = sqlx::query_scalar(concat!(
             "select order_id from orders where state = 'holding' and release_at <= $1 ",
             "order by release_at, order_id limit $2",

@@ -8,6 +8,8 @@
 //! - `for_update!()`, `skip_locked!()`: the row-lock suffix of a `select`;
 //!   empty here, because `BEGIN IMMEDIATE` already holds the write lock.
 //! - `lock_accounts`, `lock_balances`: balance rows held before a set-wise update.
+//! - `lock_calendar`: the business calendar's lock (ingest and release
+//!   share it; applying a year and re-planning take it alone).
 //! - `push_job`, `push_release_jobs`: enqueue on the caller's transaction;
 //!   a key the queue already has is skipped.
 //! - `ROWS_PER_STATEMENT` and the bulk statements: `insert_transfers`,
@@ -26,7 +28,7 @@ use super::orders::{LINE_COLUMNS, NewEvent, line_from_row, rate_to_db};
 use crate::domain::commission::{CommissionLine, OrderItem};
 use crate::domain::ledger::{Posting, Transfer};
 use crate::store::error::StoreError;
-use crate::store::records::{LineRecord, LineState, OrderState, PreparedOrder};
+use crate::store::records::{CalendarLock, LineRecord, LineState, OrderState, PreparedOrder};
 use crate::store::time::DbTime;
 use crate::store::{JobSpec, release_task};
 
@@ -86,6 +88,13 @@ pub(super) async fn lock_balances<'a>(
     select.push(")");
     let rows: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *conn).await?;
     Ok(rows.into_iter().collect())
+}
+
+/// Holds the business calendar until the transaction ends. A SQLite write
+/// transaction (`BEGIN IMMEDIATE`) already excludes every other writer, so
+/// there is nothing more to take, shared or alone.
+pub(super) async fn lock_calendar(_conn: &mut Conn, _mode: CalendarLock) -> Result<(), StoreError> {
+    Ok(())
 }
 
 /// Enqueues the release step for each release time, on the caller's

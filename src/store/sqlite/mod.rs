@@ -31,6 +31,9 @@ use jobs::ops_job_from_row;
 #[path = "../sql/audit.rs"]
 mod audit;
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/calendar.rs"]
+mod calendar;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/certificates.rs"]
 mod certificates;
 #[allow(clippy::duplicate_mod)]

@@ -9,7 +9,7 @@
 //! does not cover (2027 while the file ends with 2026), so the test holds
 //! whatever day it runs on.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc, Weekday};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc, Weekday};
 use chrono_tz::Asia::Shanghai;
 use serde_json::{Value, json};
 

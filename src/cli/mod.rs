@@ -159,6 +159,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Holding orders re-planned by applying a year of the business
+    /// calendar that moves every one of them (the real PUT, one transaction).
+    Replan {
+        #[arg(long, default_value_t = 100_000)]
+        orders: usize,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Drain a backlog of no-op apalis jobs.
     Queue {
         #[arg(long, default_value_t = 20_000)]

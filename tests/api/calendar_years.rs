@@ -27,13 +27,13 @@ on_both_backends!(
 const CALENDAR: &str = "cn";
 
 /// The year under test: the first after today's that the file does not cover.
-fn test_year() -> i32 {
+pub(crate) fn test_year() -> i32 {
     (Utc::now().year() + 1).max(2027)
 }
 
 /// The first Monday on or after 11 January of `year`: far from New Year's
 /// Day and before any Spring Festival, so the fallback has no holiday near.
-fn first_monday(year: i32) -> NaiveDate {
+pub(crate) fn first_monday(year: i32) -> NaiveDate {
     let mut day = NaiveDate::from_ymd_opt(year, 1, 11).unwrap();
     while day.weekday() != Weekday::Mon {
         day = day.succ_opt().unwrap();
@@ -42,23 +42,27 @@ fn first_monday(year: i32) -> NaiveDate {
 }
 
 /// 10:00 in Beijing on `day`.
-fn ten_am(day: NaiveDate) -> DateTime<Utc> {
+pub(crate) fn ten_am(day: NaiveDate) -> DateTime<Utc> {
     Shanghai
         .from_local_datetime(&day.and_hms_opt(10, 0, 0).unwrap())
         .unwrap()
         .with_timezone(&Utc)
 }
 
-/// 00:00 in Beijing on `day`, as the API writes it.
-fn midnight(day: NaiveDate) -> String {
+/// 00:00 in Beijing on `day`.
+pub(crate) fn midnight_utc(day: NaiveDate) -> DateTime<Utc> {
     Shanghai
         .from_local_datetime(&day.and_hms_opt(0, 0, 0).unwrap())
         .unwrap()
         .with_timezone(&Utc)
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-async fn advance_to(app: &TestApp, target: DateTime<Utc>) -> DateTime<Utc> {
+/// 00:00 in Beijing on `day`, as the API writes it.
+fn midnight(day: NaiveDate) -> String {
+    midnight_utc(day).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+pub(crate) async fn advance_to(app: &TestApp, target: DateTime<Utc>) -> DateTime<Utc> {
     let now: Value = app
         .post_json(
             "/v1/admin/clock/advance",

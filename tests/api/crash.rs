@@ -734,10 +734,10 @@ fn yuan(fen: i64) -> String {
 }
 
 /// A small seeded generator (xorshift64*), so a failing run can be replayed.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         // splitmix64 once, so neighbouring seeds start far apart (and never at 0).
         let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -753,7 +753,7 @@ impl Rng {
     }
 
     /// Uniform enough in `0..bound` (`bound` > 0).
-    fn below(&mut self, bound: u64) -> u64 {
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
     }
 

@@ -8,6 +8,7 @@ mod admin;
 mod amounts;
 mod audit;
 mod calendar;
+mod calendar_crash;
 mod calendar_years;
 mod certificates;
 mod cli;

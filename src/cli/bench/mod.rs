@@ -4,6 +4,8 @@
 //!   then the release of all of them as the simulated clock passes T+3; on
 //!   PostgreSQL, pgbench's TPC-B on the same server in the same run, so the
 //!   figures can be read as a ratio on a noisy machine.
+//! - `bench replan`: N holding orders re-planned by applying a year of the
+//!   business calendar that moves them all (`calendar.rs`).
 //! - `bench queue`: drains an apalis backlog of no-op jobs (20,000 or
 //!   100,000) to show that the SQLite ack stays fast (apalis.md).
 //!
@@ -11,6 +13,7 @@
 //! PostgreSQL database created on the server named by `--database-url` and
 //! dropped afterwards.
 
+pub mod calendar;
 pub mod certificates;
 pub mod withdraw;
 
@@ -168,124 +171,194 @@ pub async fn settle(
     Ok(())
 }
 
+/// The application on a scratch database, serving on a free port with a
+/// simulated clock and no workers, with an ingest and an admin token.
+pub(crate) struct BenchApp {
+    pub(crate) address: String,
+    pub(crate) store: Arc<Store>,
+    pub(crate) client: reqwest::Client,
+    ingest_token: Arc<String>,
+    admin_token: String,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl BenchApp {
+    pub(crate) async fn start(url: &str, concurrency: usize) -> anyhow::Result<BenchApp> {
+        let settings = Settings {
+            database_url: SecretString::from(url.to_owned()),
+            listen: "127.0.0.1:0".to_owned(),
+            simulated_clock: true,
+            run_workers: false,
+            db_max_connections: 16,
+            ..Settings::default()
+        };
+        // A scratch database gets a throwaway key: it is dropped after the
+        // run, and a PostgreSQL one would otherwise need FENRUN_MASTER_KEY.
+        let vault = crate::vault::Vault::new(crate::vault::MasterKey::generate()?, Vec::new());
+        let app = Application::build_with_vault(settings, vault).await?;
+        let address = format!("http://{}", app.local_addr());
+        let store = app.state().store.clone();
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let now = chrono::Utc::now();
+        let bench = crate::service::audit::Actor::system("bench");
+        let ingest_token =
+            crate::service::tokens::create(&store, Role::Ingest, None, now, &bench).await?;
+        let admin_token =
+            crate::service::tokens::create(&store, Role::Admin, None, now, &bench).await?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .build()?;
+        Ok(BenchApp {
+            address,
+            store,
+            client,
+            ingest_token: Arc::new(ingest_token.secret.expose_secret().to_owned()),
+            admin_token: admin_token.secret.expose_secret().to_owned(),
+            shutdown,
+            server,
+        })
+    }
+
+    /// The referral tree of [`BENCH_DISTRIBUTORS`] distributors.
+    pub(crate) async fn create_distributors(&self) -> anyhow::Result<()> {
+        for number in 1..=BENCH_DISTRIBUTORS {
+            let mut body = json!({"id": format!("d{number}"), "name": format!("bench {number}")});
+            if number > 1 {
+                body["referrer_id"] = json!(format!("d{}", number / 2));
+            }
+            let response = self
+                .client
+                .post(format!("{}/v1/distributors", self.address))
+                .bearer_auth(self.ingest_token.as_str())
+                .json(&body)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().as_u16() == 201,
+                "creating d{number}: {}",
+                response.status()
+            );
+        }
+        Ok(())
+    }
+
+    /// `orders` orders confirmed at `confirmed_at`, sent by `concurrency`
+    /// clients; answers how long it took.
+    pub(crate) async fn ingest(
+        &self,
+        orders: usize,
+        concurrency: usize,
+        confirmed_at: chrono::DateTime<chrono::Utc>,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> anyhow::Result<Duration> {
+        let limiter = Arc::new(Semaphore::new(concurrency));
+        let started = Instant::now();
+        let mut sending = tokio::task::JoinSet::new();
+        for number in 0..orders {
+            let permit = limiter.clone().acquire_owned().await?;
+            let client = self.client.clone();
+            let address = self.address.clone();
+            let token = self.ingest_token.clone();
+            sending.spawn(async move {
+                let _permit = permit;
+                let seller = 1 + (number * 7_919) % BENCH_DISTRIBUTORS;
+                let items: Vec<_> = (0..1 + number % 3)
+                    .map(|line| json!({"sku": format!("S{line}"), "category": "bench", "amount": format!("{}.{:02}", 10 + number % 990, number % 100)}))
+                    .collect();
+                let body = json!({
+                    "order_id": format!("b{number}"),
+                    "distributor_id": format!("d{seller}"),
+                    "buyer_id": format!("buyer{number}"),
+                    "placed_at": confirmed_at.to_rfc3339(),
+                    "confirmed_at": confirmed_at.to_rfc3339(),
+                    "items": items,
+                });
+                let response = client
+                    .post(format!("{address}/v1/orders"))
+                    .bearer_auth(token.as_str())
+                    .json(&body)
+                    .send()
+                    .await?;
+                anyhow::ensure!(response.status().as_u16() == 202, "order b{number}: {}", response.status());
+                Ok(())
+            });
+            while let Some(done) = sending.try_join_next() {
+                done??;
+                if let Some(progress) = progress {
+                    progress.inc(1);
+                }
+            }
+        }
+        while let Some(done) = sending.join_next().await {
+            done??;
+            if let Some(progress) = progress {
+                progress.inc(1);
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    /// An admin request with a JSON body; answers the JSON it got back.
+    pub(crate) async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let response = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(&self.admin_token)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await?;
+        anyhow::ensure!(status.is_success(), "{path}: {status} {answer}");
+        Ok(answer)
+    }
+
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        self.server.await?
+    }
+}
+
 async fn settle_once(
     url: &str,
     orders: usize,
     concurrency: usize,
 ) -> anyhow::Result<SettleFigures> {
-    let settings = Settings {
-        database_url: SecretString::from(url.to_owned()),
-        listen: "127.0.0.1:0".to_owned(),
-        simulated_clock: true,
-        run_workers: false,
-        db_max_connections: 16,
-        ..Settings::default()
-    };
-    // A scratch database gets a throwaway key: it is dropped after the run,
-    // and a PostgreSQL one would otherwise need FENRUN_MASTER_KEY.
-    let vault = crate::vault::Vault::new(crate::vault::MasterKey::generate()?, Vec::new());
-    let app = Application::build_with_vault(settings, vault).await?;
-    let address = format!("http://{}", app.local_addr());
-    let store = app.state().store.clone();
-    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    let now = chrono::Utc::now();
-    let bench = crate::service::audit::Actor::system("bench");
-    let ingest_token =
-        crate::service::tokens::create(&store, Role::Ingest, None, now, &bench).await?;
-    let admin_token =
-        crate::service::tokens::create(&store, Role::Admin, None, now, &bench).await?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-
-    for number in 1..=BENCH_DISTRIBUTORS {
-        let mut body = json!({"id": format!("d{number}"), "name": format!("bench {number}")});
-        if number > 1 {
-            body["referrer_id"] = json!(format!("d{}", number / 2));
-        }
-        let response = client
-            .post(format!("{address}/v1/distributors"))
-            .bearer_auth(ingest_token.secret.expose_secret())
-            .json(&body)
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status().as_u16() == 201,
-            "creating d{number}: {}",
-            response.status()
-        );
-    }
-
-    let limiter = Arc::new(Semaphore::new(concurrency));
-    let token = Arc::new(ingest_token.secret.expose_secret().to_owned());
-    let started = Instant::now();
-    let mut sending = tokio::task::JoinSet::new();
-    for number in 0..orders {
-        let permit = limiter.clone().acquire_owned().await?;
-        let client = client.clone();
-        let address = address.clone();
-        let token = token.clone();
-        sending.spawn(async move {
-            let _permit = permit;
-            let seller = 1 + (number * 7_919) % BENCH_DISTRIBUTORS;
-            let items: Vec<_> = (0..1 + number % 3)
-                .map(|line| json!({"sku": format!("S{line}"), "category": "bench", "amount": format!("{}.{:02}", 10 + number % 990, number % 100)}))
-                .collect();
-            let body = json!({
-                "order_id": format!("b{number}"),
-                "distributor_id": format!("d{seller}"),
-                "buyer_id": format!("buyer{number}"),
-                "placed_at": now.to_rfc3339(),
-                "confirmed_at": now.to_rfc3339(),
-                "items": items,
-            });
-            let response = client
-                .post(format!("{address}/v1/orders"))
-                .bearer_auth(token.as_str())
-                .json(&body)
-                .send()
-                .await?;
-            anyhow::ensure!(response.status().as_u16() == 202, "order b{number}: {}", response.status());
-            Ok(())
-        });
-        while let Some(done) = sending.try_join_next() {
-            done??;
-        }
-    }
-    while let Some(done) = sending.join_next().await {
-        done??;
-    }
-    let ingest = started.elapsed();
+    let app = BenchApp::start(url, concurrency).await?;
+    app.create_distributors().await?;
+    let ingest = app
+        .ingest(orders, concurrency, chrono::Utc::now(), None)
+        .await?;
 
     let release_started = Instant::now();
-    let response = client
-        .post(format!("{address}/v1/admin/clock/advance"))
-        .bearer_auth(admin_token.secret.expose_secret())
-        .json(&json!({"days": 10}))
-        .send()
+    let released = app
+        .admin(
+            reqwest::Method::POST,
+            "/v1/admin/clock/advance",
+            &json!({"days": 10}),
+        )
         .await?;
-    anyhow::ensure!(
-        response.status().as_u16() == 200,
-        "advancing the clock: {}",
-        response.status()
-    );
-    let released: serde_json::Value = response.json().await?;
     let release = release_started.elapsed();
     anyhow::ensure!(
         released["released"].as_u64() == Some(orders as u64),
         "released {} of {orders}",
         released["released"]
     );
-    let report = store.verify_ledger().await?;
+    let report = app.store.verify_ledger().await?;
     anyhow::ensure!(
         report.is_clean(),
         "the ledger does not verify after the run"
     );
-    let _ = shutdown.send(());
-    server.await??;
+    app.stop().await?;
     let orders = orders as f64;
     Ok(SettleFigures {
         ingest_per_s: orders / ingest.as_secs_f64(),

@@ -1,4 +1,4 @@
-//! `fenrun bench settle | queue | certificates | withdraw`: the benchmarks
+//! `fenrun bench settle | replan | queue | certificates | withdraw`: the benchmarks
 //! of `cli::bench`, on SQLite or a scratch database on the PostgreSQL
 //! server of `--database-url`.
 
@@ -23,6 +23,9 @@ pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<E
             crate::cli::bench::settle(orders, concurrency.max(1), runs.max(1), server).await?;
         }
         BenchCommand::Queue { jobs } => crate::cli::bench::queue(jobs, server).await?,
+        BenchCommand::Replan { orders, runs } => {
+            crate::cli::bench::calendar::replan(orders.max(1), runs.max(1), server).await?;
+        }
         BenchCommand::Certificates {
             count,
             concurrency,

@@ -17,12 +17,13 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::JsonBody;
 use crate::api::policy::{Owner, SelfOrIngest, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
+use crate::domain::identity::PayoutChannel;
 use crate::domain::identity::{
     AlipayAccount, BankCardNumber, IdNumber, IdentityError, RealName, WechatOpenId,
 };
 use crate::domain::ids::DistributorId;
 use crate::state::AppState;
-use crate::store::{PayoutChannel, SealedIdentity, SealedPayoutAccount, StoreError};
+use crate::store::{SealedIdentity, SealedPayoutAccount, StoreError};
 use crate::vault::credentials::{NewAccount, changed_identity_fields, seal_account, seal_identity};
 
 /// Longest bank name (characters) accepted: `中国工商银行股份有限公司…` fits.

@@ -19,12 +19,11 @@ use crate::domain::access::{Principal, Role};
 use crate::domain::digest::sha256_hex;
 use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
+use crate::domain::withdrawal::ReviewDecision;
 use crate::domain::withdrawal::{RiskFlag, Speed, WithdrawalState};
 use crate::engine::withdrawal::{WithdrawalError, WithdrawalRequest};
 use crate::state::AppState;
-use crate::store::{
-    MAX_PAGE, ReviewDecision, StoreError, WithdrawalRecord, WithdrawalRequestOutcome,
-};
+use crate::store::{MAX_PAGE, StoreError, WithdrawalRecord, WithdrawalRequestOutcome};
 
 /// Longest review note or rejection reason.
 const MAX_REASON_CHARS: usize = 200;

@@ -27,6 +27,7 @@ use fenrun_integrations::{GatewayError, OutBillNo, PayoutRequest, TransferStatus
 use serde::Serialize;
 
 use crate::clock::Clock;
+use crate::domain::identity::PayoutChannel;
 use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
 use crate::domain::tax::{Month, Withholding, WithholdingMethod};
@@ -34,12 +35,12 @@ use crate::domain::withdrawal::{
     self, EarlierPayout, Refusal, RequestFacts, RiskFacts, Speed, StateRefusal, WithdrawalRules,
     WithdrawalState,
 };
+use crate::domain::withdrawal::{GatewayOutcome, ReviewDecision};
 use crate::engine::definition::{ReviewParams, StepKind, StepParams, WorkflowDefinition};
 use crate::engine::gateway::{Gateway, GatewayNews};
 use crate::store::{
-    ApplyOutcome, GatewayOutcome, JobSpec, PayoutChannel, ReviewDecision, Store, StoreError,
-    WithdrawalDecision, WithdrawalDraft, WithdrawalFacts, WithdrawalRecord,
-    WithdrawalRequestOutcome,
+    ApplyOutcome, JobSpec, Store, StoreError, WithdrawalDecision, WithdrawalDraft, WithdrawalFacts,
+    WithdrawalRecord, WithdrawalRequestOutcome,
 };
 use crate::vault::Vault;
 use crate::vault::credentials::{open_account, open_identity};

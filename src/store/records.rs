@@ -1,14 +1,13 @@
 //! What the store hands back: plain rows, already converted to domain types.
-//! The state enums the rows carry are the domain's, re-exported here.
+//! The state enums the rows carry are the domain's, imported from there.
 
 use chrono::{DateTime, Utc};
 
-pub use crate::domain::identity::PayoutChannel;
-pub use crate::domain::settlement::{DistributorStatus, LineState, OrderState};
-
 use crate::domain::access::Role;
+use crate::domain::identity::PayoutChannel;
 use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
+use crate::domain::settlement::{DistributorStatus, LineState, OrderState};
 
 /// A distributor to create; `request_sha256` fingerprints the request so a
 /// replay can be told from a conflicting reuse of the id.
@@ -451,26 +450,6 @@ pub enum WithdrawalRequestOutcome {
     Replayed(WithdrawalRecord),
 }
 
-/// What the gateway (by answer, query or callback) says happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GatewayOutcome {
-    /// Created or still moving; nothing to record but the bill number.
-    Processing {
-        bill_no: Option<String>,
-    },
-    AwaitingPayee {
-        bill_no: Option<String>,
-        package_info: String,
-    },
-    Paid {
-        bill_no: Option<String>,
-    },
-    /// The money did not move (FAIL, CANCELLED, or refused for good).
-    Failed {
-        reason: String,
-    },
-}
-
 /// What applying a gateway outcome did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyOutcome {
@@ -480,13 +459,6 @@ pub enum ApplyOutcome {
     Unchanged(crate::domain::withdrawal::WithdrawalState),
     /// The news contradicts a final state; recorded, never applied.
     Contradicts(crate::domain::withdrawal::WithdrawalState),
-}
-
-/// An ops review decision.
-#[derive(Debug, Clone)]
-pub enum ReviewDecision {
-    Approve { by: String, note: Option<String> },
-    Reject { by: String, reason: String },
 }
 
 /// Money per withdrawal state, for summaries.

@@ -13,9 +13,10 @@
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::identity::PayoutChannel;
 use crate::domain::identity::{IdNumber, RealName};
 use crate::domain::ids::DistributorId;
-use crate::store::{PayoutChannel, SealedIdentity, SealedPayoutAccount, Store, StoreError};
+use crate::store::{SealedIdentity, SealedPayoutAccount, Store, StoreError};
 use crate::vault::{Aad, SealedValue, Vault, VaultError};
 
 /// The identity table, as named in every identity value's AAD.

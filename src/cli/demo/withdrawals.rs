@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::clock::{Clock, SimulatedClock};
+use crate::domain::identity::PayoutChannel;
 use crate::domain::identity::{IdNumber, RealName, WechatOpenId};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, PlatformAccount};
 use crate::domain::money::Money;
+use crate::domain::withdrawal::ReviewDecision;
 use crate::domain::withdrawal::{Speed, WithdrawalState};
 use crate::engine::withdrawal::WithdrawalRequest;
 use crate::state::AppState;
-use crate::store::{PayoutChannel, ReviewDecision, WithdrawalRequestOutcome};
+use crate::store::WithdrawalRequestOutcome;
 use crate::vault::credentials::{NewAccount, seal_account, seal_identity};
 
 /// How long the demo waits for the gateway to settle everything.

@@ -14,10 +14,11 @@ use sqlx::Row;
 use super::Repo;
 use super::audit::audit_in;
 use super::dialect::{Conn, DbRow, for_update};
+use crate::domain::identity::PayoutChannel;
 use crate::domain::ids::DistributorId;
 use crate::store::MAX_PAGE;
 use crate::store::error::StoreError;
-use crate::store::records::{Actor, PayoutChannel, SealedIdentity, SealedPayoutAccount};
+use crate::store::records::{Actor, SealedIdentity, SealedPayoutAccount};
 use crate::store::time::DbTime;
 
 /// The columns of `distributor_identities`, for `concat!`.

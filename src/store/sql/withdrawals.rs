@@ -15,19 +15,21 @@ use super::audit::audit_in;
 use super::credentials::{account_columns, account_from_row};
 use super::dialect::{Conn, Db, DbRow, ROWS_PER_STATEMENT, for_update, lock_accounts, push_job};
 use super::ledger::{apply_transfer, fetch_distributor};
+use crate::domain::identity::PayoutChannel;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{
     self as ledger_rules, AccountId, Bucket, PlatformAccount, TransferError,
 };
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
+use crate::domain::withdrawal::{GatewayOutcome, ReviewDecision};
 use crate::domain::withdrawal::{
     RiskFlag, Speed, StateRefusal, WithdrawalState, check_cancellable, check_reviewable,
 };
 use crate::store::error::StoreError;
 use crate::store::records::{
-    Actor, ApplyOutcome, GatewayOutcome, PayoutChannel, ReviewDecision, WithdrawalDecision,
-    WithdrawalDraft, WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome,
+    Actor, ApplyOutcome, WithdrawalDecision, WithdrawalDraft, WithdrawalEvent, WithdrawalFacts,
+    WithdrawalRecord, WithdrawalRequestOutcome,
 };
 use crate::store::time::DbTime;
 use crate::store::{JobSpec, MAX_PAGE, withdrawal_step_task};

@@ -170,7 +170,7 @@ pub struct PayoutAccountView {
 impl From<SealedPayoutAccount> for PayoutAccountView {
     fn from(account: SealedPayoutAccount) -> PayoutAccountView {
         PayoutAccountView {
-            id: account.id,
+            id: account.id.into_string(),
             distributor_id: account.distributor_id,
             channel: account.channel,
             account: account.masked,

@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::domain::identity::PayoutChannel;
-use crate::domain::ids::DistributorId;
+use crate::domain::ids::{DistributorId, PayoutAccountId, WithdrawalId, WithdrawalIdOrText};
 use crate::domain::money::Money;
 use crate::domain::tax::{Month, Withholding, WithholdingMethod};
 use crate::domain::withdrawal::{
@@ -165,7 +165,7 @@ fn queued_job(definition: &WorkflowDefinition, kind: StepKind) -> Result<JobSpec
 pub struct WithdrawalRequest {
     pub distributor_id: DistributorId,
     pub amount: Money,
-    pub payout_account_id: String,
+    pub payout_account_id: PayoutAccountId,
     pub speed: Speed,
 }
 
@@ -297,8 +297,8 @@ impl WithdrawalEngine {
         let amount = request.amount;
         let now = self.clock.now();
         let local = now.with_timezone(&self.settings.time_zone);
-        let id = format!("wd{}", &uuid::Uuid::new_v4().simple().to_string()[..30]);
-        let out_bill_no = OutBillNo::for_withdrawal(&id)
+        let id = WithdrawalId::generate();
+        let out_bill_no = OutBillNo::for_withdrawal(id.as_str())
             .map_err(WithdrawalError::Gateway)?
             .as_str()
             .to_owned();
@@ -453,14 +453,18 @@ impl WithdrawalEngine {
 
     pub async fn review(
         &self,
-        id: &str,
+        id: &(impl WithdrawalIdOrText + ?Sized),
         decision: &ReviewDecision,
         actor: &crate::store::Actor,
     ) -> Result<WithdrawalRecord, WithdrawalError> {
+        let id = id.to_withdrawal_id().map_err(|not| StoreError::NotFound {
+            what: "withdrawal",
+            id: not.text,
+        })?;
         let record = self
             .store
             .review_withdrawal(
-                id,
+                &id,
                 decision,
                 &self.settings.transfer_job,
                 self.clock.now(),
@@ -474,11 +478,11 @@ impl WithdrawalEngine {
     /// The distributor's cancellation: before the transfer, the funds come
     /// back at once; while the payee has not accepted, the bill is cancelled
     /// at the gateway first and the funds come back when it says so.
-    pub async fn cancel(&self, id: &str) -> Result<WithdrawalRecord, WithdrawalError> {
+    pub async fn cancel(&self, id: &WithdrawalId) -> Result<WithdrawalRecord, WithdrawalError> {
         let Some(current) = self.store.withdrawal(id).await? else {
             return Err(WithdrawalError::NotFound {
                 what: "withdrawal",
-                id: id.to_owned(),
+                id: id.to_string(),
             });
         };
         if current.state == WithdrawalState::AwaitingPayeeConfirmation {
@@ -501,7 +505,7 @@ impl WithdrawalEngine {
                     let after = self.current(id).await?;
                     if after.state != WithdrawalState::Cancelled {
                         return Err(StateRefusal::GatewayKeptBill {
-                            id: id.to_owned(),
+                            id: id.to_string(),
                             state: after.state,
                         }
                         .into());
@@ -514,13 +518,13 @@ impl WithdrawalEngine {
         Ok(self.store.cancel_withdrawal(id, self.clock.now()).await??)
     }
 
-    async fn current(&self, id: &str) -> Result<WithdrawalRecord, WithdrawalError> {
+    async fn current(&self, id: &WithdrawalId) -> Result<WithdrawalRecord, WithdrawalError> {
         self.store
             .withdrawal(id)
             .await?
             .ok_or(WithdrawalError::NotFound {
                 what: "withdrawal",
-                id: id.to_owned(),
+                id: id.to_string(),
             })
     }
 
@@ -574,7 +578,7 @@ impl WithdrawalEngine {
     }
 
     /// The transfer step (job `withdrawal.transfer`).
-    pub async fn run_transfer(&self, id: &str, attempt: i64) -> Result<(), StepError> {
+    pub async fn run_transfer(&self, id: &WithdrawalId, attempt: i64) -> Result<(), StepError> {
         let now = self.clock.now();
         let Some(before) = self.store.begin_transfer_attempt(id, attempt, now).await? else {
             tracing::warn!(withdrawal_id = %id, "transfer job for an unknown withdrawal: nothing to do");

@@ -18,7 +18,9 @@ mod time;
 use chrono::{DateTime, Utc};
 
 use crate::domain::access::Role;
-use crate::domain::ids::DistributorId;
+use crate::domain::ids::{
+    CertificateNumber, DistributorId, PayoutAccountId, WithdrawalId, WithdrawalIdOrText,
+};
 use crate::domain::ledger::{AccountId, Transfer};
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
@@ -378,8 +380,16 @@ impl Store {
         dispatch!(self, repo => repo.withdrawal_facts(draft).await)
     }
 
-    pub async fn withdrawal(&self, id: &str) -> Result<Option<WithdrawalRecord>, StoreError> {
-        dispatch!(self, repo => repo.withdrawal(id).await)
+    /// The withdrawal, if `id` names one (text that is no withdrawal id
+    /// names none).
+    pub async fn withdrawal(
+        &self,
+        id: &(impl WithdrawalIdOrText + ?Sized),
+    ) -> Result<Option<WithdrawalRecord>, StoreError> {
+        let Ok(id) = id.to_withdrawal_id() else {
+            return Ok(None);
+        };
+        dispatch!(self, repo => repo.withdrawal(&id).await)
     }
 
     pub async fn withdrawal_by_out_bill_no(
@@ -389,7 +399,10 @@ impl Store {
         dispatch!(self, repo => repo.withdrawal_by_out_bill_no(out_bill_no).await)
     }
 
-    pub async fn withdrawal_events(&self, id: &str) -> Result<Vec<WithdrawalEvent>, StoreError> {
+    pub async fn withdrawal_events(
+        &self,
+        id: &WithdrawalId,
+    ) -> Result<Vec<WithdrawalEvent>, StoreError> {
         dispatch!(self, repo => repo.withdrawal_events(id).await)
     }
 
@@ -409,7 +422,11 @@ impl Store {
         dispatch!(self, repo => repo.paid_withdrawals_in_month(tax_month).await)
     }
 
-    pub async fn mark_polled(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn mark_polled(
+        &self,
+        id: &WithdrawalId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         dispatch!(self, repo => repo.mark_polled(id, now).await)
     }
 
@@ -417,7 +434,7 @@ impl Store {
     /// is answered as the inner refusal, with nothing written.
     pub async fn review_withdrawal(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         decision: &ReviewDecision,
         transfer_job: &JobSpec,
         now: DateTime<Utc>,
@@ -430,7 +447,7 @@ impl Store {
     /// is answered as the inner refusal, with nothing written.
     pub async fn cancel_withdrawal(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         now: DateTime<Utc>,
     ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
         dispatch!(self, repo => repo.cancel_withdrawal(id, now).await)
@@ -438,7 +455,7 @@ impl Store {
 
     pub async fn begin_transfer_attempt(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         attempt: i64,
         now: DateTime<Utc>,
     ) -> Result<Option<WithdrawalRecord>, StoreError> {
@@ -447,7 +464,7 @@ impl Store {
 
     pub async fn apply_gateway_outcome(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         outcome: &GatewayOutcome,
         source: &str,
         attempt: i64,
@@ -468,7 +485,7 @@ impl Store {
     pub async fn push_transfer(
         &self,
         transfer_job: &JobSpec,
-        id: &str,
+        id: &WithdrawalId,
         key: String,
     ) -> Result<(), StoreError> {
         dispatch!(self, repo => repo.push_transfer(transfer_job, id, key).await)
@@ -493,20 +510,23 @@ impl Store {
 
 /// Withholding certificates (SPEC §2.6); the SQL is in `sql/certificates.rs`.
 impl Store {
-    pub async fn insert_certificate(&self, new: &NewCertificate) -> Result<String, StoreError> {
+    pub async fn insert_certificate(
+        &self,
+        new: &NewCertificate,
+    ) -> Result<CertificateNumber, StoreError> {
         dispatch!(self, repo => repo.insert_certificate(new).await)
     }
 
     pub async fn certificate_number_for(
         &self,
-        withdrawal_id: &str,
-    ) -> Result<Option<String>, StoreError> {
+        withdrawal_id: &WithdrawalId,
+    ) -> Result<Option<CertificateNumber>, StoreError> {
         dispatch!(self, repo => repo.certificate_number_for(withdrawal_id).await)
     }
 
     pub async fn certificate(
         &self,
-        number: &str,
+        number: &CertificateNumber,
     ) -> Result<Option<(CertificateRecord, Vec<u8>)>, StoreError> {
         dispatch!(self, repo => repo.certificate(number).await)
     }
@@ -565,11 +585,14 @@ impl Store {
     pub async fn certificate_number_by_pdf(
         &self,
         pdf_sha256: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<CertificateNumber>, StoreError> {
         dispatch!(self, repo => repo.certificate_number_by_pdf(pdf_sha256).await)
     }
 
-    pub async fn correction_of(&self, number: &str) -> Result<Option<String>, StoreError> {
+    pub async fn correction_of(
+        &self,
+        number: &CertificateNumber,
+    ) -> Result<Option<CertificateNumber>, StoreError> {
         dispatch!(self, repo => repo.correction_of(number).await)
     }
 
@@ -664,7 +687,7 @@ impl Store {
 
     pub async fn payout_account(
         &self,
-        id: &str,
+        id: &PayoutAccountId,
     ) -> Result<Option<SealedPayoutAccount>, StoreError> {
         dispatch!(self, repo => repo.payout_account(id).await)
     }
@@ -877,11 +900,11 @@ pub struct CertificateJob {
 /// The apalis task of a withdrawal step (transfer or certificate), due now.
 pub(crate) fn withdrawal_step_task(
     spec: &JobSpec,
-    withdrawal_id: &str,
+    withdrawal_id: &WithdrawalId,
     key: String,
 ) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
     let payload = serde_json::to_vec(&TransferJob {
-        withdrawal_id: withdrawal_id.to_owned(),
+        withdrawal_id: withdrawal_id.to_string(),
     })
     .map_err(|error| StoreError::Corrupt(error.to_string()))?;
     Ok(apalis_core::task::builder::TaskBuilder::new(payload)

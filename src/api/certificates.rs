@@ -19,7 +19,7 @@ use crate::api::responses::{AuthRefusals, BodyRefusals};
 use crate::certificate::MAX_NUMBER_BYTES;
 use crate::certificate::archive::{keys_document, stream_month_zip};
 use crate::domain::access::Role;
-use crate::domain::ids::DistributorId;
+use crate::domain::ids::{CertificateNumber, DistributorId};
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
 use crate::engine::certificate::IssueError;
@@ -76,8 +76,8 @@ impl From<CertificateRecord> for CertificateView {
         CertificateView {
             pdf_url: format!("/v1/tax/certificates/{}.pdf", record.number),
             manifest_url: format!("/v1/tax/certificates/{}.json", record.number),
-            number: record.number,
-            withdrawal_id: record.withdrawal_id,
+            number: record.number.into_string(),
+            withdrawal_id: record.withdrawal_id.into_string(),
             distributor_id: record.distributor_id.to_string(),
             tax_month: record.tax_month,
             gross: record.gross,
@@ -85,7 +85,7 @@ impl From<CertificateRecord> for CertificateView {
             net: record.net,
             key_id: record.key_id,
             issued_at: record.issued_at,
-            replaces: record.replaces,
+            replaces: record.replaces.map(CertificateNumber::into_string),
             reason: record.reason,
         }
     }
@@ -162,7 +162,7 @@ pub async fn list(
         .certificates(month, distributor.as_ref(), query.after.as_deref(), limit)
         .await?;
     let next_after = (records.len() as i64 == limit)
-        .then(|| records.last().map(|record| record.number.clone()))
+        .then(|| records.last().map(|record| record.number.to_string()))
         .flatten();
     Ok(Json(CertificatePage {
         items: records.into_iter().map(CertificateView::from).collect(),
@@ -217,9 +217,11 @@ pub async fn file(
     if !number_ok || !matches!(extension, "pdf" | "json") {
         return Err(invalid());
     }
+    // A stem that is no certificate number names no certificate.
+    let number = CertificateNumber::parse(stem).map_err(|_| ApiError::not_found("certificate"))?;
     let (record, pdf) = state
         .store
-        .certificate(stem)
+        .certificate(&number)
         .await?
         .ok_or_else(|| ApiError::not_found("certificate"))?;
     // Someone else's certificate is "not found" to a distributor: numbers
@@ -287,6 +289,9 @@ pub async fn correct(
         .with_field("reason"));
     }
     let principal = &caller.principal;
+    // A path that is no certificate number names no certificate.
+    let number = CertificateNumber::parse(number)
+        .map_err(|not| ApiError::from(IssueError::NotFound(not.text)))?;
     let record = state
         .certificates
         .correct(

@@ -17,12 +17,13 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::JsonBody;
 use crate::api::policy::{Owner, SelfOrIngest, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
+use crate::domain::identity::PayoutChannel;
 use crate::domain::identity::{
     AlipayAccount, BankCardNumber, IdNumber, IdentityError, RealName, WechatOpenId,
 };
 use crate::domain::ids::DistributorId;
 use crate::state::AppState;
-use crate::store::{PayoutChannel, SealedIdentity, SealedPayoutAccount, StoreError};
+use crate::store::{SealedIdentity, SealedPayoutAccount, StoreError};
 use crate::vault::credentials::{NewAccount, changed_identity_fields, seal_account, seal_identity};
 
 /// Longest bank name (characters) accepted: `中国工商银行股份有限公司…` fits.
@@ -169,7 +170,7 @@ pub struct PayoutAccountView {
 impl From<SealedPayoutAccount> for PayoutAccountView {
     fn from(account: SealedPayoutAccount) -> PayoutAccountView {
         PayoutAccountView {
-            id: account.id,
+            id: account.id.into_string(),
             distributor_id: account.distributor_id,
             channel: account.channel,
             account: account.masked,

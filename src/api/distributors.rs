@@ -16,8 +16,9 @@ use crate::domain::digest::sha256_hex;
 use crate::domain::identity::check_readable_name;
 use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
+use crate::domain::settlement::DistributorStatus;
 use crate::state::AppState;
-use crate::store::{Creation, Distributor, DistributorStatus, NewDistributor, StoreError};
+use crate::store::{Creation, Distributor, NewDistributor, StoreError};
 
 /// Longest display name (characters) a distributor may have.
 const MAX_NAME_CHARS: usize = 100;

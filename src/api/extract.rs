@@ -23,6 +23,9 @@ use crate::domain::ids::DistributorId;
 use crate::state::AppState;
 
 /// Marker the money type puts first in its errors, so a bad amount gets its own code.
+// Matched as text because serde_json keeps only the message of a custom error
+// (`Error::custom` formats it into a String): no type from Money's
+// deserializer survives to here, and serde_path_to_error only adds the path.
 const MONEY_ERROR_MARKER: &str = "amount must";
 
 /// A JSON body. Without `Content-Type: application/json` → 415

@@ -16,9 +16,10 @@ use crate::domain::commission::{CommissionLine, OrderItem};
 use crate::domain::digest::sha256_hex;
 use crate::domain::ids::{BuyerId, DistributorId, OrderId, is_dot_segment};
 use crate::domain::money::{Money, Rate};
+use crate::domain::settlement::{LineState, OrderState};
 use crate::engine::settlement::{IngestAnswer, NewOrder, SettlementError};
 use crate::state::AppState;
-use crate::store::{LineRecord, LineState, OrderRecord, OrderState, RefundOutcome};
+use crate::store::{LineRecord, OrderRecord, RefundOutcome};
 
 /// Most items one order may carry.
 const MAX_ITEMS: usize = 500;

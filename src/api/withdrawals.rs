@@ -17,14 +17,13 @@ use crate::api::policy::{Allowed, OpsOrAdmin, Policy, SelfOnly, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
 use crate::domain::access::{Principal, Role};
 use crate::domain::digest::sha256_hex;
-use crate::domain::ids::DistributorId;
+use crate::domain::ids::{CertificateNumber, DistributorId, PayoutAccountId, WithdrawalId};
 use crate::domain::money::Money;
+use crate::domain::withdrawal::ReviewDecision;
 use crate::domain::withdrawal::{RiskFlag, Speed, WithdrawalState};
 use crate::engine::withdrawal::{WithdrawalError, WithdrawalRequest};
 use crate::state::AppState;
-use crate::store::{
-    MAX_PAGE, ReviewDecision, StoreError, WithdrawalRecord, WithdrawalRequestOutcome,
-};
+use crate::store::{MAX_PAGE, StoreError, WithdrawalRecord, WithdrawalRequestOutcome};
 
 /// Longest review note or rejection reason.
 const MAX_REASON_CHARS: usize = 200;
@@ -103,9 +102,9 @@ impl From<WithdrawalRecord> for WithdrawalView {
         WithdrawalView {
             withholding: serde_json::from_str(&record.withholding)
                 .unwrap_or(serde_json::Value::Null),
-            id: record.id,
+            id: record.id.into_string(),
             distributor_id: record.distributor_id.to_string(),
-            payout_account_id: record.payout_account_id,
+            payout_account_id: record.payout_account_id.into_string(),
             channel: record.channel.as_str().to_owned(),
             speed: record.speed,
             state: record.state,
@@ -202,19 +201,15 @@ impl From<WithdrawalError> for ApiError {
 }
 
 fn request_of(body: &WithdrawalBody) -> Result<WithdrawalRequest, ApiError> {
-    let account = body.payout_account_id.trim();
-    if account.is_empty() || account.len() > 64 {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "payout_account_id must be an account id",
-        )
-        .with_field("payout_account_id"));
-    }
+    let account = PayoutAccountId::parse(body.payout_account_id.trim()).map_err(|_| {
+        ApiError::bad_request("invalid_field", "payout_account_id must be an account id")
+            .with_field("payout_account_id")
+    })?;
     let amount = WithdrawalRequest::parse_amount(&body.amount)?;
     Ok(WithdrawalRequest {
         distributor_id: body.distributor_id.clone(),
         amount,
-        payout_account_id: account.to_owned(),
+        payout_account_id: account,
         speed: body.speed,
     })
 }
@@ -282,14 +277,17 @@ pub async fn create(
     ))
 }
 
+/// The withdrawal the path names, if the caller may see it; a path that is
+/// no withdrawal id names none.
 async fn visible_withdrawal<P: Policy>(
     state: &AppState,
     caller: &Allowed<P>,
     id: &str,
 ) -> Result<WithdrawalRecord, ApiError> {
+    let id = WithdrawalId::parse(id).map_err(|_| ApiError::not_found("withdrawal"))?;
     let record = state
         .store
-        .withdrawal(id)
+        .withdrawal(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("withdrawal"))?;
     // Someone else's withdrawal is "not found" to a distributor, not "forbidden":
@@ -320,7 +318,7 @@ pub async fn get(
     let record = visible_withdrawal(&state, &caller, &id).await?;
     let timeline = state
         .store
-        .withdrawal_events(&id)
+        .withdrawal_events(&record.id)
         .await?
         .into_iter()
         .map(|event| TimelineEntry {
@@ -331,9 +329,10 @@ pub async fn get(
             detail: event.detail,
         })
         .collect();
+    let certificate_number = state.store.certificate_number_for(&record.id).await?;
     let mut view = WithdrawalView::from(record);
     view.timeline = Some(timeline);
-    view.certificate_number = state.store.certificate_number_for(&id).await?;
+    view.certificate_number = certificate_number.map(CertificateNumber::into_string);
     Ok(Json(view.seen_by(&caller)))
 }
 
@@ -389,8 +388,8 @@ pub async fn cancel(
     caller: Allowed<SelfOnly>,
     Path(id): Path<String>,
 ) -> Result<Json<WithdrawalView>, ApiError> {
-    visible_withdrawal(&state, &caller, &id).await?;
-    let cancelled = state.withdrawals.cancel(&id).await?;
+    let record = visible_withdrawal(&state, &caller, &id).await?;
+    let cancelled = state.withdrawals.cancel(&record.id).await?;
     Ok(Json(
         WithdrawalView::from(cancelled).seen_by(&caller.principal),
     ))
@@ -450,6 +449,7 @@ pub async fn approve(
         by: principal.token_id.clone(),
         note: note.clone(),
     };
+    let id = WithdrawalId::parse(id).map_err(|_| ApiError::not_found("withdrawal"))?;
     let after = state
         .withdrawals
         .review(&id, &decision, &crate::service::audit::Actor::of(principal))
@@ -481,6 +481,7 @@ pub async fn reject(
         by: principal.token_id.clone(),
         reason: reason.clone(),
     };
+    let id = WithdrawalId::parse(id).map_err(|_| ApiError::not_found("withdrawal"))?;
     let after = state
         .withdrawals
         .review(&id, &decision, &crate::service::audit::Actor::of(principal))

@@ -71,7 +71,7 @@ pub const INCOME_ITEM_SERVICE: &str = "劳务报酬所得";
 /// characters; the limit keeps every field inside its table cell.
 pub const MAX_FIELD_CHARS: usize = 64;
 /// Longest certificate number, in bytes: it names the `{number}.json` file.
-pub const MAX_NUMBER_BYTES: usize = 64;
+pub const MAX_NUMBER_BYTES: usize = crate::domain::ids::MAX_CERTIFICATE_NUMBER_BYTES;
 
 /// Domain-separation prefix of the verification-code hash.
 const CODE_LABEL: &str = "fenrun-certificate-code-v1\n";

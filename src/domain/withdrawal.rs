@@ -473,6 +473,33 @@ fn consecutive_months(month: Month, earlier: &[EarlierPayout]) -> u8 {
     count
 }
 
+/// An ops review decision.
+#[derive(Debug, Clone)]
+pub enum ReviewDecision {
+    Approve { by: String, note: Option<String> },
+    Reject { by: String, reason: String },
+}
+
+/// What the gateway (by answer, query or callback) says happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayOutcome {
+    /// Created or still moving; nothing to record but the bill number.
+    Processing {
+        bill_no: Option<String>,
+    },
+    AwaitingPayee {
+        bill_no: Option<String>,
+        package_info: String,
+    },
+    Paid {
+        bill_no: Option<String>,
+    },
+    /// The money did not move (FAIL, CANCELLED, or refused for good).
+    Failed {
+        reason: String,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

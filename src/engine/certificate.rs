@@ -19,6 +19,7 @@ use crate::certificate::{
 use crate::clock::Clock;
 use crate::domain::digest::sha256_hex;
 use crate::domain::identity::IdNumber;
+use crate::domain::ids::{CertificateNumber, WithdrawalId};
 use crate::domain::tax::{Month, Withholding};
 use crate::domain::withdrawal::WithdrawalState;
 use crate::store::{
@@ -86,7 +87,7 @@ pub struct CertificateIssuer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Issued {
     /// This call or an earlier one issued the certificate with this number.
-    Certificate(String),
+    Certificate(CertificateNumber),
     /// The withdrawal is not paid (or unknown): there is nothing to certify.
     NotPaid,
 }
@@ -131,26 +132,19 @@ impl CertificateIssuer {
 
     /// The certificate number of a withdrawal: `FR{YYYYMM}-{id}`, unique
     /// because the withdrawal id is, and the same on every run of the step.
-    pub fn number_for(withdrawal: &WithdrawalRecord) -> String {
-        let digits: String = withdrawal
-            .id
-            .trim_start_matches("wd")
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .collect::<String>()
-            .to_ascii_uppercase();
-        format!("FR{}-{digits}", withdrawal.tax_month.replace('-', ""))
+    pub fn number_for(withdrawal: &WithdrawalRecord) -> CertificateNumber {
+        CertificateNumber::first(&withdrawal.id, &withdrawal.tax_month)
     }
 
     /// The certificate step: issues the certificate of a paid withdrawal,
     /// or finds the one already issued.
-    pub async fn issue(&self, withdrawal_id: &str) -> Result<Issued, IssueError> {
+    pub async fn issue(&self, withdrawal_id: &WithdrawalId) -> Result<Issued, IssueError> {
         if let Some(number) = self.store.certificate_number_for(withdrawal_id).await? {
             return Ok(Issued::Certificate(number));
         }
         let Some(withdrawal) = self.store.withdrawal(withdrawal_id).await? else {
             tracing::warn!(
-                withdrawal_id,
+                %withdrawal_id,
                 "certificate job for an unknown withdrawal: nothing to do"
             );
             return Ok(Issued::NotPaid);
@@ -162,7 +156,7 @@ impl CertificateIssuer {
             .render(&withdrawal, Self::number_for(&withdrawal), None, None)
             .await?;
         let number = self.store.insert_certificate(&new).await?;
-        tracing::info!(withdrawal_id, certificate = %number, key_id = %new.key_id, "withholding certificate issued");
+        tracing::info!(%withdrawal_id, certificate = %number, key_id = %new.key_id, "withholding certificate issued");
         Ok(Issued::Certificate(number))
     }
 
@@ -171,7 +165,7 @@ impl CertificateIssuer {
     /// under a new number that names the old one.
     pub async fn correct(
         &self,
-        number: &str,
+        number: &CertificateNumber,
         reason: &str,
         actor: &crate::store::Actor,
     ) -> Result<CertificateRecord, IssueError> {
@@ -179,7 +173,7 @@ impl CertificateIssuer {
             .store
             .certificate(number)
             .await?
-            .ok_or_else(|| IssueError::NotFound(number.to_owned()))?;
+            .ok_or_else(|| IssueError::NotFound(number.to_string()))?;
         let withdrawal = self
             .store
             .withdrawal(&old.withdrawal_id)
@@ -187,12 +181,12 @@ impl CertificateIssuer {
             .ok_or_else(|| {
                 StoreError::Corrupt(format!("certificate {number} without withdrawal"))
             })?;
-        let new_number = correction_number(number);
+        let new_number = number.correction();
         let new = self
             .render(
                 &withdrawal,
                 new_number.clone(),
-                Some(number.to_owned()),
+                Some(number.clone()),
                 Some(reason.to_owned()),
             )
             .await?;
@@ -200,50 +194,50 @@ impl CertificateIssuer {
             self.store.insert_correction(&new, actor).await?
         {
             return Err(IssueError::AlreadyCorrected {
-                number: number.to_owned(),
-                by,
+                number: number.to_string(),
+                by: by.into_string(),
             });
         }
-        tracing::info!(withdrawal_id = %withdrawal.id, certificate = %new_number, replaces = number, "withholding certificate corrected");
+        tracing::info!(withdrawal_id = %withdrawal.id, certificate = %new_number, replaces = %number, "withholding certificate corrected");
         let (record, _) = self
             .store
             .certificate(&new_number)
             .await?
-            .ok_or_else(|| IssueError::NotFound(new_number.clone()))?;
+            .ok_or_else(|| IssueError::NotFound(new_number.to_string()))?;
         Ok(record)
     }
 
     async fn render(
         &self,
         withdrawal: &WithdrawalRecord,
-        number: String,
-        references: Option<String>,
+        number: CertificateNumber,
+        references: Option<CertificateNumber>,
         reason: Option<String>,
     ) -> Result<NewCertificate, IssueError> {
         let withholding: Withholding =
             serde_json::from_str(&withdrawal.withholding).map_err(|error| {
                 IssueError::Withholding {
-                    id: withdrawal.id.clone(),
+                    id: withdrawal.id.to_string(),
                     reason: error.to_string(),
                 }
             })?;
         let month =
             Month::parse(&withdrawal.tax_month).map_err(|error| IssueError::Withholding {
-                id: withdrawal.id.clone(),
+                id: withdrawal.id.to_string(),
                 reason: error.to_string(),
             })?;
         let identity = self
             .store
             .identity(&withdrawal.distributor_id)
             .await?
-            .ok_or_else(|| IssueError::IdentityMissing(withdrawal.id.clone()))?;
+            .ok_or_else(|| IssueError::IdentityMissing(withdrawal.id.to_string()))?;
         let (name, id_number) = open_identity(&self.vault, &identity)
             .map_err(|error| IssueError::Vault(error.to_string()))?;
         let now = self.clock.now();
         let paid_at = withdrawal.finished_at.unwrap_or(withdrawal.updated_at);
         let data = CertificateData {
-            number,
-            references: references.clone(),
+            number: number.into_string(),
+            references: references.as_ref().map(|number| number.to_string()),
             agent_name: self.agent_name.clone(),
             agent_tin: self.agent_tin.clone(),
             distributor_id: withdrawal.distributor_id.to_string(),
@@ -254,7 +248,7 @@ impl CertificateIssuer {
             payment_date: paid_at.with_timezone(&self.time_zone).date_naive(),
             net_paid: withdrawal.net,
             withholding,
-            withdrawal_id: withdrawal.id.clone(),
+            withdrawal_id: withdrawal.id.to_string(),
             issued_at: now,
         };
         let signer = self.signer.clone();
@@ -264,7 +258,8 @@ impl CertificateIssuer {
             .await
             .map_err(|error| IssueError::Join(error.to_string()))??;
         Ok(NewCertificate {
-            number: signed.number,
+            number: CertificateNumber::parse(signed.number)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
             withdrawal_id: withdrawal.id.clone(),
             distributor_id: withdrawal.distributor_id.clone(),
             tax_month: withdrawal.tax_month.clone(),
@@ -335,16 +330,6 @@ pub async fn verify_upload(
     Ok(verify(pdf, manifest, &keys))
 }
 
-/// `FR…-X` → `FR…-X-C1`, `FR…-X-C1` → `FR…-X-C2`.
-fn correction_number(number: &str) -> String {
-    if let Some((base, count)) = number.rsplit_once("-C")
-        && let Ok(count) = count.parse::<u32>()
-    {
-        return format!("{base}-C{}", count + 1);
-    }
-    format!("{number}-C1")
-}
-
 /// The ID number as certificates print it (`110***********1234`); a number
 /// that no longer parses (rules changed since it was stored) keeps only its
 /// first three and last four characters all the same.
@@ -369,6 +354,12 @@ mod tests {
 
     #[test]
     fn corrections_count_up_from_the_original_number() {
+        let correction_number = |text: &str| {
+            CertificateNumber::parse(text)
+                .unwrap()
+                .correction()
+                .into_string()
+        };
         assert_eq!(correction_number("FR202611-AB12"), "FR202611-AB12-C1");
         assert_eq!(correction_number("FR202611-AB12-C1"), "FR202611-AB12-C2");
         assert_eq!(correction_number("FR202611-AB12-C9"), "FR202611-AB12-C10");

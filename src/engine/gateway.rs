@@ -15,8 +15,9 @@ use fenrun_integrations::{GatewayError, OutBillNo, PayoutGateway, PayoutRequest,
 use secrecy::SecretString;
 
 use crate::config::{GatewayKind, Settings};
+use crate::domain::identity::PayoutChannel;
+use crate::domain::withdrawal::GatewayOutcome;
 use crate::engine::withdrawal::CallbackNews;
-use crate::store::{GatewayOutcome, PayoutChannel};
 
 /// What a gateway said about a bill.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,12 +41,13 @@ use crate::domain::ids::{BuyerId, DistributorId, OrderId};
 use crate::domain::ledger;
 use crate::domain::money::Money;
 use crate::domain::plan::Plan;
-use crate::domain::settlement::{self, ItemBalance, OrderTimeError, RecordedLine, RefundError};
+use crate::domain::settlement::{
+    self, ItemBalance, OrderState, OrderTimeError, RecordedLine, RefundError,
+};
 use crate::engine::calendar::{CalendarBook, CalendarInForce};
 use crate::store::{
-    HoldPlan, IngestOutcome, JobSpec, LineUpdate, OrderRecord, OrderSnapshot, OrderState,
-    PreparedOrder, RefundDecision, RefundOutcome, RefundRequest, ReplanCounts, Store, StoreError,
-    StoredPlan,
+    HoldPlan, IngestOutcome, JobSpec, LineUpdate, OrderRecord, OrderSnapshot, PreparedOrder,
+    RefundDecision, RefundOutcome, RefundRequest, ReplanCounts, Store, StoreError, StoredPlan,
 };
 
 /// How many ingest requests may wait for the group-commit writer before new
@@ -573,7 +574,7 @@ async fn prepare(
         .map(|distributor| Beneficiary {
             distributor_id: distributor.id.clone(),
             grade: distributor.grade.clone(),
-            earns: distributor.status == crate::store::DistributorStatus::Active,
+            earns: distributor.status == crate::domain::settlement::DistributorStatus::Active,
         })
         .collect();
     let stored = plans

@@ -27,19 +27,20 @@ use fenrun_integrations::{GatewayError, OutBillNo, PayoutRequest, TransferStatus
 use serde::Serialize;
 
 use crate::clock::Clock;
-use crate::domain::ids::DistributorId;
+use crate::domain::identity::PayoutChannel;
+use crate::domain::ids::{DistributorId, PayoutAccountId, WithdrawalId};
 use crate::domain::money::Money;
 use crate::domain::tax::{Month, Withholding, WithholdingMethod};
 use crate::domain::withdrawal::{
     self, EarlierPayout, Refusal, RequestFacts, RiskFacts, Speed, StateRefusal, WithdrawalRules,
     WithdrawalState,
 };
+use crate::domain::withdrawal::{GatewayOutcome, ReviewDecision};
 use crate::engine::definition::{ReviewParams, StepKind, StepParams, WorkflowDefinition};
 use crate::engine::gateway::{Gateway, GatewayNews};
 use crate::store::{
-    ApplyOutcome, GatewayOutcome, JobSpec, PayoutChannel, ReviewDecision, Store, StoreError,
-    WithdrawalDecision, WithdrawalDraft, WithdrawalFacts, WithdrawalRecord,
-    WithdrawalRequestOutcome,
+    ApplyOutcome, JobSpec, Store, StoreError, WithdrawalDecision, WithdrawalDraft, WithdrawalFacts,
+    WithdrawalRecord, WithdrawalRequestOutcome,
 };
 use crate::vault::Vault;
 use crate::vault::credentials::{open_account, open_identity};
@@ -164,7 +165,7 @@ fn queued_job(definition: &WorkflowDefinition, kind: StepKind) -> Result<JobSpec
 pub struct WithdrawalRequest {
     pub distributor_id: DistributorId,
     pub amount: Money,
-    pub payout_account_id: String,
+    pub payout_account_id: PayoutAccountId,
     pub speed: Speed,
 }
 
@@ -296,8 +297,8 @@ impl WithdrawalEngine {
         let amount = request.amount;
         let now = self.clock.now();
         let local = now.with_timezone(&self.settings.time_zone);
-        let id = format!("wd{}", &uuid::Uuid::new_v4().simple().to_string()[..30]);
-        let out_bill_no = OutBillNo::for_withdrawal(&id)
+        let id = WithdrawalId::generate();
+        let out_bill_no = OutBillNo::for_withdrawal(id.as_str())
             .map_err(WithdrawalError::Gateway)?
             .as_str()
             .to_owned();
@@ -452,7 +453,7 @@ impl WithdrawalEngine {
 
     pub async fn review(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         decision: &ReviewDecision,
         actor: &crate::store::Actor,
     ) -> Result<WithdrawalRecord, WithdrawalError> {
@@ -473,11 +474,11 @@ impl WithdrawalEngine {
     /// The distributor's cancellation: before the transfer, the funds come
     /// back at once; while the payee has not accepted, the bill is cancelled
     /// at the gateway first and the funds come back when it says so.
-    pub async fn cancel(&self, id: &str) -> Result<WithdrawalRecord, WithdrawalError> {
+    pub async fn cancel(&self, id: &WithdrawalId) -> Result<WithdrawalRecord, WithdrawalError> {
         let Some(current) = self.store.withdrawal(id).await? else {
             return Err(WithdrawalError::NotFound {
                 what: "withdrawal",
-                id: id.to_owned(),
+                id: id.to_string(),
             });
         };
         if current.state == WithdrawalState::AwaitingPayeeConfirmation {
@@ -500,7 +501,7 @@ impl WithdrawalEngine {
                     let after = self.current(id).await?;
                     if after.state != WithdrawalState::Cancelled {
                         return Err(StateRefusal::GatewayKeptBill {
-                            id: id.to_owned(),
+                            id: id.to_string(),
                             state: after.state,
                         }
                         .into());
@@ -513,13 +514,13 @@ impl WithdrawalEngine {
         Ok(self.store.cancel_withdrawal(id, self.clock.now()).await??)
     }
 
-    async fn current(&self, id: &str) -> Result<WithdrawalRecord, WithdrawalError> {
+    async fn current(&self, id: &WithdrawalId) -> Result<WithdrawalRecord, WithdrawalError> {
         self.store
             .withdrawal(id)
             .await?
             .ok_or(WithdrawalError::NotFound {
                 what: "withdrawal",
-                id: id.to_owned(),
+                id: id.to_string(),
             })
     }
 
@@ -573,7 +574,7 @@ impl WithdrawalEngine {
     }
 
     /// The transfer step (job `withdrawal.transfer`).
-    pub async fn run_transfer(&self, id: &str, attempt: i64) -> Result<(), StepError> {
+    pub async fn run_transfer(&self, id: &WithdrawalId, attempt: i64) -> Result<(), StepError> {
         let now = self.clock.now();
         let Some(before) = self.store.begin_transfer_attempt(id, attempt, now).await? else {
             tracing::warn!(withdrawal_id = %id, "transfer job for an unknown withdrawal: nothing to do");

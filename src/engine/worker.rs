@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::clock::Clock;
+use crate::domain::ids::WithdrawalId;
 use crate::domain::tax::Month;
 use crate::engine::certificate::CertificateIssuer;
 use crate::engine::declaration::DeclarationPreparer;
@@ -242,7 +243,11 @@ async fn transfer_step(
         tracing::info_span!("step", step = "transfer", withdrawal_id = %job.withdrawal_id, attempt);
     async move {
         let started = std::time::Instant::now();
-        let result = engine.run_transfer(&job.withdrawal_id, attempt).await;
+        let Ok(id) = WithdrawalId::parse(job.withdrawal_id.as_str()) else {
+            tracing::warn!("transfer job for no withdrawal id: nothing to do");
+            return Ok(());
+        };
+        let result = engine.run_transfer(&id, attempt).await;
         crate::telemetry::metrics::step_attempt(
             "withdrawal",
             "transfer",
@@ -286,7 +291,11 @@ async fn certificate_step(
     let span = tracing::info_span!("step", step = "certificate", withdrawal_id = %job.withdrawal_id, attempt);
     async move {
         let started = std::time::Instant::now();
-        let result = issuer.issue(&job.withdrawal_id).await;
+        let Ok(id) = WithdrawalId::parse(job.withdrawal_id.as_str()) else {
+            tracing::warn!("certificate job for no withdrawal id: nothing to do");
+            return Ok(());
+        };
+        let result = issuer.issue(&id).await;
         crate::telemetry::metrics::step_attempt(
             "withdrawal",
             "certificate",

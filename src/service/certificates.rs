@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::certificate::Verification;
+use crate::domain::ids::CertificateNumber;
 use crate::domain::money::Money;
 use crate::engine::certificate::verify_upload;
 use crate::state::AppState;
@@ -49,7 +50,15 @@ pub async fn verify_pair(
             key_id,
         } => VerifyView {
             genuine: true,
-            corrected_by: state.store.correction_of(&number).await?,
+            corrected_by: match CertificateNumber::parse(number.as_str()) {
+                Ok(number) => state
+                    .store
+                    .correction_of(&number)
+                    .await?
+                    .map(CertificateNumber::into_string),
+                // Not a number fenrun issues, so nothing corrects it.
+                Err(_) => None,
+            },
             number: Some(number),
             gross: Some(gross),
             tax: Some(tax),

@@ -1,7 +1,7 @@
 //! The store's errors: refusals a caller can act on, and failures it cannot.
 
 use crate::domain::UnknownName;
-use crate::domain::ids::InvalidId;
+use crate::domain::ids::{InvalidId, NotAnId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,6 +51,12 @@ impl From<UnknownName> for StoreError {
 
 impl From<InvalidId> for StoreError {
     fn from(error: InvalidId) -> StoreError {
+        StoreError::Corrupt(error.to_string())
+    }
+}
+
+impl From<NotAnId> for StoreError {
+    fn from(error: NotAnId) -> StoreError {
         StoreError::Corrupt(error.to_string())
     }
 }

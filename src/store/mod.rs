@@ -18,22 +18,21 @@ mod time;
 use chrono::{DateTime, Utc};
 
 use crate::domain::access::Role;
-use crate::domain::ids::DistributorId;
+use crate::domain::ids::{CertificateNumber, DistributorId, PayoutAccountId, WithdrawalId};
 use crate::domain::ledger::{AccountId, Transfer};
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
-use crate::domain::withdrawal::StateRefusal;
+use crate::domain::withdrawal::{GatewayOutcome, ReviewDecision, StateRefusal};
 pub use error::StoreError;
 pub use records::{
     AccountMismatch, Actor, AppliedYear, ApplyOutcome, AuditEntry, Balance, CalendarLock,
-    CertificateRecord, CorrectionOutcome, Creation, Distributor, DistributorStatus, GatewayOutcome,
-    HoldPlan, IngestOutcome, ItemRecord, LedgerReport, LineRecord, LineState, LineUpdate,
-    NewCalendarYear, NewCertificate, NewDistributor, NewPlan, OrderEvent, OrderRecord,
-    OrderSnapshot, OrderState, PayoutChannel, PreparedDeclaration, PreparedOrder, RefundDecision,
-    RefundOutcome, RefundRequest, ReplanCounts, ReviewDecision, Revocation, SealedIdentity,
-    SealedPayoutAccount, SessionRecord, StoredPlan, TokenListing, TokenRecord, TransferOutcome,
-    WithdrawalDecision, WithdrawalDraft, WithdrawalEvent, WithdrawalFacts, WithdrawalRecord,
-    WithdrawalRequestOutcome, WithdrawalTotals, YearApplication,
+    CertificateRecord, CorrectionOutcome, Creation, Distributor, HoldPlan, IngestOutcome,
+    ItemRecord, LedgerReport, LineRecord, LineUpdate, NewCalendarYear, NewCertificate,
+    NewDistributor, NewPlan, OrderEvent, OrderRecord, OrderSnapshot, PreparedDeclaration,
+    PreparedOrder, RefundDecision, RefundOutcome, RefundRequest, ReplanCounts, Revocation,
+    SealedIdentity, SealedPayoutAccount, SessionRecord, StoredPlan, TokenListing, TokenRecord,
+    TransferOutcome, WithdrawalDecision, WithdrawalDraft, WithdrawalEvent, WithdrawalFacts,
+    WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals, YearApplication,
 };
 
 /// Largest page any list query returns, whatever the caller asks for.
@@ -425,7 +424,10 @@ impl Store {
         dispatch!(self, repo => repo.withdrawal_facts(draft).await)
     }
 
-    pub async fn withdrawal(&self, id: &str) -> Result<Option<WithdrawalRecord>, StoreError> {
+    pub async fn withdrawal(
+        &self,
+        id: &WithdrawalId,
+    ) -> Result<Option<WithdrawalRecord>, StoreError> {
         dispatch!(self, repo => repo.withdrawal(id).await)
     }
 
@@ -436,7 +438,10 @@ impl Store {
         dispatch!(self, repo => repo.withdrawal_by_out_bill_no(out_bill_no).await)
     }
 
-    pub async fn withdrawal_events(&self, id: &str) -> Result<Vec<WithdrawalEvent>, StoreError> {
+    pub async fn withdrawal_events(
+        &self,
+        id: &WithdrawalId,
+    ) -> Result<Vec<WithdrawalEvent>, StoreError> {
         dispatch!(self, repo => repo.withdrawal_events(id).await)
     }
 
@@ -456,7 +461,11 @@ impl Store {
         dispatch!(self, repo => repo.paid_withdrawals_in_month(tax_month).await)
     }
 
-    pub async fn mark_polled(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn mark_polled(
+        &self,
+        id: &WithdrawalId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         dispatch!(self, repo => repo.mark_polled(id, now).await)
     }
 
@@ -464,7 +473,7 @@ impl Store {
     /// is answered as the inner refusal, with nothing written.
     pub async fn review_withdrawal(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         decision: &ReviewDecision,
         transfer_job: &JobSpec,
         now: DateTime<Utc>,
@@ -477,7 +486,7 @@ impl Store {
     /// is answered as the inner refusal, with nothing written.
     pub async fn cancel_withdrawal(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         now: DateTime<Utc>,
     ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
         dispatch!(self, repo => repo.cancel_withdrawal(id, now).await)
@@ -485,7 +494,7 @@ impl Store {
 
     pub async fn begin_transfer_attempt(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         attempt: i64,
         now: DateTime<Utc>,
     ) -> Result<Option<WithdrawalRecord>, StoreError> {
@@ -494,7 +503,7 @@ impl Store {
 
     pub async fn apply_gateway_outcome(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         outcome: &GatewayOutcome,
         source: &str,
         attempt: i64,
@@ -515,7 +524,7 @@ impl Store {
     pub async fn push_transfer(
         &self,
         transfer_job: &JobSpec,
-        id: &str,
+        id: &WithdrawalId,
         key: String,
     ) -> Result<(), StoreError> {
         dispatch!(self, repo => repo.push_transfer(transfer_job, id, key).await)
@@ -540,20 +549,23 @@ impl Store {
 
 /// Withholding certificates (SPEC §2.6); the SQL is in `sql/certificates.rs`.
 impl Store {
-    pub async fn insert_certificate(&self, new: &NewCertificate) -> Result<String, StoreError> {
+    pub async fn insert_certificate(
+        &self,
+        new: &NewCertificate,
+    ) -> Result<CertificateNumber, StoreError> {
         dispatch!(self, repo => repo.insert_certificate(new).await)
     }
 
     pub async fn certificate_number_for(
         &self,
-        withdrawal_id: &str,
-    ) -> Result<Option<String>, StoreError> {
+        withdrawal_id: &WithdrawalId,
+    ) -> Result<Option<CertificateNumber>, StoreError> {
         dispatch!(self, repo => repo.certificate_number_for(withdrawal_id).await)
     }
 
     pub async fn certificate(
         &self,
-        number: &str,
+        number: &CertificateNumber,
     ) -> Result<Option<(CertificateRecord, Vec<u8>)>, StoreError> {
         dispatch!(self, repo => repo.certificate(number).await)
     }
@@ -612,11 +624,14 @@ impl Store {
     pub async fn certificate_number_by_pdf(
         &self,
         pdf_sha256: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<CertificateNumber>, StoreError> {
         dispatch!(self, repo => repo.certificate_number_by_pdf(pdf_sha256).await)
     }
 
-    pub async fn correction_of(&self, number: &str) -> Result<Option<String>, StoreError> {
+    pub async fn correction_of(
+        &self,
+        number: &CertificateNumber,
+    ) -> Result<Option<CertificateNumber>, StoreError> {
         dispatch!(self, repo => repo.correction_of(number).await)
     }
 
@@ -711,7 +726,7 @@ impl Store {
 
     pub async fn payout_account(
         &self,
-        id: &str,
+        id: &PayoutAccountId,
     ) -> Result<Option<SealedPayoutAccount>, StoreError> {
         dispatch!(self, repo => repo.payout_account(id).await)
     }
@@ -924,11 +939,11 @@ pub struct CertificateJob {
 /// The apalis task of a withdrawal step (transfer or certificate), due now.
 pub(crate) fn withdrawal_step_task(
     spec: &JobSpec,
-    withdrawal_id: &str,
+    withdrawal_id: &WithdrawalId,
     key: String,
 ) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
     let payload = serde_json::to_vec(&TransferJob {
-        withdrawal_id: withdrawal_id.to_owned(),
+        withdrawal_id: withdrawal_id.to_string(),
     })
     .map_err(|error| StoreError::Corrupt(error.to_string()))?;
     Ok(apalis_core::task::builder::TaskBuilder::new(payload)

@@ -1,14 +1,13 @@
 //! What the store hands back: plain rows, already converted to domain types.
-//! The state enums the rows carry are the domain's, re-exported here.
+//! The state enums the rows carry are the domain's, imported from there.
 
 use chrono::{DateTime, Utc};
 
-pub use crate::domain::identity::PayoutChannel;
-pub use crate::domain::settlement::{DistributorStatus, LineState, OrderState};
-
 use crate::domain::access::Role;
-use crate::domain::ids::DistributorId;
+use crate::domain::identity::PayoutChannel;
+use crate::domain::ids::{CertificateNumber, DistributorId, PayoutAccountId, WithdrawalId};
 use crate::domain::money::Money;
+use crate::domain::settlement::{DistributorStatus, LineState, OrderState};
 
 /// A distributor to create; `request_sha256` fingerprints the request so a
 /// replay can be told from a conflicting reuse of the id.
@@ -76,7 +75,7 @@ pub enum CorrectionOutcome {
     Inserted,
     /// Certificate `by` already corrects it; nothing was written.
     AlreadyCorrected {
-        by: String,
+        by: CertificateNumber,
     },
 }
 
@@ -333,7 +332,7 @@ pub struct SealedIdentity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedPayoutAccount {
     /// `pa_` + 32 hex digits, chosen before sealing (it is part of the AAD).
-    pub id: String,
+    pub id: PayoutAccountId,
     pub distributor_id: DistributorId,
     pub channel: PayoutChannel,
     /// `SealedValue::to_stored` bytes, AAD (payout_accounts, account, id).
@@ -349,9 +348,9 @@ pub struct SealedPayoutAccount {
 /// A withdrawal as stored (SPEC §2.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WithdrawalRecord {
-    pub id: String,
+    pub id: WithdrawalId,
     pub distributor_id: DistributorId,
-    pub payout_account_id: String,
+    pub payout_account_id: PayoutAccountId,
     pub channel: PayoutChannel,
     pub speed: crate::domain::withdrawal::Speed,
     pub state: crate::domain::withdrawal::WithdrawalState,
@@ -391,10 +390,10 @@ pub struct WithdrawalEvent {
 /// the distributor's lock.
 #[derive(Debug, Clone)]
 pub struct WithdrawalDraft {
-    pub id: String,
+    pub id: WithdrawalId,
     pub out_bill_no: String,
     pub distributor_id: DistributorId,
-    pub payout_account_id: String,
+    pub payout_account_id: PayoutAccountId,
     pub speed: crate::domain::withdrawal::Speed,
     pub amount: Money,
     pub idempotency_key: String,
@@ -451,26 +450,6 @@ pub enum WithdrawalRequestOutcome {
     Replayed(WithdrawalRecord),
 }
 
-/// What the gateway (by answer, query or callback) says happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GatewayOutcome {
-    /// Created or still moving; nothing to record but the bill number.
-    Processing {
-        bill_no: Option<String>,
-    },
-    AwaitingPayee {
-        bill_no: Option<String>,
-        package_info: String,
-    },
-    Paid {
-        bill_no: Option<String>,
-    },
-    /// The money did not move (FAIL, CANCELLED, or refused for good).
-    Failed {
-        reason: String,
-    },
-}
-
 /// What applying a gateway outcome did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyOutcome {
@@ -482,13 +461,6 @@ pub enum ApplyOutcome {
     Contradicts(crate::domain::withdrawal::WithdrawalState),
 }
 
-/// An ops review decision.
-#[derive(Debug, Clone)]
-pub enum ReviewDecision {
-    Approve { by: String, note: Option<String> },
-    Reject { by: String, reason: String },
-}
-
 /// Money per withdrawal state, for summaries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WithdrawalTotals {
@@ -498,8 +470,8 @@ pub struct WithdrawalTotals {
 /// A withholding certificate as stored, without its PDF.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateRecord {
-    pub number: String,
-    pub withdrawal_id: String,
+    pub number: CertificateNumber,
+    pub withdrawal_id: WithdrawalId,
     pub distributor_id: DistributorId,
     pub tax_month: String,
     pub key_id: String,
@@ -509,7 +481,7 @@ pub struct CertificateRecord {
     /// The signed manifest (JSON) that travels with the PDF.
     pub manifest: String,
     /// The certificate this one corrects.
-    pub replaces: Option<String>,
+    pub replaces: Option<CertificateNumber>,
     /// Why a correction was issued.
     pub reason: Option<String>,
     pub issued_at: DateTime<Utc>,
@@ -518,8 +490,8 @@ pub struct CertificateRecord {
 /// A certificate to store.
 #[derive(Debug, Clone)]
 pub struct NewCertificate {
-    pub number: String,
-    pub withdrawal_id: String,
+    pub number: CertificateNumber,
+    pub withdrawal_id: WithdrawalId,
     pub distributor_id: DistributorId,
     pub tax_month: String,
     pub key_id: String,
@@ -530,7 +502,7 @@ pub struct NewCertificate {
     /// SHA-256 of `pdf`, lower-case hex: finds the manifest of a bare PDF.
     pub pdf_sha256: String,
     pub manifest: String,
-    pub replaces: Option<String>,
+    pub replaces: Option<CertificateNumber>,
     pub reason: Option<String>,
     pub issued_at: DateTime<Utc>,
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::store::PayoutChannel;
+use crate::domain::identity::PayoutChannel;
 
 pub const HTTP_REQUESTS: &str = "fenrun_http_requests_total";
 pub const HTTP_DURATION: &str = "fenrun_http_request_duration_seconds";

@@ -13,9 +13,10 @@
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::identity::PayoutChannel;
 use crate::domain::identity::{IdNumber, RealName};
-use crate::domain::ids::DistributorId;
-use crate::store::{PayoutChannel, SealedIdentity, SealedPayoutAccount, Store, StoreError};
+use crate::domain::ids::{DistributorId, PayoutAccountId};
+use crate::store::{SealedIdentity, SealedPayoutAccount, Store, StoreError};
 use crate::vault::{Aad, SealedValue, Vault, VaultError};
 
 /// The identity table, as named in every identity value's AAD.
@@ -32,14 +33,14 @@ pub fn identity_aad(column: &'static str, distributor: &DistributorId) -> Aad {
 }
 
 /// The AAD of a payout account's sealed account.
-pub fn account_aad(account_id: &str) -> Aad {
-    Aad::new(ACCOUNTS_TABLE, "account", account_id)
+pub fn account_aad(account_id: &PayoutAccountId) -> Aad {
+    Aad::new(ACCOUNTS_TABLE, "account", account_id.as_str())
 }
 
 /// A new payout account id: `pa_` and 32 random hex digits. Made before the
 /// insert because the id is part of the account's AAD.
-pub fn new_account_id() -> String {
-    format!("pa_{}", uuid::Uuid::new_v4().simple())
+pub fn new_account_id() -> PayoutAccountId {
+    PayoutAccountId::generate()
 }
 
 /// Seals an identity for `distributor`, ready for [`Store::upsert_identity`].
@@ -232,13 +233,13 @@ pub async fn rotate(
             .payout_accounts_to_reseal(&current, &after, ROTATE_PAGE_ROWS)
             .await?;
         let Some(last) = page.last() else { break };
-        after = last.id.clone();
+        after = last.id.to_string();
         for account in &page {
             let resealed = SealedValue::from_stored(&account.account)
                 .and_then(|sealed| vault.reseal(&sealed, &account_aad(&account.id)))
                 .map_err(|source| RotateError::Vault {
                     table: ACCOUNTS_TABLE,
-                    row_id: account.id.clone(),
+                    row_id: account.id.to_string(),
                     source,
                 })?;
             if store

@@ -16,12 +16,14 @@ use serde::Deserialize;
 
 use crate::api::error::ApiError;
 use crate::domain::access::Role;
+use crate::domain::ids::WithdrawalId;
+use crate::domain::withdrawal::ReviewDecision;
 use crate::domain::withdrawal::WithdrawalState;
 use crate::service::ops::{
     JOB_STATES, JobAction, JobView, JobsQuery, QueuesView, job_action, jobs_page, queues_view,
 };
 use crate::state::AppState;
-use crate::store::{ReviewDecision, WithdrawalRecord};
+use crate::store::WithdrawalRecord;
 use crate::web::session::PageCaller;
 use crate::web::{PageError, html_response, layout, signed_in_as};
 
@@ -346,6 +348,7 @@ pub(crate) async fn review(
         }
         _ => return Err(PageError::new(StatusCode::NOT_FOUND, "no such decision")),
     };
+    let id = WithdrawalId::parse(id).map_err(|_| ApiError::not_found("withdrawal"))?;
     let reviewed = state
         .withdrawals
         .review(
@@ -370,7 +373,7 @@ pub(crate) async fn review(
 /// Whether the withdrawal was already reviewed with `decision`'s outcome.
 async fn already_decided(
     state: &AppState,
-    id: &str,
+    id: &WithdrawalId,
     decision: &ReviewDecision,
 ) -> Result<bool, PageError> {
     let Some(withdrawal) = state.store.withdrawal(id).await? else {

@@ -99,7 +99,7 @@ pub(crate) async fn page(
         .certificates(month, None, after.as_deref(), PAGE_SIZE)
         .await?;
     let next_after = (rows.len() as i64 == PAGE_SIZE)
-        .then(|| rows.last().map(|row| row.number.clone()))
+        .then(|| rows.last().map(|row| row.number.to_string()))
         .flatten();
     let view = MonthView {
         month,
@@ -307,7 +307,7 @@ fn certificate_table(view: &MonthView) -> Markup {
                                 td.num { (row.tax.to_string()) }
                                 td.num { (row.net.to_string()) }
                                 td { (beijing_time(row.issued_at)) }
-                                td { (row.replaces.as_deref().unwrap_or("")) }
+                                td { (row.replaces.as_ref().map_or("", |number| number.as_str())) }
                                 td {
                                     a href={ "/tax/certificates/" (row.number) ".pdf" } { "PDF" }
                                     " · "

@@ -9,6 +9,7 @@ use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fenrun::domain::ids::CertificateNumber;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp, error_of};
@@ -212,11 +213,12 @@ async fn a_paid_withdrawal_gets_a_signed_certificate_only_its_distributor_and_th
     assert_eq!(response.status(), 404);
 
     // The step ran twice (a crash before its job was acknowledged): the first stands.
+    let number = CertificateNumber::parse(number).unwrap();
     let (record, stored_pdf) = app.store.certificate(&number).await.unwrap().unwrap();
     let again = app
         .store
         .insert_certificate(&fenrun::store::NewCertificate {
-            number: "FR-SECOND-RUN".to_owned(),
+            number: CertificateNumber::parse("FR-SECOND-RUN").unwrap(),
             withdrawal_id: record.withdrawal_id.clone(),
             distributor_id: record.distributor_id.clone(),
             tax_month: record.tax_month.clone(),
@@ -236,7 +238,7 @@ async fn a_paid_withdrawal_gets_a_signed_certificate_only_its_distributor_and_th
     assert_eq!(again, number);
     assert!(
         app.store
-            .certificate("FR-SECOND-RUN")
+            .certificate(&CertificateNumber::parse("FR-SECOND-RUN").unwrap())
             .await
             .unwrap()
             .is_none()

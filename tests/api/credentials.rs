@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fenrun::domain::ids::DistributorId;
+use fenrun::domain::ids::{DistributorId, PayoutAccountId};
 use fenrun::vault::credentials::{open_account, open_identity};
 use fenrun::vault::{MasterKey, Vault, VaultError};
 use secrecy::{ExposeSecret, SecretString};
@@ -222,7 +222,7 @@ async fn an_identity_and_payout_accounts_are_stored_and_shown_masked(backend: Ba
     assert_eq!(opened_number.expose_secret(), number);
     let card = app
         .store
-        .payout_account(bank["id"].as_str().unwrap())
+        .payout_account(&PayoutAccountId::parse(bank["id"].as_str().unwrap()).unwrap())
         .await
         .unwrap()
         .unwrap();

@@ -97,7 +97,7 @@ async fn run_case(store: &Store, case: u64, ops: &[Op]) -> Result<(), TestCaseEr
             name: "p".to_owned(),
             referrer_id: None,
             grade: "regular".to_owned(),
-            status: fenrun::store::DistributorStatus::Active,
+            status: fenrun::domain::settlement::DistributorStatus::Active,
             request_sha256: "p".to_owned(),
         };
         store.create_distributor(&new, now).await.unwrap();

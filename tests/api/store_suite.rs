@@ -38,7 +38,7 @@ async fn create(store: &Store, name: &str, referrer: Option<&str>) {
         name: name.to_owned(),
         referrer_id: referrer.map(id),
         grade: "regular".to_owned(),
-        status: fenrun::store::DistributorStatus::Active,
+        status: fenrun::domain::settlement::DistributorStatus::Active,
         request_sha256: format!("hash-{name}"),
     };
     store.create_distributor(&new, now()).await.unwrap();
@@ -73,7 +73,7 @@ async fn the_upline_is_copied_down_three_levels(backend: Backend) {
         name: "e".to_owned(),
         referrer_id: Some(id("d")),
         grade: "regular".to_owned(),
-        status: fenrun::store::DistributorStatus::Active,
+        status: fenrun::domain::settlement::DistributorStatus::Active,
         request_sha256: "hash-e".to_owned(),
     };
     assert!(matches!(

@@ -120,7 +120,12 @@ async fn a_gateway_storm_pays_every_withdrawal_at_most_once_and_the_books_agree(
     let mut paid = 0i64;
     let mut paid_fen = 0i64;
     for id in &ids {
-        let withdrawal = app.store.withdrawal(id).await.unwrap().unwrap();
+        let withdrawal = app
+            .store
+            .withdrawal(&fenrun::domain::ids::WithdrawalId::parse(id.as_str()).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(withdrawal.state.is_final(), "{id} is {}", withdrawal.state);
         if withdrawal.transfer_attempts > 1 {
             retried += 1;

@@ -14,12 +14,14 @@ use tokio::sync::Semaphore;
 use crate::app::Application;
 use crate::config::Settings;
 use crate::domain::access::Role;
+use crate::domain::identity::PayoutChannel;
 use crate::domain::identity::{IdNumber, RealName, WechatOpenId};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, PlatformAccount, Transfer, TransferKind};
 use crate::domain::money::Money;
+use crate::domain::settlement::DistributorStatus;
 use crate::domain::withdrawal::WithdrawalState;
-use crate::store::{DistributorStatus, NewDistributor, PayoutChannel};
+use crate::store::NewDistributor;
 use crate::vault::credentials::{NewAccount, seal_account, seal_identity};
 
 /// Each distributor withdraws this once (under the auto-approve limit).

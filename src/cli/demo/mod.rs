@@ -23,8 +23,9 @@ use crate::domain::commission::OrderItem;
 use crate::domain::digest::sha256_hex;
 use crate::domain::ids::{BuyerId, DistributorId, OrderId};
 use crate::domain::money::Money;
+use crate::domain::settlement::DistributorStatus;
 use crate::engine::settlement::NewOrder;
-use crate::store::{DistributorStatus, NewDistributor};
+use crate::store::NewDistributor;
 
 /// Orders the demo sends.
 const DEMO_ORDERS: u64 = 200;

@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::clock::{Clock, SimulatedClock};
+use crate::domain::identity::PayoutChannel;
 use crate::domain::identity::{IdNumber, RealName, WechatOpenId};
-use crate::domain::ids::DistributorId;
+use crate::domain::ids::{CertificateNumber, DistributorId, PayoutAccountId, WithdrawalId};
 use crate::domain::ledger::{AccountId, PlatformAccount};
 use crate::domain::money::Money;
+use crate::domain::withdrawal::ReviewDecision;
 use crate::domain::withdrawal::{Speed, WithdrawalState};
 use crate::engine::withdrawal::WithdrawalRequest;
 use crate::state::AppState;
-use crate::store::{PayoutChannel, ReviewDecision, WithdrawalRequestOutcome};
+use crate::store::WithdrawalRequestOutcome;
 use crate::vault::credentials::{NewAccount, seal_account, seal_identity};
 
 /// How long the demo waits for the gateway to settle everything.
@@ -113,7 +115,7 @@ async fn credentials(
     state: &AppState,
     plan: &Plan,
     at: chrono::DateTime<Utc>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<PayoutAccountId> {
     let distributor = DistributorId::parse(plan.distributor)?;
     let name = RealName::parse(plan.real_name)?;
     let number = IdNumber::parse(&id_number(plan.id_first17), at.date_naive())?;
@@ -420,7 +422,10 @@ async fn certificates(
 }
 
 /// Waits until the certificate step has run for a paid withdrawal.
-async fn wait_for_certificate(state: &AppState, id: &str) -> anyhow::Result<String> {
+async fn wait_for_certificate(
+    state: &AppState,
+    id: &WithdrawalId,
+) -> anyhow::Result<CertificateNumber> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
         if let Some(number) = state.store.certificate_number_for(id).await? {
@@ -437,7 +442,7 @@ async fn wait_for_certificate(state: &AppState, id: &str) -> anyhow::Result<Stri
 /// withdrawal's state satisfies `done`.
 async fn wait_until(
     state: &AppState,
-    id: &str,
+    id: &WithdrawalId,
     done: impl Fn(WithdrawalState) -> bool,
 ) -> anyhow::Result<crate::store::WithdrawalRecord> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;

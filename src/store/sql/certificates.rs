@@ -9,7 +9,7 @@ use sqlx::Row;
 use super::Repo;
 use super::audit::audit_in;
 use super::dialect::{Conn, DbRow, ROWS_PER_STATEMENT, push_job};
-use crate::domain::ids::DistributorId;
+use crate::domain::ids::{CertificateNumber, DistributorId, WithdrawalId};
 use crate::domain::ledger::{AccountId, PlatformAccount};
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
@@ -29,8 +29,8 @@ macro_rules! certificate_columns {
 
 fn certificate_from_row(row: &DbRow) -> Result<CertificateRecord, StoreError> {
     Ok(CertificateRecord {
-        number: row.try_get("number")?,
-        withdrawal_id: row.try_get("withdrawal_id")?,
+        number: CertificateNumber::parse(row.try_get::<String, _>("number")?)?,
+        withdrawal_id: WithdrawalId::parse(row.try_get::<String, _>("withdrawal_id")?)?,
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
         tax_month: row.try_get("tax_month")?,
         key_id: row.try_get("key_id")?,
@@ -38,7 +38,10 @@ fn certificate_from_row(row: &DbRow) -> Result<CertificateRecord, StoreError> {
         tax: Money::from_fen(row.try_get("tax_fen")?),
         net: Money::from_fen(row.try_get("net_fen")?),
         manifest: row.try_get("manifest")?,
-        replaces: row.try_get("replaces")?,
+        replaces: row
+            .try_get::<Option<String>, _>("replaces")?
+            .map(CertificateNumber::parse)
+            .transpose()?,
         reason: row.try_get("reason")?,
         issued_at: row.try_get::<DbTime, _>("issued_at")?.0,
     })
@@ -47,17 +50,20 @@ fn certificate_from_row(row: &DbRow) -> Result<CertificateRecord, StoreError> {
 impl Repo {
     /// Stores a withdrawal's original certificate unless it has one already;
     /// returns the original's number either way (the step may run twice).
-    pub async fn insert_certificate(&self, new: &NewCertificate) -> Result<String, StoreError> {
+    pub async fn insert_certificate(
+        &self,
+        new: &NewCertificate,
+    ) -> Result<CertificateNumber, StoreError> {
         let mut tx = self.begin_write().await?;
         insert_certificate_row(&mut tx, new).await?;
         let number: String = sqlx::query_scalar(
             "select number from certificates where withdrawal_id = $1 and replaces is null",
         )
-        .bind(&new.withdrawal_id)
+        .bind(new.withdrawal_id.as_str())
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(number)
+        Ok(CertificateNumber::parse(number)?)
     }
 
     /// Stores a correction of `new.replaces`, which must be the newest
@@ -69,17 +75,19 @@ impl Repo {
         new: &NewCertificate,
         actor: &Actor,
     ) -> Result<CorrectionOutcome, StoreError> {
-        let replaces = new.replaces.as_deref().ok_or_else(|| {
+        let replaces = new.replaces.as_ref().ok_or_else(|| {
             StoreError::Corrupt("a correction names the certificate it replaces".to_owned())
         })?;
         let mut tx = self.begin_write().await?;
         let corrected: Option<String> =
             sqlx::query_scalar("select number from certificates where replaces = $1")
-                .bind(replaces)
+                .bind(replaces.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(corrected) = corrected {
-            return Ok(CorrectionOutcome::AlreadyCorrected { by: corrected });
+            return Ok(CorrectionOutcome::AlreadyCorrected {
+                by: CertificateNumber::parse(corrected)?,
+            });
         }
         insert_certificate_row(&mut tx, new).await?;
         audit_in(
@@ -100,28 +108,29 @@ impl Repo {
     /// of its line (the one nothing replaces).
     pub async fn certificate_number_for(
         &self,
-        withdrawal_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(concat!(
+        withdrawal_id: &WithdrawalId,
+    ) -> Result<Option<CertificateNumber>, StoreError> {
+        let number: Option<String> = sqlx::query_scalar(concat!(
             "select c.number from certificates c where c.withdrawal_id = $1 ",
             "and not exists (select 1 from certificates n where n.replaces = c.number)"
         ))
-        .bind(withdrawal_id)
+        .bind(withdrawal_id.as_str())
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        Ok(number.map(CertificateNumber::parse).transpose()?)
     }
 
     /// The certificate and its PDF.
     pub async fn certificate(
         &self,
-        number: &str,
+        number: &CertificateNumber,
     ) -> Result<Option<(CertificateRecord, Vec<u8>)>, StoreError> {
         let row = sqlx::query(concat!(
             "select ",
             certificate_columns!(),
             ", pdf from certificates where number = $1"
         ))
-        .bind(number)
+        .bind(number.as_str())
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -134,23 +143,26 @@ impl Repo {
     pub async fn certificate_number_by_pdf(
         &self,
         pdf_sha256: &str,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(
+    ) -> Result<Option<CertificateNumber>, StoreError> {
+        let number: Option<String> =
             sqlx::query_scalar("select number from certificates where pdf_sha256 = $1")
                 .bind(pdf_sha256)
                 .fetch_optional(&self.pool)
-                .await?,
-        )
+                .await?;
+        Ok(number.map(CertificateNumber::parse).transpose()?)
     }
 
     /// The number of the certificate that corrects `number`, if any.
-    pub async fn correction_of(&self, number: &str) -> Result<Option<String>, StoreError> {
-        Ok(
+    pub async fn correction_of(
+        &self,
+        number: &CertificateNumber,
+    ) -> Result<Option<CertificateNumber>, StoreError> {
+        let number: Option<String> =
             sqlx::query_scalar("select number from certificates where replaces = $1")
-                .bind(number)
+                .bind(number.as_str())
                 .fetch_optional(&self.pool)
-                .await?,
-        )
+                .await?;
+        Ok(number.map(CertificateNumber::parse).transpose()?)
     }
 
     /// Certificates with their PDFs, in number order after `after`: the
@@ -366,7 +378,7 @@ impl Repo {
             for id in chunk {
                 let task = withdrawal_step_task(
                     certificate_job,
-                    id,
+                    &WithdrawalId::parse(id.as_str())?,
                     format!("certificate:{id}:{key_suffix}"),
                 )?;
                 push_job(&mut tx, &certificate_job.queue, task).await?;
@@ -397,8 +409,8 @@ async fn insert_certificate_row(conn: &mut Conn, new: &NewCertificate) -> Result
         "net_fen, pdf, pdf_sha256, manifest, replaces, reason, issued_at) ",
         "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) on conflict do nothing"
     ))
-    .bind(&new.number)
-    .bind(&new.withdrawal_id)
+    .bind(new.number.as_str())
+    .bind(new.withdrawal_id.as_str())
     .bind(new.distributor_id.as_str())
     .bind(&new.tax_month)
     .bind(&new.key_id)
@@ -408,7 +420,7 @@ async fn insert_certificate_row(conn: &mut Conn, new: &NewCertificate) -> Result
     .bind(&new.pdf)
     .bind(&new.pdf_sha256)
     .bind(&new.manifest)
-    .bind(new.replaces.as_deref())
+    .bind(new.replaces.as_ref().map(CertificateNumber::as_str))
     .bind(new.reason.as_deref())
     .bind(DbTime(new.issued_at))
     .execute(&mut *conn)

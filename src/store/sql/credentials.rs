@@ -14,10 +14,11 @@ use sqlx::Row;
 use super::Repo;
 use super::audit::audit_in;
 use super::dialect::{Conn, DbRow, for_update};
-use crate::domain::ids::DistributorId;
+use crate::domain::identity::PayoutChannel;
+use crate::domain::ids::{DistributorId, PayoutAccountId};
 use crate::store::MAX_PAGE;
 use crate::store::error::StoreError;
-use crate::store::records::{Actor, PayoutChannel, SealedIdentity, SealedPayoutAccount};
+use crate::store::records::{Actor, SealedIdentity, SealedPayoutAccount};
 use crate::store::time::DbTime;
 
 /// The columns of `distributor_identities`, for `concat!`.
@@ -50,7 +51,7 @@ fn identity_from_row(row: &DbRow) -> Result<SealedIdentity, StoreError> {
 
 pub(super) fn account_from_row(row: &DbRow) -> Result<SealedPayoutAccount, StoreError> {
     Ok(SealedPayoutAccount {
-        id: row.try_get("id")?,
+        id: PayoutAccountId::parse(row.try_get::<String, _>("id")?)?,
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
         channel: PayoutChannel::parse(&row.try_get::<String, _>("channel")?)?,
         account: row.try_get("account")?,
@@ -211,7 +212,7 @@ impl Repo {
             account_columns!(),
             ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
-        .bind(&account.id)
+        .bind(account.id.as_str())
         .bind(account.distributor_id.as_str())
         .bind(account.channel.as_str())
         .bind(&account.account)
@@ -247,14 +248,14 @@ impl Repo {
 
     pub async fn payout_account(
         &self,
-        id: &str,
+        id: &PayoutAccountId,
     ) -> Result<Option<SealedPayoutAccount>, StoreError> {
         let row = sqlx::query(concat!(
             "select ",
             account_columns!(),
             " from payout_accounts where id = $1"
         ))
-        .bind(id)
+        .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(account_from_row).transpose()
@@ -347,7 +348,7 @@ impl Repo {
         )
         .bind(account)
         .bind(new_key_id)
-        .bind(&expected.id)
+        .bind(expected.id.as_str())
         .bind(&expected.key_id)
         .bind(&expected.account)
         .execute(&mut *tx)

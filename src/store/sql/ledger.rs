@@ -19,11 +19,12 @@ use super::dialect::{
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, Posting, Transfer};
 use crate::domain::money::Money;
+use crate::domain::settlement::DistributorStatus;
 use crate::store::MAX_PAGE;
 use crate::store::error::StoreError;
 use crate::store::records::{
-    AccountMismatch, Actor, Balance, Creation, Distributor, DistributorStatus, LedgerReport,
-    NewDistributor, NewPlan, StoredPlan, TransferOutcome,
+    AccountMismatch, Actor, Balance, Creation, Distributor, LedgerReport, NewDistributor, NewPlan,
+    StoredPlan, TransferOutcome,
 };
 use crate::store::time::DbTime;
 

@@ -22,10 +22,11 @@ use crate::domain::commission::{CommissionLine, OrderItem};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{Transfer, commission_release};
 use crate::domain::money::{Money, Rate};
+use crate::domain::settlement::{LineState, OrderState};
 use crate::store::error::StoreError;
 use crate::store::records::{
-    CalendarLock, IngestOutcome, ItemRecord, LineRecord, LineState, OrderEvent, OrderRecord,
-    OrderSnapshot, OrderState, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest,
+    CalendarLock, IngestOutcome, ItemRecord, LineRecord, OrderEvent, OrderRecord, OrderSnapshot,
+    PreparedOrder, RefundDecision, RefundOutcome, RefundRequest,
 };
 use crate::store::time::DbTime;
 use crate::store::{JobSpec, MAX_PAGE};

@@ -15,19 +15,21 @@ use super::audit::audit_in;
 use super::credentials::{account_columns, account_from_row};
 use super::dialect::{Conn, Db, DbRow, ROWS_PER_STATEMENT, for_update, lock_accounts, push_job};
 use super::ledger::{apply_transfer, fetch_distributor};
-use crate::domain::ids::DistributorId;
+use crate::domain::identity::PayoutChannel;
+use crate::domain::ids::{DistributorId, PayoutAccountId, WithdrawalId};
 use crate::domain::ledger::{
     self as ledger_rules, AccountId, Bucket, PlatformAccount, TransferError,
 };
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
+use crate::domain::withdrawal::{GatewayOutcome, ReviewDecision};
 use crate::domain::withdrawal::{
     RiskFlag, Speed, StateRefusal, WithdrawalState, check_cancellable, check_reviewable,
 };
 use crate::store::error::StoreError;
 use crate::store::records::{
-    Actor, ApplyOutcome, GatewayOutcome, PayoutChannel, ReviewDecision, WithdrawalDecision,
-    WithdrawalDraft, WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome,
+    Actor, ApplyOutcome, WithdrawalDecision, WithdrawalDraft, WithdrawalEvent, WithdrawalFacts,
+    WithdrawalRecord, WithdrawalRequestOutcome,
 };
 use crate::store::time::DbTime;
 use crate::store::{JobSpec, MAX_PAGE, withdrawal_step_task};
@@ -46,9 +48,9 @@ macro_rules! withdrawal_columns {
 fn withdrawal_from_row(row: &DbRow) -> Result<WithdrawalRecord, StoreError> {
     let corrupt = |what: String| StoreError::Corrupt(what);
     Ok(WithdrawalRecord {
-        id: row.try_get("id")?,
+        id: WithdrawalId::parse(row.try_get::<String, _>("id")?)?,
         distributor_id: DistributorId::parse(row.try_get::<String, _>("distributor_id")?)?,
-        payout_account_id: row.try_get("payout_account_id")?,
+        payout_account_id: PayoutAccountId::parse(row.try_get::<String, _>("payout_account_id")?)?,
         channel: PayoutChannel::parse(&row.try_get::<String, _>("channel")?)?,
         speed: row
             .try_get::<String, _>("speed")?
@@ -87,19 +89,19 @@ fn withdrawal_from_row(row: &DbRow) -> Result<WithdrawalRecord, StoreError> {
 /// one is `StoreError::NotFound`.
 async fn lock_existing_withdrawal(
     conn: &mut Conn,
-    id: &str,
+    id: &WithdrawalId,
 ) -> Result<WithdrawalRecord, StoreError> {
     load_withdrawal(conn, id, true)
         .await?
         .ok_or_else(|| StoreError::NotFound {
             what: "withdrawal",
-            id: id.to_owned(),
+            id: id.to_string(),
         })
 }
 
 async fn load_withdrawal(
     conn: &mut Conn,
-    id: &str,
+    id: &WithdrawalId,
     lock: bool,
 ) -> Result<Option<WithdrawalRecord>, StoreError> {
     // On SQLite `for_update!()` is empty and the two arms are the same text.
@@ -118,13 +120,16 @@ async fn load_withdrawal(
             " from withdrawals where id = $1"
         )
     };
-    let row = sqlx::query(sql).bind(id).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(sql)
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
     row.as_ref().map(withdrawal_from_row).transpose()
 }
 
 async fn insert_withdrawal_event(
     conn: &mut Conn,
-    withdrawal_id: &str,
+    withdrawal_id: &WithdrawalId,
     step: &str,
     outcome: &str,
     attempt: i64,
@@ -135,7 +140,7 @@ async fn insert_withdrawal_event(
         "insert into withdrawal_events (withdrawal_id, step, outcome, attempt, detail, at, created_at) ",
         "values ($1, $2, $3, $4, $5, $6, $7)"
     ))
-    .bind(withdrawal_id)
+    .bind(withdrawal_id.as_str())
     .bind(step)
     .bind(outcome)
     .bind(attempt)
@@ -151,7 +156,7 @@ async fn insert_withdrawal_event(
 /// step moved it first (the caller's transaction then changes nothing).
 async fn move_withdrawal(
     conn: &mut Conn,
-    id: &str,
+    id: &WithdrawalId,
     from: WithdrawalState,
     to: WithdrawalState,
     now: DateTime<Utc>,
@@ -163,7 +168,7 @@ async fn move_withdrawal(
     .bind(to.as_str())
     .bind(DbTime(now))
     .bind(finished.map(DbTime))
-    .bind(id)
+    .bind(id.as_str())
     .bind(from.as_str())
     .execute(&mut *conn)
     .await?
@@ -181,7 +186,7 @@ async fn return_funds(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let transfer = ledger_rules::withdrawal_return(
-        &withdrawal.id,
+        withdrawal.id.as_str(),
         &withdrawal.distributor_id,
         withdrawal.gross,
     )
@@ -201,7 +206,7 @@ fn clearing_account(channel: PayoutChannel) -> PlatformAccount {
 async fn push_transfer_job(
     conn: &mut Conn,
     spec: &JobSpec,
-    withdrawal_id: &str,
+    withdrawal_id: &WithdrawalId,
     key: String,
 ) -> Result<(), StoreError> {
     let task = withdrawal_step_task(spec, withdrawal_id, key)?;
@@ -240,7 +245,7 @@ async fn load_facts(
         account_columns!(),
         " from payout_accounts where id = $1"
     ))
-    .bind(&draft.payout_account_id)
+    .bind(draft.payout_account_id.as_str())
     .fetch_optional(&mut *conn)
     .await?
     .as_ref()
@@ -356,7 +361,10 @@ impl Repo {
         load_facts(&mut conn, draft).await
     }
 
-    pub async fn withdrawal(&self, id: &str) -> Result<Option<WithdrawalRecord>, StoreError> {
+    pub async fn withdrawal(
+        &self,
+        id: &WithdrawalId,
+    ) -> Result<Option<WithdrawalRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         load_withdrawal(&mut conn, id, false).await
     }
@@ -376,11 +384,14 @@ impl Repo {
         row.as_ref().map(withdrawal_from_row).transpose()
     }
 
-    pub async fn withdrawal_events(&self, id: &str) -> Result<Vec<WithdrawalEvent>, StoreError> {
+    pub async fn withdrawal_events(
+        &self,
+        id: &WithdrawalId,
+    ) -> Result<Vec<WithdrawalEvent>, StoreError> {
         let rows = sqlx::query_as::<_, (String, String, i64, Option<String>, DbTime)>(
             "select step, outcome, cast(attempt as bigint), detail, at from withdrawal_events where withdrawal_id = $1 order by id",
         )
-        .bind(id)
+        .bind(id.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -442,10 +453,14 @@ impl Repo {
     }
 
     /// Notes that the poller asked about it, so the next round asks others first.
-    pub async fn mark_polled(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn mark_polled(
+        &self,
+        id: &WithdrawalId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         sqlx::query("update withdrawals set polled_at = $1 where id = $2")
             .bind(DbTime(now))
-            .bind(id)
+            .bind(id.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -455,7 +470,7 @@ impl Repo {
     /// the same transaction.
     pub async fn review_withdrawal(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         decision: &ReviewDecision,
         transfer_job: &JobSpec,
         now: DateTime<Utc>,
@@ -463,7 +478,7 @@ impl Repo {
     ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
         let mut tx = self.begin_write().await?;
         let withdrawal = lock_existing_withdrawal(&mut tx, id).await?;
-        if let Err(refusal) = check_reviewable(id, withdrawal.state) {
+        if let Err(refusal) = check_reviewable(id.as_str(), withdrawal.state) {
             return Ok(Err(refusal));
         }
         match decision {
@@ -481,7 +496,7 @@ impl Repo {
                 )
                 .bind(by)
                 .bind(note.as_deref())
-                .bind(id)
+                .bind(id.as_str())
                 .execute(&mut *tx)
                 .await?;
                 insert_withdrawal_event(
@@ -508,7 +523,7 @@ impl Repo {
                 sqlx::query("update withdrawals set reviewed_by = $1, review_note = $2, failure_reason = $2 where id = $3")
                     .bind(by)
                     .bind(reason)
-                    .bind(id)
+                    .bind(id.as_str())
                     .execute(&mut *tx)
                     .await?;
                 return_funds(&mut tx, &withdrawal, now).await?;
@@ -562,12 +577,12 @@ impl Repo {
     /// The distributor's cancellation before the transfer starts.
     pub async fn cancel_withdrawal(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         now: DateTime<Utc>,
     ) -> Result<Result<WithdrawalRecord, StateRefusal>, StoreError> {
         let mut tx = self.begin_write().await?;
         let withdrawal = lock_existing_withdrawal(&mut tx, id).await?;
-        if let Err(refusal) = check_cancellable(id, withdrawal.state) {
+        if let Err(refusal) = check_cancellable(id.as_str(), withdrawal.state) {
             return Ok(Err(refusal));
         }
         move_withdrawal(
@@ -581,7 +596,7 @@ impl Repo {
         sqlx::query(
             "update withdrawals set failure_reason = 'cancelled by the distributor' where id = $1",
         )
-        .bind(id)
+        .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
         return_funds(&mut tx, &withdrawal, now).await?;
@@ -608,7 +623,7 @@ impl Repo {
     /// it was before, so the caller knows whether this is the first send.
     pub async fn begin_transfer_attempt(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         attempt: i64,
         now: DateTime<Utc>,
     ) -> Result<Option<WithdrawalRecord>, StoreError> {
@@ -635,7 +650,7 @@ impl Repo {
         }
         sqlx::query("update withdrawals set transfer_attempts = transfer_attempts + 1, updated_at = $1 where id = $2")
             .bind(DbTime(now))
-            .bind(id)
+            .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
         insert_withdrawal_event(
@@ -663,7 +678,7 @@ impl Repo {
     /// never applied.
     pub async fn apply_gateway_outcome(
         &self,
-        id: &str,
+        id: &WithdrawalId,
         outcome: &GatewayOutcome,
         source: &str,
         attempt: i64,
@@ -682,7 +697,7 @@ impl Repo {
         if let Some(bill_no) = bill_no.filter(|_| state.at_gateway()) {
             sqlx::query("update withdrawals set gateway_bill_no = $1 where id = $2 and gateway_bill_no is null")
                 .bind(bill_no)
-                .bind(id)
+                .bind(id.as_str())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -693,7 +708,7 @@ impl Repo {
             ) => {
                 move_withdrawal(&mut tx, id, state, WithdrawalState::Paid, now).await?;
                 let paid = ledger_rules::withdrawal_paid(
-                    id,
+                    id.as_str(),
                     &withdrawal.distributor_id,
                     clearing_account(withdrawal.channel),
                     withdrawal.net,
@@ -735,7 +750,7 @@ impl Repo {
                 move_withdrawal(&mut tx, id, state, end, now).await?;
                 sqlx::query("update withdrawals set failure_reason = $1 where id = $2")
                     .bind(reason)
-                    .bind(id)
+                    .bind(id.as_str())
                     .execute(&mut *tx)
                     .await?;
                 return_funds(&mut tx, &withdrawal, now).await?;
@@ -762,7 +777,7 @@ impl Repo {
                 .await?;
                 sqlx::query("update withdrawals set package_info = $1 where id = $2")
                     .bind(package_info)
-                    .bind(id)
+                    .bind(id.as_str())
                     .execute(&mut *tx)
                     .await?;
                 insert_withdrawal_event(
@@ -822,7 +837,7 @@ impl Repo {
                 push_transfer_job(
                     &mut tx,
                     transfer_job,
-                    id,
+                    &WithdrawalId::parse(id.as_str())?,
                     format!("transfer:{id}:resume:{start_id}"),
                 )
                 .await?;
@@ -837,7 +852,7 @@ impl Repo {
     pub async fn push_transfer(
         &self,
         transfer_job: &JobSpec,
-        id: &str,
+        id: &WithdrawalId,
         key: String,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
@@ -936,9 +951,9 @@ async fn write_request(
         "request_sha256, requested_at, updated_at) ",
         "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)"
     ))
-    .bind(&draft.id)
+    .bind(draft.id.as_str())
     .bind(distributor.as_str())
-    .bind(&draft.payout_account_id)
+    .bind(draft.payout_account_id.as_str())
     .bind(decision.channel.as_str())
     .bind(draft.speed.as_str())
     .bind(decision.state.as_str())
@@ -957,7 +972,7 @@ async fn write_request(
     .bind(DbTime(draft.now))
     .execute(&mut *conn)
     .await?;
-    let reserve = ledger_rules::withdrawal_reserve(&draft.id, distributor, decision.gross)
+    let reserve = ledger_rules::withdrawal_reserve(draft.id.as_str(), distributor, decision.gross)
         .map_err(ledger_error)?;
     apply_transfer(conn, &reserve, draft.now).await?;
     let figures = format!(

@@ -27,8 +27,9 @@ use sqlx::QueryBuilder;
 use super::orders::{LINE_COLUMNS, NewEvent, line_from_row, rate_to_db};
 use crate::domain::commission::{CommissionLine, OrderItem};
 use crate::domain::ledger::{Posting, Transfer};
+use crate::domain::settlement::{LineState, OrderState};
 use crate::store::error::StoreError;
-use crate::store::records::{CalendarLock, LineRecord, LineState, OrderState, PreparedOrder};
+use crate::store::records::{CalendarLock, LineRecord, PreparedOrder};
 use crate::store::time::DbTime;
 use crate::store::{JobSpec, release_task};
 

@@ -12,6 +12,7 @@ use crate::on_both_backends;
 
 on_both_backends!(
     the_upline_is_copied_down_three_levels,
+    a_stale_calendar_plans_and_releases_nothing,
     a_transfer_applies_once_per_key,
     the_same_key_with_another_body_is_refused,
     an_overdraft_is_refused_by_the_database,
@@ -504,4 +505,103 @@ async fn times_compare_as_times_past_the_year_ten_thousand(backend: Backend) {
     let in_force = store.plan_in_force(start).await.unwrap().unwrap();
     assert_eq!(in_force.name, "default");
     assert_eq!(store.plan_in_force(far).await.unwrap().unwrap().name, "far");
+}
+
+/// A process whose calendar is older than the database's plans no hold and
+/// releases none: ingest refuses until it reloads, and release also while
+/// the new year's re-plan is pending; nothing is written either way.
+async fn a_stale_calendar_plans_and_releases_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let start = now();
+    fenrun::service::plans::ensure_default(&store, start)
+        .await
+        .unwrap();
+    create(&store, "a", None).await;
+    let release = fenrun::store::JobSpec {
+        queue: "order.release".to_owned(),
+        max_attempts: 3,
+    };
+    let due = held_order("due", start - Duration::seconds(1));
+    store
+        .ingest_orders(std::slice::from_ref(&due), &release, 0, start)
+        .await
+        .unwrap();
+    let body = fenrun::domain::calendar::CalendarYear {
+        source: "测试".to_owned(),
+        holidays: vec![],
+        makeup_workdays: vec![],
+    };
+    let applied = store
+        .apply_calendar_year(
+            &fenrun::store::NewCalendarYear {
+                calendar: "cn",
+                year: 2099,
+                body: &body,
+                body_sha256: "sha",
+            },
+            &tester(),
+            &release,
+            start,
+        )
+        .await
+        .unwrap();
+    let fenrun::store::YearApplication::Applied(applied) = applied else {
+        panic!("a new year is applied");
+    };
+    let generation = store.calendar_generation().await.unwrap();
+    assert_eq!(generation, applied.id);
+
+    let later = held_order("later", start + Duration::days(1));
+    let refused = store
+        .ingest_orders(std::slice::from_ref(&later), &release, 0, start)
+        .await;
+    assert!(
+        matches!(refused, Err(fenrun::store::StoreError::CalendarChanged { generation: g }) if g == generation),
+        "{refused:?}"
+    );
+    assert!(store.order("later").await.unwrap().is_none());
+    // Release waits for the pending re-plan even on the latest calendar.
+    let refused = store.release_due(start, 100, 1, "test", generation).await;
+    assert!(
+        matches!(
+            refused,
+            Err(fenrun::store::StoreError::CalendarChanged { .. })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.order("due").await.unwrap().unwrap().state,
+        fenrun::domain::settlement::OrderState::Holding
+    );
+
+    // As stored (to the microsecond): the plan moves nothing.
+    let stored_release = store.order("due").await.unwrap().unwrap().release_at;
+    let counts = store
+        .replan_holds(
+            generation,
+            start - Duration::days(30),
+            |confirmed_at| fenrun::store::HoldPlan {
+                day_starts: confirmed_at - Duration::hours(1),
+                day_ends: confirmed_at + Duration::hours(1),
+                release_at: stored_release,
+                provisional: false,
+            },
+            "cn 2099 v1",
+            &release,
+            start,
+        )
+        .await
+        .unwrap();
+    assert_eq!((counts.moved, counts.versions), (0, 1), "{counts:?}");
+    assert!(store.pending_replans().await.unwrap().is_empty());
+    let released = store
+        .release_due(start, 100, 1, "test", generation)
+        .await
+        .unwrap();
+    assert_eq!(released, ["due"]);
+    store
+        .ingest_orders(std::slice::from_ref(&later), &release, generation, start)
+        .await
+        .unwrap();
 }

@@ -70,7 +70,7 @@ impl From<CalendarYearError> for ApiError {
     request_body = CalendarYear,
     responses(
         (status = 200, body = AppliedYearView),
-        (status = 400, description = "malformed_json, missing_field, unknown_field, invalid_field", body = ErrorBody),
+        (status = 400, description = "invalid_path (the year is not a number), malformed_json, missing_field, unknown_field, invalid_field", body = ErrorBody),
         AuthRefusals, BodyRefusals,
         (status = 404, description = "unknown_calendar", body = ErrorBody),
         (status = 422, description = "invalid_calendar_year naming the field (a date outside the year, `to` before `from`, a make-up day not on a weekend or also a holiday, …); year_out_of_range", body = ErrorBody),
@@ -104,6 +104,7 @@ pub async fn put_year(
     ),
     responses(
         (status = 200, body = YearInUse),
+        (status = 400, description = "invalid_path: the year is not a number", body = ErrorBody),
         AuthRefusals,
         (status = 404, description = "unknown_calendar", body = ErrorBody),
         (status = 422, description = "year_out_of_range", body = ErrorBody),

@@ -74,7 +74,9 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
         ));
     }
     let today = now.date_naive();
-    let covered = (state.settlement.calendar().first_uncovered_date(today) - today)
+    // A year applied by another process since this one last looked counts.
+    let calendar = state.settlement.refresh_calendar().await?.calendar.clone();
+    let covered = (calendar.first_uncovered_date(today) - today)
         .num_days()
         .max(0);
     queue_lines.push_str(&format!(
@@ -83,9 +85,7 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
     queue_lines.push_str(&format!(
         "# HELP {CALENDAR_PROVISIONAL_YEAR} 1 for each year within the calendar horizon known only provisionally (origin statutory or weekends_only).\n# TYPE {CALENDAR_PROVISIONAL_YEAR} gauge\n"
     ));
-    for (year, origin) in
-        crate::engine::provisional_years_ahead(&state.settlement.calendar(), today)
-    {
+    for (year, origin) in crate::engine::provisional_years_ahead(&calendar, today) {
         queue_lines.push_str(&format!(
             "{CALENDAR_PROVISIONAL_YEAR}{{year=\"{year}\",origin=\"{}\"}} 1\n",
             origin.as_str()

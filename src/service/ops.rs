@@ -121,17 +121,18 @@ pub async fn queues_view(state: &AppState) -> Result<QueuesView, OpsError> {
         })
         .collect();
     let today = now.date_naive();
-    let covered = (state.settlement.calendar().first_uncovered_date(today) - today)
+    // A year applied by another process since this one last looked counts.
+    let calendar = state.settlement.refresh_calendar().await?.calendar.clone();
+    let covered = (calendar.first_uncovered_date(today) - today)
         .num_days()
         .max(0);
-    let provisional_years =
-        crate::engine::provisional_years_ahead(&state.settlement.calendar(), today)
-            .into_iter()
-            .map(|(year, origin)| ProvisionalYear {
-                year,
-                origin: origin.as_str(),
-            })
-            .collect();
+    let provisional_years = crate::engine::provisional_years_ahead(&calendar, today)
+        .into_iter()
+        .map(|(year, origin)| ProvisionalYear {
+            year,
+            origin: origin.as_str(),
+        })
+        .collect();
     let horizon = today + chrono::Days::new(u64::from(CALENDAR_HORIZON_DAYS));
     let calendar_years = crate::service::calendars::years_in_use(
         &state.settlement,

@@ -68,6 +68,9 @@ fn spawn_apply(app: &TestApp, file: &std::path::Path) -> Child {
         .args(["calendar", "apply", file.to_str().unwrap()])
         .env("FENRUN_DATABASE_URL", &app.db.url)
         .env("FENRUN_LOG_FILTER", "warn")
+        // A loaded CI machine's fsyncs can hold SQLite's write lock for
+        // seconds; the command waits for it rather than fail.
+        .env("FENRUN_SQLITE_BUSY_TIMEOUT_MS", "30000")
         .env_remove("FENRUN_CONFIG")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::null())

@@ -270,6 +270,9 @@ async fn a_year_applied_by_another_process_is_released_on_by_the_running_service
         .args(["calendar", "apply", file.to_str().unwrap(), "--year"])
         .arg(year.to_string())
         .env("FENRUN_DATABASE_URL", &app.db.url)
+        // A loaded CI machine's fsyncs can hold SQLite's write lock for
+        // seconds; the command waits for it rather than fail.
+        .env("FENRUN_SQLITE_BUSY_TIMEOUT_MS", "30000")
         .env_remove("FENRUN_CONFIG")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()

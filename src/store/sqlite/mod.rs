@@ -155,7 +155,7 @@ impl Repo {
             .max_connections(1)
             .connect_with(connect.clone())
             .await?;
-        migrate(&setup).await?;
+        migrate_beside_writers(&setup, options.sqlite_busy_timeout_ms).await?;
         setup.close().await;
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
@@ -217,6 +217,50 @@ pub async fn ack_plan(pool: &SqlitePool) -> Result<String, StoreError> {
         .join("; "))
 }
 
+/// [`migrate`] while other processes may be writing (a `fenrun calendar
+/// apply` beside a running service): a statement that read before it wrote
+/// can get SQLITE_BUSY at once, without the busy timeout's wait, when
+/// another writer committed in between. Every step is idempotent, so the
+/// whole is tried again until the busy timeout has passed.
+async fn migrate_beside_writers(pool: &SqlitePool, busy_timeout_ms: u64) -> Result<(), StoreError> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(busy_timeout_ms);
+    loop {
+        match migrate(pool).await {
+            Err(error) if error.is_retryable() && std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %error, "database busy while checking migrations; trying again");
+                tokio::time::sleep(MIGRATE_RETRY_PAUSE).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether sqlite_stat1 holds exactly [`PLANNER_HINT`] for apalis's table.
+async fn planner_hint_in_place(pool: &SqlitePool) -> Result<bool, StoreError> {
+    let exists: i64 = sqlx::query_scalar(
+        "select count(*) from sqlite_schema where type = 'table' and name = 'sqlite_stat1'",
+    )
+    .fetch_one(pool)
+    .await?;
+    if exists == 0 {
+        return Ok(false);
+    }
+    let mut stored: Vec<(String, String)> =
+        sqlx::query_as("select idx, stat from sqlite_stat1 where tbl = 'Jobs'")
+            .fetch_all(pool)
+            .await?;
+    stored.sort();
+    let mut wanted: Vec<(String, String)> = PLANNER_HINT
+        .iter()
+        .map(|(index, stat)| ((*index).to_owned(), (*stat).to_owned()))
+        .collect();
+    wanted.sort();
+    Ok(stored == wanted)
+}
+
+/// The pause before [`migrate_beside_writers`] tries again.
+const MIGRATE_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
 async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     apalis_sqlite::SqliteStorage::<()>::migrations()
         .run(pool)
@@ -224,10 +268,17 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     let mut ours = sqlx::migrate!("./migrations/sqlite");
     ours.dangerous_set_table_name(MIGRATIONS_TABLE);
     ours.run(pool).await?;
+    if planner_hint_in_place(pool).await? {
+        // Nothing to write: a process opening a database that others use
+        // (a command beside the service) takes no write lock here.
+        return Ok(());
+    }
     // `ANALYZE sqlite_schema` creates sqlite_stat1 if it is missing, without
     // measuring any table (a real ANALYZE on a small table would undo the hint).
     sqlx::query("analyze sqlite_schema").execute(pool).await?;
-    let mut tx = pool.begin().await?;
+    // IMMEDIATE: take the write lock first (waiting the busy timeout), not
+    // after reading, when a writer in between would refuse it at once.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     for (index, _) in PLANNER_HINT {
         sqlx::query("delete from sqlite_stat1 where tbl = 'Jobs' and idx = $1")
             .bind(index)

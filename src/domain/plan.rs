@@ -189,6 +189,18 @@ pub struct Grade {
     upgrade: Option<UpgradeRule>,
 }
 
+/// Which rule of the plan gave an item its rate at a level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateSource {
+    /// The beneficiary's grade (or the default grade).
+    Grade,
+    /// An override for the item's sku.
+    SkuOverride,
+    /// An override for the item's category.
+    CategoryOverride,
+}
+
 /// What an [`Override`] applies to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OverrideTarget {
@@ -585,6 +597,18 @@ impl Plan {
     /// A level past the end of the chosen list, or outside 1..=3, pays 0%.
     /// Exclusion is not considered here; see [`Plan::is_excluded`].
     pub fn rate(&self, grade: &str, sku: &str, category: &str, level: u8) -> Rate {
+        self.rate_with_source(grade, sku, category, level).0
+    }
+
+    /// [`Plan::rate`] and which rule gave it, for the line's explanation and
+    /// for tiers, which replace only a rate that comes from the grade.
+    pub fn rate_with_source(
+        &self,
+        grade: &str,
+        sku: &str,
+        category: &str,
+        level: u8,
+    ) -> (Rate, RateSource) {
         let grade = self.grade_or_default(grade);
         let specificity = |rule: &Override| -> Option<u8> {
             let target = match &rule.target {
@@ -604,7 +628,16 @@ impl Plan {
             .iter()
             .filter_map(|rule| specificity(rule).map(|rank| (rank, rule)))
             .max_by_key(|(rank, _)| *rank)
-            .map_or_else(|| grade.rate(level), |(_, rule)| rule.rate(level))
+            .map_or_else(
+                || (grade.rate(level), RateSource::Grade),
+                |(_, rule)| {
+                    let source = match rule.target {
+                        OverrideTarget::Sku(_) => RateSource::SkuOverride,
+                        OverrideTarget::Category(_) => RateSource::CategoryOverride,
+                    };
+                    (rule.rate(level), source)
+                },
+            )
     }
 }
 

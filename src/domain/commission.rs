@@ -1343,6 +1343,25 @@ multiplier = "1.5"
     }
 
     #[test]
+    fn a_campaign_multiplied_rate_pays_at_most_100_percent_before_the_order_cap() {
+        let plan = v2_plan(
+            "order_cap = \"100%\"",
+            "[[overrides]]\nsku = \"BIG\"\nlevels = [\"60%\"]\n\n\
+             [[campaigns]]\nname = \"x\"\nfrom = 2026-01-01T00:00:00Z\n\
+             to = 2026-01-02T00:00:00Z\nmultiplier = \"2\"\n",
+        );
+        let paid = order(vec![item("BIG", "toys", "10.00")]);
+        let context = placed(Some("2026-01-01T12:00:00Z"));
+        let lines = compute_with(&plan, &paid, &[who("a", "regular")], &context).unwrap();
+        // 60% × 2 = 120%, paid as 100%: 10.00.
+        assert_eq!(
+            explained_summary(&lines),
+            vec![line("a", 1, "10.00", "100%", "10.00")]
+        );
+        assert_eq!(derivation(&lines[0]).source_rate, rate("60%"));
+    }
+
+    #[test]
     fn compute_is_compute_with_a_default_context() {
         let tree = chain(["partner", "gold", "regular"]);
         let paid = order(vec![

@@ -1986,10 +1986,9 @@ levels = [\"9%\"]
         assert_eq!(plan.rate("gold", "X", "toys", 0), Rate::ZERO);
         assert_eq!(plan.rate("gold", "X", "toys", 4), Rate::ZERO);
     }
-    /// Every v2 section at once, as the issue writes it.
+    /// Every v2 table at once, as the issue writes them; `daily_cap` is a
+    /// top-level key, so [`v2_text`] puts it before the first header.
     const V2: &str = r#"
-daily_cap = "500.00"
-
 [tiers]
 steps = [ { from = "0.00", level1 = "10%" }, { from = "10000.00", level1 = "15%" }, { from = "30000.00", level1 = "20%" } ]
 
@@ -2019,12 +2018,7 @@ rate = "1%"
 "#;
 
     fn v2_text() -> String {
-        // Top-level keys must precede the first table header.
-        format!(
-            "{}{BASE}{}",
-            "daily_cap = \"500.00\"\n",
-            V2.replacen("\ndaily_cap = \"500.00\"\n", "\n", 1)
-        )
+        format!("daily_cap = \"500.00\"\n{BASE}{V2}")
     }
 
     fn money(text: &str) -> Money {

@@ -9,18 +9,33 @@
 //!        ─► order cap: trim from level 3 up until the total fits ─► drop zero lines
 //! ```
 //!
+//! A plan with v2 rules adds, in this order ([`compute_with`] and its
+//! [`CommissionContext`], which carries what only the caller knows):
+//!
+//! ```text
+//! rate (sku > category > grade) ─► tier replaces a level-1 grade rate
+//!   ─► campaign multiplier (highest matching, at most 100%) ─► lines
+//!   ─► order cap ─► daily cap per beneficiary ─► cleared: a zero line
+//! ```
+//!
+//! and every line carries its [`RuleTrail`]: where its rate came from and
+//! each fen a cap removed.
+//!
 //! Rounding happens once per line, on the line's summed base
 //! ([`Money::times_rounded`]), never per item, so a distributor's line can be
 //! recomputed from the `base` and `rate` it shows.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
-use serde::Serialize;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Serialize, Serializer};
 
 use crate::domain::ids::{BuyerId, DistributorId};
 use crate::domain::money::{Money, Rate};
-use crate::domain::plan::{MAX_LEVELS, Plan};
+use crate::domain::plan::{MAX_LEVELS, Plan, RateSource};
 
 /// One line of a confirmed order, as the shop sent it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +63,9 @@ pub struct Beneficiary {
     /// plan's default grade.
     pub grade: String,
     /// `false` for a distributor cleared from earning (清退, inactive): they
-    /// get no line, and the levels below them are not moved up.
+    /// get no line, and the levels below them are not moved up. (Under
+    /// [`compute_with`], [`CommissionContext::cleared`] gives such a
+    /// distributor an explained zero line instead.)
     pub earns: bool,
 }
 
@@ -69,8 +86,183 @@ pub struct CommissionLine {
     pub amount: Money,
     /// `base × rate` before the order cap.
     pub uncapped_amount: Money,
-    /// Whether the order cap reduced this line.
+    /// Whether the order cap (or, under [`compute_with`], the daily cap)
+    /// reduced this line.
     pub capped: bool,
+}
+
+/// What the v2 rules of a plan need to know beyond the order and its chain;
+/// domain does no I/O, so the caller looks these up. The default knows
+/// nothing: no campaign applies, no sales earlier in the month, nothing
+/// earned today, nobody cleared — for a plan without v2 rules, exactly what
+/// [`compute`] pays.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommissionContext {
+    /// When the buyer placed the order; campaigns match on it (`[from, to)`).
+    /// `None`: no campaign applies.
+    pub placed_at: Option<DateTime<Utc>>,
+    /// The level-1 distributor's level-1 commissionable sales confirmed
+    /// earlier in the same local month, net of refunds recorded so far. The
+    /// tier is chosen by this plus the order's own commissionable amount.
+    pub month_level1_sales_before: Money,
+    /// What each beneficiary has already earned on the local day of this
+    /// order's confirmation, all levels; missing means 0.00.
+    pub earned_today: BTreeMap<DistributorId, Money>,
+    /// Beneficiaries cleared (清退): each gets a zero line explained as
+    /// [`RuleStep::Cleared`]; the others are paid as if they earned.
+    pub cleared: BTreeSet<DistributorId>,
+}
+
+/// A commission line and why it is what it is. The line keeps the
+/// invariants of [`CommissionLine`], except that a cleared beneficiary's line
+/// ([`ExplainedLine::is_cleared`]) has a zero amount and rate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExplainedLine {
+    #[serde(flatten)]
+    pub line: CommissionLine,
+    pub rule_trail: RuleTrail,
+}
+
+/// The steps that made a line, in the order they were applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct RuleTrail(pub Vec<RuleStep>);
+
+/// One step of a [`RuleTrail`]. Serialised with a `step` tag:
+/// `{"step":"order_cap","removed":"5.00"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum RuleStep {
+    /// How the rate of (part of) the line's base was found; a line whose
+    /// items reached the same rate by different rules has one step each.
+    Rate(RateDerivation),
+    /// The beneficiary is cleared (清退) and earns nothing new: the line is
+    /// zero.
+    Cleared,
+    /// The order cap took `removed` from this line.
+    OrderCap { removed: Money },
+    /// The daily cap took `removed` from this line: the beneficiary had
+    /// earned `earned_before` that day, and the day may pay at most `cap`.
+    DailyCap {
+        removed: Money,
+        earned_before: Money,
+        cap: Money,
+    },
+}
+
+/// How the rate of some of a line's items was found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RateDerivation {
+    /// The part of the line's base paid at this derivation.
+    pub base: Money,
+    pub source: RateSource,
+    /// The rate the source gave, before any tier or campaign.
+    pub source_rate: Rate,
+    /// The tier step that replaced a level-1 grade rate.
+    pub tier: Option<TierUsed>,
+    /// The campaign whose multiplier applied.
+    pub campaign: Option<CampaignUsed>,
+    /// The rate paid: the tier's or the source's, times the multiplier, at
+    /// most 100%.
+    pub rate: Rate,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TierUsed {
+    /// The step's `from`.
+    pub from: Money,
+    pub level1: Rate,
+    /// The measure that chose the step: the month's level-1 sales, this
+    /// order included.
+    pub month_level1_sales: Money,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CampaignUsed {
+    pub name: String,
+    #[serde(serialize_with = "decimal_as_string")]
+    pub multiplier: Decimal,
+}
+
+fn decimal_as_string<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+impl RateDerivation {
+    /// Whether `other` reached its rate by the same rules, so the two can
+    /// share one step with their bases added.
+    fn same_rules_as(&self, other: &RateDerivation) -> bool {
+        (
+            self.source,
+            self.source_rate,
+            &self.tier,
+            &self.campaign,
+            self.rate,
+        ) == (
+            other.source,
+            other.source_rate,
+            &other.tier,
+            &other.campaign,
+            other.rate,
+        )
+    }
+}
+
+impl ExplainedLine {
+    /// Whether this is the zero line of a cleared beneficiary.
+    pub fn is_cleared(&self) -> bool {
+        self.rule_trail.0.contains(&RuleStep::Cleared)
+    }
+}
+
+/// One line per step, `; `-separated: `grade 10% → tier from 10000.00 (month
+/// 12000.00) 15% → 双11 ×2 = 30% on 100.00; order cap −5.00`.
+impl fmt::Display for RuleTrail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, step) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{step}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for RuleStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleStep::Rate(derivation) => {
+                let source = match derivation.source {
+                    RateSource::Grade => "grade",
+                    RateSource::SkuOverride => "sku override",
+                    RateSource::CategoryOverride => "category override",
+                };
+                write!(f, "{source} {}", derivation.source_rate)?;
+                if let Some(tier) = &derivation.tier {
+                    write!(
+                        f,
+                        " → tier from {} (month {}) {}",
+                        tier.from, tier.month_level1_sales, tier.level1
+                    )?;
+                }
+                if let Some(campaign) = &derivation.campaign {
+                    write!(f, " → {} ×{}", campaign.name, campaign.multiplier)?;
+                }
+                write!(f, " = {} on {}", derivation.rate, derivation.base)
+            }
+            RuleStep::Cleared => f.write_str("cleared: earns nothing new"),
+            RuleStep::OrderCap { removed } => write!(f, "order cap −{removed}"),
+            RuleStep::DailyCap {
+                removed,
+                earned_before,
+                cap,
+            } => write!(
+                f,
+                "daily cap {cap} (earned {earned_before} before) −{removed}"
+            ),
+        }
+    }
 }
 
 /// Why commissions could not be computed. All are bugs or absurd input from
@@ -109,11 +301,38 @@ pub enum CommissionError {
 ///   rate and is marked `capped`; a line trimmed to zero is left out.
 ///
 /// Lines come ordered by level, then by rate, highest first.
+///
+/// A plan's v2 rules are applied as [`compute_with`] does with a default
+/// [`CommissionContext`]; for a plan without them this is the v1 computation.
 pub fn compute(
     plan: &Plan,
     order: &Order,
     chain: &[Beneficiary],
 ) -> Result<Vec<CommissionLine>, CommissionError> {
+    let lines = compute_with(plan, order, chain, &CommissionContext::default())?;
+    Ok(lines.into_iter().map(|explained| explained.line).collect())
+}
+
+/// [`compute`] with a plan's v2 rules and an explanation of every line:
+///
+/// - the rate of an item at a level comes from [`Plan::rate_with_source`];
+/// - at level 1, a rate from the grade is replaced by the plan's tier step
+///   for `month_level1_sales_before` + this order's commissionable amount
+///   (overrides still win);
+/// - the highest multiplier among the campaigns matching `placed_at` and the
+///   item's category multiplies the rate, at most to 100%;
+/// - items paying the same rate share a line, as in [`compute`]; the order
+///   cap trims as in [`compute`];
+/// - the daily cap then trims each beneficiary's lines (largest first) so
+///   `earned_today` + this order never passes it;
+/// - a beneficiary in `cleared` (and with `earns`) gets one zero line at its
+///   level whose trail is [`RuleStep::Cleared`]; no other line is zero.
+pub fn compute_with(
+    plan: &Plan,
+    order: &Order,
+    chain: &[Beneficiary],
+    context: &CommissionContext,
+) -> Result<Vec<ExplainedLine>, CommissionError> {
     check_chain(order, chain)?;
     if let Some(item) = order.items.iter().find(|item| item.amount.is_negative()) {
         return Err(CommissionError::NegativeAmount {
@@ -129,25 +348,61 @@ pub fn compute(
     let commissionable = Money::checked_sum(paid_items.iter().map(|item| item.amount))
         .ok_or(CommissionError::Overflow)?;
     let is_self_purchase = order.buyer_id.as_str() == order.distributor_id.as_str();
+    let month_level1_sales = context
+        .month_level1_sales_before
+        .checked_add(commissionable)
+        .ok_or(CommissionError::Overflow)?;
 
     let mut lines = Vec::new();
+    let mut trails: Vec<Vec<RuleStep>> = Vec::new();
+    let mut cleared_lines = Vec::new();
     for (level, beneficiary) in (1u8..).zip(chain) {
         let unpaid_self_purchase = level == 1 && is_self_purchase && !plan.self_purchase_pays();
         if !beneficiary.earns || unpaid_self_purchase {
             continue;
         }
-        let mut base_by_rate: BTreeMap<Rate, Money> = BTreeMap::new();
+        if context.cleared.contains(&beneficiary.distributor_id) {
+            cleared_lines.push(ExplainedLine {
+                line: CommissionLine {
+                    beneficiary: beneficiary.distributor_id.clone(),
+                    level,
+                    base: commissionable,
+                    rate: Rate::ZERO,
+                    amount: Money::ZERO,
+                    uncapped_amount: Money::ZERO,
+                    capped: false,
+                },
+                rule_trail: RuleTrail(vec![RuleStep::Cleared]),
+            });
+            continue;
+        }
+        let mut by_rate: BTreeMap<Rate, (Money, Vec<RateDerivation>)> = BTreeMap::new();
         for item in &paid_items {
-            let rate = plan.rate(&beneficiary.grade, &item.sku, &item.category, level);
-            if rate == Rate::ZERO {
+            let derivation =
+                derive_rate(plan, context, beneficiary, item, level, month_level1_sales);
+            if derivation.rate == Rate::ZERO {
                 continue;
             }
-            let base = base_by_rate.entry(rate).or_insert(Money::ZERO);
+            let (base, derivations) = by_rate
+                .entry(derivation.rate)
+                .or_insert((Money::ZERO, Vec::new()));
             *base = base
                 .checked_add(item.amount)
                 .ok_or(CommissionError::Overflow)?;
+            match derivations
+                .iter_mut()
+                .find(|seen| seen.same_rules_as(&derivation))
+            {
+                Some(seen) => {
+                    seen.base = seen
+                        .base
+                        .checked_add(item.amount)
+                        .ok_or(CommissionError::Overflow)?;
+                }
+                None => derivations.push(derivation),
+            }
         }
-        for (rate, base) in base_by_rate.into_iter().rev() {
+        for (rate, (base, derivations)) in by_rate.into_iter().rev() {
             let amount = base
                 .times_rounded(rate)
                 .map_err(|_| CommissionError::Overflow)?;
@@ -163,15 +418,88 @@ pub fn compute(
                 uncapped_amount: amount,
                 capped: false,
             });
+            trails.push(derivations.into_iter().map(RuleStep::Rate).collect());
         }
     }
 
     let cap = commissionable
         .times_rounded(plan.order_cap())
         .map_err(|_| CommissionError::Overflow)?;
-    apply_order_cap(&mut lines, cap)?;
-    lines.retain(|line| !line.amount.is_zero());
-    Ok(lines)
+    for (index, removed) in apply_order_cap(&mut lines, cap)? {
+        trails[index].push(RuleStep::OrderCap { removed });
+    }
+    if let Some(daily_cap) = plan.daily_cap() {
+        for (index, step) in apply_daily_cap(&mut lines, daily_cap, &context.earned_today)? {
+            trails[index].push(step);
+        }
+    }
+
+    let mut explained: Vec<ExplainedLine> = lines
+        .into_iter()
+        .zip(trails)
+        .filter(|(line, _)| !line.amount.is_zero())
+        .map(|(line, trail)| ExplainedLine {
+            line,
+            rule_trail: RuleTrail(trail),
+        })
+        .chain(cleared_lines)
+        .collect();
+    // Stable: within a level the lines keep their rate order.
+    explained.sort_by_key(|explained| explained.line.level);
+    Ok(explained)
+}
+
+/// The rate `beneficiary` earns at `level` on `item`, and how it was found.
+fn derive_rate(
+    plan: &Plan,
+    context: &CommissionContext,
+    beneficiary: &Beneficiary,
+    item: &OrderItem,
+    level: u8,
+    month_level1_sales: Money,
+) -> RateDerivation {
+    let (source_rate, source) =
+        plan.rate_with_source(&beneficiary.grade, &item.sku, &item.category, level);
+    let tier = match (level, source, plan.tier_for(month_level1_sales)) {
+        (1, RateSource::Grade, Some(step)) => Some(TierUsed {
+            from: step.from(),
+            level1: step.level1(),
+            month_level1_sales,
+        }),
+        _ => None,
+    };
+    let before_campaign = tier.as_ref().map_or(source_rate, |tier| tier.level1);
+    // The highest multiplier; among equals the first in the file.
+    let campaign = context.placed_at.and_then(|placed_at| {
+        plan.campaigns()
+            .iter()
+            .rev()
+            .filter(|campaign| campaign.applies(placed_at, &item.category))
+            .max_by_key(|campaign| campaign.multiplier())
+    });
+    let rate = match campaign {
+        // A multiplied rate past 100% pays 100%; the order cap trims it.
+        Some(campaign) => before_campaign
+            .scaled(campaign.multiplier())
+            .unwrap_or_else(|_| full_rate()),
+        None => before_campaign,
+    };
+    RateDerivation {
+        base: item.amount,
+        source,
+        source_rate,
+        tier,
+        campaign: campaign.map(|campaign| CampaignUsed {
+            name: campaign.name().to_owned(),
+            multiplier: campaign.multiplier(),
+        }),
+        rate,
+    }
+}
+
+/// 100%: the most a rate multiplied by a campaign may pay.
+fn full_rate() -> Rate {
+    Rate::from_fraction(Decimal::ONE).expect("100% is within 0%–100%")
 }
 
 fn check_chain(order: &Order, chain: &[Beneficiary]) -> Result<(), CommissionError> {
@@ -202,18 +530,77 @@ fn check_chain(order: &Order, chain: &[Beneficiary]) -> Result<(), CommissionErr
 /// Trims `lines` until their total is at most `cap`: deepest level first,
 /// then the largest amount, then the highest rate (lines of one level have
 /// distinct rates, so the order is total and the result deterministic).
-fn apply_order_cap(lines: &mut [CommissionLine], cap: Money) -> Result<(), CommissionError> {
-    let total = Money::checked_sum(lines.iter().map(|line| line.amount))
+/// Returns what was removed from each trimmed line.
+fn apply_order_cap(
+    lines: &mut [CommissionLine],
+    cap: Money,
+) -> Result<Vec<(usize, Money)>, CommissionError> {
+    let all: Vec<usize> = (0..lines.len()).collect();
+    trim_to(lines, &all, cap)
+}
+
+/// Trims each beneficiary's lines so that what they earned earlier that day
+/// plus this order stays within `cap`; returns each trim as its trail step.
+fn apply_daily_cap(
+    lines: &mut [CommissionLine],
+    cap: Money,
+    earned_today: &BTreeMap<DistributorId, Money>,
+) -> Result<Vec<(usize, RuleStep)>, CommissionError> {
+    let mut by_beneficiary: BTreeMap<&DistributorId, Vec<usize>> = BTreeMap::new();
+    for (index, line) in lines.iter().enumerate() {
+        by_beneficiary
+            .entry(&line.beneficiary)
+            .or_default()
+            .push(index);
+    }
+    let groups: Vec<(DistributorId, Vec<usize>)> = by_beneficiary
+        .into_iter()
+        .map(|(beneficiary, indices)| (beneficiary.clone(), indices))
+        .collect();
+    let mut steps = Vec::new();
+    for (beneficiary, indices) in groups {
+        let earned_before = earned_today
+            .get(&beneficiary)
+            .copied()
+            .unwrap_or(Money::ZERO);
+        let room = cap
+            .checked_sub(earned_before)
+            .ok_or(CommissionError::Overflow)?
+            .max(Money::ZERO);
+        for (index, removed) in trim_to(lines, &indices, room)? {
+            steps.push((
+                index,
+                RuleStep::DailyCap {
+                    removed,
+                    earned_before,
+                    cap,
+                },
+            ));
+        }
+    }
+    Ok(steps)
+}
+
+/// Trims the lines at `indices` until their total is at most `limit` (not
+/// negative): deepest level first, then the largest amount, then the highest
+/// rate. Returns what was removed from each trimmed line.
+fn trim_to(
+    lines: &mut [CommissionLine],
+    indices: &[usize],
+    limit: Money,
+) -> Result<Vec<(usize, Money)>, CommissionError> {
+    let total = Money::checked_sum(indices.iter().map(|&index| lines[index].amount))
         .ok_or(CommissionError::Overflow)?;
     let mut excess = total
-        .checked_sub(cap)
+        .checked_sub(limit)
         .ok_or(CommissionError::Overflow)?
         .max(Money::ZERO);
+    let mut removed = Vec::new();
     if excess.is_zero() {
-        return Ok(());
+        return Ok(removed);
     }
 
-    let mut trim_order: Vec<usize> = (0..lines.len()).collect();
+    let mut trim_order = indices.to_vec();
     trim_order.sort_by_key(|&index| {
         let line = &lines[index];
         Reverse((line.level, line.amount, line.rate))
@@ -224,17 +611,22 @@ fn apply_order_cap(lines: &mut [CommissionLine], cap: Money) -> Result<(), Commi
         }
         let line = &mut lines[index];
         let trim = line.amount.min(excess);
+        if trim.is_zero() {
+            // Already trimmed to nothing by an earlier cap.
+            continue;
+        }
         line.amount = line
             .amount
             .checked_sub(trim)
             .ok_or(CommissionError::Overflow)?;
         line.capped = true;
         excess = excess.checked_sub(trim).ok_or(CommissionError::Overflow)?;
+        removed.push((index, trim));
     }
-    // The cap is never negative (amounts and rates are not), so the lines
+    // The limit is never negative (amounts and rates are not), so the lines
     // always hold enough to absorb the excess.
-    assert!(excess.is_zero(), "order cap excess left after trimming");
-    Ok(())
+    assert!(excess.is_zero(), "cap excess left after trimming");
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -669,5 +1061,450 @@ levels = ["25%"]
             compute(&plan(), &huge, &[who("a", "regular")]),
             Err(CommissionError::Overflow)
         );
+    }
+
+    // ---- v2 rules: compute_with ----
+
+    use crate::domain::ledger::{self, AccountId, Bucket};
+    use proptest::prelude::*;
+
+    fn v2_plan(top: &str, sections: &str) -> Plan {
+        let text = format!(
+            "{top}\n{PLAN}\n[grades.star]\nlevels = [\"20%\", \"10%\", \"10%\"]\n{sections}"
+        );
+        Plan::parse(&text, "v2.toml").unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn rate(text: &str) -> Rate {
+        Rate::parse_percent(text).unwrap()
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn explained_summary(lines: &[ExplainedLine]) -> Vec<Summary> {
+        let plain: Vec<CommissionLine> = lines
+            .iter()
+            .map(|explained| explained.line.clone())
+            .collect();
+        summary(&plain)
+    }
+
+    fn derivation(line: &ExplainedLine) -> &RateDerivation {
+        match &line.rule_trail.0[0] {
+            RuleStep::Rate(derivation) => derivation,
+            other => panic!("the first step is not a rate: {other}"),
+        }
+    }
+
+    const TIERS: &str = "[tiers]\nsteps = [{ from = \"0.00\", level1 = \"10%\" }, { from = \"1000.00\", level1 = \"15%\" }]\n";
+
+    #[test]
+    fn a_tier_replaces_the_level_one_grade_rate_by_the_months_sales_including_this_order() {
+        let plan = v2_plan("", TIERS);
+        let paid = order(vec![
+            item("T1", "toys", "100.00"),
+            item("NOVEL", "books", "50.00"),
+        ]);
+        let tree = chain(["regular", "regular", "regular"]);
+        // 950.00 before + 150.00 of this order = 1,100.00 ≥ 1,000.00: 15%.
+        let context = CommissionContext {
+            month_level1_sales_before: money("950.00"),
+            ..CommissionContext::default()
+        };
+        let lines = compute_with(&plan, &paid, &tree, &context).unwrap();
+        assert_eq!(
+            explained_summary(&lines),
+            vec![
+                line("a", 1, "100.00", "15%", "15.00"),
+                // The books category override (4%) still wins over the tier.
+                line("a", 1, "50.00", "4%", "2.00"),
+                // Levels 2 and 3 keep their grade rates.
+                line("b", 2, "100.00", "5%", "5.00"),
+                line("b", 2, "50.00", "2%", "1.00"),
+                line("c", 3, "100.00", "2%", "2.00"),
+                line("c", 3, "50.00", "1%", "0.50"),
+            ]
+        );
+        let tiered = derivation(&lines[0]);
+        assert_eq!(tiered.source, RateSource::Grade);
+        assert_eq!(tiered.source_rate, rate("10%"));
+        assert_eq!(
+            tiered.tier,
+            Some(TierUsed {
+                from: money("1000.00"),
+                level1: rate("15%"),
+                month_level1_sales: money("1100.00"),
+            })
+        );
+        assert_eq!(derivation(&lines[1]).source, RateSource::CategoryOverride);
+        assert_eq!(derivation(&lines[1]).tier, None);
+
+        // 849.99 + 150.00 = 999.99: still the first step, 10%.
+        let below = CommissionContext {
+            month_level1_sales_before: money("849.99"),
+            ..CommissionContext::default()
+        };
+        let lines = compute_with(&plan, &paid, &tree, &below).unwrap();
+        assert_eq!(lines[0].line.amount, money("10.00"));
+        assert_eq!(
+            derivation(&lines[0]).tier.as_ref().unwrap().from,
+            money("0.00")
+        );
+    }
+
+    const CAMPAIGNS: &str = r#"
+[[campaigns]]
+name = "双11"
+from = 2026-11-11T00:00:00+08:00
+to = 2026-11-12T00:00:00+08:00
+multiplier = "2"
+categories = ["toys"]
+
+[[campaigns]]
+name = "十一月"
+from = 2026-11-01T00:00:00+08:00
+to = 2026-12-01T00:00:00+08:00
+multiplier = "1.5"
+"#;
+
+    fn placed(placed_at: Option<&str>) -> CommissionContext {
+        CommissionContext {
+            placed_at: placed_at.map(at),
+            ..CommissionContext::default()
+        }
+    }
+
+    #[test]
+    fn the_highest_matching_campaign_multiplies_the_rate_of_its_categories_in_from_to() {
+        let plan = v2_plan("", CAMPAIGNS);
+        let paid = order(vec![
+            item("T1", "toys", "100.00"),
+            item("NOVEL", "books", "100.00"),
+        ]);
+        let tree = [who("a", "regular")];
+        let amounts = |placed_at: Option<&str>| {
+            let lines = compute_with(&plan, &paid, &tree, &placed(placed_at)).unwrap();
+            explained_summary(&lines)
+        };
+        // On 11-11 toys match both (×2 wins): 10% × 2 = 20%; books only the
+        // month-long one: 4% × 1.5 = 6%.
+        assert_eq!(
+            amounts(Some("2026-11-11T10:00:00+08:00")),
+            vec![
+                line("a", 1, "100.00", "20%", "20.00"),
+                line("a", 1, "100.00", "6%", "6.00"),
+            ]
+        );
+        // `to` is exclusive: at midnight on 11-12 only ×1.5 is left.
+        assert_eq!(
+            amounts(Some("2026-11-12T00:00:00+08:00")),
+            vec![
+                line("a", 1, "100.00", "15%", "15.00"),
+                line("a", 1, "100.00", "6%", "6.00"),
+            ]
+        );
+        // Outside every campaign, or with no placed_at: the plain rates.
+        let plain = vec![
+            line("a", 1, "100.00", "10%", "10.00"),
+            line("a", 1, "100.00", "4%", "4.00"),
+        ];
+        assert_eq!(amounts(Some("2026-12-01T00:00:00+08:00")), plain);
+        assert_eq!(amounts(None), plain);
+
+        let lines = compute_with(
+            &plan,
+            &paid,
+            &tree,
+            &placed(Some("2026-11-11T10:00:00+08:00")),
+        )
+        .unwrap();
+        assert_eq!(
+            derivation(&lines[0]).campaign,
+            Some(CampaignUsed {
+                name: "双11".to_owned(),
+                multiplier: Decimal::TWO,
+            })
+        );
+    }
+
+    #[test]
+    fn the_daily_cap_trims_a_beneficiarys_lines_to_what_is_left_of_the_day() {
+        let plan = v2_plan("daily_cap = \"15.00\"", "");
+        let tree = [who("a", "regular"), who("b", "regular")];
+        let paid = order(vec![
+            item("T1", "toys", "100.00"),
+            item("NOVEL", "books", "100.00"),
+        ]);
+        // a had earned 3.00: room 12.00 for 10.00 + 4.00, so 2.00 comes off
+        // the larger line. b had earned 20.00: nothing left that day.
+        let context = CommissionContext {
+            earned_today: BTreeMap::from([(id("a"), money("3.00")), (id("b"), money("20.00"))]),
+            ..CommissionContext::default()
+        };
+        let lines = compute_with(&plan, &paid, &tree, &context).unwrap();
+        assert_eq!(
+            explained_summary(&lines),
+            vec![
+                line("a", 1, "100.00", "10%", "8.00"),
+                line("a", 1, "100.00", "4%", "4.00"),
+            ]
+        );
+        assert!(lines[0].line.capped);
+        assert_eq!(
+            lines[0].rule_trail.0[1],
+            RuleStep::DailyCap {
+                removed: money("2.00"),
+                earned_before: money("3.00"),
+                cap: money("15.00"),
+            }
+        );
+        assert_eq!(lines[1].rule_trail.0.len(), 1, "untrimmed: its rate only");
+    }
+
+    #[test]
+    fn a_cleared_beneficiary_gets_a_zero_line_and_the_others_are_unchanged() {
+        let tree = chain(["regular", "regular", "regular"]);
+        let context = CommissionContext {
+            cleared: BTreeSet::from([id("b")]),
+            ..CommissionContext::default()
+        };
+        let paid = order(vec![item("T1", "toys", "100.00")]);
+        let lines = compute_with(&plan(), &paid, &tree, &context).unwrap();
+        assert_eq!(
+            explained_summary(&lines),
+            vec![
+                line("a", 1, "100.00", "10%", "10.00"),
+                line("b", 2, "100.00", "0%", "0.00"),
+                line("c", 3, "100.00", "2%", "2.00"),
+            ]
+        );
+        assert!(lines[1].is_cleared());
+        assert_eq!(lines[1].rule_trail, RuleTrail(vec![RuleStep::Cleared]));
+        assert!(!lines[0].is_cleared() && !lines[2].is_cleared());
+    }
+
+    #[test]
+    fn tier_campaign_order_cap_and_daily_cap_apply_in_that_order_and_are_all_explained() {
+        let plan = v2_plan(
+            "order_cap = \"20%\"\ndaily_cap = \"30.00\"",
+            &format!(
+                "[tiers]\nsteps = [{{ from = \"0.00\", level1 = \"10%\" }}, {{ from = \"500.00\", level1 = \"20%\" }}]\n{CAMPAIGNS}"
+            ),
+        );
+        let paid = order(vec![item("T1", "toys", "100.00")]);
+        let tree = chain(["regular", "regular", "regular"]);
+        let context = CommissionContext {
+            placed_at: Some(at("2026-11-11T10:00:00+08:00")),
+            month_level1_sales_before: money("400.00"),
+            earned_today: BTreeMap::from([(id("a"), money("15.00"))]),
+            cleared: BTreeSet::new(),
+        };
+        // Level 1: tier (400 + 100 = 500 → 20%) × 2 = 40% → 40.00; level 2:
+        // 5% × 2 → 10.00; level 3: 2% × 2 → 4.00. Total 54.00 against an
+        // order cap of 20.00: level 3 loses 4.00, level 2 10.00, level 1
+        // 20.00. Then a's day: 15.00 earned + 20.00 > 30.00, so 5.00 more.
+        let lines = compute_with(&plan, &paid, &tree, &context).unwrap();
+        assert_eq!(
+            explained_summary(&lines),
+            vec![line("a", 1, "100.00", "40%", "15.00")]
+        );
+        let only = &lines[0];
+        assert_eq!(only.line.uncapped_amount, money("40.00"));
+        assert_eq!(
+            only.rule_trail.0[1..],
+            [
+                RuleStep::OrderCap {
+                    removed: money("20.00")
+                },
+                RuleStep::DailyCap {
+                    removed: money("5.00"),
+                    earned_before: money("15.00"),
+                    cap: money("30.00"),
+                },
+            ]
+        );
+        assert_eq!(
+            only.rule_trail.to_string(),
+            "grade 10% → tier from 500.00 (month 500.00) 20% → 双11 ×2 = 40% on 100.00; \
+             order cap −20.00; daily cap 30.00 (earned 15.00 before) −5.00"
+        );
+        let json = serde_json::to_value(only).unwrap();
+        assert_eq!(json["amount"], "15.00");
+        assert_eq!(json["rule_trail"][0]["step"], "rate");
+        assert_eq!(json["rule_trail"][0]["source"], "grade");
+        assert_eq!(json["rule_trail"][0]["campaign"]["multiplier"], "2");
+        assert_eq!(json["rule_trail"][1]["step"], "order_cap");
+        assert_eq!(json["rule_trail"][1]["removed"], "20.00");
+        assert_eq!(json["rule_trail"][2]["step"], "daily_cap");
+    }
+
+    #[test]
+    fn a_campaign_multiplied_rate_pays_at_most_100_percent_before_the_order_cap() {
+        let plan = v2_plan(
+            "order_cap = \"100%\"",
+            "[[overrides]]\nsku = \"BIG\"\nlevels = [\"60%\"]\n\n\
+             [[campaigns]]\nname = \"x\"\nfrom = 2026-01-01T00:00:00Z\n\
+             to = 2026-01-02T00:00:00Z\nmultiplier = \"2\"\n",
+        );
+        let paid = order(vec![item("BIG", "toys", "10.00")]);
+        let context = placed(Some("2026-01-01T12:00:00Z"));
+        let lines = compute_with(&plan, &paid, &[who("a", "regular")], &context).unwrap();
+        // 60% × 2 = 120%, paid as 100%: 10.00.
+        assert_eq!(
+            explained_summary(&lines),
+            vec![line("a", 1, "10.00", "100%", "10.00")]
+        );
+        assert_eq!(derivation(&lines[0]).source_rate, rate("60%"));
+    }
+
+    #[test]
+    fn compute_is_compute_with_a_default_context() {
+        let tree = chain(["partner", "gold", "regular"]);
+        let paid = order(vec![
+            item("RARE-BOOK", "books", "100.00"),
+            item("T1", "toys", "9.99"),
+        ]);
+        let plain = compute(&plan(), &paid, &tree).unwrap();
+        let explained = compute_with(&plan(), &paid, &tree, &CommissionContext::default()).unwrap();
+        let lines: Vec<CommissionLine> = explained.iter().map(|e| e.line.clone()).collect();
+        assert_eq!(plain, lines);
+        assert_eq!(derivation(&explained[0]).source, RateSource::SkuOverride);
+    }
+
+    /// A plan with every v2 rule that touches the computation, and a 40% grade
+    /// against a 30% order cap.
+    fn property_plan() -> Plan {
+        v2_plan(
+            "daily_cap = \"50.00\"",
+            &format!(
+                "[tiers]\nsteps = [{{ from = \"0.00\", level1 = \"10%\" }}, {{ from = \"300.00\", level1 = \"18%\" }}]\n{CAMPAIGNS}"
+            ),
+        )
+    }
+
+    const SKUS: [(&str, &str); 5] = [
+        ("T1", "toys"),
+        ("NOVEL", "books"),
+        ("RARE-BOOK", "books"),
+        ("GIFT", "cards"),
+        ("L1", "beauty"),
+    ];
+    const GRADES: [&str; 4] = ["regular", "gold", "partner", "star"];
+
+    fn arbitrary_case() -> impl Strategy<Value = (Order, Vec<Beneficiary>, CommissionContext)> {
+        (
+            proptest::collection::vec((0..SKUS.len(), 0i64..=100_000), 0..6),
+            proptest::collection::vec(
+                (0..GRADES.len(), any::<bool>(), 0i64..=6_000, any::<bool>()),
+                0..=3,
+            ),
+            0i64..=60_000,
+            proptest::option::of(0i64..=24 * 40),
+            any::<bool>(),
+        )
+            .prop_map(|(items, people, month_fen, hours, self_purchase)| {
+                let items = items
+                    .into_iter()
+                    .map(|(sku, fen)| OrderItem {
+                        sku: SKUS[sku].0.to_owned(),
+                        category: SKUS[sku].1.to_owned(),
+                        amount: Money::from_fen(fen),
+                    })
+                    .collect();
+                let mut paid = order(items);
+                if self_purchase {
+                    paid.buyer_id = BuyerId::parse("a").unwrap();
+                }
+                let mut context = CommissionContext {
+                    // From 2026-10-25 on, across both campaigns.
+                    placed_at: hours.map(|hours| {
+                        at("2026-10-25T00:00:00+08:00") + chrono::TimeDelta::hours(hours)
+                    }),
+                    month_level1_sales_before: Money::from_fen(month_fen),
+                    ..CommissionContext::default()
+                };
+                let mut tree = Vec::new();
+                for ((grade, cleared, earned_fen, earns), name) in
+                    people.into_iter().zip(["a", "b", "c"])
+                {
+                    let mut beneficiary = who(name, GRADES[grade]);
+                    beneficiary.earns = earns;
+                    if cleared {
+                        context.cleared.insert(id(name));
+                    }
+                    context
+                        .earned_today
+                        .insert(id(name), Money::from_fen(earned_fen));
+                    tree.push(beneficiary);
+                }
+                (paid, tree, context)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn no_cap_is_ever_exceeded_and_no_line_is_negative(case in arbitrary_case()) {
+            let (paid, tree, context) = case;
+            let plan = property_plan();
+            let lines = compute_with(&plan, &paid, &tree, &context).unwrap();
+            let commissionable = Money::checked_sum(
+                paid.items.iter().filter(|item| !plan.is_excluded(&item.sku)).map(|item| item.amount),
+            ).unwrap();
+            let order_cap = commissionable.times_rounded(plan.order_cap()).unwrap();
+            let total = Money::checked_sum(lines.iter().map(|l| l.line.amount)).unwrap();
+            prop_assert!(total <= order_cap, "{total} > order cap {order_cap}");
+            let daily_cap = plan.daily_cap().unwrap();
+            for beneficiary in &tree {
+                let earned = Money::checked_sum(
+                    lines.iter().filter(|l| l.line.beneficiary == beneficiary.distributor_id).map(|l| l.line.amount),
+                ).unwrap();
+                let before = context.earned_today[&beneficiary.distributor_id];
+                let room = daily_cap.checked_sub(before).unwrap().max(Money::ZERO);
+                prop_assert!(earned <= room, "{} earned {earned}, room {room}", beneficiary.distributor_id);
+            }
+            for explained in &lines {
+                let line = &explained.line;
+                prop_assert!(!line.amount.is_negative());
+                prop_assert_eq!(line.amount.is_zero(), explained.is_cleared());
+                // What the line shows adds up: uncapped − every trim = paid.
+                let removed = Money::checked_sum(explained.rule_trail.0.iter().map(|step| match step {
+                    RuleStep::OrderCap { removed } | RuleStep::DailyCap { removed, .. } => *removed,
+                    RuleStep::Rate(_) | RuleStep::Cleared => Money::ZERO,
+                })).unwrap();
+                prop_assert_eq!(line.uncapped_amount.checked_sub(removed), Some(line.amount));
+                prop_assert_eq!(line.capped, !removed.is_zero());
+                if !explained.is_cleared() {
+                    prop_assert_eq!(line.base.times_rounded(line.rate).unwrap(), line.uncapped_amount);
+                }
+            }
+        }
+
+        #[test]
+        fn the_same_inputs_give_the_same_lines_and_the_ledger_posts_their_sum(case in arbitrary_case()) {
+            let (paid, tree, context) = case;
+            let plan = property_plan();
+            let lines = compute_with(&plan, &paid, &tree, &context).unwrap();
+            prop_assert_eq!(&compute_with(&plan, &paid, &tree, &context).unwrap(), &lines);
+            let postings: Vec<(DistributorId, Money)> = lines
+                .iter()
+                .map(|l| (l.line.beneficiary.clone(), l.line.amount))
+                .collect();
+            let total = Money::checked_sum(postings.iter().map(|(_, amount)| *amount)).unwrap();
+            let posted = match ledger::commission_pending("o1", &postings).unwrap() {
+                None => Money::ZERO,
+                Some(transfer) => Money::checked_sum(
+                    transfer
+                        .postings()
+                        .iter()
+                        .filter(|posting| matches!(posting.account, AccountId::Distributor(_, Bucket::Pending)))
+                        .map(|posting| posting.amount),
+                ).unwrap(),
+            };
+            prop_assert_eq!(posted, total);
+        }
     }
 }

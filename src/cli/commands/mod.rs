@@ -23,7 +23,9 @@ pub(super) async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let url = settings.database_url.expose_secret();
     let store = Store::open(url, &settings.store_options())
         .await
-        .map_err(|error| anyhow::anyhow!("opening {}: {error}", redact_url(url)))?;
+        .map_err(|error| {
+            anyhow::Error::new(error).context(format!("opening {}", redact_url(url)))
+        })?;
     crate::service::plans::ensure_default(&store, SystemClock.now()).await?;
     Ok(store)
 }

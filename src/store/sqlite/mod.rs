@@ -131,11 +131,6 @@ impl Repo {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
-            .journal_mode(if in_memory {
-                SqliteJournalMode::Memory
-            } else {
-                SqliteJournalMode::Wal
-            })
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_millis(options.sqlite_busy_timeout_ms));
@@ -146,7 +141,7 @@ impl Repo {
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .connect_with(connect)
+                .connect_with(connect.journal_mode(SqliteJournalMode::Memory))
                 .await?;
             migrate(&pool).await?;
             return Ok(Repo { pool });
@@ -155,6 +150,18 @@ impl Repo {
             .max_connections(1)
             .connect_with(connect.clone())
             .await?;
+        // WAL is a property of the file, kept once set: set it only when it
+        // is not, because `PRAGMA journal_mode = WAL` on every new connection
+        // can fail at once with "database is locked" while another process
+        // (the service, beside a command) is writing.
+        let mode: String = sqlx::query_scalar("pragma journal_mode")
+            .fetch_one(&setup)
+            .await?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            sqlx::query("pragma journal_mode = wal")
+                .execute(&setup)
+                .await?;
+        }
         migrate_beside_writers(&setup, options.sqlite_busy_timeout_ms).await?;
         setup.close().await;
         let pool = SqlitePoolOptions::new()

@@ -20,8 +20,8 @@ pub struct CalendarInForce {
     /// The id of the latest applied year this calendar includes (0: none).
     pub generation: i64,
     pub calendar: Arc<BusinessCalendar>,
-    /// The version in force of each year applied at run time.
-    pub applied: BTreeMap<i32, AppliedYear>,
+    /// The years applied at run time it includes.
+    pub applied_years: Vec<i32>,
 }
 
 /// One business calendar, reloaded when a year is applied anywhere.
@@ -41,7 +41,7 @@ impl CalendarBook {
         let current = Arc::new(CalendarInForce {
             generation: 0,
             calendar: file.clone(),
-            applied: BTreeMap::new(),
+            applied_years: Vec::new(),
         });
         CalendarBook {
             key: key.into(),
@@ -82,7 +82,7 @@ impl CalendarBook {
                 tracing::info!(
                     calendar = %self.key,
                     generation = loaded.generation,
-                    applied_years = ?loaded.applied.keys().collect::<Vec<_>>(),
+                    applied_years = ?loaded.applied_years,
                     "business calendar reloaded with the years applied at run time"
                 );
             }
@@ -114,7 +114,7 @@ impl CalendarBook {
         Ok(CalendarInForce {
             generation,
             calendar,
-            applied,
+            applied_years: applied.into_keys().collect(),
         })
     }
 }

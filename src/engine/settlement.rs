@@ -915,7 +915,8 @@ async fn release_due(shared: &Shared, attempt: i64, trigger: &str) -> Result<usi
     // Bounded: each round releases a full batch or ends the loop, and the
     // clock's now is read once, so orders confirmed meanwhile wait for the next run.
     let now = shared.clock.now();
-    replan_pending(shared).await?;
+    // A pending re-plan or a newer calendar is found by the release
+    // transaction itself (CalendarChanged), so the usual run costs nothing more.
     let mut calendar = shared.calendars.current();
     let mut reloads = 0;
     loop {

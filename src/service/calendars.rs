@@ -149,7 +149,6 @@ pub async fn apply_year(
             "business calendar year applied"
         );
     }
-    engine.refresh_calendar().await?;
     Ok(YearApplied {
         changed,
         year: year_in_use(engine, store, name, year).await?,

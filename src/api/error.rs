@@ -137,7 +137,8 @@ impl From<StoreError> for ApiError {
                 ApiError::unprocessable("balance_overflow", error.to_string())
             }
             StoreError::Database(sqlx::Error::PoolTimedOut)
-            | StoreError::CalendarChanged { .. } => ApiError::unavailable(error),
+            | StoreError::CalendarChanged { .. }
+            | StoreError::WriterRace(_) => ApiError::unavailable(error),
             StoreError::Corrupt(_)
             | StoreError::Queue(_)
             | StoreError::Database(_)
@@ -156,9 +157,6 @@ impl From<ApplyPlanError> for ApiError {
             ApplyPlanError::EffectiveInPast { .. } => {
                 ApiError::unprocessable("plan_effective_in_past", error.to_string())
                     .with_field("effective_from")
-            }
-            ApplyPlanError::V2RulesNotYetInForce => {
-                ApiError::unprocessable("plan_rules_not_in_force", error.to_string())
             }
             ApplyPlanError::Store(store) => store.into(),
         }

@@ -12,7 +12,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{JsonBody, Path, Query};
 use crate::api::policy::{AdminOpsOrIngest, Allowed, IngestOnly, Owner, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
-use crate::domain::commission::{CommissionLine, OrderItem};
+use crate::domain::commission::{ExplainedLine, OrderItem, RuleTrail};
 use crate::domain::digest::sha256_hex;
 use crate::domain::ids::{BuyerId, DistributorId, OrderId, is_dot_segment};
 use crate::domain::money::{Money, Rate};
@@ -63,6 +63,16 @@ pub struct CommissionView {
     pub rate: Rate,
     pub amount: Money,
     pub state: LineState,
+    /// How the line came to be, step by step, each a `step`-tagged object:
+    /// `rate` (its `source` — grade, sku or category override — the
+    /// `source_rate`, the `tier` step that replaced a level-1 grade rate,
+    /// the `campaign` multiplier, the `rate` paid, on `base`), `order_cap`
+    /// and `daily_cap` (the fen each `removed`), `cleared` (a zero line).
+    /// Absent on lines written before explanations were kept.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub rule_trail: Option<RuleTrail>,
+    /// The same in one sentence, for people.
+    pub explanation: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -75,6 +85,11 @@ pub struct IngestView {
     /// the notice may still move it.
     pub release_at_provisional: bool,
     pub plan_version: i64,
+    /// Why the order is held longer than the usual hold (risk rules of the
+    /// plan: `same_buyer_over_limit (…)`, `self_purchase`); empty when not.
+    pub risk_flags: Vec<String>,
+    /// The business days the flags add to the hold.
+    pub extra_hold_days: u32,
     pub commissions: Vec<CommissionView>,
 }
 
@@ -101,11 +116,21 @@ pub struct OrderView {
     pub total: Money,
     pub refunded: Money,
     pub plan_version: i64,
+    /// As in the ingest answer.
+    pub risk_flags: Vec<String>,
+    pub extra_hold_days: u32,
     pub commissions: Vec<CommissionView>,
     pub timeline: Vec<TimelineEntry>,
 }
 
-fn line_view(line: &LineRecord) -> CommissionView {
+pub(crate) fn line_view(line: &LineRecord) -> CommissionView {
+    let rule_trail = line.rule_trail.as_deref().and_then(|text| {
+        serde_json::from_str::<RuleTrail>(text)
+            .inspect_err(|error| {
+                tracing::error!(line_id = line.id, error = %error, "a stored rule trail does not parse");
+            })
+            .ok()
+    });
     CommissionView {
         beneficiary_id: line.beneficiary_id.clone(),
         level: line.level,
@@ -113,10 +138,13 @@ fn line_view(line: &LineRecord) -> CommissionView {
         rate: line.rate,
         amount: line.amount,
         state: line.state,
+        explanation: rule_trail.as_ref().map(ToString::to_string),
+        rule_trail,
     }
 }
 
-fn fresh_line_view(line: &CommissionLine) -> CommissionView {
+fn fresh_line_view(explained: &ExplainedLine) -> CommissionView {
+    let line = &explained.line;
     CommissionView {
         beneficiary_id: line.beneficiary.to_string(),
         level: line.level,
@@ -124,6 +152,8 @@ fn fresh_line_view(line: &CommissionLine) -> CommissionView {
         rate: line.rate,
         amount: line.amount,
         state: LineState::Pending,
+        explanation: Some(explained.rule_trail.to_string()),
+        rule_trail: Some(explained.rule_trail.clone()),
     }
 }
 
@@ -153,6 +183,8 @@ impl From<OrderRecord> for OrderView {
             total: order.total,
             refunded: order.refunded,
             plan_version: order.plan_version,
+            risk_flags: order.risk_flags,
+            extra_hold_days: order.extra_hold_days,
         }
     }
 }
@@ -287,6 +319,8 @@ pub async fn ingest(
             release_at: order.release_at,
             release_at_provisional: order.release_at_provisional,
             plan_version: order.plan_version,
+            risk_flags: order.risk_flags.clone(),
+            extra_hold_days: order.extra_hold_days,
             commissions: order.lines.iter().map(fresh_line_view).collect(),
         },
         IngestAnswer::Replayed(order) => IngestView {
@@ -296,6 +330,8 @@ pub async fn ingest(
             release_at: order.release_at,
             release_at_provisional: order.release_at_provisional,
             plan_version: order.plan_version,
+            risk_flags: order.risk_flags,
+            extra_hold_days: order.extra_hold_days,
         },
     };
     Ok((StatusCode::ACCEPTED, Json(view)))

@@ -31,7 +31,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::domain::ids::{BuyerId, DistributorId};
 use crate::domain::money::{Money, Rate};
@@ -96,7 +96,10 @@ pub struct CommissionLine {
 /// nothing: no campaign applies, no sales earlier in the month, nothing
 /// earned today, nobody cleared — for a plan without v2 rules, exactly what
 /// [`compute`] pays.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Kept with the order (as JSON) so that a refund recomputes the order with
+/// exactly what it saw when it was ingested.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommissionContext {
     /// When the buyer placed the order; campaigns match on it (`[from, to)`).
     /// `None`: no campaign applies.
@@ -107,9 +110,11 @@ pub struct CommissionContext {
     pub month_level1_sales_before: Money,
     /// What each beneficiary has already earned on the local day of this
     /// order's confirmation, all levels; missing means 0.00.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub earned_today: BTreeMap<DistributorId, Money>,
     /// Beneficiaries cleared (清退): each gets a zero line explained as
     /// [`RuleStep::Cleared`]; the others are paid as if they earned.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub cleared: BTreeSet<DistributorId>,
 }
 
@@ -124,13 +129,13 @@ pub struct ExplainedLine {
 }
 
 /// The steps that made a line, in the order they were applied.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RuleTrail(pub Vec<RuleStep>);
 
 /// One step of a [`RuleTrail`]. Serialised with a `step` tag:
 /// `{"step":"order_cap","removed":"5.00"}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum RuleStep {
     /// How the rate of (part of) the line's base was found; a line whose
@@ -151,7 +156,7 @@ pub enum RuleStep {
 }
 
 /// How the rate of some of a line's items was found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateDerivation {
     /// The part of the line's base paid at this derivation.
     pub base: Money,
@@ -167,7 +172,7 @@ pub struct RateDerivation {
     pub rate: Rate,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TierUsed {
     /// The step's `from`.
     pub from: Money,
@@ -177,15 +182,25 @@ pub struct TierUsed {
     pub month_level1_sales: Money,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CampaignUsed {
     pub name: String,
-    #[serde(serialize_with = "decimal_as_string")]
+    #[serde(
+        serialize_with = "decimal_as_string",
+        deserialize_with = "decimal_from_string"
+    )]
     pub multiplier: Decimal,
 }
 
 fn decimal_as_string<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(value)
+}
+
+fn decimal_from_string<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Decimal, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Decimal::from_str_exact(&text).map_err(serde::de::Error::custom)
 }
 
 impl RateDerivation {
@@ -212,6 +227,24 @@ impl ExplainedLine {
     /// Whether this is the zero line of a cleared beneficiary.
     pub fn is_cleared(&self) -> bool {
         self.rule_trail.0.contains(&RuleStep::Cleared)
+    }
+
+    /// The campaign that multiplied (part of) the line, if one did.
+    pub fn campaign_name(&self) -> Option<&str> {
+        self.rule_trail.0.iter().find_map(|step| match step {
+            RuleStep::Rate(RateDerivation {
+                campaign: Some(campaign),
+                ..
+            }) => Some(campaign.name.as_str()),
+            _ => None,
+        })
+    }
+}
+
+impl RuleTrail {
+    /// The trail as stored and shown: a JSON array of `step`-tagged objects.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a rule trail is plain data and always serialises")
     }
 }
 

@@ -190,7 +190,9 @@ pub struct Grade {
 }
 
 /// Which rule of the plan gave an item its rate at a level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RateSource {
     /// The beneficiary's grade (or the default grade).

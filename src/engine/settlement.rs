@@ -25,7 +25,7 @@
 //! whenever a simulated clock moves) releases whatever is due, so a lost or
 //! early-deduplicated job can only delay a release, never lose it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,18 +36,21 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::{Clock, ClockError};
 use crate::domain::calendar::BusinessCalendar;
-use crate::domain::commission::{self, Beneficiary, CommissionLine, Order, OrderItem};
+use crate::domain::commission::{
+    self, Beneficiary, CommissionContext, CommissionLine, ExplainedLine, Order, OrderItem,
+};
 use crate::domain::ids::{BuyerId, DistributorId, OrderId};
 use crate::domain::ledger;
 use crate::domain::money::Money;
 use crate::domain::plan::Plan;
 use crate::domain::settlement::{
-    self, ItemBalance, OrderState, OrderTimeError, RecordedLine, RefundError,
+    self, DistributorStatus, ItemBalance, OrderState, OrderTimeError, RecordedLine, RefundError,
 };
 use crate::engine::calendar::{CalendarBook, CalendarInForce};
 use crate::store::{
     HoldPlan, IngestOutcome, JobSpec, LineUpdate, OrderRecord, OrderSnapshot, PreparedOrder,
-    RefundDecision, RefundOutcome, RefundRequest, ReplanCounts, Store, StoreError, StoredPlan,
+    RefundDecision, RefundOutcome, RefundRequest, ReplanCounts, RunningTotals, Store, StoreError,
+    StoredPlan, TotalsDelta, TotalsKeys,
 };
 
 /// How many ingest requests may wait for the group-commit writer before new
@@ -337,6 +340,17 @@ impl SettlementEngine {
         };
         let plan = plan_by_version(shared, order.plan_version).await?;
         let chain = chain_from_json(&order.chain_json)?;
+        let context = match &order.commission_context {
+            Some(text) => serde_json::from_str(text).map_err(|error| {
+                StoreError::Corrupt(format!("commission context of {order_id}: {error}"))
+            })?,
+            None => CommissionContext::default(),
+        };
+        let local = order.confirmed_at.with_timezone(&shared.settings.time_zone);
+        let periods = (
+            local.format("%Y-%m").to_string(),
+            local.format("%Y-%m-%d").to_string(),
+        );
         let request = RefundRequest {
             order_id: order_id.to_string(),
             refund_id: refund_id.to_owned(),
@@ -345,7 +359,14 @@ impl SettlementEngine {
             request_sha256,
         };
         let now = shared.clock.now();
-        let decide = |snapshot: &OrderSnapshot| decide_refund(&plan, &chain, &request, snapshot);
+        let inputs = RecomputeInputs {
+            plan: &plan,
+            chain: &chain,
+            context: &context,
+            month: &periods.0,
+            day: &periods.1,
+        };
+        let decide = |snapshot: &OrderSnapshot| decide_refund(&inputs, &request, snapshot);
         match shared.store.refund_order(&request, now, decide).await {
             Ok(RefundOutcome::Replayed(record)) => Ok((RefundOutcome::Replayed(record), false)),
             Ok(applied) => Ok((applied, true)),
@@ -468,6 +489,8 @@ async fn prepare_and_write(
                 attempts += 1;
                 calendar = shared.calendars.refresh(&shared.store).await?;
             }
+            // Written again, the orders another writer committed replay.
+            Err(StoreError::WriterRace(_)) if attempts < CALENDAR_RELOADS => attempts += 1,
             result => return result,
         }
     }
@@ -495,13 +518,28 @@ async fn prepare_and_write_on(
     }
     if !prepared.is_empty() {
         let now = shared.clock.now();
+        let plans_by_version: HashMap<i64, Arc<Plan>> = plans
+            .iter()
+            .map(|stored| Ok((stored.version, plan_from_stored(shared, stored)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let settings = &shared.settings;
+        let calendar_now = &calendar.calendar;
         let outcomes = shared
             .store
             .ingest_orders(
-                &prepared,
+                &mut prepared,
                 &shared.settings.release_job,
                 calendar.generation,
                 now,
+                |order, totals| {
+                    let plan = plans_by_version.get(&order.plan_version).ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "plan version {} is missing",
+                            order.plan_version
+                        ))
+                    })?;
+                    finish(settings, calendar_now, plan, order, totals)
+                },
             )
             .await?;
         for (index, outcome) in prepared_index.into_iter().zip(outcomes) {
@@ -510,7 +548,7 @@ async fn prepare_and_write_on(
                     tracing::info!(order_id = %order.order_id, step = "ingest", attempt = 1, lines = order.lines.len(), "order ingested");
                     Ok(IngestAnswer::Created(order))
                 }
-                IngestOutcome::Replayed(record) => Ok(IngestAnswer::Replayed(Box::new(record))),
+                IngestOutcome::Replayed(record) => Ok(IngestAnswer::Replayed(record)),
                 IngestOutcome::Conflict => Err(SettlementError::OrderConflict),
             });
         }
@@ -552,6 +590,9 @@ async fn load_chains(
     Ok(found)
 }
 
+/// Everything about an order that does not depend on the running totals:
+/// its chain, plan, hold and the keys of the totals its rules read. The
+/// commission itself is computed by [`finish`], inside the write.
 async fn prepare(
     shared: &Shared,
     calendar: &BusinessCalendar,
@@ -569,13 +610,20 @@ async fn prepare(
         })?;
         chain.push(above);
     }
+    // Cleared distributors keep their place in the chain and get an
+    // explained zero line (see `commission::compute_with`).
     let beneficiaries: Vec<Beneficiary> = chain
         .iter()
         .map(|distributor| Beneficiary {
             distributor_id: distributor.id.clone(),
             grade: distributor.grade.clone(),
-            earns: distributor.status == crate::domain::settlement::DistributorStatus::Active,
+            earns: true,
         })
+        .collect();
+    let cleared: BTreeSet<DistributorId> = chain
+        .iter()
+        .filter(|distributor| distributor.status == DistributorStatus::Cleared)
+        .map(|distributor| distributor.id.clone())
         .collect();
     let stored = plans
         .iter()
@@ -583,22 +631,7 @@ async fn prepare(
         .max_by_key(|plan| (plan.effective_from, plan.version))
         .ok_or_else(|| StoreError::Corrupt("no plan is in force".to_owned()))?;
     let plan = plan_from_stored(shared, stored)?;
-    let commission_order = Order {
-        distributor_id: order.distributor_id.clone(),
-        buyer_id: order.buyer_id.clone(),
-        items: order.items.clone(),
-    };
-    let lines = commission::compute(&plan, &commission_order, &beneficiaries).map_err(|error| {
-        StoreError::Corrupt(format!("commission of {}: {error}", order.order_id))
-    })?;
-    let planned = plan_hold(&shared.settings, calendar, order.confirmed_at);
-    let (release_at, release_at_provisional) = (planned.release_at, planned.provisional);
-    let credited: Vec<(DistributorId, Money)> = lines
-        .iter()
-        .map(|line| (line.beneficiary.clone(), line.amount))
-        .collect();
-    let pending_transfer = ledger::commission_pending(order.order_id.as_str(), &credited)
-        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let planned = plan_hold(&shared.settings, calendar, order.confirmed_at, 0);
     let chain_json = serde_json::to_string(
         &beneficiaries
             .iter()
@@ -612,6 +645,17 @@ async fn prepare(
     .map_err(|error| StoreError::Corrupt(error.to_string()))?;
     let total = Money::checked_sum(order.items.iter().map(|item| item.amount))
         .ok_or(SettlementError::Order(OrderRefusal::ItemsOverflow))?;
+    let local = order.confirmed_at.with_timezone(&shared.settings.time_zone);
+    let totals = TotalsKeys {
+        month: local.format("%Y-%m").to_string(),
+        day: local.format("%Y-%m-%d").to_string(),
+        chain: beneficiaries
+            .iter()
+            .map(|beneficiary| beneficiary.distributor_id.clone())
+            .collect(),
+        read: plan_reads_totals(&plan),
+        count_buyer: plan.risk().is_some(),
+    };
     Ok(PreparedOrder {
         order_id: order.order_id.clone(),
         distributor_id: order.distributor_id.clone(),
@@ -621,13 +665,108 @@ async fn prepare(
         items: order.items.clone(),
         total,
         plan_version: stored.version,
-        release_at,
-        release_at_provisional,
+        release_at: planned.release_at,
+        release_at_provisional: planned.provisional,
         chain_json,
-        lines,
-        pending_transfer,
+        beneficiaries,
+        cleared,
+        totals,
+        lines: Vec::new(),
+        commissionable: Money::ZERO,
+        commission_context: None,
+        risk_flags: Vec::new(),
+        extra_hold_days: 0,
+        pending_transfer: None,
         request_sha256: order.request_sha256.clone(),
     })
+}
+
+/// Whether `plan` has a rule that reads the running totals.
+fn plan_reads_totals(plan: &Plan) -> bool {
+    !plan.tiers().is_empty() || plan.daily_cap().is_some() || plan.risk().is_some()
+}
+
+/// Completes a prepared order inside the ingest transaction, from the
+/// running totals as they stand before it: its commission lines with their
+/// explanations, what it adds to the seller's month, its risk flags (and
+/// the longer hold they bring), and its pending credit.
+fn finish(
+    settings: &SettlementSettings,
+    calendar: &BusinessCalendar,
+    plan: &Plan,
+    order: &mut PreparedOrder,
+    totals: &RunningTotals,
+) -> Result<(), StoreError> {
+    let keys = &order.totals;
+    let context = CommissionContext {
+        placed_at: Some(order.placed_at),
+        month_level1_sales_before: totals
+            .month_level1_sales(order.distributor_id.as_str(), &keys.month),
+        earned_today: keys
+            .chain
+            .iter()
+            .map(|id| (id.clone(), totals.earned_on(id.as_str(), &keys.day)))
+            .filter(|(_, earned)| !earned.is_zero())
+            .collect(),
+        cleared: order.cleared.clone(),
+    };
+    let commission_order = Order {
+        distributor_id: order.distributor_id.clone(),
+        buyer_id: order.buyer_id.clone(),
+        items: order.items.clone(),
+    };
+    order.lines = commission::compute_with(plan, &commission_order, &order.beneficiaries, &context)
+        .map_err(|error| {
+            StoreError::Corrupt(format!("commission of {}: {error}", order.order_id))
+        })?;
+    order.commissionable = Money::checked_sum(
+        order
+            .items
+            .iter()
+            .filter(|item| !plan.is_excluded(&item.sku))
+            .map(|item| item.amount),
+    )
+    .ok_or_else(|| StoreError::Corrupt(format!("items of {} overflow", order.order_id)))?;
+    if plan.uses_v2_rules() || !context.cleared.is_empty() {
+        order.commission_context = Some(
+            serde_json::to_string(&context)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        );
+    }
+    if let Some(risk) = plan.risk() {
+        let buyer_orders = totals.buyer_orders_on(order.buyer_id.as_str(), &keys.day) + 1;
+        let mut flags = Vec::new();
+        if buyer_orders > i64::from(risk.same_buyer_orders_per_day()) {
+            flags.push(format!(
+                "same_buyer_over_limit ({buyer_orders} orders of buyer today, limit {})",
+                risk.same_buyer_orders_per_day()
+            ));
+        }
+        if order.buyer_id.as_str() == order.distributor_id.as_str() && !plan.self_purchase_pays() {
+            flags.push("self_purchase".to_owned());
+        }
+        if !flags.is_empty() {
+            order.risk_flags = flags;
+            order.extra_hold_days = risk.extra_hold_days();
+            let planned = plan_hold(
+                settings,
+                calendar,
+                order.confirmed_at,
+                order.extra_hold_days,
+            );
+            order.release_at = planned.release_at;
+            order.release_at_provisional = planned.provisional;
+        }
+    }
+    let credited: Vec<(DistributorId, Money)> = order
+        .lines
+        .iter()
+        .filter(|explained| !explained.line.amount.is_zero())
+        .map(|explained| (explained.line.beneficiary.clone(), explained.line.amount))
+        .collect();
+    order.pending_transfer = ledger::commission_pending(order.order_id.as_str(), &credited)
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    Ok(())
 }
 
 fn plan_from_stored(shared: &Shared, stored: &StoredPlan) -> Result<Arc<Plan>, StoreError> {
@@ -680,17 +819,39 @@ fn chain_from_json(text: &str) -> Result<Vec<Beneficiary>, StoreError> {
         .collect()
 }
 
+/// What an order's commission is recomputed with: what it was computed
+/// with at ingest, and the periods of its running totals.
+struct RecomputeInputs<'a> {
+    plan: &'a Plan,
+    chain: &'a [Beneficiary],
+    context: &'a CommissionContext,
+    month: &'a str,
+    day: &'a str,
+}
+
 /// What a refund does to a locked order: which items it comes from, the
 /// commission recomputed on the net amount, and the ledger movement.
 fn decide_refund(
-    plan: &Plan,
-    chain: &[Beneficiary],
+    inputs: &RecomputeInputs<'_>,
     request: &RefundRequest,
     snapshot: &OrderSnapshot,
 ) -> Result<RefundDecision, SettlementError> {
     let allocation = allocate(request, snapshot)?;
     let (net_items, remaining_after) = net_items_after(snapshot, &allocation)?;
-    let changes = recompute_commission(plan, chain, snapshot, net_items)?;
+    let commissionable_before = commissionable_of(
+        inputs.plan,
+        snapshot
+            .items
+            .iter()
+            .map(|item| (item.sku.as_str(), item.amount.checked_sub(item.refunded))),
+    )?;
+    let commissionable_after = commissionable_of(
+        inputs.plan,
+        net_items
+            .iter()
+            .map(|item| (item.sku.as_str(), Some(item.amount))),
+    )?;
+    let (changes, trails) = recompute_commission(inputs, snapshot, net_items)?;
     let after_release = snapshot.order.state == OrderState::Released;
     let new_state = match snapshot.order.state {
         OrderState::Holding if remaining_after.is_zero() => OrderState::Cancelled,
@@ -734,8 +895,19 @@ fn decide_refund(
                 rate: change.rate,
                 base: change.base,
                 amount: change.new_amount,
+                rule_trail: trails
+                    .get(&(change.level, change.rate))
+                    .map(|trail| trail.to_json()),
             })
             .collect(),
+        totals: refund_totals(
+            inputs,
+            snapshot,
+            &deltas,
+            commissionable_after
+                .checked_sub(commissionable_before)
+                .ok_or(SettlementError::Overflow("refund arithmetic"))?,
+        ),
         transfer,
         new_state,
         phase,
@@ -790,21 +962,67 @@ fn net_items_after(
     Ok((net_items, remaining_after))
 }
 
-/// The commission the plan pays on the net items, reconciled line by line
-/// with what was recorded.
-fn recompute_commission(
+/// The sum of the amounts of the items the plan does not exclude.
+fn commissionable_of<'a>(
     plan: &Plan,
-    chain: &[Beneficiary],
+    items: impl Iterator<Item = (&'a str, Option<Money>)>,
+) -> Result<Money, SettlementError> {
+    let mut sum = Money::ZERO;
+    for (sku, amount) in items {
+        if plan.is_excluded(sku) {
+            continue;
+        }
+        sum = amount
+            .and_then(|amount| sum.checked_add(amount))
+            .ok_or(SettlementError::Overflow("refund arithmetic"))?;
+    }
+    Ok(sum)
+}
+
+/// What a refund moves on the running totals: the seller's month of
+/// level-1 sales by the commissionable amount refunded, and each
+/// beneficiary's day by their commission's change.
+fn refund_totals(
+    inputs: &RecomputeInputs<'_>,
+    snapshot: &OrderSnapshot,
+    deltas: &[(DistributorId, Money)],
+    commissionable_change: Money,
+) -> TotalsDelta {
+    let mut totals = TotalsDelta::default();
+    totals.add_level1_sales(
+        snapshot.order.distributor_id.as_str(),
+        inputs.month,
+        commissionable_change,
+    );
+    for (beneficiary, delta) in deltas {
+        totals.add_earned(beneficiary.as_str(), inputs.day, *delta);
+    }
+    totals
+}
+
+/// The explanation of each fresh line, by (level, rate).
+type TrailsByLine = HashMap<(u8, crate::domain::money::Rate), commission::RuleTrail>;
+
+/// The commission the plan pays on the net items, with the context the
+/// order was ingested in, reconciled line by line with what was recorded.
+fn recompute_commission(
+    inputs: &RecomputeInputs<'_>,
     snapshot: &OrderSnapshot,
     net_items: Vec<OrderItem>,
-) -> Result<Vec<settlement::LineChange>, StoreError> {
+) -> Result<(Vec<settlement::LineChange>, TrailsByLine), StoreError> {
     let order = Order {
         distributor_id: DistributorId::parse(snapshot.order.distributor_id.as_str())?,
         buyer_id: BuyerId::parse(snapshot.order.buyer_id.as_str())?,
         items: net_items,
     };
-    let fresh: Vec<CommissionLine> = commission::compute(plan, &order, chain)
-        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let explained: Vec<ExplainedLine> =
+        commission::compute_with(inputs.plan, &order, inputs.chain, inputs.context)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let trails: TrailsByLine = explained
+        .iter()
+        .map(|line| ((line.line.level, line.line.rate), line.rule_trail.clone()))
+        .collect();
+    let fresh: Vec<CommissionLine> = explained.into_iter().map(|line| line.line).collect();
     let recorded = snapshot
         .order
         .lines
@@ -819,20 +1037,22 @@ fn recompute_commission(
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(settlement::reconcile(&recorded, &fresh))
+    Ok((settlement::reconcile(&recorded, &fresh), trails))
 }
 
-/// Where `calendar` puts the hold of an order confirmed at `confirmed_at`.
+/// Where `calendar` puts the hold of an order confirmed at `confirmed_at`
+/// (held `extra_hold_days` business days longer when risk flagged it).
 fn plan_hold(
     settings: &SettlementSettings,
     calendar: &BusinessCalendar,
     confirmed_at: DateTime<Utc>,
+    extra_hold_days: u32,
 ) -> HoldPlan {
     let release_at = settlement::release_at(
         confirmed_at,
         calendar,
         settings.time_zone,
-        settings.hold_business_days,
+        settings.hold_business_days.saturating_add(extra_hold_days),
     );
     let (day_starts, day_ends) = settlement::local_day_of(confirmed_at, settings.time_zone);
     HoldPlan {
@@ -870,13 +1090,18 @@ async fn replan_pending(shared: &Shared) -> Result<ReplanCounts, StoreError> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let mut days: HashMap<chrono::NaiveDate, HoldPlan> = HashMap::new();
+        let mut days: HashMap<(chrono::NaiveDate, u32), HoldPlan> = HashMap::new();
         let time_zone = shared.settings.time_zone;
-        let plan = |confirmed_at: DateTime<Utc>| {
+        let plan = |confirmed_at: DateTime<Utc>, extra_hold_days: u32| {
             let day = confirmed_at.with_timezone(&time_zone).date_naive();
-            *days
-                .entry(day)
-                .or_insert_with(|| plan_hold(&shared.settings, &calendar.calendar, confirmed_at))
+            *days.entry((day, extra_hold_days)).or_insert_with(|| {
+                plan_hold(
+                    &shared.settings,
+                    &calendar.calendar,
+                    confirmed_at,
+                    extra_hold_days,
+                )
+            })
         };
         let started = std::time::Instant::now();
         match shared

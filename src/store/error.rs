@@ -38,6 +38,11 @@ pub enum StoreError {
     /// Nothing was written.
     #[error("the business calendar changed (generation {generation}); reload it and try again")]
     CalendarChanged { generation: i64 },
+    /// Another writer committed a row this transaction had checked was not
+    /// there (two batches ingesting the same order at once): nothing was
+    /// written, and the same call made again finds the row.
+    #[error("{0}; try again")]
+    WriterRace(String),
     /// The SQLite planner would run apalis's ack as a scan (see apalis.md).
     #[error("unsafe query plan: {0}")]
     UnsafePlan(String),
@@ -71,7 +76,7 @@ impl StoreError {
         match self {
             StoreError::Database(error) => database_error_is_retryable(error),
             // The next try reloads the calendar first.
-            StoreError::CalendarChanged { .. } => true,
+            StoreError::CalendarChanged { .. } | StoreError::WriterRace(_) => true,
             StoreError::Conflict { .. }
             | StoreError::NotFound { .. }
             | StoreError::IdempotencyConflict { .. }

@@ -30,9 +30,10 @@ pub use records::{
     ItemRecord, LedgerReport, LineRecord, LineUpdate, NewCalendarYear, NewCertificate,
     NewDistributor, NewPlan, OrderEvent, OrderRecord, OrderSnapshot, PreparedDeclaration,
     PreparedOrder, RefundDecision, RefundOutcome, RefundRequest, ReplanCounts, Revocation,
-    SealedIdentity, SealedPayoutAccount, SessionRecord, StoredPlan, TokenListing, TokenRecord,
-    TransferOutcome, WithdrawalDecision, WithdrawalDraft, WithdrawalEvent, WithdrawalFacts,
-    WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals, YearApplication,
+    RunningTotals, SealedIdentity, SealedPayoutAccount, SessionRecord, StoredPlan, TokenListing,
+    TokenRecord, TotalsDelta, TotalsKeys, TransferOutcome, WithdrawalDecision, WithdrawalDraft,
+    WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals,
+    YearApplication,
 };
 
 /// Largest page any list query returns, whatever the caller asks for.
@@ -331,7 +332,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<ReplanCounts, StoreError>
     where
-        F: FnMut(DateTime<Utc>) -> HoldPlan,
+        F: FnMut(DateTime<Utc>, u32) -> HoldPlan,
     {
         dispatch!(self, repo => repo.replan_holds(expected_generation, from, plan, describe, release_job, now).await)
     }
@@ -342,14 +343,22 @@ impl Store {
     /// Writes a batch of prepared orders, planned on the calendar of
     /// `calendar_generation`; [`StoreError::CalendarChanged`] (nothing
     /// written) when a year was applied since.
-    pub async fn ingest_orders(
+    ///
+    /// `finish` completes each new order (its commission, risk flags and
+    /// release time) from the running totals inside the transaction, in
+    /// batch order; it is not called for replays.
+    pub async fn ingest_orders<F>(
         &self,
-        batch: &[PreparedOrder],
+        batch: &mut [PreparedOrder],
         release_job: &JobSpec,
         calendar_generation: i64,
         now: DateTime<Utc>,
-    ) -> Result<Vec<IngestOutcome>, StoreError> {
-        dispatch!(self, repo => repo.ingest_orders(batch, release_job, calendar_generation, now).await)
+        finish: F,
+    ) -> Result<Vec<IngestOutcome>, StoreError>
+    where
+        F: FnMut(&mut PreparedOrder, &RunningTotals) -> Result<(), StoreError> + Send,
+    {
+        dispatch!(self, repo => repo.ingest_orders(batch, release_job, calendar_generation, now, finish).await)
     }
 
     /// Releases up to `limit` holds due by `now`; refuses with

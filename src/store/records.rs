@@ -196,10 +196,143 @@ pub struct PreparedOrder {
     pub release_at_provisional: bool,
     /// The beneficiary chain used, as JSON (kept with the order).
     pub chain_json: String,
-    pub lines: Vec<crate::domain::commission::CommissionLine>,
+    /// The commission's inputs: the chain, and who in it is cleared (清退).
+    pub beneficiaries: Vec<crate::domain::commission::Beneficiary>,
+    pub cleared: std::collections::BTreeSet<DistributorId>,
+    /// Which running totals the order reads and moves.
+    pub totals: TotalsKeys,
+    // What follows is filled in the ingest transaction, once the running
+    // totals are read (see `Store::ingest_orders`).
+    pub lines: Vec<crate::domain::commission::ExplainedLine>,
+    /// What the order adds to its seller's month of level-1 sales (the
+    /// items the plan does not exclude).
+    pub commissionable: Money,
+    /// What the v2 rules saw, as JSON, when the plan has any (or someone in
+    /// the chain is cleared); a refund recomputes with it.
+    pub commission_context: Option<String>,
+    /// Why the order is held longer, if it is.
+    pub risk_flags: Vec<String>,
+    pub extra_hold_days: u32,
     /// The pending credit of every line; `None` when nothing is earned.
     pub pending_transfer: Option<crate::domain::ledger::Transfer>,
     pub request_sha256: String,
+}
+
+/// The running totals one order reads and moves (`commission_totals`,
+/// `buyer_day_orders`), in the settlement time zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotalsKeys {
+    /// `YYYY-MM` of the confirmation: the seller's level-1 sales.
+    pub month: String,
+    /// `YYYY-MM-DD` of the confirmation: the chain's earnings, the buyer's orders.
+    pub day: String,
+    /// The distributors of the order's chain, level 1 first.
+    pub chain: Vec<DistributorId>,
+    /// Whether the order's plan reads the totals (tiers, a daily cap, risk
+    /// rules); the commission totals are kept for every order either way.
+    pub read: bool,
+    /// Whether the buyer's orders of the day are counted (risk rules).
+    pub count_buyer: bool,
+}
+
+/// The running totals of a batch's keys inside the ingest transaction: what
+/// the database held (for the keys read) plus what the batch's orders
+/// before this one added, so rules apply in ingest order.
+#[derive(Debug, Clone, Default)]
+pub struct RunningTotals {
+    pub(crate) stored: TotalsDelta,
+    pub(crate) added: TotalsDelta,
+}
+
+/// Amounts keyed like the totals tables.
+#[derive(Debug, Clone, Default)]
+pub struct TotalsDelta {
+    /// (distributor, `YYYY-MM`) → level-1 commissionable sales.
+    pub level1_sales: std::collections::HashMap<(String, String), Money>,
+    /// (distributor, `YYYY-MM-DD`) → commission earned.
+    pub earned: std::collections::HashMap<(String, String), Money>,
+    /// (buyer, `YYYY-MM-DD`) → orders.
+    pub buyer_orders: std::collections::HashMap<(String, String), i64>,
+}
+
+impl TotalsDelta {
+    fn key(who: &str, period: &str) -> (String, String) {
+        (who.to_owned(), period.to_owned())
+    }
+
+    pub fn add_level1_sales(&mut self, distributor: &str, month: &str, amount: Money) {
+        let total = self
+            .level1_sales
+            .entry(Self::key(distributor, month))
+            .or_default();
+        *total = total.checked_add(amount).unwrap_or(*total);
+    }
+
+    pub fn add_earned(&mut self, distributor: &str, day: &str, amount: Money) {
+        let total = self.earned.entry(Self::key(distributor, day)).or_default();
+        *total = total.checked_add(amount).unwrap_or(*total);
+    }
+
+    pub fn add_buyer_order(&mut self, buyer: &str, day: &str) {
+        *self.buyer_orders.entry(Self::key(buyer, day)).or_default() += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.level1_sales.is_empty() && self.earned.is_empty() && self.buyer_orders.is_empty()
+    }
+}
+
+impl RunningTotals {
+    fn sum(stored: Option<&Money>, added: Option<&Money>) -> Money {
+        let (stored, added) = (
+            stored.copied().unwrap_or_default(),
+            added.copied().unwrap_or_default(),
+        );
+        stored.checked_add(added).unwrap_or(stored)
+    }
+
+    /// The distributor's level-1 commissionable sales of the month so far.
+    pub fn month_level1_sales(&self, distributor: &str, month: &str) -> Money {
+        let key = TotalsDelta::key(distributor, month);
+        Self::sum(
+            self.stored.level1_sales.get(&key),
+            self.added.level1_sales.get(&key),
+        )
+    }
+
+    /// What the distributor earned on the day so far, all levels.
+    pub fn earned_on(&self, distributor: &str, day: &str) -> Money {
+        let key = TotalsDelta::key(distributor, day);
+        Self::sum(self.stored.earned.get(&key), self.added.earned.get(&key))
+    }
+
+    /// The buyer's orders of the day so far.
+    pub fn buyer_orders_on(&self, buyer: &str, day: &str) -> i64 {
+        let key = TotalsDelta::key(buyer, day);
+        self.stored.buyer_orders.get(&key).copied().unwrap_or(0)
+            + self.added.buyer_orders.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Adds what a finished order moves.
+    pub(crate) fn add_order(&mut self, order: &PreparedOrder) {
+        let keys = &order.totals;
+        self.added.add_level1_sales(
+            order.distributor_id.as_str(),
+            &keys.month,
+            order.commissionable,
+        );
+        for explained in &order.lines {
+            self.added.add_earned(
+                explained.line.beneficiary.as_str(),
+                &keys.day,
+                explained.line.amount,
+            );
+        }
+        if keys.count_buyer {
+            self.added
+                .add_buyer_order(order.buyer_id.as_str(), &keys.day);
+        }
+    }
 }
 
 /// What happened to one order of an ingest batch.
@@ -208,7 +341,7 @@ pub enum IngestOutcome {
     /// Written now, as prepared.
     Created(Box<PreparedOrder>),
     /// The same order was sent before with the same body.
-    Replayed(OrderRecord),
+    Replayed(Box<OrderRecord>),
     /// The same order id was sent before with a different body.
     Conflict,
 }
@@ -227,6 +360,10 @@ pub struct OrderRecord {
     pub release_at: DateTime<Utc>,
     pub release_at_provisional: bool,
     pub chain_json: String,
+    /// What the v2 rules saw at ingest (JSON), when they saw anything.
+    pub commission_context: Option<String>,
+    pub risk_flags: Vec<String>,
+    pub extra_hold_days: u32,
     pub lines: Vec<LineRecord>,
     pub timeline: Vec<OrderEvent>,
 }
@@ -253,6 +390,9 @@ pub struct LineRecord {
     pub campaign: Option<String>,
     pub state: LineState,
     pub created_at: DateTime<Utc>,
+    /// The line's explanation as stored (JSON); `None` on lines written
+    /// before rule trails were kept.
+    pub rule_trail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,6 +434,8 @@ pub struct RefundDecision {
     pub phase: &'static str,
     pub event_outcome: &'static str,
     pub event_detail: String,
+    /// What the refund takes off the running totals (negative amounts).
+    pub totals: TotalsDelta,
 }
 
 #[derive(Debug, Clone)]
@@ -303,6 +445,8 @@ pub struct LineUpdate {
     pub rate: crate::domain::money::Rate,
     pub base: Money,
     pub amount: Money,
+    /// The line's new explanation (JSON); `None` keeps the stored one.
+    pub rule_trail: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -448,10 +448,31 @@ fn held_order(order_id: &str, release_at: DateTime<Utc>) -> fenrun::store::Prepa
         release_at,
         release_at_provisional: false,
         chain_json: "[]".to_owned(),
+        beneficiaries: Vec::new(),
+        cleared: Default::default(),
+        totals: fenrun::store::TotalsKeys {
+            month: "2026-01".to_owned(),
+            day: "2026-01-01".to_owned(),
+            chain: Vec::new(),
+            read: false,
+            count_buyer: false,
+        },
         lines: Vec::new(),
+        commissionable: Money::ZERO,
+        commission_context: None,
+        risk_flags: Vec::new(),
+        extra_hold_days: 0,
         pending_transfer: None,
         request_sha256: format!("hash-{order_id}"),
     }
+}
+
+/// Leaves each order as prepared: these tests are about time, not commission.
+fn as_prepared(
+    _: &mut fenrun::store::PreparedOrder,
+    _: &fenrun::store::RunningTotals,
+) -> Result<(), fenrun::store::StoreError> {
+    Ok(())
 }
 
 /// As text, '+10000-01-01…' sorted before '2026-…': a far-future release
@@ -469,7 +490,7 @@ async fn times_compare_as_times_past_the_year_ten_thousand(backend: Backend) {
     let ancient: DateTime<Utc> = "0001-01-01T00:00:00Z".parse().unwrap();
     let due = start - Duration::seconds(1);
     let precise: DateTime<Utc> = "2026-12-03T08:15:30.123456Z".parse().unwrap();
-    let orders = [
+    let mut orders = [
         held_order("far", far),
         held_order("due", due),
         held_order("ancient", ancient),
@@ -482,7 +503,7 @@ async fn times_compare_as_times_past_the_year_ten_thousand(backend: Backend) {
     };
     // Generation 0: no calendar year applied at run time.
     store
-        .ingest_orders(&orders, &release, 0, start)
+        .ingest_orders(&mut orders, &release, 0, start, as_prepared)
         .await
         .unwrap();
     let mut released = store.release_due(start, 100, 1, "test", 0).await.unwrap();
@@ -522,9 +543,15 @@ async fn a_stale_calendar_plans_and_releases_nothing(backend: Backend) {
         queue: "order.release".to_owned(),
         max_attempts: 3,
     };
-    let due = held_order("due", start - Duration::seconds(1));
+    let mut due = held_order("due", start - Duration::seconds(1));
     store
-        .ingest_orders(std::slice::from_ref(&due), &release, 0, start)
+        .ingest_orders(
+            std::slice::from_mut(&mut due),
+            &release,
+            0,
+            start,
+            as_prepared,
+        )
         .await
         .unwrap();
     let body = fenrun::domain::calendar::CalendarYear {
@@ -552,9 +579,15 @@ async fn a_stale_calendar_plans_and_releases_nothing(backend: Backend) {
     let generation = store.calendar_generation().await.unwrap();
     assert_eq!(generation, applied.id);
 
-    let later = held_order("later", start + Duration::days(1));
+    let mut later = held_order("later", start + Duration::days(1));
     let refused = store
-        .ingest_orders(std::slice::from_ref(&later), &release, 0, start)
+        .ingest_orders(
+            std::slice::from_mut(&mut later),
+            &release,
+            0,
+            start,
+            as_prepared,
+        )
         .await;
     assert!(
         matches!(refused, Err(fenrun::store::StoreError::CalendarChanged { generation: g }) if g == generation),
@@ -581,7 +614,7 @@ async fn a_stale_calendar_plans_and_releases_nothing(backend: Backend) {
         .replan_holds(
             generation,
             start - Duration::days(30),
-            |confirmed_at| fenrun::store::HoldPlan {
+            |confirmed_at, _| fenrun::store::HoldPlan {
                 day_starts: confirmed_at - Duration::hours(1),
                 day_ends: confirmed_at + Duration::hours(1),
                 release_at: stored_release,
@@ -601,7 +634,13 @@ async fn a_stale_calendar_plans_and_releases_nothing(backend: Backend) {
         .unwrap();
     assert_eq!(released, ["due"]);
     store
-        .ingest_orders(std::slice::from_ref(&later), &release, generation, start)
+        .ingest_orders(
+            std::slice::from_mut(&mut later),
+            &release,
+            generation,
+            start,
+            as_prepared,
+        )
         .await
         .unwrap();
 }

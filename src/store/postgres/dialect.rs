@@ -23,8 +23,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::orders::{LINE_COLUMNS, NewEvent, line_from_row, rate_to_db};
-use crate::domain::commission::{CommissionLine, OrderItem};
+use super::orders::{LINE_COLUMNS, NewEvent, line_from_row, rate_to_db, risk_flags_to_db};
+use crate::domain::commission::{ExplainedLine, OrderItem};
 use crate::domain::ledger::{Posting, Transfer};
 use crate::store::error::StoreError;
 use crate::store::records::{CalendarLock, LineRecord, PreparedOrder};
@@ -275,7 +275,7 @@ pub(super) async fn insert_postings(
 
 pub(super) async fn insert_order_rows(
     conn: &mut Conn,
-    orders: &[PreparedOrder],
+    orders: &[&PreparedOrder],
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, StoreError> {
     let ids: Vec<&str> = orders.iter().map(|order| order.order_id.as_str()).collect();
@@ -301,14 +301,27 @@ pub(super) async fn insert_order_rows(
         .iter()
         .map(|order| order.request_sha256.as_str())
         .collect();
+    let contexts: Vec<Option<&str>> = orders
+        .iter()
+        .map(|order| order.commission_context.as_deref())
+        .collect();
+    let flags: Vec<Option<String>> = orders
+        .iter()
+        .map(|order| risk_flags_to_db(&order.risk_flags))
+        .collect();
+    let extra_days: Vec<i64> = orders
+        .iter()
+        .map(|order| i64::from(order.extra_hold_days))
+        .collect();
     Ok(sqlx::query_scalar(concat!(
         "insert into orders (order_id, distributor_id, buyer_id, placed_at, confirmed_at, ",
         "total_fen, chain, plan_version, state, release_at, release_at_provisional, request_sha256, ",
-        "created_at, updated_at) ",
-        "select o, d, b, p, c, t, ch, pv, 'holding', r, rp, h, $12, $12 from unnest(",
+        "commission_context, risk_flags, extra_hold_days, created_at, updated_at) ",
+        "select o, d, b, p, c, t, ch, pv, 'holding', r, rp, h, cc, rf, ed, $12, $12 from unnest(",
         "$1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], ",
-        "$7::text[], $8::bigint[], $9::timestamptz[], $10::boolean[], $11::text[]) ",
-        "as x(o, d, b, p, c, t, ch, pv, r, rp, h) ",
+        "$7::text[], $8::bigint[], $9::timestamptz[], $10::boolean[], $11::text[], ",
+        "$13::text[], $14::text[], $15::bigint[]) ",
+        "as x(o, d, b, p, c, t, ch, pv, r, rp, h, cc, rf, ed) ",
         "on conflict (order_id) do nothing returning order_id"
     ))
     .bind(&ids)
@@ -323,6 +336,9 @@ pub(super) async fn insert_order_rows(
     .bind(&provisional)
     .bind(&hashes)
     .bind(now)
+    .bind(&contexts)
+    .bind(&flags)
+    .bind(&extra_days)
     .fetch_all(&mut *conn)
     .await?)
 }
@@ -364,7 +380,7 @@ pub(super) async fn insert_item_rows(
 
 pub(super) async fn insert_line_rows(
     conn: &mut Conn,
-    lines: &[(&PreparedOrder, &CommissionLine)],
+    lines: &[(&PreparedOrder, &ExplainedLine)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let orders: Vec<&str> = lines
@@ -373,24 +389,39 @@ pub(super) async fn insert_line_rows(
         .collect();
     let beneficiaries: Vec<&str> = lines
         .iter()
-        .map(|(_, line)| line.beneficiary.as_str())
+        .map(|(_, explained)| explained.line.beneficiary.as_str())
         .collect();
     let levels: Vec<i32> = lines
         .iter()
-        .map(|(_, line)| i32::from(line.level))
+        .map(|(_, explained)| i32::from(explained.line.level))
         .collect();
     let rates: Vec<String> = lines
         .iter()
-        .map(|(_, line)| rate_to_db(line.rate))
+        .map(|(_, explained)| rate_to_db(explained.line.rate))
         .collect();
-    let bases: Vec<i64> = lines.iter().map(|(_, line)| line.base.fen()).collect();
-    let amounts: Vec<i64> = lines.iter().map(|(_, line)| line.amount.fen()).collect();
+    let bases: Vec<i64> = lines
+        .iter()
+        .map(|(_, explained)| explained.line.base.fen())
+        .collect();
+    let amounts: Vec<i64> = lines
+        .iter()
+        .map(|(_, explained)| explained.line.amount.fen())
+        .collect();
     let plans: Vec<i64> = lines.iter().map(|(order, _)| order.plan_version).collect();
+    let campaigns: Vec<Option<&str>> = lines
+        .iter()
+        .map(|(_, explained)| explained.campaign_name())
+        .collect();
+    let trails: Vec<String> = lines
+        .iter()
+        .map(|(_, explained)| explained.rule_trail.to_json())
+        .collect();
     sqlx::query(concat!(
         "insert into commission_lines (order_id, beneficiary_id, level, rate, base_fen, amount_fen, ",
-        "plan_version, state, created_at, updated_at) ",
-        "select o, b, l, r, ba, a, pv, 'pending', $8, $8 from unnest($1::text[], $2::text[], $3::int[], ",
-        "$4::text[], $5::bigint[], $6::bigint[], $7::bigint[]) as x(o, b, l, r, ba, a, pv)"
+        "plan_version, campaign, rule_trail, state, created_at, updated_at) ",
+        "select o, b, l, r, ba, a, pv, ca, rt, 'pending', $8, $8 from unnest($1::text[], $2::text[], $3::int[], ",
+        "$4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $9::text[], $10::text[]) ",
+        "as x(o, b, l, r, ba, a, pv, ca, rt)"
     ))
     .bind(&orders)
     .bind(&beneficiaries)
@@ -400,6 +431,8 @@ pub(super) async fn insert_line_rows(
     .bind(&amounts)
     .bind(&plans)
     .bind(now)
+    .bind(&campaigns)
+    .bind(&trails)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -41,6 +41,9 @@ mod orders;
 #[path = "../sql/sessions.rs"]
 mod sessions;
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/totals.rs"]
+mod totals;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/withdrawals.rs"]
 mod withdrawals;
 

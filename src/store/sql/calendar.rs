@@ -40,11 +40,12 @@ macro_rules! year_columns {
 }
 
 /// The holding orders of one group: confirmed on one local day ($3, $4)
-/// with one stored release time ($1) and provisional mark ($2).
+/// with one stored release time ($1), provisional mark ($2) and extra hold
+/// for risk ($5).
 macro_rules! hold_group {
     () => {
         "state = 'holding' and release_at = $1 and release_at_provisional = $2 \
-         and confirmed_at >= $3 and confirmed_at < $4"
+         and confirmed_at >= $3 and confirmed_at < $4 and extra_hold_days = $5"
     };
 }
 
@@ -71,7 +72,8 @@ fn year_from_row(row: &DbRow) -> Result<AppliedYear, StoreError> {
 
 /// Holding orders that move together: (local confirmation day's start,
 /// stored release time, stored provisional mark).
-type HoldGroup = (DateTime<Utc>, DateTime<Utc>, bool);
+/// (local day starts, extra hold days, stored release, provisional).
+type HoldGroup = (DateTime<Utc>, i64, DateTime<Utc>, bool);
 
 /// The generation and the count of versions still to re-plan, as this
 /// transaction sees them once it holds the calendar lock.
@@ -237,12 +239,12 @@ impl Repo {
         now: DateTime<Utc>,
     ) -> Result<ReplanCounts, StoreError>
     where
-        F: FnMut(DateTime<Utc>) -> HoldPlan,
+        F: FnMut(DateTime<Utc>, u32) -> HoldPlan,
     {
         let mut tx = self.begin_write().await?;
         check_calendar(&mut tx, CalendarLock::Exclusive, expected, true).await?;
         let rows = sqlx::query(concat!(
-            "select confirmed_at, release_at, release_at_provisional from orders ",
+            "select confirmed_at, release_at, release_at_provisional, extra_hold_days from orders ",
             "where state = 'holding' and release_at >= $1"
         ))
         .bind(DbTime(from))
@@ -253,19 +255,20 @@ impl Repo {
             let confirmed_at = row.try_get::<DbTime, _>("confirmed_at")?.0;
             let release_at = row.try_get::<DbTime, _>("release_at")?.0;
             let provisional: bool = row.try_get("release_at_provisional")?;
-            let planned = plan(confirmed_at);
+            let extra_days: i64 = row.try_get("extra_hold_days")?;
+            let planned = plan(confirmed_at, u32::try_from(extra_days).unwrap_or(0));
             if planned.release_at == release_at && planned.provisional == provisional {
                 continue;
             }
             groups
-                .entry((planned.day_starts, release_at, provisional))
+                .entry((planned.day_starts, extra_days, release_at, provisional))
                 .or_insert((planned, 0))
                 .1 += 1;
         }
         let wall_clock = Utc::now();
         let mut counts = ReplanCounts::default();
         let mut new_times = Vec::new();
-        for ((day_starts, old_release, old_provisional), (planned, orders)) in &groups {
+        for ((day_starts, extra_days, old_release, old_provisional), (planned, orders)) in &groups {
             let moved = planned.release_at != *old_release;
             let (outcome, detail) = if moved {
                 (
@@ -292,13 +295,14 @@ impl Repo {
             };
             sqlx::query(concat!(
                 "insert into order_events (order_id, step, outcome, attempt, detail, at, created_at) ",
-                "select order_id, 'hold', $5, 1, $6, $7, $8 from orders where ",
+                "select order_id, 'hold', $6, 1, $7, $8, $9 from orders where ",
                 hold_group!()
             ))
             .bind(DbTime(*old_release))
             .bind(*old_provisional)
             .bind(DbTime(*day_starts))
             .bind(DbTime(planned.day_ends))
+            .bind(*extra_days)
             .bind(outcome)
             .bind(&detail)
             .bind(DbTime(now))
@@ -306,13 +310,14 @@ impl Repo {
             .execute(&mut *tx)
             .await?;
             let updated = sqlx::query(concat!(
-                "update orders set release_at = $5, release_at_provisional = $6, updated_at = $7 where ",
+                "update orders set release_at = $6, release_at_provisional = $7, updated_at = $8 where ",
                 hold_group!()
             ))
             .bind(DbTime(*old_release))
             .bind(*old_provisional)
             .bind(DbTime(*day_starts))
             .bind(DbTime(planned.day_ends))
+            .bind(*extra_days)
             .bind(DbTime(planned.release_at))
             .bind(planned.provisional)
             .bind(DbTime(now))

@@ -13,12 +13,13 @@ use sqlx::Row;
 use super::Repo;
 use super::calendar::check_calendar;
 use super::dialect::{
-    Conn, DbRow, ROWS_PER_STATEMENT, for_update, insert_event_rows, insert_item_rows,
+    Conn, Db, DbRow, ROWS_PER_STATEMENT, for_update, insert_event_rows, insert_item_rows,
     insert_line_rows, insert_order_rows, mark_released, pending_lines_of, push_release_jobs,
     skip_locked,
 };
 use super::ledger::{apply_transfer, apply_transfers};
-use crate::domain::commission::{CommissionLine, OrderItem};
+use super::totals::{self, TotalsToRead};
+use crate::domain::commission::{ExplainedLine, OrderItem};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{Transfer, commission_release};
 use crate::domain::money::{Money, Rate};
@@ -26,7 +27,7 @@ use crate::domain::settlement::{LineState, OrderState};
 use crate::store::error::StoreError;
 use crate::store::records::{
     CalendarLock, IngestOutcome, ItemRecord, LineRecord, OrderEvent, OrderRecord, OrderSnapshot,
-    PreparedOrder, RefundDecision, RefundOutcome, RefundRequest,
+    PreparedOrder, RefundDecision, RefundOutcome, RefundRequest, RunningTotals, TotalsDelta,
 };
 use crate::store::time::DbTime;
 use crate::store::{JobSpec, MAX_PAGE};
@@ -56,10 +57,21 @@ pub(super) fn line_from_row(row: &DbRow) -> Result<LineRecord, StoreError> {
         campaign: row.try_get("campaign")?,
         state: LineState::parse(&row.try_get::<String, _>("state")?)?,
         created_at: row.try_get::<DbTime, _>("created_at")?.0,
+        rule_trail: row.try_get("rule_trail")?,
     })
 }
 
-pub(super) const LINE_COLUMNS: &str = "id, order_id, beneficiary_id, cast(level as bigint) as level, rate, base_fen, amount_fen, plan_version, campaign, state, created_at";
+pub(super) const LINE_COLUMNS: &str = "id, order_id, beneficiary_id, cast(level as bigint) as level, rate, base_fen, amount_fen, plan_version, campaign, state, created_at, rule_trail";
+
+/// Risk flags as stored: comma-separated, `None` for none.
+pub(super) fn risk_flags_to_db(flags: &[String]) -> Option<String> {
+    (!flags.is_empty()).then(|| flags.join(","))
+}
+
+fn risk_flags_from_db(text: Option<String>) -> Vec<String> {
+    text.map(|text| text.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
 
 /// The order with its lines and timeline, as the caller's connection sees it.
 async fn load_order(
@@ -72,13 +84,15 @@ async fn load_order(
     let sql = if lock {
         concat!(
             "select order_id, distributor_id, buyer_id, placed_at, confirmed_at, total_fen, refunded_fen, ",
-            "plan_version, state, release_at, release_at_provisional, chain from orders where order_id = $1",
+            "plan_version, state, release_at, release_at_provisional, chain, commission_context, ",
+            "risk_flags, extra_hold_days from orders where order_id = $1",
             for_update!()
         )
     } else {
         concat!(
             "select order_id, distributor_id, buyer_id, placed_at, confirmed_at, total_fen, refunded_fen, ",
-            "plan_version, state, release_at, release_at_provisional, chain from orders where order_id = $1"
+            "plan_version, state, release_at, release_at_provisional, chain, commission_context, ",
+            "risk_flags, extra_hold_days from orders where order_id = $1"
         )
     };
     let Some(row) = sqlx::query(sql)
@@ -119,9 +133,54 @@ async fn load_order(
         release_at: row.try_get::<DbTime, _>("release_at")?.0,
         release_at_provisional: row.try_get("release_at_provisional")?,
         chain_json: row.try_get("chain")?,
+        commission_context: row.try_get("commission_context")?,
+        risk_flags: risk_flags_from_db(row.try_get("risk_flags")?),
+        extra_hold_days: u32::try_from(row.try_get::<i64, _>("extra_hold_days")?)
+            .map_err(|_| StoreError::Corrupt("extra_hold_days".to_owned()))?,
         lines,
         timeline,
     }))
+}
+
+/// Which of `ids` are already written.
+async fn existing_orders(conn: &mut Conn, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+    let mut existing = HashSet::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut query =
+            sqlx::QueryBuilder::<Db>::new("select order_id from orders where order_id in (");
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        for row in query.build().fetch_all(&mut *conn).await? {
+            existing.insert(row.try_get::<String, _>("order_id")?);
+        }
+    }
+    Ok(existing)
+}
+
+/// The totals the batch's new orders read: only those whose plan has rules
+/// that read them.
+fn totals_to_read(batch: &[PreparedOrder], fresh: &[usize]) -> TotalsToRead {
+    let mut keys = TotalsToRead::default();
+    for order in fresh.iter().map(|&index| &batch[index]) {
+        let totals = &order.totals;
+        if !totals.read {
+            continue;
+        }
+        keys.distributor_periods
+            .insert((order.distributor_id.to_string(), totals.month.clone()));
+        for distributor in &totals.chain {
+            keys.distributor_periods
+                .insert((distributor.to_string(), totals.day.clone()));
+        }
+        if totals.count_buyer {
+            keys.buyer_days
+                .insert((order.buyer_id.to_string(), totals.day.clone()));
+        }
+    }
+    keys
 }
 
 pub(super) struct NewEvent<'a> {
@@ -150,29 +209,60 @@ impl Repo {
     /// timeline event, and the release job of each distinct release time.
     /// A replay (same id, same body) changes nothing; the same id with
     /// another body is a conflict for that order alone.
-    pub async fn ingest_orders(
+    ///
+    /// `finish` computes each new order's commission (and risk flags) from
+    /// the running totals as they stand inside this transaction, in batch
+    /// order, so a tier, a daily cap or a buyer's count sees every order
+    /// ingested before it, whichever writer or process ingested it.
+    pub async fn ingest_orders<F>(
         &self,
-        batch: &[PreparedOrder],
+        batch: &mut [PreparedOrder],
         release_job: &JobSpec,
         calendar_generation: i64,
         now: DateTime<Utc>,
-    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        mut finish: F,
+    ) -> Result<Vec<IngestOutcome>, StoreError>
+    where
+        F: FnMut(&mut PreparedOrder, &RunningTotals) -> Result<(), StoreError> + Send,
+    {
         let mut tx = self.begin_write().await?;
         // New orders may be planned while a re-plan is pending: they were
         // planned on the calendar that re-plan is for.
         check_calendar(&mut tx, CalendarLock::Shared, calendar_generation, true).await?;
-        let mut inserted = HashSet::new();
-        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-            inserted.extend(insert_order_rows(&mut tx, chunk, now).await?);
-        }
+        let ids: Vec<&str> = batch.iter().map(|order| order.order_id.as_str()).collect();
+        let existing = existing_orders(&mut tx, &ids).await?;
         // A second copy of an order in the same batch is a replay of the first.
         let mut seen = HashSet::new();
-        let fresh: Vec<&PreparedOrder> = batch
+        let fresh_index: Vec<usize> = batch
             .iter()
-            .filter(|order| {
-                inserted.contains(order.order_id.as_str()) && seen.insert(order.order_id.as_str())
+            .enumerate()
+            .filter(|(_, order)| {
+                !existing.contains(order.order_id.as_str()) && seen.insert(order.order_id.as_str())
             })
+            .map(|(index, _)| index)
             .collect();
+        let mut running = RunningTotals {
+            stored: totals::lock_and_read(&mut tx, &totals_to_read(batch, &fresh_index)).await?,
+            added: TotalsDelta::default(),
+        };
+        for &index in &fresh_index {
+            finish(&mut batch[index], &running)?;
+            running.add_order(&batch[index]);
+        }
+        // Totals before ledger accounts: the lock order of every writer.
+        totals::add(&mut tx, &running.added).await?;
+        let fresh: Vec<&PreparedOrder> = fresh_index.iter().map(|&index| &batch[index]).collect();
+        let mut inserted = 0;
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+            inserted += insert_order_rows(&mut tx, chunk, now).await?.len();
+        }
+        if inserted != fresh.len() {
+            // Another writer committed one of these orders since the check
+            // above: nothing of the batch stands; written again, it replays.
+            return Err(StoreError::WriterRace(
+                "an order of the batch was written by another writer meanwhile".to_owned(),
+            ));
+        }
 
         let items: Vec<(&PreparedOrder, usize, &OrderItem)> = fresh
             .iter()
@@ -187,7 +277,7 @@ impl Repo {
         for chunk in items.chunks(ROWS_PER_STATEMENT) {
             insert_item_rows(&mut tx, chunk, now).await?;
         }
-        let lines: Vec<(&PreparedOrder, &CommissionLine)> = fresh
+        let lines: Vec<(&PreparedOrder, &ExplainedLine)> = fresh
             .iter()
             .flat_map(|order| order.lines.iter().map(move |line| (*order, line)))
             .collect();
@@ -202,12 +292,13 @@ impl Repo {
         let events: Vec<NewEvent<'_>> = fresh
             .iter()
             .map(|order| {
-                let pending = Money::checked_sum(order.lines.iter().map(|line| line.amount))
-                    .unwrap_or_default();
+                let pending =
+                    Money::checked_sum(order.lines.iter().map(|explained| explained.line.amount))
+                        .unwrap_or_default();
                 NewEvent {
                     order_id: order.order_id.as_str(),
                     step: "ingest",
-                    outcome: if order.lines.is_empty() {
+                    outcome: if pending.is_zero() {
                         "no_commission"
                     } else {
                         "pending_posted"
@@ -234,11 +325,28 @@ impl Repo {
         release_times.dedup();
         push_release_jobs(&mut tx, release_job, &release_times).await?;
 
+        let risk_events: Vec<NewEvent<'_>> = fresh
+            .iter()
+            .filter(|order| !order.risk_flags.is_empty())
+            .map(|order| NewEvent {
+                order_id: order.order_id.as_str(),
+                step: "risk",
+                outcome: "flagged",
+                attempt: 1,
+                detail: format!(
+                    "flagged {}: held {} more business day(s)",
+                    order.risk_flags.join(", "),
+                    order.extra_hold_days
+                ),
+            })
+            .collect();
+        insert_events(&mut tx, &risk_events, now).await?;
+
+        let fresh_index: HashSet<usize> = fresh_index.into_iter().collect();
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut answered = HashSet::new();
-        for order in batch {
+        for (index, order) in batch.iter().enumerate() {
             let id = order.order_id.as_str();
-            if inserted.contains(id) && answered.insert(id) {
+            if fresh_index.contains(&index) {
                 outcomes.push(IngestOutcome::Created(Box::new(order.clone())));
                 continue;
             }
@@ -254,7 +362,7 @@ impl Repo {
             let record = load_order(&mut tx, id, false)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished")))?;
-            outcomes.push(IngestOutcome::Replayed(record));
+            outcomes.push(IngestOutcome::Replayed(Box::new(record)));
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -453,6 +561,8 @@ async fn write_refund(
 ) -> Result<(), StoreError> {
     record_refund(conn, request, decision, now).await?;
     rewrite_commission_lines(conn, request, snapshot, decision, now).await?;
+    // Totals before ledger accounts: the lock order of every writer.
+    totals::add(conn, &decision.totals).await?;
     if let Some(transfer) = &decision.transfer {
         apply_transfer(conn, transfer, now).await?;
     }
@@ -537,8 +647,8 @@ async fn rewrite_commission_lines(
             live_state
         };
         let changed = sqlx::query(concat!(
-            "update commission_lines set base_fen = $1, amount_fen = $2, state = $3, updated_at = $4 ",
-            "where order_id = $5 and level = $6 and rate = $7"
+            "update commission_lines set base_fen = $1, amount_fen = $2, state = $3, updated_at = $4, ",
+            "rule_trail = coalesce($8, rule_trail) where order_id = $5 and level = $6 and rate = $7"
         ))
         .bind(update.base.fen())
         .bind(update.amount.fen())
@@ -547,13 +657,15 @@ async fn rewrite_commission_lines(
         .bind(&request.order_id)
         .bind(i64::from(update.level))
         .bind(rate_to_db(update.rate))
+        .bind(update.rule_trail.as_deref())
         .execute(&mut *conn)
         .await?
         .rows_affected();
         if changed == 0 {
             sqlx::query(concat!(
                 "insert into commission_lines (order_id, beneficiary_id, level, rate, base_fen, amount_fen, ",
-                "plan_version, state, created_at, updated_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+                "plan_version, state, created_at, updated_at, rule_trail) ",
+                "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)"
             ))
             .bind(&request.order_id)
             .bind(&update.beneficiary_id)
@@ -564,6 +676,7 @@ async fn rewrite_commission_lines(
             .bind(snapshot.order.plan_version)
             .bind(state.as_str())
             .bind(DbTime(now))
+            .bind(update.rule_trail.as_deref())
             .execute(&mut *conn)
             .await?;
         }

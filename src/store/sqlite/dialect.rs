@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
-use super::orders::{LINE_COLUMNS, NewEvent, line_from_row, rate_to_db};
-use crate::domain::commission::{CommissionLine, OrderItem};
+use super::orders::{LINE_COLUMNS, NewEvent, line_from_row, rate_to_db, risk_flags_to_db};
+use crate::domain::commission::{ExplainedLine, OrderItem};
 use crate::domain::ledger::{Posting, Transfer};
 use crate::domain::settlement::{LineState, OrderState};
 use crate::store::error::StoreError;
@@ -209,13 +209,13 @@ pub(super) async fn insert_postings(
 
 pub(super) async fn insert_order_rows(
     conn: &mut Conn,
-    orders: &[PreparedOrder],
+    orders: &[&PreparedOrder],
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, StoreError> {
     let mut insert = QueryBuilder::<Db>::new(concat!(
         "insert into orders (order_id, distributor_id, buyer_id, placed_at, confirmed_at, ",
         "total_fen, chain, plan_version, state, release_at, release_at_provisional, request_sha256, ",
-        "created_at, updated_at) "
+        "commission_context, risk_flags, extra_hold_days, created_at, updated_at) "
     ));
     insert.push_values(orders, |mut row, order| {
         row.push_bind(order.order_id.as_str())
@@ -230,6 +230,9 @@ pub(super) async fn insert_order_rows(
             .push_bind(DbTime(order.release_at))
             .push_bind(order.release_at_provisional)
             .push_bind(order.request_sha256.as_str())
+            .push_bind(order.commission_context.as_deref())
+            .push_bind(risk_flags_to_db(&order.risk_flags))
+            .push_bind(i64::from(order.extra_hold_days))
             .push_bind(DbTime(now))
             .push_bind(DbTime(now));
     });
@@ -259,14 +262,15 @@ pub(super) async fn insert_item_rows(
 
 pub(super) async fn insert_line_rows(
     conn: &mut Conn,
-    lines: &[(&PreparedOrder, &CommissionLine)],
+    lines: &[(&PreparedOrder, &ExplainedLine)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let mut insert = QueryBuilder::<Db>::new(concat!(
         "insert into commission_lines (order_id, beneficiary_id, level, rate, base_fen, amount_fen, ",
-        "plan_version, state, created_at, updated_at) "
+        "plan_version, campaign, rule_trail, state, created_at, updated_at) "
     ));
-    insert.push_values(lines, |mut row, (order, line)| {
+    insert.push_values(lines, |mut row, (order, explained)| {
+        let line = &explained.line;
         row.push_bind(order.order_id.as_str())
             .push_bind(line.beneficiary.as_str())
             .push_bind(i64::from(line.level))
@@ -274,6 +278,8 @@ pub(super) async fn insert_line_rows(
             .push_bind(line.base.fen())
             .push_bind(line.amount.fen())
             .push_bind(order.plan_version)
+            .push_bind(explained.campaign_name())
+            .push_bind(explained.rule_trail.to_json())
             .push_bind(LineState::Pending.as_str())
             .push_bind(DbTime(now))
             .push_bind(DbTime(now));

@@ -53,6 +53,9 @@ mod orders;
 #[path = "../sql/sessions.rs"]
 mod sessions;
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/totals.rs"]
+mod totals;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/withdrawals.rs"]
 mod withdrawals;
 

@@ -123,14 +123,20 @@ pub struct OrderView {
     pub timeline: Vec<TimelineEntry>,
 }
 
-pub(crate) fn line_view(line: &LineRecord) -> CommissionView {
-    let rule_trail = line.rule_trail.as_deref().and_then(|text| {
+/// A stored line's rule trail; a trail that does not parse is logged and
+/// left out rather than failing the whole answer.
+fn stored_trail(line: &LineRecord) -> Option<RuleTrail> {
+    line.rule_trail.as_deref().and_then(|text| {
         serde_json::from_str::<RuleTrail>(text)
             .inspect_err(|error| {
                 tracing::error!(line_id = line.id, error = %error, "a stored rule trail does not parse");
             })
             .ok()
-    });
+    })
+}
+
+fn line_view(line: &LineRecord) -> CommissionView {
+    let rule_trail = stored_trail(line);
     CommissionView {
         beneficiary_id: line.beneficiary_id.clone(),
         level: line.level,
@@ -452,9 +458,14 @@ pub struct CommissionLineView {
     pub rate: Rate,
     pub amount: Money,
     pub plan_version: i64,
+    /// The campaign that multiplied the line's rate, if one did.
     pub campaign: Option<String>,
     pub state: LineState,
     pub created_at: DateTime<Utc>,
+    /// As in the order's answer: how the line came to be.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub rule_trail: Option<RuleTrail>,
+    pub explanation: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -502,17 +513,22 @@ pub async fn commissions(
     Ok(Json(CommissionPage {
         items: lines
             .into_iter()
-            .map(|line| CommissionLineView {
-                id: line.id,
-                order_id: line.order_id,
-                level: line.level,
-                base: line.base,
-                rate: line.rate,
-                amount: line.amount,
-                plan_version: line.plan_version,
-                campaign: line.campaign,
-                state: line.state,
-                created_at: line.created_at,
+            .map(|line| {
+                let trail = stored_trail(&line);
+                CommissionLineView {
+                    id: line.id,
+                    order_id: line.order_id,
+                    level: line.level,
+                    base: line.base,
+                    rate: line.rate,
+                    amount: line.amount,
+                    plan_version: line.plan_version,
+                    campaign: line.campaign,
+                    state: line.state,
+                    created_at: line.created_at,
+                    explanation: trail.as_ref().map(ToString::to_string),
+                    rule_trail: trail,
+                }
             })
             .collect(),
         next_before,

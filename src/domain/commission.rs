@@ -164,8 +164,10 @@ pub struct RateDerivation {
     /// The rate the source gave, before any tier or campaign.
     pub source_rate: Rate,
     /// The tier step that replaced a level-1 grade rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<TierUsed>,
     /// The campaign whose multiplier applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign: Option<CampaignUsed>,
     /// The rate paid: the tier's or the source's, times the multiplier, at
     /// most 100%.

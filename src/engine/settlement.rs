@@ -700,13 +700,16 @@ fn finish(
     let keys = &order.totals;
     let context = CommissionContext {
         placed_at: Some(order.placed_at),
+        // Below zero only when refunds of orders ingested before the totals
+        // were kept took off what was never added.
         month_level1_sales_before: totals
-            .month_level1_sales(order.distributor_id.as_str(), &keys.month),
+            .month_level1_sales(order.distributor_id.as_str(), &keys.month)
+            .max(Money::ZERO),
         earned_today: keys
             .chain
             .iter()
             .map(|id| (id.clone(), totals.earned_on(id.as_str(), &keys.day)))
-            .filter(|(_, earned)| !earned.is_zero())
+            .filter(|(_, earned)| *earned > Money::ZERO)
             .collect(),
         cleared: order.cleared.clone(),
     };

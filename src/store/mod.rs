@@ -26,14 +26,14 @@ use crate::domain::withdrawal::{GatewayOutcome, ReviewDecision, StateRefusal};
 pub use error::StoreError;
 pub use records::{
     AccountMismatch, Actor, AppliedYear, ApplyOutcome, AuditEntry, Balance, CalendarLock,
-    CertificateRecord, CorrectionOutcome, Creation, Distributor, HoldPlan, IngestOutcome,
-    ItemRecord, LedgerReport, LineRecord, LineUpdate, NewCalendarYear, NewCertificate,
-    NewDistributor, NewPlan, OrderEvent, OrderRecord, OrderSnapshot, PreparedDeclaration,
-    PreparedOrder, RefundDecision, RefundOutcome, RefundRequest, ReplanCounts, Revocation,
-    RunningTotals, SealedIdentity, SealedPayoutAccount, SessionRecord, StoredPlan, TokenListing,
-    TokenRecord, TotalsDelta, TotalsKeys, TransferOutcome, WithdrawalDecision, WithdrawalDraft,
-    WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals,
-    YearApplication,
+    CertificateRecord, CorrectionOutcome, Creation, Distributor, FlaggedOrder, HoldPlan,
+    IngestOutcome, ItemRecord, LedgerReport, LineRecord, LineUpdate, NewCalendarYear,
+    NewCertificate, NewDistributor, NewPlan, OrderEvent, OrderRecord, OrderSnapshot,
+    PreparedDeclaration, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest, ReplanCounts,
+    Revocation, RunningTotals, SealedIdentity, SealedPayoutAccount, SessionRecord, StoredPlan,
+    TokenListing, TokenRecord, TotalsDelta, TotalsKeys, TransferOutcome, WithdrawalDecision,
+    WithdrawalDraft, WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome,
+    WithdrawalTotals, YearApplication,
 };
 
 /// Largest page any list query returns, whatever the caller asks for.
@@ -389,6 +389,11 @@ impl Store {
         E: From<StoreError>,
     {
         dispatch!(self, repo => repo.refund_order(request, now, decide).await)
+    }
+
+    /// Orders the risk rules flagged, most recently confirmed first.
+    pub async fn flagged_orders(&self, limit: i64) -> Result<Vec<FlaggedOrder>, StoreError> {
+        dispatch!(self, repo => repo.flagged_orders(limit).await)
     }
 
     pub async fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {

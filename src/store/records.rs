@@ -335,6 +335,19 @@ impl RunningTotals {
     }
 }
 
+/// An order the plan's risk rules flagged, as the ops console lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlaggedOrder {
+    pub order_id: String,
+    pub distributor_id: String,
+    pub buyer_id: String,
+    pub state: OrderState,
+    pub confirmed_at: DateTime<Utc>,
+    pub release_at: DateTime<Utc>,
+    pub risk_flags: Vec<String>,
+    pub extra_hold_days: u32,
+}
+
 /// What happened to one order of an ingest batch.
 #[derive(Debug, Clone)]
 pub enum IngestOutcome {

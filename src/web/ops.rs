@@ -23,7 +23,7 @@ use crate::service::ops::{
     JOB_STATES, JobAction, JobView, JobsQuery, QueuesView, job_action, jobs_page, queues_view,
 };
 use crate::state::AppState;
-use crate::store::WithdrawalRecord;
+use crate::store::{FlaggedOrder, WithdrawalRecord};
 use crate::web::session::PageCaller;
 use crate::web::{PageError, html_response, layout, signed_in_as};
 
@@ -71,6 +71,7 @@ pub(crate) async fn page(
             ROWS,
         )
         .await?;
+    let flagged = state.store.flagged_orders(ROWS).await?;
     let markup = layout(
         "运营 Ops",
         true,
@@ -84,6 +85,7 @@ pub(crate) async fn page(
             (jobs_table("失败 Failed jobs", "No failed jobs.", &failed))
             (jobs_table("卡住 Stuck jobs (running past their timeout or held by a dead worker)", "No stuck jobs.", &stuck))
             (review_table(&reviewing))
+            (flagged_table(&flagged))
             p.muted { "Reloads every " (REFRESH_SECONDS) " s · " a href="/ops/queues.json" { "JSON" } " · " a href="/metrics" { "metrics" } }
         },
     );
@@ -132,6 +134,38 @@ fn calendar_warning(queues: &QueuesView) -> Markup {
                 code { "fenrun calendar apply FILE --year " (provisional.year) }
                 " or PUT /v1/admin/calendars/{name}/years/" (provisional.year) "; holding orders are re-planned."
             }
+        }
+    }
+}
+
+/// Orders the plan's risk rules held longer, newest first.
+fn flagged_table(flagged: &[FlaggedOrder]) -> Markup {
+    html! {
+        h2 { "风险订单 Flagged orders (held longer by the plan's risk rules)" }
+        @if flagged.is_empty() {
+            p.muted { "No flagged orders." }
+        } @else {
+            table id="flagged-orders" {
+                thead { tr {
+                    th { "order" } th { "distributor" } th { "buyer" } th { "state" }
+                    th { "flags" } th.num { "extra days" } th { "confirmed" } th { "release" }
+                } }
+                tbody {
+                    @for order in flagged {
+                        tr id={ "flagged-" (order.order_id) } {
+                            td { code { (order.order_id) } }
+                            td { code { (order.distributor_id) } }
+                            td { code { (order.buyer_id) } }
+                            td { (order.state.as_str()) }
+                            td { (order.risk_flags.join("; ")) }
+                            td.num { (order.extra_hold_days) }
+                            td { (order.confirmed_at.format("%Y-%m-%d %H:%M UTC")) }
+                            td { (order.release_at.format("%Y-%m-%d %H:%M UTC")) }
+                        }
+                    }
+                }
+            }
+            p.muted { "To void an order's commission: POST /v1/orders/{id}/void-commission with a reason (audited)." }
         }
     }
 }

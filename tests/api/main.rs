@@ -11,7 +11,9 @@ mod calendar;
 mod calendar_crash;
 mod calendar_years;
 mod certificates;
+
 mod cli;
+mod commission_rules;
 mod crash;
 mod credentials;
 mod declarations;

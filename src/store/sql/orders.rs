@@ -26,8 +26,9 @@ use crate::domain::money::{Money, Rate};
 use crate::domain::settlement::{LineState, OrderState};
 use crate::store::error::StoreError;
 use crate::store::records::{
-    CalendarLock, IngestOutcome, ItemRecord, LineRecord, OrderEvent, OrderRecord, OrderSnapshot,
-    PreparedOrder, RefundDecision, RefundOutcome, RefundRequest, RunningTotals, TotalsDelta,
+    CalendarLock, FlaggedOrder, IngestOutcome, ItemRecord, LineRecord, OrderEvent, OrderRecord,
+    OrderSnapshot, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest, RunningTotals,
+    TotalsDelta,
 };
 use crate::store::time::DbTime;
 use crate::store::{JobSpec, MAX_PAGE};
@@ -457,6 +458,33 @@ impl Repo {
             .ok_or_else(|| StoreError::Corrupt(format!("order {} vanished", request.order_id)))?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(RefundOutcome::Applied(record))
+    }
+
+    /// Orders the risk rules flagged, most recently confirmed first.
+    pub async fn flagged_orders(&self, limit: i64) -> Result<Vec<FlaggedOrder>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select order_id, distributor_id, buyer_id, state, confirmed_at, release_at, risk_flags, ",
+            "extra_hold_days from orders where risk_flags is not null ",
+            "order by confirmed_at desc, order_id limit $1"
+        ))
+        .bind(limit.clamp(1, MAX_PAGE))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FlaggedOrder {
+                    order_id: row.try_get("order_id")?,
+                    distributor_id: row.try_get("distributor_id")?,
+                    buyer_id: row.try_get("buyer_id")?,
+                    state: OrderState::parse(&row.try_get::<String, _>("state")?)?,
+                    confirmed_at: row.try_get::<DbTime, _>("confirmed_at")?.0,
+                    release_at: row.try_get::<DbTime, _>("release_at")?.0,
+                    risk_flags: risk_flags_from_db(row.try_get("risk_flags")?),
+                    extra_hold_days: u32::try_from(row.try_get::<i64, _>("extra_hold_days")?)
+                        .map_err(|_| StoreError::Corrupt("extra_hold_days".to_owned()))?,
+                })
+            })
+            .collect()
     }
 
     pub async fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {

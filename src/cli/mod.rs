@@ -131,6 +131,11 @@ pub enum BenchCommand {
         /// Runs; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Which commission plan the orders are computed with: `v1` (grade
+        /// rates), `v2` (every v2 rule on: tiers, a campaign, a daily cap,
+        /// risk holds) or `both`, alternating in each run, with the ratio.
+        #[arg(long, value_enum, default_value_t = crate::cli::bench::BenchPlan::V1)]
+        plan: crate::cli::bench::BenchPlan,
     },
     /// Withdrawals end to end through the in-process sandbox gateway: HTTP
     /// request, transfer, signed callback, completion; once per latency.

@@ -112,11 +112,57 @@ struct SettleFigures {
     end_to_end_per_s: f64,
 }
 
+/// The commission plan `bench settle` computes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPlan {
+    V1,
+    V2,
+    Both,
+}
+
+impl BenchPlan {
+    fn plans(self) -> &'static [BenchPlan] {
+        match self {
+            BenchPlan::V1 => &[BenchPlan::V1],
+            BenchPlan::V2 => &[BenchPlan::V2],
+            BenchPlan::Both => &[BenchPlan::V1, BenchPlan::V2],
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            BenchPlan::V1 => "v1 plan",
+            BenchPlan::V2 => "v2 plan",
+            BenchPlan::Both => "both plans",
+        }
+    }
+}
+
+/// The shipped plan with every v2 rule that acts at ingest switched on, at
+/// values the bench's orders meet: tiers crossed within a run, a campaign
+/// around now on the bench's category, a daily cap that trims the busiest
+/// distributors, and risk counts of every buyer (each bench order has its
+/// own buyer, so every order writes its count: the dearest case).
+fn v2_bench_plan(now: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "daily_cap = \"2000.00\"\n{}\n\
+         [tiers]\nsteps = [ {{ from = \"0.00\", level1 = \"10%\" }}, {{ from = \"5000.00\", level1 = \"12%\" }}, {{ from = \"20000.00\", level1 = \"14%\" }} ]\n\
+         [[campaigns]]\nname = \"bench\"\nfrom = {}\nto = {}\nmultiplier = \"1.5\"\ncategories = [\"bench\"]\n\
+         [risk]\nsame_buyer_orders_per_day = 5\nextra_hold_days = 2\n\
+         [clearing]\ninactive_days = 90\n",
+        crate::domain::plan::SHIPPED_DEFAULT_TOML
+            .replace("name = \"default\"", "name = \"bench-v2\""),
+        (now - chrono::Duration::days(30)).to_rfc3339(),
+        (now + chrono::Duration::days(30)).to_rfc3339(),
+    )
+}
+
 /// `fenrun bench settle`.
 pub async fn settle(
     orders: usize,
     concurrency: usize,
     runs: usize,
+    plan: BenchPlan,
     server_url: Option<&str>,
 ) -> anyhow::Result<()> {
     let backend = if server_url.is_some_and(|url| url.starts_with("postgres")) {
@@ -125,9 +171,10 @@ pub async fn settle(
         "SQLite"
     };
     println!(
-        "bench settle: {orders} orders, {concurrency} concurrent HTTP clients, {runs} run(s), {backend}"
+        "bench settle: {orders} orders, {concurrency} concurrent HTTP clients, {runs} run(s), {backend}, {}",
+        plan.label()
     );
-    let mut figures = Vec::new();
+    let mut figures: Vec<(BenchPlan, SettleFigures)> = Vec::new();
     let mut pgbench = Vec::new();
     for run in 1..=runs {
         if let Some(url) = server_url.filter(|url| url.starts_with("postgres")) {
@@ -141,33 +188,58 @@ pub async fn settle(
                 Err(error) => println!("run {run}: pgbench unavailable: {error}"),
             }
         }
-        let db = ScratchDb::new(server_url, "settle").await?;
-        let result = settle_once(&db.url, orders, concurrency).await;
-        db.drop().await;
-        let result = result?;
-        println!(
-            "run {run}: ingest {:.0} orders/s, release {:.0} orders/s, end-to-end {:.0} orders/s",
-            result.ingest_per_s, result.release_per_s, result.end_to_end_per_s
-        );
-        figures.push(result);
+        for &which in plan.plans() {
+            let db = ScratchDb::new(server_url, "settle").await?;
+            let result = settle_once(&db.url, orders, concurrency, which).await;
+            db.drop().await;
+            let result = result?;
+            println!(
+                "run {run}, {}: ingest {:.0} orders/s, release {:.0} orders/s, end-to-end {:.0} orders/s",
+                which.label(),
+                result.ingest_per_s,
+                result.release_per_s,
+                result.end_to_end_per_s
+            );
+            figures.push((which, result));
+        }
     }
-    let mut ingest: Vec<f64> = figures.iter().map(|f| f.ingest_per_s).collect();
-    let mut release: Vec<f64> = figures.iter().map(|f| f.release_per_s).collect();
-    let mut end_to_end: Vec<f64> = figures.iter().map(|f| f.end_to_end_per_s).collect();
+    let mut medians = Vec::new();
+    for &which in plan.plans() {
+        let of_plan: Vec<SettleFigures> = figures
+            .iter()
+            .filter(|(plan, _)| *plan == which)
+            .map(|(_, figures)| *figures)
+            .collect();
+        let mut ingest: Vec<f64> = of_plan.iter().map(|f| f.ingest_per_s).collect();
+        let mut release: Vec<f64> = of_plan.iter().map(|f| f.release_per_s).collect();
+        let mut end_to_end: Vec<f64> = of_plan.iter().map(|f| f.end_to_end_per_s).collect();
+        let end_to_end = median(&mut end_to_end);
+        println!(
+            "median of {runs}, {}: ingest {:.0} orders/s, release {:.0} orders/s, end-to-end {end_to_end:.0} orders/s",
+            which.label(),
+            median(&mut ingest),
+            median(&mut release),
+        );
+        if !pgbench.is_empty() {
+            let tps = median(&mut pgbench);
+            println!(
+                "pgbench TPC-B median {tps:.0} tps; {} end-to-end / TPC-B = {:.2}",
+                which.label(),
+                end_to_end / tps
+            );
+        }
+        medians.push(end_to_end);
+    }
+    if let [v1, v2] = medians[..] {
+        println!(
+            "v2 plan / v1 plan end-to-end = {:.2} (target: at least 0.90)",
+            v2 / v1
+        );
+    }
     println!(
-        "median of {runs}: ingest {:.0} orders/s, release {:.0} orders/s, end-to-end {:.0} orders/s; peak RSS {} MiB",
-        median(&mut ingest),
-        median(&mut release),
-        median(&mut end_to_end),
+        "peak RSS {} MiB",
         peak_rss_mib().map_or("?".to_owned(), |mib| mib.to_string())
     );
-    if !pgbench.is_empty() {
-        let tps = median(&mut pgbench);
-        println!(
-            "pgbench TPC-B median {tps:.0} tps; end-to-end / TPC-B = {:.2}",
-            median(&mut end_to_end) / tps
-        );
-    }
     Ok(())
 }
 
@@ -332,9 +404,19 @@ async fn settle_once(
     url: &str,
     orders: usize,
     concurrency: usize,
+    plan: BenchPlan,
 ) -> anyhow::Result<SettleFigures> {
     let app = BenchApp::start(url, concurrency).await?;
     app.create_distributors().await?;
+    if plan == BenchPlan::V2 {
+        let toml = v2_bench_plan(chrono::Utc::now());
+        app.admin(
+            reqwest::Method::POST,
+            "/v1/admin/plans",
+            &json!({"toml": toml, "file_name": "bench-v2.toml"}),
+        )
+        .await?;
+    }
     let ingest = app
         .ingest(orders, concurrency, chrono::Utc::now(), None)
         .await?;

@@ -19,8 +19,10 @@ pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<E
             orders,
             concurrency,
             runs,
+            plan,
         } => {
-            crate::cli::bench::settle(orders, concurrency.max(1), runs.max(1), server).await?;
+            crate::cli::bench::settle(orders, concurrency.max(1), runs.max(1), plan, server)
+                .await?;
         }
         BenchCommand::Queue { jobs } => crate::cli::bench::queue(jobs, server).await?,
         BenchCommand::Replan { orders, runs } => {

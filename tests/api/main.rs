@@ -20,6 +20,7 @@ mod http;
 mod ledger_properties;
 mod limits;
 mod migrations;
+mod month_close;
 mod monitoring;
 mod names_and_ids;
 mod ops;

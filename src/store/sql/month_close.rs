@@ -55,8 +55,8 @@ macro_rules! settled_sales_sql {
     };
 }
 
-/// A span's ledger movements to distributors, by transfer kind: released
-/// and clawed back commission and team bonuses as they moved available,
+/// A span's ledger movements to distributors, by transfer kind: clawed
+/// back commission and team bonuses as they moved available,
 /// withdrawals as they left withdrawing (signed so that each reads as a
 /// positive amount of its kind).
 macro_rules! movements_sql {
@@ -70,7 +70,7 @@ macro_rules! movements_sql {
             "join ledger_accounts a on a.id = p.account_id ",
             "where t.created_at >= $1 and t.created_at < $2 and a.owner_distributor_id is not null",
             $filter,
-            " and ((a.kind = 'available' and t.kind in ('commission_released', 'commission_clawed_back', 'team_bonus')) ",
+            " and ((a.kind = 'available' and t.kind in ('commission_clawed_back', 'team_bonus')) ",
             "or (a.kind = 'withdrawing' and t.kind = 'withdrawal_paid')) ",
             "group by a.owner_distributor_id, t.kind",
             $by
@@ -78,20 +78,48 @@ macro_rules! movements_sql {
     };
 }
 
-/// Commission earned: the pending each distributor was credited by the
-/// ingest of orders confirmed in `[$1, $2)` (the transfer
-/// `order:{order_id}:pending`), before any refund.
-macro_rules! earned_sql {
-    (from: $from:expr, select: $select:literal, by: $by:literal) => {
+/// Commission moved by an order's own step, counted at the order's time
+/// of that step in `[$1, $2)`: earned = the pending its ingest credited
+/// (transfer `order:{id}:pending`, before any refund) by `confirmed_at`;
+/// released = what its release moved to available (`order:{id}:release`)
+/// by `release_at`, the same instant settled sales are counted at, so a
+/// release run late (after downtime) still lands in its own month.
+macro_rules! order_step_sql {
+    (from: $from:expr, account: $account:literal, kind: $kind:literal, time: $time:literal, select: $select:literal, by: $by:literal) => {
         concat!(
             "select a.owner_distributor_id as distributor_id",
             $select,
             ", cast(sum(p.amount_fen) as bigint) as amount_fen ",
             $from,
-            " and a.kind = 'pending' and t.kind = 'commission_pending' ",
-            "and o.confirmed_at >= $1 and o.confirmed_at < $2 ",
+            " and a.kind = '", $account, "' and t.kind = '", $kind, "' ",
+            "and ", $time, " >= $1 and ", $time, " < $2 ",
             "group by a.owner_distributor_id",
             $by
+        )
+    };
+}
+
+/// The whole shop's form of [`order_step_sql`]'s `from`, for `step`.
+macro_rules! orders_from {
+    ($step:literal) => {
+        concat!(
+            "from orders o join ledger_transfers t on t.idempotency_key = 'order:' || o.order_id || ':", $step, "' ",
+            "join ledger_postings p on p.transfer_id = t.id join ledger_accounts a on a.id = p.account_id ",
+            "where a.owner_distributor_id is not null"
+        )
+    };
+}
+
+/// One account's form of [`order_step_sql`]'s `from` (`$3`, the account):
+/// the order id is the key's middle (`order:` and `:pending` or `:release`
+/// are 6 and 8 characters).
+macro_rules! account_from {
+    () => {
+        concat!(
+            "from ledger_postings p join ledger_accounts a on a.id = p.account_id ",
+            "join ledger_transfers t on t.id = p.transfer_id ",
+            "join orders o on o.order_id = substr(t.idempotency_key, 7, length(t.idempotency_key) - 14) ",
+            "where p.account_id = $3"
         )
     };
 }
@@ -222,13 +250,9 @@ impl Repo {
             entry.own_sales = Money::from_fen(own);
             entry.team_sales = Money::from_fen(team);
         }
-        let earned: Vec<(String, i64)> = sqlx::query_as(earned_sql!(
-            from: concat!(
-                "from orders o join ledger_transfers t on t.idempotency_key = 'order:' || o.order_id || ':pending' ",
-                "join ledger_postings p on p.transfer_id = t.id join ledger_accounts a on a.id = p.account_id ",
-                "where a.owner_distributor_id is not null"
-            ),
-            select: "", by: ""
+        let earned: Vec<(String, i64)> = sqlx::query_as(order_step_sql!(
+            from: orders_from!("pending"), account: "pending", kind: "commission_pending",
+            time: "o.confirmed_at", select: "", by: ""
         ))
         .bind(DbTime(from))
         .bind(DbTime(to))
@@ -236,6 +260,17 @@ impl Repo {
         .await?;
         for (distributor, fen) in earned {
             activity.entry(distributor).or_default().earned = Money::from_fen(fen);
+        }
+        let released: Vec<(String, i64)> = sqlx::query_as(order_step_sql!(
+            from: orders_from!("release"), account: "available", kind: "commission_released",
+            time: "o.release_at", select: "", by: ""
+        ))
+        .bind(DbTime(from))
+        .bind(DbTime(to))
+        .fetch_all(&mut *conn)
+        .await?;
+        for (distributor, fen) in released {
+            activity.entry(distributor).or_default().released = Money::from_fen(fen);
         }
         let moved: Vec<(String, String, i64)> =
             sqlx::query_as(movements_sql!(accounts: "", select: "", by: ""))
@@ -264,18 +299,24 @@ impl Repo {
         let mut conn = self.pool.acquire().await?;
         let pending_account =
             ledger::AccountId::Distributor(distributor.clone(), ledger::Bucket::Pending).to_string();
-        let earned: Vec<(String, DbTime, i64)> = sqlx::query_as(earned_sql!(
-            from: concat!(
-                "from ledger_postings p join ledger_accounts a on a.id = p.account_id ",
-                "join ledger_transfers t on t.id = p.transfer_id ",
-                "join orders o on o.order_id = substr(t.idempotency_key, 7, length(t.idempotency_key) - 14) ",
-                "where p.account_id = $3"
-            ),
-            select: ", o.confirmed_at", by: ", o.confirmed_at"
+        let earned: Vec<(String, DbTime, i64)> = sqlx::query_as(order_step_sql!(
+            from: account_from!(), account: "pending", kind: "commission_pending",
+            time: "o.confirmed_at", select: ", o.confirmed_at", by: ", o.confirmed_at"
         ))
         .bind(DbTime(from))
         .bind(DbTime(to))
         .bind(&pending_account)
+        .fetch_all(&mut *conn)
+        .await?;
+        let available_account =
+            ledger::AccountId::Distributor(distributor.clone(), ledger::Bucket::Available).to_string();
+        let released: Vec<(String, DbTime, i64)> = sqlx::query_as(order_step_sql!(
+            from: account_from!(), account: "available", kind: "commission_released",
+            time: "o.release_at", select: ", o.release_at", by: ", o.release_at"
+        ))
+        .bind(DbTime(from))
+        .bind(DbTime(to))
+        .bind(&available_account)
         .fetch_all(&mut *conn)
         .await?;
         let ledger: Vec<(String, String, DbTime, i64)> = sqlx::query_as(movements_sql!(
@@ -304,9 +345,14 @@ impl Repo {
                 .into_iter()
                 .map(|(_, at, fen)| (at.0, Money::from_fen(fen)))
                 .collect(),
-            ledger: ledger
+            ledger: released
                 .into_iter()
-                .map(|(_, kind, at, fen)| (at.0, kind, Money::from_fen(fen)))
+                .map(|(_, at, fen)| (at.0, "commission_released".to_owned(), Money::from_fen(fen)))
+                .chain(
+                    ledger
+                        .into_iter()
+                        .map(|(_, kind, at, fen)| (at.0, kind, Money::from_fen(fen))),
+                )
                 .collect(),
             settled: settled
                 .into_iter()

@@ -515,16 +515,34 @@ async fn month_close_and_earnings_refuse_bad_input(backend: Backend) {
     assert_eq!(ten_years["periods"].as_array().unwrap().len(), 120);
 }
 
-/// kill -9 of the real binary between a close's batches (a failpoint stops
-/// it there), then a restart that resumes the close: each bonus once.
+/// kill -9 of the real binary between a close's batches (one distributor
+/// per batch here; a failpoint stops it after the first), then a restart
+/// that resumes the close: each bonus once, the first one's not again.
 async fn a_month_close_killed_mid_way_pays_exactly_once(backend: Backend) {
     let db = TestDb::new(backend).await;
     let logs = tempfile::tempdir().unwrap();
+    let workflows = tempfile::tempdir().unwrap();
+    crate::ops_browser::copy_tree(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/workflows")),
+        workflows.path(),
+    );
+    std::fs::write(
+        workflows.path().join("month-close.toml"),
+        "batch_size = 1\ncatch_up_months = 12\n",
+    )
+    .unwrap();
+    let workflows_env = (
+        "FENRUN_WORKFLOWS_DIR".to_owned(),
+        workflows.path().display().to_string(),
+    );
     let client = reqwest::Client::new();
-    let mut server = Server::new(&db.url, logs.path()).with_env(vec![(
-        fenrun::engine::month_close::PAUSE_AFTER_BATCHES_ENV.to_owned(),
-        "1".to_owned(),
-    )]);
+    let mut server = Server::new(&db.url, logs.path()).with_env(vec![
+        workflows_env.clone(),
+        (
+            fenrun::engine::month_close::PAUSE_AFTER_BATCHES_ENV.to_owned(),
+            "1".to_owned(),
+        ),
+    ]);
     let address = server.start(&client).await;
     let store = Arc::new(db.open().await);
     let app = Api::attach(&address, &db.url, store.clone()).await;
@@ -551,9 +569,11 @@ async fn a_month_close_killed_mid_way_pays_exactly_once(backend: Backend) {
     closing.abort();
     let record = app.store.month_close(&shop.month).await.unwrap().unwrap();
     assert!(record.finished_at.is_none(), "killed before it finished");
+    assert_eq!(record.statements, 1, "one distributor per batch, one batch");
+    assert_eq!(record.bonuses, 1, "a's bonus, in a's batch");
 
     // A fresh start (its clock at the wall clock again) resumes the close.
-    let mut restarted = Server::new(&db.url, logs.path());
+    let mut restarted = Server::new(&db.url, logs.path()).with_env(vec![workflows_env]);
     let address = restarted.start(&client).await;
     let app = Api {
         address,
@@ -562,6 +582,7 @@ async fn a_month_close_killed_mid_way_pays_exactly_once(backend: Backend) {
     advance_to(&app, shop.after_month).await;
     let done: Value = app.post_json(&path, &app.ops, &json!({})).await.json().await.unwrap();
     assert_eq!(done["team_bonuses"], 2, "{done}");
+    assert_eq!(done["statements"], 4, "{done}");
     assert!(done["finished_at"].is_string(), "{done}");
     let again: Value = app.post_json(&path, &app.ops, &json!({})).await.json().await.unwrap();
     assert_eq!(again["ran"], false);

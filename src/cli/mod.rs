@@ -189,6 +189,14 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// A month of N distributors closed (team bonus on): seconds to close it.
+    MonthClose {
+        #[arg(long, default_value_t = 10_000)]
+        distributors: usize,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
     /// Drain a backlog of no-op apalis jobs.
     Queue {
         #[arg(long, default_value_t = 20_000)]

@@ -102,10 +102,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/v1/distributors/{id}/commissions",
             get(orders::commissions),
         )
-        .route(
-            "/v1/distributors/{id}/statements",
-            get(statements::list),
-        )
+        .route("/v1/distributors/{id}/statements", get(statements::list))
         .route(
             "/v1/distributors/{id}/statements/{month}",
             get(statements::get),
@@ -114,10 +111,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/v1/distributors/{id}/team-bonuses",
             get(statements::team_bonuses),
         )
-        .route(
-            "/v1/distributors/{id}/earnings",
-            get(statements::earnings),
-        )
+        .route("/v1/distributors/{id}/earnings", get(statements::earnings))
         .route(
             "/v1/ops/month-close/{month}",
             axum::routing::post(statements::close_month),

@@ -147,7 +147,10 @@ fn month_from_path(raw: &str) -> Result<Month, ApiError> {
     })
 }
 
-async fn known(state: &AppState, id: &DistributorId) -> Result<crate::store::Distributor, ApiError> {
+async fn known(
+    state: &AppState,
+    id: &DistributorId,
+) -> Result<crate::store::Distributor, ApiError> {
     state
         .store
         .distributor(id)
@@ -344,7 +347,8 @@ pub async fn earnings(
     let grouping = match query.group.as_deref() {
         None => Grouping::Day,
         Some(text) => Grouping::parse(text).ok_or_else(|| {
-            ApiError::unprocessable("invalid_group", "group must be day or month").with_field("group")
+            ApiError::unprocessable("invalid_group", "group must be day or month")
+                .with_field("group")
         })?,
     };
     let from = date_param(query.from.as_deref(), "from")?;
@@ -358,10 +362,15 @@ pub async fn earnings(
     let day_after = to
         .succ_opt()
         .ok_or_else(|| range_refusal("to is too late").with_field("to"))?;
-    let (start, end) = (start_of_day(from, time_zone), start_of_day(day_after, time_zone));
+    let (start, end) = (
+        start_of_day(from, time_zone),
+        start_of_day(day_after, time_zone),
+    );
     let movements = state.store.movements(&id, start, end).await?;
-    let mut figures: BTreeMap<String, Activity> =
-        keys.iter().map(|key| (key.clone(), Activity::default())).collect();
+    let mut figures: BTreeMap<String, Activity> = keys
+        .iter()
+        .map(|key| (key.clone(), Activity::default()))
+        .collect();
     let period_of = |at: DateTime<Utc>| grouping.key(at.with_timezone(&time_zone).date_naive());
     for (at, amount) in &movements.earned {
         if let Some(period) = figures.get_mut(&period_of(*at)) {
@@ -417,7 +426,9 @@ pub async fn earnings(
         tier: TierView {
             month,
             month_level1_sales: month_sales,
-            current: tier.current.map(|(from, level1_rate)| TierStepView { from, level1_rate }),
+            current: tier
+                .current
+                .map(|(from, level1_rate)| TierStepView { from, level1_rate }),
             sales_needed_for_next: tier.next.map(|(_, needed)| needed),
             next: tier.next.and_then(|(from, _)| {
                 plan.tier_for(from).map(|step| TierStepView {
@@ -487,6 +498,7 @@ impl From<MonthCloseError> for ApiError {
     params(("month" = String, Path, description = "YYYY-MM")),
     responses(
         (status = 200, description = "the month is closed (now, or before: `ran` says which)", body = MonthCloseView),
+        (status = 400, description = "invalid_path", body = ErrorBody),
         AuthRefusals,
         (status = 422, description = "invalid_month, month_not_over", body = ErrorBody),
     ),

@@ -94,7 +94,11 @@ pub enum RangeError {
 }
 
 /// The periods of the local dates `from..=to`, in order, each once.
-pub fn periods(from: NaiveDate, to: NaiveDate, grouping: Grouping) -> Result<Vec<String>, RangeError> {
+pub fn periods(
+    from: NaiveDate,
+    to: NaiveDate,
+    grouping: Grouping,
+) -> Result<Vec<String>, RangeError> {
     if to < from {
         return Err(RangeError::Reversed { from, to });
     }
@@ -179,7 +183,10 @@ pub fn grade_progress(
                 .position(|grade| grade.key() == plan.default_grade().key())
         })?;
     let needed = |required: Money, reached: Money| {
-        required.checked_sub(reached).unwrap_or(Money::ZERO).max(Money::ZERO)
+        required
+            .checked_sub(reached)
+            .unwrap_or(Money::ZERO)
+            .max(Money::ZERO)
     };
     grades[position + 1..].iter().find_map(|grade| {
         let rule = plan.upgrade(grade.key())?;
@@ -211,10 +218,14 @@ mod tests {
 
     #[test]
     fn a_month_in_shanghai_starts_at_16_00_utc_the_day_before() {
-        let (start, end) = month_bounds(Month::parse("2026-12").unwrap(), chrono_tz::Asia::Shanghai);
+        let (start, end) =
+            month_bounds(Month::parse("2026-12").unwrap(), chrono_tz::Asia::Shanghai);
         assert_eq!(start.to_rfc3339(), "2026-11-30T16:00:00+00:00");
         assert_eq!(end.to_rfc3339(), "2026-12-31T16:00:00+00:00");
-        assert_eq!(next_month(Month::parse("2026-12").unwrap()).to_string(), "2027-01");
+        assert_eq!(
+            next_month(Month::parse("2026-12").unwrap()).to_string(),
+            "2027-01"
+        );
         assert_eq!(
             month_of(end, chrono_tz::Asia::Shanghai).to_string(),
             "2027-01"
@@ -223,9 +234,8 @@ mod tests {
 
     #[test]
     fn the_team_bonus_is_paid_on_the_whole_month_from_the_threshold_on() {
-        let plan = plan_with(
-            "[team_bonus]\nenabled = true\nthreshold = \"100000.00\"\nrate = \"1.5%\"\n",
-        );
+        let plan =
+            plan_with("[team_bonus]\nenabled = true\nthreshold = \"100000.00\"\nrate = \"1.5%\"\n");
         let rule = plan.team_bonus().unwrap();
         let below = Money::parse("99999.99").unwrap();
         assert_eq!(team_bonus_amount(rule, below).unwrap(), None);
@@ -243,9 +253,7 @@ mod tests {
             team_bonus_amount(rule, Money::parse("100000.70").unwrap()).unwrap(),
             Some(Money::parse("1500.01").unwrap())
         );
-        let off = plan_with(
-            "[team_bonus]\nenabled = false\nthreshold = \"1.00\"\nrate = \"1%\"\n",
-        );
+        let off = plan_with("[team_bonus]\nenabled = false\nthreshold = \"1.00\"\nrate = \"1%\"\n");
         assert_eq!(
             team_bonus_amount(off.team_bonus().unwrap(), at).unwrap(),
             None

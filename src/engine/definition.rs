@@ -691,13 +691,11 @@ fn definition_files(dir: &Path) -> Result<Vec<PathBuf>, DefinitionError> {
     for entry in std::fs::read_dir(dir).map_err(unreadable)? {
         let path = entry.map_err(unreadable)?.path();
         let is_toml = path.extension().is_some_and(|ext| ext == "toml");
-        let is_schedules = path
-            .file_name()
-            .is_some_and(|name| {
-                name == SCHEDULES_FILE_NAME
-                    || name == DECLARATION_FILE_NAME
-                    || name == MONTH_CLOSE_FILE_NAME
-            });
+        let is_schedules = path.file_name().is_some_and(|name| {
+            name == SCHEDULES_FILE_NAME
+                || name == DECLARATION_FILE_NAME
+                || name == MONTH_CLOSE_FILE_NAME
+        });
         if path.is_file() && is_toml && !is_schedules {
             files.push(path);
         }

@@ -92,7 +92,10 @@ impl MonthCloseSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum MonthCloseError {
     #[error("{month} is not over yet: it ends at {ends_at}")]
-    NotOver { month: Month, ends_at: DateTime<Utc> },
+    NotOver {
+        month: Month,
+        ends_at: DateTime<Utc>,
+    },
     #[error("the plan in force at the end of {month} cannot be read: {message}")]
     Plan { month: Month, message: String },
     #[error(transparent)]
@@ -150,10 +153,10 @@ impl MonthCloser {
             });
         }
         let key = month.to_string();
-        if let Some(record) = self.store.month_close(&key).await? {
-            if record.finished_at.is_some() {
-                return Ok(CloseOutcome { record, ran: false });
-            }
+        if let Some(record) = self.store.month_close(&key).await?
+            && record.finished_at.is_some()
+        {
+            return Ok(CloseOutcome { record, ran: false });
         }
         let (plan_version, plan) = self.plan_at_end(month, end).await?;
         let record = self
@@ -200,13 +203,21 @@ impl MonthCloser {
                 .store
                 .close_month_batch(&key, record.plan_version, batch, self.clock.now())
                 .await?;
-            tracing::debug!(batch = number + 1, statements = written.statements, bonuses = written.bonuses, "month close batch committed");
+            tracing::debug!(
+                batch = number + 1,
+                statements = written.statements,
+                bonuses = written.bonuses,
+                "month close batch committed"
+            );
             if pause_after == Some(number + 1) {
                 tracing::warn!("{PAUSE_AFTER_BATCHES_ENV}: the close stops here for a test");
                 std::future::pending::<()>().await;
             }
         }
-        let record = self.store.finish_month_close(&key, self.clock.now()).await?;
+        let record = self
+            .store
+            .finish_month_close(&key, self.clock.now())
+            .await?;
         tracing::info!(statements = record.statements, bonuses = record.bonuses, bonus_total = %record.bonus_total, "month closed");
         Ok(CloseOutcome { record, ran: true })
     }
@@ -242,7 +253,11 @@ impl MonthCloser {
         Ok(closed)
     }
 
-    async fn plan_at_end(&self, month: Month, end: DateTime<Utc>) -> Result<(i64, Plan), MonthCloseError> {
+    async fn plan_at_end(
+        &self,
+        month: Month,
+        end: DateTime<Utc>,
+    ) -> Result<(i64, Plan), MonthCloseError> {
         let last_instant = end - chrono::Duration::microseconds(1);
         let stored = self
             .store
@@ -252,11 +267,14 @@ impl MonthCloser {
                 month,
                 message: "no plan was in force".to_owned(),
             })?;
-        let plan = Plan::parse(&stored.source_toml, &format!("plan version {}", stored.version))
-            .map_err(|error| MonthCloseError::Plan {
-                month,
-                message: error.to_string(),
-            })?;
+        let plan = Plan::parse(
+            &stored.source_toml,
+            &format!("plan version {}", stored.version),
+        )
+        .map_err(|error| MonthCloseError::Plan {
+            month,
+            message: error.to_string(),
+        })?;
         Ok((stored.version, plan))
     }
 
@@ -290,9 +308,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.starts_with("m.toml: batch_size"), "{error}");
-        let error = MonthCloseSettings::parse("batch_size = 10\ncatch_up_months = 3\nx = 1", "m.toml")
-            .unwrap_err()
-            .to_string();
+        let error =
+            MonthCloseSettings::parse("batch_size = 10\ncatch_up_months = 3\nx = 1", "m.toml")
+                .unwrap_err()
+                .to_string();
         assert!(error.contains("unknown field"), "{error}");
     }
 }

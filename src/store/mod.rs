@@ -25,15 +25,15 @@ use crate::domain::tax::Month;
 use crate::domain::withdrawal::{GatewayOutcome, ReviewDecision, StateRefusal};
 pub use error::StoreError;
 pub use records::{
-    AccountMismatch, Activity, BatchOutcome, ClosingDistributor, MonthCloseRecord, Movements,
-    NewTeamBonus, StatementRecord, TeamBonusRecord, Actor, AppliedYear, ApplyOutcome, AuditEntry, Balance, CalendarLock,
-    CertificateRecord, CorrectionOutcome, Creation, Distributor, HoldPlan, IngestOutcome,
-    ItemRecord, LedgerReport, LineRecord, LineUpdate, NewCalendarYear, NewCertificate,
-    NewDistributor, NewPlan, OrderEvent, OrderRecord, OrderSnapshot, PreparedDeclaration,
-    PreparedOrder, RefundDecision, RefundOutcome, RefundRequest, ReplanCounts, Revocation,
-    SealedIdentity, SealedPayoutAccount, SessionRecord, StoredPlan, TokenListing, TokenRecord,
-    TransferOutcome, WithdrawalDecision, WithdrawalDraft, WithdrawalEvent, WithdrawalFacts,
-    WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals, YearApplication,
+    AccountMismatch, Activity, Actor, AppliedYear, ApplyOutcome, AuditEntry, Balance, BatchOutcome,
+    CalendarLock, CertificateRecord, ClosingDistributor, CorrectionOutcome, Creation, Distributor,
+    HoldPlan, IngestOutcome, ItemRecord, LedgerReport, LineRecord, LineUpdate, MonthCloseRecord,
+    Movements, NewCalendarYear, NewCertificate, NewDistributor, NewPlan, NewTeamBonus, OrderEvent,
+    OrderRecord, OrderSnapshot, PreparedDeclaration, PreparedOrder, RefundDecision, RefundOutcome,
+    RefundRequest, ReplanCounts, Revocation, SealedIdentity, SealedPayoutAccount, SessionRecord,
+    StatementRecord, StoredPlan, TeamBonusRecord, TokenListing, TokenRecord, TransferOutcome,
+    WithdrawalDecision, WithdrawalDraft, WithdrawalEvent, WithdrawalFacts, WithdrawalRecord,
+    WithdrawalRequestOutcome, WithdrawalTotals, YearApplication,
 };
 
 /// Largest page any list query returns, whatever the caller asks for.
@@ -364,7 +364,11 @@ impl Store {
         dispatch!(self, repo => repo.lifetime_settled_sales(distributor).await)
     }
 
-    pub async fn tier_sales(&self, distributor: &DistributorId, period: &str) -> Result<Money, StoreError> {
+    pub async fn tier_sales(
+        &self,
+        distributor: &DistributorId,
+        period: &str,
+    ) -> Result<Money, StoreError> {
         dispatch!(self, repo => repo.tier_sales(distributor, period).await)
     }
 

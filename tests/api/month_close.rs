@@ -19,11 +19,7 @@ use serde_json::{Value, json};
 use crate::crash::Server;
 use std::sync::Arc;
 
-use fenrun::domain::access::Role;
-use fenrun::store::Store;
-use secrecy::ExposeSecret;
-
-use crate::helpers::{Backend, TestApp, TestDb, error_of, spawn_app_with};
+use crate::helpers::{Backend, Http, TestDb, error_of, spawn_app_with};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -90,96 +86,6 @@ fn month_and_next_1am(at: DateTime<Utc>) -> (String, DateTime<Utc>) {
     (format!("{year:04}-{month:02}"), next)
 }
 
-/// The HTTP API of an app in this process or of a `fenrun serve` child,
-/// with a token per role, and its database.
-struct Api {
-    address: String,
-    client: reqwest::Client,
-    store: Arc<Store>,
-    db_url: String,
-    admin: String,
-    ops: String,
-    ingest: String,
-}
-
-async fn token(store: &Store, role: Role, distributor: Option<&str>) -> String {
-    let id = distributor.map(|id| fenrun::domain::ids::DistributorId::parse(id).unwrap());
-    fenrun::service::tokens::create(
-        store,
-        role,
-        id.as_ref(),
-        Utc::now(),
-        &fenrun::service::audit::Actor::system("test"),
-    )
-    .await
-    .expect("token")
-    .secret
-    .expose_secret()
-    .to_owned()
-}
-
-impl Api {
-    fn of(app: &TestApp) -> Api {
-        Api {
-            address: app.address.clone(),
-            client: app.client.clone(),
-            store: app.store.clone(),
-            db_url: app.db.url.clone(),
-            admin: app.admin.clone(),
-            ops: app.ops.clone(),
-            ingest: app.ingest.clone(),
-        }
-    }
-
-    async fn attach(address: &str, db_url: &str, store: Arc<Store>) -> Api {
-        Api {
-            address: address.to_owned(),
-            client: reqwest::Client::new(),
-            db_url: db_url.to_owned(),
-            admin: token(&store, Role::Admin, None).await,
-            ops: token(&store, Role::Ops, None).await,
-            ingest: token(&store, Role::Ingest, None).await,
-            store,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.address)
-    }
-
-    async fn distributor_token(&self, id: &str) -> String {
-        token(&self.store, Role::Distributor, Some(id)).await
-    }
-
-    async fn post_json(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request")
-    }
-
-    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
-    }
-
-    async fn create_distributor(&self, id: &str, referrer: Option<&str>) {
-        let mut body = json!({ "id": id, "name": format!("name of {id}") });
-        if let Some(referrer) = referrer {
-            body["referrer_id"] = referrer.into();
-        }
-        let response = self.post_json("/v1/distributors", &self.ingest, &body).await;
-        assert_eq!(response.status(), 201, "creating {id}");
-    }
-}
-
 struct Shop {
     month: String,
     /// The orders' answers, by order id.
@@ -191,7 +97,7 @@ struct Shop {
 /// The plan with the bonus on; a ◄─ b ◄─ c, and x on its own; orders by
 /// each, confirmed now. Returns once every order is released and the clock
 /// stands at 01:00 on the 1st of the next month (before the schedule's 02:00).
-async fn shop(app: &Api, now: DateTime<Utc>) -> Shop {
+async fn shop(app: &Http, now: DateTime<Utc>) -> Shop {
     let applied = app
         .post_json(
             "/v1/admin/plans",
@@ -200,10 +106,10 @@ async fn shop(app: &Api, now: DateTime<Utc>) -> Shop {
         )
         .await;
     assert_eq!(applied.status(), 201, "{}", applied.text().await.unwrap());
-    app.create_distributor("a", None).await;
-    app.create_distributor("b", Some("a")).await;
-    app.create_distributor("c", Some("b")).await;
-    app.create_distributor("x", None).await;
+    app.create_distributor("a", None, None).await;
+    app.create_distributor("b", Some("a"), None).await;
+    app.create_distributor("c", Some("b"), None).await;
+    app.create_distributor("x", None, None).await;
     let (month, after_month) = month_and_next_1am(now);
     let mut answers: Vec<Value> = Vec::new();
     for (order, seller, amount) in [
@@ -243,7 +149,10 @@ async fn shop(app: &Api, now: DateTime<Utc>) -> Shop {
             if order["state"] == "released" {
                 break;
             }
-            assert!(Instant::now() < deadline, "order {id} was not released: {order}");
+            assert!(
+                Instant::now() < deadline,
+                "order {id} was not released: {order}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -255,7 +164,7 @@ async fn shop(app: &Api, now: DateTime<Utc>) -> Shop {
 }
 
 /// The simulated clock's time (moving it a second: it cannot stand still).
-async fn clock_now(app: &Api) -> DateTime<Utc> {
+async fn clock_now(app: &Http) -> DateTime<Utc> {
     let view: Value = app
         .post_json(
             "/v1/admin/clock/advance",
@@ -269,7 +178,7 @@ async fn clock_now(app: &Api) -> DateTime<Utc> {
     view["now"].as_str().unwrap().parse().unwrap()
 }
 
-async fn advance_to(app: &Api, at: DateTime<Utc>) {
+async fn advance_to(app: &Http, at: DateTime<Utc>) {
     let now = clock_now(app).await;
     let seconds = (at - now).num_seconds();
     assert!(seconds >= 0, "the clock is past {at}");
@@ -294,8 +203,7 @@ fn earned_by(shop: &Shop, beneficiary: &str) -> Decimal {
 }
 
 async fn the_team_bonus_is_paid_once_and_statements_and_earnings_add_up(backend: Backend) {
-    let test_app = spawn_app_with(backend, |settings| settings.simulated_clock = true).await;
-    let app = Api::of(&test_app);
+    let app = spawn_app_with(backend, |settings| settings.simulated_clock = true).await;
     let now = clock_now(&app).await;
     let shop = shop(&app, now).await;
     let month = &shop.month;
@@ -318,12 +226,22 @@ async fn the_team_bonus_is_paid_once_and_statements_and_earnings_add_up(backend:
         .unwrap();
 
     let path = format!("/v1/ops/month-close/{month}");
-    let first: Value = app.post_json(&path, &app.ops, &json!({})).await.json().await.unwrap();
+    let first: Value = app
+        .post_json(&path, &app.ops, &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(first["ran"], true, "{first}");
     assert_eq!(first["statements"], 4, "{first}");
     assert_eq!(first["team_bonuses"], 2, "{first}");
     assert_eq!(money(&first["team_bonus_total"]), bonus_a + bonus_b);
-    let second: Value = app.post_json(&path, &app.admin, &json!({})).await.json().await.unwrap();
+    let second: Value = app
+        .post_json(&path, &app.admin, &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(second["ran"], false, "{second}");
     assert_eq!(second["team_bonuses"], 2);
     // The schedule's own run at 02:00 finds the month closed.
@@ -342,7 +260,10 @@ async fn the_team_bonus_is_paid_once_and_statements_and_earnings_add_up(backend:
     assert_eq!(money(&items[0]["own_settled_sales"]), yuan("100.00"));
     assert_eq!(items[0]["rate"], "1.5%");
     let explanation = items[0]["explanation"].as_str().unwrap();
-    assert!(explanation.contains("1200.33") && explanation.contains("1000.00"), "{explanation}");
+    assert!(
+        explanation.contains("1200.33") && explanation.contains("1000.00"),
+        "{explanation}"
+    );
     let c_bonuses: Value = app
         .get("/v1/distributors/c/team-bonuses", &app.ops)
         .await
@@ -362,8 +283,8 @@ async fn the_team_bonus_is_paid_once_and_statements_and_earnings_add_up(backend:
         bonus_a,
         "paid once, straight to available"
     );
-    let verified = crate::crash::fenrun(&app.db_url, &["ledger", "verify"]);
-    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    let report = app.store.verify_ledger().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
 
     // a's statement, from a's own token.
     let a_token = app.distributor_token("a").await;
@@ -405,7 +326,9 @@ async fn the_team_bonus_is_paid_once_and_statements_and_earnings_add_up(backend:
         .to_string();
     let by_month: Value = app
         .get(
-            &format!("/v1/distributors/a/earnings?from={first_day}&to={next_month_day}&group=month"),
+            &format!(
+                "/v1/distributors/a/earnings?from={first_day}&to={next_month_day}&group=month"
+            ),
             &a_token,
         )
         .await
@@ -421,13 +344,26 @@ async fn the_team_bonus_is_paid_once_and_statements_and_earnings_add_up(backend:
     assert_eq!(money(&periods[0]["team_bonus"]), Decimal::ZERO);
     assert_eq!(money(&periods[1]["team_bonus"]), bonus_a);
     assert_eq!(by_month["grade"]["current"], "regular");
-    assert_eq!(money(&by_month["grade"]["own_settled_sales_lifetime"]), yuan("100.00"));
-    assert_eq!(money(&by_month["grade"]["team_settled_sales_lifetime"]), team_a);
+    assert_eq!(
+        money(&by_month["grade"]["own_settled_sales_lifetime"]),
+        yuan("100.00")
+    );
+    assert_eq!(
+        money(&by_month["grade"]["team_settled_sales_lifetime"]),
+        team_a
+    );
 
     // By day: earned on the day of confirmation, sales on the day of release.
     let confirmed_day = now.with_timezone(&shanghai()).date_naive().to_string();
-    let release_at: DateTime<Utc> = shop.answers[0]["release_at"].as_str().unwrap().parse().unwrap();
-    let release_day = release_at.with_timezone(&shanghai()).date_naive().to_string();
+    let release_at: DateTime<Utc> = shop.answers[0]["release_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let release_day = release_at
+        .with_timezone(&shanghai())
+        .date_naive()
+        .to_string();
     let last_day = (shop.after_month - chrono::Duration::days(1))
         .with_timezone(&shanghai())
         .date_naive()
@@ -447,32 +383,65 @@ async fn the_team_bonus_is_paid_once_and_statements_and_earnings_add_up(backend:
     for day in days {
         let period = day["period"].as_str().unwrap();
         let earned = money(&day["earned"]);
-        assert_eq!(earned, if period == confirmed_day { earned_a } else { Decimal::ZERO }, "{day}");
+        assert_eq!(
+            earned,
+            if period == confirmed_day {
+                earned_a
+            } else {
+                Decimal::ZERO
+            },
+            "{day}"
+        );
         let own = money(&day["own_settled_sales"]);
-        assert_eq!(own, if period == release_day { yuan("100.00") } else { Decimal::ZERO }, "{day}");
+        assert_eq!(
+            own,
+            if period == release_day {
+                yuan("100.00")
+            } else {
+                Decimal::ZERO
+            },
+            "{day}"
+        );
     }
 }
 
 async fn month_close_and_earnings_refuse_bad_input(backend: Backend) {
-    let test_app = spawn_app_with(backend, |settings| settings.simulated_clock = true).await;
-    let app = Api::of(&test_app);
-    app.create_distributor("a", None).await;
-    app.create_distributor("b", None).await;
+    let app = spawn_app_with(backend, |settings| settings.simulated_clock = true).await;
+    app.create_distributor("a", None, None).await;
+    app.create_distributor("b", None, None).await;
     let now = clock_now(&app).await;
     let (month, _) = month_and_next_1am(now);
 
-    let bad = error_of(app.post_json("/v1/ops/month-close/2026-13", &app.ops, &json!({})).await, 422).await;
+    let bad = error_of(
+        app.post_json("/v1/ops/month-close/2026-13", &app.ops, &json!({}))
+            .await,
+        422,
+    )
+    .await;
     assert_eq!(bad["code"], "invalid_month");
     let open = error_of(
-        app.post_json(&format!("/v1/ops/month-close/{month}"), &app.ops, &json!({})).await,
+        app.post_json(
+            &format!("/v1/ops/month-close/{month}"),
+            &app.ops,
+            &json!({}),
+        )
+        .await,
         422,
     )
     .await;
     assert_eq!(open["code"], "month_not_over");
     let a_token = app.distributor_token("a").await;
-    let response = app.post_json(&format!("/v1/ops/month-close/{month}"), &a_token, &json!({})).await;
+    let response = app
+        .post_json(
+            &format!("/v1/ops/month-close/{month}"),
+            &a_token,
+            &json!({}),
+        )
+        .await;
     assert_eq!(response.status(), 403);
-    let response = app.post_json("/v1/ops/month-close/2020-01", &app.ingest, &json!({})).await;
+    let response = app
+        .post_json("/v1/ops/month-close/2020-01", &app.ingest, &json!({}))
+        .await;
     assert_eq!(response.status(), 403);
 
     for path in [
@@ -484,12 +453,23 @@ async fn month_close_and_earnings_refuse_bad_input(backend: Backend) {
         assert_eq!(app.get(&path, &a_token).await.status(), 403, "{path}");
         assert_eq!(app.get(&path, &app.ingest).await.status(), 403, "{path}");
     }
-    let missing = error_of(app.get("/v1/distributors/zz/statements", &app.ops).await, 404).await;
+    let missing = error_of(
+        app.get("/v1/distributors/zz/statements", &app.ops).await,
+        404,
+    )
+    .await;
     assert_eq!(missing["code"], "not_found");
     // No close yet: no statement.
-    let response = app.get(&format!("/v1/distributors/a/statements/{month}"), &a_token).await;
+    let response = app
+        .get(&format!("/v1/distributors/a/statements/{month}"), &a_token)
+        .await;
     assert_eq!(response.status(), 404);
-    let bad_month = error_of(app.get("/v1/distributors/a/statements/2026-1", &a_token).await, 422).await;
+    let bad_month = error_of(
+        app.get("/v1/distributors/a/statements/2026-1", &a_token)
+            .await,
+        422,
+    )
+    .await;
     assert_eq!(bad_month["code"], "invalid_month");
 
     for (query, code) in [
@@ -500,14 +480,18 @@ async fn month_close_and_earnings_refuse_bad_input(backend: Backend) {
         ("from=2025-01-01&to=2026-12-31&group=day", "invalid_range"),
     ] {
         let error = error_of(
-            app.get(&format!("/v1/distributors/a/earnings?{query}"), &a_token).await,
+            app.get(&format!("/v1/distributors/a/earnings?{query}"), &a_token)
+                .await,
             422,
         )
         .await;
         assert_eq!(error["code"], code, "{query}");
     }
     let ten_years: Value = app
-        .get("/v1/distributors/a/earnings?from=2017-01-01&to=2026-12-31&group=month", &a_token)
+        .get(
+            "/v1/distributors/a/earnings?from=2017-01-01&to=2026-12-31&group=month",
+            &a_token,
+        )
         .await
         .json()
         .await
@@ -545,7 +529,7 @@ async fn a_month_close_killed_mid_way_pays_exactly_once(backend: Backend) {
     ]);
     let address = server.start(&client).await;
     let store = Arc::new(db.open().await);
-    let app = Api::attach(&address, &db.url, store.clone()).await;
+    let app = Http::attach(&address, store.clone()).await;
     let now = clock_now(&app).await;
     let shop = shop(&app, now).await;
     let path = format!("/v1/ops/month-close/{}", shop.month);
@@ -554,11 +538,22 @@ async fn a_month_close_killed_mid_way_pays_exactly_once(backend: Backend) {
         let client = app.client.clone();
         let url = app.url(&path);
         let token = app.ops.clone();
-        tokio::spawn(async move { client.post(url).bearer_auth(token).json(&json!({})).send().await })
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+        })
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let statements = app.store.statements(&fenrun::domain::ids::DistributorId::parse("a").unwrap()).await.unwrap();
+        let statements = app
+            .store
+            .statements(&fenrun::domain::ids::DistributorId::parse("a").unwrap())
+            .await
+            .unwrap();
         if !statements.is_empty() {
             break;
         }
@@ -575,21 +570,25 @@ async fn a_month_close_killed_mid_way_pays_exactly_once(backend: Backend) {
     // A fresh start (its clock at the wall clock again) resumes the close.
     let mut restarted = Server::new(&db.url, logs.path()).with_env(vec![workflows_env]);
     let address = restarted.start(&client).await;
-    let app = Api {
-        address,
-        ..app
-    };
+    let app = Http { address, ..app };
     advance_to(&app, shop.after_month).await;
-    let done: Value = app.post_json(&path, &app.ops, &json!({})).await.json().await.unwrap();
+    let done: Value = app
+        .post_json(&path, &app.ops, &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(done["team_bonuses"], 2, "{done}");
     assert_eq!(done["statements"], 4, "{done}");
     assert!(done["finished_at"].is_string(), "{done}");
-    let again: Value = app.post_json(&path, &app.ops, &json!({})).await.json().await.unwrap();
+    let again: Value = app
+        .post_json(&path, &app.ops, &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again["ran"], false);
-    for (id, team) in [
-        ("a", yuan("1200.33")),
-        ("b", yuan("1100.33")),
-    ] {
+    for (id, team) in [("a", yuan("1200.33")), ("b", yuan("1100.33"))] {
         let bonuses: Value = app
             .get(&format!("/v1/distributors/{id}/team-bonuses"), &app.ops)
             .await
@@ -600,6 +599,6 @@ async fn a_month_close_killed_mid_way_pays_exactly_once(backend: Backend) {
         assert_eq!(items.len(), 1, "{id}: {bonuses}");
         assert_eq!(money(&items[0]["amount"]), expected_bonus(team).unwrap());
     }
-    let verified = crate::crash::fenrun(&app.db_url, &["ledger", "verify"]);
-    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    let report = app.store.verify_ledger().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
 }

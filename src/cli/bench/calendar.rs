@@ -58,7 +58,7 @@ async fn replan_once(url: &str, orders: usize) -> anyhow::Result<f64> {
         Utc::now(),
         Some(&progress),
     )
-        .await?;
+    .await?;
     progress.finish_and_clear();
     let sample = app
         .store

@@ -67,8 +67,14 @@ async fn close_once(url: &str, distributors: usize) -> anyhow::Result<(f64, serd
     app.create_tree(distributors).await?;
     let progress = progress_bar(distributors as u64, "confirming orders");
     let now = Utc::now();
-    app.ingest(distributors, distributors, FILL_CONCURRENCY, now, Some(&progress))
-        .await?;
+    app.ingest(
+        distributors,
+        distributors,
+        FILL_CONCURRENCY,
+        now,
+        Some(&progress),
+    )
+    .await?;
     progress.finish_and_clear();
     let time_zone = chrono_tz::Asia::Shanghai;
     let month = month_of(now, time_zone);

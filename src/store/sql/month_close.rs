@@ -91,8 +91,16 @@ macro_rules! order_step_sql {
             $select,
             ", cast(sum(p.amount_fen) as bigint) as amount_fen ",
             $from,
-            " and a.kind = '", $account, "' and t.kind = '", $kind, "' ",
-            "and ", $time, " >= $1 and ", $time, " < $2 ",
+            " and a.kind = '",
+            $account,
+            "' and t.kind = '",
+            $kind,
+            "' ",
+            "and ",
+            $time,
+            " >= $1 and ",
+            $time,
+            " < $2 ",
             "group by a.owner_distributor_id",
             $by
         )
@@ -298,7 +306,8 @@ impl Repo {
     ) -> Result<Movements, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let pending_account =
-            ledger::AccountId::Distributor(distributor.clone(), ledger::Bucket::Pending).to_string();
+            ledger::AccountId::Distributor(distributor.clone(), ledger::Bucket::Pending)
+                .to_string();
         let earned: Vec<(String, DbTime, i64)> = sqlx::query_as(order_step_sql!(
             from: account_from!(), account: "pending", kind: "commission_pending",
             time: "o.confirmed_at", select: ", o.confirmed_at", by: ", o.confirmed_at"
@@ -309,7 +318,8 @@ impl Repo {
         .fetch_all(&mut *conn)
         .await?;
         let available_account =
-            ledger::AccountId::Distributor(distributor.clone(), ledger::Bucket::Available).to_string();
+            ledger::AccountId::Distributor(distributor.clone(), ledger::Bucket::Available)
+                .to_string();
         let released: Vec<(String, DbTime, i64)> = sqlx::query_as(order_step_sql!(
             from: account_from!(), account: "available", kind: "commission_released",
             time: "o.release_at", select: ", o.release_at", by: ", o.release_at"
@@ -384,7 +394,11 @@ impl Repo {
     }
 
     /// A distributor's level-1 sales this tier period (`commission_totals`).
-    pub async fn tier_sales(&self, distributor: &DistributorId, period: &str) -> Result<Money, StoreError> {
+    pub async fn tier_sales(
+        &self,
+        distributor: &DistributorId,
+        period: &str,
+    ) -> Result<Money, StoreError> {
         let fen: Option<i64> = sqlx::query_scalar(
             "select level1_sales_fen from commission_totals where distributor_id = $1 and period = $2",
         )
@@ -505,7 +519,12 @@ impl Repo {
         }
         let outcomes = apply_transfers(&mut tx, &transfers, now).await?;
         let mut outcome = BatchOutcome::default();
-        for chunk in paid.iter().zip(&outcomes).collect::<Vec<_>>().chunks(ROWS_PER_STATEMENT) {
+        for chunk in paid
+            .iter()
+            .zip(&outcomes)
+            .collect::<Vec<_>>()
+            .chunks(ROWS_PER_STATEMENT)
+        {
             let mut insert = QueryBuilder::<Db>::new(concat!(
                 "insert into team_bonuses (",
                 bonus_columns!(),
@@ -603,11 +622,13 @@ impl Repo {
         now: DateTime<Utc>,
     ) -> Result<MonthCloseRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("update month_closes set finished_at = $2 where month = $1 and finished_at is null")
-            .bind(month)
-            .bind(DbTime(now))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "update month_closes set finished_at = $2 where month = $1 and finished_at is null",
+        )
+        .bind(month)
+        .bind(DbTime(now))
+        .execute(&mut *tx)
+        .await?;
         let row = sqlx::query("select * from month_closes where month = $1")
             .bind(month)
             .fetch_one(&mut *tx)
@@ -617,7 +638,10 @@ impl Repo {
     }
 
     /// A distributor's statements, newest month first.
-    pub async fn statements(&self, distributor: &DistributorId) -> Result<Vec<StatementRecord>, StoreError> {
+    pub async fn statements(
+        &self,
+        distributor: &DistributorId,
+    ) -> Result<Vec<StatementRecord>, StoreError> {
         let rows = sqlx::query(concat!(
             "select ",
             statement_columns!(),
@@ -648,7 +672,10 @@ impl Repo {
     }
 
     /// A distributor's team bonuses, newest month first.
-    pub async fn team_bonuses(&self, distributor: &DistributorId) -> Result<Vec<TeamBonusRecord>, StoreError> {
+    pub async fn team_bonuses(
+        &self,
+        distributor: &DistributorId,
+    ) -> Result<Vec<TeamBonusRecord>, StoreError> {
         let rows = sqlx::query(concat!(
             "select ",
             bonus_columns!(),

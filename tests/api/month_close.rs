@@ -25,6 +25,7 @@ use crate::on_both_backends;
 on_both_backends!(
     the_team_bonus_is_paid_once_and_statements_and_earnings_add_up,
     month_close_and_earnings_refuse_bad_input,
+    the_schedule_closes_the_month_by_itself,
     a_month_close_killed_mid_way_pays_exactly_once,
 );
 
@@ -180,7 +181,8 @@ async fn clock_now(app: &Http) -> DateTime<Utc> {
 
 async fn advance_to(app: &Http, at: DateTime<Utc>) {
     let now = clock_now(app).await;
-    let seconds = (at - now).num_seconds();
+    // Rounded up: the clock moves in whole seconds and must reach `at`.
+    let seconds = ((at - now).num_milliseconds() + 999) / 1000;
     assert!(seconds >= 0, "the clock is past {at}");
     let response = app
         .post_json(
@@ -403,6 +405,33 @@ async fn the_team_bonus_is_paid_once_and_statements_and_earnings_add_up(backend:
             "{day}"
         );
     }
+}
+
+async fn the_schedule_closes_the_month_by_itself(backend: Backend) {
+    let app = spawn_app_with(backend, |settings| settings.simulated_clock = true).await;
+    let now = clock_now(&app).await;
+    let shop = shop(&app, now).await;
+    assert!(app.store.month_close(&shop.month).await.unwrap().is_none());
+    // 02:00 on the 1st: `close_month` in workflows/schedules.toml.
+    advance_to(&app, shop.after_month + chrono::Duration::hours(1)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        if let Some(record) = app.store.month_close(&shop.month).await.unwrap()
+            && record.finished_at.is_some()
+        {
+            break record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the schedule did not close {}",
+            shop.month
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(record.statements, 4);
+    assert_eq!(record.bonuses, 2);
+    let total = expected_bonus(yuan("1200.33")).unwrap() + expected_bonus(yuan("1100.33")).unwrap();
+    assert_eq!(record.bonus_total.to_string(), total.to_string());
 }
 
 async fn month_close_and_earnings_refuse_bad_input(backend: Backend) {

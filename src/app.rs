@@ -346,16 +346,9 @@ impl Runtime {
     /// last [`MISSED_DECLARATION_LOOKBACK_DAYS`]) passed while no process ran and its month was never
     /// prepared.
     async fn prepare_missed_declaration(&self) {
-        let Some(job) = self.workflows.schedules.job(JobKind::PrepareDeclaration) else {
+        let Some(at) = self.latest_scheduled(JobKind::PrepareDeclaration) else {
             return;
         };
-        let now = self.state.clock.now().with_timezone(&job.time_zone());
-        let latest = job
-            .schedule()
-            .after(&(now - chrono::Duration::days(MISSED_DECLARATION_LOOKBACK_DAYS)))
-            .take_while(|at| *at <= now)
-            .last();
-        let Some(at) = latest else { return };
         let month = crate::domain::tax::Month::of(at.date_naive()).previous();
         match self
             .state
@@ -380,17 +373,22 @@ impl Runtime {
     /// latest scheduled time of `close_month` that has passed), or that a
     /// crash left unfinished.
     async fn close_missed_months(&self) {
-        let Some(job) = self.workflows.schedules.job(JobKind::CloseMonth) else {
+        let Some(at) = self.latest_scheduled(JobKind::CloseMonth) else {
             return;
         };
+        self.scheduled_work().run(JobKind::CloseMonth, at).await;
+    }
+
+    /// The latest time a monthly `job` was scheduled for that has passed
+    /// (within [`MISSED_DECLARATION_LOOKBACK_DAYS`]), in its zone; `None`
+    /// when the schedules do not run it.
+    fn latest_scheduled(&self, job: JobKind) -> Option<chrono::DateTime<chrono_tz::Tz>> {
+        let job = self.workflows.schedules.job(job)?;
         let now = self.state.clock.now().with_timezone(&job.time_zone());
-        let latest = job
-            .schedule()
+        job.schedule()
             .after(&(now - chrono::Duration::days(MISSED_DECLARATION_LOOKBACK_DAYS)))
             .take_while(|at| *at <= now)
-            .last();
-        let Some(at) = latest else { return };
-        self.scheduled_work().run(JobKind::CloseMonth, at).await;
+            .last()
     }
 
     /// Starts the release worker and the scheduler; they stop when `stop` turns true.

@@ -245,6 +245,12 @@ impl Runtime {
             vault: vault.clone(),
             settings: settings.clone(),
         });
+        let month_close = Arc::new(crate::engine::month_close::MonthCloser::new(
+            store.clone(),
+            clock.clone(),
+            workflows.order_settlement.time_zone(),
+            crate::engine::month_close::MonthCloseSettings::load(&settings.workflows_dir)?,
+        ));
         let step_queues = Arc::new(
             [&workflows.order_settlement, &workflows.withdrawal]
                 .iter()
@@ -273,6 +279,7 @@ impl Runtime {
                 withdrawals,
                 certificates,
                 declarations,
+                month_close,
                 step_queues,
             },
             workflows,
@@ -316,6 +323,7 @@ impl Runtime {
             );
         }
         self.prepare_missed_declaration().await;
+        self.close_missed_months().await;
         let resumed = self.state.withdrawals.resume().await?;
         if resumed > 0 {
             tracing::info!(
@@ -330,6 +338,7 @@ impl Runtime {
         ScheduledWork {
             settlement: self.state.settlement.clone(),
             declarations: self.state.declarations.clone(),
+            month_close: self.state.month_close.clone(),
         }
     }
 
@@ -337,16 +346,9 @@ impl Runtime {
     /// last [`MISSED_DECLARATION_LOOKBACK_DAYS`]) passed while no process ran and its month was never
     /// prepared.
     async fn prepare_missed_declaration(&self) {
-        let Some(job) = self.workflows.schedules.job(JobKind::PrepareDeclaration) else {
+        let Some(at) = self.latest_scheduled(JobKind::PrepareDeclaration) else {
             return;
         };
-        let now = self.state.clock.now().with_timezone(&job.time_zone());
-        let latest = job
-            .schedule()
-            .after(&(now - chrono::Duration::days(MISSED_DECLARATION_LOOKBACK_DAYS)))
-            .take_while(|at| *at <= now)
-            .last();
-        let Some(at) = latest else { return };
         let month = crate::domain::tax::Month::of(at.date_naive()).previous();
         match self
             .state
@@ -365,6 +367,28 @@ impl Runtime {
                 tracing::warn!(error = %error, "cannot read the prepared declarations; the schedule will prepare the next one")
             }
         }
+    }
+
+    /// Closes the months whose close fell due while no process ran (the
+    /// latest scheduled time of `close_month` that has passed), or that a
+    /// crash left unfinished.
+    async fn close_missed_months(&self) {
+        let Some(at) = self.latest_scheduled(JobKind::CloseMonth) else {
+            return;
+        };
+        self.scheduled_work().run(JobKind::CloseMonth, at).await;
+    }
+
+    /// The latest time a monthly `job` was scheduled for that has passed
+    /// (within [`MISSED_DECLARATION_LOOKBACK_DAYS`]), in its zone; `None`
+    /// when the schedules do not run it.
+    fn latest_scheduled(&self, job: JobKind) -> Option<chrono::DateTime<chrono_tz::Tz>> {
+        let job = self.workflows.schedules.job(job)?;
+        let now = self.state.clock.now().with_timezone(&job.time_zone());
+        job.schedule()
+            .after(&(now - chrono::Duration::days(MISSED_DECLARATION_LOOKBACK_DAYS)))
+            .take_while(|at| *at <= now)
+            .last()
     }
 
     /// Starts the release worker and the scheduler; they stop when `stop` turns true.

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod rate_limit;
 pub mod responses;
 pub mod server;
+pub mod statements;
 pub mod tax;
 pub mod withdrawals;
 
@@ -51,6 +52,8 @@ use crate::state::AppState;
         tax::declaration,
         certificates::list, certificates::file, certificates::correct, certificates::keys, certificates::verify,
         ops::queues, ops::jobs, ops::retry, ops::cancel,
+        statements::list, statements::get, statements::team_bonuses, statements::earnings,
+        statements::close_month,
         health::healthz, health::readyz,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
@@ -98,6 +101,20 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/v1/distributors/{id}/commissions",
             get(orders::commissions),
+        )
+        .route("/v1/distributors/{id}/statements", get(statements::list))
+        .route(
+            "/v1/distributors/{id}/statements/{month}",
+            get(statements::get),
+        )
+        .route(
+            "/v1/distributors/{id}/team-bonuses",
+            get(statements::team_bonuses),
+        )
+        .route("/v1/distributors/{id}/earnings", get(statements::earnings))
+        .route(
+            "/v1/ops/month-close/{month}",
+            axum::routing::post(statements::close_month),
         )
         .route("/v1/orders", axum::routing::post(orders::ingest))
         .route("/v1/orders/{id}", get(orders::get))

@@ -83,6 +83,11 @@ pub enum Command {
         #[command(subcommand)]
         command: WorkflowsCommand,
     },
+    /// Month close (月结): team bonus and monthly statements.
+    MonthClose {
+        #[command(subcommand)]
+        command: MonthCloseCommand,
+    },
     /// Benchmarks; they print figures.
     Bench {
         #[command(subcommand)]
@@ -116,6 +121,22 @@ pub enum Command {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MonthCloseCommand {
+    /// Close a month now (or finish its interrupted close): each team bonus
+    /// and every distributor's statement. A month closed before is left as
+    /// it is. The month must be over.
+    Run {
+        /// The local month, YYYY-MM.
+        #[arg(long, value_parser = parse_month)]
+        month: crate::domain::tax::Month,
+    },
+}
+
+fn parse_month(text: &str) -> Result<crate::domain::tax::Month, String> {
+    crate::domain::tax::Month::parse(text).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +192,14 @@ pub enum BenchCommand {
         orders: usize,
         /// Runs; the median is reported.
         #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// A month of N distributors closed (team bonus on): seconds to close it.
+    MonthClose {
+        #[arg(long, default_value_t = 10_000)]
+        distributors: usize,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 1)]
         runs: usize,
     },
     /// Drain a backlog of no-op apalis jobs.
@@ -373,6 +402,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan { command } => commands::plan::run(&settings, command).await,
         Command::Workflows { command } => commands::workflows::run(&settings, command),
         Command::Bench { command } => commands::bench::run(&settings, command).await,
+        Command::MonthClose { command } => commands::month_close::run(&settings, command).await,
         Command::Tax { command } => commands::tax::run(command),
         Command::Demo { keep } => {
             demo::run(keep).await?;

@@ -49,6 +49,8 @@ impl Bucket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PlatformAccount {
     CommissionExpense,
+    /// What the monthly team bonus (团队奖) costs, kept apart from commission.
+    TeamBonusExpense,
     TaxPayable,
     FeeIncome,
     WechatClearing,
@@ -60,6 +62,7 @@ impl PlatformAccount {
     pub fn as_str(self) -> &'static str {
         match self {
             PlatformAccount::CommissionExpense => "platform:commission_expense",
+            PlatformAccount::TeamBonusExpense => "platform:team_bonus_expense",
             PlatformAccount::TaxPayable => "platform:tax_payable",
             PlatformAccount::FeeIncome => "platform:fee_income",
             PlatformAccount::WechatClearing => "platform:clearing:wechat",
@@ -99,6 +102,8 @@ pub enum TransferKind {
     CommissionReversed,
     CommissionReleased,
     CommissionClawedBack,
+    /// A month's team bonus, paid straight to available at month close.
+    TeamBonus,
     WithdrawalReserved,
     WithdrawalReturned,
     WithdrawalPaid,
@@ -112,6 +117,7 @@ impl TransferKind {
             TransferKind::CommissionReversed => "commission_reversed",
             TransferKind::CommissionReleased => "commission_released",
             TransferKind::CommissionClawedBack => "commission_clawed_back",
+            TransferKind::TeamBonus => "team_bonus",
             TransferKind::WithdrawalReserved => "withdrawal_reserved",
             TransferKind::WithdrawalReturned => "withdrawal_returned",
             TransferKind::WithdrawalPaid => "withdrawal_paid",
@@ -317,6 +323,22 @@ pub fn commission_release(
                 AccountId::Distributor(beneficiary, Bucket::Available),
             )
         },
+    )
+}
+
+/// A month's team bonus (团队奖): team bonus expense → the leader's
+/// available balance, once per distributor and month (`month` is `YYYY-MM`).
+pub fn team_bonus(
+    distributor: &DistributorId,
+    month: &str,
+    amount: Money,
+) -> Result<Transfer, TransferError> {
+    Transfer::between(
+        format!("team_bonus:{distributor}:{month}"),
+        TransferKind::TeamBonus,
+        AccountId::Platform(PlatformAccount::TeamBonusExpense),
+        AccountId::Distributor(distributor.clone(), Bucket::Available),
+        amount,
     )
 }
 

@@ -162,7 +162,7 @@ pub fn start_of_year(year: i32, time_zone: Tz) -> DateTime<Utc> {
 /// minute at a time to the first local time that exists and takes its
 /// earliest instant. Zone transitions fall on whole minutes, so that is the
 /// transition itself.
-fn start_of_day(date: NaiveDate, time_zone: Tz) -> DateTime<Utc> {
+pub fn start_of_day(date: NaiveDate, time_zone: Tz) -> DateTime<Utc> {
     let midnight = date.and_time(NaiveTime::MIN);
     // Bounded: no zone has skipped more than MAX_GAP_MINUTES.
     for minute in 0..=MAX_GAP_MINUTES {

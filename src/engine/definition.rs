@@ -44,6 +44,9 @@ pub const SCHEDULES_FILE_NAME: &str = "schedules.toml";
 /// The declaration layout file in the workflows folder: not a workflow.
 pub const DECLARATION_FILE_NAME: &str = "declaration.toml";
 
+/// The month close's settings file in the workflows folder: not a workflow.
+pub const MONTH_CLOSE_FILE_NAME: &str = "month-close.toml";
+
 /// Where the shipped order-settlement workflow lives, relative to the
 /// repository root (for error messages).
 pub const SHIPPED_ORDER_SETTLEMENT_FILE: &str = "workflows/order-settlement.toml";
@@ -249,6 +252,8 @@ pub enum JobKind {
     ReleaseDueHolds,
     /// Prepares the monthly withholding declaration for the accountant.
     PrepareDeclaration,
+    /// Closes the previous month (team bonus, statements) and any missed one.
+    CloseMonth,
 }
 
 /// Why a workflow definition or schedules file was refused. Every variant
@@ -639,13 +644,18 @@ impl ScheduledJob {
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::ReleaseDueHolds, JobKind::PrepareDeclaration];
+    pub const ALL: [JobKind; 3] = [
+        JobKind::ReleaseDueHolds,
+        JobKind::PrepareDeclaration,
+        JobKind::CloseMonth,
+    ];
 
     /// The name used in `schedules.toml`, e.g. `release_due_holds`.
     pub fn name(self) -> &'static str {
         match self {
             JobKind::ReleaseDueHolds => "release_due_holds",
             JobKind::PrepareDeclaration => "prepare_declaration",
+            JobKind::CloseMonth => "close_month",
         }
     }
 
@@ -681,9 +691,11 @@ fn definition_files(dir: &Path) -> Result<Vec<PathBuf>, DefinitionError> {
     for entry in std::fs::read_dir(dir).map_err(unreadable)? {
         let path = entry.map_err(unreadable)?.path();
         let is_toml = path.extension().is_some_and(|ext| ext == "toml");
-        let is_schedules = path
-            .file_name()
-            .is_some_and(|name| name == SCHEDULES_FILE_NAME || name == DECLARATION_FILE_NAME);
+        let is_schedules = path.file_name().is_some_and(|name| {
+            name == SCHEDULES_FILE_NAME
+                || name == DECLARATION_FILE_NAME
+                || name == MONTH_CLOSE_FILE_NAME
+        });
         if path.is_file() && is_toml && !is_schedules {
             files.push(path);
         }

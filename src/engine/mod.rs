@@ -11,6 +11,8 @@
 //!   v3, from `integrations/`), as the withdrawal steps call it.
 //! - [`declaration`]: the monthly withholding declaration (CSV, XLSX) and
 //!   the scheduled job that prepares it.
+//! - [`month_close`]: the month close (team bonus, monthly statements) and
+//!   its scheduled job.
 //! - [`worker`]: apalis workers for the step queues, and the scheduler;
 //!   [`step`]: which step errors are retried and which fail the job at once.
 
@@ -33,6 +35,7 @@ pub mod certificate;
 pub mod declaration;
 pub mod definition;
 pub mod gateway;
+pub mod month_close;
 pub mod settlement;
 pub mod step;
 pub mod withdrawal;

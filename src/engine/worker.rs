@@ -426,6 +426,7 @@ pub async fn run_scheduler(
 pub struct ScheduledWork {
     pub settlement: Arc<SettlementEngine>,
     pub declarations: Arc<DeclarationPreparer>,
+    pub month_close: Arc<crate::engine::month_close::MonthCloser>,
 }
 
 impl ScheduledWork {
@@ -444,6 +445,15 @@ impl ScheduledWork {
                     tracing::error!(error = %error, job = job.name(), month = %month, "preparing the declaration failed; it runs again at its next time or start");
                 }
             }
+            JobKind::CloseMonth => match self.month_close.close_due(at.to_utc()).await {
+                Ok(months) if !months.is_empty() => {
+                    tracing::info!(job = job.name(), months = ?months, "months closed");
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(error = %error, job = job.name(), "closing the month failed; it resumes at its next time or start");
+                }
+            },
         }
     }
 }

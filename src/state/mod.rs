@@ -42,6 +42,8 @@ pub struct AppState {
     pub certificates: Arc<CertificateIssuer>,
     /// The monthly withholding declarations (SPEC §2.6).
     pub declarations: Arc<DeclarationPreparer>,
+    /// The month close (team bonus, statements).
+    pub month_close: Arc<crate::engine::month_close::MonthCloser>,
     /// Every step that runs from a queue, in workflow order (the ops views).
     pub step_queues: Arc<Vec<StepQueue>>,
 }

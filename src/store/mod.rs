@@ -25,15 +25,16 @@ use crate::domain::tax::Month;
 use crate::domain::withdrawal::{GatewayOutcome, ReviewDecision, StateRefusal};
 pub use error::StoreError;
 pub use records::{
-    AccountMismatch, Actor, AppliedYear, ApplyOutcome, AuditEntry, Balance, CalendarLock,
-    CertificateRecord, CorrectionOutcome, Creation, Distributor, FlaggedOrder, HoldPlan,
-    IngestOutcome, ItemRecord, LedgerReport, LineRecord, LineUpdate, NewCalendarYear,
-    NewCertificate, NewDistributor, NewPlan, OrderEvent, OrderRecord, OrderSnapshot,
-    PreparedDeclaration, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest, ReplanCounts,
-    Revocation, RunningTotals, SealedIdentity, SealedPayoutAccount, SessionRecord, StoredPlan,
-    TokenListing, TokenRecord, TotalsDelta, TotalsKeys, TransferOutcome, WithdrawalDecision,
-    WithdrawalDraft, WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome,
-    WithdrawalTotals, YearApplication,
+    AccountMismatch, Activity, Actor, AppliedYear, ApplyOutcome, AuditEntry, Balance, BatchOutcome,
+    CalendarLock, CertificateRecord, ClosingDistributor, CorrectionOutcome, Creation, Distributor,
+    FlaggedOrder, HoldPlan, IngestOutcome, ItemRecord, LedgerReport, LineRecord, LineUpdate,
+    MonthCloseRecord, Movements, NewCalendarYear, NewCertificate, NewDistributor, NewPlan,
+    NewTeamBonus, OrderEvent, OrderRecord, OrderSnapshot, PreparedDeclaration, PreparedOrder,
+    RefundDecision, RefundOutcome, RefundRequest, ReplanCounts, Revocation, RunningTotals,
+    SealedIdentity, SealedPayoutAccount, SessionRecord, StatementRecord, StoredPlan,
+    TeamBonusRecord, TokenListing, TokenRecord, TotalsDelta, TotalsKeys, TransferOutcome,
+    WithdrawalDecision, WithdrawalDraft, WithdrawalEvent, WithdrawalFacts, WithdrawalRecord,
+    WithdrawalRequestOutcome, WithdrawalTotals, YearApplication,
 };
 
 /// Largest page any list query returns, whatever the caller asks for.
@@ -335,6 +336,109 @@ impl Store {
         F: FnMut(DateTime<Utc>, u32) -> HoldPlan,
     {
         dispatch!(self, repo => repo.replan_holds(expected_generation, from, plan, describe, release_job, now).await)
+    }
+}
+
+/// Month close and earnings; the SQL is in `sql/month_close.rs`.
+impl Store {
+    pub async fn month_activity(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<std::collections::BTreeMap<String, Activity>, StoreError> {
+        dispatch!(self, repo => repo.month_activity(from, to).await)
+    }
+
+    pub async fn movements(
+        &self,
+        distributor: &DistributorId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Movements, StoreError> {
+        dispatch!(self, repo => repo.movements(distributor, from, to).await)
+    }
+
+    pub async fn lifetime_settled_sales(
+        &self,
+        distributor: &DistributorId,
+    ) -> Result<(Money, Money), StoreError> {
+        dispatch!(self, repo => repo.lifetime_settled_sales(distributor).await)
+    }
+
+    pub async fn tier_sales(
+        &self,
+        distributor: &DistributorId,
+        period: &str,
+    ) -> Result<Money, StoreError> {
+        dispatch!(self, repo => repo.tier_sales(distributor, period).await)
+    }
+
+    pub async fn begin_month_close(
+        &self,
+        month: &str,
+        plan_version: i64,
+        now: DateTime<Utc>,
+    ) -> Result<MonthCloseRecord, StoreError> {
+        dispatch!(self, repo => repo.begin_month_close(month, plan_version, now).await)
+    }
+
+    pub async fn month_close(&self, month: &str) -> Result<Option<MonthCloseRecord>, StoreError> {
+        dispatch!(self, repo => repo.month_close(month).await)
+    }
+
+    pub async fn finished_month_closes(&self, first: &str) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, repo => repo.finished_month_closes(first).await)
+    }
+
+    pub async fn first_activity(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        dispatch!(self, repo => repo.first_activity().await)
+    }
+
+    pub async fn closed_distributors(
+        &self,
+        month: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        dispatch!(self, repo => repo.closed_distributors(month).await)
+    }
+
+    pub async fn close_month_batch(
+        &self,
+        month: &str,
+        plan_version: i64,
+        batch: &[ClosingDistributor],
+        now: DateTime<Utc>,
+    ) -> Result<BatchOutcome, StoreError> {
+        dispatch!(self, repo => repo.close_month_batch(month, plan_version, batch, now).await)
+    }
+
+    pub async fn finish_month_close(
+        &self,
+        month: &str,
+        now: DateTime<Utc>,
+    ) -> Result<MonthCloseRecord, StoreError> {
+        dispatch!(self, repo => repo.finish_month_close(month, now).await)
+    }
+
+    pub async fn statements(
+        &self,
+        distributor: &DistributorId,
+    ) -> Result<Vec<StatementRecord>, StoreError> {
+        dispatch!(self, repo => repo.statements(distributor).await)
+    }
+
+    pub async fn statement(
+        &self,
+        distributor: &DistributorId,
+        month: &str,
+    ) -> Result<Option<StatementRecord>, StoreError> {
+        dispatch!(self, repo => repo.statement(distributor, month).await)
+    }
+
+    pub async fn team_bonuses(
+        &self,
+        distributor: &DistributorId,
+    ) -> Result<Vec<TeamBonusRecord>, StoreError> {
+        dispatch!(self, repo => repo.team_bonuses(distributor).await)
     }
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::access::Role;
 use crate::domain::identity::PayoutChannel;
 use crate::domain::ids::{CertificateNumber, DistributorId, PayoutAccountId, WithdrawalId};
-use crate::domain::money::Money;
+use crate::domain::money::{Money, Rate};
 use crate::domain::settlement::{DistributorStatus, LineState, OrderState};
 
 /// A distributor to create; `request_sha256` fingerprints the request so a
@@ -778,4 +778,107 @@ pub struct ReplanCounts {
     pub confirmed: i64,
     /// Calendar versions marked re-planned.
     pub versions: u64,
+}
+
+/// A month's close (`month_closes`): when it started and finished, the plan
+/// whose team bonus applied, and how much it has written so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthCloseRecord {
+    /// `YYYY-MM`, local to the settlement time zone.
+    pub month: String,
+    pub started_at: DateTime<Utc>,
+    /// `None` while distributors are still to be closed (or after a crash).
+    pub finished_at: Option<DateTime<Utc>>,
+    pub plan_version: i64,
+    pub statements: i64,
+    pub bonuses: i64,
+    pub bonus_total: Money,
+}
+
+/// One distributor's figures for a span of time, as the month close and
+/// the earnings view read them. Settled sales as `domain::earnings` defines them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Pending created by the lines of orders confirmed in the span.
+    pub earned: Money,
+    pub released: Money,
+    pub clawed_back: Money,
+    pub team_bonus: Money,
+    pub withdrawn: Money,
+    pub own_sales: Money,
+    pub team_sales: Money,
+}
+
+impl Activity {
+    pub fn is_empty(&self) -> bool {
+        *self == Activity::default()
+    }
+}
+
+/// A team bonus to pay at month close, with the figures that explain it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTeamBonus {
+    pub own_sales: Money,
+    pub team_sales: Money,
+    pub threshold: Money,
+    pub rate: Rate,
+    pub amount: Money,
+}
+
+/// One distributor's part of a month close: its figures and its bonus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosingDistributor {
+    pub distributor_id: DistributorId,
+    pub activity: Activity,
+    pub bonus: Option<NewTeamBonus>,
+}
+
+/// What one batch of a month close wrote (distributors already closed by
+/// an earlier run are skipped and not counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub statements: i64,
+    pub bonuses: i64,
+    pub bonus_total: Money,
+}
+
+/// A monthly statement (`monthly_statements`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementRecord {
+    pub distributor_id: String,
+    pub month: String,
+    pub activity: Activity,
+    /// Balances when the statement was written (at close, bonus included).
+    pub pending: Money,
+    pub available: Money,
+    pub withdrawing: Money,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A team bonus paid (`team_bonuses`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamBonusRecord {
+    pub distributor_id: String,
+    pub month: String,
+    pub own_sales: Money,
+    pub team_sales: Money,
+    pub threshold: Money,
+    pub rate: Rate,
+    pub amount: Money,
+    pub plan_version: i64,
+    pub transfer_id: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One distributor's movements over a span, each at its own time, for the
+/// earnings view to cut into periods.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Movements {
+    /// (confirmed_at, pending created) per order.
+    pub earned: Vec<(DateTime<Utc>, Money)>,
+    /// (created_at, kind, amount to the distributor) per ledger transfer;
+    /// kind as `TransferKind::as_str`, amounts signed as the statement shows them.
+    pub ledger: Vec<(DateTime<Utc>, String, Money)>,
+    /// (release_at, own settled sales, team settled sales).
+    pub settled: Vec<(DateTime<Utc>, Money, Money)>,
 }

@@ -883,6 +883,12 @@ impl Server {
         }
     }
 
+    /// A server on the simulated clock with `env` set at every start.
+    pub(crate) fn with_env(mut self, env: Vec<(String, String)>) -> Server {
+        self.env = env;
+        self
+    }
+
     /// A server on the wall clock, always on one port, with `env` set.
     pub(crate) fn with_wall_clock_on_one_port(mut self, env: Vec<(String, String)>) -> Server {
         self.env = env;

@@ -101,19 +101,34 @@ impl TestDb {
     }
 }
 
-/// The application, serving on a free port, with a token per role.
-pub struct TestApp {
+/// A running API (in this process or a `fenrun serve` child), its
+/// database, and a token per role.
+pub struct Http {
     pub address: String,
     pub client: reqwest::Client,
     pub store: Arc<Store>,
-    /// The withdrawal engine, whose gateway is the in-process sandbox.
-    pub withdrawals: Arc<fenrun::engine::withdrawal::WithdrawalEngine>,
-    pub db: TestDb,
     pub admin: String,
     pub ingest: String,
     pub ops: String,
     pub accountant: String,
+}
+
+/// The application, serving on a free port, with a token per role (the
+/// [`Http`] it derefs to).
+pub struct TestApp {
+    pub http: Http,
+    /// The withdrawal engine, whose gateway is the in-process sandbox.
+    pub withdrawals: Arc<fenrun::engine::withdrawal::WithdrawalEngine>,
+    pub db: TestDb,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Http;
+
+    fn deref(&self) -> &Http {
+        &self.http
+    }
 }
 
 impl Drop for TestApp {
@@ -150,36 +165,45 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let token = |role: Role| {
-        let store = store.clone();
-        async move {
-            let issued = fenrun::service::tokens::create(
-                &store,
-                role,
-                None,
-                chrono::Utc::now(),
-                &fenrun::service::audit::Actor::system("test"),
-            )
-            .await
-            .expect("token");
-            issued.secret.expose_secret().to_owned()
-        }
-    };
     TestApp {
-        address,
-        client: reqwest::Client::new(),
-        admin: token(Role::Admin).await,
-        ingest: token(Role::Ingest).await,
-        ops: token(Role::Ops).await,
-        accountant: token(Role::Accountant).await,
-        store,
+        http: Http::attach(&address, store).await,
         withdrawals,
         db,
         shutdown: Some(shutdown),
     }
 }
 
-impl TestApp {
+impl Http {
+    /// The API at `address` on `store`'s database, with a fresh token per role.
+    pub async fn attach(address: &str, store: Arc<Store>) -> Http {
+        let token = |role: Role| {
+            let store = store.clone();
+            async move {
+                let issued = fenrun::service::tokens::create(
+                    &store,
+                    role,
+                    None,
+                    chrono::Utc::now(),
+                    &fenrun::service::audit::Actor::system("test"),
+                )
+                .await
+                .expect("token");
+                issued.secret.expose_secret().to_owned()
+            }
+        };
+        Http {
+            address: address.to_owned(),
+            client: reqwest::Client::new(),
+            admin: token(Role::Admin).await,
+            ingest: token(Role::Ingest).await,
+            ops: token(Role::Ops).await,
+            accountant: token(Role::Accountant).await,
+            store,
+        }
+    }
+}
+
+impl Http {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

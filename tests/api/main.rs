@@ -23,6 +23,7 @@ mod ledger_properties;
 mod limits;
 mod migrations;
 mod monitoring;
+mod month_close;
 mod names_and_ids;
 mod ops;
 mod ops_browser;

@@ -122,7 +122,7 @@ fn workflows_with_one_transfer_attempt(into: &Path) -> PathBuf {
     target
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

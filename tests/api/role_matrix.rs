@@ -241,6 +241,34 @@ async fn every_route_answers_every_role_as_the_matrix_says(backend: Backend) {
             Access::Roles(staff_and_self, 403),
         ),
         route(
+            "GET",
+            "/v1/distributors/{id}/statements",
+            "/v1/distributors/carol/statements".into(),
+            None,
+            Access::Roles(staff_and_self, 403),
+        ),
+        route(
+            "GET",
+            "/v1/distributors/{id}/statements/{month}",
+            "/v1/distributors/carol/statements/2020-01".into(),
+            None,
+            Access::Roles(staff_and_self, 403),
+        ),
+        route(
+            "GET",
+            "/v1/distributors/{id}/team-bonuses",
+            "/v1/distributors/carol/team-bonuses".into(),
+            None,
+            Access::Roles(staff_and_self, 403),
+        ),
+        route(
+            "GET",
+            "/v1/distributors/{id}/earnings",
+            "/v1/distributors/carol/earnings?from=2026-01-01&to=2026-01-02".into(),
+            None,
+            Access::Roles(staff_and_self, 403),
+        ),
+        route(
             "POST",
             "/v1/orders",
             "/v1/orders".into(),
@@ -374,6 +402,15 @@ async fn every_route_answers_every_role_as_the_matrix_says(backend: Backend) {
             "/v1/ops/jobs",
             "/v1/ops/jobs".into(),
             None,
+            Access::Roles(&[Admin, Ops], 403),
+        ),
+        // A month long over, before anything in this shop: closing it
+        // writes an empty close.
+        route(
+            "POST",
+            "/v1/ops/month-close/{month}",
+            "/v1/ops/month-close/2020-01".into(),
+            Some(json!({})),
             Access::Roles(&[Admin, Ops], 403),
         ),
         route(

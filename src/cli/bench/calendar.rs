@@ -51,8 +51,14 @@ async fn replan_once(url: &str, orders: usize) -> anyhow::Result<f64> {
     let app = BenchApp::start(url, FILL_CONCURRENCY).await?;
     app.create_distributors().await?;
     let progress = progress_bar(orders as u64, "filling holds");
-    app.ingest(orders, FILL_CONCURRENCY, Utc::now(), Some(&progress))
-        .await?;
+    app.ingest(
+        orders,
+        super::BENCH_DISTRIBUTORS,
+        FILL_CONCURRENCY,
+        Utc::now(),
+        Some(&progress),
+    )
+    .await?;
     progress.finish_and_clear();
     let sample = app
         .store

@@ -6,6 +6,8 @@
 //!   figures can be read as a ratio on a noisy machine.
 //! - `bench replan`: N holding orders re-planned by applying a year of the
 //!   business calendar that moves them all (`calendar.rs`).
+//! - `bench month-close`: a month of N distributors (one order each, the
+//!   team bonus on) closed by `POST /v1/ops/month-close` (`month_close.rs`).
 //! - `bench queue`: drains an apalis backlog of no-op jobs (20,000 or
 //!   100,000) to show that the SQLite ack stays fast (apalis.md).
 //!
@@ -15,6 +17,7 @@
 
 pub mod calendar;
 pub mod certificates;
+pub mod month_close;
 pub mod withdraw;
 
 use std::process::Command;
@@ -33,7 +36,9 @@ use crate::store::{QueuePool, Store, StoreOptions};
 
 /// Distributors in the benchmark's referral tree (a binary tree: the
 /// referrer of `n` is `n / 2`, so most chains have three levels).
-const BENCH_DISTRIBUTORS: usize = 1_000;
+pub(crate) const BENCH_DISTRIBUTORS: usize = 1_000;
+/// Clients creating a level of the referral tree at once.
+const TREE_CONCURRENCY: usize = 32;
 /// The queue the no-op backlog is pushed to.
 const NOOP_QUEUE: &str = "bench.noop";
 /// A backlog that makes no progress for this long counts as stalled.
@@ -297,23 +302,49 @@ impl BenchApp {
 
     /// The referral tree of [`BENCH_DISTRIBUTORS`] distributors.
     pub(crate) async fn create_distributors(&self) -> anyhow::Result<()> {
-        for number in 1..=BENCH_DISTRIBUTORS {
-            let mut body = json!({"id": format!("d{number}"), "name": format!("bench {number}")});
-            if number > 1 {
-                body["referrer_id"] = json!(format!("d{}", number / 2));
+        self.create_tree(BENCH_DISTRIBUTORS).await
+    }
+
+    /// A binary referral tree of `count` distributors (`d1`…; the referrer
+    /// of `dn` is `d(n/2)`), created a level at a time by up to
+    /// [`TREE_CONCURRENCY`] clients, so each referrer exists before its referrals.
+    pub(crate) async fn create_tree(&self, count: usize) -> anyhow::Result<()> {
+        let limiter = Arc::new(Semaphore::new(TREE_CONCURRENCY));
+        let mut level_start = 1;
+        // Bounded: log2(count) + 1 levels.
+        while level_start <= count {
+            let level_end = (level_start * 2).min(count + 1);
+            let mut sending = tokio::task::JoinSet::new();
+            for number in level_start..level_end {
+                let permit = limiter.clone().acquire_owned().await?;
+                let client = self.client.clone();
+                let url = format!("{}/v1/distributors", self.address);
+                let token = self.ingest_token.clone();
+                sending.spawn(async move {
+                    let _permit = permit;
+                    let mut body =
+                        json!({"id": format!("d{number}"), "name": format!("bench {number}")});
+                    if number > 1 {
+                        body["referrer_id"] = json!(format!("d{}", number / 2));
+                    }
+                    let response = client
+                        .post(url)
+                        .bearer_auth(token.as_str())
+                        .json(&body)
+                        .send()
+                        .await?;
+                    anyhow::ensure!(
+                        response.status().as_u16() == 201,
+                        "creating d{number}: {}",
+                        response.status()
+                    );
+                    Ok(())
+                });
             }
-            let response = self
-                .client
-                .post(format!("{}/v1/distributors", self.address))
-                .bearer_auth(self.ingest_token.as_str())
-                .json(&body)
-                .send()
-                .await?;
-            anyhow::ensure!(
-                response.status().as_u16() == 201,
-                "creating d{number}: {}",
-                response.status()
-            );
+            while let Some(done) = sending.join_next().await {
+                done??;
+            }
+            level_start = level_end;
         }
         Ok(())
     }
@@ -323,6 +354,7 @@ impl BenchApp {
     pub(crate) async fn ingest(
         &self,
         orders: usize,
+        sellers: usize,
         concurrency: usize,
         confirmed_at: chrono::DateTime<chrono::Utc>,
         progress: Option<&indicatif::ProgressBar>,
@@ -337,7 +369,7 @@ impl BenchApp {
             let token = self.ingest_token.clone();
             sending.spawn(async move {
                 let _permit = permit;
-                let seller = 1 + (number * 7_919) % BENCH_DISTRIBUTORS;
+                let seller = 1 + (number * 7_919) % sellers;
                 let items: Vec<_> = (0..1 + number % 3)
                     .map(|line| json!({"sku": format!("S{line}"), "category": "bench", "amount": format!("{}.{:02}", 10 + number % 990, number % 100)}))
                     .collect();
@@ -418,7 +450,13 @@ async fn settle_once(
         .await?;
     }
     let ingest = app
-        .ingest(orders, concurrency, chrono::Utc::now(), None)
+        .ingest(
+            orders,
+            BENCH_DISTRIBUTORS,
+            concurrency,
+            chrono::Utc::now(),
+            None,
+        )
         .await?;
 
     let release_started = Instant::now();

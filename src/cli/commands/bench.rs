@@ -1,4 +1,4 @@
-//! `fenrun bench settle | replan | queue | certificates | withdraw`: the benchmarks
+//! `fenrun bench settle | replan | month-close | queue | certificates | withdraw`: the benchmarks
 //! of `cli::bench`, on SQLite or a scratch database on the PostgreSQL
 //! server of `--database-url`.
 
@@ -22,6 +22,10 @@ pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<E
             plan,
         } => {
             crate::cli::bench::settle(orders, concurrency.max(1), runs.max(1), plan, server)
+                .await?;
+        }
+        BenchCommand::MonthClose { distributors, runs } => {
+            crate::cli::bench::month_close::month_close(distributors.max(1), runs.max(1), server)
                 .await?;
         }
         BenchCommand::Queue { jobs } => crate::cli::bench::queue(jobs, server).await?,

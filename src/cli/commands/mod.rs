@@ -5,6 +5,7 @@ pub mod calendar;
 pub mod certificate;
 pub mod keys;
 pub mod ledger;
+pub mod month_close;
 pub mod plan;
 pub mod sandbox;
 pub mod serve;

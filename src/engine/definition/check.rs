@@ -43,6 +43,11 @@ pub fn check_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         crate::engine::declaration::Layouts::parse(&text, &declaration.display().to_string())?;
         checked.push(declaration);
     }
+    let month_close = dir.join(crate::engine::month_close::SETTINGS_FILE_NAME);
+    if month_close.is_file() {
+        crate::engine::month_close::MonthCloseSettings::load(dir)?;
+        checked.push(month_close);
+    }
     let schedules = dir.join(SCHEDULES_FILE_NAME);
     if schedules.is_file() {
         Schedules::load(&schedules)?;

@@ -47,6 +47,9 @@ mod jobs;
 #[path = "../sql/ledger.rs"]
 mod ledger;
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/month_close.rs"]
+mod month_close;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/orders.rs"]
 mod orders;
 #[allow(clippy::duplicate_mod)]

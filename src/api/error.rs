@@ -157,9 +157,6 @@ impl From<ApplyPlanError> for ApiError {
                 ApiError::unprocessable("plan_effective_in_past", error.to_string())
                     .with_field("effective_from")
             }
-            ApplyPlanError::V2RulesNotYetInForce => {
-                ApiError::unprocessable("plan_rules_not_in_force", error.to_string())
-            }
             ApplyPlanError::Store(store) => store.into(),
         }
     }

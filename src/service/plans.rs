@@ -20,18 +20,6 @@ pub enum ApplyPlanError {
         effective_from: DateTime<Utc>,
         now: DateTime<Utc>,
     },
-    /// The plan uses tiers, campaigns, a daily cap, risk holds, grade
-    /// upgrades, clearing or a team bonus: rules this version parses and
-    /// checks but does not yet apply to orders, so the plan is refused rather
-    /// than silently paid as if those sections were not there.
-    #[error(
-        "this plan uses tiers, campaigns, daily caps, risk holds, grade upgrades, \
-         clearing or a team bonus; they are parsed and checked (`fenrun workflows check` \
-         validates them) but not yet applied to orders by this version of fenrun, so \
-         the plan is refused rather than silently ignored; remove those sections to \
-         apply it now"
-    )]
-    V2RulesNotYetInForce,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -45,9 +33,6 @@ pub async fn apply(
     now: DateTime<Utc>,
 ) -> Result<StoredPlan, ApplyPlanError> {
     let plan = Plan::parse(source_toml, file_name)?;
-    if plan.uses_v2_rules() {
-        return Err(ApplyPlanError::V2RulesNotYetInForce);
-    }
     let effective_from = plan.effective_from().unwrap_or(now);
     if effective_from < now {
         return Err(ApplyPlanError::EffectiveInPast {
@@ -88,46 +73,4 @@ pub async fn in_force(store: &Store, at: DateTime<Utc>) -> Result<(i64, Plan), A
         &format!("plan version {}", stored.version),
     )?;
     Ok((stored.version, plan))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::plan::SHIPPED_DEFAULT_TOML;
-    use crate::service::audit::Actor;
-    use crate::store::StoreOptions;
-
-    #[tokio::test]
-    async fn a_plan_with_v2_rules_is_refused_and_not_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("plans.db").display());
-        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
-        let now = Utc::now();
-        ensure_default(&store, now).await.unwrap();
-
-        let v2 = format!("daily_cap = \"500.00\"\n{SHIPPED_DEFAULT_TOML}");
-        let refused = apply(&store, &v2, "v2.toml", &Actor::command_line(), now).await;
-        let Err(error) = refused else {
-            panic!("a v2 plan was applied")
-        };
-        assert!(
-            matches!(error, ApplyPlanError::V2RulesNotYetInForce),
-            "{error}"
-        );
-        assert!(error.to_string().contains("not yet applied to orders"));
-        assert_eq!(store.list_plans().await.unwrap().len(), 1);
-
-        // The same plan without the v2 key is applied.
-        let stored = apply(
-            &store,
-            SHIPPED_DEFAULT_TOML,
-            "v1.toml",
-            &Actor::command_line(),
-            now,
-        )
-        .await
-        .unwrap();
-        assert_eq!(stored.version, 2);
-        store.close().await;
-    }
 }

@@ -5,6 +5,7 @@ pub mod access;
 pub mod calendar;
 pub mod commission;
 pub mod digest;
+pub mod grades;
 pub mod identity;
 pub mod ids;
 pub mod ledger;

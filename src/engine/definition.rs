@@ -249,6 +249,9 @@ pub enum JobKind {
     ReleaseDueHolds,
     /// Prepares the monthly withholding declaration for the accountant.
     PrepareDeclaration,
+    /// The daily grade review: upgrades (晋级) and clearing (清退) under the
+    /// plan in force.
+    ReviewGrades,
 }
 
 /// Why a workflow definition or schedules file was refused. Every variant
@@ -639,13 +642,18 @@ impl ScheduledJob {
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::ReleaseDueHolds, JobKind::PrepareDeclaration];
+    pub const ALL: [JobKind; 3] = [
+        JobKind::ReleaseDueHolds,
+        JobKind::PrepareDeclaration,
+        JobKind::ReviewGrades,
+    ];
 
     /// The name used in `schedules.toml`, e.g. `release_due_holds`.
     pub fn name(self) -> &'static str {
         match self {
             JobKind::ReleaseDueHolds => "release_due_holds",
             JobKind::PrepareDeclaration => "prepare_declaration",
+            JobKind::ReviewGrades => "review_grades",
         }
     }
 

@@ -11,6 +11,7 @@
 //!   v3, from `integrations/`), as the withdrawal steps call it.
 //! - [`declaration`]: the monthly withholding declaration (CSV, XLSX) and
 //!   the scheduled job that prepares it.
+//! - [`grade_review`]: the daily grade review (upgrades and clearing).
 //! - [`worker`]: apalis workers for the step queues, and the scheduler;
 //!   [`step`]: which step errors are retried and which fail the job at once.
 
@@ -33,6 +34,7 @@ pub mod certificate;
 pub mod declaration;
 pub mod definition;
 pub mod gateway;
+pub mod grade_review;
 pub mod settlement;
 pub mod step;
 pub mod withdrawal;

@@ -690,7 +690,12 @@ fn decide_refund(
 ) -> Result<RefundDecision, SettlementError> {
     let allocation = allocate(request, snapshot)?;
     let (net_items, remaining_after) = net_items_after(snapshot, &allocation)?;
-    let changes = recompute_commission(plan, chain, snapshot, net_items)?;
+    // Voided by ops: the lines stay at 0 whatever is refunded later.
+    let changes = if snapshot.order.commission_voided_at.is_some() {
+        Vec::new()
+    } else {
+        recompute_commission(plan, chain, snapshot, net_items)?
+    };
     let after_release = snapshot.order.state == OrderState::Released;
     let new_state = match snapshot.order.state {
         OrderState::Holding if remaining_after.is_zero() => OrderState::Cancelled,

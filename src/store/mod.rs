@@ -26,13 +26,15 @@ use crate::domain::withdrawal::{GatewayOutcome, ReviewDecision, StateRefusal};
 pub use error::StoreError;
 pub use records::{
     AccountMismatch, Actor, AppliedYear, ApplyOutcome, AuditEntry, Balance, CalendarLock,
-    CertificateRecord, CorrectionOutcome, Creation, Distributor, HoldPlan, IngestOutcome,
-    ItemRecord, LedgerReport, LineRecord, LineUpdate, NewCalendarYear, NewCertificate,
-    NewDistributor, NewPlan, OrderEvent, OrderRecord, OrderSnapshot, PreparedDeclaration,
-    PreparedOrder, RefundDecision, RefundOutcome, RefundRequest, ReplanCounts, Revocation,
+    CertificateRecord, CorrectionOutcome, Creation, Distributor, DistributorEvent, HoldPlan,
+    IngestOutcome, ItemRecord, LedgerReport, LifecycleChange, LineRecord, LineUpdate,
+    NewCalendarYear, NewCertificate, NewDistributor, NewPlan, OrderEvent, OrderRecord,
+    OrderSnapshot, PreparedDeclaration, PreparedOrder, RefundDecision, RefundOutcome,
+    RefundRequest, Reinstatement, ReplanCounts, ReviewChange, ReviewedPage, Revocation,
     SealedIdentity, SealedPayoutAccount, SessionRecord, StoredPlan, TokenListing, TokenRecord,
-    TransferOutcome, WithdrawalDecision, WithdrawalDraft, WithdrawalEvent, WithdrawalFacts,
-    WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals, YearApplication,
+    TransferOutcome, VoidOutcome, VoidedOrder, WithdrawalDecision, WithdrawalDraft,
+    WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals,
+    YearApplication,
 };
 
 /// Largest page any list query returns, whatever the caller asks for.
@@ -384,6 +386,54 @@ impl Store {
 
     pub async fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
         dispatch!(self, repo => repo.order(order_id).await)
+    }
+
+    /// Voids an order's commission (ops): reversed inside the hold, clawed
+    /// back after it; a second void answers the first again.
+    pub async fn void_commission(
+        &self,
+        order_id: &str,
+        reason: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<VoidOutcome, StoreError> {
+        dispatch!(self, repo => repo.void_commission(order_id, reason, actor, now).await)
+    }
+
+    /// Reviews one page of distributors after `after` (the grade review):
+    /// `decide` rules on each one's facts; changes are written with their
+    /// timeline and audit entries in the page's transaction.
+    pub async fn review_distributors<F>(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+        now: DateTime<Utc>,
+        actor: &Actor,
+        decide: F,
+    ) -> Result<ReviewedPage, StoreError>
+    where
+        F: Fn(&crate::domain::grades::ReviewFacts) -> Option<ReviewChange> + Send,
+    {
+        dispatch!(self, repo => repo.review_distributors(after, limit, now, actor, decide).await)
+    }
+
+    /// Reinstates a cleared distributor (ops); an active one is left alone.
+    pub async fn reinstate_distributor(
+        &self,
+        id: &DistributorId,
+        reason: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Reinstatement, StoreError> {
+        dispatch!(self, repo => repo.reinstate_distributor(id, reason, actor, now).await)
+    }
+
+    /// The distributor's timeline (upgrades, clearing, reinstatements), newest first.
+    pub async fn distributor_events(
+        &self,
+        id: &DistributorId,
+    ) -> Result<Vec<DistributorEvent>, StoreError> {
+        dispatch!(self, repo => repo.distributor_events(id).await)
     }
 
     pub async fn commissions(

@@ -62,7 +62,7 @@ pub(super) fn line_from_row(row: &DbRow) -> Result<LineRecord, StoreError> {
 pub(super) const LINE_COLUMNS: &str = "id, order_id, beneficiary_id, cast(level as bigint) as level, rate, base_fen, amount_fen, plan_version, campaign, state, created_at";
 
 /// The order with its lines and timeline, as the caller's connection sees it.
-async fn load_order(
+pub(super) async fn load_order(
     conn: &mut Conn,
     order_id: &str,
     lock: bool,
@@ -72,13 +72,15 @@ async fn load_order(
     let sql = if lock {
         concat!(
             "select order_id, distributor_id, buyer_id, placed_at, confirmed_at, total_fen, refunded_fen, ",
-            "plan_version, state, release_at, release_at_provisional, chain from orders where order_id = $1",
+            "plan_version, state, release_at, release_at_provisional, chain, commission_voided_at ",
+            "from orders where order_id = $1",
             for_update!()
         )
     } else {
         concat!(
             "select order_id, distributor_id, buyer_id, placed_at, confirmed_at, total_fen, refunded_fen, ",
-            "plan_version, state, release_at, release_at_provisional, chain from orders where order_id = $1"
+            "plan_version, state, release_at, release_at_provisional, chain, commission_voided_at ",
+            "from orders where order_id = $1"
         )
     };
     let Some(row) = sqlx::query(sql)
@@ -119,6 +121,9 @@ async fn load_order(
         release_at: row.try_get::<DbTime, _>("release_at")?.0,
         release_at_provisional: row.try_get("release_at_provisional")?,
         chain_json: row.try_get("chain")?,
+        commission_voided_at: row
+            .try_get::<Option<DbTime>, _>("commission_voided_at")?
+            .map(|at| at.0),
         lines,
         timeline,
     }))
@@ -132,7 +137,7 @@ pub(super) struct NewEvent<'a> {
     pub(super) detail: String,
 }
 
-async fn insert_events(
+pub(super) async fn insert_events(
     conn: &mut Conn,
     events: &[NewEvent<'_>],
     at: DateTime<Utc>,

@@ -41,11 +41,17 @@ mod certificates;
 mod credentials;
 mod dialect;
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/distributors.rs"]
+mod distributors;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/jobs.rs"]
 mod jobs;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/ledger.rs"]
 mod ledger;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/order_void.rs"]
+mod order_void;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/orders.rs"]
 mod orders;

@@ -691,7 +691,7 @@ fn decide_refund(
     let allocation = allocate(request, snapshot)?;
     let (net_items, remaining_after) = net_items_after(snapshot, &allocation)?;
     // Voided by ops: the lines stay at 0 whatever is refunded later.
-    let changes = if snapshot.order.commission_voided_at.is_some() {
+    let changes = if snapshot.order.commission_voided {
         Vec::new()
     } else {
         recompute_commission(plan, chain, snapshot, net_items)?

@@ -227,9 +227,9 @@ pub struct OrderRecord {
     pub release_at: DateTime<Utc>,
     pub release_at_provisional: bool,
     pub chain_json: String,
-    /// When ops voided the order's commission (its lines are then 0 and
-    /// no refund moves commission again).
-    pub commission_voided_at: Option<DateTime<Utc>>,
+    /// Whether ops voided the order's commission (its lines are then 0
+    /// and no refund moves commission again).
+    pub commission_voided: bool,
     pub lines: Vec<LineRecord>,
     pub timeline: Vec<OrderEvent>,
 }

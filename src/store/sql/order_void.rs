@@ -44,7 +44,7 @@ impl Repo {
                 id: order_id.to_owned(),
             });
         };
-        if order.commission_voided_at.is_some() {
+        if order.commission_voided {
             let voided = voided_order(&mut tx, order).await?;
             tx.commit().await?;
             return Ok(VoidOutcome::Replayed(voided));

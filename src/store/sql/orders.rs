@@ -121,9 +121,9 @@ pub(super) async fn load_order(
         release_at: row.try_get::<DbTime, _>("release_at")?.0,
         release_at_provisional: row.try_get("release_at_provisional")?,
         chain_json: row.try_get("chain")?,
-        commission_voided_at: row
+        commission_voided: row
             .try_get::<Option<DbTime>, _>("commission_voided_at")?
-            .map(|at| at.0),
+            .is_some(),
         lines,
         timeline,
     }))

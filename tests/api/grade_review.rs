@@ -164,6 +164,24 @@ pub(crate) async fn audit_actions(app: &TestApp, target: &str) -> Vec<String> {
         .collect()
 }
 
+/// An ops action with a reason refused, changing nothing: 422
+/// `reason_required` for a missing, empty or blank reason, 404 on
+/// `unknown_path`, 403 for the ingest role.
+pub(crate) async fn refuses_without_reason_unknown_or_ingest(
+    app: &TestApp,
+    path: &str,
+    unknown_path: &str,
+) {
+    for body in [json!({}), json!({"reason": ""}), json!({"reason": "   "})] {
+        let error = error_of(app.post_json(path, &app.ops, &body).await, 422).await;
+        assert_eq!(error["code"], "reason_required", "{body}");
+        assert_eq!(error["field"], "reason");
+    }
+    let reason = json!({"reason": "x"});
+    error_of(app.post_json(unknown_path, &app.ops, &reason).await, 404).await;
+    error_of(app.post_json(path, &app.ingest, &reason).await, 403).await;
+}
+
 /// Runs the review at `at` as the schedule does (the scheduler may run it
 /// too after a clock move; both write only what still holds).
 async fn review(app: &TestApp, at: DateTime<Utc>) -> ReviewReport {
@@ -358,31 +376,7 @@ async fn an_inactive_distributor_is_cleared_paid_nothing_and_can_be_reinstated(b
     // Reinstatement: refused without a reason, for an unknown id, for an
     // active distributor; then done, in the timeline and the audit log.
     let path = "/v1/distributors/idle/reinstate";
-    let error = error_of(app.post_json(path, &app.ops, &json!({})).await, 422).await;
-    assert_eq!(error["code"], "reason_required");
-    let error = error_of(
-        app.post_json(path, &app.ops, &json!({"reason": "  "}))
-            .await,
-        422,
-    )
-    .await;
-    assert_eq!(error["code"], "reason_required");
-    error_of(
-        app.post_json(
-            "/v1/distributors/nobody/reinstate",
-            &app.ops,
-            &json!({"reason": "x"}),
-        )
-        .await,
-        404,
-    )
-    .await;
-    error_of(
-        app.post_json(path, &app.ingest, &json!({"reason": "x"}))
-            .await,
-        403,
-    )
-    .await;
+    refuses_without_reason_unknown_or_ingest(&app, path, "/v1/distributors/nobody/reinstate").await;
     assert_eq!(
         profile(&app, "idle").await["status"],
         "cleared",

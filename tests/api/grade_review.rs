@@ -18,6 +18,7 @@ use crate::on_both_backends;
 on_both_backends!(
     upgrades_follow_settled_own_and_team_sales_never_go_down_and_pay_only_later_orders,
     an_inactive_distributor_is_cleared_paid_nothing_and_can_be_reinstated,
+    the_command_line_runs_the_review_and_a_second_run_changes_nothing,
 );
 
 /// The test's plan: gold by own OR team sales, partner by own AND team
@@ -422,4 +423,74 @@ async fn an_inactive_distributor_is_cleared_paid_nothing_and_can_be_reinstated(b
 
     let report = app.store.verify_ledger().await.unwrap();
     assert!(report.is_clean(), "{report:?}");
+}
+
+/// `fenrun grades review --json` on the app's database; the report. The
+/// command runs on the blocking pool so the app (on this test's runtime)
+/// keeps serving and finishes whatever write it has begun.
+async fn review_on_the_command_line(app: &TestApp) -> Value {
+    let url = app.db.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fenrun"))
+            .args(["grades", "review", "--json"])
+            .env("FENRUN_DATABASE_URL", url)
+            .env("FENRUN_SQLITE_BUSY_TIMEOUT_MS", "30000")
+            .env_remove("FENRUN_CONFIG")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap()
+}
+
+async fn the_command_line_runs_the_review_and_a_second_run_changes_nothing(backend: Backend) {
+    // The command reads the wall clock, so the plan is applied without
+    // moving the simulated one: it is in force for the command too. Gold
+    // asks for no sales at all, so the review has work without a release.
+    let app = spawn_app_with(backend, |settings| settings.simulated_clock = true).await;
+    app.create_distributor("c1", None, None).await;
+    app.create_distributor("c2", Some("c1"), Some("partner"))
+        .await;
+    apply_plan(
+        &app,
+        &PLAN.replace("own_sales = \"1000.00\"", "own_sales = \"0.00\""),
+    )
+    .await;
+
+    let first = review_on_the_command_line(&app).await;
+    assert_eq!(first["reviewed"], 2, "{first}");
+    assert_eq!(
+        first["upgraded"], 1,
+        "c1 to gold; c2 stays partner: {first}"
+    );
+    assert_eq!(first["cleared"], 0);
+    assert_eq!(grade_of(&app, "c1").await, "gold");
+    assert_eq!(grade_of(&app, "c2").await, "partner");
+    let event = &profile(&app, "c1").await["timeline"][0];
+    assert!(
+        event["actor"].as_str().unwrap().starts_with("cli:"),
+        "{event}"
+    );
+
+    let second = review_on_the_command_line(&app).await;
+    assert_eq!(
+        (second["upgraded"].as_i64(), second["cleared"].as_i64()),
+        (Some(0), Some(0)),
+        "{second}"
+    );
+    assert_eq!(
+        profile(&app, "c1").await["timeline"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

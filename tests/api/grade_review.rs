@@ -19,6 +19,7 @@ on_both_backends!(
     upgrades_follow_settled_own_and_team_sales_never_go_down_and_pay_only_later_orders,
     an_inactive_distributor_is_cleared_paid_nothing_and_can_be_reinstated,
     the_command_line_runs_the_review_and_a_second_run_changes_nothing,
+    the_daily_schedule_runs_the_review_once_the_clock_passes_it,
 );
 
 /// The test's plan: gold by own OR team sales, partner by own AND team
@@ -493,4 +494,24 @@ async fn the_command_line_runs_the_review_and_a_second_run_changes_nothing(backe
             .len(),
         1
     );
+}
+
+async fn the_daily_schedule_runs_the_review_once_the_clock_passes_it(backend: Backend) {
+    // No direct call here: the scheduler runs `review_grades` when the
+    // simulated clock moves past 03:30 (one run for the days jumped).
+    let app = spawn_app_with(backend, |settings| settings.simulated_clock = true).await;
+    apply_plan(&app, PLAN).await;
+    app.create_distributor("sleeper", None, None).await;
+    advance(&app, Duration::days(91).num_seconds()).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let sleeper = loop {
+        let sleeper = profile(&app, "sleeper").await;
+        if sleeper["status"] == "cleared" || std::time::Instant::now() > deadline {
+            break sleeper;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(sleeper["status"], "cleared", "{sleeper}");
+    assert_eq!(sleeper["timeline"][0]["actor"], "system:grade_review");
+    assert_eq!(sleeper["timeline"].as_array().unwrap().len(), 1);
 }

@@ -13,6 +13,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{JsonBody, Query, distributor_id_from_path};
 use crate::api::policy::{AdminOpsOrIngest, Allowed, IngestOrAdmin, Owner, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
+use crate::domain::access::Role;
 use crate::domain::digest::sha256_hex;
 use crate::domain::identity::check_readable_name;
 use crate::domain::ids::DistributorId;
@@ -91,8 +92,10 @@ pub struct DistributorEventView {
     /// inactive days; the reason of a reinstatement).
     #[schema(value_type = Object)]
     pub figures: Option<serde_json::Value>,
-    /// `system:grade_review`, or the ops token that acted.
-    pub actor: String,
+    /// `system:grade_review`, or the token of the ops person who acted;
+    /// `null` for a distributor, who sees the decision and its reason, not
+    /// the person's handle (as with a withdrawal's reviewer).
+    pub actor: Option<String>,
 }
 
 impl From<DistributorEvent> for DistributorEventView {
@@ -102,7 +105,7 @@ impl From<DistributorEvent> for DistributorEventView {
             kind: event.kind,
             detail: event.detail,
             figures: event.figures,
-            actor: event.actor,
+            actor: Some(event.actor),
         }
     }
 }
@@ -278,7 +281,9 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Owner {
-        distributor: id, ..
+        distributor: id,
+        principal,
+        ..
     }: Owner<SelfOrOpsAdmin>,
 ) -> Result<Json<DistributorProfile>, ApiError> {
     let distributor = state
@@ -291,7 +296,16 @@ pub async fn get(
     Ok(Json(DistributorProfile {
         distributor: distributor.into(),
         identity: identity.as_ref().map(MaskedIdentity::from),
-        timeline: timeline.into_iter().map(Into::into).collect(),
+        timeline: timeline
+            .into_iter()
+            .map(|event| {
+                let mut view = DistributorEventView::from(event);
+                if !principal.has_any_role(&[Role::Ops, Role::Admin]) {
+                    view.actor = None;
+                }
+                view
+            })
+            .collect(),
     }))
 }
 

@@ -404,6 +404,26 @@ async fn an_inactive_distributor_is_cleared_paid_nothing_and_can_be_reinstated(b
     assert_eq!(error["code"], "not_cleared");
     let idle = profile(&app, "idle").await;
     assert_eq!(idle["timeline"][0]["kind"], "reinstated");
+    assert!(
+        idle["timeline"][0]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("tok_"),
+        "{idle}"
+    );
+    // The distributor sees the decision and the reason, not the ops token.
+    let own_token = app.distributor_token("idle").await;
+    let seen: Value = app
+        .get("/v1/distributors/idle", &own_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["timeline"][0]["actor"], Value::Null, "{seen}");
+    assert_eq!(
+        seen["timeline"][0]["figures"]["reason"],
+        "came back after a break"
+    );
     assert_eq!(
         idle["timeline"][0]["figures"]["reason"],
         "came back after a break"

@@ -24,6 +24,7 @@ use crate::engine::calendar::CalendarBook;
 use crate::engine::certificate::CertificateIssuer;
 use crate::engine::declaration::{DeclarationPreparer, PREPARED_MONTHS};
 use crate::engine::definition::{JobKind, Schedules, StepDefinition, StepKind, WorkflowDefinition};
+use crate::engine::grade_review::GradeReview;
 use crate::engine::settlement::{SettlementEngine, SettlementSettings};
 use crate::engine::withdrawal::{WithdrawalEngine, WithdrawalSettings};
 use crate::engine::worker::ScheduledWork;
@@ -324,6 +325,22 @@ impl Runtime {
         }
         self.prepare_missed_declaration().await;
         self.close_missed_months().await;
+        // The grade review decides on current facts and writes only what
+        // still holds, so running it at every start catches up whatever
+        // daily run was missed while stopped and changes nothing otherwise.
+        if self
+            .workflows
+            .schedules
+            .job(JobKind::ReviewGrades)
+            .is_some()
+        {
+            self.scheduled_work()
+                .run(
+                    JobKind::ReviewGrades,
+                    self.state.clock.now().with_timezone(&chrono_tz::UTC),
+                )
+                .await;
+        }
         let resumed = self.state.withdrawals.resume().await?;
         if resumed > 0 {
             tracing::info!(
@@ -339,6 +356,8 @@ impl Runtime {
             settlement: self.state.settlement.clone(),
             declarations: self.state.declarations.clone(),
             month_close: self.state.month_close.clone(),
+            grades: Arc::new(GradeReview::new(self.state.store.clone())),
+            clock: self.state.clock.clone(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! `/v1/distributors`: create (idempotent by id), read, list, balance.
+//! `/v1/distributors`: create (idempotent by id), read (with the timeline of
+//! upgrades, clearing and reinstatements), list, balance.
 
 use axum::Json;
 use axum::extract::State;
@@ -12,13 +13,14 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{JsonBody, Query, distributor_id_from_path};
 use crate::api::policy::{AdminOpsOrIngest, Allowed, IngestOrAdmin, Owner, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
+use crate::domain::access::Role;
 use crate::domain::digest::sha256_hex;
 use crate::domain::identity::check_readable_name;
 use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
 use crate::domain::settlement::DistributorStatus;
 use crate::state::AppState;
-use crate::store::{Creation, Distributor, NewDistributor, StoreError};
+use crate::store::{Creation, Distributor, DistributorEvent, NewDistributor, StoreError};
 
 /// Longest display name (characters) a distributor may have.
 const MAX_NAME_CHARS: usize = 100;
@@ -74,6 +76,38 @@ pub struct DistributorProfile {
     pub distributor: DistributorView,
     /// `null` until `PUT /v1/distributors/{id}/identity`.
     pub identity: Option<MaskedIdentity>,
+    /// Upgrades, clearing and reinstatements, newest first (at most 100):
+    /// what changed, why, and the figures it was decided on.
+    pub timeline: Vec<DistributorEventView>,
+}
+
+/// One entry of a distributor's timeline.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DistributorEventView {
+    pub at: DateTime<Utc>,
+    /// `upgraded`, `cleared` or `reinstated`.
+    pub kind: String,
+    pub detail: String,
+    /// The figures behind it (settled sales, the plan's conditions, the
+    /// inactive days; the reason of a reinstatement).
+    #[schema(value_type = Object)]
+    pub figures: Option<serde_json::Value>,
+    /// `system:grade_review`, or the token of the ops person who acted;
+    /// `null` for a distributor, who sees the decision and its reason, not
+    /// the person's handle (as with a withdrawal's reviewer).
+    pub actor: Option<String>,
+}
+
+impl From<DistributorEvent> for DistributorEventView {
+    fn from(event: DistributorEvent) -> DistributorEventView {
+        DistributorEventView {
+            at: event.at,
+            kind: event.kind,
+            detail: event.detail,
+            figures: event.figures,
+            actor: Some(event.actor),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -247,7 +281,9 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Owner {
-        distributor: id, ..
+        distributor: id,
+        principal,
+        ..
     }: Owner<SelfOrOpsAdmin>,
 ) -> Result<Json<DistributorProfile>, ApiError> {
     let distributor = state
@@ -256,9 +292,20 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::not_found("distributor"))?;
     let identity = state.store.identity(&id).await?;
+    let timeline = state.store.distributor_events(&id).await?;
     Ok(Json(DistributorProfile {
         distributor: distributor.into(),
         identity: identity.as_ref().map(MaskedIdentity::from),
+        timeline: timeline
+            .into_iter()
+            .map(|event| {
+                let mut view = DistributorEventView::from(event);
+                if !principal.has_any_role(&[Role::Ops, Role::Admin]) {
+                    view.actor = None;
+                }
+                view
+            })
+            .collect(),
     }))
 }
 

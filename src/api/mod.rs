@@ -15,6 +15,7 @@ pub mod distributors;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod lifecycle;
 pub mod metrics;
 pub mod ops;
 pub mod orders;
@@ -47,6 +48,7 @@ use crate::state::AppState;
         admin::apply_plan, admin::list_plans, admin::adjust, admin::advance_clock, admin::audit,
         admin::list_tokens, admin::revoke_token, calendars::put_year, calendars::get_year,
         orders::ingest, orders::refund, orders::get, orders::commissions,
+        lifecycle::reinstate, lifecycle::void_commission,
         withdrawals::quote, withdrawals::create, withdrawals::get, withdrawals::list,
         withdrawals::cancel, withdrawals::approve, withdrawals::reject, withdrawals::wechat_notify,
         tax::declaration,
@@ -90,6 +92,14 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route("/v1/distributors/{id}", get(distributors::get))
         .route("/v1/distributors/{id}/balance", get(distributors::balance))
+        .route(
+            "/v1/distributors/{id}/reinstate",
+            axum::routing::post(lifecycle::reinstate),
+        )
+        .route(
+            "/v1/orders/{id}/void-commission",
+            axum::routing::post(lifecycle::void_commission),
+        )
         .route(
             "/v1/distributors/{id}/identity",
             axum::routing::put(credentials::put_identity),

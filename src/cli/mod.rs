@@ -58,6 +58,11 @@ pub enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Distributor grade commands.
+    Grades {
+        #[command(subcommand)]
+        command: GradesCommand,
+    },
     /// API token commands.
     Token {
         #[command(subcommand)]
@@ -241,6 +246,18 @@ pub enum LedgerCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum GradesCommand {
+    /// Run the daily grade review now: upgrades (晋级) and clearing (清退)
+    /// under the plan in force, as the `review_grades` schedule does; a
+    /// second run changes nothing more.
+    Review {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a bearer token; the token is the last word printed.
     Create {
@@ -394,6 +411,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => commands::serve::migrate(&settings).await,
         Command::Certificate { command } => commands::certificate::run(&settings, command).await,
         Command::Ledger { command } => commands::ledger::run(&settings, command).await,
+        Command::Grades { command } => commands::grades::run(&settings, command).await,
         Command::Token { command } => commands::token::run(&settings, command).await,
         Command::Keys {
             command: KeysCommand::Rotate,

@@ -415,6 +415,32 @@ pub fn commission_refund(
     deltas: &[(DistributorId, Money)],
     after_release: bool,
 ) -> Result<Option<Transfer>, TransferError> {
+    commission_reversal(
+        format!("order:{order_id}:refund:{refund_id}"),
+        deltas,
+        after_release,
+    )
+}
+
+/// Ops voiding an order's commission: every line's amount reversed, as a
+/// full refund would — from pending inside the hold, clawed back from
+/// available after the release (which may leave a debt). One per order
+/// (key `order:{id}:void`). `None` when there was nothing left to void.
+pub fn commission_void(
+    order_id: &str,
+    deltas: &[(DistributorId, Money)],
+    after_release: bool,
+) -> Result<Option<Transfer>, TransferError> {
+    commission_reversal(format!("order:{order_id}:void"), deltas, after_release)
+}
+
+/// A change to an order's commission after ingest under `key`: deltas on
+/// pending inside the hold, on available (overdraft allowed) after it.
+fn commission_reversal(
+    key: String,
+    deltas: &[(DistributorId, Money)],
+    after_release: bool,
+) -> Result<Option<Transfer>, TransferError> {
     let bucket = if after_release {
         Bucket::Available
     } else {
@@ -447,11 +473,7 @@ pub fn commission_refund(
             amount: expense,
         });
     }
-    let mut transfer = Transfer::new(
-        format!("order:{order_id}:refund:{refund_id}"),
-        kind,
-        postings,
-    )?;
+    let mut transfer = Transfer::new(key, kind, postings)?;
     if after_release {
         for (beneficiary, _) in deltas {
             transfer = transfer.allowing_overdraft(AccountId::Distributor(

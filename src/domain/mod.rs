@@ -6,6 +6,7 @@ pub mod calendar;
 pub mod commission;
 pub mod digest;
 pub mod earnings;
+pub mod grades;
 pub mod identity;
 pub mod ids;
 pub mod ledger;

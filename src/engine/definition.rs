@@ -254,6 +254,9 @@ pub enum JobKind {
     PrepareDeclaration,
     /// Closes the previous month (team bonus, statements) and any missed one.
     CloseMonth,
+    /// The daily grade review: upgrades (晋级) and clearing (清退) under the
+    /// plan in force.
+    ReviewGrades,
 }
 
 /// Why a workflow definition or schedules file was refused. Every variant
@@ -644,10 +647,11 @@ impl ScheduledJob {
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 3] = [
+    pub const ALL: [JobKind; 4] = [
         JobKind::ReleaseDueHolds,
         JobKind::PrepareDeclaration,
         JobKind::CloseMonth,
+        JobKind::ReviewGrades,
     ];
 
     /// The name used in `schedules.toml`, e.g. `release_due_holds`.
@@ -656,6 +660,7 @@ impl JobKind {
             JobKind::ReleaseDueHolds => "release_due_holds",
             JobKind::PrepareDeclaration => "prepare_declaration",
             JobKind::CloseMonth => "close_month",
+            JobKind::ReviewGrades => "review_grades",
         }
     }
 

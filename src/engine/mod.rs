@@ -13,6 +13,7 @@
 //!   the scheduled job that prepares it.
 //! - [`month_close`]: the month close (team bonus, monthly statements) and
 //!   its scheduled job.
+//! - [`grade_review`]: the daily grade review (upgrades and clearing).
 //! - [`worker`]: apalis workers for the step queues, and the scheduler;
 //!   [`step`]: which step errors are retried and which fail the job at once.
 
@@ -35,6 +36,7 @@ pub mod certificate;
 pub mod declaration;
 pub mod definition;
 pub mod gateway;
+pub mod grade_review;
 pub mod month_close;
 pub mod settlement;
 pub mod step;

@@ -854,7 +854,12 @@ fn decide_refund(
             .iter()
             .map(|item| (item.sku.as_str(), Some(item.amount))),
     )?;
-    let (changes, trails) = recompute_commission(inputs, snapshot, net_items)?;
+    // Voided by ops: the lines stay at 0 whatever is refunded later.
+    let (changes, trails) = if snapshot.order.commission_voided {
+        (Vec::new(), TrailsByLine::new())
+    } else {
+        recompute_commission(inputs, snapshot, net_items)?
+    };
     let after_release = snapshot.order.state == OrderState::Released;
     let new_state = match snapshot.order.state {
         OrderState::Holding if remaining_after.is_zero() => OrderState::Cancelled,

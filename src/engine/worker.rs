@@ -28,10 +28,11 @@ use crate::domain::tax::Month;
 use crate::engine::certificate::CertificateIssuer;
 use crate::engine::declaration::DeclarationPreparer;
 use crate::engine::definition::{JobKind, Schedules, StepDefinition};
+use crate::engine::grade_review::{GradeReview, REVIEW_ACTOR};
 use crate::engine::settlement::SettlementEngine;
 use crate::engine::step::{job_error, may_retry};
 use crate::engine::withdrawal::WithdrawalEngine;
-use crate::store::{CertificateJob, QueuePool, ReleaseJob, TransferJob};
+use crate::store::{Actor, CertificateJob, QueuePool, ReleaseJob, TransferJob};
 
 /// How often a worker tells the database it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
@@ -427,6 +428,10 @@ pub struct ScheduledWork {
     pub settlement: Arc<SettlementEngine>,
     pub declarations: Arc<DeclarationPreparer>,
     pub month_close: Arc<crate::engine::month_close::MonthCloser>,
+    pub grades: Arc<GradeReview>,
+    /// The review decides at the clock's now, not at the scheduled instant:
+    /// after downtime (or a simulated jump) the missed runs are one run now.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ScheduledWork {
@@ -454,6 +459,12 @@ impl ScheduledWork {
                     tracing::error!(error = %error, job = job.name(), "closing the month failed; it resumes at its next time or start");
                 }
             },
+            JobKind::ReviewGrades => {
+                let actor = Actor::system(REVIEW_ACTOR);
+                if let Err(error) = self.grades.run(self.clock.now(), &actor).await {
+                    tracing::error!(error = %error, job = job.name(), "the grade review failed; it runs again at its next time or start");
+                }
+            }
         }
     }
 }

@@ -27,14 +27,15 @@ pub use error::StoreError;
 pub use records::{
     AccountMismatch, Activity, Actor, AppliedYear, ApplyOutcome, AuditEntry, Balance, BatchOutcome,
     CalendarLock, CertificateRecord, ClosingDistributor, CorrectionOutcome, Creation, Distributor,
-    FlaggedOrder, HoldPlan, IngestOutcome, ItemRecord, LedgerReport, LineRecord, LineUpdate,
-    MonthCloseRecord, Movements, NewCalendarYear, NewCertificate, NewDistributor, NewPlan,
-    NewTeamBonus, OrderEvent, OrderRecord, OrderSnapshot, PreparedDeclaration, PreparedOrder,
-    RefundDecision, RefundOutcome, RefundRequest, ReplanCounts, Revocation, RunningTotals,
+    DistributorEvent, FlaggedOrder, HoldPlan, IngestOutcome, ItemRecord, LedgerReport,
+    LifecycleChange, LineRecord, LineUpdate, MonthCloseRecord, Movements, NewCalendarYear,
+    NewCertificate, NewDistributor, NewPlan, NewTeamBonus, OrderEvent, OrderRecord, OrderSnapshot,
+    PreparedDeclaration, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest,
+    Reinstatement, ReplanCounts, ReviewChange, ReviewedPage, Revocation, RunningTotals,
     SealedIdentity, SealedPayoutAccount, SessionRecord, StatementRecord, StoredPlan,
     TeamBonusRecord, TokenListing, TokenRecord, TotalsDelta, TotalsKeys, TransferOutcome,
-    WithdrawalDecision, WithdrawalDraft, WithdrawalEvent, WithdrawalFacts, WithdrawalRecord,
-    WithdrawalRequestOutcome, WithdrawalTotals, YearApplication,
+    VoidOutcome, VoidedOrder, WithdrawalDecision, WithdrawalDraft, WithdrawalEvent,
+    WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals, YearApplication,
 };
 
 /// Largest page any list query returns, whatever the caller asks for.
@@ -502,6 +503,54 @@ impl Store {
 
     pub async fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
         dispatch!(self, repo => repo.order(order_id).await)
+    }
+
+    /// Voids an order's commission (ops): reversed inside the hold, clawed
+    /// back after it; a second void answers the first again.
+    pub async fn void_commission(
+        &self,
+        order_id: &str,
+        reason: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<VoidOutcome, StoreError> {
+        dispatch!(self, repo => repo.void_commission(order_id, reason, actor, now).await)
+    }
+
+    /// Reviews one page of distributors after `after` (the grade review):
+    /// `decide` rules on each one's facts; changes are written with their
+    /// timeline and audit entries in the page's transaction.
+    pub async fn review_distributors<F>(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+        now: DateTime<Utc>,
+        actor: &Actor,
+        decide: F,
+    ) -> Result<ReviewedPage, StoreError>
+    where
+        F: Fn(&crate::domain::grades::ReviewFacts) -> Option<ReviewChange> + Send,
+    {
+        dispatch!(self, repo => repo.review_distributors(after, limit, now, actor, decide).await)
+    }
+
+    /// Reinstates a cleared distributor (ops); an active one is left alone.
+    pub async fn reinstate_distributor(
+        &self,
+        id: &DistributorId,
+        reason: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Reinstatement, StoreError> {
+        dispatch!(self, repo => repo.reinstate_distributor(id, reason, actor, now).await)
+    }
+
+    /// The distributor's timeline (upgrades, clearing, reinstatements), newest first.
+    pub async fn distributor_events(
+        &self,
+        id: &DistributorId,
+    ) -> Result<Vec<DistributorEvent>, StoreError> {
+        dispatch!(self, repo => repo.distributor_events(id).await)
     }
 
     pub async fn commissions(

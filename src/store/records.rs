@@ -377,6 +377,9 @@ pub struct OrderRecord {
     pub commission_context: Option<String>,
     pub risk_flags: Vec<String>,
     pub extra_hold_days: u32,
+    /// Whether ops voided the order's commission (its lines are then 0
+    /// and no refund moves commission again).
+    pub commission_voided: bool,
     pub lines: Vec<LineRecord>,
     pub timeline: Vec<OrderEvent>,
 }
@@ -881,4 +884,76 @@ pub struct Movements {
     pub ledger: Vec<(DateTime<Utc>, String, Money)>,
     /// (release_at, own settled sales, team settled sales).
     pub settled: Vec<(DateTime<Utc>, Money, Money)>,
+}
+
+/// A change the grade review makes to one distributor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifecycleChange {
+    /// 晋级: the grade moves from `from` to `to` (written only if it is
+    /// still `from`, so a second review changes nothing).
+    Upgrade { from: String, to: String },
+    /// 清退: active → cleared (written only if still active).
+    Clear,
+}
+
+/// A review decision as the store writes it: the change, the sentence and
+/// the figures for the distributor's timeline and the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewChange {
+    pub change: LifecycleChange,
+    pub detail: String,
+    pub figures: serde_json::Value,
+}
+
+/// What one page of the grade review did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewedPage {
+    pub reviewed: usize,
+    /// The last distributor id of the page (where the next page starts);
+    /// `None` when the page was empty.
+    pub last_id: Option<String>,
+    pub upgraded: usize,
+    pub cleared: usize,
+}
+
+/// One entry of a distributor's timeline (upgrade, clearing, reinstatement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DistributorEvent {
+    pub id: i64,
+    /// `upgraded`, `cleared` or `reinstated`.
+    pub kind: String,
+    pub detail: String,
+    pub figures: Option<serde_json::Value>,
+    /// The audit actor: `system:grade_review`, or the ops token id.
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+/// How a reinstatement went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reinstatement {
+    Reinstated(Distributor),
+    /// The distributor is active: nothing to reinstate, nothing changed.
+    NotCleared,
+}
+
+/// How voiding an order's commission went.
+#[derive(Debug, Clone)]
+pub enum VoidOutcome {
+    /// Voided now: the order as it stands after.
+    Voided(VoidedOrder),
+    /// Voided before: the same answer, nothing moved again.
+    Replayed(VoidedOrder),
+}
+
+/// An order whose commission was voided, and what the void did.
+#[derive(Debug, Clone)]
+pub struct VoidedOrder {
+    pub order: OrderRecord,
+    pub voided_at: DateTime<Utc>,
+    pub reason: String,
+    /// The commission reversed (inside the hold) or clawed back (after it).
+    pub reversed: Money,
+    /// Whether it came back from available balances (after the release).
+    pub clawed_back: bool,
 }

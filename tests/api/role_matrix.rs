@@ -282,6 +282,24 @@ async fn every_route_answers_every_role_as_the_matrix_says(backend: Backend) {
             None,
             Access::Roles(&[Admin, Ops, Ingest], 403),
         ),
+        // carol is active: ops and admin get past authorization (409
+        // not_cleared) without changing her.
+        route(
+            "POST",
+            "/v1/distributors/{id}/reinstate",
+            "/v1/distributors/carol/reinstate".into(),
+            Some(json!({"reason": "matrix"})),
+            Access::Roles(&[Admin, Ops], 403),
+        ),
+        // An order that does not exist: past authorization (404) without
+        // voiding the order the other routes use.
+        route(
+            "POST",
+            "/v1/orders/{id}/void-commission",
+            "/v1/orders/o-none/void-commission".into(),
+            Some(json!({"reason": "matrix"})),
+            Access::Roles(&[Admin, Ops], 403),
+        ),
         route(
             "POST",
             "/v1/orders/{id}/refunds",

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod calendar;
 pub mod certificate;
+pub mod grades;
 pub mod keys;
 pub mod ledger;
 pub mod month_close;

@@ -29,6 +29,9 @@ mod certificates;
 mod credentials;
 mod dialect;
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/distributors.rs"]
+mod distributors;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/jobs.rs"]
 mod jobs;
 #[allow(clippy::duplicate_mod)]
@@ -37,6 +40,9 @@ mod ledger;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/month_close.rs"]
 mod month_close;
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/order_void.rs"]
+mod order_void;
 #[allow(clippy::duplicate_mod)]
 #[path = "../sql/orders.rs"]
 mod orders;

@@ -75,7 +75,7 @@ fn risk_flags_from_db(text: Option<String>) -> Vec<String> {
 }
 
 /// The order with its lines and timeline, as the caller's connection sees it.
-async fn load_order(
+pub(super) async fn load_order(
     conn: &mut Conn,
     order_id: &str,
     lock: bool,
@@ -86,14 +86,14 @@ async fn load_order(
         concat!(
             "select order_id, distributor_id, buyer_id, placed_at, confirmed_at, total_fen, refunded_fen, ",
             "plan_version, state, release_at, release_at_provisional, chain, commission_context, ",
-            "risk_flags, extra_hold_days from orders where order_id = $1",
+            "risk_flags, extra_hold_days, commission_voided_at from orders where order_id = $1",
             for_update!()
         )
     } else {
         concat!(
             "select order_id, distributor_id, buyer_id, placed_at, confirmed_at, total_fen, refunded_fen, ",
             "plan_version, state, release_at, release_at_provisional, chain, commission_context, ",
-            "risk_flags, extra_hold_days from orders where order_id = $1"
+            "risk_flags, extra_hold_days, commission_voided_at from orders where order_id = $1"
         )
     };
     let Some(row) = sqlx::query(sql)
@@ -138,6 +138,9 @@ async fn load_order(
         risk_flags: risk_flags_from_db(row.try_get("risk_flags")?),
         extra_hold_days: u32::try_from(row.try_get::<i64, _>("extra_hold_days")?)
             .map_err(|_| StoreError::Corrupt("extra_hold_days".to_owned()))?,
+        commission_voided: row
+            .try_get::<Option<DbTime>, _>("commission_voided_at")?
+            .is_some(),
         lines,
         timeline,
     }))
@@ -192,7 +195,7 @@ pub(super) struct NewEvent<'a> {
     pub(super) detail: String,
 }
 
-async fn insert_events(
+pub(super) async fn insert_events(
     conn: &mut Conn,
     events: &[NewEvent<'_>],
     at: DateTime<Utc>,

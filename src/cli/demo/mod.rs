@@ -6,6 +6,7 @@
 //! It drives the same engine the HTTP API does (ingest through the group-commit
 //! writer, refunds, the release step), only without the HTTP hop.
 
+mod rules;
 mod withdrawals;
 
 pub use crate::cli::demo::withdrawals::secrets;
@@ -340,6 +341,7 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         counts.join(", ")
     );
     let paid_out = crate::cli::demo::withdrawals::run(state, &clock).await?;
+    crate::cli::demo::rules::run(state, &clock).await?;
     let report = store.verify_ledger().await?;
     print!(
         "{}",

@@ -67,7 +67,10 @@ impl Model {
                 return true;
             };
             let after = self.balances.get(account).copied().unwrap_or(0) + net.fen();
-            after >= 0 || (bucket.may_go_negative() && transfer.allows_overdraft(account))
+            // A credit always passes: it moves a debt toward zero.
+            after >= 0
+                || net.fen() > 0
+                || (bucket.may_go_negative() && transfer.allows_overdraft(account))
         })
     }
 

@@ -367,13 +367,30 @@ async fn a_refund_after_the_release_claws_back_and_may_leave_a_debt(backend: Bac
     assert_eq!(c["debt"], "8.00");
     assert_eq!(balance(&app, "a").await["available"], "0.00");
     assert_eq!(after["timeline"][2]["outcome"], "clawed_back");
+    // A release smaller than the debt repays part of it.
+    ingest(
+        &app,
+        &order(
+            "o1b",
+            "c",
+            Utc::now() + Duration::days(10),
+            json!([{"sku": "S1", "category": "food", "amount": "50.00"}]),
+        ),
+    )
+    .await;
+    advance_days(&app, 10).await;
+    let c = balance(&app, "c").await;
+    assert_eq!(
+        (c["available"].as_str(), c["debt"].as_str()),
+        (Some("-3.00"), Some("3.00"))
+    );
     // Later commission repays the debt first.
     ingest(
         &app,
         &order(
             "o2",
             "c",
-            Utc::now() + Duration::days(10),
+            Utc::now() + Duration::days(20),
             json!([{"sku": "S1", "category": "food", "amount": "200.00"}]),
         ),
     )
@@ -382,7 +399,7 @@ async fn a_refund_after_the_release_claws_back_and_may_leave_a_debt(backend: Bac
     let c = balance(&app, "c").await;
     assert_eq!(
         (c["available"].as_str(), c["debt"].as_str()),
-        (Some("12.00"), Some("0.00"))
+        (Some("17.00"), Some("0.00"))
     );
     assert!(app.store.verify_ledger().await.unwrap().is_clean());
 }

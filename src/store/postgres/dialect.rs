@@ -227,7 +227,8 @@ pub(super) async fn update_balances(
     Ok(sqlx::query(concat!(
         "update ledger_accounts a set balance_fen = a.balance_fen + v.change ",
         "from unnest($1::text[], $2::bigint[], $3::bool[]) as v(account_id, change, overdraft) ",
-        "where a.id = v.account_id and (a.balance_fen + v.change >= 0 or (v.overdraft and a.may_go_negative))"
+        "where a.id = v.account_id and (a.balance_fen + v.change >= 0 or v.change > 0 ",
+        "or (v.overdraft and a.may_go_negative))"
     ))
     .bind(&accounts)
     .bind(&amounts)

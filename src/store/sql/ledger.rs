@@ -186,6 +186,8 @@ pub(super) async fn apply_transfers(
         // The floor is in the WHERE clause, so a refusal shows as a missing
         // row and not as a constraint error (which would abort a PostgreSQL
         // transaction); `ledger_accounts_balance_floor` stays as the backstop.
+        // A credit always passes: it moves a balance in debt toward zero
+        // (a release or a team bonus repaying part of a clawback's debt).
         let updated = update_balances(conn, chunk).await?;
         if updated != chunk.len() as u64 {
             return Err(refusal_for(conn, chunk).await?);

@@ -180,7 +180,7 @@ pub(super) async fn update_balances(
     }
     update.push(concat!(
         ") v where ledger_accounts.id = v.account_id ",
-        "and (ledger_accounts.balance_fen + v.change >= 0 ",
+        "and (ledger_accounts.balance_fen + v.change >= 0 or v.change > 0 ",
         "or (v.overdraft and ledger_accounts.may_go_negative))"
     ));
     Ok(update.build().execute(&mut *conn).await?.rows_affected())

@@ -137,10 +137,9 @@ pub async fn void_commission(
         .map_err(|error| ApiError::bad_request("invalid_id", error.to_string()))?;
     let reason = reason_of(&body)?;
     let actor = Actor::of(&caller.principal);
-    let now = state.clock.now();
     match state
-        .store
-        .void_commission(order_id.as_str(), &reason, &actor, now)
+        .settlement
+        .void_commission(&order_id, &reason, &actor)
         .await
     {
         Ok(VoidOutcome::Voided(voided)) => {

@@ -4,7 +4,8 @@
 //! distributor is from the next tier step and the next grade.
 //!
 //! Settled sales (one definition, counted by the store in one query): an
-//! order's `total − refunded` once released, at its `release_at`; a
+//! order's `total − refunded` once released, at its `release_at`, unless
+//! ops voided its commission (a voided order sold nothing that counts); a
 //! distributor's *own* settled sales are those of orders it sold, its
 //! *team* settled sales its own plus those of orders whose seller it
 //! referred (level 2) or whose seller's referrer it referred (level 3).

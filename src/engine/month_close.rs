@@ -171,13 +171,16 @@ impl MonthCloser {
         };
         let activity = self.store.month_activity(start, end).await?;
         let closed = self.store.closed_distributors(&key).await?;
+        // A leader cleared (清退) by the time of the close earns nothing new,
+        // a team bonus included; their statement is still written.
+        let cleared = self.store.cleared_distributors().await?;
         let rule = plan.team_bonus().filter(|rule| rule.enabled());
         let mut todo = Vec::with_capacity(activity.len());
         for (id, figures) in activity {
             if closed.contains(&id) {
                 continue;
             }
-            let bonus = match rule {
+            let bonus = match rule.filter(|_| !cleared.contains(&id)) {
                 Some(rule) => team_bonus_amount(rule, figures.team_sales)
                     .map_err(|error| StoreError::Corrupt(format!("team bonus of {id}: {error}")))?
                     .map(|amount| NewTeamBonus {

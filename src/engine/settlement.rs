@@ -325,6 +325,64 @@ impl SettlementEngine {
         Ok((now, released))
     }
 
+    /// Voids an order's commission (ops, issue 14): the store reverses the
+    /// lines, and the running totals lose what the order added — its net
+    /// commissionable amount from the seller's month of level-1 sales, each
+    /// line from its beneficiary's day — so a voided order never lifts a
+    /// tier or fills a daily cap.
+    pub async fn void_commission(
+        &self,
+        order_id: &OrderId,
+        reason: &str,
+        actor: &crate::store::Actor,
+    ) -> Result<crate::store::VoidOutcome, StoreError> {
+        let shared = &self.shared;
+        let Some(order) = shared.store.order(order_id.as_str()).await? else {
+            return Err(StoreError::NotFound {
+                what: "order",
+                id: order_id.to_string(),
+            });
+        };
+        // The plan and the confirmation never change, so they may be read
+        // before the order is locked; the items and lines are read after.
+        let plan = plan_by_version(shared, order.plan_version).await?;
+        let local = order.confirmed_at.with_timezone(&shared.settings.time_zone);
+        let (month, day) = (
+            local.format("%Y-%m").to_string(),
+            local.format("%Y-%m-%d").to_string(),
+        );
+        let totals_of = |snapshot: &OrderSnapshot| -> Result<TotalsDelta, StoreError> {
+            let net = commissionable_of(
+                &plan,
+                snapshot
+                    .items
+                    .iter()
+                    .map(|item| (item.sku.as_str(), item.amount.checked_sub(item.refunded))),
+            )
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            let mut totals = TotalsDelta::default();
+            totals.add_level1_sales(
+                snapshot.order.distributor_id.as_str(),
+                &month,
+                net.checked_neg()
+                    .ok_or_else(|| StoreError::Corrupt("void arithmetic".to_owned()))?,
+            );
+            for line in &snapshot.order.lines {
+                let back = line
+                    .amount
+                    .checked_neg()
+                    .ok_or_else(|| StoreError::Corrupt("void arithmetic".to_owned()))?;
+                totals.add_earned(line.beneficiary_id.as_str(), &day, back);
+            }
+            Ok(totals)
+        };
+        let now = shared.clock.now();
+        shared
+            .store
+            .void_commission(order_id.as_str(), reason, actor, now, totals_of)
+            .await
+    }
+
     /// Applies a refund (the `refund` step).
     pub async fn refund(
         &self,
@@ -912,9 +970,14 @@ fn decide_refund(
             inputs,
             snapshot,
             &deltas,
-            commissionable_after
-                .checked_sub(commissionable_before)
-                .ok_or(SettlementError::Overflow("refund arithmetic"))?,
+            // A void took the order's whole net amount off the totals already.
+            if snapshot.order.commission_voided {
+                Money::ZERO
+            } else {
+                commissionable_after
+                    .checked_sub(commissionable_before)
+                    .ok_or(SettlementError::Overflow("refund arithmetic"))?
+            },
         ),
         transfer,
         new_state,

@@ -402,6 +402,12 @@ impl Store {
         dispatch!(self, repo => repo.closed_distributors(month).await)
     }
 
+    pub async fn cleared_distributors(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        dispatch!(self, repo => repo.cleared_distributors().await)
+    }
+
     pub async fn close_month_batch(
         &self,
         month: &str,
@@ -506,15 +512,20 @@ impl Store {
     }
 
     /// Voids an order's commission (ops): reversed inside the hold, clawed
-    /// back after it; a second void answers the first again.
-    pub async fn void_commission(
+    /// back after it, and `totals_of` the locked order taken off the
+    /// running totals; a second void answers the first again.
+    pub async fn void_commission<F>(
         &self,
         order_id: &str,
         reason: &str,
         actor: &Actor,
         now: DateTime<Utc>,
-    ) -> Result<VoidOutcome, StoreError> {
-        dispatch!(self, repo => repo.void_commission(order_id, reason, actor, now).await)
+        totals_of: F,
+    ) -> Result<VoidOutcome, StoreError>
+    where
+        F: FnOnce(&OrderSnapshot) -> Result<TotalsDelta, StoreError> + Send,
+    {
+        dispatch!(self, repo => repo.void_commission(order_id, reason, actor, now, totals_of).await)
     }
 
     /// Reviews one page of distributors after `after` (the grade review):

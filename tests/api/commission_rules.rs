@@ -15,6 +15,7 @@ on_both_backends!(
     a_tier_follows_the_month_sales_net_of_refunds,
     a_campaign_multiplies_the_rates_of_orders_placed_in_its_window,
     the_daily_cap_trims_in_ingest_order_and_explains_the_trim,
+    a_voided_order_lifts_no_tier_and_fills_no_daily_cap,
     risky_orders_are_flagged_and_held_longer,
     a_cleared_distributor_gets_an_explained_zero_line,
     every_rule_together_pays_what_the_test_computes,
@@ -340,6 +341,56 @@ async fn the_daily_cap_trims_in_ingest_order_and_explains_the_trim(backend: Back
         .await
         .unwrap();
     assert_eq!(balance["pending"], "50.00", "{balance}");
+    assert!(app.store.verify_ledger().await.unwrap().is_clean());
+}
+
+async fn void(app: &TestApp, order_id: &str) {
+    let response = app
+        .post_json(
+            &format!("/v1/orders/{order_id}/void-commission"),
+            &app.ops,
+            &json!({"reason": "fake buyer"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+async fn a_voided_order_lifts_no_tier_and_fills_no_daily_cap(backend: Backend) {
+    let rules = r#"daily_cap = "150.00"
+[tiers]
+steps = [ { from = "0.00", level1 = "10%" }, { from = "1000.00", level1 = "15%" } ]
+"#;
+    let app = app_with(backend, rules).await;
+    app.create_distributor("seller", None, None).await;
+
+    // 1000 → month 1000: 15% = 150.00, the whole day's cap.
+    let first = ingest(&app, &sale("v-1", "seller", "1000.00")).await;
+    assert_eq!(
+        lines_of(&first, "seller"),
+        [(1, "15%".to_owned(), pct("1000.00", 15))]
+    );
+    // Voided, it sold nothing and earned nothing: 500 → month 500, 10%, untrimmed.
+    void(&app, "v-1").await;
+    let second = ingest(&app, &sale("v-2", "seller", "500.00")).await;
+    assert_eq!(
+        lines_of(&second, "seller"),
+        [(1, "10%".to_owned(), pct("500.00", 10))]
+    );
+    assert_eq!(steps(&second["commissions"][0]), ["rate"], "{second}");
+    // A refund of the voided order takes nothing off twice: 500 more → month 1000, 15%.
+    let refunded = app
+        .post_json(
+            "/v1/orders/v-1/refunds",
+            &app.ingest,
+            &json!({"refund_id": "r-1", "amount": "500.00"}),
+        )
+        .await;
+    assert_eq!(refunded.status(), 200);
+    let third = ingest(&app, &sale("v-3", "seller", "500.00")).await;
+    assert_eq!(
+        lines_of(&third, "seller"),
+        [(1, "15%".to_owned(), pct("500.00", 15))]
+    );
     assert!(app.store.verify_ledger().await.unwrap().is_clean());
 }
 

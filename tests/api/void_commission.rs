@@ -156,6 +156,35 @@ async fn voiding_after_the_release_claws_back_and_a_later_refund_moves_nothing(b
         percent_of("100.00", 5)
     );
 
+    // A voided order sold nothing that counts: lifetime settled sales (the
+    // grade's and the month close's measure) are the other order's alone.
+    let today = chrono::Utc::now().date_naive();
+    let earnings: Value = app
+        .get(
+            &format!(
+                "/v1/distributors/s/earnings?from={}&to={}&group=month",
+                today - chrono::Duration::days(31),
+                today + chrono::Duration::days(62)
+            ),
+            &app.ops,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        earnings["grade"]["own_settled_sales_lifetime"], "100.00",
+        "{earnings}"
+    );
+    let team_sales: Vec<&str> = earnings["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|period| period["team_settled_sales"].as_str().unwrap())
+        .filter(|sales| *sales != "0.00")
+        .collect();
+    assert_eq!(team_sales, ["100.00"], "{earnings}");
+
     // A refund after the void moves no commission.
     let transfers = app.store.verify_ledger().await.unwrap().transfers;
     let refund = app

@@ -39,7 +39,8 @@ macro_rules! settled_sales_sql {
             "with sold as (select o.distributor_id as seller, d.referrer_id as level2, d.upline_2 as level3, ",
             "o.total_fen - o.refunded_fen as sales, o.release_at from orders o ",
             "join distributors d on d.id = o.distributor_id ",
-            "where o.state = 'released' and o.release_at >= $1 and o.release_at < $2",
+            "where o.state = 'released' and o.commission_voided_at is null ",
+            "and o.release_at >= $1 and o.release_at < $2",
             $filter,
             "), credited as (select seller as leader, sales as own, sales as team, release_at from sold ",
             "union all select level2, 0, sales, release_at from sold where level2 is not null ",
@@ -466,6 +467,16 @@ impl Repo {
         let ids: Vec<String> =
             sqlx::query_scalar("select distributor_id from monthly_statements where month = $1")
                 .bind(month)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Every distributor cleared (清退) now: the month close pays them no
+    /// team bonus, as a cleared distributor earns nothing new.
+    pub async fn cleared_distributors(&self) -> Result<HashSet<String>, StoreError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("select id from distributors where status = 'cleared'")
                 .fetch_all(&self.pool)
                 .await?;
         Ok(ids.into_iter().collect())

@@ -5,7 +5,10 @@
 //! after the release — `domain::ledger::commission_void`), leave the lines
 //! at 0 (cancelled, base and explanation kept), mark the order so that its
 //! release moves nothing and a later refund no commission, and write the
-//! order's `void` event and the audit entry.
+//! order's `void` event and the audit entry. The running totals lose what
+//! the order added (its seller's month of level-1 sales, each beneficiary's
+//! day of earnings), so later orders' tiers and daily caps read sales that
+//! count; the engine says how much (`SettlementEngine::void_commission`).
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -14,29 +17,37 @@ use super::Repo;
 use super::audit::audit_in;
 use super::dialect::Conn;
 use super::ledger::apply_transfer;
-use super::orders::{NewEvent, insert_events, load_order};
+use super::orders::{NewEvent, insert_events, load_items, load_order};
+use super::totals;
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::commission_void;
 use crate::domain::money::Money;
 use crate::domain::settlement::OrderState;
 use crate::store::error::StoreError;
-use crate::store::records::{Actor, OrderRecord, VoidOutcome, VoidedOrder};
+use crate::store::records::{
+    Actor, OrderRecord, OrderSnapshot, TotalsDelta, VoidOutcome, VoidedOrder,
+};
 use crate::store::time::DbTime;
 
 /// The `void` event's outcome when the commission came back from available.
 const CLAWED_BACK: &str = "clawed_back";
 
 impl Repo {
-    /// Voids the commission of `order_id` (see the module docs). A second
+    /// Voids the commission of `order_id` (see the module docs); `totals_of`
+    /// says what the locked order takes off the running totals. A second
     /// call answers the first void again, whatever its reason, and moves
     /// nothing.
-    pub async fn void_commission(
+    pub async fn void_commission<F>(
         &self,
         order_id: &str,
         reason: &str,
         actor: &Actor,
         now: DateTime<Utc>,
-    ) -> Result<VoidOutcome, StoreError> {
+        totals_of: F,
+    ) -> Result<VoidOutcome, StoreError>
+    where
+        F: FnOnce(&OrderSnapshot) -> Result<TotalsDelta, StoreError> + Send,
+    {
         let mut tx = self.begin_write().await?;
         let Some(order) = load_order(&mut tx, order_id, true).await? else {
             return Err(StoreError::NotFound {
@@ -63,6 +74,11 @@ impl Repo {
             .collect::<Result<Vec<_>, StoreError>>()?;
         let reversed = Money::checked_sum(order.lines.iter().map(|line| line.amount))
             .ok_or_else(|| StoreError::Corrupt(format!("commission total of {order_id}")))?;
+        let items = load_items(&mut tx, order_id).await?;
+        let snapshot = OrderSnapshot { order, items };
+        // Totals before ledger accounts: the lock order of every writer.
+        totals::add(&mut tx, &totals_of(&snapshot)?).await?;
+        let order = snapshot.order;
         if let Some(transfer) = commission_void(order_id, &deltas, after_release)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?
         {

@@ -562,10 +562,19 @@ async fn lock_for_refund(
         }
         None => {}
     }
-    let items = sqlx::query_as::<_, (i64, String, String, i64, i64)>(
+    let items = load_items(conn, &request.order_id).await?;
+    Ok(RefundLock::Fresh(OrderSnapshot { order, items }))
+}
+
+/// An order's items with what was refunded of each, in line order.
+pub(super) async fn load_items(
+    conn: &mut Conn,
+    order_id: &str,
+) -> Result<Vec<ItemRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, (i64, String, String, i64, i64)>(
         "select cast(line_no as bigint), sku, category, amount_fen, refunded_fen from order_items where order_id = $1 order by line_no",
     )
-    .bind(&request.order_id)
+    .bind(order_id)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
@@ -576,8 +585,7 @@ async fn lock_for_refund(
         amount: Money::from_fen(amount),
         refunded: Money::from_fen(refunded),
     })
-    .collect();
-    Ok(RefundLock::Fresh(OrderSnapshot { order, items }))
+    .collect())
 }
 
 /// The refund's last step: writes what was decided — the refund row, the

@@ -38,6 +38,7 @@ mod step_failures;
 mod store_suite;
 mod tax_cli;
 mod tax_page;
+mod two_months;
 mod void_commission;
 mod withdrawal_findings;
 mod withdrawal_storm;

@@ -1,18 +1,23 @@
 //! The demo's commission-rules act (issue 14): a plan with every v2 rule
 //! on, and a handful of orders that show each rule at work with the
 //! explanation fenrun keeps on every line — a tier crossing, a campaign
-//! order, a day capped by the daily cap, and an order flagged by the risk
-//! rules and held longer.
+//! order, a day capped by the daily cap, an order flagged by the risk
+//! rules and held longer; then, once the orders are released, the daily
+//! grade review upgrading a seller by settled sales (晋级) and the month
+//! close paying team bonuses (团队奖).
 
 use chrono::Duration;
 
 use crate::clock::{Clock, SimulatedClock};
 use crate::domain::commission::OrderItem;
 use crate::domain::digest::sha256_hex;
+use crate::domain::earnings::{month_bounds, month_of};
 use crate::domain::ids::{BuyerId, DistributorId, OrderId};
 use crate::domain::money::Money;
 use crate::domain::settlement::DistributorStatus;
+use crate::engine::grade_review::GradeReview;
 use crate::engine::settlement::{IngestAnswer, NewOrder, SettlementEngine};
+use crate::service::audit::Actor;
 use crate::state::AppState;
 use crate::store::NewDistributor;
 
@@ -48,7 +53,19 @@ categories = ["beauty"]
 [risk]
 same_buyer_orders_per_day = 3
 extra_hold_days = 5
+
+[grades.gold.upgrade]
+own_sales = "2000.00"
+
+[team_bonus]
+enabled = true
+threshold = "3000.00"
+rate = "1%"
 "#;
+
+/// The upgrade rule's and the team bonus's figures, as printed.
+const GOLD_OWN_SALES: &str = "2000.00";
+const BONUS_THRESHOLD: &str = "3000.00";
 
 /// Runs the act; prints each rule's order with its lines' explanations.
 pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<()> {
@@ -122,6 +139,60 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<()>
             .await?;
     }
     show(engine, sell("r02", "buyer-x", "food", 50, 3)?, "r02").await?;
+    upgrade_and_close(state, clock).await
+}
+
+/// Releases the act's orders, runs the grade review (r03's settled sales
+/// pass the gold rule), then moves into the next month and closes what is
+/// over, printing the act's team bonuses with their figures.
+async fn upgrade_and_close(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<()> {
+    let store = &state.store;
+    // Past the flagged order's longer hold too.
+    let (now, released) = state
+        .settlement
+        .advance_and_release(clock, Duration::days(21))
+        .await?;
+    println!("three weeks later: {released} held orders released");
+    let review = GradeReview::new(std::sync::Arc::clone(store))
+        .run(now, &Actor::system("demo"))
+        .await?;
+    let r03 = DistributorId::parse("r03")?;
+    let (own, _) = store.lifetime_settled_sales(&r03).await?;
+    let grade = store
+        .distributor(&r03)
+        .await?
+        .map(|distributor| distributor.grade)
+        .unwrap_or_default();
+    println!(
+        "晋级 grade review: r03's settled own sales {own} ≥ {GOLD_OWN_SALES} → {grade} ({} upgraded in the shop, by sales, never by head count)",
+        review.upgraded
+    );
+
+    let time_zone = state.month_close.time_zone();
+    let (_, next_month) = month_bounds(month_of(now, time_zone), time_zone);
+    let (now, _) = state
+        .settlement
+        .advance_and_release(clock, next_month - now + Duration::hours(1))
+        .await?;
+    let closed = state.month_close.close_due(now).await?;
+    let months: Vec<String> = closed.iter().map(ToString::to_string).collect();
+    println!(
+        "团队奖 month close of {}: a leader whose team's settled sales reach {BONUS_THRESHOLD} earns 1% of them",
+        months.join(", ")
+    );
+    for id in ["r01", "r02", "r03"] {
+        for bonus in store.team_bonuses(&DistributorId::parse(id)?).await? {
+            println!(
+                "  {id} {}: team settled sales {} ≥ {} × {} = {} (own {})",
+                bonus.month,
+                bonus.team_sales,
+                bonus.threshold,
+                bonus.rate,
+                bonus.amount,
+                bonus.own_sales
+            );
+        }
+    }
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{QueryBuilder, Row};
 
-use super::dialect::{Conn, Db, ROWS_PER_STATEMENT, for_update};
+use super::dialect::{Conn, Db, ROWS_PER_STATEMENT};
 use crate::domain::money::Money;
 use crate::store::error::StoreError;
 use crate::store::records::TotalsDelta;
@@ -24,8 +24,12 @@ pub(super) struct TotalsToRead {
     pub(super) buyer_days: BTreeSet<(String, String)>,
 }
 
-/// Reads (and on PostgreSQL locks, creating missing rows first so that
-/// there is a row to lock) the totals of `keys`.
+/// Reads and locks the totals of `keys`, creating missing rows so that
+/// there is a row to lock: one upsert per table that leaves every value as
+/// it was and returns it (on PostgreSQL the upsert locks each row, in the
+/// key order the rows are listed in; SQLite has one writer anyway). One
+/// statement instead of an insert and a `select … for update`: ingest under
+/// the v2 rules pays a round trip less per table and batch.
 pub(super) async fn lock_and_read(
     conn: &mut Conn,
     keys: &TotalsToRead,
@@ -33,21 +37,18 @@ pub(super) async fn lock_and_read(
     let mut stored = TotalsDelta::default();
     let distributor_periods: Vec<&(String, String)> = keys.distributor_periods.iter().collect();
     for chunk in distributor_periods.chunks(ROWS_PER_STATEMENT) {
-        let mut create =
+        let mut lock =
             QueryBuilder::<Db>::new("insert into commission_totals (distributor_id, period) ");
-        create.push_values(chunk, |mut row, (distributor, period)| {
+        lock.push_values(chunk, |mut row, (distributor, period)| {
             row.push_bind(distributor.as_str())
                 .push_bind(period.as_str());
         });
-        create.push(" on conflict (distributor_id, period) do nothing");
-        create.build().execute(&mut *conn).await?;
-        let mut read = QueryBuilder::<Db>::new(
-            "select distributor_id, period, level1_sales_fen, earned_fen from commission_totals where (distributor_id, period) in (",
-        );
-        push_pairs(&mut read, chunk);
-        read.push(") order by distributor_id, period");
-        read.push(for_update!());
-        for row in read.build().fetch_all(&mut *conn).await? {
+        lock.push(concat!(
+            " on conflict (distributor_id, period) do update ",
+            "set level1_sales_fen = commission_totals.level1_sales_fen ",
+            "returning distributor_id, period, level1_sales_fen, earned_fen"
+        ));
+        for row in lock.build().fetch_all(&mut *conn).await? {
             let key = (row.try_get("distributor_id")?, row.try_get("period")?);
             stored.level1_sales.insert(
                 key.clone(),
@@ -60,22 +61,18 @@ pub(super) async fn lock_and_read(
     }
     let buyer_days: Vec<&(String, String)> = keys.buyer_days.iter().collect();
     for chunk in buyer_days.chunks(ROWS_PER_STATEMENT) {
-        let mut create =
+        let mut lock =
             QueryBuilder::<Db>::new("insert into buyer_day_orders (buyer_id, day, orders) ");
-        create.push_values(chunk, |mut row, (buyer, day)| {
+        lock.push_values(chunk, |mut row, (buyer, day)| {
             row.push_bind(buyer.as_str())
                 .push_bind(day.as_str())
                 .push_bind(0_i64);
         });
-        create.push(" on conflict (buyer_id, day) do nothing");
-        create.build().execute(&mut *conn).await?;
-        let mut read = QueryBuilder::<Db>::new(
-            "select buyer_id, day, orders from buyer_day_orders where (buyer_id, day) in (",
-        );
-        push_pairs(&mut read, chunk);
-        read.push(") order by buyer_id, day");
-        read.push(for_update!());
-        for row in read.build().fetch_all(&mut *conn).await? {
+        lock.push(concat!(
+            " on conflict (buyer_id, day) do update set orders = buyer_day_orders.orders ",
+            "returning buyer_id, day, orders"
+        ));
+        for row in lock.build().fetch_all(&mut *conn).await? {
             stored.buyer_orders.insert(
                 (row.try_get("buyer_id")?, row.try_get("day")?),
                 row.try_get::<i64, _>("orders")?,
@@ -83,19 +80,6 @@ pub(super) async fn lock_and_read(
         }
     }
     Ok(stored)
-}
-
-fn push_pairs(query: &mut QueryBuilder<Db>, pairs: &[&(String, String)]) {
-    for (index, (first, second)) in pairs.iter().enumerate() {
-        if index > 0 {
-            query.push(", ");
-        }
-        query.push("(");
-        query.push_bind(first.clone());
-        query.push(", ");
-        query.push_bind(second.clone());
-        query.push(")");
-    }
 }
 
 /// Adds `delta` to the totals, in key order.

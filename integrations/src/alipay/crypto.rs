@@ -28,10 +28,10 @@ use x509_cert::spki::SubjectPublicKeyInfoRef;
 
 /// `rsaEncryption`: the only key algorithm RSA2 verifies with.
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-/// `sha1WithRSAEncryption` and `sha256WithRSAEncryption`: the root bundle
-/// certificates whose SNs make up `alipay_root_cert_sn`.
-const SHA1_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.5");
-const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+/// The PKCS#1 arc (`pkcs-1`): sha1WithRSAEncryption is `.5`,
+/// sha256WithRSAEncryption `.11`. Root certificates signed with an algorithm
+/// under it make up `alipay_root_cert_sn`.
+const PKCS1_ARC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1");
 
 /// Why a key, certificate or answer was refused. Static text only: a parser's
 /// own message could quote the input.
@@ -352,13 +352,17 @@ pub(crate) fn certificates(pem_text: &str) -> Result<Vec<Certificate>, KeyError>
 /// A certificate's Alipay SN: the md5 (32 lowercase hex digits) of the issuer
 /// DN followed by the serial number in decimal.
 ///
-/// Confirmed against the official Java SDK (`AntCertificationUtil.getCertSN`
-/// and `getRootCertSN` in alipay-sdk-java-all, and the same code in its .NET
-/// and Node ports): the text hashed is
+/// Confirmed against the official SDKs: alipay-sdk-java-all
+/// `AntCertificationUtil.getCertSN` hashes
 /// `getIssuerX500Principal().getName() + getSerialNumber()`, that is the
-/// RFC 2253 issuer (attributes last-to-first, `k=v` joined by `,`, standard
-/// short names) and the serial as an unsigned decimal; the digest is padded
-/// to 32 hex digits (`fillMD5`), which fixed-width hex already is.
+/// RFC 2253 issuer (attributes last to first, `k=v` joined by `,`, standard
+/// short names) and the serial as a decimal, with the digest padded to 32 hex
+/// digits (`fillMD5`; fixed-width hex already is). alipay-sdk-nodejs-all
+/// `antcertutil.getCertSN` builds the same text by hand (`reduceRight` over
+/// the issuer's attributes, `shortName=value` joined by `,`, the hex serial
+/// converted to decimal). The two differ only on values RFC 2253 escapes
+/// (`,+"\<>;`), which Alipay's issuer names do not contain; we escape, as
+/// Java does.
 pub(crate) fn cert_sn(certificate: &Certificate) -> String {
     let serial = rsa::BigUint::from_bytes_be(certificate.tbs_certificate.serial_number.as_bytes());
     let text = format!(
@@ -372,21 +376,21 @@ pub(crate) fn cert_sn(certificate: &Certificate) -> String {
         .collect()
 }
 
-/// `alipay_root_cert_sn`: the SNs of the bundle's certificates signed with
-/// sha1WithRSA or sha256WithRSA, joined by `_`, in bundle order. Alipay's
-/// root bundle also holds an ECC and an SM2 root, which are skipped.
+/// `alipay_root_cert_sn`: the SNs of the bundle's RSA-signed certificates,
+/// joined by `_`, in bundle order. Alipay's root bundle also holds an ECC and
+/// an SM2 root, which are skipped.
 ///
-/// The Java SDK keeps every signature OID under `1.2.840.113549.1.1` (the
-/// whole PKCS#1 family); the Node SDK keeps exactly sha1WithRSA and
-/// sha256WithRSA. Both agree on Alipay's bundle, whose RSA roots are signed
-/// with those two; we follow the narrower Node rule.
+/// Which certificates count: the reference says those signed with
+/// sha1WithRSA or sha256WithRSA. The official SDKs (Java `getRootCertSN`,
+/// Node `getRootCertSN`, the .NET ports) all keep every signature OID that
+/// starts with `1.2.840.113549.1.1`, the whole PKCS#1 family. The two agree
+/// on Alipay's bundle, whose RSA roots are signed with exactly those two; we
+/// follow the SDKs, so a future sha384WithRSA root would give the SN the
+/// gateway expects.
 pub(crate) fn root_cert_sn(bundle: &[Certificate]) -> String {
     bundle
         .iter()
-        .filter(|certificate| {
-            let algorithm = certificate.signature_algorithm.oid;
-            algorithm == SHA1_WITH_RSA || algorithm == SHA256_WITH_RSA
-        })
+        .filter(|certificate| certificate.signature_algorithm.oid.parent() == Some(PKCS1_ARC))
         .map(cert_sn)
         .collect::<Vec<_>>()
         .join("_")
@@ -687,6 +691,18 @@ mod tests {
             root_cert_sn(&bundle),
             format!("{ROOT_SHA256_SN}_{ROOT_SHA1_SN}")
         );
+    }
+
+    #[test]
+    fn a_root_signed_with_another_pkcs1_algorithm_counts_as_the_sdks_count_it() {
+        let sha384 = certificates(include_str!(
+            "../../sandbox-keys/alipay/root_rsa_sha384.crt"
+        ))
+        .unwrap();
+        // openssl, as above, for this self-signed sha384WithRSA root.
+        assert_eq!(root_cert_sn(&sha384), "9d1cbc5917cd956e17921d444fd857ec");
+        let ec = certificates(include_str!("../../sandbox-keys/alipay/root_ec.crt")).unwrap();
+        assert_eq!(root_cert_sn(&ec), "");
     }
 
     #[test]

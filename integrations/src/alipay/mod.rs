@@ -286,7 +286,7 @@ impl AlipayConfig {
                 if alipay_root_cert_sn.is_empty() {
                     return Err(ConfigError::new(
                         "alipay_root_cert",
-                        "holds no certificate signed with sha1WithRSA or sha256WithRSA",
+                        "holds no certificate signed with RSA (sha1WithRSA, sha256WithRSA, …)",
                     ));
                 }
                 Ok(Trust::Certificate {

@@ -36,7 +36,8 @@ pub enum Channel {
     Bank,
 }
 
-/// The merchant's idempotency key for one payout (WeChat's `out_bill_no`).
+/// The merchant's idempotency key for one payout (WeChat's `out_bill_no`,
+/// Alipay's `out_biz_no`).
 /// Derived from the withdrawal id and never changed while an outcome is
 /// unknown, so a retry can never pay twice.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -8,6 +8,9 @@
 //! # Layout
 //! - [`wechat`]: WeChat Pay API v3 商家转账 (transfer-bills) client, request
 //!   signing, answer and callback verification, callback decryption.
+//! - [`alipay`]: Alipay `alipay.fund.trans.uni.transfer` to an Alipay account
+//!   or a bank card, its query and `order.changed` notification, RSA2 in
+//!   public-key or certificate mode.
 //! - [`sandbox`]: a local HTTP server speaking the same WeChat v3 dialect with
 //!   test keys, a ledger and injectable faults: the test double and the demo
 //!   gateway. No real money moves through it.
@@ -17,6 +20,7 @@ use std::future::Future;
 
 use secrecy::SecretString;
 
+pub mod alipay;
 pub mod sandbox;
 pub mod wechat;
 
@@ -32,7 +36,8 @@ pub enum Channel {
     Bank,
 }
 
-/// The merchant's idempotency key for one payout (WeChat's `out_bill_no`).
+/// The merchant's idempotency key for one payout (WeChat's `out_bill_no`,
+/// Alipay's `out_biz_no`).
 /// Derived from the withdrawal id and never changed while an outcome is
 /// unknown, so a retry can never pay twice.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -75,11 +80,20 @@ pub enum TransferStatus {
     /// `package_info` is handed to the payee's app. Empty when the answer did
     /// not carry it (callbacks never do).
     AwaitingPayee { package_info: String },
-    /// Final: the money reached the payee.
+    /// Final: the money reached the payee. On the bank-card rail this is
+    /// final for WeChat's and Alipay's state machines but not for the money:
+    /// the receiving bank can still bounce it, and the payout then turns
+    /// [`TransferStatus::Returned`].
     Succeeded,
     /// Final failure: the money did not move. `reason` is the gateway's code
-    /// (WeChat `fail_reason`, or `CANCELLED` for a cancelled bill).
+    /// (WeChat `fail_reason`, Alipay `error_code`, or `CANCELLED` for a
+    /// cancelled bill).
     Failed { reason: String },
+    /// Final: the bank returned the money (退票, Alipay `REFUND` on the
+    /// bank-card rail), possibly days after [`TransferStatus::Succeeded`].
+    /// The payee was not paid and the money is back with the payer; `reason`
+    /// is the gateway's code or text for the bounce.
+    Returned { reason: String },
 }
 
 impl TransferStatus {
@@ -87,7 +101,11 @@ impl TransferStatus {
     pub fn is_final(&self) -> bool {
         match self {
             TransferStatus::Processing | TransferStatus::AwaitingPayee { .. } => false,
-            TransferStatus::Succeeded | TransferStatus::Failed { .. } => true,
+            // `Succeeded` may still become `Returned` on the bank rail; no
+            // status follows `Returned`.
+            TransferStatus::Succeeded
+            | TransferStatus::Failed { .. }
+            | TransferStatus::Returned { .. } => true,
         }
     }
 }
@@ -129,11 +147,12 @@ pub struct PayoutRequest {
     pub amount: AmountFen,
     /// Shown to the payee (转账备注).
     pub remark: String,
-    /// The payee's account on this channel: a WeChat openid (an Alipay logon
-    /// id or a bank card on other rails).
+    /// The payee's account on this channel: a WeChat openid, an Alipay logon
+    /// id, or a bank card number.
     pub payee_account: SecretString,
     /// The payee's real name. WeChat encrypts it into `user_name`; it is sent
-    /// whenever given (WeChat requires it from 2,000.00 yuan up).
+    /// whenever given (WeChat requires it from 2,000.00 yuan up; Alipay always,
+    /// for both its products).
     pub payee_name: Option<SecretString>,
 }
 

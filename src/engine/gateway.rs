@@ -47,6 +47,13 @@ impl GatewayNews {
             },
             TransferStatus::Succeeded => GatewayOutcome::Paid { bill_no },
             TransferStatus::Failed { reason } => GatewayOutcome::Failed { reason },
+            // A bank bounce (退票) comes only after success. Until the bounce
+            // workflow lands (issue 15), it reaches a paid withdrawal as a
+            // contradiction on its timeline that moves no money, for ops to
+            // see; no gateway that reports bounces is routed to yet.
+            TransferStatus::Returned { reason } => GatewayOutcome::Failed {
+                reason: format!("RETURNED after success: {reason}"),
+            },
         }
     }
 }

@@ -24,6 +24,29 @@ pub mod alipay;
 pub mod sandbox;
 pub mod wechat;
 
+/// Why a gateway's `base_url` setting cannot work, if it cannot: it must be
+/// absolute, http (https only in a build with the `tls` feature), and
+/// scheme and host only, since each client adds its own `paths`.
+pub(crate) fn base_url_problem(base_url: &str, paths: &str) -> Option<String> {
+    let Ok(url) = reqwest::Url::parse(base_url) else {
+        return Some("is not an absolute URL".to_owned());
+    };
+    match url.scheme() {
+        "http" => {}
+        "https" if cfg!(feature = "tls") => {}
+        "https" => {
+            return Some(
+                "is HTTPS, but fenrun-integrations was built without its `tls` feature".to_owned(),
+            );
+        }
+        _ => return Some("must be http or https".to_owned()),
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Some(format!("must be scheme and host only ({paths} added)"));
+    }
+    None
+}
+
 /// An amount in fen, the unit every gateway client converts from exactly once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AmountFen(pub i64);

@@ -223,24 +223,8 @@ impl AlipayConfig {
                 "must be more than zero",
             ));
         }
-        let url = reqwest::Url::parse(&self.base_url)
-            .map_err(|_| ConfigError::new("base_url", "is not an absolute URL"))?;
-        match url.scheme() {
-            "http" => {}
-            "https" if cfg!(feature = "tls") => {}
-            "https" => {
-                return Err(ConfigError::new(
-                    "base_url",
-                    "is HTTPS, but fenrun-integrations was built without its `tls` feature",
-                ));
-            }
-            _ => return Err(ConfigError::new("base_url", "must be http or https")),
-        }
-        if url.path() != "/" || url.query().is_some() {
-            return Err(ConfigError::new(
-                "base_url",
-                "must be scheme and host only (/gateway.do is added)",
-            ));
+        if let Some(problem) = crate::base_url_problem(&self.base_url, "/gateway.do is") {
+            return Err(ConfigError::new("base_url", problem));
         }
         self.app_signer()?;
         self.trust()?;

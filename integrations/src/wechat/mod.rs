@@ -191,24 +191,8 @@ impl WechatPayConfig {
                 return Err(ConfigError::new(field, "must not be empty"));
             }
         }
-        let url = reqwest::Url::parse(&self.base_url)
-            .map_err(|_| ConfigError::new("base_url", "is not an absolute URL"))?;
-        match url.scheme() {
-            "http" => {}
-            "https" if cfg!(feature = "tls") => {}
-            "https" => {
-                return Err(ConfigError::new(
-                    "base_url",
-                    "is HTTPS, but fenrun-integrations was built without its `tls` feature",
-                ));
-            }
-            _ => return Err(ConfigError::new("base_url", "must be http or https")),
-        }
-        if url.path() != "/" || url.query().is_some() {
-            return Err(ConfigError::new(
-                "base_url",
-                "must be scheme and host only (the API paths are added)",
-            ));
+        if let Some(problem) = crate::base_url_problem(&self.base_url, "the API paths are") {
+            return Err(ConfigError::new("base_url", problem));
         }
         Ok(())
     }

@@ -237,8 +237,11 @@ async fn refusal_for(
                 });
             }
             // Without the failed update, the balance is as it was before it.
+            // The same rule as the update's WHERE: only a debit is refused.
             Some((balance, may_go_negative))
-                if balance.saturating_add(*change) < 0 && !(*overdraft && may_go_negative) =>
+                if *change < 0
+                    && balance.saturating_add(*change) < 0
+                    && !(*overdraft && may_go_negative) =>
             {
                 return Ok(StoreError::InsufficientFunds {
                     account: (*account).clone(),

@@ -14,6 +14,9 @@
 //! - [`sandbox`]: a local HTTP server speaking the same WeChat v3 dialect with
 //!   test keys, a ledger and injectable faults: the test double and the demo
 //!   gateway. No real money moves through it.
+//! - [`statement`]: the daily statements (WeChat fund-flow bill, Alipay
+//!   account log) in their real file formats, read into one neutral model
+//!   for reconciliation.
 
 use std::fmt;
 use std::future::Future;
@@ -22,6 +25,7 @@ use secrecy::SecretString;
 
 pub mod alipay;
 pub mod sandbox;
+pub mod statement;
 pub mod wechat;
 
 /// Why a gateway's `base_url` setting cannot work, if it cannot: it must be
@@ -48,7 +52,7 @@ pub(crate) fn base_url_problem(base_url: &str, paths: &str) -> Option<String> {
 }
 
 /// An amount in fen, the unit every gateway client converts from exactly once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct AmountFen(pub i64);
 
 /// Which rail a payout travels on.

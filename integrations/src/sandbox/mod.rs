@@ -12,6 +12,19 @@
 //! own [`SandboxLedger`] counts every payment, so tests can check that no
 //! bill was ever paid twice.
 //!
+//! It also serves the day's statements built from that ledger
+//! (`statements`): `GET /v3/bill/fundflowbill` (signed, like the real one)
+//! and its download, and the Alipay `csv.zip` for the `gateway.do` bill
+//! query. A bill is on the day its money moved (`paid_at`, China date).
+//! [`StatementFaults`] (`POST /sandbox/statements/faults`, or
+//! [`SandboxHandle::set_statement_faults`]) make the statements disagree
+//! with the ledger, deterministically, on the payout lines sorted by bill
+//! number: `drop_lines` leaves out the first n; `wrong_amount_lines` adds
+//! 1.00 yuan to the next n; `flip_state_lines` shows the next n also
+//! returned (a return line added); `extra_lines` adds n payouts of 1.00
+//! yuan for bill numbers fenrun never sent (`sbxextra0001`, …). Each file's
+//! summary agrees with its own lines, as a real file's would.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use fenrun_integrations::sandbox::{SandboxConfig, SandboxGateway};
@@ -30,6 +43,7 @@ mod faults;
 mod notify;
 mod server;
 mod state;
+mod statements;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -44,6 +58,7 @@ pub use faults::{
     AUTO_CONFIRM_MAX_MS, ConfirmMode, DEFAULT_HANG_MS, Faults, OUT_OF_ORDER_MAX_DELAY_MS,
 };
 pub use notify::{CallbackBuilder, CallbackSchedule, SignedCallback};
+pub use statements::StatementFaults;
 
 use crate::wechat::crypto::{self, ResourceKey, RsaSigner, RsaVerifier};
 use crate::wechat::{BillState, CallbackVerifier, ConfigError, WechatPayConfig};
@@ -186,6 +201,10 @@ pub struct LedgerBill {
     pub paid_times: u32,
     /// Genuine final-state callbacks the receiver acknowledged.
     pub callbacks_delivered: u32,
+    /// When the money moved (RFC 3339, Beijing time): set on `SUCCESS`. The
+    /// day's statements are built from it.
+    #[serde(default)]
+    pub paid_at: Option<String>,
 }
 
 /// What the sandbox paid, for comparison with fenrun's own ledger.
@@ -337,6 +356,18 @@ impl SandboxHandle {
     /// always strikes, below 0 (or NaN) never.
     pub fn set_faults(&self, faults: Faults) {
         self.sandbox.set_faults(faults);
+    }
+
+    pub fn statement_faults(&self) -> StatementFaults {
+        self.sandbox.statements.faults()
+    }
+
+    /// Replaces the statement mismatch knobs; they apply to every statement
+    /// served from then on. Refused past [`StatementFaults::MAX_LINES`].
+    pub fn set_statement_faults(&self, faults: StatementFaults) -> Result<(), String> {
+        faults.validate()?;
+        self.sandbox.statements.set_faults(faults);
+        Ok(())
     }
 
     /// The payee confirms: a waiting bill ends `SUCCESS` (or `FAIL` for a

@@ -53,13 +53,14 @@ pub(crate) fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/sandbox/faults", get(faults).post(set_faults))
         .route("/sandbox/bills/{out_bill_no}/confirm", post(confirm))
         .route("/sandbox/bills/{out_bill_no}/expire", post(expire))
+        .merge(super::statements::routes())
         .fallback(no_such_endpoint)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(sandbox)
 }
 
 /// A v3 answer, signed with the platform key like every WeChat answer.
-fn signed(sandbox: &Sandbox, status: StatusCode, body: &Value) -> Response {
+pub(super) fn signed(sandbox: &Sandbox, status: StatusCode, body: &Value) -> Response {
     let body = body.to_string().into_bytes();
     let signature = sign_answer(
         &sandbox.platform_signer,
@@ -85,7 +86,7 @@ fn signed(sandbox: &Sandbox, status: StatusCode, body: &Value) -> Response {
     response
 }
 
-fn refuse(sandbox: &Sandbox, status: StatusCode, code: &str, message: &str) -> Response {
+pub(super) fn refuse(sandbox: &Sandbox, status: StatusCode, code: &str, message: &str) -> Response {
     signed(
         sandbox,
         status,
@@ -95,7 +96,7 @@ fn refuse(sandbox: &Sandbox, status: StatusCode, code: &str, message: &str) -> R
 
 /// Checks the `Authorization` header as WeChat does; the reason goes back in
 /// the `401 SIGN_ERROR` message.
-fn authenticate(
+pub(super) fn authenticate(
     sandbox: &Sandbox,
     method: &Method,
     uri: &Uri,
@@ -519,7 +520,7 @@ fn bill_state(out_bill_no: &str, state: Option<BillState>) -> Response {
     }
 }
 
-fn admin_error(status: StatusCode, message: &str) -> Response {
+pub(super) fn admin_error(status: StatusCode, message: &str) -> Response {
     let code = if status == StatusCode::NOT_FOUND {
         "NOT_FOUND"
     } else {

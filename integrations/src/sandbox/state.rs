@@ -66,6 +66,8 @@ pub(crate) struct Bill {
     pub(crate) package_info: String,
     pub(crate) create_time: String,
     pub(crate) update_time: String,
+    /// When the money moved (RFC 3339, Beijing time): set on `SUCCESS`.
+    pub(crate) paid_at: Option<String>,
     /// Create requests that reached this bill (the first and every replay).
     create_count: u32,
     /// Times the money moved. Never more than 1.
@@ -90,6 +92,7 @@ impl Bill {
             package_info: String::new(),
             create_time: now.to_owned(),
             update_time: now.to_owned(),
+            paid_at: None,
             create_count: 0,
             paid_times: 0,
             callbacks_delivered: 0,
@@ -203,6 +206,7 @@ impl Book {
             planned_failure,
             create_time: now.clone(),
             update_time: now,
+            paid_at: None,
             create_count: 1,
             paid_times: 0,
             callbacks_delivered: 0,
@@ -233,6 +237,9 @@ impl Book {
             }
         }
         bill.update_time = beijing_now();
+        if bill.state == BillState::Success {
+            bill.paid_at = Some(bill.update_time.clone());
+        }
         Some(Move::Finished(bill.clone()))
     }
 
@@ -293,6 +300,7 @@ impl Book {
                 create_count: bill.create_count,
                 paid_times: bill.paid_times,
                 callbacks_delivered: bill.callbacks_delivered,
+                paid_at: bill.paid_at.clone(),
             })
             .collect();
         bills.sort_by(|a, b| a.out_bill_no.cmp(&b.out_bill_no));
@@ -328,6 +336,7 @@ pub(crate) struct Sandbox {
     pub(crate) shutdown: watch::Receiver<bool>,
     faults: Mutex<Faults>,
     book: Mutex<Book>,
+    pub(crate) statements: super::statements::StatementDesk,
 }
 
 impl Sandbox {
@@ -362,6 +371,7 @@ impl Sandbox {
             shutdown,
             faults: Mutex::new(faults),
             book: Mutex::new(Book::default()),
+            statements: super::statements::StatementDesk::default(),
         }
     }
 

@@ -18,6 +18,8 @@ use super::crypto::{self, RsaSigner, RsaVerifier};
 use super::{BillState, ConfigError, SceneReportInfo, WechatPayConfig, unix_now};
 use crate::{Channel, GatewayError, OutBillNo, PayoutGateway, PayoutRequest, TransferStatus};
 
+mod statement;
+
 /// Create a bill; the bill paths below hang off it.
 const TRANSFER_BILLS_PATH: &str = "/v3/fund-app/mch-transfer/transfer-bills";
 
@@ -236,27 +238,7 @@ impl WechatPayClient {
         body: Vec<u8>,
         with_encrypted_field: bool,
     ) -> Result<Option<Bytes>, GatewayError> {
-        let timestamp = unix_now().to_string();
-        let nonce = crypto::alphanumeric_nonce(crypto::REQUEST_NONCE_LEN);
-        let signature = self.signer.sign(&crypto::request_message(
-            method.as_str(),
-            path,
-            &timestamp,
-            &nonce,
-            &body,
-        ));
-        let authorization = crypto::authorization(
-            &self.config.mchid,
-            &nonce,
-            &signature,
-            &timestamp,
-            &self.config.merchant_serial_no,
-        );
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.config.base_url))
-            .header(AUTHORIZATION, authorization)
-            .header(ACCEPT, "application/json");
+        let mut request = self.authorized(&method, path, &body);
         if method == Method::POST {
             request = request.header(CONTENT_TYPE, "application/json");
         }
@@ -315,6 +297,32 @@ impl WechatPayClient {
             Verdict::NoSuchBill => Ok(None),
             Verdict::Error(error) => Err(logged(call, error)),
         }
+    }
+
+    /// A request carrying the v3 `Authorization` over method, path with
+    /// query, and body: every API call, and the bill download, which WeChat
+    /// also wants signed.
+    fn authorized(&self, method: &Method, path: &str, body: &[u8]) -> reqwest::RequestBuilder {
+        let timestamp = unix_now().to_string();
+        let nonce = crypto::alphanumeric_nonce(crypto::REQUEST_NONCE_LEN);
+        let signature = self.signer.sign(&crypto::request_message(
+            method.as_str(),
+            path,
+            &timestamp,
+            &nonce,
+            body,
+        ));
+        let authorization = crypto::authorization(
+            &self.config.mchid,
+            &nonce,
+            &signature,
+            &timestamp,
+            &self.config.merchant_serial_no,
+        );
+        self.http
+            .request(method.clone(), format!("{}{path}", self.config.base_url))
+            .header(AUTHORIZATION, authorization)
+            .header(ACCEPT, "application/json")
     }
 
     fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), super::CallbackError> {

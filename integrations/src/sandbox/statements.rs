@@ -1,0 +1,541 @@
+//! The sandbox's daily statements, built from its own ledger: the WeChat
+//! fund-flow bill behind `GET /v3/bill/fundflowbill`, the Alipay account log
+//! behind [`alipay_bill_download_url`] (for the `gateway.do` dispatcher), the
+//! short-lived downloads of both, and the [`StatementFaults`] that make them
+//! disagree with the ledger on purpose.
+//!
+//! A bill is on the day its money moved: `paid_at`, as a China date. Times
+//! come from the wall clock, so today's statement already holds today's
+//! payouts; only a future day is "not ready".
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha1::{Digest, Sha1};
+
+use super::server::{admin_error, authenticate, refuse, signed};
+use super::state::Sandbox;
+use super::{LedgerBill, SandboxLedger};
+use crate::AmountFen;
+use crate::statement::{
+    StatementLine, StatementLineKind, StatementSummary, alipay_signcustomer, wechat_fundflow,
+};
+use crate::wechat::BillState;
+use crate::wechat::crypto::alphanumeric_nonce;
+
+/// The sandbox merchant's Alipay user id, named in the archive.
+pub(crate) const SANDBOX_ALIPAY_ACCOUNT: &str = "2088000000000001";
+
+/// Downloads kept; the oldest goes first. Real URLs live 30 s (Alipay) or a
+/// few minutes (WeChat): a handful is plenty.
+const MAX_DOWNLOADS: usize = 32;
+
+/// What an injected extra or wrong amount is off by: 1.00 yuan.
+const KNOB_AMOUNT_FEN: i64 = 100;
+
+/// The path of the download route; the token follows.
+const DOWNLOAD_PATH: &str = "/sandbox/download";
+
+/// The statement mismatch knobs. Each applies to every statement served, on
+/// the payout lines sorted by bill number, in this order: drop the first
+/// `drop_lines`; add 1.00 yuan to the next `wrong_amount_lines`; add a return
+/// line for the next `flip_state_lines`; then add `extra_lines` payouts of
+/// 1.00 yuan for bill numbers fenrun never sent (`sbxextra0001`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatementFaults {
+    pub drop_lines: u32,
+    pub extra_lines: u32,
+    pub wrong_amount_lines: u32,
+    pub flip_state_lines: u32,
+}
+
+impl StatementFaults {
+    /// More would only make a huge file; no test needs it.
+    pub const MAX_LINES: u32 = 10_000;
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("drop_lines", self.drop_lines),
+            ("extra_lines", self.extra_lines),
+            ("wrong_amount_lines", self.wrong_amount_lines),
+            ("flip_state_lines", self.flip_state_lines),
+        ] {
+            if value > Self::MAX_LINES {
+                return Err(format!("{name} must be at most {}", Self::MAX_LINES));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Download {
+    token: String,
+    bytes: Vec<u8>,
+    /// WeChat wants the download signed; Alipay's URL is its own key.
+    needs_signature: bool,
+}
+
+/// The knobs and the files waiting to be downloaded.
+#[derive(Default)]
+pub(crate) struct StatementDesk {
+    faults: Mutex<StatementFaults>,
+    downloads: Mutex<VecDeque<Download>>,
+}
+
+impl StatementDesk {
+    pub(crate) fn faults(&self) -> StatementFaults {
+        *self
+            .faults
+            .lock()
+            .expect("statement faults poisoned by a panic")
+    }
+
+    pub(crate) fn set_faults(&self, faults: StatementFaults) {
+        *self
+            .faults
+            .lock()
+            .expect("statement faults poisoned by a panic") = faults;
+    }
+
+    /// Keeps `bytes` for download and returns the token naming them.
+    fn offer(&self, bytes: Vec<u8>, needs_signature: bool) -> String {
+        let token = alphanumeric_nonce(32);
+        let mut downloads = self
+            .downloads
+            .lock()
+            .expect("downloads poisoned by a panic");
+        if downloads.len() >= MAX_DOWNLOADS {
+            downloads.pop_front();
+        }
+        downloads.push_back(Download {
+            token: token.clone(),
+            bytes,
+            needs_signature,
+        });
+        token
+    }
+
+    fn take(&self, token: &str) -> Option<(Vec<u8>, bool)> {
+        let downloads = self
+            .downloads
+            .lock()
+            .expect("downloads poisoned by a panic");
+        downloads
+            .iter()
+            .find(|download| download.token == token)
+            .map(|download| (download.bytes.clone(), download.needs_signature))
+    }
+}
+
+pub(super) fn routes() -> Router<Arc<Sandbox>> {
+    Router::new()
+        .route("/v3/bill/fundflowbill", get(fund_flow_bill))
+        .route(&format!("{DOWNLOAD_PATH}/{{token}}"), get(download))
+        .route(
+            "/sandbox/statements/faults",
+            get(statement_faults).post(set_statement_faults),
+        )
+}
+
+/// The words each gateway writes on a transfer and its return.
+struct Dialect {
+    payout: &'static str,
+    returned: &'static str,
+}
+
+const WECHAT: Dialect = Dialect {
+    payout: wechat_fundflow::PAYOUT_BUSINESS_TYPE,
+    returned: wechat_fundflow::RETURN_BUSINESS_TYPE,
+};
+
+const ALIPAY: Dialect = Dialect {
+    payout: alipay_signcustomer::PAYOUT_BUSINESS_TYPE,
+    returned: alipay_signcustomer::RETURN_BUSINESS_TYPE,
+};
+
+fn china() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
+}
+
+fn china_today() -> NaiveDate {
+    Utc::now().with_timezone(&china()).date_naive()
+}
+
+/// China time of an RFC 3339 stamp.
+fn china_time(rfc3339: &str) -> Option<NaiveDateTime> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|time| time.with_timezone(&china()).naive_local())
+}
+
+/// The payout lines of `bills` paid on `date`.
+fn payout_lines<'a>(
+    bills: impl Iterator<Item = &'a LedgerBill>,
+    date: NaiveDate,
+    dialect: &Dialect,
+) -> Vec<StatementLine> {
+    bills
+        .filter(|bill| bill.state == BillState::Success)
+        .filter_map(|bill| {
+            let paid_at = china_time(bill.paid_at.as_deref()?)?;
+            (paid_at.date() == date).then(|| StatementLine {
+                out_bill_no: bill.out_bill_no.clone(),
+                gateway_ref: bill.transfer_bill_no.clone(),
+                kind: StatementLineKind::Payout,
+                amount: AmountFen(bill.amount_fen),
+                occurred_at: paid_at,
+                business_type: dialect.payout.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// `lines` with the knobs applied, in file order (by time, then number).
+fn with_faults(
+    mut lines: Vec<StatementLine>,
+    faults: StatementFaults,
+    date: NaiveDate,
+    dialect: &Dialect,
+) -> Vec<StatementLine> {
+    let mut payouts: Vec<StatementLine> = Vec::new();
+    lines.retain(|line| {
+        let payout = line.kind == StatementLineKind::Payout;
+        if payout {
+            payouts.push(line.clone());
+        }
+        !payout
+    });
+    payouts.sort_by(|a, b| a.out_bill_no.cmp(&b.out_bill_no));
+    let take = |n: u32, len: usize| (n as usize).min(len);
+    payouts.drain(..take(faults.drop_lines, payouts.len()));
+    let wrong = take(faults.wrong_amount_lines, payouts.len());
+    for line in &mut payouts[..wrong] {
+        line.amount.0 += KNOB_AMOUNT_FEN;
+    }
+    let flip_end = wrong + take(faults.flip_state_lines, payouts.len() - wrong);
+    let end_of_day = date.and_time(NaiveTime::from_hms_opt(23, 59, 59).expect("a valid time"));
+    for line in &payouts[wrong..flip_end] {
+        lines.push(StatementLine {
+            kind: StatementLineKind::Return,
+            occurred_at: (line.occurred_at + TimeDelta::minutes(1)).min(end_of_day),
+            business_type: dialect.returned.to_owned(),
+            ..line.clone()
+        });
+    }
+    let noon = date.and_time(NaiveTime::from_hms_opt(12, 0, 0).expect("a valid time"));
+    for n in 1..=faults.extra_lines {
+        payouts.push(StatementLine {
+            out_bill_no: format!("sbxextra{n:04}"),
+            gateway_ref: format!("9999{n:020}"),
+            kind: StatementLineKind::Payout,
+            amount: AmountFen(KNOB_AMOUNT_FEN),
+            occurred_at: noon,
+            business_type: dialect.payout.to_owned(),
+        });
+    }
+    lines.extend(payouts);
+    lines.sort_by(|a, b| {
+        (a.occurred_at, &a.out_bill_no, a.kind.is_income()).cmp(&(
+            b.occurred_at,
+            &b.out_bill_no,
+            b.kind.is_income(),
+        ))
+    });
+    lines
+}
+
+/// The lines of the WeChat statement: in this sandbox every bill is a
+/// WeChat bill.
+fn wechat_lines(sandbox: &Sandbox, ledger: &SandboxLedger, date: NaiveDate) -> Vec<StatementLine> {
+    let lines = payout_lines(ledger.bills.iter(), date, &WECHAT);
+    with_faults(lines, sandbox.statements.faults(), date, &WECHAT)
+}
+
+/// The lines of the Alipay statement. The ledger holds WeChat bills only
+/// until the sandbox speaks the Alipay dialect; then this selects the
+/// Alipay bills (and their `returned_at` and `order_fee_fen` lines). Until
+/// then an Alipay statement holds only what the knobs add.
+fn alipay_lines(sandbox: &Sandbox, date: NaiveDate) -> Vec<StatementLine> {
+    let lines = payout_lines(std::iter::empty(), date, &ALIPAY);
+    with_faults(lines, sandbox.statements.faults(), date, &ALIPAY)
+}
+
+/// Why a day's statement cannot be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BillRefusal {
+    /// A future date: the bill is not generated yet (Alipay
+    /// `isp.bill_not_exist`-style, as the dispatcher answers it).
+    NotReady,
+}
+
+/// For the `gateway.do` dispatcher (`alipay.data.dataservice.bill.downloadurl.query`,
+/// `bill_type=signcustomer`): the URL of that day's `csv.zip`, under
+/// `base_url` (the sandbox's own, as the request reached it).
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "called by the gateway.do dispatcher, which the Alipay-dialect branch adds"
+    )
+)]
+pub(crate) fn alipay_bill_download_url(
+    sandbox: &Sandbox,
+    base_url: &str,
+    bill_date: NaiveDate,
+) -> Result<String, BillRefusal> {
+    if bill_date > china_today() {
+        return Err(BillRefusal::NotReady);
+    }
+    let lines = alipay_lines(sandbox, bill_date);
+    let zip = alipay_signcustomer::render(
+        SANDBOX_ALIPAY_ACCOUNT,
+        bill_date,
+        &lines,
+        &StatementSummary::of(&lines),
+    );
+    let token = sandbox.statements.offer(zip, false);
+    Ok(format!(
+        "{}{DOWNLOAD_PATH}/{token}",
+        base_url.trim_end_matches('/')
+    ))
+}
+
+/// The query of `GET /v3/bill/fundflowbill`.
+struct BillQuery {
+    bill_date: NaiveDate,
+    gzip: bool,
+}
+
+fn bill_query(uri: &Uri) -> Result<BillQuery, String> {
+    let mut bill_date = None;
+    let mut account_type = None;
+    let mut tar_type = None;
+    for (key, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "bill_date" => bill_date = Some(value.into_owned()),
+            "account_type" => account_type = Some(value.into_owned()),
+            "tar_type" => tar_type = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let bill_date = bill_date.ok_or("bill_date is required")?;
+    let bill_date = NaiveDate::parse_from_str(&bill_date, "%Y-%m-%d")
+        .map_err(|_| "bill_date must be YYYY-MM-DD".to_owned())?;
+    // The real default is BASIC; the sandbox pays from OPERATION only.
+    if account_type.as_deref() != Some("OPERATION") {
+        return Err(
+            "the sandbox keeps only the OPERATION account: send account_type=OPERATION".to_owned(),
+        );
+    }
+    let gzip = match tar_type.as_deref() {
+        None => false,
+        Some("GZIP") => true,
+        Some(_) => return Err("tar_type must be GZIP or absent".to_owned()),
+    };
+    Ok(BillQuery { bill_date, gzip })
+}
+
+async fn fund_flow_bill(
+    State(sandbox): State<Arc<Sandbox>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(reason) = authenticate(&sandbox, &method, &uri, &headers, &[]) {
+        return refuse(&sandbox, StatusCode::UNAUTHORIZED, "SIGN_ERROR", reason);
+    }
+    let query = match bill_query(&uri) {
+        Ok(query) => query,
+        Err(reason) => return refuse(&sandbox, StatusCode::BAD_REQUEST, "PARAM_ERROR", &reason),
+    };
+    if query.bill_date > china_today() {
+        return refuse(
+            &sandbox,
+            StatusCode::BAD_REQUEST,
+            "NO_STATEMENT_EXIST",
+            "the bill for that day is not generated yet",
+        );
+    }
+    let Some(host) = headers.get(HOST).and_then(|host| host.to_str().ok()) else {
+        return refuse(
+            &sandbox,
+            StatusCode::BAD_REQUEST,
+            "PARAM_ERROR",
+            "Host header is required",
+        );
+    };
+    let ledger = sandbox.book().ledger();
+    let lines = wechat_lines(&sandbox, &ledger, query.bill_date);
+    let csv = wechat_fundflow::render(&lines, &StatementSummary::of(&lines));
+    let hash_value: String = Sha1::digest(&csv)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let file = if query.gzip {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+        encoder
+            .write_all(&csv)
+            .expect("writing to memory cannot fail");
+        encoder.finish().expect("writing to memory cannot fail")
+    } else {
+        csv
+    };
+    let token = sandbox.statements.offer(file, true);
+    signed(
+        &sandbox,
+        StatusCode::OK,
+        &json!({
+            "hash_type": "SHA1",
+            "hash_value": hash_value,
+            "download_url": format!("http://{host}{DOWNLOAD_PATH}/{token}"),
+        }),
+    )
+}
+
+async fn download(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path(token): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let Some((bytes, needs_signature)) = sandbox.statements.take(&token) else {
+        return admin_error(
+            StatusCode::NOT_FOUND,
+            "no such download (they expire): ask for the bill again",
+        );
+    };
+    if needs_signature && let Err(reason) = authenticate(&sandbox, &method, &uri, &headers, &[]) {
+        return refuse(&sandbox, StatusCode::UNAUTHORIZED, "SIGN_ERROR", reason);
+    }
+    let mut response = bytes.into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    response
+}
+
+async fn statement_faults(State(sandbox): State<Arc<Sandbox>>) -> Response {
+    axum::Json(sandbox.statements.faults()).into_response()
+}
+
+async fn set_statement_faults(
+    State(sandbox): State<Arc<Sandbox>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let faults: StatementFaults = match serde_json::from_slice(&body) {
+        Ok(faults) => faults,
+        Err(error) => {
+            return admin_error(
+                StatusCode::BAD_REQUEST,
+                &format!("not a StatementFaults object: {error}"),
+            );
+        }
+    };
+    if let Err(reason) = faults.validate() {
+        return admin_error(StatusCode::BAD_REQUEST, &reason);
+    }
+    tracing::info!(?faults, "sandbox statement faults set");
+    sandbox.statements.set_faults(faults);
+    axum::Json(faults).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{SandboxConfig, SandboxGateway};
+
+    fn line(out_bill_no: &str, fen: i64) -> StatementLine {
+        StatementLine {
+            out_bill_no: out_bill_no.to_owned(),
+            gateway_ref: format!("1330{out_bill_no}"),
+            kind: StatementLineKind::Payout,
+            amount: AmountFen(fen),
+            occurred_at: NaiveDate::from_ymd_opt(2024, 5, 1)
+                .unwrap()
+                .and_hms_opt(9, 0, 0)
+                .unwrap(),
+            business_type: WECHAT.payout.to_owned(),
+        }
+    }
+
+    #[test]
+    fn each_knob_strikes_its_own_payouts_in_bill_number_order() {
+        let lines = ["wd05", "wd01", "wd04", "wd02", "wd03"]
+            .iter()
+            .map(|no| line(no, 1000))
+            .collect();
+        let faults = StatementFaults {
+            drop_lines: 1,
+            wrong_amount_lines: 2,
+            flip_state_lines: 1,
+            extra_lines: 2,
+        };
+        let date = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let out = with_faults(lines, faults, date, &WECHAT);
+        let seen: Vec<_> = out
+            .iter()
+            .map(|line| (line.out_bill_no.as_str(), line.kind.clone(), line.amount.0))
+            .collect();
+        use StatementLineKind::{Payout, Return};
+        assert_eq!(
+            seen,
+            vec![
+                ("wd02", Payout, 1100),
+                ("wd03", Payout, 1100),
+                ("wd04", Payout, 1000),
+                ("wd05", Payout, 1000),
+                ("wd04", Return, 1000),
+                ("sbxextra0001", Payout, 100),
+                ("sbxextra0002", Payout, 100),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_alipay_bill_url_serves_a_csv_zip_without_a_signature() {
+        let sandbox = SandboxGateway::start(SandboxConfig::default())
+            .await
+            .unwrap();
+        sandbox
+            .set_statement_faults(StatementFaults {
+                extra_lines: 2,
+                ..StatementFaults::default()
+            })
+            .unwrap();
+        let today = china_today();
+        let url = alipay_bill_download_url(&sandbox.sandbox, sandbox.base_url(), today).unwrap();
+        let zip = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+        let statement = alipay_signcustomer::parse(today, &zip).unwrap();
+        let numbers: Vec<_> = statement
+            .lines
+            .iter()
+            .map(|line| line.out_bill_no.as_str())
+            .collect();
+        assert_eq!(numbers, ["sbxextra0001", "sbxextra0002"]);
+        assert_eq!(statement.summary.expense, AmountFen(200));
+        assert_eq!(
+            alipay_bill_download_url(
+                &sandbox.sandbox,
+                sandbox.base_url(),
+                today.succ_opt().unwrap()
+            ),
+            Err(BillRefusal::NotReady)
+        );
+        sandbox.shutdown().await;
+    }
+}

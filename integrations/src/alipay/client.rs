@@ -15,6 +15,8 @@ use super::crypto::{self, AppSigner, ExtractError};
 use super::{AlipayConfig, AlipayProduct, ConfigError, FundOrderStatus, Trust, yuan_from_fen};
 use crate::{Channel, GatewayError, OutBillNo, PayoutGateway, PayoutRequest, TransferStatus};
 
+mod statement;
+
 /// The one API path of OpenAPI v1.
 const GATEWAY_PATH: &str = "/gateway.do";
 
@@ -398,7 +400,7 @@ impl AlipayClient {
             return Err(fail(call, Exchange::HttpStatus { status }));
         }
         let node = self
-            .verified_node(call, &body)
+            .verified_node(call.method(), &body)
             .map_err(|why| fail(call, Exchange::Untrusted { why }))?;
         let head: AlipayNodeHead = serde_json::from_str(node).map_err(|_| {
             fail(
@@ -434,9 +436,9 @@ impl AlipayClient {
     /// The response node of `body`, once its signature checks out against
     /// the key the answer names. The node is sliced from the text as
     /// received, never re-serialised.
-    fn verified_node<'a>(&self, call: Call, body: &'a [u8]) -> Result<&'a str, &'static str> {
+    fn verified_node<'a>(&self, method: &str, body: &'a [u8]) -> Result<&'a str, &'static str> {
         let text = std::str::from_utf8(body).map_err(|_| "the answer is not UTF-8")?;
-        let method_node = format!("{}_response", call.method().replace('.', "_"));
+        let method_node = format!("{}_response", method.replace('.', "_"));
         let node = match crypto::signed_node(text, &method_node) {
             Err(ExtractError::Missing) => crypto::signed_node(text, ERROR_NODE),
             found => found,

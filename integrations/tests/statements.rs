@@ -89,7 +89,7 @@ fn summarised(lines: &[StatementLine]) -> Vec<(&str, StatementLineKind, i64)> {
 async fn the_fund_flow_bill_lists_each_paid_transfer_once_with_its_hash_checked() {
     let (sandbox, client) = sandbox().await;
     pay(&sandbox, &client, "wd0001", 12_30, true).await;
-    pay(&sandbox, &client, "wd0002", 0_10, true).await;
+    pay(&sandbox, &client, "wd0002", 10, true).await;
     pay(&sandbox, &client, "wd0003", 5_00, false).await;
 
     let statement = client.fund_flow_bill(china_today()).await.unwrap();
@@ -100,7 +100,7 @@ async fn the_fund_flow_bill_lists_each_paid_transfer_once_with_its_hash_checked(
         lines,
         vec![
             ("wd0001", StatementLineKind::Payout, 12_30),
-            ("wd0002", StatementLineKind::Payout, 0_10),
+            ("wd0002", StatementLineKind::Payout, 10),
         ],
         "paid bills only, each once"
     );

@@ -128,7 +128,7 @@ impl StatementDesk {
         token
     }
 
-    fn take(&self, token: &str) -> Option<(Vec<u8>, bool)> {
+    fn get(&self, token: &str) -> Option<(Vec<u8>, bool)> {
         let downloads = self
             .downloads
             .lock()
@@ -412,7 +412,7 @@ async fn download(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let Some((bytes, needs_signature)) = sandbox.statements.take(&token) else {
+    let Some((bytes, needs_signature)) = sandbox.statements.get(&token) else {
         return admin_error(
             StatusCode::NOT_FOUND,
             "no such download (they expire): ask for the bill again",

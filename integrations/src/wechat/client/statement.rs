@@ -195,3 +195,101 @@ fn send_error(error: &reqwest::Error) -> &'static str {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use chrono::NaiveDate;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+
+    use super::*;
+    use crate::statement::{StatementSummary, wechat_fundflow};
+    use crate::wechat::crypto::test_keys::platform_private;
+    use crate::wechat::crypto::{RsaSigner, sign_answer};
+    use crate::wechat::unix_now;
+
+    /// A fake WeChat answering the bill query with `hash_value` and
+    /// `download_url` (`{base}` replaced by its own address), and serving an
+    /// empty bill's gzip at `/download`.
+    async fn fake_wechat(hash_value: String, download_url: &str) -> WechatPayClient {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = crate::wechat::tests::valid_config();
+        config.base_url = base_url.clone();
+        let serial = config.platform_public_key_id.clone();
+        let body = serde_json::json!({
+            "hash_type": "SHA1",
+            "hash_value": hash_value,
+            "download_url": download_url.replace("{base}", &base_url),
+        })
+        .to_string();
+        let signer = Arc::new(RsaSigner::from_pkcs8_pem(&platform_private()).unwrap());
+        let answer = move || {
+            let signed = sign_answer(&signer, &serial, unix_now(), body.as_bytes());
+            (
+                [
+                    ("Wechatpay-Timestamp", signed.timestamp),
+                    ("Wechatpay-Nonce", signed.nonce),
+                    ("Wechatpay-Signature", signed.signature),
+                    ("Wechatpay-Serial", signed.serial),
+                ],
+                body.clone(),
+            )
+                .into_response()
+        };
+        let app = axum::Router::new()
+            .route(
+                FUND_FLOW_BILL_PATH,
+                get(move || std::future::ready(answer())),
+            )
+            .route("/download", get(|| async { gzip(&empty_bill()) }));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        WechatPayClient::new(config).unwrap()
+    }
+
+    fn empty_bill() -> Vec<u8> {
+        wechat_fundflow::render(&[], &StatementSummary::default())
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn date() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2024, 5, 1).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_download_matching_the_signed_hash_is_read() {
+        let client = fake_wechat(hex(&Sha1::digest(empty_bill())), "{base}/download").await;
+        let statement = client.fund_flow_bill(date()).await.unwrap();
+        assert!(statement.lines.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_download_whose_sha1_disagrees_with_the_signed_answer_is_refused() {
+        let client = fake_wechat("0".repeat(40), "{base}/download").await;
+        let error = client.fund_flow_bill(date()).await.unwrap_err();
+        assert!(
+            matches!(&error, StatementError::Corrupt(why) if why.contains("SHA1")),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_download_url_off_the_api_host_gets_no_signature() {
+        let client = fake_wechat("0".repeat(40), "http://127.0.0.2:9/download").await;
+        let error = client.fund_flow_bill(date()).await.unwrap_err();
+        assert!(
+            matches!(&error, StatementError::Corrupt(why) if why.contains("not sending our signature")),
+            "{error}"
+        );
+    }
+}

@@ -11,9 +11,10 @@
 //! - [`alipay`]: Alipay `alipay.fund.trans.uni.transfer` to an Alipay account
 //!   or a bank card, its query and `order.changed` notification, RSA2 in
 //!   public-key or certificate mode.
-//! - [`sandbox`]: a local HTTP server speaking the same WeChat v3 dialect with
-//!   test keys, a ledger and injectable faults: the test double and the demo
-//!   gateway. No real money moves through it.
+//! - [`sandbox`]: a local HTTP server speaking both dialects, WeChat v3
+//!   transfer-bills and Alipay `gateway.do`, with test keys, a ledger per
+//!   channel and injectable faults: the test double and the demo gateway. No
+//!   real money moves through it.
 //! - [`statement`]: the daily statements (WeChat fund-flow bill, Alipay
 //!   account log) in their real file formats, read into one neutral model
 //!   for reconciliation.
@@ -55,8 +56,12 @@ pub(crate) fn base_url_problem(base_url: &str, paths: &str) -> Option<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct AmountFen(pub i64);
 
-/// Which rail a payout travels on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which rail a payout travels on. Serialised in lowercase (`wechat`,
+/// `alipay`, `bank`), as the sandbox ledger writes it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Channel {
     Wechat,
     Alipay,

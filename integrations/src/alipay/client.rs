@@ -338,6 +338,9 @@ impl AlipayClient {
             ("timestamp", timestamp),
             ("version", "1.0".to_owned()),
         ];
+        if let Some(notify_url) = &self.config.notify_url {
+            params.push(("notify_url", notify_url.clone()));
+        }
         if let Trust::Certificate {
             app_cert_sn,
             alipay_root_cert_sn,

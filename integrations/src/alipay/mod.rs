@@ -124,6 +124,10 @@ pub struct AlipayConfig {
     pub order_title: String,
     /// Limit on one API call, connection included.
     pub request_timeout: Duration,
+    /// Sent as the common parameter `notify_url` when set. Unset, Alipay
+    /// posts `order.changed` to the app's gateway address configured on the
+    /// open platform instead.
+    pub notify_url: Option<String>,
 }
 
 /// A setting that cannot work. Names the setting, never quotes a key.
@@ -203,6 +207,7 @@ impl AlipayConfig {
             keys,
             order_title: DEFAULT_ORDER_TITLE.to_owned(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            notify_url: None,
         };
         config.validate()?;
         Ok(config)
@@ -225,6 +230,17 @@ impl AlipayConfig {
         }
         if let Some(problem) = crate::base_url_problem(&self.base_url, "/gateway.do is") {
             return Err(ConfigError::new("base_url", problem));
+        }
+        if let Some(notify_url) = &self.notify_url {
+            match reqwest::Url::parse(notify_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        "notify_url",
+                        "must be an absolute http or https URL",
+                    ));
+                }
+            }
         }
         self.app_signer()?;
         self.trust()?;

@@ -16,6 +16,16 @@ pub const AUTO_CONFIRM_MAX_MS: u64 = 50;
 /// The longest extra delay of an out-of-order callback.
 pub const OUT_OF_ORDER_MAX_DELAY_MS: u64 = 300;
 
+/// Default for [`Faults::bank_settle_ms`]: long enough that the transfer
+/// answer is `DEALING`, short enough that a test's next query sees `SUCCESS`.
+pub const DEFAULT_BANK_SETTLE_MS: u64 = 100;
+
+/// Default for [`Faults::bank_bounce_after_ms`].
+pub const DEFAULT_BANK_BOUNCE_AFTER_MS: u64 = 200;
+
+/// [`Faults::bank_bounce_permille`] is a share of 1000.
+pub const PERMILLE: u16 = 1_000;
+
 /// How a payee answers the confirm page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
@@ -68,10 +78,22 @@ pub struct Faults {
     pub bad_signature_callback_rate: f64,
     pub confirm: ConfirmMode,
     /// Bills to these openids end `FAIL` with `PAYEE_ACCOUNT_ABNORMAL` when
-    /// confirmed (decided at creation).
+    /// confirmed (decided at creation). Alipay payees listed here (logon id
+    /// or card number) fail too: an account transfer is refused with
+    /// `PAYEE_USER_INFO_ERROR`, a bank-card one goes `DEALING` then `FAIL`.
     pub fail_openids: Vec<String>,
     /// Seeds every fault decision.
     pub seed: u64,
+    /// Alipay bank card: how long a transfer stays `DEALING` before it turns
+    /// `SUCCESS`.
+    pub bank_settle_ms: u64,
+    /// Alipay bank card: how many bills in 1000 bounce (`REFUND`) by
+    /// themselves, `bank_bounce_after_ms` after their `SUCCESS`. Which ones
+    /// is fixed by the seed.
+    pub bank_bounce_permille: u16,
+    pub bank_bounce_after_ms: u64,
+    /// Alipay bank card: the fee of every transfer (`order_fee`), in fen.
+    pub bank_order_fee_fen: i64,
 }
 
 impl Default for Faults {
@@ -89,6 +111,10 @@ impl Default for Faults {
             confirm: ConfirmMode::default(),
             fail_openids: Vec::new(),
             seed: 0,
+            bank_settle_ms: DEFAULT_BANK_SETTLE_MS,
+            bank_bounce_permille: 0,
+            bank_bounce_after_ms: DEFAULT_BANK_BOUNCE_AFTER_MS,
+            bank_order_fee_fen: 0,
         }
     }
 }
@@ -106,6 +132,7 @@ pub(crate) enum Fault {
     EmptyAssociatedData,
     ConfirmDelay,
     CallbackDelay,
+    BankBounce,
 }
 
 impl Fault {
@@ -120,6 +147,7 @@ impl Fault {
             Fault::EmptyAssociatedData => "empty_associated_data",
             Fault::ConfirmDelay => "confirm_delay",
             Fault::CallbackDelay => "callback_delay",
+            Fault::BankBounce => "bank_bounce",
         }
     }
 }
@@ -144,7 +172,21 @@ impl Faults {
                 return Err(format!("{name} must be between 0 and 1"));
             }
         }
+        if self.bank_bounce_permille > PERMILLE {
+            return Err("bank_bounce_permille must be between 0 and 1000".to_owned());
+        }
+        if self.bank_order_fee_fen < 0 {
+            return Err("bank_order_fee_fen must not be negative".to_owned());
+        }
         Ok(())
+    }
+
+    /// Whether this bank-card bill bounces by itself after its success.
+    pub(crate) fn bank_bounces(&self, out_biz_no: &str) -> bool {
+        // 0..=999 against the share: 0 never, 1000 always.
+        self.bank_bounce_permille > 0
+            && self.pick(Fault::BankBounce, out_biz_no, u64::from(PERMILLE) - 1)
+                < u64::from(self.bank_bounce_permille)
     }
 
     fn rate(&self, fault: Fault) -> f64 {
@@ -158,7 +200,7 @@ impl Faults {
             Fault::StaleCallback => 0.0,
             // Both spellings of an empty AAD reach receivers.
             Fault::EmptyAssociatedData => 0.5,
-            Fault::ConfirmDelay | Fault::CallbackDelay => 0.0,
+            Fault::ConfirmDelay | Fault::CallbackDelay | Fault::BankBounce => 0.0,
         }
     }
 
@@ -267,5 +309,36 @@ mod tests {
         };
         assert!(bad.validate().is_err());
         assert!(Faults::default().auto_confirm_after_ms("wd0001").unwrap() <= AUTO_CONFIRM_MAX_MS);
+        let bank: Faults = serde_json::from_str(r#"{"bank_bounce_permille":250}"#).unwrap();
+        assert_eq!(bank.bank_settle_ms, DEFAULT_BANK_SETTLE_MS);
+        let too_many = Faults {
+            bank_bounce_permille: 1_001,
+            ..Faults::default()
+        };
+        assert!(too_many.validate().is_err());
+    }
+
+    #[test]
+    fn a_bounce_share_is_roughly_honoured_and_reproducible() {
+        let faults = Faults {
+            bank_bounce_permille: 250,
+            seed: 3,
+            ..Faults::default()
+        };
+        let bounced: Vec<bool> = (0..2_000)
+            .map(|n| faults.bank_bounces(&format!("wd{n:05}")))
+            .collect();
+        let count = bounced.iter().filter(|bounced| **bounced).count();
+        assert!((400..600).contains(&count), "{count}");
+        let again: Vec<bool> = (0..2_000)
+            .map(|n| faults.bank_bounces(&format!("wd{n:05}")))
+            .collect();
+        assert_eq!(bounced, again);
+        let all = Faults {
+            bank_bounce_permille: PERMILLE,
+            ..Faults::default()
+        };
+        assert!((0..100).all(|n| all.bank_bounces(&format!("wd{n:05}"))));
+        assert!((0..100).all(|n| !Faults::default().bank_bounces(&format!("wd{n:05}"))));
     }
 }

@@ -1,16 +1,27 @@
-//! A local WeChat Pay v3 transfer-bills server: the test double every
-//! gateway test runs against and the demo's gateway. **No real money moves
-//! through it**, and its keys (in `integrations/sandbox-keys/`) are public
-//! test keys.
+//! A local payout gateway speaking two dialects on one port: WeChat Pay v3
+//! transfer-bills and Alipay OpenAPI v1 `gateway.do`. It is the test double
+//! every gateway test runs against and the demo's gateway. **No real money
+//! moves through it**, and its keys (in `integrations/sandbox-keys/`) are
+//! public test keys.
 //!
 //! It speaks the dialect [`crate::wechat::WechatPayClient`] speaks, byte for
 //! byte: it verifies request signatures with the merchant public key, signs
 //! every answer and callback with the platform key, decrypts `user_name`,
 //! keeps bills idempotent by `out_bill_no`, runs the bill state machine
 //! (`state`), delivers encrypted `MCHTRANSFER.BILL.FINISHED` callbacks with
-//! retries (`notify`), and injects reproducible [`Faults`] (`faults`). Its
-//! own [`SandboxLedger`] counts every payment, so tests can check that no
-//! bill was ever paid twice.
+//! retries (`notify`), and injects reproducible [`Faults`] (`faults`).
+//!
+//! It also speaks the dialect [`crate::alipay::AlipayClient`] speaks
+//! (`alipay`), in public-key and certificate mode: `POST /gateway.do` with
+//! `alipay.fund.trans.uni.transfer` to an Alipay account (`SUCCESS` at once)
+//! or a bank card (`DEALING`, then `SUCCESS`, and on demand a bounce to
+//! `REFUND`), `alipay.fund.trans.common.query`, and signed
+//! `alipay.fund.trans.order.changed` notifications, under the same faults.
+//!
+//! Its own [`SandboxLedger`] counts every payment per channel (and every
+//! bounce), so tests can check that no bill was ever paid twice; its records
+//! carry what a statement line needs. Every time it stamps comes from its
+//! clock, which [`SandboxHandle::set_clock_offset`] moves.
 //!
 //! It also serves the day's statements built from that ledger
 //! (`statements`): `GET /v3/bill/fundflowbill` (signed, like the real one)
@@ -39,6 +50,7 @@
 //! # Ok(()) }
 //! ```
 
+mod alipay;
 mod faults;
 mod notify;
 mod server;
@@ -54,12 +66,19 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use alipay::{BounceRefusal, DEFAULT_BOUNCE_REASON};
 pub use faults::{
-    AUTO_CONFIRM_MAX_MS, ConfirmMode, DEFAULT_HANG_MS, Faults, OUT_OF_ORDER_MAX_DELAY_MS,
+    AUTO_CONFIRM_MAX_MS, ConfirmMode, DEFAULT_BANK_BOUNCE_AFTER_MS, DEFAULT_BANK_SETTLE_MS,
+    DEFAULT_HANG_MS, Faults, OUT_OF_ORDER_MAX_DELAY_MS, PERMILLE,
 };
 pub use notify::{CallbackBuilder, CallbackSchedule, SignedCallback};
 pub use statements::StatementFaults;
 
+use crate::Channel;
+use crate::alipay::{
+    self as alipay_client, AlipayConfig, AlipayKeys, AlipayProduct, FundOrderNotifyVerifier,
+    FundOrderStatus,
+};
 use crate::wechat::crypto::{self, ResourceKey, RsaSigner, RsaVerifier};
 use crate::wechat::{BillState, CallbackVerifier, ConfigError, WechatPayConfig};
 use state::Sandbox;
@@ -76,6 +95,32 @@ const MERCHANT_PUBLIC_KEY_PEM: &str = include_str!("../../sandbox-keys/merchant_
 const PLATFORM_PRIVATE_KEY_PEM: &str = include_str!("../../sandbox-keys/platform_private_key.pem");
 const PLATFORM_PUBLIC_KEY_PEM: &str = include_str!("../../sandbox-keys/platform_public_key.pem");
 const API_V3_KEY: &str = include_str!("../../sandbox-keys/api_v3_key.txt");
+
+/// The test Alipay app. A public test value, like the keys.
+pub const SANDBOX_ALIPAY_APP_ID: &str = "2021000000000001";
+
+/// TEST-ONLY Alipay keys and certificates (see
+/// `integrations/sandbox-keys/alipay/README.md`): never for real money.
+const ALIPAY_APP_PRIVATE_KEY_PEM: &str =
+    include_str!("../../sandbox-keys/alipay/app_private_key.pem");
+const ALIPAY_APP_PUBLIC_KEY_PEM: &str =
+    include_str!("../../sandbox-keys/alipay/app_public_key.pem");
+const ALIPAY_PRIVATE_KEY_PEM: &str =
+    include_str!("../../sandbox-keys/alipay/alipay_private_key.pem");
+const ALIPAY_PUBLIC_KEY_PEM: &str = include_str!("../../sandbox-keys/alipay/alipay_public_key.pem");
+const ALIPAY_APP_CERT_PEM: &str = include_str!("../../sandbox-keys/alipay/app_public_cert.crt");
+const ALIPAY_CERT_PEM: &str = include_str!("../../sandbox-keys/alipay/alipay_public_cert.crt");
+const ALIPAY_ROOT_CERT_PEM: &str = include_str!("../../sandbox-keys/alipay/alipay_root_cert.crt");
+
+/// How an Alipay client handed out by the sandbox signs and verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AlipayKeyMode {
+    /// 公钥模式: no SNs on requests or answers.
+    PublicKey,
+    /// 公钥证书模式: `app_cert_sn` and `alipay_root_cert_sn` on requests,
+    /// `alipay_cert_sn` on answers.
+    Certificate,
+}
 
 /// Request timeout of the client configs the sandbox hands out: well under
 /// [`DEFAULT_HANG_MS`], so an injected hang is a timeout.
@@ -110,6 +155,28 @@ pub struct SandboxConfig {
     pub callback_schedule: CallbackSchedule,
     /// `request_timeout` of the client configs handed out.
     pub client_request_timeout: Duration,
+    /// The Alipay app whose requests the sandbox accepts.
+    pub alipay_app_id: String,
+    /// Only to hand out matching Alipay client configs (PKCS#8 or PKCS#1
+    /// PEM).
+    pub alipay_app_private_key: SecretString,
+    /// SPKI PEM: verifies Alipay request signatures in both modes.
+    pub alipay_app_public_key: String,
+    /// PKCS#8 PEM: the test "Alipay" key that signs answers and
+    /// notifications.
+    pub alipay_private_key: SecretString,
+    /// SPKI PEM, for public-key mode client configs.
+    pub alipay_public_key: String,
+    /// PEM certificates of certificate mode: the app's (its SN is required on
+    /// requests), the "Alipay" one (named in answers), and the root bundle
+    /// (its SN is required on requests).
+    pub alipay_app_cert: String,
+    pub alipay_cert: String,
+    pub alipay_root_cert: String,
+    /// Where `order.changed` notifications go for requests that carry no
+    /// `notify_url` (the app's gateway address at Alipay). `None`: such
+    /// changes are only seen by a query.
+    pub alipay_notify_url: Option<String>,
 }
 
 impl Default for SandboxConfig {
@@ -128,6 +195,15 @@ impl Default for SandboxConfig {
             faults: Faults::default(),
             callback_schedule: CallbackSchedule::default(),
             client_request_timeout: DEFAULT_CLIENT_REQUEST_TIMEOUT,
+            alipay_app_id: SANDBOX_ALIPAY_APP_ID.to_owned(),
+            alipay_app_private_key: SecretString::from(ALIPAY_APP_PRIVATE_KEY_PEM),
+            alipay_app_public_key: ALIPAY_APP_PUBLIC_KEY_PEM.to_owned(),
+            alipay_private_key: SecretString::from(ALIPAY_PRIVATE_KEY_PEM),
+            alipay_public_key: ALIPAY_PUBLIC_KEY_PEM.to_owned(),
+            alipay_app_cert: ALIPAY_APP_CERT_PEM.to_owned(),
+            alipay_cert: ALIPAY_CERT_PEM.to_owned(),
+            alipay_root_cert: ALIPAY_ROOT_CERT_PEM.to_owned(),
+            alipay_notify_url: None,
         }
     }
 }
@@ -154,6 +230,77 @@ impl SandboxConfig {
         config.request_timeout = self.client_request_timeout;
         Ok(config)
     }
+
+    /// An Alipay client config for a sandbox with these settings running at
+    /// `base_url`, for `product`, signing in `mode`; the requests name
+    /// `notify_url`, so notifications go there.
+    pub fn alipay_client_config_for(
+        &self,
+        base_url: &str,
+        product: AlipayProduct,
+        mode: AlipayKeyMode,
+        notify_url: &str,
+    ) -> Result<AlipayConfig, alipay_client::ConfigError> {
+        let keys = match mode {
+            AlipayKeyMode::PublicKey => AlipayKeys::PublicKey {
+                alipay_public_key: self.alipay_public_key.clone(),
+            },
+            AlipayKeyMode::Certificate => AlipayKeys::Certificate {
+                app_cert: self.alipay_app_cert.clone(),
+                alipay_certs: self.alipay_cert.clone(),
+                alipay_root_cert: self.alipay_root_cert.clone(),
+            },
+        };
+        let mut config = AlipayConfig::new(
+            base_url.trim_end_matches('/').to_owned(),
+            self.alipay_app_id.clone(),
+            product,
+            self.alipay_app_private_key.clone(),
+            keys,
+        )?;
+        config.request_timeout = self.client_request_timeout;
+        config.notify_url = Some(notify_url.to_owned());
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// What the sandbox needs of these settings to speak for "Alipay".
+    fn alipay_side(&self) -> Result<alipay::AlipaySide, SandboxError> {
+        let alipay_error = |field: &'static str| {
+            move |error: alipay_client::crypto::KeyError| SandboxError::Config {
+                field,
+                reason: error.0.to_owned(),
+            }
+        };
+        let one_certificate = |field: &'static str, pem: &str| {
+            let certificates =
+                alipay_client::crypto::certificates(pem).map_err(alipay_error(field))?;
+            match <[_; 1]>::try_from(certificates) {
+                Ok([certificate]) => Ok(certificate),
+                Err(_) => Err(SandboxError::Config {
+                    field,
+                    reason: "must hold exactly one certificate".to_owned(),
+                }),
+            }
+        };
+        let app_cert = one_certificate("alipay_app_cert", &self.alipay_app_cert)?;
+        let alipay_cert = one_certificate("alipay_cert", &self.alipay_cert)?;
+        let root = alipay_client::crypto::certificates(&self.alipay_root_cert)
+            .map_err(alipay_error("alipay_root_cert"))?;
+        Ok(alipay::AlipaySide {
+            app_id: self.alipay_app_id.clone(),
+            app_verifier: alipay_client::crypto::AlipayVerifier::from_public_key(
+                &self.alipay_app_public_key,
+            )
+            .map_err(alipay_error("alipay_app_public_key"))?,
+            signer: alipay_client::crypto::AppSigner::from_pem(&self.alipay_private_key)
+                .map_err(alipay_error("alipay_private_key"))?,
+            app_cert_sn: alipay_client::crypto::cert_sn(&app_cert),
+            alipay_root_cert_sn: alipay_client::crypto::root_cert_sn(&root),
+            alipay_cert_sn: alipay_client::crypto::cert_sn(&alipay_cert),
+            default_notify_url: self.alipay_notify_url.clone(),
+        })
+    }
 }
 
 /// Why the sandbox did not start.
@@ -167,6 +314,15 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<alipay_client::ConfigError> for SandboxError {
+    fn from(error: alipay_client::ConfigError) -> SandboxError {
+        SandboxError::Config {
+            field: error.field,
+            reason: error.reason,
+        }
+    }
 }
 
 impl From<ConfigError> for SandboxError {
@@ -185,35 +341,117 @@ fn key_error(field: &'static str) -> impl FnOnce(crypto::KeyError) -> SandboxErr
     }
 }
 
-/// One bill in the sandbox's ledger. Never the openid: only a hash of it.
+fn wechat_channel() -> Channel {
+    Channel::Wechat
+}
+
+/// One bill in the sandbox's ledger, on any channel: everything a statement
+/// line needs. Never the payee's account or name: only a hash of the
+/// account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerBill {
+    /// Our number: WeChat `out_bill_no`, Alipay `out_biz_no`.
     pub out_bill_no: String,
+    /// The gateway's number: WeChat `transfer_bill_no`, Alipay `order_id`
+    /// (the same as [`Self::order_id`], kept under its first name).
     pub transfer_bill_no: String,
     pub amount_fen: i64,
+    /// WeChat's state; for Alipay bills the nearest one (`DEALING` →
+    /// `PROCESSING`, `SUCCESS` and `REFUND` → `SUCCESS`, `FAIL` → `FAIL`).
+    /// The exact Alipay status is [`Self::alipay_status`].
     pub state: BillState,
+    /// WeChat `fail_reason`; Alipay `error_code`, else `fail_reason` (a
+    /// bounce's reason too).
     pub fail_reason: Option<String>,
-    /// First 8 bytes of SHA-256 of the openid, hex.
+    /// First 8 bytes of SHA-256 of the openid (Alipay: of the logon id or
+    /// card number), hex.
     pub openid_hash: String,
     /// Create requests that reached the bill: the first and each replay.
     pub create_count: u32,
-    /// Times the money moved: 0 or 1, by construction.
+    /// Times the money moved out: 0 or 1, by construction. A bounce does not
+    /// undo it; [`Self::returned`] says the money came back.
     pub paid_times: u32,
-    /// Genuine final-state callbacks the receiver acknowledged.
+    /// Genuine final-state callbacks the receiver acknowledged (Alipay:
+    /// notifications answered `success`, one per change).
     pub callbacks_delivered: u32,
-    /// When the money moved (RFC 3339, Beijing time): set on `SUCCESS`. The
-    /// day's statements are built from it.
+    #[serde(default = "wechat_channel")]
+    pub channel: Channel,
+    /// The gateway's order id: WeChat `transfer_bill_no`, Alipay `order_id`.
+    #[serde(default)]
+    pub order_id: String,
+    /// Alipay bills only: the status as Alipay spells it.
+    #[serde(default)]
+    pub alipay_status: Option<FundOrderStatus>,
+    /// When the money moved out, RFC 3339 by the sandbox's clock.
     #[serde(default)]
     pub paid_at: Option<String>,
+    /// Whether the bank returned the money (Alipay `REFUND`).
+    #[serde(default)]
+    pub returned: bool,
+    /// When it came back, RFC 3339 by the sandbox's clock.
+    #[serde(default)]
+    pub returned_at: Option<String>,
+    /// The gateway's fee for this bill, in fen: 0 but for bank cards
+    /// ([`Faults::bank_order_fee_fen`]).
+    #[serde(default)]
+    pub order_fee_fen: i64,
+}
+
+/// One channel's money in the sandbox's ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelTotals {
+    pub channel: Channel,
+    /// Bills whose money moved out, and how much (bounced ones included).
+    pub sent_count: u64,
+    pub sent_fen: i64,
+    /// Bills whose money came back, and how much.
+    pub returned_count: u64,
+    pub returned_fen: i64,
+    /// Fees of this channel's bills.
+    pub fee_fen: i64,
+}
+
+impl ChannelTotals {
+    pub(crate) fn empty(channel: Channel) -> ChannelTotals {
+        ChannelTotals {
+            channel,
+            sent_count: 0,
+            sent_fen: 0,
+            returned_count: 0,
+            returned_fen: 0,
+            fee_fen: 0,
+        }
+    }
 }
 
 /// What the sandbox paid, for comparison with fenrun's own ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxLedger {
-    /// Sorted by `out_bill_no`.
+    /// Sorted by `out_bill_no`, then channel.
     pub bills: Vec<LedgerBill>,
+    /// Money sent on every channel, bounced bills included; what stayed out
+    /// is `total_paid_fen - total_returned_fen`.
     pub total_paid_fen: i64,
     pub paid_count: u64,
+    /// Money the banks returned.
+    #[serde(default)]
+    pub total_returned_fen: i64,
+    #[serde(default)]
+    pub returned_count: u64,
+    /// Per channel, always `wechat`, `alipay`, `bank` in that order.
+    #[serde(default)]
+    pub channels: Vec<ChannelTotals>,
+}
+
+impl SandboxLedger {
+    /// The totals of one channel.
+    pub fn channel(&self, channel: Channel) -> ChannelTotals {
+        self.channels
+            .iter()
+            .find(|totals| totals.channel == channel)
+            .cloned()
+            .unwrap_or_else(|| ChannelTotals::empty(channel))
+    }
 }
 
 /// Starts sandboxes.
@@ -259,8 +497,17 @@ impl SandboxGateway {
                 source,
             })?;
         let base_url = format!("http://{addr}");
-        // The handed-out client config must work: check it before serving.
+        // The handed-out client configs must work: check them before serving.
         config.client_config_for(&base_url, &format!("{base_url}/notify"))?;
+        for mode in [AlipayKeyMode::PublicKey, AlipayKeyMode::Certificate] {
+            config.alipay_client_config_for(
+                &base_url,
+                AlipayProduct::AlipayAccount,
+                mode,
+                &format!("{base_url}/notify"),
+            )?;
+        }
+        let alipay = config.alipay_side()?;
 
         let (stop, stopped) = watch::channel(false);
         let sandbox = Arc::new(Sandbox::new(
@@ -276,6 +523,7 @@ impl SandboxGateway {
             resource_key,
             config.callback_schedule.clone(),
             notifier,
+            alipay,
             config.faults.clone(),
             stopped.clone(),
         ));
@@ -381,6 +629,65 @@ impl SandboxHandle {
     /// the bill's state afterwards; `None` if the sandbox has no such bill.
     pub fn expire(&self, out_bill_no: &str) -> Option<BillState> {
         self.sandbox.close(out_bill_no)
+    }
+
+    /// A config for an [`crate::alipay::AlipayClient`] that talks to this
+    /// sandbox for `product`, signing in `mode`; notifications go to
+    /// `notify_url`.
+    pub fn alipay_client_config(
+        &self,
+        product: AlipayProduct,
+        mode: AlipayKeyMode,
+        notify_url: &str,
+    ) -> Result<AlipayConfig, alipay_client::ConfigError> {
+        self.config
+            .alipay_client_config_for(&self.base_url, product, mode, notify_url)
+    }
+
+    /// A verifier for this sandbox's Alipay notifications, trusting the keys
+    /// of `mode`.
+    pub fn alipay_notify_verifier(&self, mode: AlipayKeyMode) -> FundOrderNotifyVerifier {
+        let config = self
+            .alipay_client_config(
+                AlipayProduct::BankCard,
+                mode,
+                &format!("{}/notify", self.base_url),
+            )
+            .expect("the Alipay client configs were checked at start");
+        FundOrderNotifyVerifier::new(&config)
+            .expect("the Alipay client configs were checked at start")
+    }
+
+    /// The bank returns a `SUCCESS` bank-card bill: it turns `REFUND` with
+    /// `reason` (default [`DEFAULT_BOUNCE_REASON`]) and its notification
+    /// leaves. Returns the status afterwards.
+    pub fn bounce(
+        &self,
+        out_biz_no: &str,
+        reason: Option<&str>,
+    ) -> Result<FundOrderStatus, BounceRefusal> {
+        self.sandbox
+            .alipay_bounce(out_biz_no, reason.unwrap_or(DEFAULT_BOUNCE_REASON))
+    }
+
+    /// How far the sandbox's clock is from the wall clock.
+    pub fn clock_offset(&self) -> chrono::Duration {
+        self.sandbox.book().clock_offset()
+    }
+
+    /// Moves the sandbox's clock: every time it stamps from now on (bill
+    /// times, `paid_at`, `returned_at`, `trans_date`, `pay_date`,
+    /// notification times) is the wall clock plus `offset`. Signature
+    /// timestamps stay on the wall clock, as receivers check them against
+    /// theirs. Refused beyond ten years either way.
+    pub fn set_clock_offset(&self, offset: chrono::Duration) -> Result<(), SandboxError> {
+        self.sandbox
+            .book()
+            .set_clock_offset(offset)
+            .map_err(|reason| SandboxError::Config {
+                field: "clock_offset",
+                reason,
+            })
     }
 
     /// Crafts callbacks signed like this sandbox's (see [`CallbackBuilder`]).

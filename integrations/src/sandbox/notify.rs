@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::faults::{Fault, OUT_OF_ORDER_MAX_DELAY_MS};
-use super::state::{Bill, Sandbox, beijing_now};
+use super::state::{Bill, Sandbox};
 use crate::wechat::crypto::{self, RESOURCE_NONCE_LEN, alphanumeric_nonce, sign_answer};
 use crate::wechat::{BILL_FINISHED_EVENT, BillState, unix_now};
 
 /// How long one delivery may take. WeChat expects an answer within a few
 /// seconds and counts a slower one as failed.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The callbacks' `associated_data` unless a fault or a test says otherwise.
 const ASSOCIATED_DATA: &str = "mch_payment";
@@ -218,7 +218,7 @@ fn notification_body(sandbox: &Sandbox, content: &Content<'_>) -> Vec<u8> {
         .expect("a 12-character nonce is a valid AES-GCM nonce");
     json!({
         "id": format!("EV-{}", alphanumeric_nonce(24)),
-        "create_time": beijing_now(),
+        "create_time": sandbox.book().beijing_now(),
         "resource_type": "encrypt-resource",
         "event_type": BILL_FINISHED_EVENT,
         "summary": "商家转账单据终态通知",
@@ -270,8 +270,10 @@ impl CallbackBuilder {
         state: BillState,
         fail_reason: Option<&str>,
     ) -> SignedCallback {
-        let known = self.sandbox.book().get(out_bill_no).cloned();
-        let now = beijing_now();
+        let (known, now) = {
+            let book = self.sandbox.book();
+            (book.get(out_bill_no).cloned(), book.beijing_now())
+        };
         let bill = match known {
             Some(bill) => bill.with_amount(amount_fen),
             None => Bill::stand_in(out_bill_no, amount_fen, &now),

@@ -1,6 +1,7 @@
 //! The sandbox's HTTP face: the three transfer-bills endpoints, held to the
 //! v3 rules (signed requests, validated bodies, signed answers, idempotent
-//! `out_bill_no`), and the unsigned `/sandbox/…` admin endpoints.
+//! `out_bill_no`), Alipay's `/gateway.do` (in `super::alipay`), and the
+//! unsigned `/sandbox/…` admin endpoints.
 //!
 //! The order inside each API handler is the point of the fault model:
 //! authenticate → latency → validate → faults that create nothing → commit →
@@ -19,6 +20,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::alipay::{self, BounceRefusal, DEFAULT_BOUNCE_REASON};
 use super::faults::{Fault, Faults};
 use super::state::{
     Bill, Commit, Endpoint, MAX_BILLS, Move, NewBill, PLANNED_FAIL_REASON, Sandbox,
@@ -53,6 +55,9 @@ pub(crate) fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/sandbox/faults", get(faults).post(set_faults))
         .route("/sandbox/bills/{out_bill_no}/confirm", post(confirm))
         .route("/sandbox/bills/{out_bill_no}/expire", post(expire))
+        .route("/gateway.do", post(alipay::gateway))
+        .route("/sandbox/alipay/bills/{out_biz_no}/bounce", post(bounce))
+        .route("/sandbox/clock", get(clock).post(set_clock))
         .merge(super::statements::routes())
         .fallback(no_such_endpoint)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -520,11 +525,98 @@ fn bill_state(out_bill_no: &str, state: Option<BillState>) -> Response {
     }
 }
 
-pub(super) fn admin_error(status: StatusCode, message: &str) -> Response {
-    let code = if status == StatusCode::NOT_FOUND {
-        "NOT_FOUND"
+/// `POST /sandbox/alipay/bills/{out_biz_no}/bounce`, body optional:
+/// `{"reason": "…"}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BounceRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn bounce(
+    State(sandbox): State<Arc<Sandbox>>,
+    Path(out_biz_no): Path<String>,
+    body: Bytes,
+) -> Response {
+    let request: BounceRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        BounceRequest::default()
     } else {
-        "PARAM_ERROR"
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(error) => {
+                return admin_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("not a bounce request ({{\"reason\": \"…\"}}): {error}"),
+                );
+            }
+        }
+    };
+    let reason = request
+        .reason
+        .filter(|reason| !reason.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_BOUNCE_REASON.to_owned());
+    match sandbox.alipay_bounce(&out_biz_no, &reason) {
+        Ok(status) => {
+            axum::Json(json!({ "out_biz_no": out_biz_no, "status": status })).into_response()
+        }
+        Err(refusal @ BounceRefusal::NoSuchBill) => {
+            admin_error(StatusCode::NOT_FOUND, &refusal.to_string())
+        }
+        Err(refusal @ (BounceRefusal::NotBankCard | BounceRefusal::NotSuccess(_))) => {
+            admin_error(StatusCode::CONFLICT, &refusal.to_string())
+        }
+    }
+}
+
+/// `POST /sandbox/clock`: `{"offset_seconds": N}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockRequest {
+    offset_seconds: i64,
+}
+
+fn clock_json(sandbox: &Sandbox) -> Response {
+    let book = sandbox.book();
+    axum::Json(json!({
+        "offset_seconds": book.clock_offset().num_seconds(),
+        "now": book.beijing_now(),
+    }))
+    .into_response()
+}
+
+async fn clock(State(sandbox): State<Arc<Sandbox>>) -> Response {
+    clock_json(&sandbox)
+}
+
+async fn set_clock(State(sandbox): State<Arc<Sandbox>>, body: Bytes) -> Response {
+    let request: ClockRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return admin_error(
+                StatusCode::BAD_REQUEST,
+                &format!("not a clock request ({{\"offset_seconds\": N}}): {error}"),
+            );
+        }
+    };
+    let Some(offset) = chrono::TimeDelta::try_seconds(request.offset_seconds) else {
+        return admin_error(StatusCode::BAD_REQUEST, "offset_seconds is out of range");
+    };
+    if let Err(reason) = sandbox.book().set_clock_offset(offset) {
+        return admin_error(StatusCode::BAD_REQUEST, &reason);
+    }
+    tracing::info!(
+        offset_seconds = request.offset_seconds,
+        "sandbox clock moved"
+    );
+    clock_json(&sandbox)
+}
+
+pub(super) fn admin_error(status: StatusCode, message: &str) -> Response {
+    let code = match status {
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::CONFLICT => "INVALID_STATE",
+        _ => "PARAM_ERROR",
     };
     (
         status,

@@ -10,19 +10,22 @@
 //!
 //! Every move into a final state hands a snapshot of the bill to `notify`,
 //! which sends the callback. Locks are std mutexes, never held across an
-//! `.await`.
+//! `.await`. Alipay orders live in the same book (`alipay_orders`, their
+//! moves in `super::alipay`), so one lock and one clock cover both dialects.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::{FixedOffset, SecondsFormat, Utc};
+use chrono::{DateTime, FixedOffset, SecondsFormat, TimeDelta, Utc};
 use ring::digest::{SHA256, digest};
 use tokio::sync::watch;
 
+use super::alipay::{AlipaySide, Order};
 use super::faults::Faults;
 use super::notify::{self, CallbackSchedule};
-use super::{LedgerBill, SandboxLedger};
+use super::{ChannelTotals, LedgerBill, SandboxLedger};
+use crate::Channel;
 use crate::wechat::BillState;
 use crate::wechat::crypto::{ResourceKey, RsaSigner, RsaVerifier};
 
@@ -46,6 +49,8 @@ pub(crate) enum Endpoint {
     Transfer,
     Query,
     Cancel,
+    AlipayTransfer,
+    AlipayQuery,
 }
 
 /// One bill as the sandbox holds it. The openid stays in memory (callbacks
@@ -66,8 +71,8 @@ pub(crate) struct Bill {
     pub(crate) package_info: String,
     pub(crate) create_time: String,
     pub(crate) update_time: String,
-    /// When the money moved (RFC 3339, Beijing time): set on `SUCCESS`.
-    pub(crate) paid_at: Option<String>,
+    /// When the money moved, by the sandbox's clock.
+    paid_at: Option<String>,
     /// Create requests that reached this bill (the first and every replay).
     create_count: u32,
     /// Times the money moved. Never more than 1.
@@ -137,16 +142,34 @@ pub(crate) enum Move {
 #[derive(Default)]
 pub(crate) struct Book {
     bills: HashMap<String, Bill>,
+    pub(crate) alipay_orders: HashMap<String, Order>,
     attempts: HashMap<(Endpoint, String), u32>,
-    next_seq: u64,
+    pub(crate) next_seq: u64,
+    /// Added to the wall clock for every time the sandbox stamps on a bill
+    /// or notification; never for signature timestamps, which receivers
+    /// check against their own wall clock.
+    clock_offset_ms: i64,
 }
 
-/// Now, as WeChat writes times: RFC 3339, milliseconds, Beijing time.
-pub(crate) fn beijing_now() -> String {
-    let beijing = FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset");
-    Utc::now()
-        .with_timezone(&beijing)
+/// The furthest the sandbox clock may be moved either way: far enough for
+/// any statement period, near enough that no date arithmetic overflows.
+pub(crate) const MAX_CLOCK_OFFSET: TimeDelta = TimeDelta::days(3_660);
+
+fn beijing() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
+}
+
+/// `at` as WeChat writes times: RFC 3339, milliseconds, Beijing time.
+pub(crate) fn beijing_rfc3339(at: DateTime<Utc>) -> String {
+    at.with_timezone(&beijing())
         .to_rfc3339_opts(SecondsFormat::Millis, false)
+}
+
+/// `at` as Alipay writes times: `yyyy-MM-dd HH:mm:ss`, China time.
+pub(crate) fn china_datetime(at: DateTime<Utc>) -> String {
+    at.with_timezone(&beijing())
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// A short fingerprint of an openid, for the ledger.
@@ -158,6 +181,32 @@ pub(crate) fn openid_hash(openid: &str) -> String {
 }
 
 impl Book {
+    /// The sandbox's clock: the wall clock plus the offset.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        Utc::now() + TimeDelta::milliseconds(self.clock_offset_ms)
+    }
+
+    /// [`Self::now`] as WeChat writes it.
+    pub(crate) fn beijing_now(&self) -> String {
+        beijing_rfc3339(self.now())
+    }
+
+    pub(crate) fn clock_offset(&self) -> TimeDelta {
+        TimeDelta::milliseconds(self.clock_offset_ms)
+    }
+
+    /// Refuses offsets beyond [`MAX_CLOCK_OFFSET`].
+    pub(crate) fn set_clock_offset(&mut self, offset: TimeDelta) -> Result<(), String> {
+        if offset.abs() > MAX_CLOCK_OFFSET {
+            return Err(format!(
+                "the clock offset must be within {} days either way",
+                MAX_CLOCK_OFFSET.num_days()
+            ));
+        }
+        self.clock_offset_ms = offset.num_milliseconds();
+        Ok(())
+    }
+
     /// Counts a request against `(endpoint, out_bill_no)` and returns its
     /// number, from 0.
     pub(crate) fn next_attempt(&mut self, endpoint: Endpoint, out_bill_no: &str) -> u32 {
@@ -191,7 +240,7 @@ impl Book {
         }
         self.next_seq += 1;
         let transfer_bill_no = format!("1330{:020}", self.next_seq);
-        let now = beijing_now();
+        let now = self.beijing_now();
         let bill = Bill {
             package_info: format!("SANDBOX_PACKAGE_{transfer_bill_no}"),
             transfer_bill_no,
@@ -218,6 +267,7 @@ impl Book {
     /// The payee confirms: `SUCCESS` (the money moves, once) or the planned
     /// failure.
     pub(crate) fn confirm(&mut self, out_bill_no: &str) -> Option<Move> {
+        let now = self.beijing_now();
         let bill = self.bills.get_mut(out_bill_no)?;
         if bill.state != BillState::WaitUserConfirm {
             return Some(Move::Refused(bill.clone()));
@@ -234,22 +284,21 @@ impl Book {
                 );
                 bill.state = BillState::Success;
                 bill.paid_times += 1;
+                bill.paid_at = Some(now.clone());
             }
         }
-        bill.update_time = beijing_now();
-        if bill.state == BillState::Success {
-            bill.paid_at = Some(bill.update_time.clone());
-        }
+        bill.update_time = now;
         Some(Move::Finished(bill.clone()))
     }
 
     /// The merchant cancels a bill still waiting for the payee.
     pub(crate) fn cancel(&mut self, out_bill_no: &str) -> Option<Move> {
+        let now = self.beijing_now();
         let bill = self.bills.get_mut(out_bill_no)?;
         match bill.state {
             BillState::WaitUserConfirm => {
                 bill.state = BillState::Canceling;
-                bill.update_time = beijing_now();
+                bill.update_time = now;
                 Some(Move::Moved(bill.clone()))
             }
             // Asking again is harmless: report where it stands.
@@ -264,11 +313,12 @@ impl Book {
 
     /// The confirm window closed, or a cancel settled: `CANCELLED`.
     pub(crate) fn close(&mut self, out_bill_no: &str) -> Option<Move> {
+        let now = self.beijing_now();
         let bill = self.bills.get_mut(out_bill_no)?;
         match bill.state {
             BillState::WaitUserConfirm | BillState::Canceling => {
                 bill.state = BillState::Cancelled;
-                bill.update_time = beijing_now();
+                bill.update_time = now;
                 Some(Move::Finished(bill.clone()))
             }
             BillState::Accepted
@@ -300,21 +350,65 @@ impl Book {
                 create_count: bill.create_count,
                 paid_times: bill.paid_times,
                 callbacks_delivered: bill.callbacks_delivered,
+                channel: Channel::Wechat,
+                order_id: bill.transfer_bill_no.clone(),
+                alipay_status: None,
                 paid_at: bill.paid_at.clone(),
+                returned: false,
+                returned_at: None,
+                order_fee_fen: 0,
             })
+            .chain(self.alipay_orders.values().map(Order::ledger_bill))
             .collect();
-        bills.sort_by(|a, b| a.out_bill_no.cmp(&b.out_bill_no));
-        let paid_count = bills.iter().map(|bill| u64::from(bill.paid_times)).sum();
-        let total_paid_fen = bills
-            .iter()
-            .map(|bill| bill.amount_fen * i64::from(bill.paid_times))
-            .try_fold(0i64, i64::checked_add)
-            .expect("the sandbox's paid total fits in i64 fen");
-        SandboxLedger {
+        bills.sort_by(|a, b| (&a.out_bill_no, a.channel).cmp(&(&b.out_bill_no, b.channel)));
+        let sum = |fen: &mut i64, add: i64| {
+            *fen = fen
+                .checked_add(add)
+                .expect("the sandbox's totals fit in i64 fen");
+        };
+        let mut channels: Vec<ChannelTotals> = [Channel::Wechat, Channel::Alipay, Channel::Bank]
+            .into_iter()
+            .map(ChannelTotals::empty)
+            .collect();
+        for bill in &bills {
+            let totals = channels
+                .iter_mut()
+                .find(|totals| totals.channel == bill.channel)
+                .expect("every channel has its totals");
+            totals.sent_count += u64::from(bill.paid_times);
+            sum(
+                &mut totals.sent_fen,
+                bill.amount_fen * i64::from(bill.paid_times),
+            );
+            if bill.returned {
+                totals.returned_count += 1;
+                sum(&mut totals.returned_fen, bill.amount_fen);
+            }
+            sum(&mut totals.fee_fen, bill.order_fee_fen);
+        }
+        let mut total_paid_fen = 0;
+        let mut total_returned_fen = 0;
+        for totals in &channels {
+            sum(&mut total_paid_fen, totals.sent_fen);
+            sum(&mut total_returned_fen, totals.returned_fen);
+        }
+        let ledger = SandboxLedger {
+            paid_count: channels.iter().map(|totals| totals.sent_count).sum(),
+            returned_count: channels.iter().map(|totals| totals.returned_count).sum(),
             bills,
             total_paid_fen,
-            paid_count,
-        }
+            total_returned_fen,
+            channels,
+        };
+        // Money can only come back if it went out first.
+        assert!(
+            ledger
+                .bills
+                .iter()
+                .all(|bill| !bill.returned || bill.paid_times == 1),
+            "only a paid bill is returned"
+        );
+        ledger
     }
 }
 
@@ -330,6 +424,7 @@ pub(crate) struct Sandbox {
     pub(crate) resource_key: ResourceKey,
     pub(crate) schedule: CallbackSchedule,
     pub(crate) notifier: reqwest::Client,
+    pub(crate) alipay: AlipaySide,
     /// Tasks are spawned here, so the handle's synchronous methods work from
     /// any thread.
     pub(crate) runtime: tokio::runtime::Handle,
@@ -352,6 +447,7 @@ impl Sandbox {
         resource_key: ResourceKey,
         schedule: CallbackSchedule,
         notifier: reqwest::Client,
+        alipay: AlipaySide,
         faults: Faults,
         shutdown: watch::Receiver<bool>,
     ) -> Sandbox {
@@ -367,6 +463,7 @@ impl Sandbox {
             resource_key,
             schedule,
             notifier,
+            alipay,
             runtime: tokio::runtime::Handle::current(),
             shutdown,
             faults: Mutex::new(faults),
@@ -391,6 +488,12 @@ impl Sandbox {
 
     pub(crate) fn book(&self) -> MutexGuard<'_, Book> {
         self.book.lock().expect("sandbox book poisoned by a panic")
+    }
+
+    /// The sandbox's clock. Takes the book's lock: never call it while
+    /// holding the book.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.book().now()
     }
 
     /// Sleeps, unless the sandbox shuts down first; false then.

@@ -24,9 +24,14 @@
 //! clock, which [`SandboxHandle::set_clock_offset`] moves.
 //!
 //! It also serves the day's statements built from that ledger
-//! (`statements`): `GET /v3/bill/fundflowbill` (signed, like the real one)
-//! and its download, and the Alipay `csv.zip` for the `gateway.do` bill
-//! query. A bill is on the day its money moved (`paid_at`, China date).
+//! (`statements`): `GET /v3/bill/fundflowbill` (signed, like the real one,
+//! WeChat bills only) and its download, and the Alipay account log
+//! (`gateway.do` with `alipay.data.dataservice.bill.downloadurl.query`, then
+//! a plain download of the `csv.zip`) holding the Alipay-account and
+//! bank-card bills: a payout on the China date of `paid_at`, a bank card's
+//! fee (`收费`) beside it, a bounce's return (`退票`) on the China date of
+//! `returned_at`. Days, and whether one is over ("not ready"), are by the
+//! sandbox's clock.
 //! [`StatementFaults`] (`POST /sandbox/statements/faults`, or
 //! [`SandboxHandle::set_statement_faults`]) make the statements disagree
 //! with the ledger, deterministically, on the payout lines sorted by bill

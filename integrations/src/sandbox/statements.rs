@@ -4,9 +4,13 @@
 //! short-lived downloads of both, and the [`StatementFaults`] that make them
 //! disagree with the ledger on purpose.
 //!
-//! A bill is on the day its money moved: `paid_at`, as a China date. Times
-//! come from the wall clock, so today's statement already holds today's
-//! payouts; only a future day is "not ready".
+//! The WeChat bill holds the WeChat bills; the Alipay account log holds the
+//! Alipay-account and the bank-card bills (one Alipay app pays both). A
+//! payout (and its fee, if any) is on the China date of `paid_at`, a bank
+//! return on the China date of `returned_at`. Days are China calendar days
+//! by the sandbox's clock (wall clock plus [`super::SandboxHandle::set_clock_offset`]),
+//! the clock that stamps those times, so today's statement already holds
+//! today's payouts; only a day after the sandbox's today is "not ready".
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -18,22 +22,21 @@ use axum::http::header::{CONTENT_TYPE, HOST};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha1::{Digest, Sha1};
 
+use super::SandboxLedger;
 use super::server::{admin_error, authenticate, refuse, signed};
 use super::state::Sandbox;
-use super::{LedgerBill, SandboxLedger};
-use crate::AmountFen;
 use crate::statement::{
     StatementLine, StatementLineKind, StatementSummary, alipay_signcustomer, wechat_fundflow,
 };
-use crate::wechat::BillState;
 use crate::wechat::crypto::alphanumeric_nonce;
+use crate::{AmountFen, Channel};
 
 /// The sandbox merchant's Alipay user id, named in the archive.
 pub(crate) const SANDBOX_ALIPAY_ACCOUNT: &str = "2088000000000001";
@@ -154,24 +157,30 @@ pub(super) fn routes() -> Router<Arc<Sandbox>> {
 struct Dialect {
     payout: &'static str,
     returned: &'static str,
+    /// 业务类型 of a channel fee; `None` where the gateway charges none.
+    fee: Option<&'static str>,
 }
 
 const WECHAT: Dialect = Dialect {
     payout: wechat_fundflow::PAYOUT_BUSINESS_TYPE,
     returned: wechat_fundflow::RETURN_BUSINESS_TYPE,
+    fee: None,
 };
 
 const ALIPAY: Dialect = Dialect {
     payout: alipay_signcustomer::PAYOUT_BUSINESS_TYPE,
     returned: alipay_signcustomer::RETURN_BUSINESS_TYPE,
+    fee: Some(alipay_signcustomer::FEE_BUSINESS_TYPE),
 };
 
 fn china() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
 }
 
-fn china_today() -> NaiveDate {
-    Utc::now().with_timezone(&china()).date_naive()
+/// Today in China by the sandbox's clock (wall clock plus offset), the
+/// clock that stamps `paid_at` and `returned_at`. Takes the book's lock.
+pub(crate) fn china_today(sandbox: &Sandbox) -> NaiveDate {
+    sandbox.now().with_timezone(&china()).date_naive()
 }
 
 /// China time of an RFC 3339 stamp.
@@ -181,29 +190,81 @@ fn china_time(rfc3339: &str) -> Option<NaiveDateTime> {
         .map(|time| time.with_timezone(&china()).naive_local())
 }
 
-/// The payout lines of `bills` paid on `date`.
-fn payout_lines<'a>(
-    bills: impl Iterator<Item = &'a LedgerBill>,
+/// The ledger's lines for `date` of the bills on `channels`: a payout on
+/// the China date of `paid_at`, its fee (when it has one) at the same time,
+/// and a return on the China date of `returned_at`. Each carries our
+/// number and the gateway's order id.
+fn ledger_lines(
+    ledger: &SandboxLedger,
+    channels: &[Channel],
     date: NaiveDate,
     dialect: &Dialect,
 ) -> Vec<StatementLine> {
-    bills
-        .filter(|bill| bill.state == BillState::Success)
-        .filter_map(|bill| {
-            let paid_at = china_time(bill.paid_at.as_deref()?)?;
-            (paid_at.date() == date).then(|| StatementLine {
-                out_bill_no: bill.out_bill_no.clone(),
-                gateway_ref: bill.transfer_bill_no.clone(),
-                kind: StatementLineKind::Payout,
-                amount: AmountFen(bill.amount_fen),
-                occurred_at: paid_at,
-                business_type: dialect.payout.to_owned(),
-            })
-        })
-        .collect()
+    let mut lines = Vec::new();
+    for bill in ledger
+        .bills
+        .iter()
+        .filter(|bill| channels.contains(&bill.channel))
+    {
+        let line = |kind, fen, occurred_at, business_type: &str| StatementLine {
+            out_bill_no: bill.out_bill_no.clone(),
+            gateway_ref: bill.order_id.clone(),
+            kind,
+            amount: AmountFen(fen),
+            occurred_at,
+            business_type: business_type.to_owned(),
+        };
+        let on_date = |stamp: &Option<String>| {
+            stamp
+                .as_deref()
+                .and_then(china_time)
+                .filter(|time| time.date() == date)
+        };
+        if bill.paid_times > 0
+            && let Some(paid_at) = on_date(&bill.paid_at)
+        {
+            lines.push(line(
+                StatementLineKind::Payout,
+                bill.amount_fen,
+                paid_at,
+                dialect.payout,
+            ));
+            if let Some(fee) = dialect.fee
+                && bill.order_fee_fen > 0
+            {
+                lines.push(line(
+                    StatementLineKind::Fee,
+                    bill.order_fee_fen,
+                    paid_at,
+                    fee,
+                ));
+            }
+        }
+        if bill.returned
+            && let Some(returned_at) = on_date(&bill.returned_at)
+        {
+            lines.push(line(
+                StatementLineKind::Return,
+                bill.amount_fen,
+                returned_at,
+                dialect.returned,
+            ));
+        }
+    }
+    lines
 }
 
-/// `lines` with the knobs applied, in file order (by time, then number).
+/// File order: by time, then bill number, then payout, fee, return.
+fn file_order(line: &StatementLine) -> (NaiveDateTime, &str, u8) {
+    let rank = match line.kind {
+        StatementLineKind::Payout => 0,
+        StatementLineKind::Fee | StatementLineKind::OtherExpense => 1,
+        StatementLineKind::Return | StatementLineKind::OtherIncome => 2,
+    };
+    (line.occurred_at, line.out_bill_no.as_str(), rank)
+}
+
+/// `lines` with the knobs applied, in file order.
 fn with_faults(
     mut lines: Vec<StatementLine>,
     faults: StatementFaults,
@@ -247,29 +308,23 @@ fn with_faults(
         });
     }
     lines.extend(payouts);
-    lines.sort_by(|a, b| {
-        (a.occurred_at, &a.out_bill_no, a.kind.is_income()).cmp(&(
-            b.occurred_at,
-            &b.out_bill_no,
-            b.kind.is_income(),
-        ))
-    });
+    lines.sort_by(|a, b| file_order(a).cmp(&file_order(b)));
     lines
 }
 
-/// The lines of the WeChat statement: in this sandbox every bill is a
-/// WeChat bill.
-fn wechat_lines(sandbox: &Sandbox, ledger: &SandboxLedger, date: NaiveDate) -> Vec<StatementLine> {
-    let lines = payout_lines(ledger.bills.iter(), date, &WECHAT);
+/// The WeChat fund-flow bill's lines: WeChat bills only.
+fn wechat_lines(sandbox: &Sandbox, date: NaiveDate) -> Vec<StatementLine> {
+    let ledger = sandbox.book().ledger();
+    let lines = ledger_lines(&ledger, &[Channel::Wechat], date, &WECHAT);
     with_faults(lines, sandbox.statements.faults(), date, &WECHAT)
 }
 
-/// The lines of the Alipay statement. The ledger holds WeChat bills only
-/// until the sandbox speaks the Alipay dialect; then this selects the
-/// Alipay bills (and their `returned_at` and `order_fee_fen` lines). Until
-/// then an Alipay statement holds only what the knobs add.
+/// The Alipay account log's lines: one Alipay app pays both products, so
+/// its account log holds the account and the bank-card bills, with the
+/// bank's returns and fees.
 fn alipay_lines(sandbox: &Sandbox, date: NaiveDate) -> Vec<StatementLine> {
-    let lines = payout_lines(std::iter::empty(), date, &ALIPAY);
+    let ledger = sandbox.book().ledger();
+    let lines = ledger_lines(&ledger, &[Channel::Alipay, Channel::Bank], date, &ALIPAY);
     with_faults(lines, sandbox.statements.faults(), date, &ALIPAY)
 }
 
@@ -284,19 +339,12 @@ pub(crate) enum BillRefusal {
 /// For the `gateway.do` dispatcher (`alipay.data.dataservice.bill.downloadurl.query`,
 /// `bill_type=signcustomer`): the URL of that day's `csv.zip`, under
 /// `base_url` (the sandbox's own, as the request reached it).
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "called by the gateway.do dispatcher, which the Alipay-dialect branch adds"
-    )
-)]
 pub(crate) fn alipay_bill_download_url(
     sandbox: &Sandbox,
     base_url: &str,
     bill_date: NaiveDate,
 ) -> Result<String, BillRefusal> {
-    if bill_date > china_today() {
+    if bill_date > china_today(sandbox) {
         return Err(BillRefusal::NotReady);
     }
     let lines = alipay_lines(sandbox, bill_date);
@@ -361,7 +409,7 @@ async fn fund_flow_bill(
         Ok(query) => query,
         Err(reason) => return refuse(&sandbox, StatusCode::BAD_REQUEST, "PARAM_ERROR", &reason),
     };
-    if query.bill_date > china_today() {
+    if query.bill_date > china_today(&sandbox) {
         return refuse(
             &sandbox,
             StatusCode::BAD_REQUEST,
@@ -377,8 +425,7 @@ async fn fund_flow_bill(
             "Host header is required",
         );
     };
-    let ledger = sandbox.book().ledger();
-    let lines = wechat_lines(&sandbox, &ledger, query.bill_date);
+    let lines = wechat_lines(&sandbox, query.bill_date);
     let csv = wechat_fundflow::render(&lines, &StatementSummary::of(&lines));
     let hash_value: String = Sha1::digest(&csv)
         .iter()
@@ -506,6 +553,139 @@ mod tests {
         );
     }
 
+    fn ledger_bill(
+        out_bill_no: &str,
+        channel: Channel,
+        paid_at: &str,
+        returned_at: Option<&str>,
+        fee_fen: i64,
+    ) -> crate::sandbox::LedgerBill {
+        crate::sandbox::LedgerBill {
+            out_bill_no: out_bill_no.to_owned(),
+            transfer_bill_no: format!("order-{out_bill_no}"),
+            amount_fen: 500,
+            state: crate::wechat::BillState::Success,
+            fail_reason: None,
+            openid_hash: String::new(),
+            create_count: 1,
+            paid_times: 1,
+            callbacks_delivered: 0,
+            channel,
+            order_id: format!("order-{out_bill_no}"),
+            alipay_status: None,
+            paid_at: Some(paid_at.to_owned()),
+            returned: returned_at.is_some(),
+            returned_at: returned_at.map(str::to_owned),
+            order_fee_fen: fee_fen,
+        }
+    }
+
+    #[test]
+    fn a_line_is_on_the_china_day_of_its_stamp_and_on_its_rails_statement() {
+        let ledger = SandboxLedger {
+            bills: vec![
+                // 23:30 China time on 1 May, though 15:30 UTC; returned on
+                // 2 May.
+                ledger_bill(
+                    "wd01",
+                    Channel::Bank,
+                    "2024-05-01T15:30:00.000Z",
+                    Some("2024-05-02T09:00:00.000+08:00"),
+                    200,
+                ),
+                ledger_bill(
+                    "wd02",
+                    Channel::Alipay,
+                    "2024-05-01T10:00:00+08:00",
+                    None,
+                    0,
+                ),
+                ledger_bill(
+                    "wd03",
+                    Channel::Wechat,
+                    "2024-05-01T10:00:00+08:00",
+                    None,
+                    0,
+                ),
+            ],
+            total_paid_fen: 0,
+            paid_count: 0,
+            total_returned_fen: 0,
+            returned_count: 0,
+            channels: Vec::new(),
+        };
+        let day = |d| NaiveDate::from_ymd_opt(2024, 5, d).unwrap();
+        let seen = |channels: &[Channel], date, dialect| {
+            ledger_lines(&ledger, channels, date, dialect)
+                .into_iter()
+                .map(|line| {
+                    (
+                        line.out_bill_no,
+                        line.gateway_ref,
+                        line.kind,
+                        line.amount.0,
+                        line.occurred_at.to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        use StatementLineKind::{Fee, Payout, Return};
+        let alipay = [Channel::Alipay, Channel::Bank];
+        assert_eq!(
+            seen(&alipay, day(1), &ALIPAY),
+            vec![
+                (
+                    "wd01".into(),
+                    "order-wd01".into(),
+                    Payout,
+                    500,
+                    "2024-05-01 23:30:00".into()
+                ),
+                (
+                    "wd01".into(),
+                    "order-wd01".into(),
+                    Fee,
+                    200,
+                    "2024-05-01 23:30:00".into()
+                ),
+                (
+                    "wd02".into(),
+                    "order-wd02".into(),
+                    Payout,
+                    500,
+                    "2024-05-01 10:00:00".into()
+                ),
+            ]
+        );
+        assert_eq!(
+            seen(&alipay, day(2), &ALIPAY),
+            vec![(
+                "wd01".into(),
+                "order-wd01".into(),
+                Return,
+                500,
+                "2024-05-02 09:00:00".into()
+            )]
+        );
+        assert_eq!(
+            seen(&[Channel::Wechat], day(1), &WECHAT),
+            vec![(
+                "wd03".into(),
+                "order-wd03".into(),
+                Payout,
+                500,
+                "2024-05-01 10:00:00".into()
+            )]
+        );
+        // WeChat writes no fee line even for a bill that had one.
+        let mut wechat_fee = ledger.clone();
+        wechat_fee.bills[2].order_fee_fen = 7;
+        assert_eq!(
+            ledger_lines(&wechat_fee, &[Channel::Wechat], day(1), &WECHAT).len(),
+            1
+        );
+    }
+
     #[tokio::test]
     async fn the_alipay_bill_url_serves_a_csv_zip_without_a_signature() {
         let sandbox = SandboxGateway::start(SandboxConfig::default())
@@ -517,7 +697,7 @@ mod tests {
                 ..StatementFaults::default()
             })
             .unwrap();
-        let today = china_today();
+        let today = china_today(&sandbox.sandbox);
         let url = alipay_bill_download_url(&sandbox.sandbox, sandbox.base_url(), today).unwrap();
         let zip = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
         let statement = alipay_signcustomer::parse(today, &zip).unwrap();

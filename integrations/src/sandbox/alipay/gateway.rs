@@ -16,15 +16,16 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{NaiveDateTime, TimeDelta};
+use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::super::faults::{Fault, Faults};
 use super::super::state::{Endpoint, MAX_BILLS, Sandbox};
+use super::super::statements::{BillRefusal, alipay_bill_download_url};
 use super::{NewOrder, Order, OrderCommit};
 use crate::AmountFen;
 use crate::alipay::crypto::request_sign_content;
@@ -32,6 +33,7 @@ use crate::alipay::{AlipayProduct, FundOrderStatus, fen_from_yuan, yuan_from_fen
 
 const TRANSFER_METHOD: &str = "alipay.fund.trans.uni.transfer";
 const QUERY_METHOD: &str = "alipay.fund.trans.common.query";
+const BILL_URL_METHOD: &str = "alipay.data.dataservice.bill.downloadurl.query";
 const ERROR_NODE: &str = "error_response";
 
 /// The least a transfer may move: 0.10 yuan (older docs; [U] today).
@@ -48,6 +50,15 @@ const TIMESTAMP_WINDOW: TimeDelta = TimeDelta::minutes(15);
 /// `sub_code` of a replayed `out_biz_no` with another payload [U: a
 /// plausible name; the client classifies it as unknown, so ambiguous].
 pub(crate) const CONFLICT_SUB_CODE: &str = "PARAM_ILLEGAL";
+
+/// `sub_code` of a bill asked for before it is generated: the one
+/// `AlipayClient::account_log_bill` maps to `StatementError::NotReady`
+/// [U: reported for a bill asked for too early, not confirmed in the docs].
+pub(crate) const BILL_NOT_READY_SUB_CODE: &str = "isp.bill_not_exist";
+
+/// The only `bill_type` the sandbox keeps: the account log. `trade` holds
+/// payments received, which a payout app has none of.
+const BILL_TYPE: &str = "signcustomer";
 
 /// One refusal: `code`, `msg`, `sub_code`, `sub_msg`, as Alipay groups them.
 struct Refusal {
@@ -254,6 +265,13 @@ struct AlipayBankcardExt {
     account_type: String,
 }
 
+/// `biz_content` of the bill URL query.
+#[derive(Deserialize)]
+struct AlipayBillUrlBiz {
+    bill_type: String,
+    bill_date: String,
+}
+
 /// `biz_content` of a query by our number.
 #[derive(Deserialize)]
 struct AlipayQueryBiz {
@@ -457,6 +475,7 @@ fn fault_before_commit(
 pub(crate) async fn gateway(
     State(sandbox): State<Arc<Sandbox>>,
     RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let params = match parameters(raw_query.as_deref(), &body) {
@@ -471,7 +490,10 @@ pub(crate) async fn gateway(
         let refusal = Refusal::missing("isv.missing-method", "缺少方法名参数");
         return answer(&sandbox, KeyMode::PublicKey, ERROR_NODE, &refusal.node());
     };
-    let known = matches!(method.as_str(), TRANSFER_METHOD | QUERY_METHOD);
+    let known = matches!(
+        method.as_str(),
+        TRANSFER_METHOD | QUERY_METHOD | BILL_URL_METHOD
+    );
     let refused_node = if known {
         node_name(&method)
     } else {
@@ -491,6 +513,10 @@ pub(crate) async fn gateway(
     match method.as_str() {
         TRANSFER_METHOD => transfer(&sandbox, mode, &params).await,
         QUERY_METHOD => query(&sandbox, mode, &params).await,
+        BILL_URL_METHOD => {
+            let host = headers.get(HOST).and_then(|host| host.to_str().ok());
+            bill_download_url(&sandbox, mode, &params, host).await
+        }
         _ => answer(
             &sandbox,
             mode,
@@ -620,6 +646,55 @@ async fn query(
         }
         // The sub-code the client maps to "no such bill" ([U] at Alipay).
         Some(_) | None => refuse(Refusal::business("ORDER_NOT_EXIST", "转账订单不存在")),
+    }
+}
+
+/// `alipay.data.dataservice.bill.downloadurl.query`: the URL of a day's
+/// account log, served by the sandbox under the host the request reached.
+/// Latency applies; the other faults do not, as on the WeChat bill.
+async fn bill_download_url(
+    sandbox: &Arc<Sandbox>,
+    mode: KeyMode,
+    params: &BTreeMap<String, String>,
+    host: Option<&str>,
+) -> Response {
+    let refuse =
+        |refusal: Refusal| answer(sandbox, mode, &node_name(BILL_URL_METHOD), &refusal.node());
+    let faults = sandbox.faults();
+    latency(sandbox, &faults).await;
+    let biz: AlipayBillUrlBiz = match biz_content(params) {
+        Ok(biz) => biz,
+        Err(refusal) => return refuse(refusal),
+    };
+    if biz.bill_type != BILL_TYPE {
+        return refuse(invalid_parameter(
+            "the sandbox keeps only bill_type=signcustomer (the account log)",
+        ));
+    }
+    // Real Alipay also takes yyyy-MM for a month; the sandbox keeps days.
+    let Ok(bill_date) = NaiveDate::parse_from_str(&biz.bill_date, "%Y-%m-%d") else {
+        return refuse(invalid_parameter(
+            "bill_date must be yyyy-MM-dd (the sandbox has no monthly bills)",
+        ));
+    };
+    let Some(host) = host else {
+        return refuse(invalid_parameter("the Host header is required"));
+    };
+    match alipay_bill_download_url(sandbox, &format!("http://{host}"), bill_date) {
+        Ok(url) => answer(
+            sandbox,
+            mode,
+            &node_name(BILL_URL_METHOD),
+            &json!({
+                "code": "10000",
+                "msg": "Success",
+                "bill_download_url": url,
+            }),
+        ),
+        Err(BillRefusal::NotReady) => refuse(Refusal::business(
+            BILL_NOT_READY_SUB_CODE,
+            "账单不存在 (sandbox: that day is not over by the sandbox's clock)",
+        )),
     }
 }
 

@@ -292,8 +292,8 @@ impl Runtime {
     pub async fn connect_gateway(&self, default_public_url: String) -> anyhow::Result<()> {
         let settings = &self.state.settings;
         let public = settings.public_url.clone().unwrap_or(default_public_url);
-        let notify_url = format!("{}/v1/gateways/wechat/notify", public.trim_end_matches('/'));
-        let gateway = crate::engine::gateway::Gateway::connect(settings, notify_url).await?;
+        let notify = crate::engine::gateway::NotifyUrls::below(&public);
+        let gateway = crate::engine::gateway::Gateway::connect(settings, &notify).await?;
         self.state.withdrawals.connect_gateway(Arc::new(gateway));
         Ok(())
     }

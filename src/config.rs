@@ -18,6 +18,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::identity::PayoutChannel;
 use crate::domain::tax::WithholdingMethod;
 use crate::vault::{
     KeySources, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, PREVIOUS_KEYS_ENV, PREVIOUS_KEYS_FILE_ENV,
@@ -42,10 +43,25 @@ pub enum LogFormat {
 #[serde(rename_all = "lowercase")]
 pub enum GatewayKind {
     /// The sandbox gateway: in-process, or the `fenrun sandbox-gateway` at
-    /// `sandbox_url`. No real money moves; fenrun says so loudly.
+    /// `sandbox_url`. It serves every channel. No real money moves; fenrun
+    /// says so loudly.
     Sandbox,
-    /// WeChat Pay API v3 with the merchant credentials of the `wechat_*` settings.
-    Wechat,
+    /// Real merchants, per channel: WeChat Pay API v3 when the `wechat_*`
+    /// settings are given, Alipay (accounts, and bank cards with
+    /// `alipay_bank_card`) when the `alipay_*` settings are. A channel with
+    /// no merchant is refused at request (`channel_not_configured`).
+    /// `wechat`, its name when WeChat was the only rail, still reads.
+    #[serde(alias = "wechat")]
+    Live,
+}
+
+/// How Alipay answers are verified, from the `alipay_*` key files given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlipayKeyMode {
+    /// `alipay_public_key_file`.
+    PublicKey,
+    /// `alipay_app_cert_file`, `alipay_cert_file`, `alipay_root_cert_file`.
+    Certificate,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,12 +98,14 @@ pub struct Settings {
     /// enterprises, from 2025-10). One choice per withholding agent; have a
     /// tax adviser confirm it (tax reference §2.5).
     pub withholding_method: WithholdingMethod,
-    /// `sandbox` (the default: no real money moves) or `wechat`.
+    /// `sandbox` (the default: no real money moves, every channel) or `live`
+    /// (each channel whose merchant settings are given).
     pub gateway: GatewayKind,
     /// A running `fenrun sandbox-gateway` to pay through; unset, the sandbox
     /// runs inside this process.
     pub sandbox_url: Option<String>,
-    /// The address gateways call back (`{public_url}/v1/gateways/wechat/notify`);
+    /// The address gateways call back (`{public_url}/v1/gateways/wechat/notify`,
+    /// `{public_url}/v1/gateways/alipay/notify`);
     /// unset, `http://` + the address this process listens on.
     pub public_url: Option<String>,
     /// WeChat Pay API v3 (`gateway = "wechat"`): the API host, merchant id,
@@ -102,6 +120,23 @@ pub struct Settings {
     pub wechat_platform_public_key_id: Option<String>,
     pub wechat_platform_public_key_file: Option<PathBuf>,
     pub wechat_api_v3_key_file: Option<PathBuf>,
+    /// Alipay OpenAPI (`gateway = "live"`): the API host (scheme and host,
+    /// e.g. `https://openapi.alipay.com`), the app id, the app private key
+    /// file (PKCS#1 or PKCS#8 PEM), and either the Alipay public key file
+    /// (公钥模式) or the three certificate files (公钥证书模式: the app's
+    /// certificate, Alipay's certificate(s), Alipay's root bundle). Setting
+    /// `alipay_app_id` configures the `alipay` channel; `alipay_bank_card`
+    /// says the app has signed 转账到银行卡, which configures `bank`. Its
+    /// notifications (`alipay.fund.trans.order.changed`) are subscribed in
+    /// the open platform with `{public_url}/v1/gateways/alipay/notify`.
+    pub alipay_base_url: Option<String>,
+    pub alipay_app_id: Option<String>,
+    pub alipay_app_private_key_file: Option<PathBuf>,
+    pub alipay_public_key_file: Option<PathBuf>,
+    pub alipay_app_cert_file: Option<PathBuf>,
+    pub alipay_cert_file: Option<PathBuf>,
+    pub alipay_root_cert_file: Option<PathBuf>,
+    pub alipay_bank_card: bool,
     /// The withholding agent (扣缴义务人) printed on declarations and
     /// certificates: legal name and 统一社会信用代码.
     pub withholding_agent_name: String,
@@ -289,6 +324,14 @@ impl Default for Settings {
             wechat_platform_public_key_id: None,
             wechat_platform_public_key_file: None,
             wechat_api_v3_key_file: None,
+            alipay_base_url: None,
+            alipay_app_id: None,
+            alipay_app_private_key_file: None,
+            alipay_public_key_file: None,
+            alipay_app_cert_file: None,
+            alipay_cert_file: None,
+            alipay_root_cert_file: None,
+            alipay_bank_card: false,
             gateway_timeout_ms: 10_000,
             order_max_age_days: 180,
             withholding_agent_name: "（未设置扣缴义务人名称）".to_owned(),
@@ -306,6 +349,22 @@ impl Default for Settings {
 /// empty string counts as set (and the vault then refuses it as malformed):
 /// an empty key in production is a deployment mistake, not a request for a
 /// development key.
+/// Whether a group of settings that only work together is given: all or
+/// none; a partial group names its first missing key.
+fn all_or_none(given: &[(&str, bool)], what: &str) -> Result<bool, ConfigError> {
+    let set = given.iter().filter(|(_, set)| *set).count();
+    if set == 0 {
+        return Ok(false);
+    }
+    match given.iter().find(|(_, set)| !set) {
+        None => Ok(true),
+        Some((key, _)) => Err(ConfigError {
+            key: (*key).to_owned(),
+            message: format!("is required to configure {what} (some of its settings are given)"),
+        }),
+    }
+}
+
 fn key_sources_from_env() -> Result<KeySources, ConfigError> {
     let text = |name: &str| match std::env::var(name) {
         Ok(text) => Ok(Some(SecretString::from(text))),
@@ -374,7 +433,7 @@ impl Settings {
     }
 
     /// Every key a file or `FENRUN_*` variable may set.
-    pub const KEYS: [&'static str; 29] = [
+    pub const KEYS: [&'static str; 37] = [
         "database_url",
         "listen",
         "log_format",
@@ -397,6 +456,14 @@ impl Settings {
         "wechat_platform_public_key_id",
         "wechat_platform_public_key_file",
         "wechat_api_v3_key_file",
+        "alipay_base_url",
+        "alipay_app_id",
+        "alipay_app_private_key_file",
+        "alipay_public_key_file",
+        "alipay_app_cert_file",
+        "alipay_cert_file",
+        "alipay_root_cert_file",
+        "alipay_bank_card",
         "gateway_timeout_ms",
         "withholding_agent_name",
         "withholding_agent_tin",
@@ -454,43 +521,14 @@ impl Settings {
                 ));
             }
         }
-        if self.gateway == GatewayKind::Wechat {
-            let required = [
-                ("wechat_base_url", self.wechat_base_url.is_some()),
-                ("wechat_mchid", self.wechat_mchid.is_some()),
-                ("wechat_appid", self.wechat_appid.is_some()),
-                (
-                    "wechat_merchant_serial_no",
-                    self.wechat_merchant_serial_no.is_some(),
-                ),
-                (
-                    "wechat_merchant_key_file",
-                    self.wechat_merchant_key_file.is_some(),
-                ),
-                (
-                    "wechat_platform_public_key_id",
-                    self.wechat_platform_public_key_id.is_some(),
-                ),
-                (
-                    "wechat_platform_public_key_file",
-                    self.wechat_platform_public_key_file.is_some(),
-                ),
-                (
-                    "wechat_api_v3_key_file",
-                    self.wechat_api_v3_key_file.is_some(),
-                ),
-            ];
-            if let Some((key, _)) = required.iter().find(|(_, set)| !set) {
-                return Err(invalid(
-                    key,
-                    "required when gateway = \"wechat\"".to_owned(),
-                ));
-            }
+        if self.gateway == GatewayKind::Live {
+            self.live_channels()?;
         }
         for (key, url) in [
             ("sandbox_url", &self.sandbox_url),
             ("public_url", &self.public_url),
             ("wechat_base_url", &self.wechat_base_url),
+            ("alipay_base_url", &self.alipay_base_url),
         ] {
             if let Some(url) = url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -511,6 +549,115 @@ impl Settings {
         Ok(())
     }
 
+    /// Whether the `wechat_*` settings configure a WeChat merchant: none set,
+    /// no; all set, yes; some set, the first missing one is named.
+    fn wechat_configured(&self) -> Result<bool, ConfigError> {
+        let given = [
+            ("wechat_base_url", self.wechat_base_url.is_some()),
+            ("wechat_mchid", self.wechat_mchid.is_some()),
+            ("wechat_appid", self.wechat_appid.is_some()),
+            (
+                "wechat_merchant_serial_no",
+                self.wechat_merchant_serial_no.is_some(),
+            ),
+            (
+                "wechat_merchant_key_file",
+                self.wechat_merchant_key_file.is_some(),
+            ),
+            (
+                "wechat_platform_public_key_id",
+                self.wechat_platform_public_key_id.is_some(),
+            ),
+            (
+                "wechat_platform_public_key_file",
+                self.wechat_platform_public_key_file.is_some(),
+            ),
+            (
+                "wechat_api_v3_key_file",
+                self.wechat_api_v3_key_file.is_some(),
+            ),
+        ];
+        all_or_none(&given, "a WeChat Pay merchant")
+    }
+
+    /// The key mode of the `alipay_*` settings, if they configure an app.
+    pub fn alipay_key_mode(&self) -> Result<Option<AlipayKeyMode>, ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError {
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        let base = [
+            ("alipay_app_id", self.alipay_app_id.is_some()),
+            ("alipay_base_url", self.alipay_base_url.is_some()),
+            (
+                "alipay_app_private_key_file",
+                self.alipay_app_private_key_file.is_some(),
+            ),
+        ];
+        let certificates = [
+            ("alipay_app_cert_file", self.alipay_app_cert_file.is_some()),
+            ("alipay_cert_file", self.alipay_cert_file.is_some()),
+            (
+                "alipay_root_cert_file",
+                self.alipay_root_cert_file.is_some(),
+            ),
+        ];
+        let public_key = self.alipay_public_key_file.is_some();
+        let any_certificate = certificates.iter().any(|(_, set)| *set);
+        if !all_or_none(&base, "an Alipay app")? {
+            if let Some((key, _)) = certificates
+                .iter()
+                .find(|(_, set)| *set)
+                .or(public_key.then_some(&("alipay_public_key_file", true)))
+            {
+                return Err(invalid(key, "is set, but `alipay_app_id` is not"));
+            }
+            if self.alipay_bank_card {
+                return Err(invalid(
+                    "alipay_bank_card",
+                    "is true, but no Alipay app is configured (`alipay_app_id`)",
+                ));
+            }
+            return Ok(None);
+        }
+        match (public_key, any_certificate) {
+            (true, true) => Err(invalid(
+                "alipay_public_key_file",
+                "and the certificate files are both set: give one mode (certificate mode is what fund transfers usually require)",
+            )),
+            (true, false) => Ok(Some(AlipayKeyMode::PublicKey)),
+            (false, true) => {
+                all_or_none(&certificates, "Alipay certificate mode")?;
+                Ok(Some(AlipayKeyMode::Certificate))
+            }
+            (false, false) => Err(invalid(
+                "alipay_public_key_file",
+                "or the three certificate files (`alipay_app_cert_file`, `alipay_cert_file`, `alipay_root_cert_file`) are required with `alipay_app_id`",
+            )),
+        }
+    }
+
+    /// The channels real merchants serve with `gateway = "live"`; at least one.
+    pub fn live_channels(&self) -> Result<Vec<PayoutChannel>, ConfigError> {
+        let mut channels = Vec::new();
+        if self.wechat_configured()? {
+            channels.push(PayoutChannel::Wechat);
+        }
+        if self.alipay_key_mode()?.is_some() {
+            channels.push(PayoutChannel::Alipay);
+            if self.alipay_bank_card {
+                channels.push(PayoutChannel::Bank);
+            }
+        }
+        if channels.is_empty() {
+            return Err(ConfigError {
+                key: "gateway".to_owned(),
+                message: "is \"live\" but no merchant is configured: give the `wechat_*` or the `alipay_*` settings, or use \"sandbox\"".to_owned(),
+            });
+        }
+        Ok(channels)
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| ConfigError {
             key: "listen".to_owned(),
@@ -529,6 +676,61 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_channels_follow_the_merchant_settings_and_partial_groups_name_their_gap() {
+        let live = Settings {
+            gateway: GatewayKind::Live,
+            ..Settings::default()
+        };
+        assert_eq!(live.validate().unwrap_err().key, "gateway");
+        let alipay = Settings {
+            alipay_app_id: Some("2021000000000001".to_owned()),
+            alipay_base_url: Some("https://openapi.alipay.com".to_owned()),
+            alipay_app_private_key_file: Some("app.pem".into()),
+            alipay_public_key_file: Some("alipay.pem".into()),
+            ..live.clone()
+        };
+        assert_eq!(alipay.live_channels().unwrap(), [PayoutChannel::Alipay]);
+        let with_bank = Settings {
+            alipay_bank_card: true,
+            ..alipay.clone()
+        };
+        assert_eq!(
+            with_bank.live_channels().unwrap(),
+            [PayoutChannel::Alipay, PayoutChannel::Bank]
+        );
+        let both_modes = Settings {
+            alipay_cert_file: Some("alipayCert.crt".into()),
+            ..alipay.clone()
+        };
+        assert_eq!(
+            both_modes.validate().unwrap_err().key,
+            "alipay_public_key_file"
+        );
+        let half_certificates = Settings {
+            alipay_public_key_file: None,
+            alipay_app_cert_file: Some("appCert.crt".into()),
+            ..alipay.clone()
+        };
+        assert_eq!(
+            half_certificates.validate().unwrap_err().key,
+            "alipay_cert_file"
+        );
+        let no_app = Settings {
+            alipay_app_id: None,
+            ..alipay
+        };
+        assert_eq!(no_app.validate().unwrap_err().key, "alipay_app_id");
+        let half_wechat = Settings {
+            wechat_mchid: Some("1900000109".to_owned()),
+            ..live
+        };
+        assert_eq!(half_wechat.validate().unwrap_err().key, "wechat_base_url");
+        // The name from when WeChat was the only rail still reads.
+        let old: GatewayKind = serde_json::from_str("\"wechat\"").unwrap();
+        assert_eq!(old, GatewayKind::Live);
+    }
 
     #[test]
     fn a_bad_listen_address_is_named_by_its_key() {

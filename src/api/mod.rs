@@ -50,7 +50,7 @@ use crate::state::AppState;
         orders::ingest, orders::refund, orders::get, orders::commissions,
         lifecycle::reinstate, lifecycle::void_commission,
         withdrawals::quote, withdrawals::create, withdrawals::get, withdrawals::list,
-        withdrawals::cancel, withdrawals::approve, withdrawals::reject, withdrawals::wechat_notify,
+        withdrawals::cancel, withdrawals::approve, withdrawals::reject, withdrawals::wechat_notify, withdrawals::alipay_notify,
         tax::declaration,
         certificates::list, certificates::file, certificates::correct, certificates::keys, certificates::verify,
         ops::queues, ops::jobs, ops::retry, ops::cancel,
@@ -180,6 +180,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/v1/gateways/wechat/notify",
             axum::routing::post(withdrawals::wechat_notify),
+        )
+        .route(
+            "/v1/gateways/alipay/notify",
+            axum::routing::post(withdrawals::alipay_notify),
         )
         .route(
             "/v1/admin/plans",

@@ -385,7 +385,7 @@ pub async fn earnings(
             "commission_released" => &mut period.released,
             "commission_clawed_back" => &mut period.clawed_back,
             "team_bonus" => &mut period.team_bonus,
-            "withdrawal_paid" => &mut period.withdrawn,
+            "withdrawal_paid" | "withdrawal_bounced" => &mut period.withdrawn,
             other => return Err(ApiError::internal(format!("movement kind {other:?}"))),
         };
         add_to(figure, *amount)?;

@@ -4,7 +4,9 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -250,7 +252,7 @@ pub async fn quote(
         (status = 400, description = "malformed_json, missing_field, unknown_field, invalid_field, invalid_amount, missing_idempotency_key", body = ErrorBody),
         AuthRefusals, BodyRefusals,
         (status = 409, description = "key reused with another body", body = ErrorBody),
-        (status = 422, description = "identity_missing, amount_below_minimum, amount_precision, insufficient_balance, daily_limit_exceeded, balance_negative, payout_account_not_owned, channel_unavailable", body = ErrorBody),
+        (status = 422, description = "identity_missing, amount_below_minimum, amount_precision, insufficient_balance, daily_limit_exceeded, balance_negative, payout_account_not_owned, channel_not_configured", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -531,4 +533,39 @@ pub async fn wechat_notify(
         code: "SUCCESS".to_owned(),
         message: "OK".to_owned(),
     }))
+}
+
+#[utoipa::path(
+    post, path = "/v1/gateways/alipay/notify", tag = "gateways",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "alipay.fund.trans.order.changed, RSA2-signed form fields"),
+    responses(
+        (status = 200, description = "`success`: verified and applied, already known, or recorded as unexpected (logged, counted, nothing changed); Alipay stops redelivering", body = String, content_type = "text/plain"),
+        (status = 401, description = "`fail`: bad_signature, unknown_app, missing_signature_field, malformed_callback; nothing changed (logged with the code)", body = String, content_type = "text/plain"),
+        (status = 422, description = "`fail`: callback_mismatch, the amount or the rail differs from the withdrawal's; nothing changed", body = String, content_type = "text/plain"),
+        (status = 503, description = "`fail`: not recorded (the database or the gateway is not ready); Alipay delivers it again", body = String, content_type = "text/plain"),
+    )
+)]
+/// Alipay's notification: the body is the protocol's text, `success` only
+/// once the news is durably recorded, `fail` otherwise so it comes again.
+pub async fn alipay_notify(State(state): State<AppState>, RawBody(body): RawBody) -> Response {
+    let fail =
+        |status: StatusCode| (status, [(CONTENT_TYPE, "text/plain")], "fail").into_response();
+    let Some(gateway) = state.withdrawals.gateway() else {
+        return fail(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let news = match gateway.verify_alipay_notification(&body) {
+        Ok(news) => news,
+        Err(refusal) => {
+            tracing::warn!(code = refusal.code, reason = %refusal.message, "Alipay notification refused: nothing changed");
+            return fail(StatusCode::UNAUTHORIZED);
+        }
+    };
+    match state.withdrawals.on_callback(news).await {
+        Ok(_) => (StatusCode::OK, [(CONTENT_TYPE, "text/plain")], "success").into_response(),
+        Err(WithdrawalError::CallbackMismatch { .. }) => fail(StatusCode::UNPROCESSABLE_ENTITY),
+        Err(error) => {
+            tracing::warn!(error = %error, "Alipay notification not recorded; it will be delivered again");
+            fail(StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
 }

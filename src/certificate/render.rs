@@ -168,6 +168,14 @@ fn rows(data: &CertificateData, code: String) -> Vec<(&'static str, String)> {
     let mut rows = vec![("凭证编号", data.number.clone())];
     if let Some(original) = &data.references {
         rows.push(("更正的原凭证编号", original.clone()));
+        // A correction stating no income is the void of a returned payout.
+        if data.withholding.gross.is_zero() {
+            rows.push((
+                "更正说明",
+                "原凭证作废：该笔支付已被退回（退票），本次收入、扣缴税额与实付金额均为零"
+                    .to_owned(),
+            ));
+        }
     }
     rows.extend([
         ("扣缴义务人名称", data.agent_name.clone()),

@@ -476,6 +476,12 @@ pub enum PayoutChannel {
 }
 
 impl PayoutChannel {
+    pub const ALL: [PayoutChannel; 3] = [
+        PayoutChannel::Wechat,
+        PayoutChannel::Alipay,
+        PayoutChannel::Bank,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PayoutChannel::Wechat => "wechat",

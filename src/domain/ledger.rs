@@ -107,6 +107,9 @@ pub enum TransferKind {
     WithdrawalReserved,
     WithdrawalReturned,
     WithdrawalPaid,
+    /// A paid withdrawal the bank sent back (退票): the paid legs reversed
+    /// into withdrawing, from where [`withdrawal_return`] frees the gross.
+    WithdrawalBounced,
     Adjustment,
 }
 
@@ -121,6 +124,7 @@ impl TransferKind {
             TransferKind::WithdrawalReserved => "withdrawal_reserved",
             TransferKind::WithdrawalReturned => "withdrawal_returned",
             TransferKind::WithdrawalPaid => "withdrawal_paid",
+            TransferKind::WithdrawalBounced => "withdrawal_bounced",
             TransferKind::Adjustment => "adjustment",
         }
     }
@@ -406,6 +410,40 @@ pub fn withdrawal_paid(
     )
 }
 
+/// A paid withdrawal bounced by the bank (退票): each leg of
+/// [`withdrawal_paid`] back into withdrawing (the clearing account gets the
+/// net back from the channel, the tax is no longer payable, the fee no
+/// longer earned). The caller then returns the gross to available with
+/// [`withdrawal_return`], in the same transaction.
+pub fn withdrawal_bounced(
+    withdrawal_id: &str,
+    distributor: &DistributorId,
+    clearing: PlatformAccount,
+    net: Money,
+    tax: Money,
+    fee: Money,
+) -> Result<Transfer, TransferError> {
+    let paid = withdrawal_paid(withdrawal_id, distributor, clearing, net, tax, fee)?;
+    let reversed = paid
+        .postings()
+        .iter()
+        .map(|posting| {
+            Ok(Posting {
+                account: posting.account.clone(),
+                amount: posting
+                    .amount
+                    .checked_neg()
+                    .ok_or(TransferError::Overflow)?,
+            })
+        })
+        .collect::<Result<Vec<_>, TransferError>>()?;
+    Transfer::new(
+        format!("withdrawal:{withdrawal_id}:bounced"),
+        TransferKind::WithdrawalBounced,
+        reversed,
+    )
+}
+
 /// The change a refund makes to an order's lines, as `(beneficiary, new −
 /// old)` deltas: inside the hold it moves pending; after the release it
 /// moves available and may leave a debt (a clawback). `None` when nothing changes.
@@ -516,6 +554,37 @@ fn commission_movement(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounce_reverses_every_leg_of_the_payment_under_its_own_key() {
+        let distributor = DistributorId::parse("d1").unwrap();
+        let money = |text: &str| Money::parse(text).unwrap();
+        let paid = withdrawal_paid(
+            "wd1",
+            &distributor,
+            PlatformAccount::BankClearing,
+            money("860.00"),
+            money("140.00"),
+            money("5.00"),
+        )
+        .unwrap();
+        let bounced = withdrawal_bounced(
+            "wd1",
+            &distributor,
+            PlatformAccount::BankClearing,
+            money("860.00"),
+            money("140.00"),
+            money("5.00"),
+        )
+        .unwrap();
+        assert_eq!(bounced.key(), "withdrawal:wd1:bounced");
+        assert_eq!(bounced.kind(), TransferKind::WithdrawalBounced);
+        for (forth, back) in paid.postings().iter().zip(bounced.postings()) {
+            assert_eq!(forth.account, back.account);
+            assert_eq!(forth.amount.checked_add(back.amount), Some(Money::ZERO));
+        }
+        assert_eq!(paid.postings().len(), bounced.postings().len());
+    }
 
     #[test]
     fn a_paid_withdrawal_splits_the_gross_and_leaves_out_zero_legs() {

@@ -349,6 +349,29 @@ pub struct Withholding {
     pub net: Money,
 }
 
+impl Withholding {
+    /// The figures of a payout that was returned: the method and rate as
+    /// they were, every amount zero, so a certificate voiding the original
+    /// states that nothing was paid or withheld.
+    pub fn voided(&self) -> Withholding {
+        Withholding {
+            method: self.method,
+            months_count: self.months_count,
+            gross: Money::ZERO,
+            income_to_date: Money::ZERO,
+            fee: Money::ZERO,
+            basic_deduction: Money::ZERO,
+            taxable: Money::ZERO,
+            rate: self.rate,
+            quick_deduction: Money::ZERO,
+            tax_to_date: Money::ZERO,
+            withheld_before: Money::ZERO,
+            withheld_now: Money::ZERO,
+            net: Money::ZERO,
+        }
+    }
+}
+
 /// What the cumulative method needs to know of the year before a month's
 /// payouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,10 +29,13 @@ pub enum WithdrawalState {
     Rejected,
     Cancelled,
     Failed,
+    /// Paid, then the bank sent the money back (退票, bank cards only): the
+    /// gross is the distributor's again and the certificate is voided.
+    Returned,
 }
 
 impl WithdrawalState {
-    pub const ALL: [WithdrawalState; 8] = [
+    pub const ALL: [WithdrawalState; 9] = [
         WithdrawalState::Reviewing,
         WithdrawalState::Approved,
         WithdrawalState::Transferring,
@@ -41,6 +44,7 @@ impl WithdrawalState {
         WithdrawalState::Rejected,
         WithdrawalState::Cancelled,
         WithdrawalState::Failed,
+        WithdrawalState::Returned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl WithdrawalState {
             WithdrawalState::Rejected => "rejected",
             WithdrawalState::Cancelled => "cancelled",
             WithdrawalState::Failed => "failed",
+            WithdrawalState::Returned => "returned",
         }
     }
 
@@ -64,6 +69,7 @@ impl WithdrawalState {
                 | WithdrawalState::Rejected
                 | WithdrawalState::Cancelled
                 | WithdrawalState::Failed
+                | WithdrawalState::Returned
         )
     }
 
@@ -72,7 +78,10 @@ impl WithdrawalState {
     pub fn returned_funds(self) -> bool {
         matches!(
             self,
-            WithdrawalState::Rejected | WithdrawalState::Cancelled | WithdrawalState::Failed
+            WithdrawalState::Rejected
+                | WithdrawalState::Cancelled
+                | WithdrawalState::Failed
+                | WithdrawalState::Returned
         )
     }
 
@@ -88,10 +97,12 @@ impl WithdrawalState {
 /// Whether a gateway's word that a withdrawal's bill was paid is unexpected
 /// in `state`: only a withdrawal sent to the gateway can be paid, and a paid
 /// one may hear it again (duplicate callbacks, a poll crossing a callback).
-/// Any other state never sent a bill, or already took its funds back: the
-/// news is not applied, and someone must find out where the money went.
+/// A returned one hears it late (the bank rail's success precedes the
+/// bounce, and notifications may arrive out of order). Any other state never
+/// sent a bill, or already took its funds back: the news is not applied, and
+/// someone must find out where the money went.
 pub fn success_is_unexpected(state: WithdrawalState) -> bool {
-    !(state.at_gateway() || state == WithdrawalState::Paid)
+    !(state.at_gateway() || matches!(state, WithdrawalState::Paid | WithdrawalState::Returned))
 }
 
 impl fmt::Display for WithdrawalState {
@@ -159,8 +170,10 @@ pub enum Refusal {
     DailyLimit { limit: Money, would_be: Money },
     #[error("the distributor is {status}: withdrawals are not allowed")]
     DistributorInactive { status: String },
-    #[error("payouts on the {channel} channel are not configured")]
-    ChannelUnavailable { channel: String },
+    #[error(
+        "no merchant is configured for payouts on the {channel} channel: choose a payout account on another channel, or ask the operator to configure {channel}"
+    )]
+    ChannelNotConfigured { channel: String },
 }
 
 impl Refusal {
@@ -174,14 +187,14 @@ impl Refusal {
             Refusal::OpenDebt { .. } => "balance_negative",
             Refusal::DailyLimit { .. } => "daily_limit_exceeded",
             Refusal::DistributorInactive { .. } => "distributor_inactive",
-            Refusal::ChannelUnavailable { .. } => "channel_unavailable",
+            Refusal::ChannelNotConfigured { .. } => "channel_not_configured",
         }
     }
 
     /// The request field the refusal is about, if one.
     pub fn field(&self) -> Option<&'static str> {
         match self {
-            Refusal::ForeignAccount | Refusal::ChannelUnavailable { .. } => {
+            Refusal::ForeignAccount | Refusal::ChannelNotConfigured { .. } => {
                 Some("payout_account_id")
             }
             Refusal::TooManyDecimals
@@ -498,6 +511,10 @@ pub enum GatewayOutcome {
     Failed {
         reason: String,
     },
+    /// The money moved and came back (a bank bounce, 退票).
+    Returned {
+        reason: String,
+    },
 }
 
 #[cfg(test)]
@@ -759,7 +776,7 @@ mod tests {
     }
 
     #[test]
-    fn a_success_is_expected_only_for_a_withdrawal_at_the_gateway_or_already_paid() {
+    fn a_success_is_expected_only_for_a_withdrawal_at_the_gateway_already_paid_or_bounced() {
         let unexpected: Vec<WithdrawalState> = WithdrawalState::ALL
             .into_iter()
             .filter(|state| success_is_unexpected(*state))
@@ -782,6 +799,7 @@ mod tests {
             assert_eq!(state.as_str().parse::<WithdrawalState>(), Ok(state));
         }
         assert!(WithdrawalState::Failed.returned_funds());
+        assert!(WithdrawalState::Returned.returned_funds() && WithdrawalState::Returned.is_final());
         assert!(!WithdrawalState::Paid.returned_funds());
         assert!(WithdrawalState::Paid.is_final());
         assert!(!WithdrawalState::AwaitingPayeeConfirmation.is_final());

@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::domain::digest::sha256_hex;
 use crate::domain::identity::IdNumber;
 use crate::domain::ids::{CertificateNumber, WithdrawalId};
+use crate::domain::money::Money;
 use crate::domain::tax::{Month, Withholding};
 use crate::domain::withdrawal::WithdrawalState;
 use crate::store::{
@@ -70,6 +71,9 @@ impl crate::engine::step::StepFailure for IssueError {
         }
     }
 }
+
+/// How the reason of a void correction begins; the bounce's reason follows.
+pub const VOID_REASON_PREFIX: &str = "退票作废 (payout returned by the bank): ";
 
 /// Issues, corrects and verifies certificates; shared by the step worker,
 /// the sweep and the API.
@@ -137,11 +141,10 @@ impl CertificateIssuer {
     }
 
     /// The certificate step: issues the certificate of a paid withdrawal,
-    /// or finds the one already issued.
+    /// or finds the one already issued; for a withdrawal the bank sent back
+    /// (退票), voids the certificate in force with a correction whose
+    /// figures are zero.
     pub async fn issue(&self, withdrawal_id: &WithdrawalId) -> Result<Issued, IssueError> {
-        if let Some(number) = self.store.certificate_number_for(withdrawal_id).await? {
-            return Ok(Issued::Certificate(number));
-        }
         let Some(withdrawal) = self.store.withdrawal(withdrawal_id).await? else {
             tracing::warn!(
                 %withdrawal_id,
@@ -149,8 +152,13 @@ impl CertificateIssuer {
             );
             return Ok(Issued::NotPaid);
         };
-        if withdrawal.state != WithdrawalState::Paid {
-            return Ok(Issued::NotPaid);
+        match withdrawal.state {
+            WithdrawalState::Paid => {}
+            WithdrawalState::Returned => return self.void_returned(&withdrawal).await,
+            _ => return Ok(Issued::NotPaid),
+        }
+        if let Some(number) = self.store.certificate_number_for(withdrawal_id).await? {
+            return Ok(Issued::Certificate(number));
         }
         let new = self
             .render(&withdrawal, Self::number_for(&withdrawal), None, None)
@@ -158,6 +166,48 @@ impl CertificateIssuer {
         let number = self.store.insert_certificate(&new).await?;
         tracing::info!(%withdrawal_id, certificate = %number, key_id = %new.key_id, "withholding certificate issued");
         Ok(Issued::Certificate(number))
+    }
+
+    /// Voids the certificate in force of a returned withdrawal, once: a
+    /// certificate whose gross is zero is already the void. A withdrawal
+    /// that bounced before its certificate was issued has nothing to void.
+    async fn void_returned(&self, withdrawal: &WithdrawalRecord) -> Result<Issued, IssueError> {
+        let actor = crate::store::Actor::system("certificate step");
+        // A person may correct the same certificate at the same moment; the
+        // newest of the line is read again and voided in turn.
+        for _ in 0..3 {
+            let Some(number) = self.store.certificate_number_for(&withdrawal.id).await? else {
+                return Ok(Issued::NotPaid);
+            };
+            let (current, _) = self
+                .store
+                .certificate(&number)
+                .await?
+                .ok_or_else(|| IssueError::NotFound(number.to_string()))?;
+            if current.gross.is_zero() {
+                return Ok(Issued::Certificate(number));
+            }
+            let reason = format!(
+                "{VOID_REASON_PREFIX}{}",
+                withdrawal.failure_reason.as_deref().unwrap_or("退票")
+            );
+            let new = self
+                .render(
+                    withdrawal,
+                    number.correction(),
+                    Some(number.clone()),
+                    Some(reason),
+                )
+                .await?;
+            if let CorrectionOutcome::Inserted = self.store.insert_correction(&new, &actor).await? {
+                tracing::info!(withdrawal_id = %withdrawal.id, certificate = %new.number, voids = %number, "withholding certificate voided: the payout was returned");
+                return Ok(Issued::Certificate(new.number));
+            }
+        }
+        Err(IssueError::AlreadyCorrected {
+            number: withdrawal.id.to_string(),
+            by: "corrections made while voiding".to_owned(),
+        })
     }
 
     /// Issues a correction of certificate `number` (the newest of its
@@ -235,6 +285,13 @@ impl CertificateIssuer {
             .map_err(|error| IssueError::Vault(error.to_string()))?;
         let now = self.clock.now();
         let paid_at = withdrawal.finished_at.unwrap_or(withdrawal.updated_at);
+        // A returned payout paid nothing: every certificate of it from the
+        // bounce on states zero income, zero tax and zero paid.
+        let (withholding, net_paid) = if withdrawal.state == WithdrawalState::Returned {
+            (withholding.voided(), Money::ZERO)
+        } else {
+            (withholding, withdrawal.net)
+        };
         let data = CertificateData {
             number: number.into_string(),
             references: references.as_ref().map(|number| number.to_string()),
@@ -246,11 +303,12 @@ impl CertificateIssuer {
             income_item: INCOME_ITEM_SERVICE.to_owned(),
             tax_period: month.tax_period(),
             payment_date: paid_at.with_timezone(&self.time_zone).date_naive(),
-            net_paid: withdrawal.net,
+            net_paid,
             withholding,
             withdrawal_id: withdrawal.id.to_string(),
             issued_at: now,
         };
+        let (data_gross, data_tax) = (data.withholding.gross, data.withholding.withheld_now);
         let signer = self.signer.clone();
         // Rendering and subsetting take a millisecond or two of CPU: off the
         // async threads.
@@ -264,9 +322,9 @@ impl CertificateIssuer {
             distributor_id: withdrawal.distributor_id.clone(),
             tax_month: withdrawal.tax_month.clone(),
             key_id: signed.key_id,
-            gross: withdrawal.gross,
-            tax: withdrawal.tax,
-            net: withdrawal.net,
+            gross: data_gross,
+            tax: data_tax,
+            net: net_paid,
             pdf_sha256: sha256_hex(&signed.pdf),
             pdf: signed.pdf,
             manifest: signed.manifest_json,

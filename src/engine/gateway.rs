@@ -1,20 +1,28 @@
-//! The payout gateway this process pays through, chosen by the settings:
-//! the sandbox (in-process, or a `fenrun sandbox-gateway` at `sandbox_url`),
-//! or WeChat Pay API v3 with the merchant's credentials from files. Both
-//! speak the same WeChat v3 dialect through the same client, so the
-//! sandbox exercises every line real payouts run.
+//! The payout rails this process pays through, chosen by the settings, and
+//! the routing of each payout account's channel to its rail: `wechat` →
+//! WeChat Pay v3 商家转账; `alipay` → Alipay 单笔无密转账 to an account;
+//! `bank` → Alipay 转账到银行卡. With `gateway = "sandbox"` the sandbox (in
+//! process, or a `fenrun sandbox-gateway` at `sandbox_url`) serves every
+//! channel through the same clients real payouts use, so it exercises every
+//! line of them; with `gateway = "live"` each channel whose merchant is
+//! configured gets its rail, and the others are refused at request.
 
 use std::path::Path;
 
 use axum::http::HeaderMap;
-use fenrun_integrations::sandbox::{SandboxConfig, SandboxGateway, SandboxHandle};
+use fenrun_integrations::alipay::{
+    AlipayClient, AlipayConfig, AlipayKeys, AlipayProduct, FundOrderNotifyVerifier, NotifyError,
+};
+use fenrun_integrations::sandbox::{
+    AlipayKeyMode as SandboxAlipayMode, SandboxConfig, SandboxGateway, SandboxHandle,
+};
 use fenrun_integrations::wechat::{
     CallbackError, CallbackVerifier, WechatPayClient, WechatPayConfig,
 };
 use fenrun_integrations::{GatewayError, OutBillNo, PayoutGateway, PayoutRequest, TransferStatus};
 use secrecy::SecretString;
 
-use crate::config::{GatewayKind, Settings};
+use crate::config::{AlipayKeyMode, GatewayKind, Settings};
 use crate::domain::identity::PayoutChannel;
 use crate::domain::withdrawal::GatewayOutcome;
 use crate::engine::withdrawal::CallbackNews;
@@ -47,16 +55,37 @@ impl GatewayNews {
             },
             TransferStatus::Succeeded => GatewayOutcome::Paid { bill_no },
             TransferStatus::Failed { reason } => GatewayOutcome::Failed { reason },
-            // A bank bounce (退票) comes only after success. Until the bounce
-            // workflow lands (issue 15), it reaches a paid withdrawal as a
-            // contradiction on its timeline that moves no money, for ops to
-            // see; no gateway that reports bounces is routed to yet.
-            TransferStatus::Returned { reason } => GatewayOutcome::Failed {
-                reason: format!("RETURNED after success: {reason}"),
-            },
+            TransferStatus::Returned { reason } => GatewayOutcome::Returned { reason },
         }
     }
 }
+
+/// The wire protocol a rail speaks, and so the notification route its
+/// callbacks arrive on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// WeChat Pay v3, callbacks at `/v1/gateways/wechat/notify`.
+    Wechat,
+    /// Alipay OpenAPI, notifications at `/v1/gateways/alipay/notify`.
+    Alipay,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Wechat => "wechat",
+            Dialect::Alipay => "alipay",
+        }
+    }
+}
+
+/// How the sandbox's Alipay side signs: certificate mode, the one real fund
+/// transfers use, so the demo and tests run its every line.
+const SANDBOX_ALIPAY_MODE: SandboxAlipayMode = SandboxAlipayMode::Certificate;
+
+/// The notification paths, below `public_url`.
+pub const WECHAT_NOTIFY_PATH: &str = "/v1/gateways/wechat/notify";
+pub const ALIPAY_NOTIFY_PATH: &str = "/v1/gateways/alipay/notify";
 
 /// Why a callback was refused; nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,65 +98,171 @@ enum Mode {
     /// The sandbox inside this process; the handle keeps it running.
     SandboxInProcess(Box<SandboxHandle>),
     SandboxAt(String),
-    Wechat,
+    Live,
+}
+
+/// One configured rail: a client of one product and the verifier of the
+/// notifications that report on it.
+enum Rail {
+    Wechat(WechatPayClient),
+    Alipay(AlipayClient),
+}
+
+impl Rail {
+    fn dialect(&self) -> Dialect {
+        match self {
+            Rail::Wechat(_) => Dialect::Wechat,
+            Rail::Alipay(_) => Dialect::Alipay,
+        }
+    }
 }
 
 pub struct Gateway {
-    client: WechatPayClient,
-    verifier: CallbackVerifier,
+    wechat: Option<Rail>,
+    alipay: Option<Rail>,
+    bank: Option<Rail>,
+    wechat_verifier: Option<CallbackVerifier>,
+    alipay_verifier: Option<FundOrderNotifyVerifier>,
     mode: Mode,
 }
 
+/// Where a process's gateways call back: `public_url` plus each dialect's path.
+#[derive(Debug, Clone)]
+pub struct NotifyUrls {
+    pub wechat: String,
+    pub alipay: String,
+}
+
+impl NotifyUrls {
+    pub fn below(public_url: &str) -> NotifyUrls {
+        let base = public_url.trim_end_matches('/');
+        NotifyUrls {
+            wechat: format!("{base}{WECHAT_NOTIFY_PATH}"),
+            alipay: format!("{base}{ALIPAY_NOTIFY_PATH}"),
+        }
+    }
+}
+
 impl Gateway {
-    /// Connects the gateway the settings name; `notify_url` is where its
-    /// callbacks must go.
-    pub async fn connect(settings: &Settings, notify_url: String) -> anyhow::Result<Gateway> {
-        let (config, mode) = match settings.gateway {
-            GatewayKind::Sandbox => match &settings.sandbox_url {
-                Some(url) => {
-                    let config = SandboxConfig::default().client_config_for(url, &notify_url)?;
-                    (config, Mode::SandboxAt(url.clone()))
+    /// Connects the rails the settings configure; callbacks must go to `notify`.
+    pub async fn connect(settings: &Settings, notify: &NotifyUrls) -> anyhow::Result<Gateway> {
+        let timeout = std::time::Duration::from_millis(settings.gateway_timeout_ms);
+        let gateway = match settings.gateway {
+            GatewayKind::Sandbox => {
+                // The sandbox serves every channel, each in its own dialect;
+                // Alipay in certificate mode, which fund transfers require.
+                let (wechat_config, account, bank, mode) = match &settings.sandbox_url {
+                    Some(url) => {
+                        let sandbox = SandboxConfig::default();
+                        (
+                            sandbox.client_config_for(url, &notify.wechat)?,
+                            sandbox.alipay_client_config_for(
+                                url,
+                                AlipayProduct::AlipayAccount,
+                                SANDBOX_ALIPAY_MODE,
+                                &notify.alipay,
+                            )?,
+                            sandbox.alipay_client_config_for(
+                                url,
+                                AlipayProduct::BankCard,
+                                SANDBOX_ALIPAY_MODE,
+                                &notify.alipay,
+                            )?,
+                            Mode::SandboxAt(url.clone()),
+                        )
+                    }
+                    None => {
+                        let handle = SandboxGateway::start(SandboxConfig::default()).await?;
+                        (
+                            handle.client_config(&notify.wechat)?,
+                            handle.alipay_client_config(
+                                AlipayProduct::AlipayAccount,
+                                SANDBOX_ALIPAY_MODE,
+                                &notify.alipay,
+                            )?,
+                            handle.alipay_client_config(
+                                AlipayProduct::BankCard,
+                                SANDBOX_ALIPAY_MODE,
+                                &notify.alipay,
+                            )?,
+                            Mode::SandboxInProcess(Box::new(handle)),
+                        )
+                    }
+                };
+                let (wechat, wechat_verifier) = wechat_rail(wechat_config, timeout)?;
+                let alipay_verifier = FundOrderNotifyVerifier::new(&account)?;
+                Gateway {
+                    wechat: Some(wechat),
+                    alipay: Some(alipay_rail(account, timeout)?),
+                    bank: Some(alipay_rail(bank, timeout)?),
+                    wechat_verifier: Some(wechat_verifier),
+                    alipay_verifier: Some(alipay_verifier),
+                    mode,
                 }
-                None => {
-                    let handle = SandboxGateway::start(SandboxConfig::default()).await?;
-                    let config = handle.client_config(&notify_url)?;
-                    (config, Mode::SandboxInProcess(Box::new(handle)))
+            }
+            GatewayKind::Live => {
+                let channels = settings.live_channels()?;
+                let (wechat, wechat_verifier) = if channels.contains(&PayoutChannel::Wechat) {
+                    let config = wechat_config(settings, &notify.wechat)?;
+                    let (rail, verifier) = wechat_rail(config, timeout)?;
+                    (Some(rail), Some(verifier))
+                } else {
+                    (None, None)
+                };
+                let (alipay, bank, alipay_verifier) = match settings.alipay_key_mode()? {
+                    Some(mode) => {
+                        let account = alipay_config(settings, mode, AlipayProduct::AlipayAccount)?;
+                        let verifier = FundOrderNotifyVerifier::new(&account)?;
+                        let bank = if channels.contains(&PayoutChannel::Bank) {
+                            let config = alipay_config(settings, mode, AlipayProduct::BankCard)?;
+                            Some(alipay_rail(config, timeout)?)
+                        } else {
+                            None
+                        };
+                        (Some(alipay_rail(account, timeout)?), bank, Some(verifier))
+                    }
+                    None => (None, None, None),
+                };
+                Gateway {
+                    wechat,
+                    alipay,
+                    bank,
+                    wechat_verifier,
+                    alipay_verifier,
+                    mode: Mode::Live,
                 }
-            },
-            GatewayKind::Wechat => {
-                let config = wechat_config(settings, &notify_url)?;
-                if config.base_url.starts_with("https://") && !cfg!(feature = "tls") {
-                    anyhow::bail!(
-                        "setting `wechat_base_url` is HTTPS but this build has no TLS: build with `--features tls`"
-                    );
-                }
-                (config, Mode::Wechat)
             }
         };
-        let mut config = config;
-        config.request_timeout = std::time::Duration::from_millis(settings.gateway_timeout_ms);
-        let verifier = CallbackVerifier::new(&config)?;
-        let client = WechatPayClient::new(config)?;
-        match &mode {
+        match &gateway.mode {
             Mode::SandboxInProcess(handle) => tracing::warn!(
                 sandbox = %handle.base_url(),
-                "payouts go to the in-process SANDBOX gateway: no real money moves"
+                "payouts on every channel go to the in-process SANDBOX gateway: no real money moves"
             ),
             Mode::SandboxAt(url) => tracing::warn!(
                 sandbox = %url,
-                "payouts go to a SANDBOX gateway: no real money moves"
+                "payouts on every channel go to a SANDBOX gateway: no real money moves"
             ),
-            Mode::Wechat => tracing::info!(notify_url = %notify_url, "payouts go to WeChat Pay"),
+            Mode::Live => {
+                for channel in PayoutChannel::ALL {
+                    match gateway.rail(channel) {
+                        Some(rail) => tracing::info!(
+                            channel = channel.as_str(),
+                            rail = rail.dialect().as_str(),
+                            "payouts on this channel go to the live gateway"
+                        ),
+                        None => tracing::warn!(
+                            channel = channel.as_str(),
+                            "no merchant is configured for this channel: its withdrawals are refused (channel_not_configured)"
+                        ),
+                    }
+                }
+            }
         }
-        Ok(Gateway {
-            client,
-            verifier,
-            mode,
-        })
+        Ok(gateway)
     }
 
     pub fn is_sandbox(&self) -> bool {
-        !matches!(self.mode, Mode::Wechat)
+        !matches!(self.mode, Mode::Live)
     }
 
     /// The in-process sandbox, for the demo's and tests' comparisons.
@@ -138,45 +273,96 @@ impl Gateway {
         }
     }
 
-    /// Whether payouts to accounts of this channel can be sent. The sandbox
-    /// takes every channel; with real credentials only WeChat is wired.
-    pub fn pays(&self, channel: PayoutChannel) -> bool {
-        self.is_sandbox() || channel == PayoutChannel::Wechat
+    fn rail(&self, channel: PayoutChannel) -> Option<&Rail> {
+        match channel {
+            PayoutChannel::Wechat => self.wechat.as_ref(),
+            PayoutChannel::Alipay => self.alipay.as_ref(),
+            PayoutChannel::Bank => self.bank.as_ref(),
+        }
     }
 
-    pub async fn transfer(&self, request: &PayoutRequest) -> Result<GatewayNews, GatewayError> {
+    fn rail_or_refuse(&self, channel: PayoutChannel) -> Result<&Rail, GatewayError> {
+        self.rail(channel).ok_or_else(|| GatewayError::Rejected {
+            code: "CHANNEL_NOT_CONFIGURED".to_owned(),
+            reason: format!(
+                "no merchant is configured for the {} channel",
+                channel.as_str()
+            ),
+        })
+    }
+
+    /// Whether payouts to accounts of this channel can be sent.
+    pub fn pays(&self, channel: PayoutChannel) -> bool {
+        self.rail(channel).is_some()
+    }
+
+    /// The dialect the callbacks about a channel's payouts come in.
+    pub fn dialect_of(&self, channel: PayoutChannel) -> Option<Dialect> {
+        self.rail(channel).map(Rail::dialect)
+    }
+
+    pub async fn transfer(
+        &self,
+        channel: PayoutChannel,
+        request: &PayoutRequest,
+    ) -> Result<GatewayNews, GatewayError> {
+        let rail = self.rail_or_refuse(channel)?;
         let started = std::time::Instant::now();
-        let result = self.client.transfer(request).await;
+        let result = match rail {
+            Rail::Wechat(client) => client.transfer(request).await,
+            Rail::Alipay(client) => client.transfer(request).await,
+        };
         crate::telemetry::metrics::gateway_call("transfer", outcome_of(&result), started);
         result.map(GatewayNews::of)
     }
 
-    pub async fn query(&self, out_bill_no: &str) -> Result<Option<GatewayNews>, GatewayError> {
+    pub async fn query(
+        &self,
+        channel: PayoutChannel,
+        out_bill_no: &str,
+    ) -> Result<Option<GatewayNews>, GatewayError> {
+        let rail = self.rail_or_refuse(channel)?;
         let number = OutBillNo::for_withdrawal(out_bill_no)?;
         let started = std::time::Instant::now();
-        let result = self.client.query(&number).await;
+        let result = match rail {
+            Rail::Wechat(client) => client.query(&number).await,
+            Rail::Alipay(client) => client.query(&number).await,
+        };
         crate::telemetry::metrics::gateway_call("query", outcome_of(&result), started);
         Ok(result?.map(GatewayNews::of))
     }
 
-    pub async fn cancel(&self, out_bill_no: &str) -> Result<GatewayNews, GatewayError> {
+    pub async fn cancel(
+        &self,
+        channel: PayoutChannel,
+        out_bill_no: &str,
+    ) -> Result<GatewayNews, GatewayError> {
+        let rail = self.rail_or_refuse(channel)?;
         let number = OutBillNo::for_withdrawal(out_bill_no)?;
         let started = std::time::Instant::now();
-        let result = self.client.cancel(&number).await;
+        let result = match rail {
+            Rail::Wechat(client) => client.cancel(&number).await,
+            Rail::Alipay(client) => client.cancel(&number).await,
+        };
         crate::telemetry::metrics::gateway_call("cancel", outcome_of(&result), started);
         result.map(GatewayNews::of)
     }
 
-    /// Verifies a callback's signature and time window and decrypts it.
-    /// The window is checked against the wall clock, as the gateway signs it.
+    /// Verifies a WeChat Pay callback's signature and time window and
+    /// decrypts it. The window is checked against the wall clock, as the
+    /// gateway signs it.
     pub fn verify_callback(
         &self,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<CallbackNews, CallbackRefusal> {
+        let verifier = self.wechat_verifier.as_ref().ok_or(CallbackRefusal {
+            code: "channel_not_configured",
+            message: "no WeChat Pay merchant is configured: this callback cannot be ours"
+                .to_owned(),
+        })?;
         let now = chrono::Utc::now().timestamp();
-        let notification = self
-            .verifier
+        let notification = verifier
             .verify_and_decrypt(headers, body, now)
             .map_err(|error| CallbackRefusal {
                 code: match &error {
@@ -189,6 +375,7 @@ impl Gateway {
                 message: error.to_string(),
             })?;
         Ok(CallbackNews {
+            dialect: Dialect::Wechat,
             out_bill_no: notification.out_bill_no,
             amount_fen: notification.amount.0,
             news: GatewayNews::Status {
@@ -197,6 +384,49 @@ impl Gateway {
             },
         })
     }
+
+    /// Verifies an Alipay `alipay.fund.trans.order.changed` notification
+    /// from its raw form body.
+    pub fn verify_alipay_notification(&self, body: &[u8]) -> Result<CallbackNews, CallbackRefusal> {
+        let verifier = self.alipay_verifier.as_ref().ok_or(CallbackRefusal {
+            code: "channel_not_configured",
+            message: "no Alipay app is configured: this notification cannot be ours".to_owned(),
+        })?;
+        let notification = verifier
+            .verify_form(body)
+            .map_err(|error| CallbackRefusal {
+                code: match &error {
+                    NotifyError::BadSignature => "bad_signature",
+                    NotifyError::WrongApp => "unknown_app",
+                    NotifyError::MissingField(_) => "missing_signature_field",
+                    NotifyError::WrongMethod | NotifyError::Malformed(_) => "malformed_callback",
+                },
+                message: error.to_string(),
+            })?;
+        Ok(CallbackNews {
+            dialect: Dialect::Alipay,
+            out_bill_no: notification.out_bill_no.as_str().to_owned(),
+            amount_fen: notification.amount.0,
+            news: GatewayNews::Status {
+                status: notification.status,
+                bill_no: (!notification.order_id.is_empty()).then_some(notification.order_id),
+            },
+        })
+    }
+}
+
+fn wechat_rail(
+    mut config: WechatPayConfig,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(Rail, CallbackVerifier)> {
+    config.request_timeout = timeout;
+    let verifier = CallbackVerifier::new(&config)?;
+    Ok((Rail::Wechat(WechatPayClient::new(config)?), verifier))
+}
+
+fn alipay_rail(mut config: AlipayConfig, timeout: std::time::Duration) -> anyhow::Result<Rail> {
+    config.request_timeout = timeout;
+    Ok(Rail::Alipay(AlipayClient::new(config)?))
 }
 
 fn read_secret(path: &Path, key: &str) -> anyhow::Result<SecretString> {
@@ -205,9 +435,55 @@ fn read_secret(path: &Path, key: &str) -> anyhow::Result<SecretString> {
         .map_err(|error| anyhow::anyhow!("setting `{key}`: reading {}: {error}", path.display()))
 }
 
+fn read_text(path: &Path, key: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|error| anyhow::anyhow!("setting `{key}`: reading {}: {error}", path.display()))
+}
+
+fn alipay_config(
+    settings: &Settings,
+    mode: AlipayKeyMode,
+    product: AlipayProduct,
+) -> anyhow::Result<AlipayConfig> {
+    let missing = |key: &str| anyhow::anyhow!("setting `{key}` is required for Alipay payouts");
+    let file = |value: &Option<std::path::PathBuf>, key: &str| -> anyhow::Result<String> {
+        read_text(value.as_ref().ok_or_else(|| missing(key))?, key)
+    };
+    let app_private_key = read_secret(
+        settings
+            .alipay_app_private_key_file
+            .as_ref()
+            .ok_or_else(|| missing("alipay_app_private_key_file"))?,
+        "alipay_app_private_key_file",
+    )?;
+    let keys = match mode {
+        AlipayKeyMode::PublicKey => AlipayKeys::PublicKey {
+            alipay_public_key: file(&settings.alipay_public_key_file, "alipay_public_key_file")?,
+        },
+        AlipayKeyMode::Certificate => AlipayKeys::Certificate {
+            app_cert: file(&settings.alipay_app_cert_file, "alipay_app_cert_file")?,
+            alipay_certs: file(&settings.alipay_cert_file, "alipay_cert_file")?,
+            alipay_root_cert: file(&settings.alipay_root_cert_file, "alipay_root_cert_file")?,
+        },
+    };
+    let config = AlipayConfig::new(
+        settings
+            .alipay_base_url
+            .clone()
+            .ok_or_else(|| missing("alipay_base_url"))?,
+        settings
+            .alipay_app_id
+            .clone()
+            .ok_or_else(|| missing("alipay_app_id"))?,
+        product,
+        app_private_key,
+        keys,
+    )?;
+    Ok(config)
+}
+
 fn wechat_config(settings: &Settings, notify_url: &str) -> anyhow::Result<WechatPayConfig> {
-    let missing =
-        |key: &str| anyhow::anyhow!("setting `{key}` is required when gateway = \"wechat\"");
+    let missing = |key: &str| anyhow::anyhow!("setting `{key}` is required for WeChat Pay payouts");
     let path =
         |value: &Option<std::path::PathBuf>, key: &str| value.clone().ok_or_else(|| missing(key));
     let text = |value: &Option<String>, key: &str| value.clone().ok_or_else(|| missing(key));

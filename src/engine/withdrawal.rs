@@ -341,7 +341,7 @@ impl WithdrawalEngine {
         if let Some(gateway) = self.gateway.get()
             && !gateway.pays(account.channel)
         {
-            return Err(Refusal::ChannelUnavailable {
+            return Err(Refusal::ChannelNotConfigured {
                 channel: account.channel.as_str().to_owned(),
             }
             .into());
@@ -483,7 +483,7 @@ impl WithdrawalEngine {
         };
         if current.state == WithdrawalState::AwaitingPayeeConfirmation {
             let gateway = self.gateway.get().ok_or(WithdrawalError::GatewayNotReady)?;
-            match gateway.cancel(&current.out_bill_no).await {
+            match gateway.cancel(current.channel, &current.out_bill_no).await {
                 Ok(news) => {
                     self.apply(&current, news, "cancel requested by the distributor", 1)
                         .await?;
@@ -494,7 +494,9 @@ impl WithdrawalEngine {
                     // reached us. Learn where it stands and record that, then
                     // tell the distributor the cancel came too late.
                     tracing::info!(withdrawal_id = %id, code = %code, "the gateway refused to cancel the bill; asking where it stands");
-                    if let Ok(Some(news)) = gateway.query(&current.out_bill_no).await {
+                    if let Ok(Some(news)) =
+                        gateway.query(current.channel, &current.out_bill_no).await
+                    {
                         self.apply(&current, news, "query after a refused cancel", 1)
                             .await?;
                     }
@@ -585,7 +587,7 @@ impl WithdrawalEngine {
             WithdrawalState::Approved => self.send(gateway, &before, attempt).await,
             WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation => {
                 // The outcome of an earlier attempt is unknown: ask before sending again.
-                match gateway.query(&before.out_bill_no).await {
+                match gateway.query(before.channel, &before.out_bill_no).await {
                     Ok(Some(news)) => {
                         self.apply(&before, news, "query", attempt).await?;
                         Ok(())
@@ -608,7 +610,7 @@ impl WithdrawalEngine {
         attempt: i64,
     ) -> Result<(), StepError> {
         let request = self.payout_request(withdrawal).await?;
-        match gateway.transfer(&request).await {
+        match gateway.transfer(withdrawal.channel, &request).await {
             Ok(news) => {
                 self.apply(withdrawal, news, "transfer answer", attempt)
                     .await?;
@@ -681,14 +683,29 @@ impl WithdrawalEngine {
             .await?
         else {
             let GatewayNews::Status { status, .. } = &news.news;
+            let dialect = news.dialect.as_str();
             if matches!(status, TransferStatus::Succeeded) {
-                tracing::error!(out_bill_no = %news.out_bill_no, channel = CALLBACK_CHANNEL, "the gateway says a bill was paid that fenrun never sent: nothing applied; reconcile by hand");
-                crate::telemetry::metrics::gateway_unexpected_success(CALLBACK_CHANNEL);
+                tracing::error!(out_bill_no = %news.out_bill_no, dialect, "the gateway says a bill was paid that fenrun never sent: nothing applied; reconcile by hand");
+                crate::telemetry::metrics::gateway_unexpected_success(dialect);
             } else {
-                tracing::warn!(out_bill_no = %news.out_bill_no, "callback for a bill fenrun never sent: ignored");
+                tracing::warn!(out_bill_no = %news.out_bill_no, dialect, "callback for a bill fenrun never sent: ignored");
             }
             return Ok(None);
         };
+        let routed = self
+            .gateway
+            .get()
+            .and_then(|gateway| gateway.dialect_of(withdrawal.channel));
+        if routed != Some(news.dialect) {
+            // A genuine notification of one rail about a payout sent on
+            // another: the bill numbers of two merchants collided, or the
+            // routing changed under a payout in flight. Either way it is not
+            // this withdrawal's news.
+            tracing::error!(withdrawal_id = %withdrawal.id, channel = withdrawal.channel.as_str(), dialect = news.dialect.as_str(), "a notification arrived on a rail this withdrawal was not sent on: not applied; reconcile by hand");
+            return Err(WithdrawalError::CallbackMismatch {
+                out_bill_no: news.out_bill_no,
+            });
+        }
         if news.amount_fen != withdrawal.net.fen() {
             tracing::error!(withdrawal_id = %withdrawal.id, callback_fen = news.amount_fen, net_fen = withdrawal.net.fen(), "callback amount differs from the withdrawal's net: not applied");
             return Err(WithdrawalError::CallbackMismatch {
@@ -723,7 +740,10 @@ impl WithdrawalEngine {
             )
             .await?;
         for withdrawal in &open {
-            let news = match gateway.query(&withdrawal.out_bill_no).await {
+            let news = match gateway
+                .query(withdrawal.channel, &withdrawal.out_bill_no)
+                .await
+            {
                 Ok(Some(news)) => news,
                 Ok(None) => {
                     // Never reached the gateway (the job ran out of attempts
@@ -747,7 +767,10 @@ impl WithdrawalEngine {
                 && now - withdrawal.updated_at > self.settings.payee_confirmation_timeout
             {
                 tracing::info!(withdrawal_id = %withdrawal.id, "payee did not confirm in time: cancelling the bill");
-                if let Ok(news) = gateway.cancel(&withdrawal.out_bill_no).await {
+                if let Ok(news) = gateway
+                    .cancel(withdrawal.channel, &withdrawal.out_bill_no)
+                    .await
+                {
                     self.apply(withdrawal, news, "payee confirmation expired", 1)
                         .await?;
                 }
@@ -774,14 +797,11 @@ impl WithdrawalEngine {
     }
 }
 
-/// The channel of the callbacks [`WithdrawalEngine::on_callback`] hears: the
-/// WeChat Pay v3 dialect's (`/v1/gateways/wechat/notify`), which the
-/// sandbox speaks too.
-const CALLBACK_CHANNEL: &str = "wechat";
-
 /// A verified, decrypted callback's content.
 #[derive(Debug, Clone)]
 pub struct CallbackNews {
+    /// The rail whose notification route it came in on.
+    pub dialect: crate::engine::gateway::Dialect,
     pub out_bill_no: String,
     pub amount_fen: i64,
     pub news: GatewayNews,

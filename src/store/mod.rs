@@ -31,8 +31,8 @@ pub use records::{
     LifecycleChange, LineRecord, LineUpdate, MonthCloseRecord, Movements, NewCalendarYear,
     NewCertificate, NewDistributor, NewPlan, NewTeamBonus, OrderEvent, OrderRecord, OrderSnapshot,
     PreparedDeclaration, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest,
-    Reinstatement, ReplanCounts, ReviewChange, ReviewedPage, Revocation, RunningTotals,
-    SealedIdentity, SealedPayoutAccount, SessionRecord, StatementRecord, StoredPlan,
+    Reinstatement, ReplanCounts, ReturnedPayout, ReviewChange, ReviewedPage, Revocation,
+    RunningTotals, SealedIdentity, SealedPayoutAccount, SessionRecord, StatementRecord, StoredPlan,
     TeamBonusRecord, TokenListing, TokenRecord, TotalsDelta, TotalsKeys, TransferOutcome,
     VoidOutcome, VoidedOrder, WithdrawalDecision, WithdrawalDraft, WithdrawalEvent,
     WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals, YearApplication,
@@ -836,6 +836,13 @@ impl Store {
         xlsx: &[u8],
     ) -> Result<(), StoreError> {
         dispatch!(self, repo => repo.save_prepared_declaration(prepared, csv, xlsx).await)
+    }
+
+    pub async fn returned_after_declaration(
+        &self,
+        tax_month: &str,
+    ) -> Result<Vec<ReturnedPayout>, StoreError> {
+        dispatch!(self, repo => repo.returned_after_declaration(tax_month).await)
     }
 
     pub async fn prepared_declarations(

@@ -667,6 +667,18 @@ pub struct NewCertificate {
     pub issued_at: DateTime<Utc>,
 }
 
+/// A payout returned (退票) after its month's declaration was prepared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnedPayout {
+    pub withdrawal_id: WithdrawalId,
+    pub distributor_id: String,
+    pub gross: Money,
+    pub tax: Money,
+    pub returned_at: DateTime<Utc>,
+    pub reason: Option<String>,
+    pub declaration_prepared_at: DateTime<Utc>,
+}
+
 /// A monthly declaration as the schedule prepared it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedDeclaration {

@@ -23,7 +23,7 @@ use crate::domain::tax::Month;
 use crate::engine::declaration::PREPARED_MONTHS;
 use crate::service::certificates::{VerifyView, verify_pair};
 use crate::state::AppState;
-use crate::store::{CertificateRecord, PreparedDeclaration};
+use crate::store::{CertificateRecord, PreparedDeclaration, ReturnedPayout};
 use crate::web::session::PageCaller;
 use crate::web::{PageError, accountant, html_response, layout, query_escape};
 
@@ -44,6 +44,8 @@ struct MonthView {
     certificates: CertificateTotals,
     declared: crate::engine::declaration::Totals,
     prepared: Option<PreparedDeclaration>,
+    /// Payouts returned after `prepared` was made: its figures include them.
+    returned: Vec<ReturnedPayout>,
     rows: Vec<CertificateRecord>,
     after: Option<String>,
     next_after: Option<String>,
@@ -94,6 +96,7 @@ pub(crate) async fn page(
         .await?
         .into_iter()
         .find(|prepared| prepared.tax_month == month_text);
+    let returned = state.store.returned_after_declaration(&month_text).await?;
     let rows = state
         .store
         .certificates(month, None, after.as_deref(), PAGE_SIZE)
@@ -111,6 +114,7 @@ pub(crate) async fn page(
         },
         declared,
         prepared,
+        returned,
         rows,
         after,
         next_after,
@@ -257,6 +261,28 @@ fn files(view: &MonthView) -> Markup {
                 }
                 None => {
                     p.muted { "本月尚未生成 Not prepared by the schedule yet." }
+                }
+            }
+            @if !view.returned.is_empty() {
+                h3 { "退票 Returned after the declaration was prepared" }
+                p {
+                    "The prepared declaration counts these payouts, but the bank sent them back: "
+                    "file a correction (更正申报) for the month without them. Their certificates are voided."
+                }
+                table {
+                    thead { tr { th { "提现 Withdrawal" } th { "分销商 Distributor" } th { "收入 Gross" } th { "税额 Tax" } th { "退回 Returned (北京时间)" } th { "原因 Reason" } } }
+                    tbody {
+                        @for payout in &view.returned {
+                            tr {
+                                td { code { (payout.withdrawal_id.as_str()) } }
+                                td { (payout.distributor_id) }
+                                td.num { (payout.gross.to_string()) }
+                                td.num { (payout.tax.to_string()) }
+                                td { (beijing_time(payout.returned_at)) }
+                                td { (payout.reason.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
                 }
             }
             p {

@@ -11,6 +11,7 @@ mod calendar;
 mod calendar_crash;
 mod calendar_years;
 mod certificates;
+mod channels;
 
 mod cli;
 mod commission_rules;

@@ -20,7 +20,7 @@ pub async fn run(port: u16, host: String, faults: Option<String>) -> anyhow::Res
         },
     )
     .await?;
-    tracing::warn!(address = %sandbox.base_url(), "SANDBOX payment gateway (WeChat Pay v3 dialect, test keys): no real money moves");
+    tracing::warn!(address = %sandbox.base_url(), "SANDBOX payment gateway (WeChat Pay v3 and Alipay gateway.do dialects, test keys): no real money moves");
     println!("sandbox gateway listening on {}", sandbox.base_url());
     crate::app::shutdown_signal().await;
     sandbox.shutdown().await;

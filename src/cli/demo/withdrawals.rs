@@ -149,7 +149,7 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
         .sandbox()
         .ok_or_else(|| anyhow::anyhow!("the demo pays through the in-process sandbox"))?;
     println!(
-        "\nwithdrawals — through the in-process SANDBOX gateway (WeChat Pay v3 dialect; no real money moves)"
+        "\nwithdrawals — through the in-process SANDBOX gateway (WeChat Pay v3 and Alipay dialects; no real money moves)"
     );
 
     let mut accounts = Vec::new();

@@ -16,6 +16,7 @@ use crate::domain::tax::Month;
 use crate::store::error::StoreError;
 use crate::store::records::{
     Actor, CertificateRecord, CorrectionOutcome, NewCertificate, PreparedDeclaration,
+    ReturnedPayout,
 };
 use crate::store::time::DbTime;
 use crate::store::{JobSpec, MAX_PAGE, withdrawal_step_task};
@@ -262,6 +263,37 @@ impl Repo {
                     tax: Money::from_fen(row.try_get("tax_fen")?),
                     net: Money::from_fen(row.try_get("net_fen")?),
                     ledger_tax: Money::from_fen(row.try_get("ledger_tax_fen")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Payouts of `tax_month` the bank returned after the month's
+    /// declaration was prepared: that declaration counted income that was
+    /// never paid, so the accountant files a correction (更正申报).
+    pub async fn returned_after_declaration(
+        &self,
+        tax_month: &str,
+    ) -> Result<Vec<ReturnedPayout>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select w.id, w.distributor_id, w.gross_fen, w.tax_fen, w.returned_at, w.failure_reason, ",
+            "d.prepared_at from withdrawals w join prepared_declarations d on d.tax_month = w.tax_month ",
+            "where w.tax_month = $1 and w.state = 'returned' and w.returned_at > d.prepared_at ",
+            "order by w.returned_at, w.id"
+        ))
+        .bind(tax_month)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ReturnedPayout {
+                    withdrawal_id: WithdrawalId::parse(row.try_get::<String, _>("id")?)?,
+                    distributor_id: row.try_get("distributor_id")?,
+                    gross: Money::from_fen(row.try_get("gross_fen")?),
+                    tax: Money::from_fen(row.try_get("tax_fen")?),
+                    returned_at: row.try_get::<DbTime, _>("returned_at")?.0,
+                    reason: row.try_get("failure_reason")?,
+                    declaration_prepared_at: row.try_get::<DbTime, _>("prepared_at")?.0,
                 })
             })
             .collect()

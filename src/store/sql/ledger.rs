@@ -429,7 +429,7 @@ impl Repo {
         let withdrawn: i64 = sqlx::query_scalar(concat!(
             "select cast(coalesce(-sum(p.amount_fen), 0) as bigint) from ledger_postings p ",
             "join ledger_transfers t on t.id = p.transfer_id ",
-            "where p.account_id = $1 and t.kind = 'withdrawal_paid'"
+            "where p.account_id = $1 and t.kind in ('withdrawal_paid', 'withdrawal_bounced')"
         ))
         .bind(AccountId::Distributor(id.clone(), Bucket::Withdrawing).to_string())
         .fetch_one(&self.pool)

@@ -65,14 +65,14 @@ macro_rules! movements_sql {
         concat!(
             "select a.owner_distributor_id as distributor_id, t.kind",
             $select,
-            ", cast(sum(case when t.kind in ('commission_clawed_back', 'withdrawal_paid') ",
+            ", cast(sum(case when t.kind in ('commission_clawed_back', 'withdrawal_paid', 'withdrawal_bounced') ",
             "then -p.amount_fen else p.amount_fen end) as bigint) as amount_fen ",
             "from ledger_transfers t join ledger_postings p on p.transfer_id = t.id ",
             "join ledger_accounts a on a.id = p.account_id ",
             "where t.created_at >= $1 and t.created_at < $2 and a.owner_distributor_id is not null",
             $filter,
             " and ((a.kind = 'available' and t.kind in ('commission_clawed_back', 'team_bonus')) ",
-            "or (a.kind = 'withdrawing' and t.kind = 'withdrawal_paid')) ",
+            "or (a.kind = 'withdrawing' and t.kind in ('withdrawal_paid', 'withdrawal_bounced'))) ",
             "group by a.owner_distributor_id, t.kind",
             $by
         )
@@ -209,7 +209,8 @@ fn add_movement(activity: &mut Activity, kind: &str, amount: Money) -> Result<()
         "commission_released" => &mut activity.released,
         "commission_clawed_back" => &mut activity.clawed_back,
         "team_bonus" => &mut activity.team_bonus,
-        "withdrawal_paid" => &mut activity.withdrawn,
+        // A bounce comes back as a negative amount withdrawn.
+        "withdrawal_paid" | "withdrawal_bounced" => &mut activity.withdrawn,
         other => return Err(StoreError::Corrupt(format!("movement kind {other:?}"))),
     };
     *figure = figure

@@ -163,7 +163,7 @@ async fn move_withdrawal(
 ) -> Result<bool, StoreError> {
     let finished = to.is_final().then_some(now);
     let moved = sqlx::query(
-        "update withdrawals set state = $1, updated_at = $2, finished_at = coalesce($3, finished_at) where id = $4 and state = $5",
+        "update withdrawals set state = $1, updated_at = $2, finished_at = coalesce(finished_at, $3) where id = $4 and state = $5",
     )
     .bind(to.as_str())
     .bind(DbTime(now))
@@ -261,7 +261,7 @@ async fn load_facts(
     .map(Into::into);
     let gross_today: i64 = sqlx::query_scalar(concat!(
         "select cast(coalesce(sum(gross_fen), 0) as bigint) from withdrawals ",
-        "where distributor_id = $1 and local_day = $2 and state not in ('rejected', 'cancelled', 'failed')"
+        "where distributor_id = $1 and local_day = $2 and state not in ('rejected', 'cancelled', 'failed', 'returned')"
     ))
     .bind(distributor.as_str())
     .bind(&draft.local_day)
@@ -286,7 +286,7 @@ async fn load_facts(
     let year = &draft.tax_month[..4];
     let year_payouts = sqlx::query_as::<_, (String, i64, i64)>(concat!(
         "select tax_month, gross_fen, tax_fen from withdrawals where distributor_id = $1 ",
-        "and tax_month >= $2 and tax_month <= $3 and state not in ('rejected', 'cancelled', 'failed') order by requested_at"
+        "and tax_month >= $2 and tax_month <= $3 and state not in ('rejected', 'cancelled', 'failed', 'returned') order by requested_at"
     ))
     .bind(distributor.as_str())
     .bind(format!("{year}-01"))
@@ -692,7 +692,7 @@ impl Repo {
             GatewayOutcome::Processing { bill_no }
             | GatewayOutcome::AwaitingPayee { bill_no, .. }
             | GatewayOutcome::Paid { bill_no } => bill_no.as_deref(),
-            GatewayOutcome::Failed { .. } => None,
+            GatewayOutcome::Failed { .. } | GatewayOutcome::Returned { .. } => None,
         };
         if let Some(bill_no) = bill_no.filter(|_| state.at_gateway()) {
             sqlx::query("update withdrawals set gateway_bill_no = $1 where id = $2 and gateway_bill_no is null")
@@ -792,6 +792,85 @@ impl Repo {
                 .await?;
                 ApplyOutcome::Moved(WithdrawalState::AwaitingPayeeConfirmation)
             }
+            (WithdrawalState::Paid, GatewayOutcome::Returned { reason }) => {
+                // The bank sent a paid payout back (退票): the paid legs are
+                // reversed and the gross is the distributor's again; the
+                // withdrawal no longer counts for the month's tax, so the
+                // next payout withholds as if it never happened; the
+                // certificate step voids the certificate.
+                move_withdrawal(&mut tx, id, state, WithdrawalState::Returned, now).await?;
+                sqlx::query(
+                    "update withdrawals set failure_reason = $1, returned_at = $2 where id = $3",
+                )
+                .bind(reason)
+                .bind(DbTime(now))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                let bounced = ledger_rules::withdrawal_bounced(
+                    id.as_str(),
+                    &withdrawal.distributor_id,
+                    clearing_account(withdrawal.channel),
+                    withdrawal.net,
+                    withdrawal.tax,
+                    withdrawal.fee,
+                )
+                .map_err(ledger_error)?;
+                apply_transfer(&mut tx, &bounced, now).await?;
+                return_funds(&mut tx, &withdrawal, now).await?;
+                let detail = format!(
+                    "{reason} ({source}); gross {} back to available: net {} from clearing, tax {} no longer payable, fee {} refunded",
+                    withdrawal.gross, withdrawal.net, withdrawal.tax, withdrawal.fee
+                );
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "confirm",
+                    "returned",
+                    attempt,
+                    Some(&detail),
+                    now,
+                )
+                .await?;
+                let task = withdrawal_step_task(
+                    certificate_job,
+                    id,
+                    format!("certificate:{id}:returned"),
+                )?;
+                push_job(&mut tx, &certificate_job.queue, task).await?;
+                ApplyOutcome::Moved(WithdrawalState::Returned)
+            }
+            (
+                WithdrawalState::Transferring | WithdrawalState::AwaitingPayeeConfirmation,
+                GatewayOutcome::Returned { reason },
+            ) => {
+                // Paid and bounced before we heard of the payment: nothing
+                // was posted as paid, so this is a failure whose funds come back.
+                let reason = format!("RETURNED: {reason}");
+                move_withdrawal(&mut tx, id, state, WithdrawalState::Failed, now).await?;
+                sqlx::query("update withdrawals set failure_reason = $1 where id = $2")
+                    .bind(&reason)
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                return_funds(&mut tx, &withdrawal, now).await?;
+                insert_withdrawal_event(
+                    &mut tx,
+                    id,
+                    "confirm",
+                    "failed",
+                    attempt,
+                    Some(&format!("{reason} ({source}); funds returned")),
+                    now,
+                )
+                .await?;
+                ApplyOutcome::Moved(WithdrawalState::Failed)
+            }
+            // The bank rail's success precedes its bounce; heard late, it is old news.
+            (
+                WithdrawalState::Returned,
+                GatewayOutcome::Paid { .. } | GatewayOutcome::Returned { .. },
+            ) => ApplyOutcome::Unchanged(state),
             (WithdrawalState::Paid, GatewayOutcome::Failed { reason }) => {
                 insert_withdrawal_event(
                     &mut tx,

@@ -226,7 +226,8 @@ impl Runtime {
             WithdrawalSettings::from_definition(
                 &workflows.withdrawal,
                 settings.withholding_method,
-            )?,
+            )?
+            .sending_standard_at_once(settings.standard_withdrawals_at_once),
         ));
         let certificates = Arc::new(
             CertificateIssuer::start(

@@ -88,6 +88,12 @@ pub struct Settings {
     /// Start with a clock that only moves on `POST /v1/admin/clock/advance`.
     /// Never in production.
     pub simulated_clock: bool,
+    /// Send standard withdrawals as soon as they are approved, ignoring the
+    /// transfer step's settlement cycle in `workflows/withdrawal.toml` (as
+    /// `cycle = "immediate"` there would). For tests and benchmarks that
+    /// need payouts at once; in production the cycle is what distributors
+    /// were told, so leave it off and change the workflow file instead.
+    pub standard_withdrawals_at_once: bool,
     /// Run the step workers and the scheduler in this process (`serve
     /// --no-workers` turns them off for API-only nodes).
     pub run_workers: bool,
@@ -311,6 +317,7 @@ impl Default for Settings {
             sqlite_busy_timeout_ms: crate::store::DEFAULT_SQLITE_BUSY_TIMEOUT_MS,
             workflows_dir: PathBuf::from("workflows"),
             simulated_clock: false,
+            standard_withdrawals_at_once: false,
             run_workers: true,
             withholding_method: WithholdingMethod::PerPayment,
             gateway: GatewayKind::Sandbox,
@@ -433,7 +440,7 @@ impl Settings {
     }
 
     /// Every key a file or `FENRUN_*` variable may set.
-    pub const KEYS: [&'static str; 37] = [
+    pub const KEYS: [&'static str; 38] = [
         "database_url",
         "listen",
         "log_format",
@@ -443,6 +450,7 @@ impl Settings {
         "sqlite_busy_timeout_ms",
         "workflows_dir",
         "simulated_clock",
+        "standard_withdrawals_at_once",
         "run_workers",
         "withholding_method",
         "gateway",

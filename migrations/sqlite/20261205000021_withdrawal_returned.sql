@@ -39,6 +39,8 @@ create table withdrawals_rebuilt (
     updated_at integer not null default 0,
     finished_at integer,                       -- when it first became final (a bounce keeps the payment's)
     polled_at integer,
+    send_after integer,                        -- see 20261205000020
+    payout_cycle text,
     constraint withdrawals_out_bill_no unique (out_bill_no),
     constraint withdrawals_idempotency unique (distributor_id, idempotency_key),
     constraint withdrawals_amounts check (gross_fen = tax_fen + fee_fen + net_fen),
@@ -51,12 +53,12 @@ insert into withdrawals_rebuilt (id, distributor_id, payout_account_id, channel,
         gross_fen, tax_fen, fee_fen, net_fen, tax_method, tax_month, local_day, withholding,
         risk_flags, out_bill_no, gateway_bill_no, package_info, failure_reason, review_note,
         reviewed_by, idempotency_key, request_sha256, transfer_attempts, requested_at,
-        updated_at, finished_at, polled_at)
+        updated_at, finished_at, polled_at, send_after, payout_cycle)
     select id, distributor_id, payout_account_id, channel, speed, state,
         gross_fen, tax_fen, fee_fen, net_fen, tax_method, tax_month, local_day, withholding,
         risk_flags, out_bill_no, gateway_bill_no, package_info, failure_reason, review_note,
         reviewed_by, idempotency_key, request_sha256, transfer_attempts, requested_at,
-        updated_at, finished_at, polled_at
+        updated_at, finished_at, polled_at, send_after, payout_cycle
     from withdrawals;
 
 drop table withdrawals;
@@ -66,6 +68,8 @@ create index withdrawals_distributor_month on withdrawals (distributor_id, tax_m
 create index withdrawals_distributor_requested on withdrawals (distributor_id, requested_at);
 create index withdrawals_open on withdrawals (state, polled_at)
     where state in ('approved', 'transferring', 'awaiting_payee_confirmation');
+create index withdrawals_approved_send_after on withdrawals (send_after)
+    where state = 'approved';
 
 -- When the gateway reported the bounce.
 alter table withdrawals add column returned_at integer;

@@ -306,6 +306,9 @@ pub async fn advance_clock(
         .settlement
         .advance_and_release(clock, chrono::Duration::seconds(seconds as i64))
         .await?;
+    // Standard withdrawals whose cut-off the jump passed go now: their jobs
+    // wait for the database's clock, which did not move.
+    state.withdrawals.send_due(chrono::Duration::zero()).await?;
     tracing::info!(now = %now, released, actor = %caller.token_id, "simulated clock advanced");
     crate::service::audit::record(
         &state.store,

@@ -53,6 +53,13 @@ pub struct QuoteView {
     /// Whether it would wait for ops (see `risk_flags`).
     pub review_required: bool,
     pub risk_flags: Vec<RiskFlag>,
+    /// When the money would be sent if requested now: the settlement
+    /// cycle's next cut-off for a standard withdrawal, now for an express
+    /// one (a withdrawal that waits for review goes at approval if that is
+    /// later).
+    pub send_after: DateTime<Utc>,
+    /// The settlement cycle, e.g. `daily 15:00 Asia/Shanghai`, or `express`.
+    pub cycle: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -93,6 +100,13 @@ pub struct WithdrawalView {
     pub certificate_number: Option<String>,
     pub transfer_attempts: i64,
     pub requested_at: DateTime<Utc>,
+    /// When the money is sent: the settlement cycle's cut-off for a standard
+    /// withdrawal, the request for an express one; one approved by ops after
+    /// it goes at approval. `null` for withdrawals recorded before cycles.
+    pub send_after: Option<DateTime<Utc>>,
+    /// The settlement cycle it was scheduled under, e.g.
+    /// `daily 15:00 Asia/Shanghai`, or `express`; `null` before cycles.
+    pub cycle: Option<String>,
     pub finished_at: Option<DateTime<Utc>>,
     /// Present on `GET /v1/withdrawals/{id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,6 +142,8 @@ impl From<WithdrawalRecord> for WithdrawalView {
             certificate_number: None,
             transfer_attempts: record.transfer_attempts,
             requested_at: record.requested_at,
+            send_after: record.send_after,
+            cycle: record.payout_cycle,
             finished_at: record.finished_at,
             timeline: None,
         }
@@ -241,6 +257,8 @@ pub async fn quote(
         withholding: serde_json::to_value(quote.withholding).map_err(ApiError::internal)?,
         review_required: quote.review_required,
         risk_flags: quote.risk_flags,
+        send_after: quote.send_after,
+        cycle: quote.cycle,
     }))
 }
 
@@ -248,7 +266,7 @@ pub async fn quote(
     post, path = "/v1/withdrawals", tag = "withdrawals", request_body = WithdrawalBody,
     params(("Idempotency-Key" = String, Header, description = "same key + same body = the same withdrawal")),
     responses(
-        (status = 202, description = "reserved; approved (transfer queued) or waiting for review", body = WithdrawalView),
+        (status = 202, description = "reserved; approved (transfer queued for `send_after`, its settlement cycle's cut-off, or now for express) or waiting for review", body = WithdrawalView),
         (status = 400, description = "malformed_json, missing_field, unknown_field, invalid_field, invalid_amount, missing_idempotency_key", body = ErrorBody),
         AuthRefusals, BodyRefusals,
         (status = 409, description = "key reused with another body", body = ErrorBody),

@@ -1,5 +1,6 @@
 //! Pure business rules: no I/O, no SQL, no HTTP. Every function takes the
-//! time it needs as an argument.
+//! time it needs as an argument. `payout_cycle` says when a standard
+//! withdrawal is sent (its settlement cycle's cut-off).
 
 pub mod access;
 pub mod calendar;
@@ -11,6 +12,7 @@ pub mod identity;
 pub mod ids;
 pub mod ledger;
 pub mod money;
+pub mod payout_cycle;
 pub mod plan;
 pub mod settlement;
 pub mod tax;

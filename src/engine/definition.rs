@@ -35,7 +35,9 @@ use toml::Spanned;
 
 pub mod check;
 mod params;
-pub use params::{ConfirmParams, ReserveParams, ReviewParams, StepParams, WithholdTaxParams};
+pub use params::{
+    ConfirmParams, ReserveParams, ReviewParams, StepParams, TransferParams, WithholdTaxParams,
+};
 
 /// The file in the workflows folder that holds [`Schedules`]; every other
 /// `*.toml` directly in the folder is a workflow definition.
@@ -1550,6 +1552,126 @@ queue = "withdrawal.certificate"
         };
         assert_eq!(confirm.poll_interval_ms, Some(15_000));
         assert_eq!(confirm.payee_confirmation_hours, Some(24));
+    }
+
+    #[test]
+    fn the_shipped_transfer_step_batches_daily_at_three_pm() {
+        let dir = folder_with_calendar();
+        let definition =
+            WorkflowDefinition::parse(SHIPPED_WITHDRAWAL, "withdrawal.toml", dir.path()).unwrap();
+        assert_eq!(
+            definition.step(StepKind::Transfer).unwrap().params(),
+            &StepParams::Transfer(TransferParams {
+                cycle: Some(crate::domain::payout_cycle::PayoutCycle::Daily),
+                cutoff: chrono::NaiveTime::from_hms_opt(15, 0, 0),
+            })
+        );
+    }
+
+    #[test]
+    fn weekly_and_monthly_cycles_take_their_day() {
+        let dir = folder_with_calendar();
+        for (to, cycle) in [
+            (
+                "cycle = \"weekly\"\nweekday = \"friday\"",
+                crate::domain::payout_cycle::PayoutCycle::Weekly {
+                    weekday: chrono::Weekday::Fri,
+                },
+            ),
+            (
+                "cycle = \"monthly\"\nmonthly_day = 31",
+                crate::domain::payout_cycle::PayoutCycle::Monthly { day: 31 },
+            ),
+            (
+                "cycle = \"semi-monthly\"",
+                crate::domain::payout_cycle::PayoutCycle::SemiMonthly,
+            ),
+        ] {
+            let (text, _) = withdrawal_with("cycle = \"daily\"", to);
+            let definition =
+                WorkflowDefinition::parse(&text, "withdrawal.toml", dir.path()).unwrap();
+            let StepParams::Transfer(transfer) =
+                definition.step(StepKind::Transfer).unwrap().params()
+            else {
+                panic!("transfer params");
+            };
+            assert_eq!(transfer.cycle, Some(cycle), "{to}");
+        }
+    }
+
+    #[test]
+    fn a_bad_cycle_is_refused_with_its_file_and_line() {
+        for (from, to, says) in [
+            (
+                "cycle = \"daily\"",
+                "cycle = \"fortnightly\"",
+                "unknown cycle `fortnightly`",
+            ),
+            ("cycle = \"daily\"", "cycle = 1", "`cycle` must be a string"),
+            (
+                "cycle = \"daily\"",
+                "cycle = \"weekly\"",
+                "a weekly cycle needs `weekday`",
+            ),
+            (
+                "cycle = \"daily\"",
+                "cycle = \"monthly\"",
+                "a monthly cycle needs `monthly_day`",
+            ),
+            (
+                "cutoff = \"15:00\"",
+                "cutoff = \"25:00\"",
+                "`cutoff` must be a local time of day",
+            ),
+            (
+                "cutoff = \"15:00\"",
+                "cutoff = \"3pm\"",
+                "`cutoff` must be a local time of day",
+            ),
+            (
+                "cutoff = \"15:00\"",
+                "cutoff = \"15:00\"\nweekday = \"monday\"",
+                "`weekday` does not apply to the daily cycle",
+            ),
+            (
+                "cutoff = \"15:00\"",
+                "cutoff = \"15:00\"\nweekday = \"Monday\"",
+                "`weekday` must be a lowercase English weekday",
+            ),
+            (
+                "cutoff = \"15:00\"",
+                "cutoff = \"15:00\"\nmonthly_day = 1",
+                "`monthly_day` does not apply to the daily cycle",
+            ),
+            (
+                "cycle = \"daily\"",
+                "cycle = \"monthly\"\nmonthly_day = 32",
+                "`monthly_day` must be a whole number of days from 1 to 31",
+            ),
+            (
+                "cycle = \"daily\"",
+                "cycle = \"immediate\"",
+                "`cutoff` does not apply to the immediate cycle",
+            ),
+        ] {
+            let (text, _) = withdrawal_with(from, to);
+            let error = refusal_of_withdrawal(&text);
+            assert!(error.contains(says), "{to}: {error}");
+            // The line named is one of the params table's lines.
+            let named: usize = error
+                .split("withdrawal.toml:")
+                .nth(1)
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|line| line.parse().ok())
+                .unwrap_or_else(|| panic!("no line in {error}"));
+            let line_text = text.lines().nth(named - 1).unwrap();
+            assert!(
+                ["cycle", "cutoff", "weekday", "monthly_day"]
+                    .iter()
+                    .any(|key| line_text.starts_with(key)),
+                "{to}: line {named} is {line_text:?}"
+            );
+        }
     }
 
     #[test]

@@ -356,6 +356,13 @@ pub async fn run_payout_poller(
                 tracing::warn!(error = %error, step = "confirm", "polling payouts failed; next round")
             }
         }
+        // A standard withdrawal's job runs at its cut-off; this catches one
+        // whose job ran early or was lost, a poll interval later.
+        let grace = chrono::Duration::from_std(engine.settings().poll_interval)
+            .unwrap_or(chrono::Duration::seconds(15));
+        if let Err(error) = engine.send_due(grace).await {
+            tracing::warn!(error = %error, step = "transfer", "pushing due transfers failed; next round");
+        }
         if last_sweep.elapsed() >= CERTIFICATE_SWEEP_INTERVAL {
             last_sweep = tokio::time::Instant::now();
             let paid_before = clock.now() - CERTIFICATE_GRACE;

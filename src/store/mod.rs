@@ -695,8 +695,18 @@ impl Store {
         &self,
         transfer_job: &JobSpec,
         start_id: &str,
+        now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        dispatch!(self, repo => repo.resume_transfers(transfer_job, start_id).await)
+        dispatch!(self, repo => repo.resume_transfers(transfer_job, start_id, now).await)
+    }
+
+    pub async fn push_due_transfers(
+        &self,
+        transfer_job: &JobSpec,
+        due_by: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, repo => repo.push_due_transfers(transfer_job, due_by, limit).await)
     }
 
     pub async fn push_transfer(
@@ -1127,14 +1137,33 @@ pub(crate) fn withdrawal_step_task(
     withdrawal_id: &WithdrawalId,
     key: String,
 ) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
+    withdrawal_step_task_at(spec, withdrawal_id, key, None)
+}
+
+/// The apalis task of a withdrawal step, due at `run_at` (whole seconds, the
+/// queue's resolution) when given, else now: a transfer waiting for its
+/// settlement cycle's cut-off.
+pub(crate) fn withdrawal_step_task_at(
+    spec: &JobSpec,
+    withdrawal_id: &WithdrawalId,
+    key: String,
+    run_at: Option<DateTime<Utc>>,
+) -> Result<apalis_core::task::Task<Vec<u8>>, StoreError> {
     let payload = serde_json::to_vec(&TransferJob {
         withdrawal_id: withdrawal_id.to_string(),
     })
     .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    Ok(apalis_core::task::builder::TaskBuilder::new(payload)
+    let builder = apalis_core::task::builder::TaskBuilder::new(payload)
         .max_attempts(spec.max_attempts as usize)
-        .idempotency_key(key)
-        .build())
+        .idempotency_key(key);
+    let builder = match run_at {
+        // Rounded up: a job never runs before its cut-off's second.
+        Some(at) => builder.run_at_timestamp(
+            u64::try_from(at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0)).unwrap_or(0),
+        ),
+        None => builder,
+    };
+    Ok(builder.build())
 }
 
 /// The payload of a release job: the release time it was enqueued for. The

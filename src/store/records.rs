@@ -534,6 +534,20 @@ pub struct WithdrawalRecord {
     pub requested_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// When the transfer may start (the settlement cycle's cut-off, or the
+    /// request for an express one); `None` for withdrawals recorded before
+    /// cycles, which went at once.
+    pub send_after: Option<DateTime<Utc>>,
+    /// The cycle it was scheduled under ("daily 15:00 Asia/Shanghai",
+    /// "express"); `None` before cycles.
+    pub payout_cycle: Option<String>,
+}
+
+impl WithdrawalRecord {
+    /// Whether its transfer may start at `now`: its cut-off has come.
+    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
+        self.send_after.is_none_or(|send_after| send_after <= now)
+    }
 }
 
 /// One step of a withdrawal's timeline.
@@ -565,6 +579,11 @@ pub struct WithdrawalDraft {
     /// Look-back windows of the risk flags.
     pub day_ago: DateTime<Utc>,
     pub clawback_since: DateTime<Utc>,
+    /// When the transfer may start: `now` for an express withdrawal, the
+    /// cycle's next cut-off for a standard one.
+    pub send_after: DateTime<Utc>,
+    /// The cycle, as the answer names it.
+    pub payout_cycle: String,
 }
 
 /// The facts a request is decided on, read in its transaction after the

@@ -938,6 +938,8 @@ impl Server {
             command.arg("--simulated-clock");
         }
         let child = command
+            // Standard withdrawals are paid at once, as in `spawn_app`.
+            .env("FENRUN_STANDARD_WITHDRAWALS_AT_ONCE", "true")
             .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env("FENRUN_LOG_FILTER", "warn")
             .env("FENRUN_MASTER_KEY", crate::helpers::TEST_MASTER_KEY)

@@ -152,6 +152,9 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
             key: Some(SecretString::from(TEST_MASTER_KEY)),
             ..KeySources::default()
         },
+        // Most tests expect a standard withdrawal paid at once; the
+        // settlement cycle's own tests turn this off.
+        standard_withdrawals_at_once: true,
         ..Settings::default()
     };
     adjust(&mut settings);

@@ -32,6 +32,7 @@ mod ops_browser;
 mod ops_console;
 mod orders;
 mod payout_crash;
+mod payout_cycles;
 mod role_matrix;
 mod sessions;
 mod shape;

@@ -221,6 +221,7 @@ async fn a_withdrawal_is_reserved_taxed_paid_and_posted_to_the_ledger(backend: B
             ("reserve", "reserved"),
             ("tax", "withheld"),
             ("review", "auto_approved"),
+            ("transfer", "scheduled"),
             ("transfer", "sending")
         ]),
         "{steps:?}"

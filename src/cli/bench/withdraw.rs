@@ -120,6 +120,9 @@ pub(crate) async fn withdraw_once(
         database_url: SecretString::from(url.to_owned()),
         listen: "127.0.0.1:0".to_owned(),
         simulated_clock: true,
+        // Measures throughput, not the settlement cycle: standard
+        // withdrawals go as soon as they are approved.
+        standard_withdrawals_at_once: true,
         run_workers: true,
         log_filter: "error".to_owned(),
         db_max_connections: 16,

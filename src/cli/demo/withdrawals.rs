@@ -138,6 +138,25 @@ async fn credentials(
     Ok(account.id)
 }
 
+/// Moves the simulated clock to a settlement cycle's cut-off when it is
+/// still ahead, and sends the standard withdrawals that became due.
+async fn reach_cutoff(
+    state: &AppState,
+    clock: &SimulatedClock,
+    cutoff: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<()> {
+    let Some(cutoff) = cutoff.filter(|cutoff| *cutoff > clock.now()) else {
+        return Ok(());
+    };
+    clock.advance(cutoff - clock.now())?;
+    let sent = state.withdrawals.send_due(chrono::Duration::zero()).await?;
+    println!(
+        "the clock reaches the cut-off {}: {sent} standard withdrawal(s) go out together",
+        cutoff.with_timezone(&state.withdrawals.settings().time_zone)
+    );
+    Ok(())
+}
+
 /// Runs the act; true when the sandbox's record equals fenrun's ledger.
 pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<bool> {
     let engine = &state.withdrawals;
@@ -201,6 +220,16 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
         let (WithdrawalRequestOutcome::Created(withdrawal)
         | WithdrawalRequestOutcome::Replayed(withdrawal)) = outcome;
         requested.push((plan, withdrawal.id.clone()));
+        if let Some(send_after) = withdrawal.send_after {
+            println!(
+                "{}: {} {} — to be sent {} ({})",
+                plan.distributor,
+                withdrawal.id,
+                withdrawal.speed.as_str(),
+                send_after.with_timezone(&engine.settings().time_zone),
+                withdrawal.payout_cycle.as_deref().unwrap_or("immediate")
+            );
+        }
         if withdrawal.state == WithdrawalState::Reviewing {
             let flags: Vec<String> = withdrawal
                 .risk_flags
@@ -232,6 +261,7 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
             );
         }
         if plan.distributor == "d04" {
+            reach_cutoff(state, clock, withdrawal.send_after).await?;
             // Hold the first bill at the payee's confirmation, then let the rest through.
             let waiting = wait_until(state, &withdrawal.id, |state| {
                 state == WithdrawalState::AwaitingPayeeConfirmation
@@ -262,6 +292,13 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
             .unwrap_or_default();
         sandbox.confirm(&bill);
     }
+    // The standard withdrawals requested after d04's cut-off wait for the next one.
+    let mut last_cutoff = None;
+    for (_, id) in &requested {
+        let send_after = state.store.withdrawal(id).await?.and_then(|w| w.send_after);
+        last_cutoff = last_cutoff.max(send_after);
+    }
+    reach_cutoff(state, clock, last_cutoff).await?;
     for (_, id) in &requested {
         wait_until(state, id, WithdrawalState::is_final).await?;
     }

@@ -9,8 +9,11 @@ use std::ops::{Range, RangeInclusive};
 
 use toml::Spanned;
 
+use chrono::NaiveTime;
+
 use super::{DefinitionError, Source, StepKind};
 use crate::domain::money::{Money, Rate};
+use crate::domain::payout_cycle::{PayoutCycle, parse_weekday};
 
 /// A step's parameters as written in its file: each value with its place.
 pub(super) type RawParams = Spanned<BTreeMap<String, Spanned<toml::Value>>>;
@@ -40,6 +43,7 @@ pub enum StepParams {
     WithholdTax(WithholdTaxParams),
     Review(ReviewParams),
     Confirm(ConfirmParams),
+    Transfer(TransferParams),
 }
 
 /// `reserve_funds`: the request's amount limits.
@@ -75,6 +79,20 @@ pub struct ConfirmParams {
     pub payee_confirmation_hours: Option<i64>,
 }
 
+/// `transfer`: the settlement cycle standard withdrawals wait for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TransferParams {
+    /// `cycle` with its `weekday` (weekly) or `monthly_day` (monthly).
+    pub cycle: Option<PayoutCycle>,
+    /// `cutoff`, the local time of day ("15:00") in the workflow's zone.
+    pub cutoff: Option<NaiveTime>,
+}
+
+/// The `cycle` names a transfer step takes.
+const CYCLE_NAMES: &str = "immediate, daily, weekly, semi-monthly, monthly";
+/// The days a monthly cycle may name; a shorter month sends on its last day.
+const MONTHLY_DAY_RANGE: RangeInclusive<i64> = 1..=31;
+
 /// The keys a kind takes, for the message that refuses any other.
 fn known_keys(kind: StepKind) -> &'static [&'static str] {
     match kind {
@@ -92,11 +110,11 @@ fn known_keys(kind: StepKind) -> &'static [&'static str] {
             "poll_batch_size",
             "payee_confirmation_hours",
         ],
+        StepKind::Transfer => &["cycle", "cutoff", "weekday", "monthly_day"],
         StepKind::IngestOrder
         | StepKind::Hold
         | StepKind::ReleaseCommission
         | StepKind::Refund
-        | StepKind::Transfer
         | StepKind::Certificate
         | StepKind::Notify => &[],
     }
@@ -197,14 +215,109 @@ impl Source<'_> {
                     "hours",
                 )?,
             }),
+            StepKind::Transfer => StepParams::Transfer(self.transfer(&value, raw)?),
             StepKind::IngestOrder
             | StepKind::Hold
             | StepKind::ReleaseCommission
             | StepKind::Refund
-            | StepKind::Transfer
             | StepKind::Certificate
             | StepKind::Notify => StepParams::None,
         })
+    }
+
+    /// The transfer step's cycle: `weekday` only with a weekly one and
+    /// required there, `monthly_day` likewise with a monthly one, and no
+    /// `cutoff` for an immediate one (it has none).
+    fn transfer<'v>(
+        &self,
+        value: &impl Fn(&str) -> Option<&'v Spanned<toml::Value>>,
+        raw: &RawParams,
+    ) -> Result<TransferParams, DefinitionError> {
+        let cutoff = value("cutoff")
+            .map(|v| {
+                v.get_ref()
+                    .as_str()
+                    .filter(|text| text.len() == 5)
+                    .and_then(|text| NaiveTime::parse_from_str(text, "%H:%M").ok())
+                    .ok_or_else(|| {
+                        self.bad_value(
+                            v.span(),
+                            "`cutoff` must be a local time of day in a string, from \"00:00\" to \"23:59\", such as \"15:00\"",
+                        )
+                    })
+            })
+            .transpose()?;
+        let weekday = value("weekday")
+            .map(|v| {
+                v.get_ref()
+                    .as_str()
+                    .and_then(parse_weekday)
+                    .map(|weekday| (weekday, v))
+                    .ok_or_else(|| {
+                        self.bad_value(
+                            v.span(),
+                            "`weekday` must be a lowercase English weekday in a string, such as \"monday\"",
+                        )
+                    })
+            })
+            .transpose()?;
+        let monthly_day = self.whole("monthly_day", value, MONTHLY_DAY_RANGE, "days")?;
+        let name = value("cycle")
+            .map(|v| {
+                v.get_ref().as_str().map(|name| (name, v)).ok_or_else(|| {
+                    self.bad_value(
+                        v.span(),
+                        format!("`cycle` must be a string, one of {CYCLE_NAMES}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let cycle_line = name.map_or_else(|| raw.span(), |(_, v)| v.span());
+        let needs = |key: &str, cycle: &str| {
+            self.bad_value(cycle_line.clone(), format!("a {cycle} cycle needs `{key}`"))
+        };
+        let stray = |key: &str, span: Range<usize>, cycle: &str| {
+            self.bad_value(span, format!("`{key}` does not apply to the {cycle} cycle"))
+        };
+        let cycle_name = name.map_or("daily", |(name, _)| name);
+        if cycle_name != "weekly"
+            && let Some((_, v)) = weekday
+        {
+            return Err(stray("weekday", v.span(), cycle_name));
+        }
+        if cycle_name != "monthly"
+            && let Some(v) = value("monthly_day")
+        {
+            return Err(stray("monthly_day", v.span(), cycle_name));
+        }
+        if cycle_name == "immediate"
+            && let Some(v) = value("cutoff")
+        {
+            return Err(stray("cutoff", v.span(), cycle_name));
+        }
+        let cycle = match name {
+            None => None,
+            Some((name, v)) => Some(match name {
+                "immediate" => PayoutCycle::Immediate,
+                "daily" => PayoutCycle::Daily,
+                "weekly" => PayoutCycle::Weekly {
+                    weekday: weekday.ok_or_else(|| needs("weekday", name))?.0,
+                },
+                "semi-monthly" => PayoutCycle::SemiMonthly,
+                "monthly" => PayoutCycle::Monthly {
+                    day: monthly_day
+                        .map(|day| u32::try_from(day).expect("range-checked to 1..=31"))
+                        .ok_or_else(|| needs("monthly_day", name))?,
+                },
+                other => {
+                    return Err(self.bad_value(
+                        v.span(),
+                        format!("unknown cycle `{other}`; it is one of {CYCLE_NAMES}"),
+                    ));
+                }
+            }),
+        };
+        Ok(TransferParams { cycle, cutoff })
     }
 
     fn money(&self, key: &str, value: &Spanned<toml::Value>) -> Result<Money, DefinitionError> {

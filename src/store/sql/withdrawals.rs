@@ -32,7 +32,7 @@ use crate::store::records::{
     WithdrawalRecord, WithdrawalRequestOutcome,
 };
 use crate::store::time::DbTime;
-use crate::store::{JobSpec, MAX_PAGE, withdrawal_step_task};
+use crate::store::{JobSpec, MAX_PAGE, withdrawal_step_task, withdrawal_step_task_at};
 
 /// The columns of `withdrawals`, for `concat!`.
 macro_rules! withdrawal_columns {
@@ -40,7 +40,8 @@ macro_rules! withdrawal_columns {
         concat!(
             "id, distributor_id, payout_account_id, channel, speed, state, gross_fen, tax_fen, fee_fen, net_fen, ",
             "tax_method, tax_month, withholding, risk_flags, out_bill_no, gateway_bill_no, package_info, ",
-            "failure_reason, review_note, reviewed_by, request_sha256, transfer_attempts, requested_at, updated_at, finished_at"
+            "failure_reason, review_note, reviewed_by, request_sha256, transfer_attempts, requested_at, updated_at, finished_at, ",
+            "send_after, payout_cycle"
         )
     };
 }
@@ -82,6 +83,10 @@ fn withdrawal_from_row(row: &DbRow) -> Result<WithdrawalRecord, StoreError> {
         finished_at: row
             .try_get::<Option<DbTime>, _>("finished_at")?
             .map(Into::into),
+        send_after: row
+            .try_get::<Option<DbTime>, _>("send_after")?
+            .map(Into::into),
+        payout_cycle: row.try_get("payout_cycle")?,
     })
 }
 
@@ -203,14 +208,51 @@ fn clearing_account(channel: PayoutChannel) -> PlatformAccount {
     }
 }
 
+/// Pushes a transfer job, to run at `run_at` when given (a settlement
+/// cycle's cut-off still ahead), else at once.
 async fn push_transfer_job(
     conn: &mut Conn,
     spec: &JobSpec,
     withdrawal_id: &WithdrawalId,
     key: String,
+    run_at: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
-    let task = withdrawal_step_task(spec, withdrawal_id, key)?;
+    let task = withdrawal_step_task_at(spec, withdrawal_id, key, run_at)?;
     push_job(conn, &spec.queue, task).await
+}
+
+/// Appends to the timeline when the money will be sent: at the cycle's
+/// cut-off still ahead of `now`, or at once.
+async fn insert_send_event(
+    conn: &mut Conn,
+    withdrawal_id: &WithdrawalId,
+    payout_cycle: Option<&str>,
+    send_after: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let cycle = payout_cycle.unwrap_or("immediate");
+    let detail = match transfer_run_at(send_after, now) {
+        Some(at) => format!("{cycle}: sent at the cut-off {}", at.to_rfc3339()),
+        None => format!("{cycle}: sent now"),
+    };
+    insert_withdrawal_event(
+        conn,
+        withdrawal_id,
+        "transfer",
+        "scheduled",
+        1,
+        Some(&detail),
+        now,
+    )
+    .await
+}
+
+/// When an approved withdrawal's transfer job runs: at its cut-off while
+/// that is ahead of `now`, at once after it (`max(send_after, now)`; "at
+/// once" is left to the queue's own clock, so a simulated clock that runs
+/// ahead of the database's never delays a due transfer).
+fn transfer_run_at(send_after: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    send_after.filter(|send_after| *send_after > now)
 }
 
 /// The facts a request is decided on (see [`WithdrawalFacts`]).
@@ -509,7 +551,23 @@ impl Repo {
                     now,
                 )
                 .await?;
-                push_transfer_job(&mut tx, transfer_job, id, format!("transfer:{id}")).await?;
+                insert_send_event(
+                    &mut tx,
+                    id,
+                    withdrawal.payout_cycle.as_deref(),
+                    withdrawal.send_after,
+                    now,
+                )
+                .await?;
+                // Approved after its cut-off: it goes at once.
+                push_transfer_job(
+                    &mut tx,
+                    transfer_job,
+                    id,
+                    format!("transfer:{id}"),
+                    transfer_run_at(withdrawal.send_after, now),
+                )
+                .await?;
             }
             ReviewDecision::Reject { by, reason } => {
                 move_withdrawal(
@@ -632,6 +690,12 @@ impl Repo {
             return Ok(None);
         };
         match withdrawal.state {
+            // Its cycle's cut-off has not come (a job run early by a clock
+            // ahead of ours): nothing moves; the caller sees it not due.
+            WithdrawalState::Approved if !withdrawal.is_due(now) => {
+                tx.commit().await?;
+                return Ok(Some(withdrawal));
+            }
             WithdrawalState::Approved => {
                 move_withdrawal(
                     &mut tx,
@@ -898,32 +962,37 @@ impl Repo {
 
     /// Pushes a transfer job for every withdrawal that is approved or
     /// transferring, with a key of this start's own: after a crash the
-    /// transfer resumes now rather than after the orphan timeout. The step
-    /// is idempotent (it queries the gateway before sending again).
+    /// transfer resumes now rather than after the orphan timeout (or, for an
+    /// approved one whose cycle's cut-off is still ahead, at the cut-off).
+    /// The step is idempotent (it queries the gateway before sending again).
     pub async fn resume_transfers(
         &self,
         transfer_job: &JobSpec,
         start_id: &str,
+        now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "select id from withdrawals where state in ('approved', 'transferring') order by id",
+        let rows: Vec<(String, Option<DbTime>)> = sqlx::query_as(
+            "select id, send_after from withdrawals where state in ('approved', 'transferring') order by id",
         )
         .fetch_all(&self.pool)
         .await?;
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut tx = self.begin_write().await?;
-            for id in chunk {
+            for (id, send_after) in chunk {
+                // An approved withdrawal still waits for its cut-off; one
+                // under way (transferring) has passed it.
                 push_transfer_job(
                     &mut tx,
                     transfer_job,
                     &WithdrawalId::parse(id.as_str())?,
                     format!("transfer:{id}:resume:{start_id}"),
+                    transfer_run_at(send_after.map(Into::into), now),
                 )
                 .await?;
             }
             tx.commit().await?;
         }
-        Ok(ids.len())
+        Ok(rows.len())
     }
 
     /// Pushes one more transfer job for a withdrawal (the poller's nudge for
@@ -935,9 +1004,46 @@ impl Repo {
         key: String,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        push_transfer_job(&mut tx, transfer_job, id, key).await?;
+        push_transfer_job(&mut tx, transfer_job, id, key, None).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Pushes a transfer job, due at once, for each approved withdrawal
+    /// whose cut-off came by `due_by`, at most `limit` of them: the nudge
+    /// after a simulated clock jumps past cut-offs (the jobs pushed for them
+    /// wait for the database's clock), and the poller's net for a job lost
+    /// or run early. Its key is one per withdrawal and cut-off, so repeated
+    /// sweeps push it once. Returns how many it found.
+    pub async fn push_due_transfers(
+        &self,
+        transfer_job: &JobSpec,
+        due_by: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<usize, StoreError> {
+        let rows: Vec<(String, DbTime)> = sqlx::query_as(concat!(
+            "select id, send_after from withdrawals where state = 'approved' ",
+            "and send_after is not null and send_after <= $1 order by send_after, id limit $2"
+        ))
+        .bind(DbTime(due_by))
+        .bind(limit.clamp(1, MAX_PAGE))
+        .fetch_all(&self.pool)
+        .await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut tx = self.begin_write().await?;
+            for (id, send_after) in chunk {
+                push_transfer_job(
+                    &mut tx,
+                    transfer_job,
+                    &WithdrawalId::parse(id.as_str())?,
+                    format!("transfer:{id}:due:{}", send_after.0.timestamp()),
+                    None,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(rows.len())
     }
 
     /// Count and money per state, for summaries (the demo, the ops console).
@@ -1027,8 +1133,8 @@ async fn write_request(
     sqlx::query(concat!(
         "insert into withdrawals (id, distributor_id, payout_account_id, channel, speed, state, gross_fen, tax_fen, ",
         "fee_fen, net_fen, tax_method, tax_month, local_day, withholding, risk_flags, out_bill_no, idempotency_key, ",
-        "request_sha256, requested_at, updated_at) ",
-        "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)"
+        "request_sha256, requested_at, updated_at, send_after, payout_cycle) ",
+        "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, $20, $21)"
     ))
     .bind(draft.id.as_str())
     .bind(distributor.as_str())
@@ -1049,6 +1155,8 @@ async fn write_request(
     .bind(&draft.idempotency_key)
     .bind(&draft.request_sha256)
     .bind(DbTime(draft.now))
+    .bind(DbTime(draft.send_after))
+    .bind(&draft.payout_cycle)
     .execute(&mut *conn)
     .await?;
     let reserve = ledger_rules::withdrawal_reserve(draft.id.as_str(), distributor, decision.gross)
@@ -1090,11 +1198,20 @@ async fn write_request(
                 draft.now,
             )
             .await?;
+            insert_send_event(
+                conn,
+                &draft.id,
+                Some(&draft.payout_cycle),
+                Some(draft.send_after),
+                draft.now,
+            )
+            .await?;
             push_transfer_job(
                 conn,
                 transfer_job,
                 &draft.id,
                 format!("transfer:{}", draft.id),
+                transfer_run_at(Some(draft.send_after), draft.now),
             )
             .await?;
         }

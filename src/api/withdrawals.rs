@@ -557,33 +557,30 @@ pub async fn wechat_notify(
     post, path = "/v1/gateways/alipay/notify", tag = "gateways",
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "alipay.fund.trans.order.changed, RSA2-signed form fields"),
     responses(
-        (status = 200, description = "`success`: verified and applied, already known, or recorded as unexpected (logged, counted, nothing changed); Alipay stops redelivering", body = String, content_type = "text/plain"),
-        (status = 401, description = "`fail`: bad_signature, unknown_app, missing_signature_field, malformed_callback; nothing changed (logged with the code)", body = String, content_type = "text/plain"),
-        (status = 422, description = "`fail`: callback_mismatch, the amount or the rail differs from the withdrawal's; nothing changed", body = String, content_type = "text/plain"),
-        (status = 503, description = "`fail`: not recorded (the database or the gateway is not ready); Alipay delivers it again", body = String, content_type = "text/plain"),
+        (status = 200, description = "the text `success`: verified and applied, already known, or recorded as unexpected (logged, counted, nothing changed); Alipay stops redelivering", body = String, content_type = "text/plain"),
+        (status = 401, description = "bad_signature, unknown_app, missing_signature_field, malformed_callback, channel_not_configured: nothing changed; anything but `success` makes Alipay deliver again", body = ErrorBody),
+        (status = 413, description = "body_too_large", body = ErrorBody),
+        (status = 422, description = "callback_mismatch: the amount or the rail differs from the withdrawal's; nothing changed", body = ErrorBody),
+        (status = 503, description = "not recorded (the database or the gateway is not ready); Alipay delivers it again", body = ErrorBody),
     )
 )]
-/// Alipay's notification: the body is the protocol's text, `success` only
-/// once the news is durably recorded, `fail` otherwise so it comes again.
-pub async fn alipay_notify(State(state): State<AppState>, RawBody(body): RawBody) -> Response {
-    let fail =
-        |status: StatusCode| (status, [(CONTENT_TYPE, "text/plain")], "fail").into_response();
-    let Some(gateway) = state.withdrawals.gateway() else {
-        return fail(StatusCode::SERVICE_UNAVAILABLE);
-    };
-    let news = match gateway.verify_alipay_notification(&body) {
-        Ok(news) => news,
-        Err(refusal) => {
+/// Alipay's notification. Only `success` stops Alipay's redelivery, so it
+/// is answered once the news is durably recorded; every refusal is the
+/// usual JSON error, which Alipay reads as "deliver again".
+pub async fn alipay_notify(
+    State(state): State<AppState>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let gateway = state
+        .withdrawals
+        .gateway()
+        .ok_or_else(|| ApiError::unavailable("the payout gateway is not connected yet"))?;
+    let news = gateway
+        .verify_alipay_notification(&body)
+        .map_err(|refusal| {
             tracing::warn!(code = refusal.code, reason = %refusal.message, "Alipay notification refused: nothing changed");
-            return fail(StatusCode::UNAUTHORIZED);
-        }
-    };
-    match state.withdrawals.on_callback(news).await {
-        Ok(_) => (StatusCode::OK, [(CONTENT_TYPE, "text/plain")], "success").into_response(),
-        Err(WithdrawalError::CallbackMismatch { .. }) => fail(StatusCode::UNPROCESSABLE_ENTITY),
-        Err(error) => {
-            tracing::warn!(error = %error, "Alipay notification not recorded; it will be delivered again");
-            fail(StatusCode::SERVICE_UNAVAILABLE)
-        }
-    }
+            ApiError::unauthenticated(refusal.code, refusal.message)
+        })?;
+    state.withdrawals.on_callback(news).await?;
+    Ok((StatusCode::OK, [(CONTENT_TYPE, "text/plain")], "success").into_response())
 }

@@ -1,8 +1,9 @@
 //! The demo's second act: distributors withdraw what they earned, through
-//! the in-process sandbox gateway — standard and express, one rejected in
-//! review, one approved, one refused by the gateway, one waiting for the
-//! payee's confirmation — then the figures, and the sandbox's record of
-//! money sent against fenrun's clearing account.
+//! the in-process sandbox gateway on every channel — WeChat, an Alipay
+//! account, a bank card that the bank then sends back (退票) — standard and
+//! express, one rejected in review, one approved, one refused by the
+//! gateway, one waiting for the payee's confirmation; then the figures, and
+//! the sandbox's record of money sent against fenrun's clearing accounts.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use chrono::Utc;
 
 use crate::clock::{Clock, SimulatedClock};
 use crate::domain::identity::PayoutChannel;
-use crate::domain::identity::{IdNumber, RealName, WechatOpenId};
+use crate::domain::identity::{AlipayAccount, BankCardNumber, IdNumber, RealName, WechatOpenId};
 use crate::domain::ids::{CertificateNumber, DistributorId, PayoutAccountId, WithdrawalId};
 use crate::domain::ledger::{AccountId, PlatformAccount};
 use crate::domain::money::Money;
@@ -31,6 +32,8 @@ struct Plan {
     /// 17 digits; the check character is computed.
     id_first17: &'static str,
     speed: Speed,
+    /// The rail the money goes out on.
+    channel: PayoutChannel,
     /// Share of the distributor's available balance, in percent.
     share: i64,
     story: &'static str,
@@ -42,6 +45,7 @@ const PLANS: [Plan; 6] = [
         real_name: "赵敏",
         id_first17: "44030419900101123",
         speed: Speed::Standard,
+        channel: PayoutChannel::Wechat,
         share: 40,
         story: "payee confirms in the app",
     },
@@ -50,6 +54,7 @@ const PLANS: [Plan; 6] = [
         real_name: "王芳",
         id_first17: "11010119850307123",
         speed: Speed::Express,
+        channel: PayoutChannel::Wechat,
         share: 90,
         story: "large: ops approve",
     },
@@ -58,22 +63,25 @@ const PLANS: [Plan; 6] = [
         real_name: "李娜",
         id_first17: "31010419920512123",
         speed: Speed::Standard,
+        channel: PayoutChannel::Alipay,
         share: 80,
-        story: "auto-approved",
+        story: "auto-approved, to an Alipay account",
     },
     Plan {
         distributor: "d10",
         real_name: "张伟",
         id_first17: "32010219880820123",
         speed: Speed::Express,
+        channel: PayoutChannel::Bank,
         share: 90,
-        story: "auto-approved, express",
+        story: "express to a bank card; the bank sends it back",
     },
     Plan {
         distributor: "d05",
         real_name: "刘洋",
         id_first17: "51010719950615123",
         speed: Speed::Standard,
+        channel: PayoutChannel::Wechat,
         share: 100,
         story: "gateway refuses the payee",
     },
@@ -82,6 +90,7 @@ const PLANS: [Plan; 6] = [
         real_name: "陈静",
         id_first17: "33010619910909123",
         speed: Speed::Standard,
+        channel: PayoutChannel::Wechat,
         share: 100,
         story: "new payout account: ops reject",
     },
@@ -101,6 +110,8 @@ pub fn secrets() -> Vec<String> {
                 plan.real_name.to_owned(),
                 id_number(plan.id_first17),
                 openid_of(plan.distributor),
+                alipay_account_of(plan.distributor),
+                BANK_CARD.to_owned(),
             ]
         })
         .collect()
@@ -110,7 +121,15 @@ fn openid_of(distributor: &str) -> String {
     format!("oDemo{distributor}Openid0000000000")
 }
 
-/// Stores an identity and a WeChat account for `distributor`; returns the account id.
+fn alipay_account_of(distributor: &str) -> String {
+    format!("{distributor}.payee@demo.example")
+}
+
+/// The demo's bank card (a test number that passes the Luhn check).
+const BANK_CARD: &str = "6222021234567894";
+
+/// Stores an identity and a payout account on the plan's channel for
+/// `distributor`; returns the account id.
 async fn credentials(
     state: &AppState,
     plan: &Plan,
@@ -121,19 +140,41 @@ async fn credentials(
     let number = IdNumber::parse(&id_number(plan.id_first17), at.date_naive())?;
     let identity = seal_identity(&state.vault, &distributor, &name, &number, at)?;
     state.store.upsert_identity(&identity).await?;
-    let openid = WechatOpenId::parse(&openid_of(plan.distributor))?;
-    let account = seal_account(
-        &state.vault,
-        NewAccount {
-            distributor: &distributor,
-            channel: PayoutChannel::Wechat,
-            masked: openid.masked(),
-            account_name_masked: None,
-            bank_name: None,
-        },
-        &openid,
-        at,
-    )?;
+    let account = match plan.channel {
+        PayoutChannel::Wechat => {
+            let openid = WechatOpenId::parse(&openid_of(plan.distributor))?;
+            let new = NewAccount {
+                distributor: &distributor,
+                channel: PayoutChannel::Wechat,
+                masked: openid.masked(),
+                account_name_masked: None,
+                bank_name: None,
+            };
+            seal_account(&state.vault, new, &openid, at)?
+        }
+        PayoutChannel::Alipay => {
+            let logon = AlipayAccount::parse(&alipay_account_of(plan.distributor))?;
+            let new = NewAccount {
+                distributor: &distributor,
+                channel: PayoutChannel::Alipay,
+                masked: logon.masked(),
+                account_name_masked: Some(name.masked()),
+                bank_name: None,
+            };
+            seal_account(&state.vault, new, &logon, at)?
+        }
+        PayoutChannel::Bank => {
+            let card = BankCardNumber::parse(BANK_CARD)?;
+            let new = NewAccount {
+                distributor: &distributor,
+                channel: PayoutChannel::Bank,
+                masked: card.masked(),
+                account_name_masked: Some(name.masked()),
+                bank_name: Some("招商银行".to_owned()),
+            };
+            seal_account(&state.vault, new, &card, at)?
+        }
+    };
     state.store.insert_payout_account(&account).await?;
     Ok(account.id)
 }
@@ -302,6 +343,7 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
     for (_, id) in &requested {
         wait_until(state, id, WithdrawalState::is_final).await?;
     }
+    let bounced = bounce_the_bank_payout(state, sandbox, &requested).await?;
 
     println!(
         "\n{:<4} {:<34} {:<8} {:<10} {:>10} {:>8} {:>7} {:>10}  story / reason",
@@ -339,19 +381,45 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
         );
     }
     println!("paid in all: gross {gross}, tax withheld {tax}, fees {fee}, net sent {net}");
-    let clearing = state
-        .store
-        .account_balance(&AccountId::Platform(PlatformAccount::WechatClearing))
-        .await?
-        .unwrap_or_default();
     let ledger = sandbox.ledger();
-    let matches = ledger.total_paid_fen == clearing.fen() && ledger.total_paid_fen == net.fen();
-    println!(
-        "sandbox gateway sent {} in {} payouts; fenrun's WeChat clearing account holds {clearing}: {}",
-        Money::from_fen(ledger.total_paid_fen),
-        ledger.paid_count,
-        if matches { "equal" } else { "DIFFERENT" }
-    );
+    let mut matches = true;
+    for (channel, rail, clearing) in [
+        (
+            PayoutChannel::Wechat,
+            fenrun_integrations::Channel::Wechat,
+            PlatformAccount::WechatClearing,
+        ),
+        (
+            PayoutChannel::Alipay,
+            fenrun_integrations::Channel::Alipay,
+            PlatformAccount::AlipayClearing,
+        ),
+        (
+            PayoutChannel::Bank,
+            fenrun_integrations::Channel::Bank,
+            PlatformAccount::BankClearing,
+        ),
+    ] {
+        let held = state
+            .store
+            .account_balance(&AccountId::Platform(clearing))
+            .await?
+            .unwrap_or_default();
+        let sent = ledger.channel(rail);
+        let kept = Money::from_fen(sent.sent_fen - sent.returned_fen);
+        let equal = kept == held;
+        matches &= equal;
+        println!(
+            "sandbox {:<6}: sent {} in {} payout(s), {} returned; fenrun's {} clearing account holds {held}: {}",
+            channel.as_str(),
+            Money::from_fen(sent.sent_fen),
+            sent.sent_count,
+            Money::from_fen(sent.returned_fen),
+            channel.as_str(),
+            if equal { "equal" } else { "DIFFERENT" }
+        );
+    }
+    matches &= ledger.total_paid_fen - ledger.total_returned_fen == net.fen();
     let mut paid = Vec::new();
     for (plan, id) in &requested {
         if let Some(withdrawal) = state.store.withdrawal(id).await?
@@ -361,7 +429,86 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
         }
     }
     let certified = certificates(state, &paid).await?;
-    Ok(matches && certified)
+    let voided = match &bounced {
+        Some((who, id)) => void_certificate(state, who, id).await?,
+        None => true,
+    };
+    Ok(matches && certified && voided)
+}
+
+/// The bank sends d10's card payout back (退票) through the sandbox, as a
+/// bank does days after success: the withdrawal moves to `returned` once,
+/// the gross is available again and the month's tax forgets the payout.
+async fn bounce_the_bank_payout(
+    state: &AppState,
+    sandbox: &fenrun_integrations::sandbox::SandboxHandle,
+    requested: &[(&Plan, WithdrawalId)],
+) -> anyhow::Result<Option<(&'static str, WithdrawalId)>> {
+    let Some((plan, id)) = requested
+        .iter()
+        .find(|(plan, _)| plan.channel == PayoutChannel::Bank)
+    else {
+        return Ok(None);
+    };
+    let paid = wait_until(state, id, WithdrawalState::is_final).await?;
+    if paid.state != WithdrawalState::Paid {
+        return Ok(None);
+    }
+    // The certificate is issued before the bank's word comes back.
+    wait_for_certificate(state, id).await?;
+    let distributor = DistributorId::parse(plan.distributor)?;
+    let before = state.store.balance(&distributor).await?.unwrap_or_default();
+    sandbox
+        .bounce(&paid.out_bill_no, Some("收款账户已注销"))
+        .map_err(|refusal| anyhow::anyhow!("the sandbox would not bounce {id}: {refusal:?}"))?;
+    let returned = wait_until(state, id, |state| state == WithdrawalState::Returned).await?;
+    let after = state.store.balance(&distributor).await?.unwrap_or_default();
+    println!(
+        "{}: the bank sent {} back (退票: {}): {} → returned; available {} → {} (the gross {} again)",
+        plan.distributor,
+        paid.net,
+        returned.failure_reason.as_deref().unwrap_or(""),
+        paid.id,
+        before.available,
+        after.available,
+        paid.gross,
+    );
+    Ok(Some((plan.distributor, id.clone())))
+}
+
+/// The certificate of a returned payout is voided by a correction stating
+/// zero income, zero tax and zero paid.
+async fn void_certificate(state: &AppState, who: &str, id: &WithdrawalId) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let number = wait_for_certificate(state, id).await?;
+        let (record, _) = state
+            .store
+            .certificate(&number)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("certificate {number} vanished"))?;
+        if record.gross.is_zero() {
+            println!(
+                "{who}: certificate {} voids {} (gross {}, tax {}, net {}): {}",
+                record.number,
+                record
+                    .replaces
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                record.gross,
+                record.tax,
+                record.net,
+                record.reason.as_deref().unwrap_or("")
+            );
+            return Ok(record.replaces.is_some());
+        }
+        if Instant::now() > deadline {
+            println!("{who}: the certificate of the returned payout was NOT voided");
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Act three: every paid withdrawal's signed certificate, checked as a

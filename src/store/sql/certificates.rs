@@ -317,11 +317,13 @@ impl Repo {
     }
 
     /// The tax payable the ledger credited for withdrawals of a tax month
-    /// (their `paid` transfers), to check a declaration against.
+    /// (their `paid` transfers, less the `bounced` ones), to check a
+    /// declaration against.
     pub async fn ledger_tax_for_month(&self, tax_month: Month) -> Result<Money, StoreError> {
         let fen: i64 = sqlx::query_scalar(concat!(
             "select cast(coalesce(sum(p.amount_fen), 0) as bigint) from withdrawals w ",
-            "join ledger_transfers t on t.idempotency_key = 'withdrawal:' || w.id || ':paid' ",
+            // A bounce (退票) takes its payout's tax back off the month.
+            "join ledger_transfers t on t.idempotency_key in ('withdrawal:' || w.id || ':paid', 'withdrawal:' || w.id || ':bounced') ",
             "join ledger_postings p on p.transfer_id = t.id and p.account_id = $2 ",
             "where w.tax_month = $1"
         ))

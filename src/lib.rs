@@ -9,7 +9,7 @@
 //! → [`domain`], [`store`], [`vault`]; [`state`] is imported by the layers
 //! that serve and imports none of them; [`app`] composes everything.
 //!
-//! - [`domain`]: pure rules — money, ids, calendar, commission plans, ledger transfers, roles, tax.
+//! - [`domain`]: pure rules — money, ids, calendar, commission plans, ledger transfers, roles, tax, the banks we pay to.
 //! - [`store`]: all SQL, for SQLite and PostgreSQL, behind one [`store::Store`].
 //! - [`engine`]: the workflows at run time — definitions and `workflows check`, the settlement,
 //!   withdrawal, certificate and declaration steps, the payout gateway adapter, workers and scheduler.

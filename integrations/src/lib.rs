@@ -184,8 +184,40 @@ pub struct PayoutRequest {
     pub payee_account: SecretString,
     /// The payee's real name. WeChat encrypts it into `user_name`; it is sent
     /// whenever given (WeChat requires it from 2,000.00 yuan up; Alipay always,
-    /// for both its products).
+    /// for both its products). A company's bank account: the company's
+    /// registered name.
     pub payee_name: Option<SecretString>,
+    /// Bank cards: whose account it is. `None` on the other channels; a card
+    /// payout without it is sent as a personal account's.
+    pub bank_account: Option<BankAccount>,
+}
+
+/// Whose account a bank card is, as Alipay's `payee_info.bankcard_ext_info`
+/// says it: a person's (对私, `account_type` "2"), or a company's (对公,
+/// "1"), which the bank finds by its branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BankAccount {
+    Personal,
+    Company(CompanyBankAccount),
+}
+
+/// A company's bank account beyond its number: the bank, and the branch by
+/// its 联行号, by its place and name, or both (Alipay needs one of the two).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompanyBankAccount {
+    /// `inst_name`: the bank (`招商银行`).
+    pub inst_name: String,
+    /// `bank_code`: the branch's 12-digit 联行号.
+    pub bank_code: Option<String>,
+    /// `inst_province`, `inst_city`, `inst_branch_name`: the branch by place.
+    pub branch: Option<BankBranch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankBranch {
+    pub province: String,
+    pub city: String,
+    pub name: String,
 }
 
 /// A payout rail. Implementations sign requests and verify answers as their

@@ -42,6 +42,7 @@ const ROOT_CERT_SN: &str = "e319b691be34edd2601a007aba85a2db_910fd420da83cd0d1b6
 const ACCOUNT: &str = "payee@example.com";
 const CARD: &str = "6222020000000000001";
 const NAME: &str = "张三";
+const COMPANY: &str = "杭州某某科技有限公司";
 
 fn key_file(name: &str) -> String {
     std::fs::read_to_string(format!("{KEYS}{name}")).unwrap()
@@ -328,6 +329,7 @@ fn payout(withdrawal_id: &str, fen: i64, account: &str) -> PayoutRequest {
         remark: "佣金提现".to_owned(),
         payee_account: SecretString::from(account),
         payee_name: Some(SecretString::from(NAME)),
+        bank_account: None,
     }
 }
 
@@ -419,6 +421,59 @@ async fn a_bank_card_transfer_deals_then_succeeds_then_bounces_in_both_modes() {
                 .all(|(_, biz)| biz["product_code"] == "TRANS_BANKCARD_NO_PWD")
         );
     }
+}
+
+#[tokio::test]
+async fn a_company_card_carries_its_bank_and_its_branch_in_bankcard_ext_info() {
+    use fenrun_integrations::{BankAccount, BankBranch, CompanyBankAccount};
+    let fake = FakeAlipay::new(Mode::Certificate);
+    let base_url = start(fake.clone()).await;
+    let client = client(&base_url, Mode::Certificate, AlipayProduct::BankCard);
+    let by_code = PayoutRequest {
+        payee_name: Some(SecretString::from(COMPANY)),
+        bank_account: Some(BankAccount::Company(CompanyBankAccount {
+            inst_name: "招商银行".to_owned(),
+            bank_code: Some("308331012345".to_owned()),
+            branch: None,
+        })),
+        ..payout("wd_card_corp_1", 100_00, CARD)
+    };
+    let by_place = PayoutRequest {
+        payee_name: Some(SecretString::from(COMPANY)),
+        bank_account: Some(BankAccount::Company(CompanyBankAccount {
+            inst_name: "中国工商银行".to_owned(),
+            bank_code: None,
+            branch: Some(BankBranch {
+                province: "浙江省".to_owned(),
+                city: "杭州市".to_owned(),
+                name: "中国工商银行杭州分行营业部".to_owned(),
+            }),
+        })),
+        ..payout("wd_card_corp_2", 100_00, CARD)
+    };
+    let personal = PayoutRequest {
+        bank_account: Some(BankAccount::Personal),
+        ..payout("wd_card_corp_3", 100_00, CARD)
+    };
+    for request in [&by_code, &by_place, &personal] {
+        assert_eq!(
+            client.transfer(request).await,
+            Ok(TransferStatus::Processing)
+        );
+    }
+    let requests = fake.requests.lock().unwrap();
+    let ext = |index: usize| requests[index].1["payee_info"]["bankcard_ext_info"].clone();
+    assert_eq!(requests[0].1["payee_info"]["name"], COMPANY);
+    assert_eq!(
+        ext(0),
+        serde_json::json!({"account_type": "1", "inst_name": "招商银行", "bank_code": "308331012345"})
+    );
+    assert_eq!(
+        ext(1),
+        serde_json::json!({"account_type": "1", "inst_name": "中国工商银行", "inst_province": "浙江省",
+                           "inst_city": "杭州市", "inst_branch_name": "中国工商银行杭州分行营业部"})
+    );
+    assert_eq!(ext(2), serde_json::json!({"account_type": "2"}));
 }
 
 #[tokio::test]

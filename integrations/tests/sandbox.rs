@@ -169,6 +169,7 @@ fn payout(withdrawal_id: &str, fen: i64, openid: &str) -> PayoutRequest {
         remark: "佣金提现".to_owned(),
         payee_account: SecretString::from(openid),
         payee_name: Some(SecretString::from("张三")),
+        bank_account: None,
     }
 }
 

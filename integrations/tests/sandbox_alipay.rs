@@ -161,6 +161,7 @@ fn payout(withdrawal_id: &str, fen: i64, account: &str) -> PayoutRequest {
         remark: "佣金提现".to_owned(),
         payee_account: SecretString::from(account),
         payee_name: Some(SecretString::from(NAME)),
+        bank_account: None,
     }
 }
 
@@ -338,6 +339,37 @@ async fn an_unknown_bill_is_none_and_a_bank_bill_is_not_found_by_the_account_pro
     let request = payout("wd_bank_0002", 10_00, CARD);
     bank.transfer(&request).await.unwrap();
     assert_eq!(account.query(&request.out_bill_no).await.unwrap(), None);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_company_card_without_its_branch_is_refused_and_with_it_is_paid() {
+    use fenrun_integrations::{BankAccount, CompanyBankAccount};
+    let Setup { sandbox, bank, .. } = setup(AlipayKeyMode::Certificate, Faults::default(), 0).await;
+    let company = |bank_code: Option<&str>| {
+        Some(BankAccount::Company(CompanyBankAccount {
+            inst_name: "招商银行".to_owned(),
+            bank_code: bank_code.map(str::to_owned),
+            branch: None,
+        }))
+    };
+    let without = PayoutRequest {
+        bank_account: company(None),
+        ..payout("wd_corp_0001", 10_00, CARD)
+    };
+    let error = bank.transfer(&without).await.unwrap_err();
+    assert!(
+        matches!(&error, GatewayError::Rejected { code, .. } if code.contains("INVALID_PARAMETER")),
+        "{error}"
+    );
+    let with = PayoutRequest {
+        bank_account: company(Some("308331012345")),
+        ..payout("wd_corp_0002", 10_00, CARD)
+    };
+    bank.transfer(&with).await.unwrap();
+    query_until(&bank, &with.out_bill_no, &TransferStatus::Succeeded).await;
+    let totals = sandbox.ledger().channel(Channel::Bank);
+    assert_eq!((totals.sent_count, totals.sent_fen), (1, 10_00));
     sandbox.shutdown().await;
 }
 

@@ -112,6 +112,7 @@ fn payout(withdrawal: &str, fen: i64, payee: &str, name: Option<&str>) -> Payout
         remark: "佣金提现".to_owned(),
         payee_account: SecretString::from(payee),
         payee_name: name.map(SecretString::from),
+        bank_account: None,
     }
 }
 

@@ -17,6 +17,9 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::JsonBody;
 use crate::api::policy::{Owner, SelfOrIngest, SelfOrOpsAdmin};
 use crate::api::responses::{AuthRefusals, BodyRefusals};
+use crate::domain::banks::{
+    self, BankAccountError, BankAccountKind, BankAccountType, CompanyAccount, CompanyFields,
+};
 use crate::domain::identity::PayoutChannel;
 use crate::domain::identity::{
     AlipayAccount, BankCardNumber, IdNumber, IdentityError, RealName, WechatOpenId,
@@ -25,9 +28,6 @@ use crate::domain::ids::DistributorId;
 use crate::state::AppState;
 use crate::store::{SealedIdentity, SealedPayoutAccount, StoreError};
 use crate::vault::credentials::{NewAccount, changed_identity_fields, seal_account, seal_identity};
-
-/// Longest bank name (characters) accepted: `中国工商银行股份有限公司…` fits.
-const MAX_BANK_NAME_CHARS: usize = 50;
 
 /// Reads a credential field as a `SecretString`. A value of another JSON
 /// type is refused without being quoted: serde's own message would repeat a
@@ -138,15 +138,52 @@ pub enum NewPayoutAccount {
         #[serde(deserialize_with = "secret_text")]
         account: SecretString,
     },
-    /// A bank card: its number, the bank, and the holder's name if given.
+    /// A bank card: its number, the bank, whose account it is (a person's by
+    /// default, or a company's), and the holder. A company's account also
+    /// names its bank (`inst_name`) and its branch: `bank_code`, or all of
+    /// `province`, `city` and `branch_name`, or both.
     Bank {
-        #[schema(value_type = String)]
+        /// 12–19 digits passing the Luhn check; spaces and `-` are ignored.
+        #[schema(value_type = String, example = "6222021234567894")]
         #[serde(deserialize_with = "secret_text")]
         card_number: SecretString,
+        /// One of the banks we pay to (src/domain/banks.rs), by its Chinese
+        /// name, full or short (`中国工商银行`, `工商银行`), or its code in any
+        /// case (`ICBC`, `ABC`, `BOC`, `CCB`, `COMM`, `PSBC`, `CMB`, `SPDB`,
+        /// `CITIC`, `CEB`, `HXB`, `CMBC`, `GDB`, `SPABANK`, `CIB`, `CZBANK`,
+        /// `BOHAIB`, `EGBANK`, `BJBANK`, `SHBANK`). Stored and shown by its
+        /// full Chinese name.
+        #[schema(example = "招商银行")]
         bank_name: String,
+        /// A personal account: the holder's real name, optional. A company
+        /// account: the company's registered name, required (the bank checks
+        /// the transfer's payee name against it).
         #[schema(value_type = Option<String>)]
         #[serde(default, deserialize_with = "optional_secret_text")]
         holder_name: Option<SecretString>,
+        /// Alipay's `account_type`: `"2"` a person's account (对私, the
+        /// default), `"1"` a company's (对公).
+        #[schema(pattern = "^[12]$", example = "2")]
+        #[serde(default)]
+        account_type: Option<String>,
+        /// Company accounts only, required: the bank holding the account,
+        /// named as `bank_name` is (usually the same bank).
+        #[serde(default)]
+        inst_name: Option<String>,
+        /// Company accounts only: the branch's 联行号, 12 digits. Required
+        /// unless `province`, `city` and `branch_name` are all given.
+        #[schema(pattern = "^[0-9]{12}$", example = "308331012345")]
+        #[serde(default)]
+        bank_code: Option<String>,
+        /// Company accounts only: the branch's province (开户行省份).
+        #[serde(default)]
+        province: Option<String>,
+        /// Company accounts only: the branch's city (开户行城市).
+        #[serde(default)]
+        city: Option<String>,
+        /// Company accounts only: the branch's name (支行名称).
+        #[serde(default)]
+        branch_name: Option<String>,
     },
 }
 
@@ -159,23 +196,60 @@ pub struct PayoutAccountView {
     pub channel: PayoutChannel,
     /// `oUpF***Ddw4`, `138****5678`, `a***@example.com` or `6222 **** **** 1234`.
     pub account: String,
+    /// Bank accounts: the bank's full Chinese name (`招商银行`, `中国工商银行`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bank_name: Option<String>,
-    /// The bank card holder's name, masked (`张**`), when one was given.
+    /// The bank card holder: a person's name masked (`张**`), when one was
+    /// given; a company's registered name in full (it is public).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub holder_name: Option<String>,
+    /// Bank accounts: `"2"` a person's, `"1"` a company's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "2")]
+    pub account_type: Option<&'static str>,
+    /// Company accounts: the bank holding it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inst_name: Option<String>,
+    /// Company accounts: the branch's 联行号, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bank_code: Option<String>,
+    /// Company accounts: the branch's province, city and name, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub province: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch_name: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
 impl From<SealedPayoutAccount> for PayoutAccountView {
     fn from(account: SealedPayoutAccount) -> PayoutAccountView {
+        let kind = account.bank_account.as_ref();
+        let company = kind.and_then(BankAccountKind::company);
+        let location = company.and_then(CompanyAccount::location);
+        let text = |value: Option<&str>| value.map(str::to_owned);
+        let account_type = kind.map(|kind| kind.account_type().code());
+        let inst_name = text(company.map(|company| company.inst().name));
+        let bank_code = text(company.and_then(CompanyAccount::bank_code));
+        let province = text(location.map(|place| place.province.as_str()));
+        let city = text(location.map(|place| place.city.as_str()));
+        let branch_name = text(location.map(|place| place.branch_name.as_str()));
+        let holder_name =
+            text(company.map(CompanyAccount::company_name)).or(account.account_name_masked);
         PayoutAccountView {
             id: account.id.into_string(),
             distributor_id: account.distributor_id,
             channel: account.channel,
             account: account.masked,
             bank_name: account.bank_name,
-            holder_name: account.account_name_masked,
+            holder_name,
+            account_type,
+            inst_name,
+            bank_code,
+            province,
+            city,
+            branch_name,
             created_at: account.created_at,
         }
     }
@@ -191,6 +265,11 @@ pub struct PayoutAccountList {
 /// always the domain type's name for it) and never the value.
 fn refused(code: &'static str, field: &str, error: IdentityError) -> ApiError {
     ApiError::unprocessable(code, error.to_string()).with_field(field)
+}
+
+/// 422 for refused bank details: the error carries its code and field.
+fn bank_refused(error: BankAccountError) -> ApiError {
+    ApiError::unprocessable(error.code(), error.to_string()).with_field(error.field())
 }
 
 /// 404 unless the distributor exists.
@@ -269,7 +348,7 @@ pub async fn put_identity(
         (status = 400, description = "invalid_id (path), malformed_json, missing_field, unknown_field, invalid_field (e.g. an unknown channel)", body = ErrorBody),
         AuthRefusals, BodyRefusals,
         (status = 404, body = ErrorBody),
-        (status = 422, description = "invalid_openid, invalid_alipay_account, invalid_card_number or invalid_holder_name", body = ErrorBody),
+        (status = 422, description = "invalid_openid, invalid_alipay_account (neither an 11-digit mainland mobile number nor an email), invalid_card_number (format or Luhn check), unknown_bank (bank_name or inst_name not a bank we pay to; the message lists the codes), invalid_account_type (not \"1\" or \"2\"), invalid_holder_name; for a company account (account_type \"1\"): holder_name_required, inst_name_required, bank_branch_required (neither bank_code nor all of province, city and branch_name; the field names what is missing), invalid_bank_code (not 12 digits), invalid_bank_branch; for a personal one: company_account_field (a company-only field was given). Nothing is stored.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -288,6 +367,7 @@ pub async fn add_payout_account(
         masked,
         account_name_masked: None,
         bank_name: None,
+        bank_account: None,
     };
     // Each arm parses its value and seals it straight away, so the parsed
     // secret never leaves the arm.
@@ -318,31 +398,58 @@ pub async fn add_payout_account(
             card_number,
             bank_name,
             holder_name,
+            account_type,
+            inst_name,
+            bank_code,
+            province,
+            city,
+            branch_name,
         } => {
             let card = BankCardNumber::parse(card_number.expose_secret())
                 .map_err(|error| refused("invalid_card_number", "card_number", error))?;
-            let bank_name = bank_name.trim();
-            if bank_name.is_empty()
-                || bank_name.chars().count() > MAX_BANK_NAME_CHARS
-                || bank_name.chars().any(char::is_control)
-            {
-                return Err(ApiError::bad_request(
-                    "invalid_field",
-                    format!("bank_name must be 1–{MAX_BANK_NAME_CHARS} printable characters"),
-                )
-                .with_field("bank_name"));
-            }
-            let holder = holder_name
-                .as_ref()
-                .map(|name| RealName::parse(name.expose_secret()))
+            let bank = banks::parse_bank(bank_name, "bank_name").map_err(bank_refused)?;
+            let account_type = account_type
+                .as_deref()
+                .map(BankAccountType::from_code)
                 .transpose()
-                .map_err(|error| refused("invalid_holder_name", "holder_name", error))?;
+                .map_err(bank_refused)?
+                .unwrap_or_default();
+            let company_fields = CompanyFields {
+                inst_name: inst_name.as_deref(),
+                bank_code: bank_code.as_deref(),
+                province: province.as_deref(),
+                city: city.as_deref(),
+                branch_name: branch_name.as_deref(),
+            };
+            let (bank_account, holder_masked) = match account_type {
+                BankAccountType::Personal => {
+                    company_fields.refuse_on_personal().map_err(bank_refused)?;
+                    let holder = holder_name
+                        .as_ref()
+                        .map(|name| RealName::parse(name.expose_secret()))
+                        .transpose()
+                        .map_err(|error| refused("invalid_holder_name", "holder_name", error))?;
+                    (
+                        BankAccountKind::Personal,
+                        holder.as_ref().map(RealName::masked),
+                    )
+                }
+                // A company's registered name is public: it is kept whole,
+                // and sent as the payee's name.
+                BankAccountType::Company => {
+                    let holder = holder_name.as_ref().map(|name| name.expose_secret());
+                    let company =
+                        CompanyAccount::parse(holder, &company_fields).map_err(bank_refused)?;
+                    (BankAccountKind::Company(company), None)
+                }
+            };
             require_distributor(&state, &id).await?;
             seal_account(
                 &state.vault,
                 NewAccount {
-                    account_name_masked: holder.as_ref().map(RealName::masked),
-                    bank_name: Some(bank_name.to_owned()),
+                    account_name_masked: holder_masked,
+                    bank_name: Some(bank.name.to_owned()),
+                    bank_account: Some(bank_account),
                     ..new(PayoutChannel::Bank, card.masked())
                 },
                 &card,

@@ -1,8 +1,10 @@
 //! Pure business rules: no I/O, no SQL, no HTTP. Every function takes the
 //! time it needs as an argument. `payout_cycle` says when a standard
-//! withdrawal is sent (its settlement cycle's cut-off).
+//! withdrawal is sent (its settlement cycle's cut-off); `banks` the banks a
+//! card payout can go to and what a company account needs.
 
 pub mod access;
+pub mod banks;
 pub mod calendar;
 pub mod commission;
 pub mod digest;

@@ -19,10 +19,14 @@ use fenrun_integrations::sandbox::{
 use fenrun_integrations::wechat::{
     CallbackError, CallbackVerifier, WechatPayClient, WechatPayConfig,
 };
-use fenrun_integrations::{GatewayError, OutBillNo, PayoutGateway, PayoutRequest, TransferStatus};
+use fenrun_integrations::{
+    BankAccount, BankBranch, CompanyBankAccount, GatewayError, OutBillNo, PayoutGateway,
+    PayoutRequest, TransferStatus,
+};
 use secrecy::SecretString;
 
 use crate::config::{AlipayKeyMode, GatewayKind, Settings};
+use crate::domain::banks::BankAccountKind;
 use crate::domain::identity::PayoutChannel;
 use crate::domain::withdrawal::GatewayOutcome;
 use crate::engine::withdrawal::CallbackNews;
@@ -525,6 +529,23 @@ fn wechat_config(settings: &Settings, notify_url: &str) -> anyhow::Result<Wechat
         api_v3_key,
         notify_url.to_owned(),
     )?)
+}
+
+/// A bank account's type and branch as the bank rail sends them
+/// (`payee_info.bankcard_ext_info`).
+pub fn bank_payee(kind: &BankAccountKind) -> BankAccount {
+    match kind {
+        BankAccountKind::Personal => BankAccount::Personal,
+        BankAccountKind::Company(company) => BankAccount::Company(CompanyBankAccount {
+            inst_name: company.inst().name.to_owned(),
+            bank_code: company.bank_code().map(str::to_owned),
+            branch: company.location().map(|place| BankBranch {
+                province: place.province.clone(),
+                city: place.city.clone(),
+                name: place.branch_name.clone(),
+            }),
+        }),
+    }
 }
 
 /// The metrics label of a gateway call's result.

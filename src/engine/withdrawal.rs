@@ -24,9 +24,11 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 use fenrun_integrations::{GatewayError, OutBillNo, PayoutRequest, TransferStatus};
+use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::clock::Clock;
+use crate::domain::banks::BankAccountKind;
 use crate::domain::identity::PayoutChannel;
 use crate::domain::ids::{DistributorId, PayoutAccountId, WithdrawalId};
 use crate::domain::money::Money;
@@ -38,7 +40,7 @@ use crate::domain::withdrawal::{
 };
 use crate::domain::withdrawal::{GatewayOutcome, ReviewDecision};
 use crate::engine::definition::{ReviewParams, StepKind, StepParams, WorkflowDefinition};
-use crate::engine::gateway::{Gateway, GatewayNews};
+use crate::engine::gateway::{Gateway, GatewayNews, bank_payee};
 use crate::store::{
     ApplyOutcome, JobSpec, Store, StoreError, WithdrawalDecision, WithdrawalDraft, WithdrawalFacts,
     WithdrawalRecord, WithdrawalRequestOutcome,
@@ -702,13 +704,23 @@ impl WithdrawalEngine {
             .ok_or_else(|| StoreError::Corrupt(format!("payout account of {}", withdrawal.id)))?;
         let payee_account = open_account(&self.vault, &account)
             .map_err(|error| StepError::Vault(error.to_string()))?;
-        let payee_name = match self.store.identity(&withdrawal.distributor_id).await? {
-            Some(identity) => Some(
-                open_identity(&self.vault, &identity)
-                    .map_err(|error| StepError::Vault(error.to_string()))?
-                    .0,
-            ),
-            None => None,
+        let bank_account = account.bank_account.as_ref().map(bank_payee);
+        // A company's account is in the company's name, which the bank checks
+        // the payee's name against; any other account is the distributor's own.
+        let payee_name = match account
+            .bank_account
+            .as_ref()
+            .and_then(BankAccountKind::company)
+        {
+            Some(company) => Some(SecretString::from(company.company_name())),
+            None => match self.store.identity(&withdrawal.distributor_id).await? {
+                Some(identity) => Some(
+                    open_identity(&self.vault, &identity)
+                        .map_err(|error| StepError::Vault(error.to_string()))?
+                        .0,
+                ),
+                None => None,
+            },
         };
         Ok(PayoutRequest {
             out_bill_no: OutBillNo::for_withdrawal(&withdrawal.out_bill_no)
@@ -717,6 +729,7 @@ impl WithdrawalEngine {
             remark: "佣金提现".to_owned(),
             payee_account,
             payee_name,
+            bank_account,
         })
     }
 

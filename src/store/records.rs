@@ -502,6 +502,9 @@ pub struct SealedPayoutAccount {
     /// The bank card holder's name, masked, when one was given.
     pub account_name_masked: Option<String>,
     pub bank_name: Option<String>,
+    /// Bank accounts only: a person's, or a company's with its bank and
+    /// branch (plain columns: none of it is a credential).
+    pub bank_account: Option<crate::domain::banks::BankAccountKind>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -13,6 +13,7 @@
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::banks::BankAccountKind;
 use crate::domain::identity::PayoutChannel;
 use crate::domain::identity::{IdNumber, RealName};
 use crate::domain::ids::{DistributorId, PayoutAccountId};
@@ -72,6 +73,8 @@ pub struct NewAccount<'a> {
     pub masked: String,
     pub account_name_masked: Option<String>,
     pub bank_name: Option<String>,
+    /// Bank accounts only: personal, or a company's with its branch.
+    pub bank_account: Option<BankAccountKind>,
 }
 
 /// Seals a new payout account under a fresh id; `account` is the openid,
@@ -92,6 +95,7 @@ pub fn seal_account(
         masked: new.masked,
         account_name_masked: new.account_name_masked,
         bank_name: new.bank_name,
+        bank_account: new.bank_account,
         created_at: now,
         id,
     })

@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod amounts;
 mod audit;
+mod bank_accounts;
 mod calendar;
 mod calendar_crash;
 mod calendar_years;

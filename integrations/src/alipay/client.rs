@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::crypto::{self, AppSigner, ExtractError};
 use super::{AlipayConfig, AlipayProduct, ConfigError, FundOrderStatus, Trust, yuan_from_fen};
-use crate::{Channel, GatewayError, OutBillNo, PayoutGateway, PayoutRequest, TransferStatus};
+use crate::{
+    BankAccount, Channel, GatewayError, OutBillNo, PayoutGateway, PayoutRequest, TransferStatus,
+};
 
 mod statement;
 
@@ -72,8 +74,9 @@ const ORDER_NOT_FOUND_SUB_CODE: &str = "ORDER_NOT_EXIST";
 const SYSTEM_ERROR_SUB_CODE: &str = "SYSTEM_ERROR";
 
 /// Bank-card payees: `bankcard_ext_info.account_type` "2" is a personal
-/// account; "1" (company) would also need the bank's name and branch.
+/// account, "1" a company's, which also needs the bank's name and its branch.
 const PERSONAL_BANK_ACCOUNT: &str = "2";
+const COMPANY_BANK_ACCOUNT: &str = "1";
 
 /// Upper bound on connecting. Connecting is the one phase whose failure
 /// proves nothing was sent, so it gets its own, shorter limit.
@@ -228,12 +231,53 @@ struct AlipayPayeeInfo<'a> {
     identity_type: &'static str,
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    bankcard_ext_info: Option<AlipayBankcardExtInfo>,
+    bankcard_ext_info: Option<AlipayBankcardExtInfo<'a>>,
 }
 
+/// `payee_info.bankcard_ext_info`. A company account (`account_type` "1")
+/// carries `inst_name` and `bank_code` or the branch's province, city and
+/// name; the empty fields are left out.
 #[derive(Serialize)]
-struct AlipayBankcardExtInfo {
+struct AlipayBankcardExtInfo<'a> {
     account_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inst_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bank_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inst_province: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inst_city: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inst_branch_name: Option<&'a str>,
+}
+
+impl<'a> AlipayBankcardExtInfo<'a> {
+    /// A card's extension. No account type means a personal account: every
+    /// card fenrun paid before company accounts existed was one.
+    fn of(account: Option<&'a BankAccount>) -> AlipayBankcardExtInfo<'a> {
+        match account {
+            None | Some(BankAccount::Personal) => AlipayBankcardExtInfo {
+                account_type: PERSONAL_BANK_ACCOUNT,
+                inst_name: None,
+                bank_code: None,
+                inst_province: None,
+                inst_city: None,
+                inst_branch_name: None,
+            },
+            Some(BankAccount::Company(company)) => {
+                let branch = company.branch.as_ref();
+                AlipayBankcardExtInfo {
+                    account_type: COMPANY_BANK_ACCOUNT,
+                    inst_name: Some(&company.inst_name),
+                    bank_code: company.bank_code.as_deref(),
+                    inst_province: branch.map(|branch| branch.province.as_str()),
+                    inst_city: branch.map(|branch| branch.city.as_str()),
+                    inst_branch_name: branch.map(|branch| branch.name.as_str()),
+                }
+            }
+        }
+    }
 }
 
 /// `biz_content` of `alipay.fund.trans.common.query` by our number: product
@@ -576,9 +620,9 @@ impl PayoutGateway for AlipayClient {
                 identity_type: product.identity_type(),
                 name,
                 bankcard_ext_info: match product {
-                    AlipayProduct::BankCard => Some(AlipayBankcardExtInfo {
-                        account_type: PERSONAL_BANK_ACCOUNT,
-                    }),
+                    AlipayProduct::BankCard => {
+                        Some(AlipayBankcardExtInfo::of(request.bank_account.as_ref()))
+                    }
                     AlipayProduct::AlipayAccount => None,
                 },
             },

@@ -185,6 +185,7 @@ pub(crate) async fn withdraw_once(
                 masked: openid.masked(),
                 account_name_masked: None,
                 bank_name: None,
+                bank_account: None,
             },
             &openid,
             now,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::clock::{Clock, SimulatedClock};
+use crate::domain::banks::BankAccountKind;
 use crate::domain::identity::PayoutChannel;
 use crate::domain::identity::{AlipayAccount, BankCardNumber, IdNumber, RealName, WechatOpenId};
 use crate::domain::ids::{CertificateNumber, DistributorId, PayoutAccountId, WithdrawalId};
@@ -149,6 +150,7 @@ async fn credentials(
                 masked: openid.masked(),
                 account_name_masked: None,
                 bank_name: None,
+                bank_account: None,
             };
             seal_account(&state.vault, new, &openid, at)?
         }
@@ -160,6 +162,7 @@ async fn credentials(
                 masked: logon.masked(),
                 account_name_masked: Some(name.masked()),
                 bank_name: None,
+                bank_account: None,
             };
             seal_account(&state.vault, new, &logon, at)?
         }
@@ -171,6 +174,7 @@ async fn credentials(
                 masked: card.masked(),
                 account_name_masked: Some(name.masked()),
                 bank_name: Some("招商银行".to_owned()),
+                bank_account: Some(BankAccountKind::Personal),
             };
             seal_account(&state.vault, new, &card, at)?
         }

@@ -14,6 +14,7 @@ use sqlx::Row;
 use super::Repo;
 use super::audit::audit_in;
 use super::dialect::{Conn, DbRow, for_update};
+use crate::domain::banks::{BankAccountKind, BankAccountType, CompanyAccount, CompanyFields};
 use crate::domain::identity::PayoutChannel;
 use crate::domain::ids::{DistributorId, PayoutAccountId};
 use crate::store::MAX_PAGE;
@@ -31,7 +32,8 @@ macro_rules! identity_columns {
 /// The columns of `payout_accounts`, for `concat!`.
 macro_rules! account_columns {
     () => {
-        "id, distributor_id, channel, account, key_id, masked, account_name_masked, bank_name, created_at"
+        "id, distributor_id, channel, account, key_id, masked, account_name_masked, bank_name, \
+         account_type, company_name, inst_name, bank_code, inst_province, inst_city, inst_branch_name, created_at"
     };
 }
 pub(super) use account_columns;
@@ -59,8 +61,71 @@ pub(super) fn account_from_row(row: &DbRow) -> Result<SealedPayoutAccount, Store
         masked: row.try_get("masked")?,
         account_name_masked: row.try_get("account_name_masked")?,
         bank_name: row.try_get("bank_name")?,
+        bank_account: bank_account_from_row(row)?,
         created_at: row.try_get::<DbTime, _>("created_at")?.0,
     })
+}
+
+/// A bank account's type and, for a company's, its branch, parsed again by
+/// the domain's rules: a row the rules refuse is corrupt, not paid.
+fn bank_account_from_row(row: &DbRow) -> Result<Option<BankAccountKind>, StoreError> {
+    let Some(account_type) = row.try_get::<Option<String>, _>("account_type")? else {
+        return Ok(None);
+    };
+    let text = |column: &str| row.try_get::<Option<String>, _>(column);
+    match BankAccountType::parse(&account_type)? {
+        BankAccountType::Personal => Ok(Some(BankAccountKind::Personal)),
+        BankAccountType::Company => {
+            let (inst_name, bank_code) = (text("inst_name")?, text("bank_code")?);
+            let (province, city, branch_name) = (
+                text("inst_province")?,
+                text("inst_city")?,
+                text("inst_branch_name")?,
+            );
+            let fields = CompanyFields {
+                inst_name: inst_name.as_deref(),
+                bank_code: bank_code.as_deref(),
+                province: province.as_deref(),
+                city: city.as_deref(),
+                branch_name: branch_name.as_deref(),
+            };
+            CompanyAccount::parse(text("company_name")?.as_deref(), &fields)
+                .map(|company| Some(BankAccountKind::Company(company)))
+                .map_err(|error| {
+                    StoreError::Corrupt(format!("a stored company bank account: {error}"))
+                })
+        }
+    }
+}
+
+/// The columns a bank account's type and branch are written to, in the
+/// order of [`account_columns`]: `(account_type, company_name, inst_name,
+/// bank_code, inst_province, inst_city, inst_branch_name)`.
+type BankColumns<'a> = (
+    Option<&'static str>,
+    Option<&'a str>,
+    Option<&'static str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+fn bank_columns(account: Option<&BankAccountKind>) -> BankColumns<'_> {
+    let Some(account) = account else {
+        return (None, None, None, None, None, None, None);
+    };
+    let company = account.company();
+    let location = company.and_then(CompanyAccount::location);
+    (
+        Some(account.account_type().as_str()),
+        company.map(CompanyAccount::company_name),
+        company.map(|company| company.inst().name),
+        company.and_then(CompanyAccount::bank_code),
+        location.map(|place| place.province.as_str()),
+        location.map(|place| place.city.as_str()),
+        location.map(|place| place.branch_name.as_str()),
+    )
 }
 
 /// A foreign-key violation on a credential insert means the distributor is gone.
@@ -206,11 +271,20 @@ impl Repo {
         &self,
         account: &SealedPayoutAccount,
     ) -> Result<(), StoreError> {
+        let (
+            account_type,
+            company_name,
+            inst_name,
+            bank_code,
+            inst_province,
+            inst_city,
+            inst_branch_name,
+        ) = bank_columns(account.bank_account.as_ref());
         let mut tx = self.begin_write().await?;
         sqlx::query(concat!(
             "insert into payout_accounts (",
             account_columns!(),
-            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .bind(account.id.as_str())
         .bind(account.distributor_id.as_str())
@@ -220,6 +294,13 @@ impl Repo {
         .bind(&account.masked)
         .bind(&account.account_name_masked)
         .bind(&account.bank_name)
+        .bind(account_type)
+        .bind(company_name)
+        .bind(inst_name)
+        .bind(bank_code)
+        .bind(inst_province)
+        .bind(inst_city)
+        .bind(inst_branch_name)
         .bind(DbTime(account.created_at))
         .execute(&mut *tx)
         .await

@@ -263,6 +263,53 @@ struct AlipayPayee {
 #[derive(Deserialize)]
 struct AlipayBankcardExt {
     account_type: String,
+    #[serde(default)]
+    inst_name: Option<String>,
+    #[serde(default)]
+    bank_code: Option<String>,
+    #[serde(default)]
+    inst_province: Option<String>,
+    #[serde(default)]
+    inst_city: Option<String>,
+    #[serde(default)]
+    inst_branch_name: Option<String>,
+}
+
+/// Digits of a 联行号 (`bank_code`).
+const BANK_CODE_DIGITS: usize = 12;
+
+impl AlipayBankcardExt {
+    /// Whether the gateway could route the card: a personal account as it
+    /// is; a company's only with its bank and its branch, by 联行号 or by
+    /// province, city and branch name ("如果银行卡为对公，必须传递省市支行信息或者联行号").
+    fn problem(&self) -> Option<&'static str> {
+        let given = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
+        match self.account_type.as_str() {
+            "2" => None,
+            "1" if !given(&self.inst_name) => {
+                Some("payee_info.bankcard_ext_info.inst_name is required for a company account")
+            }
+            "1" if self.bank_code.as_deref().is_some_and(|code| {
+                code.len() != BANK_CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit())
+            }) =>
+            {
+                Some("payee_info.bankcard_ext_info.bank_code must be 12 digits")
+            }
+            "1" if given(&self.bank_code)
+                || (given(&self.inst_province)
+                    && given(&self.inst_city)
+                    && given(&self.inst_branch_name)) =>
+            {
+                None
+            }
+            "1" => Some(
+                "payee_info.bankcard_ext_info of a company account needs bank_code or inst_province, inst_city and inst_branch_name",
+            ),
+            _ => Some(
+                "payee_info.bankcard_ext_info.account_type must be 1 (company) or 2 (personal)",
+            ),
+        }
+    }
 }
 
 /// `biz_content` of the bill URL query.
@@ -356,10 +403,14 @@ fn validate_transfer(
         .filter(|name| !name.trim().is_empty())
         .ok_or_else(|| invalid_parameter("payee_info.name is required"))?;
     match (product, payee.bankcard_ext_info) {
-        (AlipayProduct::BankCard, Some(ext)) if ext.account_type == "2" => {}
-        (AlipayProduct::BankCard, _) => {
+        (AlipayProduct::BankCard, Some(ext)) => {
+            if let Some(problem) = ext.problem() {
+                return Err(invalid_parameter(problem));
+            }
+        }
+        (AlipayProduct::BankCard, None) => {
             return Err(invalid_parameter(
-                "payee_info.bankcard_ext_info.account_type must be 2 (personal)",
+                "payee_info.bankcard_ext_info is required for a bank card",
             ));
         }
         (AlipayProduct::AlipayAccount, _) => {}

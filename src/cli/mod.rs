@@ -140,6 +140,11 @@ pub enum MonthCloseCommand {
     },
 }
 
+fn parse_channel(text: &str) -> Result<crate::domain::identity::PayoutChannel, String> {
+    crate::domain::identity::PayoutChannel::parse(text)
+        .map_err(|_| "expected wechat, alipay or bank".to_owned())
+}
+
 fn parse_month(text: &str) -> Result<crate::domain::tax::Month, String> {
     crate::domain::tax::Month::parse(text).map_err(|error| error.to_string())
 }
@@ -166,6 +171,10 @@ pub enum BenchCommand {
     /// Withdrawals end to end through the in-process sandbox gateway: HTTP
     /// request, transfer, signed callback, completion; once per latency.
     Withdraw {
+        /// The channel of every payout account: `wechat` (WeChat v3),
+        /// `alipay` (Alipay to an account) or `bank` (Alipay to a card).
+        #[arg(long, default_value = "wechat", value_parser = parse_channel)]
+        channel: crate::domain::identity::PayoutChannel,
         #[arg(long, default_value_t = 10_000)]
         count: usize,
         /// Concurrent HTTP clients.

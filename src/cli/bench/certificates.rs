@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, TimeZone, Utc};
 
 use crate::certificate::{CertificateData, CertificateSigner, INCOME_ITEM_SERVICE};
+use crate::domain::identity::PayoutChannel;
 use crate::domain::money::Money;
 use crate::domain::tax::withhold_per_payment;
 
@@ -71,7 +72,14 @@ async fn through_the_workflow(
     concurrency: usize,
     runs: usize,
 ) -> anyhow::Result<()> {
-    let run = crate::cli::bench::withdraw::withdraw_once(url, count, concurrency, 0).await?;
+    let run = crate::cli::bench::withdraw::withdraw_once(
+        url,
+        PayoutChannel::Wechat,
+        count,
+        concurrency,
+        0,
+    )
+    .await?;
     let store = run.state.store.clone();
     let mut last_progress = (usize::MAX, Instant::now());
     loop {

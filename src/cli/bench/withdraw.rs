@@ -1,8 +1,11 @@
 //! `fenrun bench withdraw`: withdrawals end to end — HTTP request (checks,
 //! reserve, tax, auto-approval), the transfer step through the in-process
-//! sandbox gateway (WeChat v3 dialect, signed both ways), the signed
-//! callback, completion posting — for one scratch database per run, with
-//! the sandbox answering at once and after a set latency.
+//! sandbox gateway, the signed callback, completion posting — for one
+//! scratch database per run, with the sandbox answering at once and after a
+//! set latency. `--channel` picks the payout accounts' channel and so the
+//! rail: `wechat` (WeChat v3 dialect, the default), `alipay` (Alipay to an
+//! account) or `bank` (Alipay to a card, which stays `DEALING` for the
+//! sandbox's `bank_settle_ms` before it succeeds), each signed both ways.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +17,9 @@ use tokio::sync::Semaphore;
 use crate::app::Application;
 use crate::config::Settings;
 use crate::domain::access::Role;
+use crate::domain::banks::{BankAccountKind, find_bank};
 use crate::domain::identity::PayoutChannel;
-use crate::domain::identity::{IdNumber, RealName, WechatOpenId};
+use crate::domain::identity::{AlipayAccount, BankCardNumber, IdNumber, RealName, WechatOpenId};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{AccountId, Bucket, PlatformAccount, Transfer, TransferKind};
 use crate::domain::money::Money;
@@ -31,6 +35,7 @@ const STALL_AFTER: Duration = Duration::from_secs(120);
 
 /// `fenrun bench withdraw`: `runs` runs per latency, medians reported.
 pub async fn withdraw(
+    channel: PayoutChannel,
     count: usize,
     concurrency: usize,
     latencies_ms: &[u64],
@@ -42,15 +47,17 @@ pub async fn withdraw(
     } else {
         "SQLite"
     };
+    let channel_name = channel.as_str();
     println!(
-        "bench withdraw: {count} withdrawals of {WITHDRAWAL}, {concurrency} concurrent HTTP clients, {backend}, sandbox latency {latencies_ms:?} ms, {runs} run(s) each"
+        "bench withdraw: {count} withdrawals of {WITHDRAWAL} to {channel_name} accounts ({}), {concurrency} concurrent HTTP clients, {backend}, sandbox latency {latencies_ms:?} ms, {runs} run(s) each",
+        rail_of(channel)
     );
     for &latency in latencies_ms {
         let mut accepted_per_s = Vec::new();
         let mut paid_per_s = Vec::new();
         for run in 1..=runs {
             let db = crate::cli::bench::ScratchDb::new(server_url, "withdraw").await?;
-            let result = match withdraw_once(&db.url, count, concurrency, latency).await {
+            let result = match withdraw_once(&db.url, channel, count, concurrency, latency).await {
                 Ok(run) => {
                     let figures = (run.accepted, run.end_to_end);
                     run.stop().await.map(|()| figures)
@@ -62,19 +69,73 @@ pub async fn withdraw(
             let accepted = count as f64 / accepted.as_secs_f64();
             let paid = count as f64 / end_to_end.as_secs_f64();
             println!(
-                "latency {latency} ms, run {run}: requests accepted {accepted:.0}/s; end to end (request → paid, ledger posted) {paid:.0} withdrawals/s"
+                "{channel_name}, latency {latency} ms, run {run}: requests accepted {accepted:.0}/s; end to end (request → paid, ledger posted) {paid:.0} withdrawals/s"
             );
             accepted_per_s.push(accepted);
             paid_per_s.push(paid);
         }
         println!(
-            "latency {latency} ms, median of {runs}: requests accepted {:.0}/s; end to end {:.0} withdrawals/s; peak RSS so far {} MiB",
+            "{channel_name}, latency {latency} ms, median of {runs}: requests accepted {:.0}/s; end to end {:.0} withdrawals/s; peak RSS so far {} MiB",
             crate::cli::bench::median(&mut accepted_per_s),
             crate::cli::bench::median(&mut paid_per_s),
             crate::cli::bench::peak_rss_mib().map_or("?".to_owned(), |mib| mib.to_string())
         );
     }
     Ok(())
+}
+
+/// The rail a channel's payouts take, for the heading.
+fn rail_of(channel: PayoutChannel) -> &'static str {
+    match channel {
+        PayoutChannel::Wechat => "WeChat Pay v3 商家转账",
+        PayoutChannel::Alipay => "Alipay TRANS_ACCOUNT_NO_PWD",
+        PayoutChannel::Bank => "Alipay TRANS_BANKCARD_NO_PWD",
+    }
+}
+
+/// The bench's bank: any bank of the table would do.
+const BENCH_BANK: &str = "CMB";
+
+/// A payout account of `channel` for distributor `serial`, sealed: a
+/// different openid, logon id or card number for each.
+fn bench_account(
+    vault: &crate::vault::Vault,
+    channel: PayoutChannel,
+    id: &DistributorId,
+    serial: usize,
+    name: &RealName,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<crate::store::SealedPayoutAccount> {
+    let new = |masked, account_name_masked| NewAccount {
+        distributor: id,
+        channel,
+        masked,
+        account_name_masked,
+        bank_name: None,
+        bank_account: None,
+    };
+    let sealed = match channel {
+        PayoutChannel::Wechat => {
+            let openid = WechatOpenId::parse(&format!("oBench{serial:010}Openid000000"))?;
+            seal_account(vault, new(openid.masked(), None), &openid, now)?
+        }
+        PayoutChannel::Alipay => {
+            let logon = AlipayAccount::parse(&format!("bench{serial}@bench.example"))?;
+            seal_account(vault, new(logon.masked(), Some(name.masked())), &logon, now)?
+        }
+        PayoutChannel::Bank => {
+            let card =
+                BankCardNumber::parse(&BankCardNumber::complete(&format!("622588{serial:09}")))?;
+            let bank = find_bank(BENCH_BANK).expect("the bench's bank is in the table");
+            let account = NewAccount {
+                bank_name: Some(bank.name.to_owned()),
+                bank_account: Some(BankAccountKind::Personal),
+                ..new(card.masked(), Some(name.masked()))
+            };
+            seal_account(vault, account, &card, now)?
+        }
+    };
+    Ok(sealed)
 }
 
 fn id_number(serial: usize) -> String {
@@ -112,6 +173,7 @@ impl WithdrawRun {
 /// Runs `count` withdrawals until every one is paid and the ledger verifies.
 pub(crate) async fn withdraw_once(
     url: &str,
+    channel: PayoutChannel,
     count: usize,
     concurrency: usize,
     latency_ms: u64,
@@ -148,7 +210,7 @@ pub(crate) async fn withdraw_once(
         let _ = stopped.await;
     }));
 
-    // Setup, not timed: distributors with identity, a WeChat account, funds and a token.
+    // Setup, not timed: distributors with identity, an account on the channel, funds and a token.
     let clock = state.clock.clone();
     let setup = crate::cli::bench::progress_bar(count as u64, "setting up distributors");
     let mut work = Vec::with_capacity(count);
@@ -168,28 +230,16 @@ pub(crate) async fn withdraw_once(
                 now,
             )
             .await?;
+        let name = RealName::parse("王芳")?;
         let identity = seal_identity(
             &state.vault,
             &id,
-            &RealName::parse("王芳")?,
+            &name,
             &IdNumber::parse(&id_number(serial), now.date_naive())?,
             now,
         )?;
         store.upsert_identity(&identity).await?;
-        let openid = WechatOpenId::parse(&format!("oBench{serial:010}Openid000000"))?;
-        let account = seal_account(
-            &state.vault,
-            NewAccount {
-                distributor: &id,
-                channel: PayoutChannel::Wechat,
-                masked: openid.masked(),
-                account_name_masked: None,
-                bank_name: None,
-                bank_account: None,
-            },
-            &openid,
-            now,
-        )?;
+        let account = bench_account(&state.vault, channel, &id, serial, &name, now)?;
         store.insert_payout_account(&account).await?;
         let funds = Transfer::between(
             format!("bench:fund:{serial}"),
@@ -281,15 +331,20 @@ pub(crate) async fn withdraw_once(
         report.is_clean(),
         "the ledger does not verify after the run"
     );
-    let sandbox_paid = state
+    // Every payout went out on the chosen channel's rail, and only there.
+    let sandbox_sent = state
         .withdrawals
         .gateway()
         .and_then(|gateway| gateway.sandbox())
-        .map(|sandbox| sandbox.ledger().total_paid_fen)
+        .map(|sandbox| sandbox.ledger().channel(channel.gateway_channel()))
+        .map(|totals| (totals.sent_count, totals.sent_fen))
         .unwrap_or_default();
     anyhow::ensure!(
-        sandbox_paid == WITHDRAWAL.fen() * count as i64,
-        "the sandbox sent {sandbox_paid} fen, fenrun paid {count} × {WITHDRAWAL}"
+        sandbox_sent == (count as u64, WITHDRAWAL.fen() * count as i64),
+        "the sandbox's {} rail sent {} bills, {} fen; fenrun paid {count} × {WITHDRAWAL}",
+        channel.as_str(),
+        sandbox_sent.0,
+        sandbox_sent.1
     );
     Ok(WithdrawRun {
         state,

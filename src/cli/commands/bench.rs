@@ -46,12 +46,14 @@ pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<E
             .await?;
         }
         BenchCommand::Withdraw {
+            channel,
             count,
             concurrency,
             latency_ms,
             runs,
         } => {
             crate::cli::bench::withdraw::withdraw(
+                channel,
                 count,
                 concurrency.max(1),
                 &latency_ms,

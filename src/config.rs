@@ -143,6 +143,14 @@ pub struct Settings {
     pub alipay_cert_file: Option<PathBuf>,
     pub alipay_root_cert_file: Option<PathBuf>,
     pub alipay_bank_card: bool,
+    /// A PEM file of CA certificates (one or more) that every gateway client
+    /// trusts besides the public roots built in (webpki-roots): WeChat,
+    /// Alipay and bank-card rails, their statement downloads, and a
+    /// `sandbox_url` served over HTTPS. For a private CA in front of the
+    /// gateways, or a test CA; the public gateways need none. An unreadable
+    /// file, or one with no certificate, fails the start. Certificates are
+    /// always verified; no setting turns that off.
+    pub gateway_ca_file: Option<PathBuf>,
     /// The withholding agent (扣缴义务人) printed on declarations and
     /// certificates: legal name and 统一社会信用代码.
     pub withholding_agent_name: String,
@@ -339,6 +347,7 @@ impl Default for Settings {
             alipay_cert_file: None,
             alipay_root_cert_file: None,
             alipay_bank_card: false,
+            gateway_ca_file: None,
             gateway_timeout_ms: 10_000,
             order_max_age_days: 180,
             withholding_agent_name: "（未设置扣缴义务人名称）".to_owned(),
@@ -440,7 +449,7 @@ impl Settings {
     }
 
     /// Every key a file or `FENRUN_*` variable may set.
-    pub const KEYS: [&'static str; 38] = [
+    pub const KEYS: [&'static str; 39] = [
         "database_url",
         "listen",
         "log_format",
@@ -472,6 +481,7 @@ impl Settings {
         "alipay_cert_file",
         "alipay_root_cert_file",
         "alipay_bank_card",
+        "gateway_ca_file",
         "gateway_timeout_ms",
         "withholding_agent_name",
         "withholding_agent_tin",
@@ -738,6 +748,20 @@ mod tests {
         // The name from when WeChat was the only rail still reads.
         let old: GatewayKind = serde_json::from_str("\"wechat\"").unwrap();
         assert_eq!(old, GatewayKind::Live);
+    }
+
+    #[test]
+    fn the_gateway_ca_file_is_read_from_the_file_and_unset_by_default() {
+        assert_eq!(Settings::default().gateway_ca_file, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fenrun.toml");
+        std::fs::write(&path, "gateway_ca_file = \"/etc/fenrun/gateway-ca.pem\"\n").unwrap();
+        let settings = Settings::load(Some(&path)).unwrap();
+        assert_eq!(
+            settings.gateway_ca_file,
+            Some(PathBuf::from("/etc/fenrun/gateway-ca.pem"))
+        );
+        assert!(Settings::KEYS.contains(&"gateway_ca_file"));
     }
 
     #[test]

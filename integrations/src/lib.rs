@@ -11,13 +11,15 @@
 //! - [`alipay`]: Alipay `alipay.fund.trans.uni.transfer` to an Alipay account
 //!   or a bank card, its query and `order.changed` notification, RSA2 in
 //!   public-key or certificate mode.
-//! - [`sandbox`]: a local HTTP server speaking both dialects, WeChat v3
-//!   transfer-bills and Alipay `gateway.do`, with test keys, a ledger per
-//!   channel and injectable faults: the test double and the demo gateway. No
-//!   real money moves through it.
+//! - [`sandbox`]: a local HTTP (or HTTPS) server speaking both dialects,
+//!   WeChat v3 transfer-bills and Alipay `gateway.do`, with test keys, a
+//!   ledger per channel and injectable faults: the test double and the demo
+//!   gateway. No real money moves through it.
 //! - [`statement`]: the daily statements (WeChat fund-flow bill, Alipay
 //!   account log) in their real file formats, read into one neutral model
 //!   for reconciliation.
+//! - [`tls`]: whom the clients trust over HTTPS: the public roots and the
+//!   [`tls::ExtraRoots`] a deployment names.
 
 use std::fmt;
 use std::future::Future;
@@ -27,6 +29,7 @@ use secrecy::SecretString;
 pub mod alipay;
 pub mod sandbox;
 pub mod statement;
+pub mod tls;
 pub mod wechat;
 
 /// Why a gateway's `base_url` setting cannot work, if it cannot: it must be

@@ -119,6 +119,8 @@ pub enum Command {
         /// Faults to start with, as JSON (see `POST /sandbox/faults`).
         #[arg(long)]
         faults: Option<String>,
+        #[command(flatten)]
+        tls: commands::sandbox::TlsArgs,
     },
     /// Run the order-settlement workflow end to end on a temporary database and a simulated clock.
     Demo {
@@ -435,9 +437,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             demo::run(keep).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::SandboxGateway { port, host, faults } => {
-            commands::sandbox::run(port, host, faults).await
-        }
+        Command::SandboxGateway {
+            port,
+            host,
+            faults,
+            tls,
+        } => commands::sandbox::run(port, host, faults, tls).await,
     }
 }
 

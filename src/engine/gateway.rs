@@ -16,6 +16,7 @@ use fenrun_integrations::alipay::{
 use fenrun_integrations::sandbox::{
     AlipayKeyMode as SandboxAlipayMode, SandboxConfig, SandboxGateway, SandboxHandle,
 };
+use fenrun_integrations::tls::ExtraRoots;
 use fenrun_integrations::wechat::{
     CallbackError, CallbackVerifier, WechatPayClient, WechatPayConfig,
 };
@@ -150,7 +151,10 @@ impl NotifyUrls {
 impl Gateway {
     /// Connects the rails the settings configure; callbacks must go to `notify`.
     pub async fn connect(settings: &Settings, notify: &NotifyUrls) -> anyhow::Result<Gateway> {
-        let timeout = std::time::Duration::from_millis(settings.gateway_timeout_ms);
+        let transport = Transport {
+            timeout: std::time::Duration::from_millis(settings.gateway_timeout_ms),
+            roots: gateway_roots(settings)?,
+        };
         let gateway = match settings.gateway {
             GatewayKind::Sandbox => {
                 // The sandbox serves every channel, each in its own dialect;
@@ -193,12 +197,12 @@ impl Gateway {
                         )
                     }
                 };
-                let (wechat, wechat_verifier) = wechat_rail(wechat_config, timeout)?;
+                let (wechat, wechat_verifier) = wechat_rail(wechat_config, &transport)?;
                 let alipay_verifier = FundOrderNotifyVerifier::new(&account)?;
                 Gateway {
                     wechat: Some(wechat),
-                    alipay: Some(alipay_rail(account, timeout)?),
-                    bank: Some(alipay_rail(bank, timeout)?),
+                    alipay: Some(alipay_rail(account, &transport)?),
+                    bank: Some(alipay_rail(bank, &transport)?),
                     wechat_verifier: Some(wechat_verifier),
                     alipay_verifier: Some(alipay_verifier),
                     mode,
@@ -208,7 +212,7 @@ impl Gateway {
                 let channels = settings.live_channels()?;
                 let (wechat, wechat_verifier) = if channels.contains(&PayoutChannel::Wechat) {
                     let config = wechat_config(settings, &notify.wechat)?;
-                    let (rail, verifier) = wechat_rail(config, timeout)?;
+                    let (rail, verifier) = wechat_rail(config, &transport)?;
                     (Some(rail), Some(verifier))
                 } else {
                     (None, None)
@@ -219,11 +223,15 @@ impl Gateway {
                         let verifier = FundOrderNotifyVerifier::new(&account)?;
                         let bank = if channels.contains(&PayoutChannel::Bank) {
                             let config = alipay_config(settings, mode, AlipayProduct::BankCard)?;
-                            Some(alipay_rail(config, timeout)?)
+                            Some(alipay_rail(config, &transport)?)
                         } else {
                             None
                         };
-                        (Some(alipay_rail(account, timeout)?), bank, Some(verifier))
+                        (
+                            Some(alipay_rail(account, &transport)?),
+                            bank,
+                            Some(verifier),
+                        )
                     }
                     None => (None, None, None),
                 };
@@ -419,18 +427,49 @@ impl Gateway {
     }
 }
 
+/// What every rail's HTTP client shares: the call limit and whom it trusts.
+struct Transport {
+    timeout: std::time::Duration,
+    roots: ExtraRoots,
+}
+
 fn wechat_rail(
     mut config: WechatPayConfig,
-    timeout: std::time::Duration,
+    transport: &Transport,
 ) -> anyhow::Result<(Rail, CallbackVerifier)> {
-    config.request_timeout = timeout;
+    config.request_timeout = transport.timeout;
+    config.extra_roots = transport.roots.clone();
     let verifier = CallbackVerifier::new(&config)?;
     Ok((Rail::Wechat(WechatPayClient::new(config)?), verifier))
 }
 
-fn alipay_rail(mut config: AlipayConfig, timeout: std::time::Duration) -> anyhow::Result<Rail> {
-    config.request_timeout = timeout;
+fn alipay_rail(mut config: AlipayConfig, transport: &Transport) -> anyhow::Result<Rail> {
+    config.request_timeout = transport.timeout;
+    config.extra_roots = transport.roots.clone();
     Ok(Rail::Alipay(AlipayClient::new(config)?))
+}
+
+/// The CA certificates of `gateway_ca_file`, read and checked once, at
+/// start: a file that cannot be read or holds no certificate fails it.
+fn gateway_roots(settings: &Settings) -> anyhow::Result<ExtraRoots> {
+    let Some(path) = &settings.gateway_ca_file else {
+        return Ok(ExtraRoots::default());
+    };
+    if !cfg!(feature = "tls") {
+        anyhow::bail!(
+            "setting `gateway_ca_file` is set, but this build has no TLS (built without the `tls` feature); build with the default features"
+        );
+    }
+    let text = read_text(path, "gateway_ca_file")?;
+    let roots = ExtraRoots::from_pem(&text).map_err(|error| {
+        anyhow::anyhow!("setting `gateway_ca_file`: {} {error}", path.display())
+    })?;
+    tracing::info!(
+        file = %path.display(),
+        certificates = roots.len(),
+        "gateway clients trust these CA certificates besides the public roots"
+    );
+    Ok(roots)
 }
 
 fn read_secret(path: &Path, key: &str) -> anyhow::Result<SecretString> {

@@ -22,34 +22,40 @@ on_both_backends!(
 
 const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
 
-fn sandbox_key(file: &str) -> std::path::PathBuf {
+pub fn sandbox_key(file: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("integrations/sandbox-keys")
         .join(file)
 }
 
+/// Live WeChat settings for a sandbox at `base_url`: its merchant, reached
+/// by the `wechat_*` settings and key files, as a real merchant would be.
+pub fn live_wechat_merchant_at(settings: &mut fenrun::config::Settings, base_url: &str) {
+    use fenrun_integrations::sandbox::{
+        SANDBOX_APPID, SANDBOX_MCHID, SANDBOX_MERCHANT_SERIAL_NO, SANDBOX_PLATFORM_PUBLIC_KEY_ID,
+    };
+    settings.gateway = fenrun::config::GatewayKind::Live;
+    settings.wechat_base_url = Some(base_url.to_owned());
+    settings.wechat_mchid = Some(SANDBOX_MCHID.to_owned());
+    settings.wechat_appid = Some(SANDBOX_APPID.to_owned());
+    settings.wechat_merchant_serial_no = Some(SANDBOX_MERCHANT_SERIAL_NO.to_owned());
+    settings.wechat_merchant_key_file = Some(sandbox_key("merchant_private_key.pem"));
+    settings.wechat_platform_public_key_id = Some(SANDBOX_PLATFORM_PUBLIC_KEY_ID.to_owned());
+    settings.wechat_platform_public_key_file = Some(sandbox_key("platform_public_key.pem"));
+    settings.wechat_api_v3_key_file = Some(sandbox_key("api_v3_key.txt"));
+}
+
 async fn with_only_wechat_configured_an_alipay_or_bank_withdrawal_is_refused_and_wechat_pays(
     backend: Backend,
 ) {
-    use fenrun_integrations::sandbox::{
-        SANDBOX_APPID, SANDBOX_MCHID, SANDBOX_MERCHANT_SERIAL_NO, SANDBOX_PLATFORM_PUBLIC_KEY_ID,
-        SandboxConfig, SandboxGateway,
-    };
+    use fenrun_integrations::sandbox::{SandboxConfig, SandboxGateway};
     let merchant = SandboxGateway::start(SandboxConfig::default())
         .await
         .unwrap();
     let base_url = merchant.base_url().to_owned();
     let app = spawn_app_with(backend, move |settings| {
         settings.simulated_clock = true;
-        settings.gateway = fenrun::config::GatewayKind::Live;
-        settings.wechat_base_url = Some(base_url);
-        settings.wechat_mchid = Some(SANDBOX_MCHID.to_owned());
-        settings.wechat_appid = Some(SANDBOX_APPID.to_owned());
-        settings.wechat_merchant_serial_no = Some(SANDBOX_MERCHANT_SERIAL_NO.to_owned());
-        settings.wechat_merchant_key_file = Some(sandbox_key("merchant_private_key.pem"));
-        settings.wechat_platform_public_key_id = Some(SANDBOX_PLATFORM_PUBLIC_KEY_ID.to_owned());
-        settings.wechat_platform_public_key_file = Some(sandbox_key("platform_public_key.pem"));
-        settings.wechat_api_v3_key_file = Some(sandbox_key("api_v3_key.txt"));
+        live_wechat_merchant_at(settings, &base_url);
     })
     .await;
     assert!(!app.withdrawals.gateway().unwrap().is_sandbox());
@@ -126,7 +132,7 @@ async fn an_alipay_notification_that_does_not_verify_is_refused_and_changes_noth
 }
 
 /// Adds a payout account of `body`'s channel to `distributor`; returns its id.
-async fn add_account(app: &crate::helpers::TestApp, distributor: &str, body: Value) -> String {
+pub async fn add_account(app: &crate::helpers::TestApp, distributor: &str, body: Value) -> String {
     let response = app
         .post_json(
             &format!("/v1/distributors/{distributor}/payout-accounts"),
@@ -139,28 +145,42 @@ async fn add_account(app: &crate::helpers::TestApp, distributor: &str, body: Val
     account["id"].as_str().unwrap().to_owned()
 }
 
-fn fen(amount: &Value) -> i64 {
+/// A distributor `id` with 3,000.00 available and a payout account on each
+/// channel, old enough to pay (the clock moved 4 days); returns the
+/// distributor's token and each channel's account id.
+pub async fn funded_on_every_channel(
+    app: &crate::helpers::TestApp,
+    id: &str,
+) -> (String, [(fenrun_integrations::Channel, String); 3]) {
+    use fenrun_integrations::Channel;
+    let (token, wechat) = funded_distributor(app, id, "3000.00", OPENID).await;
+    let alipay = add_account(
+        app,
+        id,
+        json!({"channel": "alipay", "account": format!("{id}@example.com")}),
+    )
+    .await;
+    let bank = add_account(app, id, json!({"channel": "bank", "card_number": "6222021234567894", "bank_name": "招商银行", "holder_name": "李四"})).await;
+    advance_days(app, 4).await;
+    (
+        token,
+        [
+            (Channel::Wechat, wechat),
+            (Channel::Alipay, alipay),
+            (Channel::Bank, bank),
+        ],
+    )
+}
+
+pub fn fen(amount: &Value) -> i64 {
     amount.as_str().unwrap().replace('.', "").parse().unwrap()
 }
 
 async fn each_channel_pays_through_its_own_rail_of_the_sandbox(backend: Backend) {
-    use fenrun_integrations::Channel;
     let app = spawn_app_with(backend, |settings| settings.simulated_clock = true).await;
-    let (token, wechat) = funded_distributor(&app, "dora", "3000.00", OPENID).await;
-    let alipay = add_account(
-        &app,
-        "dora",
-        json!({"channel": "alipay", "account": "dora@example.com"}),
-    )
-    .await;
-    let bank = add_account(&app, "dora", json!({"channel": "bank", "card_number": "6222021234567894", "bank_name": "招商银行", "holder_name": "李四"})).await;
-    advance_days(&app, 4).await;
+    let (token, accounts) = funded_on_every_channel(&app, "dora").await;
     let mut paid = Vec::new();
-    for (channel, account) in [
-        (Channel::Wechat, wechat),
-        (Channel::Alipay, alipay),
-        (Channel::Bank, bank),
-    ] {
+    for (channel, account) in accounts {
         let body = json!({"distributor_id": "dora", "amount": "300.00", "payout_account_id": account, "speed": "express"});
         let response = request(&app, &token, &format!("{channel:?}"), &body).await;
         assert_eq!(response.status(), 202);
@@ -326,7 +346,7 @@ async fn certificates_of(app: &crate::helpers::TestApp, id: &str) -> Vec<Value> 
         .collect()
 }
 
-async fn wait_for_certificate(app: &crate::helpers::TestApp, id: &str) -> Value {
+pub async fn wait_for_certificate(app: &crate::helpers::TestApp, id: &str) -> Value {
     for _ in 0..600 {
         if let Some(first) = certificates_of(app, id).await.first() {
             return first.clone();

@@ -91,45 +91,61 @@ fn a_bad_setting_fails_the_start_with_its_key() {
     );
 }
 
-#[test]
-fn the_sandbox_gateway_runs_on_its_own_and_shows_its_ledger() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A loopback port free now (another process could take it before use).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fenrun"))
+        .port()
+}
+
+/// `fenrun sandbox-gateway` on a free port with `args` added; the process
+/// and its port.
+pub fn spawn_sandbox_gateway(args: &[&std::ffi::OsStr]) -> (std::process::Child, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_fenrun"))
         .args(["sandbox-gateway", "--port", &port.to_string()])
-        .args([
-            "--faults",
-            r#"{"latency_ms": 5, "confirm": {"mode": "hold"}}"#,
-        ])
+        .args(args)
         .env_remove("FENRUN_CONFIG")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start the sandbox");
+    (child, port)
+}
+
+/// The sandbox's ledger at `url` through `client`, once it answers.
+pub async fn ledger_once_up(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(response) = client.get(url).send().await {
+            return response
+                .json::<serde_json::Value>()
+                .await
+                .expect("JSON ledger");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn the_sandbox_gateway_runs_on_its_own_and_shows_its_ledger() {
+    let (mut child, port) = spawn_sandbox_gateway(&[
+        "--faults".as_ref(),
+        r#"{"latency_ms": 5, "confirm": {"mode": "hold"}}"#.as_ref(),
+    ]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let answer = runtime.block_on(async {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            if let Ok(response) =
-                reqwest::get(format!("http://127.0.0.1:{port}/sandbox/ledger")).await
-            {
-                break response
-                    .json::<serde_json::Value>()
-                    .await
-                    .expect("JSON ledger");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the sandbox did not start"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    });
+    let answer = runtime.block_on(ledger_once_up(
+        &reqwest::Client::new(),
+        &format!("http://127.0.0.1:{port}/sandbox/ledger"),
+    ));
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(answer["total_paid_fen"], 0);

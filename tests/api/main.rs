@@ -13,6 +13,8 @@ mod calendar_crash;
 mod calendar_years;
 mod certificates;
 mod channels;
+#[cfg(feature = "tls")]
+mod gateway_tls;
 
 mod cli;
 mod commission_rules;

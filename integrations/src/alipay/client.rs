@@ -344,15 +344,17 @@ impl AlipayClient {
     /// Parses the keys and builds the HTTP client; fails on any bad setting.
     pub fn new(config: AlipayConfig) -> Result<AlipayClient, ConfigError> {
         config.validate()?;
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(CONNECT_TIMEOUT_MAX))
             // A redirect would be a different URL than the one we signed for.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|_| ConfigError {
-                field: "request_timeout",
-                reason: "the HTTP client could not be built".to_owned(),
+            .redirect(reqwest::redirect::Policy::none());
+        let http = config
+            .extra_roots
+            .client(builder)
+            .map_err(|(field, reason)| ConfigError {
+                field,
+                reason: reason.to_owned(),
             })?;
         Ok(AlipayClient {
             http,
@@ -546,6 +548,7 @@ impl AlipayClient {
 /// was sent.
 fn send_failure(error: &reqwest::Error) -> Exchange<'static> {
     if error.is_connect() || error.is_builder() {
+        crate::tls::log_handshake_failure(error);
         Exchange::NotSent
     } else {
         Exchange::Lost {

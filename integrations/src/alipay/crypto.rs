@@ -333,20 +333,11 @@ fn skip_value(bytes: &[u8], at: usize) -> Option<usize> {
 /// `CERTIFICATE` block, or does not parse, refuses the whole text: a bundle
 /// read in part would give a wrong root SN.
 pub(crate) fn certificates(pem_text: &str) -> Result<Vec<Certificate>, KeyError> {
-    let blocks = pem::parse_many(pem_text).map_err(|_| KeyError("is not PEM"))?;
-    if blocks.is_empty() {
-        return Err(KeyError("holds no certificate"));
-    }
-    blocks
-        .iter()
-        .map(|block| {
-            if block.tag() != "CERTIFICATE" {
-                return Err(KeyError("holds a PEM block that is not a CERTIFICATE"));
-            }
-            Certificate::from_der(block.contents())
-                .map_err(|_| KeyError("holds a certificate that does not parse"))
-        })
-        .collect()
+    let certificates = crate::tls::pem_certificates(pem_text).map_err(KeyError)?;
+    Ok(certificates
+        .into_iter()
+        .map(|(certificate, _)| certificate)
+        .collect())
 }
 
 /// A certificate's Alipay SN: the md5 (32 lowercase hex digits) of the issuer

@@ -128,6 +128,9 @@ pub struct AlipayConfig {
     /// posts `order.changed` to the app's gateway address configured on the
     /// open platform instead.
     pub notify_url: Option<String>,
+    /// CA certificates trusted for `base_url` (and the statement download
+    /// host) besides the public roots.
+    pub extra_roots: crate::tls::ExtraRoots,
 }
 
 /// A setting that cannot work. Names the setting, never quotes a key.
@@ -208,6 +211,7 @@ impl AlipayConfig {
             order_title: DEFAULT_ORDER_TITLE.to_owned(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             notify_url: None,
+            extra_roots: crate::tls::ExtraRoots::default(),
         };
         config.validate()?;
         Ok(config)

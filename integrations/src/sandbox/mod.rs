@@ -41,6 +41,12 @@
 //! yuan for bill numbers fenrun never sent (`sbxextra0001`, …). Each file's
 //! summary agrees with its own lines, as a real file's would.
 //!
+//! It serves plain HTTP, or HTTPS when [`SandboxConfig::tls`] gives it a
+//! certificate and key (`tls`): then its base URL and the download URLs it
+//! hands out are `https://`, and the client configs it hands out need
+//! `extra_roots` set to the certificate's issuer, as a real gateway's would
+//! need a trusted root.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use fenrun_integrations::sandbox::{SandboxConfig, SandboxGateway};
@@ -61,6 +67,8 @@ mod notify;
 mod server;
 mod state;
 mod statements;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -182,6 +190,21 @@ pub struct SandboxConfig {
     /// `notify_url` (the app's gateway address at Alipay). `None`: such
     /// changes are only seen by a query.
     pub alipay_notify_url: Option<String>,
+    /// Serve HTTPS with this identity instead of plain HTTP (a build with
+    /// the `tls` feature only). Clients must then trust its issuer, as they
+    /// would a real gateway's.
+    pub tls: Option<SandboxTls>,
+}
+
+/// The sandbox's TLS identity. `Debug` shows no key.
+#[derive(Debug, Clone)]
+pub struct SandboxTls {
+    /// PEM certificates: the server's first, then any intermediates. Name
+    /// the host clients use (`127.0.0.1`, `localhost`) in its
+    /// subjectAltName, or clients refuse it.
+    pub cert_chain_pem: String,
+    /// PEM private key of the first certificate (PKCS#8, PKCS#1 or SEC1).
+    pub private_key_pem: SecretString,
 }
 
 impl Default for SandboxConfig {
@@ -209,6 +232,7 @@ impl Default for SandboxConfig {
             alipay_cert: ALIPAY_CERT_PEM.to_owned(),
             alipay_root_cert: ALIPAY_ROOT_CERT_PEM.to_owned(),
             alipay_notify_url: None,
+            tls: None,
         }
     }
 }
@@ -501,7 +525,23 @@ impl SandboxGateway {
                 addr: config.listen,
                 source,
             })?;
-        let base_url = format!("http://{addr}");
+        // Built before anything is served, so a bad identity fails the start.
+        #[cfg(feature = "tls")]
+        let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        #[cfg(not(feature = "tls"))]
+        if config.tls.is_some() {
+            return Err(SandboxError::Config {
+                field: "tls",
+                reason: "is set, but this build has no TLS (built without the `tls` feature)"
+                    .to_owned(),
+            });
+        }
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base_url = format!("{scheme}://{addr}");
         // The handed-out client configs must work: check them before serving.
         config.client_config_for(&base_url, &format!("{base_url}/notify"))?;
         for mode in [AlipayKeyMode::PublicKey, AlipayKeyMode::Certificate] {
@@ -529,11 +569,19 @@ impl SandboxGateway {
             config.callback_schedule.clone(),
             notifier,
             alipay,
+            scheme,
             config.faults.clone(),
             stopped.clone(),
         ));
         let app = server::router(Arc::clone(&sandbox));
         let mut shutdown = stopped;
+        #[cfg(feature = "tls")]
+        if let Some(acceptor) = acceptor {
+            let server = tokio::spawn(tls::serve(listener, acceptor, app, shutdown));
+            return Ok(SandboxGateway::started(
+                sandbox, config, base_url, addr, stop, server,
+            ));
+        }
         let server = tokio::spawn(async move {
             let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = shutdown.wait_for(|stopped| *stopped).await;
@@ -542,15 +590,28 @@ impl SandboxGateway {
                 tracing::error!(%error, "sandbox server stopped");
             }
         });
+        Ok(SandboxGateway::started(
+            sandbox, config, base_url, addr, stop, server,
+        ))
+    }
+
+    fn started(
+        sandbox: Arc<Sandbox>,
+        config: SandboxConfig,
+        base_url: String,
+        addr: SocketAddr,
+        stop: watch::Sender<bool>,
+        server: JoinHandle<()>,
+    ) -> SandboxHandle {
         tracing::warn!(%base_url, "SANDBOX gateway listening: test keys, no real money moves");
-        Ok(SandboxHandle {
+        SandboxHandle {
             sandbox,
             config,
             base_url,
             addr,
             stop,
             server: Some(server),
-        })
+        }
     }
 }
 
@@ -573,7 +634,8 @@ impl std::fmt::Debug for SandboxHandle {
 }
 
 impl SandboxHandle {
-    /// `http://127.0.0.1:PORT`, no trailing slash.
+    /// `http://127.0.0.1:PORT` (`https://` when serving TLS), no trailing
+    /// slash.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }

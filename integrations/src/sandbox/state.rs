@@ -425,6 +425,9 @@ pub(crate) struct Sandbox {
     pub(crate) schedule: CallbackSchedule,
     pub(crate) notifier: reqwest::Client,
     pub(crate) alipay: AlipaySide,
+    /// `https` when the sandbox serves TLS, else `http`: the scheme of the
+    /// download URLs it hands out.
+    pub(crate) scheme: &'static str,
     /// Tasks are spawned here, so the handle's synchronous methods work from
     /// any thread.
     pub(crate) runtime: tokio::runtime::Handle,
@@ -448,6 +451,7 @@ impl Sandbox {
         schedule: CallbackSchedule,
         notifier: reqwest::Client,
         alipay: AlipaySide,
+        scheme: &'static str,
         faults: Faults,
         shutdown: watch::Receiver<bool>,
     ) -> Sandbox {
@@ -464,6 +468,7 @@ impl Sandbox {
             schedule,
             notifier,
             alipay,
+            scheme,
             runtime: tokio::runtime::Handle::current(),
             shutdown,
             faults: Mutex::new(faults),

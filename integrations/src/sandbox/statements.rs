@@ -447,7 +447,7 @@ async fn fund_flow_bill(
         &json!({
             "hash_type": "SHA1",
             "hash_value": hash_value,
-            "download_url": format!("http://{host}{DOWNLOAD_PATH}/{token}"),
+            "download_url": format!("{}://{host}{DOWNLOAD_PATH}/{token}", sandbox.scheme),
         }),
     )
 }

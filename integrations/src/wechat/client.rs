@@ -203,16 +203,18 @@ impl WechatPayClient {
     /// Parses the keys and builds the HTTP client; fails on any bad setting.
     pub fn new(config: WechatPayConfig) -> Result<WechatPayClient, ConfigError> {
         config.validate()?;
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(CONNECT_TIMEOUT_MAX))
             // A redirect would be a different, unsigned URL.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|_| ConfigError {
-                field: "request_timeout",
-                reason: "the HTTP client could not be built".to_owned(),
+            .redirect(reqwest::redirect::Policy::none());
+        let http = config
+            .extra_roots
+            .client(builder)
+            .map_err(|(field, reason)| ConfigError {
+                field,
+                reason: reason.to_owned(),
             })?;
         Ok(WechatPayClient {
             http,
@@ -384,6 +386,7 @@ impl WechatPayClient {
 /// was sent.
 fn send_failure(error: &reqwest::Error) -> Exchange<'static> {
     if error.is_connect() || error.is_builder() {
+        crate::tls::log_handshake_failure(error);
         Exchange::NotSent
     } else {
         Exchange::Lost {

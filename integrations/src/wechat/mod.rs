@@ -90,6 +90,8 @@ pub struct WechatPayConfig {
     pub transfer_scene_report_infos: Vec<SceneReportInfo>,
     /// Limit on one API call, connection included.
     pub request_timeout: Duration,
+    /// CA certificates trusted for `base_url` besides the public roots.
+    pub extra_roots: crate::tls::ExtraRoots,
 }
 
 /// A setting that cannot work. Names the setting, never quotes a key.
@@ -141,6 +143,7 @@ impl WechatPayConfig {
             user_recv_perception: DEFAULT_USER_RECV_PERCEPTION.to_owned(),
             transfer_scene_report_infos: default_scene_report_infos(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            extra_roots: crate::tls::ExtraRoots::default(),
         };
         config.validate()?;
         Ok(config)

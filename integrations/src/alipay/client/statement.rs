@@ -114,16 +114,13 @@ impl AlipayClient {
     async fn download(&self, url: &str) -> Result<Vec<u8>, StatementError> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|_| StatementError::Corrupt("bill_download_url is not a URL".to_owned()))?;
-        let reachable = match parsed.scheme() {
-            "http" => true,
-            "https" => cfg!(feature = "tls"),
-            _ => false,
-        };
+        let reachable =
+            parsed.scheme() == "http" || (parsed.scheme() == "https" && cfg!(feature = "tls"));
         if !reachable {
             return Err(StatementError::Rejected {
                 code: "DOWNLOAD_SCHEME".to_owned(),
                 reason: format!(
-                    "bill_download_url is {}; build fenrun-integrations with its `tls` feature for https",
+                    "bill_download_url is {}; only https (http for a sandbox) is fetched, https in a build with the `tls` feature",
                     parsed.scheme()
                 ),
             });
@@ -155,6 +152,7 @@ fn wire(error: &reqwest::Error) -> &'static str {
     if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
+        crate::tls::log_handshake_failure(error);
         "could not connect"
     } else {
         "connection failed"

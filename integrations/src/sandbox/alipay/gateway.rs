@@ -731,7 +731,7 @@ async fn bill_download_url(
     let Some(host) = host else {
         return refuse(invalid_parameter("the Host header is required"));
     };
-    match alipay_bill_download_url(sandbox, &format!("http://{host}"), bill_date) {
+    match alipay_bill_download_url(sandbox, &format!("{}://{host}", sandbox.scheme), bill_date) {
         Ok(url) => answer(
             sandbox,
             mode,

@@ -186,6 +186,7 @@ fn send_error(error: &reqwest::Error) -> &'static str {
     if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
+        crate::tls::log_handshake_failure(error);
         "could not connect"
     } else {
         "connection failed"

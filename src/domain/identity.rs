@@ -331,6 +331,20 @@ impl BankCardNumber {
         format!("{} **** **** {}", &digits[..4], &digits[digits.len() - 4..])
     }
 
+    /// `digits` (11 to 18 ASCII digits) with their Luhn check digit
+    /// appended: for demos, benchmarks and tests that need valid numbers.
+    ///
+    /// # Panics
+    /// If `digits` is not 11 to 18 ASCII digits.
+    pub fn complete(digits: &str) -> String {
+        assert!(
+            (MIN_CARD_DIGITS - 1..MAX_CARD_DIGITS).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit()),
+            "11 to 18 digits expected"
+        );
+        format!("{digits}{}", (10 - luhn_sum(digits, 0) % 10) % 10)
+    }
+
     /// The last four digits, which people use to tell their cards apart.
     pub fn last_four(&self) -> &str {
         let digits = self.expose_secret();
@@ -340,21 +354,27 @@ impl BankCardNumber {
 
 /// The Luhn (mod 10) check over a string of ASCII digits.
 fn luhn_valid(digits: &str) -> bool {
-    let sum: u32 = digits
+    luhn_sum(digits, 1).is_multiple_of(10)
+}
+
+/// The Luhn sum of ASCII `digits`, doubling those whose position from the
+/// right (0 for the last) has the parity `doubled`: 1 over a whole number,
+/// 0 over a number still without its check digit.
+fn luhn_sum(digits: &str, doubled: usize) -> u32 {
+    digits
         .bytes()
         .rev()
         .enumerate()
         .map(|(position, digit)| {
             let value = u32::from(digit - b'0');
-            if position % 2 == 1 {
-                let doubled = value * 2;
-                if doubled > 9 { doubled - 9 } else { doubled }
+            if position % 2 == doubled {
+                let twice = value * 2;
+                if twice > 9 { twice - 9 } else { twice }
             } else {
                 value
             }
         })
-        .sum();
-    sum.is_multiple_of(10)
+        .sum()
 }
 
 /// Which kind of login an [`AlipayAccount`] is; Alipay accepts either as the
@@ -717,6 +737,23 @@ mod tests {
         // A 19-digit and a 12-digit number with correct check digits.
         assert!(BankCardNumber::parse("6212262502009182455").is_ok());
         assert!(BankCardNumber::parse("123456789015").is_ok());
+    }
+
+    #[test]
+    fn a_completed_card_number_passes_luhn() {
+        assert_eq!(
+            BankCardNumber::complete("622202123456789"),
+            "6222021234567894"
+        );
+        assert_eq!(
+            BankCardNumber::complete("621226250200918245"),
+            "6212262502009182455"
+        );
+        assert_eq!(BankCardNumber::complete("12345678901"), "123456789015");
+        for number in 0..100 {
+            let card = BankCardNumber::complete(&format!("62220212{number:07}"));
+            assert!(BankCardNumber::parse(&card).is_ok(), "{card}");
+        }
     }
 
     #[test]

@@ -357,21 +357,27 @@ impl BankCardNumber {
 
 /// The Luhn (mod 10) check over a string of ASCII digits.
 fn luhn_valid(digits: &str) -> bool {
-    let sum: u32 = digits
+    luhn_sum(digits, 1).is_multiple_of(10)
+}
+
+/// The Luhn sum of ASCII `digits`, doubling those whose position from the
+/// right (0 for the last) has the parity `doubled`: 1 over a whole number,
+/// 0 over a number still without its check digit.
+fn luhn_sum(digits: &str, doubled: usize) -> u32 {
+    digits
         .bytes()
         .rev()
         .enumerate()
         .map(|(position, digit)| {
             let value = u32::from(digit - b'0');
-            if position % 2 == 1 {
-                let doubled = value * 2;
-                if doubled > 9 { doubled - 9 } else { doubled }
+            if position % 2 == doubled {
+                let twice = value * 2;
+                if twice > 9 { twice - 9 } else { twice }
             } else {
                 value
             }
         })
-        .sum();
-    sum.is_multiple_of(10)
+        .sum()
 }
 
 /// Which kind of login an [`AlipayAccount`] is; Alipay accepts either as the
@@ -746,6 +752,15 @@ mod tests {
             let number = BankCardNumber::complete(&format!("622588{serial:09}"));
             assert_eq!(number.len(), 16);
             assert!(BankCardNumber::parse(&number).is_ok(), "{number}");
+        }
+        assert_eq!(
+            BankCardNumber::complete("621226250200918245"),
+            "6212262502009182455"
+        );
+        assert_eq!(BankCardNumber::complete("12345678901"), "123456789015");
+        for number in 0..100 {
+            let card = BankCardNumber::complete(&format!("62220212{number:07}"));
+            assert!(BankCardNumber::parse(&card).is_ok(), "{card}");
         }
     }
 

@@ -291,6 +291,10 @@ pub struct WithdrawalEngine {
     vault: Arc<Vault>,
     gateway: OnceLock<Arc<Gateway>>,
     settings: WithdrawalSettings,
+    /// This process's own part of the keys of the transfer jobs it pushes
+    /// to resume or sweep (12 hex digits): unique per start, so a restart
+    /// can push again what a job of the crashed process left undone.
+    start_id: String,
 }
 
 impl WithdrawalEngine {
@@ -306,6 +310,7 @@ impl WithdrawalEngine {
             vault,
             gateway: OnceLock::new(),
             settings,
+            start_id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
         }
     }
 
@@ -849,11 +854,10 @@ impl WithdrawalEngine {
     /// After a start: transfers that were approved or under way get a job of
     /// this start's own, so they resume now instead of after the orphan timeout.
     pub async fn resume(&self) -> Result<usize, StoreError> {
-        let start_id = uuid::Uuid::new_v4().simple().to_string();
         self.store
             .resume_transfers(
                 &self.settings.transfer_job,
-                &start_id[..12],
+                &self.start_id,
                 self.clock.now(),
             )
             .await
@@ -862,12 +866,18 @@ impl WithdrawalEngine {
     /// Pushes a due-now transfer job for every approved withdrawal whose
     /// cut-off came at least `grace` ago (after a simulated clock's jump,
     /// with no grace; in the poller, a poll interval, so the job pushed for
-    /// the cut-off runs first and this only catches what it missed).
+    /// the cut-off runs first and this only catches what it missed). Once
+    /// per withdrawal and cut-off in a process; again after a restart.
     pub async fn send_due(&self, grace: chrono::Duration) -> Result<usize, StoreError> {
         let due_by = self.clock.now() - grace;
         let found = self
             .store
-            .push_due_transfers(&self.settings.transfer_job, due_by, DUE_SWEEP_LIMIT)
+            .push_due_transfers(
+                &self.settings.transfer_job,
+                &self.start_id,
+                due_by,
+                DUE_SWEEP_LIMIT,
+            )
             .await?;
         if found > 0 {
             tracing::info!(withdrawals = found, due_by = %due_by, "transfers past their cut-off pushed");

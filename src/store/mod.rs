@@ -703,10 +703,11 @@ impl Store {
     pub async fn push_due_transfers(
         &self,
         transfer_job: &JobSpec,
+        start_id: &str,
         due_by: DateTime<Utc>,
         limit: i64,
     ) -> Result<usize, StoreError> {
-        dispatch!(self, repo => repo.push_due_transfers(transfer_job, due_by, limit).await)
+        dispatch!(self, repo => repo.push_due_transfers(transfer_job, start_id, due_by, limit).await)
     }
 
     pub async fn push_transfer(

@@ -83,14 +83,7 @@ async fn orders_fed_through_sigkills_settle_exactly_once_and_the_books_balance(b
     eprintln!("crash test on {backend:?}: FENRUN_CRASH_SEED={seed}");
     let mut rng = Rng::new(seed);
 
-    let db = TestDb::new(backend).await;
-    let logs = tempfile::tempdir().expect("temp dir for server logs");
-    let migrate = fenrun(&db.url, &["migrate"]);
-    assert!(
-        migrate.status.success(),
-        "migrate: {}",
-        text(&migrate.stderr)
-    );
+    let (db, logs) = migrated_db(backend).await;
     let admin = token(&db.url, "admin");
     let ingest = token(&db.url, "ingest");
 
@@ -890,9 +883,15 @@ impl Server {
     }
 
     /// A server on the wall clock, always on one port, with `env` set.
-    pub(crate) fn with_wall_clock_on_one_port(mut self, env: Vec<(String, String)>) -> Server {
-        self.env = env;
-        self.simulated_clock = false;
+    pub(crate) fn with_wall_clock_on_one_port(self, env: Vec<(String, String)>) -> Server {
+        let mut server = self.with_env(env).on_one_port();
+        server.simulated_clock = false;
+        server
+    }
+
+    /// Every start listens on the same free port, so a gateway's callbacks
+    /// to the first start reach each later one.
+    pub(crate) fn on_one_port(mut self) -> Server {
         self.port = Some(
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|listener| listener.local_addr())
@@ -992,6 +991,20 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A fresh database migrated by `fenrun migrate`, and a folder for the
+/// servers' logs.
+pub(crate) async fn migrated_db(backend: Backend) -> (TestDb, tempfile::TempDir) {
+    let db = TestDb::new(backend).await;
+    let logs = tempfile::tempdir().expect("temp dir for server logs");
+    let migrate = fenrun(&db.url, &["migrate"]);
+    assert!(
+        migrate.status.success(),
+        "migrate: {}",
+        text(&migrate.stderr)
+    );
+    (db, logs)
 }
 
 pub(crate) fn fenrun(database_url: &str, args: &[&str]) -> std::process::Output {

@@ -44,13 +44,24 @@ async fn spawn_with_cycle(backend: Backend, workflows_dir: Option<PathBuf>) -> T
 }
 
 async fn advance_seconds(app: &TestApp, seconds: i64) -> DateTime<Utc> {
-    let response = app
-        .post_json(
-            "/v1/admin/clock/advance",
-            &app.admin,
-            &json!({"seconds": seconds}),
-        )
-        .await;
+    advance_clock(&app.client, &app.address, &app.admin, seconds).await
+}
+
+/// Moves the simulated clock of the server at `address` by `seconds` (as
+/// `admin`); returns its time then.
+pub(crate) async fn advance_clock(
+    client: &reqwest::Client,
+    address: &str,
+    admin: &str,
+    seconds: i64,
+) -> DateTime<Utc> {
+    let response = client
+        .post(format!("{address}/v1/admin/clock/advance"))
+        .bearer_auth(admin)
+        .json(&json!({"seconds": seconds}))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
     DateTime::parse_from_rfc3339(answer["now"].as_str().unwrap())

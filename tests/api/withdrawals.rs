@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use fenrun::domain::identity::{BankCardNumber, PayoutChannel};
+
 use crate::helpers::{Backend, TestApp, error_of, spawn_app_with};
 use crate::on_both_backends;
 
@@ -45,6 +47,23 @@ pub async fn funded_distributor(
     funds: &str,
     openid: &str,
 ) -> (String, String) {
+    funded_distributor_paid_to(
+        app,
+        id,
+        funds,
+        &json!({"channel": "wechat", "openid": openid}),
+    )
+    .await
+}
+
+/// [`funded_distributor`] with the payout account of `account` (a body of
+/// `POST /v1/distributors/{id}/payout-accounts`, e.g. [`payout_account`]).
+pub async fn funded_distributor_paid_to(
+    app: &TestApp,
+    id: &str,
+    funds: &str,
+    account: &Value,
+) -> (String, String) {
     app.create_distributor(id, None, None).await;
     let response = app
         .put_json(
@@ -58,7 +77,7 @@ pub async fn funded_distributor(
         .post_json(
             &format!("/v1/distributors/{id}/payout-accounts"),
             &app.ingest,
-            &json!({"channel": "wechat", "openid": openid}),
+            account,
         )
         .await;
     assert_eq!(response.status(), 201);
@@ -77,6 +96,24 @@ pub async fn funded_distributor(
         app.distributor_token(id).await,
         account["id"].as_str().unwrap().to_owned(),
     )
+}
+
+/// A payout account on `channel` for payee number `number`, in the name on
+/// file (李四): an openid, an Alipay email, or a bank card whose last digit
+/// is its Luhn check digit. Distinct numbers give distinct payees.
+pub fn payout_account(channel: PayoutChannel, number: usize) -> Value {
+    match channel {
+        PayoutChannel::Wechat => {
+            json!({"channel": "wechat", "openid": format!("oPayee{number:06}Openid0000000000")})
+        }
+        PayoutChannel::Alipay => {
+            json!({"channel": "alipay", "account": format!("payee{number}@example.com")})
+        }
+        PayoutChannel::Bank => {
+            let card = BankCardNumber::complete(&format!("62220212{number:07}"));
+            json!({"channel": "bank", "card_number": card, "bank_name": "招商银行", "holder_name": "李四"})
+        }
+    }
 }
 
 pub async fn advance_days(app: &TestApp, days: u32) {

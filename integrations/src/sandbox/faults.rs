@@ -49,7 +49,10 @@ impl Default for ConfirmMode {
 }
 
 /// Faults to inject; all off by default. Rates are probabilities in `[0, 1]`
-/// per request (or per bill, for callbacks).
+/// per request (or per bill, for callbacks). Every knob applies to both
+/// dialects, each in its own words: where WeChat answers `500
+/// SYSTEM_ERROR`, Alipay's `gateway.do` answers `20000 isp.unknow-error`;
+/// `429` is HTTP's on both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -67,14 +70,20 @@ pub struct Faults {
     pub timeout_after_success_rate: f64,
     /// How long a `timeout_after_success` answer hangs.
     pub hang_ms: u64,
-    /// Every callback is delivered twice, concurrently.
+    /// Every callback is delivered twice, concurrently. Alipay: every
+    /// notification, one per change (success, failure, bounce).
     pub duplicate_callbacks: bool,
     /// Callbacks leave after a random extra delay, and for about half the
     /// bills an earlier-state callback follows the final one; a correct
-    /// receiver ignores it.
+    /// receiver ignores it. Alipay rolls per change: a bank-card order's
+    /// `DEALING` follows its `SUCCESS` or `FAIL`, its `SUCCESS` follows its
+    /// `REFUND` (and with the delay a bounce can overtake its success); an
+    /// account order is final from its first answer, so it has no earlier
+    /// state to send and only gets the delay.
     pub out_of_order_callbacks: bool,
     /// Per bill: also send a forged `FAIL` callback with a corrupted
     /// signature, before the genuine one. A receiver must refuse it.
+    /// Alipay: per change, a forged `FAIL` (`PAYEE_NOT_EXIST`).
     pub bad_signature_callback_rate: f64,
     pub confirm: ConfirmMode,
     /// Bills to these openids end `FAIL` with `PAYEE_ACCOUNT_ABNORMAL` when

@@ -971,22 +971,29 @@ impl Repo {
         start_id: &str,
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        let rows: Vec<(String, Option<DbTime>)> = sqlx::query_as(
-            "select id, send_after from withdrawals where state in ('approved', 'transferring') order by id",
+        let rows: Vec<(String, String, Option<DbTime>)> = sqlx::query_as(
+            "select id, state, send_after from withdrawals where state in ('approved', 'transferring') order by id",
         )
         .fetch_all(&self.pool)
         .await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut tx = self.begin_write().await?;
-            for (id, send_after) in chunk {
+            for (id, state, send_after) in chunk {
                 // An approved withdrawal still waits for its cut-off; one
-                // under way (transferring) has passed it.
+                // under way (transferring) has passed it and resumes now,
+                // whatever this start's clock says (a simulated clock
+                // starts again at the real now, before the cut-off it
+                // had been moved past).
+                let run_at = match state.as_str() {
+                    "approved" => transfer_run_at(send_after.map(Into::into), now),
+                    _ => None,
+                };
                 push_transfer_job(
                     &mut tx,
                     transfer_job,
                     &WithdrawalId::parse(id.as_str())?,
                     format!("transfer:{id}:resume:{start_id}"),
-                    transfer_run_at(send_after.map(Into::into), now),
+                    run_at,
                 )
                 .await?;
             }
@@ -1013,11 +1020,16 @@ impl Repo {
     /// whose cut-off came by `due_by`, at most `limit` of them: the nudge
     /// after a simulated clock jumps past cut-offs (the jobs pushed for them
     /// wait for the database's clock), and the poller's net for a job lost
-    /// or run early. Its key is one per withdrawal and cut-off, so repeated
-    /// sweeps push it once. Returns how many it found.
+    /// or run early. Its key is one per withdrawal, cut-off and process
+    /// start (`start_id`), so repeated sweeps of one process push it once,
+    /// and the first sweep after a restart pushes it again: a job of an
+    /// earlier start may have run early and done nothing (a simulated clock
+    /// starts again at the real now, before the cut-off) or be held by the
+    /// dead worker until the orphan timeout. Returns how many it found.
     pub async fn push_due_transfers(
         &self,
         transfer_job: &JobSpec,
+        start_id: &str,
         due_by: DateTime<Utc>,
         limit: i64,
     ) -> Result<usize, StoreError> {
@@ -1036,7 +1048,7 @@ impl Repo {
                     &mut tx,
                     transfer_job,
                     &WithdrawalId::parse(id.as_str())?,
-                    format!("transfer:{id}:due:{}", send_after.0.timestamp()),
+                    format!("transfer:{id}:due:{}:{start_id}", send_after.0.timestamp()),
                     None,
                 )
                 .await?;

@@ -51,6 +51,7 @@ fn payout(withdrawal: &str, fen: i64, payee: &str) -> PayoutRequest {
         remark: "佣金提现".to_owned(),
         payee_account: SecretString::from(payee),
         payee_name: Some(SecretString::from("张三")),
+        bank_account: None,
     }
 }
 

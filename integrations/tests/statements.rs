@@ -315,6 +315,7 @@ async fn each_statement_knob_shows_up_in_both_parsed_statements() {
             wrong_amount_lines: 1,
             flip_state_lines: 1,
             extra_lines: 2,
+            ..StatementFaults::default()
         })
         .unwrap();
     let today = sandbox_today(&rails.sandbox);
@@ -376,6 +377,33 @@ async fn each_statement_knob_shows_up_in_both_parsed_statements() {
         4
     );
     assert_eq!(rails.account_log(today).await.lines.len(), 4);
+    rails.sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_download_is_refused_as_corrupt_and_the_next_one_reads() {
+    let rails = rails(0).await;
+    rails.wechat("wd0001", 1_00, true).await;
+    rails.account("wd0002", 2_00).await;
+    let today = sandbox_today(&rails.sandbox);
+    rails
+        .sandbox
+        .set_statement_faults(StatementFaults {
+            corrupt_downloads: 2,
+            ..StatementFaults::default()
+        })
+        .unwrap();
+    let wechat = rails.wechat.fund_flow_bill(today).await;
+    assert!(
+        matches!(&wechat, Err(StatementError::Corrupt(reason)) if reason.contains("SHA1") || reason.contains("hash")),
+        "{wechat:?}"
+    );
+    let alipay = rails.account.account_log_bill(today).await;
+    assert!(matches!(alipay, Err(StatementError::Corrupt(_))), "{alipay:?}");
+    // The knob counted itself down: the retries read both files.
+    assert_eq!(rails.sandbox.statement_faults(), StatementFaults::default());
+    assert_eq!(rails.wechat.fund_flow_bill(today).await.unwrap().lines.len(), 1);
+    assert_eq!(rails.account_log(today).await.lines.len(), 1);
     rails.sandbox.shutdown().await;
 }
 

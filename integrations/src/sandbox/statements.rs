@@ -56,6 +56,10 @@ const DOWNLOAD_PATH: &str = "/sandbox/download";
 /// `drop_lines`; add 1.00 yuan to the next `wrong_amount_lines`; add a return
 /// line for the next `flip_state_lines`; then add `extra_lines` payouts of
 /// 1.00 yuan for bill numbers fenrun never sent (`sbxextra0001`, …).
+/// `corrupt_downloads` spoils the next that many files served (a byte of the
+/// WeChat bill differs from the hash its answer gives; the Alipay archive is
+/// cut short), then counts down to zero: a corrupt download and the retry
+/// that succeeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StatementFaults {
@@ -63,6 +67,7 @@ pub struct StatementFaults {
     pub extra_lines: u32,
     pub wrong_amount_lines: u32,
     pub flip_state_lines: u32,
+    pub corrupt_downloads: u32,
 }
 
 impl StatementFaults {
@@ -75,6 +80,7 @@ impl StatementFaults {
             ("extra_lines", self.extra_lines),
             ("wrong_amount_lines", self.wrong_amount_lines),
             ("flip_state_lines", self.flip_state_lines),
+            ("corrupt_downloads", self.corrupt_downloads),
         ] {
             if value > Self::MAX_LINES {
                 return Err(format!("{name} must be at most {}", Self::MAX_LINES));
@@ -111,6 +117,18 @@ impl StatementDesk {
             .faults
             .lock()
             .expect("statement faults poisoned by a panic") = faults;
+    }
+
+    /// Whether the file about to be served is to be spoiled; counts the
+    /// `corrupt_downloads` knob down.
+    fn spoil_next(&self) -> bool {
+        let mut faults = self
+            .faults
+            .lock()
+            .expect("statement faults poisoned by a panic");
+        let spoil = faults.corrupt_downloads > 0;
+        faults.corrupt_downloads = faults.corrupt_downloads.saturating_sub(1);
+        spoil
     }
 
     /// Keeps `bytes` for download and returns the token naming them.
@@ -348,12 +366,16 @@ pub(crate) fn alipay_bill_download_url(
         return Err(BillRefusal::NotReady);
     }
     let lines = alipay_lines(sandbox, bill_date);
-    let zip = alipay_signcustomer::render(
+    let mut zip = alipay_signcustomer::render(
         SANDBOX_ALIPAY_ACCOUNT,
         bill_date,
         &lines,
         &StatementSummary::of(&lines),
     );
+    if sandbox.statements.spoil_next() {
+        tracing::warn!(%bill_date, "sandbox: serving a corrupt account log on purpose");
+        zip.truncate(zip.len() / 2);
+    }
     let token = sandbox.statements.offer(zip, false);
     Ok(format!(
         "{}{DOWNLOAD_PATH}/{token}",
@@ -426,11 +448,18 @@ async fn fund_flow_bill(
         );
     };
     let lines = wechat_lines(&sandbox, query.bill_date);
-    let csv = wechat_fundflow::render(&lines, &StatementSummary::of(&lines));
+    let mut csv = wechat_fundflow::render(&lines, &StatementSummary::of(&lines));
     let hash_value: String = Sha1::digest(&csv)
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect();
+    if sandbox.statements.spoil_next() {
+        tracing::warn!(bill_date = %query.bill_date, "sandbox: serving a fund-flow bill that fails its hash on purpose");
+        // One byte of the first line: the file no longer matches the hash.
+        if let Some(first) = csv.first_mut() {
+            *first ^= 0x01;
+        }
+    }
     let file = if query.gzip {
         let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
         encoder
@@ -531,6 +560,7 @@ mod tests {
             wrong_amount_lines: 2,
             flip_state_lines: 1,
             extra_lines: 2,
+            ..StatementFaults::default()
         };
         let date = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
         let out = with_faults(lines, faults, date, &WECHAT);

@@ -253,6 +253,12 @@ impl Runtime {
             workflows.order_settlement.time_zone(),
             crate::engine::month_close::MonthCloseSettings::load(&settings.workflows_dir)?,
         ));
+        let reconciliation = Arc::new(crate::engine::reconciliation::Reconciler::new(
+            store.clone(),
+            clock.clone(),
+            withdrawals.clone(),
+            crate::engine::reconciliation::ReconciliationSettings::load(&settings.workflows_dir)?,
+        ));
         let step_queues = Arc::new(
             [&workflows.order_settlement, &workflows.withdrawal]
                 .iter()
@@ -282,6 +288,7 @@ impl Runtime {
                 certificates,
                 declarations,
                 month_close,
+                reconciliation,
                 step_queues,
             },
             workflows,
@@ -294,9 +301,34 @@ impl Runtime {
         let settings = &self.state.settings;
         let public = settings.public_url.clone().unwrap_or(default_public_url);
         let notify = crate::engine::gateway::NotifyUrls::below(&public);
-        let gateway = crate::engine::gateway::Gateway::connect(settings, &notify).await?;
-        self.state.withdrawals.connect_gateway(Arc::new(gateway));
+        let gateway = Arc::new(crate::engine::gateway::Gateway::connect(settings, &notify).await?);
+        self.state.withdrawals.connect_gateway(gateway.clone());
+        self.follow_simulated_clock_in_sandbox(gateway);
         Ok(())
+    }
+
+    /// Under a simulated clock, the in-process sandbox's clock follows it:
+    /// the sandbox stamps payouts and serves statements by its own clock,
+    /// and a statement of a simulated day must hold that day's payouts.
+    fn follow_simulated_clock_in_sandbox(&self, gateway: Arc<crate::engine::gateway::Gateway>) {
+        if self.state.simulated_clock.is_none() || gateway.sandbox().is_none() {
+            return;
+        }
+        let clock = self.state.clock.clone();
+        let mut moved = self.state.clock_moved.subscribe();
+        let follow = move || {
+            if let Some(sandbox) = gateway.sandbox()
+                && let Err(error) = sandbox.set_clock_offset(clock.now() - Utc::now())
+            {
+                tracing::warn!(error = %error, "the sandbox's clock cannot follow the simulated clock");
+            }
+        };
+        follow();
+        tokio::spawn(async move {
+            while moved.changed().await.is_ok() {
+                follow();
+            }
+        });
     }
 
     /// Releases the holds that fell due while no worker ran, before the
@@ -357,6 +389,7 @@ impl Runtime {
             settlement: self.state.settlement.clone(),
             declarations: self.state.declarations.clone(),
             month_close: self.state.month_close.clone(),
+            reconciliation: self.state.reconciliation.clone(),
             grades: Arc::new(GradeReview::new(self.state.store.clone())),
             clock: self.state.clock.clone(),
         }

@@ -399,10 +399,22 @@ async fn a_corrupt_download_is_refused_as_corrupt_and_the_next_one_reads() {
         "{wechat:?}"
     );
     let alipay = rails.account.account_log_bill(today).await;
-    assert!(matches!(alipay, Err(StatementError::Corrupt(_))), "{alipay:?}");
+    assert!(
+        matches!(alipay, Err(StatementError::Corrupt(_))),
+        "{alipay:?}"
+    );
     // The knob counted itself down: the retries read both files.
     assert_eq!(rails.sandbox.statement_faults(), StatementFaults::default());
-    assert_eq!(rails.wechat.fund_flow_bill(today).await.unwrap().lines.len(), 1);
+    assert_eq!(
+        rails
+            .wechat
+            .fund_flow_bill(today)
+            .await
+            .unwrap()
+            .lines
+            .len(),
+        1
+    );
     assert_eq!(rails.account_log(today).await.lines.len(), 1);
     rails.sandbox.shutdown().await;
 }

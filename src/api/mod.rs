@@ -21,6 +21,7 @@ pub mod ops;
 pub mod orders;
 pub mod policy;
 pub mod rate_limit;
+pub mod reconciliation;
 pub mod responses;
 pub mod server;
 pub mod statements;
@@ -56,6 +57,7 @@ use crate::state::AppState;
         ops::queues, ops::jobs, ops::retry, ops::cancel,
         statements::list, statements::get, statements::team_bonuses, statements::earnings,
         statements::close_month,
+        reconciliation::day, reconciliation::run, reconciliation::resolve_mismatch,
         health::healthz, health::readyz,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
@@ -125,6 +127,15 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/v1/ops/month-close/{month}",
             axum::routing::post(statements::close_month),
+        )
+        .route("/v1/ops/reconciliation", get(reconciliation::day))
+        .route(
+            "/v1/ops/reconciliation/run",
+            axum::routing::post(reconciliation::run),
+        )
+        .route(
+            "/v1/ops/reconciliation/mismatches/{id}/resolve",
+            axum::routing::post(reconciliation::resolve_mismatch),
         )
         .route("/v1/orders", axum::routing::post(orders::ingest))
         .route("/v1/orders/{id}", get(orders::get))

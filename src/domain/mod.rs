@@ -1,7 +1,8 @@
 //! Pure business rules: no I/O, no SQL, no HTTP. Every function takes the
 //! time it needs as an argument. `payout_cycle` says when a standard
 //! withdrawal is sent (its settlement cycle's cut-off); `banks` the banks a
-//! card payout can go to and what a company account needs.
+//! card payout can go to and what a company account needs; `reconciliation`
+//! how a gateway's daily statement is matched against our payouts.
 
 pub mod access;
 pub mod banks;
@@ -16,6 +17,7 @@ pub mod ledger;
 pub mod money;
 pub mod payout_cycle;
 pub mod plan;
+pub mod reconciliation;
 pub mod settlement;
 pub mod tax;
 pub mod withdrawal;

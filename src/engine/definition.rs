@@ -48,6 +48,8 @@ pub const DECLARATION_FILE_NAME: &str = "declaration.toml";
 
 /// The month close's settings file in the workflows folder: not a workflow.
 pub const MONTH_CLOSE_FILE_NAME: &str = "month-close.toml";
+/// The reconciliation settings' file (not a workflow).
+pub const RECONCILIATION_FILE_NAME: &str = "reconciliation.toml";
 
 /// Where the shipped order-settlement workflow lives, relative to the
 /// repository root (for error messages).
@@ -259,6 +261,9 @@ pub enum JobKind {
     /// The daily grade review: upgrades (晋级) and clearing (清退) under the
     /// plan in force.
     ReviewGrades,
+    /// Reconciles the gateways' statements of the days due (daily, and the
+    /// retries and catch-up of failed or missed days).
+    ReconcileStatements,
 }
 
 /// Why a workflow definition or schedules file was refused. Every variant
@@ -649,11 +654,12 @@ impl ScheduledJob {
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 5] = [
         JobKind::ReleaseDueHolds,
         JobKind::PrepareDeclaration,
         JobKind::CloseMonth,
         JobKind::ReviewGrades,
+        JobKind::ReconcileStatements,
     ];
 
     /// The name used in `schedules.toml`, e.g. `release_due_holds`.
@@ -663,6 +669,7 @@ impl JobKind {
             JobKind::PrepareDeclaration => "prepare_declaration",
             JobKind::CloseMonth => "close_month",
             JobKind::ReviewGrades => "review_grades",
+            JobKind::ReconcileStatements => "reconcile_statements",
         }
     }
 
@@ -702,6 +709,7 @@ fn definition_files(dir: &Path) -> Result<Vec<PathBuf>, DefinitionError> {
             name == SCHEDULES_FILE_NAME
                 || name == DECLARATION_FILE_NAME
                 || name == MONTH_CLOSE_FILE_NAME
+                || name == RECONCILIATION_FILE_NAME
         });
         if path.is_file() && is_toml && !is_schedules {
             files.push(path);

@@ -16,6 +16,7 @@ use fenrun_integrations::alipay::{
 use fenrun_integrations::sandbox::{
     AlipayKeyMode as SandboxAlipayMode, SandboxConfig, SandboxGateway, SandboxHandle,
 };
+use fenrun_integrations::statement::{Statement, StatementError};
 use fenrun_integrations::tls::ExtraRoots;
 use fenrun_integrations::wechat::{
     CallbackError, CallbackVerifier, WechatPayClient, WechatPayConfig,
@@ -29,6 +30,7 @@ use secrecy::SecretString;
 use crate::config::{AlipayKeyMode, GatewayKind, Settings};
 use crate::domain::banks::BankAccountKind;
 use crate::domain::identity::PayoutChannel;
+use crate::domain::reconciliation::StatementSource;
 use crate::domain::withdrawal::GatewayOutcome;
 use crate::engine::withdrawal::CallbackNews;
 
@@ -301,6 +303,44 @@ impl Gateway {
                 channel.as_str()
             ),
         })
+    }
+
+    /// The statement sources this process can download: those of the
+    /// channels it pays.
+    pub fn statement_sources(&self) -> Vec<StatementSource> {
+        let mut sources: Vec<StatementSource> = PayoutChannel::ALL
+            .into_iter()
+            .filter(|channel| self.pays(*channel))
+            .map(StatementSource::of_channel)
+            .collect();
+        sources.dedup();
+        sources
+    }
+
+    /// The gateway's statement of `source` for the China day `bill_date`,
+    /// downloaded, checked against its hash (WeChat) or archive (Alipay),
+    /// and parsed. `Rejected` with `CHANNEL_NOT_CONFIGURED` when no
+    /// merchant of the source is configured here.
+    pub async fn statement(
+        &self,
+        source: StatementSource,
+        bill_date: chrono::NaiveDate,
+    ) -> Result<Statement, StatementError> {
+        let rail = source
+            .channels()
+            .iter()
+            .find_map(|channel| self.rail(*channel))
+            .ok_or_else(|| StatementError::Rejected {
+                code: "CHANNEL_NOT_CONFIGURED".to_owned(),
+                reason: format!(
+                    "no merchant is configured for the {} statement",
+                    source.as_str()
+                ),
+            })?;
+        match rail {
+            Rail::Wechat(client) => client.fund_flow_bill(bill_date).await,
+            Rail::Alipay(client) => client.account_log_bill(bill_date).await,
+        }
     }
 
     /// Whether payouts to accounts of this channel can be sent.

@@ -14,6 +14,8 @@
 //! - [`month_close`]: the month close (team bonus, monthly statements) and
 //!   its scheduled job.
 //! - [`grade_review`]: the daily grade review (upgrades and clearing).
+//! - [`reconciliation`]: the daily reconciliation against the gateways'
+//!   statements, its retries and catch-up.
 //! - [`worker`]: apalis workers for the step queues, and the scheduler;
 //!   [`step`]: which step errors are retried and which fail the job at once.
 
@@ -38,6 +40,7 @@ pub mod definition;
 pub mod gateway;
 pub mod grade_review;
 pub mod month_close;
+pub mod reconciliation;
 pub mod settlement;
 pub mod step;
 pub mod withdrawal;

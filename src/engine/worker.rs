@@ -436,6 +436,7 @@ pub struct ScheduledWork {
     pub declarations: Arc<DeclarationPreparer>,
     pub month_close: Arc<crate::engine::month_close::MonthCloser>,
     pub grades: Arc<GradeReview>,
+    pub reconciliation: Arc<crate::engine::reconciliation::Reconciler>,
     /// The review decides at the clock's now, not at the scheduled instant:
     /// after downtime (or a simulated jump) the missed runs are one run now.
     pub clock: Arc<dyn Clock>,
@@ -471,6 +472,18 @@ impl ScheduledWork {
                 if let Err(error) = self.grades.run(self.clock.now(), &actor).await {
                     tracing::error!(error = %error, job = job.name(), "the grade review failed; it runs again at its next time or start");
                 }
+            }
+            // Downloads can take a while: off the scheduler's loop, so the
+            // release sweep keeps its minute. A sweep already running in
+            // this process makes this one a no-op.
+            JobKind::ReconcileStatements => {
+                let reconciliation = self.reconciliation.clone();
+                tokio::spawn(async move {
+                    let finished = reconciliation.run_due().await;
+                    if finished > 0 {
+                        tracing::info!(days = finished, "statements reconciled");
+                    }
+                });
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Use cases shared by the API, the pages and the command line: applying
-//! commission plans, issuing and checking API tokens, and the audit log.
+//! commission plans, issuing and checking API tokens, the audit log, and
+//! reconciliation as payment ops steer it.
 //! Nothing here speaks HTTP.
 
 pub mod audit;
@@ -7,4 +8,5 @@ pub mod calendars;
 pub mod certificates;
 pub mod ops;
 pub mod plans;
+pub mod reconciliation;
 pub mod tokens;

@@ -44,6 +44,8 @@ pub struct AppState {
     pub declarations: Arc<DeclarationPreparer>,
     /// The month close (team bonus, statements).
     pub month_close: Arc<crate::engine::month_close::MonthCloser>,
+    /// The daily reconciliation against the gateways' statements.
+    pub reconciliation: Arc<crate::engine::reconciliation::Reconciler>,
     /// Every step that runs from a queue, in workflow order (the ops views).
     pub step_queues: Arc<Vec<StepQueue>>,
 }

@@ -27,15 +27,17 @@ pub use error::StoreError;
 pub use records::{
     AccountMismatch, Activity, Actor, AppliedYear, ApplyOutcome, AuditEntry, Balance, BatchOutcome,
     CalendarLock, CertificateRecord, ClosingDistributor, CorrectionOutcome, Creation, Distributor,
-    DistributorEvent, FlaggedOrder, HoldPlan, IngestOutcome, ItemRecord, LedgerReport,
-    LifecycleChange, LineRecord, LineUpdate, MonthCloseRecord, Movements, NewCalendarYear,
-    NewCertificate, NewDistributor, NewPlan, NewTeamBonus, OrderEvent, OrderRecord, OrderSnapshot,
-    PreparedDeclaration, PreparedOrder, RefundDecision, RefundOutcome, RefundRequest,
+    DistributorEvent, FinishedReconciliation, FlaggedOrder, HoldPlan, IngestOutcome, ItemRecord,
+    LedgerReport, LifecycleChange, LineRecord, LineUpdate, MismatchRecord, MonthCloseRecord,
+    Movements, NewCalendarYear, NewCertificate, NewDistributor, NewMismatch, NewPlan, NewTeamBonus,
+    OrderEvent, OrderRecord, OrderSnapshot, PreparedDeclaration, PreparedOrder,
+    ReconciliationPayout, ReconciliationRun, RefundDecision, RefundOutcome, RefundRequest,
     Reinstatement, ReplanCounts, ReturnedPayout, ReviewChange, ReviewedPage, Revocation,
     RunningTotals, SealedIdentity, SealedPayoutAccount, SessionRecord, StatementRecord, StoredPlan,
     TeamBonusRecord, TokenListing, TokenRecord, TotalsDelta, TotalsKeys, TransferOutcome,
-    VoidOutcome, VoidedOrder, WithdrawalDecision, WithdrawalDraft, WithdrawalEvent,
-    WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals, YearApplication,
+    UnresolvedMismatches, VoidOutcome, VoidedOrder, WithdrawalDecision, WithdrawalDraft,
+    WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals,
+    YearApplication,
 };
 
 /// Largest page any list query returns, whatever the caller asks for.
@@ -337,6 +339,117 @@ impl Store {
         F: FnMut(DateTime<Utc>, u32) -> HoldPlan,
     {
         dispatch!(self, repo => repo.replan_holds(expected_generation, from, plan, describe, release_job, now).await)
+    }
+}
+
+/// Reconciliation against the gateways' statements; the SQL is in
+/// `sql/reconciliation.rs`.
+impl Store {
+    pub async fn payouts_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ReconciliationPayout>, StoreError> {
+        dispatch!(self, repo => repo.payouts_between(from, to).await)
+    }
+
+    pub async fn payouts_by_bill_no(
+        &self,
+        bill_nos: &[String],
+    ) -> Result<Vec<ReconciliationPayout>, StoreError> {
+        dispatch!(self, repo => repo.payouts_by_bill_no(bill_nos).await)
+    }
+
+    pub async fn payouts_by_id(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<ReconciliationPayout>, StoreError> {
+        dispatch!(self, repo => repo.payouts_by_id(ids).await)
+    }
+
+    pub async fn matches_elsewhere(
+        &self,
+        ids: &[String],
+        source: &str,
+        bill_date: &str,
+    ) -> Result<std::collections::HashSet<(String, String)>, StoreError> {
+        dispatch!(self, repo => repo.matches_elsewhere(ids, source, bill_date).await)
+    }
+
+    pub async fn reconciliation_run(
+        &self,
+        source: &str,
+        bill_date: &str,
+    ) -> Result<Option<ReconciliationRun>, StoreError> {
+        dispatch!(self, repo => repo.reconciliation_run(source, bill_date).await)
+    }
+
+    pub async fn reconciliation_runs(
+        &self,
+        first: &str,
+        last: &str,
+    ) -> Result<Vec<ReconciliationRun>, StoreError> {
+        dispatch!(self, repo => repo.reconciliation_runs(first, last).await)
+    }
+
+    pub async fn record_reconciliation_failure(
+        &self,
+        source: &str,
+        bill_date: &str,
+        error: &str,
+        next_attempt_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<ReconciliationRun, StoreError> {
+        dispatch!(self, repo => repo
+            .record_reconciliation_failure(source, bill_date, error, next_attempt_at, now)
+            .await)
+    }
+
+    pub async fn reconciliation_runs_due(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReconciliationRun>, StoreError> {
+        dispatch!(self, repo => repo.reconciliation_runs_due(now).await)
+    }
+
+    pub async fn finish_reconciliation(
+        &self,
+        day: &FinishedReconciliation,
+    ) -> Result<ReconciliationRun, StoreError> {
+        dispatch!(self, repo => repo.finish_reconciliation(day).await)
+    }
+
+    pub async fn reconciliation_mismatches(
+        &self,
+        first: &str,
+        last: &str,
+        source: Option<&str>,
+    ) -> Result<Vec<MismatchRecord>, StoreError> {
+        dispatch!(self, repo => repo.reconciliation_mismatches(first, last, source).await)
+    }
+
+    pub async fn unresolved_mismatches(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<MismatchRecord>, StoreError> {
+        dispatch!(self, repo => repo.unresolved_mismatches(limit).await)
+    }
+
+    pub async fn unresolved_mismatch_counts(
+        &self,
+    ) -> Result<Vec<UnresolvedMismatches>, StoreError> {
+        dispatch!(self, repo => repo.unresolved_mismatch_counts().await)
+    }
+
+    pub async fn resolve_mismatch(
+        &self,
+        id: i64,
+        side: &str,
+        reason: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<MismatchRecord, StoreError> {
+        dispatch!(self, repo => repo.resolve_mismatch(id, side, reason, actor, now).await)
     }
 }
 

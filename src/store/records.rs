@@ -991,3 +991,90 @@ pub struct VoidedOrder {
     /// Whether it came back from available balances (after the release).
     pub clawed_back: bool,
 }
+
+/// One of our withdrawals as reconciliation reads it (issue 15 item 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconciliationPayout {
+    pub withdrawal_id: String,
+    pub out_bill_no: String,
+    pub channel: String,
+    pub state: String,
+    pub net: Money,
+    /// When it was paid, for a paid or returned one.
+    pub finished_at: Option<DateTime<Utc>>,
+    pub returned_at: Option<DateTime<Utc>>,
+}
+
+/// A statement source's day, as far as it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconciliationRun {
+    pub source: String,
+    pub bill_date: String,
+    /// `finished` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub lines: i64,
+    pub matched: i64,
+    /// JSON of the per-channel totals (see `domain::reconciliation::ChannelTotals`).
+    pub totals: Option<String>,
+    /// JSON array of `[withdrawal_id, kind]` held for the next day.
+    pub held: String,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A mismatch as the store writes it on a finished run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMismatch {
+    pub bill_no: String,
+    pub class: String,
+    pub withdrawal_id: Option<String>,
+    pub channel: Option<String>,
+    pub at_channel: Option<Money>,
+    pub at_fenrun: Option<Money>,
+}
+
+/// A finished day: written in one transaction.
+#[derive(Debug, Clone)]
+pub struct FinishedReconciliation {
+    pub source: String,
+    pub bill_date: String,
+    pub lines: i64,
+    /// `(withdrawal_id, kind)` the file matched.
+    pub matches: Vec<(String, String)>,
+    pub mismatches: Vec<NewMismatch>,
+    pub totals: String,
+    pub held: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A mismatch as stored, with its resolution if one was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MismatchRecord {
+    pub id: i64,
+    pub source: String,
+    pub bill_date: String,
+    pub bill_no: String,
+    pub class: String,
+    pub withdrawal_id: Option<String>,
+    pub channel: Option<String>,
+    pub at_channel: Option<Money>,
+    pub at_fenrun: Option<Money>,
+    pub found_at: DateTime<Utc>,
+    /// `ledger` or `channel`.
+    pub resolution: Option<String>,
+    pub resolution_reason: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// Unresolved mismatches of one channel (or a source's, where the line
+/// named no withdrawal of ours).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnresolvedMismatches {
+    pub channel: String,
+    pub count: i64,
+    pub oldest_found_at: DateTime<Utc>,
+}

@@ -30,6 +30,10 @@ pub const CALENDAR_PROVISIONAL_YEAR: &str = "fenrun_calendar_provisional_year";
 pub const GATEWAY_UNEXPECTED_SUCCESS: &str = "fenrun_gateway_unexpected_success_total";
 pub const AUTH_FAILURES: &str = "fenrun_auth_failures_total";
 pub const RATE_LIMITED: &str = "fenrun_rate_limited_total";
+pub const RECONCILIATION_RUNS: &str = "fenrun_reconciliation_runs_total";
+pub const RECONCILIATION_UNRESOLVED: &str = "fenrun_reconciliation_unresolved_mismatches";
+pub const RECONCILIATION_OLDEST_UNRESOLVED: &str =
+    "fenrun_reconciliation_oldest_unresolved_mismatch_seconds";
 
 /// Latency buckets, in seconds: a millisecond to a minute.
 const SECONDS_BUCKETS: [f64; 14] = [
@@ -82,6 +86,12 @@ pub fn auth_failure(
     let client = client.map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
     tracing::warn!(surface, reason, client = %client, "authentication refused");
     metrics::counter!(AUTH_FAILURES, "surface" => surface, "reason" => reason).increment(1);
+}
+
+/// Counts one reconciliation run of a statement `source` by its outcome
+/// (`finished` or `failed`).
+pub fn reconciliation_run(source: &'static str, outcome: &'static str) {
+    metrics::counter!(RECONCILIATION_RUNS, "source" => source, "outcome" => outcome).increment(1);
 }
 
 /// Counts a request refused by a rate limit (`limit` names its route family).

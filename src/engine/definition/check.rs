@@ -48,6 +48,11 @@ pub fn check_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         crate::engine::month_close::MonthCloseSettings::load(dir)?;
         checked.push(month_close);
     }
+    let reconciliation = dir.join(crate::engine::reconciliation::SETTINGS_FILE_NAME);
+    if reconciliation.is_file() {
+        crate::engine::reconciliation::ReconciliationSettings::load(dir)?;
+        checked.push(reconciliation);
+    }
     let schedules = dir.join(SCHEDULES_FILE_NAME);
     if schedules.is_file() {
         Schedules::load(&schedules)?;

@@ -59,6 +59,9 @@ mod order_void;
 #[path = "../sql/orders.rs"]
 mod orders;
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/reconciliation.rs"]
+mod reconciliation;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/sessions.rs"]
 mod sessions;
 #[allow(clippy::duplicate_mod)]

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
-use fenrun_integrations::statement::{StatementError, StatementLineKind};
+use fenrun_integrations::statement::{Statement, StatementError, StatementLineKind};
 use serde::Deserialize;
 
 use crate::clock::Clock;
@@ -300,6 +300,21 @@ impl Reconciler {
                 });
             }
         };
+        self.reconcile_statement(source, bill_date, &statement)
+            .await
+    }
+
+    /// Matches a statement already downloaded and checked against our
+    /// payouts of its day, and writes the day (the second half of
+    /// [`Reconciler::run`]; the benchmark and tests call it with a file they
+    /// made). Callers other than `run` must not run two at once.
+    pub async fn reconcile_statement(
+        &self,
+        source: StatementSource,
+        bill_date: NaiveDate,
+        statement: &Statement,
+    ) -> Result<ReconciliationRun, ReconcileError> {
+        let date_text = bill_date.to_string();
         let lines: Vec<ChannelLine> = statement
             .lines
             .iter()

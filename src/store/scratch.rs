@@ -114,3 +114,62 @@ pub async fn push_noop_jobs(store: &Store, queue: &str, count: usize) -> Result<
     }
     Ok(())
 }
+
+/// Rows per statement when cloning withdrawals: three binds a row, well
+/// under either database's limit.
+const CLONES_PER_STATEMENT: usize = 1_000;
+
+/// Clones the withdrawal `template` `count` times as paid at `paid_at`,
+/// each with a fresh id (`wd` + 30 digits from `first_number`) and the bill
+/// number equal to it: a day of payouts for the reconciliation benchmark
+/// and its 10,000-payout test, without paying each through the gateway.
+/// Only rows: no ledger transfer, so `ledger verify` of such a database
+/// does not balance. Returns the ids (= bill numbers) in order.
+pub async fn clone_paid_withdrawals(
+    store: &Store,
+    template: &str,
+    first_number: u64,
+    count: usize,
+    paid_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<String>, StoreError> {
+    use crate::store::time::DbTime;
+    let ids: Vec<String> = (0..count as u64)
+        .map(|n| format!("wd{:030}", first_number + n))
+        .collect();
+    for chunk in ids.chunks(CLONES_PER_STATEMENT) {
+        macro_rules! clone_statement {
+            ($db:ty) => {{
+                let mut insert = sqlx::QueryBuilder::<$db>::new("with clones (id, idempotency_key) as (");
+                insert.push_values(chunk, |mut row, id| {
+                    row.push_bind(id.as_str()).push_bind(format!("seed-{id}"));
+                });
+                insert.push(concat!(
+                    ") insert into withdrawals (id, distributor_id, payout_account_id, channel, speed, ",
+                    "state, gross_fen, tax_fen, fee_fen, net_fen, tax_method, tax_month, local_day, ",
+                    "withholding, risk_flags, out_bill_no, idempotency_key, request_sha256, ",
+                    "transfer_attempts, requested_at, updated_at, finished_at) ",
+                    "select clones.id, w.distributor_id, w.payout_account_id, w.channel, w.speed, ",
+                    "'paid', w.gross_fen, w.tax_fen, w.fee_fen, w.net_fen, w.tax_method, w.tax_month, ",
+                    "w.local_day, w.withholding, w.risk_flags, clones.id, clones.idempotency_key, ",
+                    "w.request_sha256, 1, w.requested_at, "
+                ));
+                insert.push_bind(DbTime(paid_at)).push(", ").push_bind(DbTime(paid_at));
+                insert
+                    .push(" from withdrawals w cross join clones where w.id = ")
+                    .push_bind(template);
+                insert
+            }};
+        }
+        match &store.backend {
+            Backend::Sqlite(repo) => {
+                let mut insert = clone_statement!(sqlx::Sqlite);
+                insert.build().execute(repo.pool()).await?;
+            }
+            Backend::Postgres(repo) => {
+                let mut insert = clone_statement!(sqlx::Postgres);
+                insert.build().execute(repo.pool()).await?;
+            }
+        }
+    }
+    Ok(ids)
+}

@@ -491,7 +491,8 @@ impl Reconciler {
     }
 
     /// The days of the last `catch_up_days` whose statements are ready and
-    /// that have no finished run, and whose retry (if they failed) is due.
+    /// that have no finished run, and whose retry (if they failed) is due;
+    /// and any other failed run whose retry is due. Oldest day first.
     pub async fn days_due(&self) -> Result<Vec<(StatementSource, NaiveDate)>, StoreError> {
         let now = self.clock.now();
         let local = now.with_timezone(&self.settings.time_zone);
@@ -518,6 +519,20 @@ impl Reconciler {
                 }
             }
         }
+        // A failed run outside the window (today's, run by hand; or one
+        // older than catch_up_days) is retried too, once due.
+        for run in self.store.reconciliation_runs_due(now).await? {
+            let (Ok(source), Ok(date)) = (
+                StatementSource::parse(&run.source),
+                run.bill_date.parse::<NaiveDate>(),
+            ) else {
+                continue;
+            };
+            if !due.contains(&(source, date)) {
+                due.push((source, date));
+            }
+        }
+        due.sort_by_key(|(source, date)| (*date, *source));
         Ok(due)
     }
 

@@ -36,6 +36,7 @@ mod ops_console;
 mod orders;
 mod payout_crash;
 mod payout_cycles;
+mod reconciliation;
 mod role_matrix;
 mod sessions;
 mod shape;

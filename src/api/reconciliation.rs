@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -22,6 +22,10 @@ use crate::service::reconciliation::{
     day_view, default_date, resolve, run_day,
 };
 use crate::state::AppState;
+
+/// No gateway keeps statements from before this year: an earlier date is a
+/// typo, refused rather than asked of the gateway.
+const FIRST_YEAR: i32 = 2000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -59,10 +63,16 @@ fn selection(
 ) -> Result<DaySelection, ApiError> {
     let date = match date {
         None => default_date(state),
-        Some(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
-            ApiError::bad_request("invalid_field", "date must be a day as YYYY-MM-DD")
+        Some(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .filter(|date| text.len() == 10 && date.year() >= FIRST_YEAR)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_field",
+                    format!("date must be a day as YYYY-MM-DD, in {FIRST_YEAR} or later"),
+                )
                 .with_field("date")
-        })?,
+            })?,
     };
     let channel = channel
         .map(|text| {

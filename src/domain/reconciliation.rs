@@ -494,6 +494,9 @@ pub fn reconcile_day(input: &DayInput) -> DayResult {
 
 #[cfg(test)]
 mod tests {
+    // Amounts in fen are written yuan_fen (`100_00` is 100.00 yuan).
+    #![allow(clippy::inconsistent_digit_grouping)]
+
     use super::*;
 
     fn day(d: u32) -> NaiveDate {

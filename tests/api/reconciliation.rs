@@ -355,6 +355,8 @@ async fn a_clean_day_has_no_mismatch_and_each_injected_one_is_found_as_its_class
     // Bad input changes nothing.
     for (body, status, code) in [
         (json!({"date": "2027-13-01"}), 400, "invalid_field"),
+        (json!({"date": "1999-12-31"}), 400, "invalid_field"),
+        (json!({"date": "+12027-01-01"}), 400, "invalid_field"),
         (
             json!({"date": today.to_string(), "channel": "paypal"}),
             400,

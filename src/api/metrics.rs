@@ -1,7 +1,8 @@
 //! `GET /metrics` (SPEC §2.10): what `telemetry::metrics` recorded, and, at
 //! each scrape, the queues as the database holds them (jobs per queue and
-//! state, the oldest waiting job's age), withdrawals per state and the
-//! business calendar's coverage; and the middleware that counts requests.
+//! state, the oldest waiting job's age), withdrawals per state, the
+//! business calendar's coverage and the unresolved reconciliation
+//! mismatches per channel; and the middleware that counts requests.
 
 use std::time::Instant;
 
@@ -9,13 +10,17 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api::error::ApiError;
+use crate::domain::identity::PayoutChannel;
 use crate::state::AppState;
+use crate::store::UnresolvedMismatches;
 use crate::telemetry::metrics::{
     CALENDAR_COVERED_DAYS, CALENDAR_PROVISIONAL_YEAR, HTTP_DURATION, HTTP_REQUESTS, QUEUE_JOBS,
-    QUEUE_OLDEST_WAITING, WITHDRAWALS, install,
+    QUEUE_OLDEST_WAITING, RECONCILIATION_OLDEST_UNRESOLVED, RECONCILIATION_UNRESOLVED, WITHDRAWALS,
+    install,
 };
 
 /// Counts and times every request by its route template (not its path:
@@ -91,6 +96,10 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
             origin.as_str()
         ));
     }
+    queue_lines.push_str(&reconciliation_lines(
+        &state.store.unresolved_mismatch_counts().await?,
+        now,
+    ));
     let recorded = install().map(PrometheusHandle::render).unwrap_or_default();
     let mut response = format!("{recorded}{queue_lines}").into_response();
     response.headers_mut().insert(
@@ -98,6 +107,44 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     Ok(response)
+}
+
+/// The unresolved reconciliation mismatches and the oldest one's age in
+/// seconds at `now`, per channel: a series for each channel always (0 when
+/// none, so an alert sees it fall back), and one for any other name the
+/// store gives. A mismatch naming no withdrawal of ours counts under its
+/// statement's name, `wechat` or `alipay`, which is that channel's.
+fn reconciliation_lines(unresolved: &[UnresolvedMismatches], now: DateTime<Utc>) -> String {
+    let mut per_channel: std::collections::BTreeMap<&str, (i64, i64)> = PayoutChannel::ALL
+        .iter()
+        .map(|channel| (channel.as_str(), (0, 0)))
+        .collect();
+    for group in unresolved {
+        let entry = per_channel.entry(group.channel.as_str()).or_default();
+        entry.0 += group.count;
+        entry.1 = entry
+            .1
+            .max((now - group.oldest_found_at).num_seconds().max(0));
+    }
+    let mut lines = format!(
+        "# HELP {RECONCILIATION_UNRESOLVED} Reconciliation mismatches without a resolution, per channel.\n# TYPE {RECONCILIATION_UNRESOLVED} gauge\n"
+    );
+    for (channel, (count, _)) in &per_channel {
+        lines.push_str(&format!(
+            "{RECONCILIATION_UNRESOLVED}{{channel=\"{}\"}} {count}\n",
+            label(channel)
+        ));
+    }
+    lines.push_str(&format!(
+        "# HELP {RECONCILIATION_OLDEST_UNRESOLVED} Age of the oldest unresolved reconciliation mismatch, per channel (0 when none).\n# TYPE {RECONCILIATION_OLDEST_UNRESOLVED} gauge\n"
+    ));
+    for (channel, (_, age)) in &per_channel {
+        lines.push_str(&format!(
+            "{RECONCILIATION_OLDEST_UNRESOLVED}{{channel=\"{}\"}} {age}\n",
+            label(channel)
+        ));
+    }
+    lines
 }
 
 /// A label value with `\`, `"` and newlines escaped (Prometheus text format).
@@ -116,5 +163,47 @@ mod tests {
     fn label_values_are_escaped() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         assert_eq!(label("withdrawal.transfer"), "withdrawal.transfer");
+    }
+
+    #[test]
+    fn every_channel_has_a_reconciliation_series_and_a_source_counts_as_its_channel() {
+        let now: DateTime<Utc> = "2027-03-11T02:30:00Z".parse().unwrap();
+        let none = reconciliation_lines(&[], now);
+        for channel in ["wechat", "alipay", "bank"] {
+            assert!(none.contains(&format!(
+                "fenrun_reconciliation_unresolved_mismatches{{channel=\"{channel}\"}} 0\n"
+            )));
+            assert!(none.contains(&format!(
+                "fenrun_reconciliation_oldest_unresolved_mismatch_seconds{{channel=\"{channel}\"}} 0\n"
+            )));
+        }
+        let lines = reconciliation_lines(
+            &[
+                UnresolvedMismatches {
+                    channel: "alipay".to_owned(),
+                    count: 2,
+                    oldest_found_at: now - chrono::Duration::hours(25),
+                },
+                UnresolvedMismatches {
+                    channel: "bank".to_owned(),
+                    count: 1,
+                    oldest_found_at: now - chrono::Duration::seconds(90),
+                },
+            ],
+            now,
+        );
+        for expected in [
+            "fenrun_reconciliation_unresolved_mismatches{channel=\"alipay\"} 2\n",
+            "fenrun_reconciliation_unresolved_mismatches{channel=\"bank\"} 1\n",
+            "fenrun_reconciliation_unresolved_mismatches{channel=\"wechat\"} 0\n",
+            "fenrun_reconciliation_oldest_unresolved_mismatch_seconds{channel=\"alipay\"} 90000\n",
+            "fenrun_reconciliation_oldest_unresolved_mismatch_seconds{channel=\"bank\"} 90\n",
+            "fenrun_reconciliation_oldest_unresolved_mismatch_seconds{channel=\"wechat\"} 0\n",
+        ] {
+            assert!(
+                lines.contains(expected),
+                "{expected} missing from:\n{lines}"
+            );
+        }
     }
 }

@@ -38,7 +38,8 @@ const DEFAULT_PAGE: &str = "/tax";
 /// for [`DEFAULT_PAGE`] rather than echoed into a page.
 const MAX_NEXT_BYTES: usize = 1024;
 
-/// Small enough to inline on every page; laid out for a 1280×800 screen.
+/// Small enough to inline on every page; laid out for a 1280×800 screen
+/// (`.scroll` lets a wide table scroll sideways on a phone).
 const CSS: &str = "\
 body{font:15px/1.45 system-ui,-apple-system,'PingFang SC','Microsoft YaHei',sans-serif;margin:0;color:#1d2330;background:#f6f7f9}\
 header{display:flex;align-items:center;gap:1.5rem;padding:.6rem 1.5rem;background:#1d2330;color:#fff}\
@@ -50,7 +51,8 @@ table{border-collapse:collapse;width:100%}th,td{padding:.3rem .6rem;border-botto
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}\
 .error{color:#a4161a;font-weight:600}.ok{color:#1b7a3a;font-weight:600}.muted{color:#667085}\
 .verdict{font-size:1.3rem}table.facts{width:auto}form.inline{display:inline}\
-input,button{font:inherit;padding:.25rem .5rem}button{cursor:pointer}";
+input,button{font:inherit;padding:.25rem .5rem}button{cursor:pointer}\
+.scroll{overflow-x:auto}.mismatch input[type=text]{max-width:100%;box-sizing:border-box}";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -72,6 +74,11 @@ pub fn router() -> Router<AppState> {
         .route("/ops/withdrawals/{id}", get(withdrawal_json))
         .route("/ops/jobs/{id}/{action}", post(ops::job))
         .route("/ops/withdrawals/{id}/{decision}", post(ops::review))
+        .route("/ops/reconciliation/run", post(ops::reconciliation::run))
+        .route(
+            "/ops/reconciliation/mismatches/{id}/resolve",
+            post(ops::reconciliation::resolve_mismatch),
+        )
         .layer(middleware::from_fn(guard))
 }
 

@@ -2,12 +2,18 @@
 //! state with the oldest wait and the last hour's throughput; failed and
 //! stuck jobs with their error and what they drive, with retry and cancel;
 //! the review queue with each withdrawal's risk flags, approve and reject;
-//! and a warning when the business calendar runs out. Plain HTML whose
-//! buttons are forms (safe to press twice: the actions are idempotent); it
-//! reloads itself every few seconds with a small script that waits while
-//! someone writes in a form, or with a meta refresh when scripts are off.
+//! a warning when the business calendar runs out; and a day's
+//! reconciliation against the gateways' statements ([`reconciliation`]):
+//! both sides' totals, the mismatches, resolving one, running the day
+//! again. Plain HTML whose buttons are forms (safe to press twice: the
+//! actions are idempotent); it reloads itself every few seconds with a
+//! small script that waits while someone writes in a form, or with a meta
+//! refresh when scripts are off.
 
-use axum::extract::{Form, Path, State};
+pub(crate) mod reconciliation;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
@@ -52,9 +58,11 @@ pub(crate) async fn page(
     State(state): State<AppState>,
     caller: Result<PageCaller, ApiError>,
     uri: Uri,
+    day: Result<Query<reconciliation::DayQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
     let back_to = uri.path_and_query().map_or("/ops", |path| path.as_str());
     ops_caller(caller, back_to)?;
+    let shown = reconciliation::Shown::of(&state, day.map(|Query(day)| day).unwrap_or_default());
     let queues = queues_view(&state).await?;
     let failed = jobs_page(&state, &query(Some("failed"))).await?.items;
     let stuck: Vec<JobView> = jobs_page(&state, &query(Some("running")))
@@ -72,6 +80,7 @@ pub(crate) async fn page(
         )
         .await?;
     let flagged = state.store.flagged_orders(ROWS).await?;
+    let reconciliation = reconciliation::section(&state, &shown).await?;
     let markup = layout(
         "运营 Ops",
         true,
@@ -86,6 +95,7 @@ pub(crate) async fn page(
             (jobs_table("卡住 Stuck jobs (running past their timeout or held by a dead worker)", "No stuck jobs.", &stuck))
             (review_table(&reviewing))
             (flagged_table(&flagged))
+            (reconciliation)
             p.muted { "Reloads every " (REFRESH_SECONDS) " s · " a href="/ops/queues.json" { "JSON" } " · " a href="/metrics" { "metrics" } }
         },
     );

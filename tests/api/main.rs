@@ -37,6 +37,7 @@ mod orders;
 mod payout_crash;
 mod payout_cycles;
 mod reconciliation;
+mod reconciliation_console;
 mod role_matrix;
 mod sessions;
 mod shape;

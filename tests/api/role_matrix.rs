@@ -454,6 +454,30 @@ async fn every_route_answers_every_role_as_the_matrix_says(backend: Backend) {
         ),
         route(
             "GET",
+            "/v1/ops/reconciliation",
+            "/v1/ops/reconciliation".into(),
+            None,
+            Access::Roles(&[Admin, Ops], 403),
+        ),
+        // A day not begun: past authorization (422) without downloading
+        // a statement.
+        route(
+            "POST",
+            "/v1/ops/reconciliation/run",
+            "/v1/ops/reconciliation/run".into(),
+            Some(json!({"date": "2999-01-01"})),
+            Access::Roles(&[Admin, Ops], 403),
+        ),
+        // A mismatch that does not exist: past authorization (404).
+        route(
+            "POST",
+            "/v1/ops/reconciliation/mismatches/{id}/resolve",
+            "/v1/ops/reconciliation/mismatches/999999/resolve".into(),
+            Some(json!({"side": "ledger", "reason": "matrix"})),
+            Access::Roles(&[Admin, Ops], 403),
+        ),
+        route(
+            "GET",
             "/v1/audit",
             "/v1/audit".into(),
             None,

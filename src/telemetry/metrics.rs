@@ -63,6 +63,13 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                         metrics::counter!(GATEWAY_UNEXPECTED_SUCCESS, "channel" => channel.as_str())
                             .increment(0);
                     }
+                    // Likewise the first failed reconciliation after a start.
+                    for source in ["wechat", "alipay"] {
+                        for outcome in ["finished", "failed"] {
+                            metrics::counter!(RECONCILIATION_RUNS, "source" => source, "outcome" => outcome)
+                                .increment(0);
+                        }
+                    }
                     Some(handle)
                 }
                 Err(error) => {

@@ -1,11 +1,15 @@
 //! `fenrun demo`: the order-settlement workflow end to end, on a throw-away
 //! SQLite file and a simulated clock — a referral tree four levels deep, a
 //! commission plan, ~200 orders with refunds inside and after the hold, a
-//! fast-forward past T+3, then every distributor's balances and `ledger verify`.
+//! fast-forward past T+3, then every distributor's balances; withdrawals
+//! through the sandbox gateway (`withdrawals.rs`), the commission rules
+//! (`rules.rs`), the day's reconciliation against the gateways' statements
+//! (`reconciliation.rs`), and `ledger verify`.
 //!
 //! It drives the same engine the HTTP API does (ingest through the group-commit
 //! writer, refunds, the release step), only without the HTTP hop.
 
+mod reconciliation;
 mod rules;
 mod withdrawals;
 
@@ -340,8 +344,10 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         "\norders: {}; distributors' available total {total_available}",
         counts.join(", ")
     );
+    let payouts_since = clock.now();
     let paid_out = crate::cli::demo::withdrawals::run(state, &clock).await?;
     crate::cli::demo::rules::run(state, &clock).await?;
+    let reconciled = crate::cli::demo::reconciliation::run(state, &clock, payouts_since).await?;
     let report = store.verify_ledger().await?;
     print!(
         "{}",
@@ -360,6 +366,29 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     if !paid_out {
         anyhow::bail!("the sandbox gateway's record differs from fenrun's ledger");
     }
+    if !reconciled {
+        anyhow::bail!(
+            "the reconciliation found a mismatch on a clean day, or missed or kept the injected one"
+        );
+    }
+    Ok(())
+}
+
+/// Tells the application that the demo moved its simulated clock, as
+/// `POST /v1/admin/clock/advance` does (the demo moves it directly): the
+/// in-process sandbox's clock, which stamps payouts and bounces and dates
+/// its statements, follows at once, so a statement of a simulated day holds
+/// that day's payouts.
+pub(crate) fn clock_moved(state: &crate::state::AppState) -> anyhow::Result<()> {
+    let now = state.clock.now();
+    if let Some(gateway) = state.withdrawals.gateway()
+        && let Some(sandbox) = gateway.sandbox()
+    {
+        sandbox
+            .set_clock_offset(now - chrono::Utc::now())
+            .map_err(|error| anyhow::anyhow!("the sandbox's clock cannot follow: {error}"))?;
+    }
+    let _ = state.clock_moved.send(now);
     Ok(())
 }
 

@@ -218,6 +218,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         runs: usize,
     },
+    /// A China day of N WeChat payouts reconciled against its fund-flow
+    /// bill: parse, then match and write, timed apart; the clean day must
+    /// have no mismatch, and a dropped line and a changed amount are found.
+    Reconcile {
+        /// Payouts of the day, one statement line each.
+        #[arg(long, default_value_t = 100_000)]
+        lines: usize,
+        /// Runs; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Drain a backlog of no-op apalis jobs.
     Queue {
         #[arg(long, default_value_t = 20_000)]

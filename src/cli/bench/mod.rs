@@ -8,6 +8,9 @@
 //!   business calendar that moves them all (`calendar.rs`).
 //! - `bench month-close`: a month of N distributors (one order each, the
 //!   team bonus on) closed by `POST /v1/ops/month-close` (`month_close.rs`).
+//! - `bench reconcile`: a China day of N payouts reconciled against its
+//!   WeChat fund-flow bill, parse and match-and-write timed apart
+//!   (`reconcile.rs`).
 //! - `bench queue`: drains an apalis backlog of no-op jobs (20,000 or
 //!   100,000) to show that the SQLite ack stays fast (apalis.md).
 //!
@@ -18,6 +21,7 @@
 pub mod calendar;
 pub mod certificates;
 pub mod month_close;
+pub mod reconcile;
 pub mod withdraw;
 
 use std::process::Command;

@@ -1,4 +1,4 @@
-//! `fenrun bench settle | replan | month-close | queue | certificates | withdraw`: the benchmarks
+//! `fenrun bench settle | replan | month-close | queue | certificates | withdraw | reconcile`: the benchmarks
 //! of `cli::bench`, on SQLite or a scratch database on the PostgreSQL
 //! server of `--database-url`.
 
@@ -27,6 +27,9 @@ pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<E
         BenchCommand::MonthClose { distributors, runs } => {
             crate::cli::bench::month_close::month_close(distributors.max(1), runs.max(1), server)
                 .await?;
+        }
+        BenchCommand::Reconcile { lines, runs } => {
+            crate::cli::bench::reconcile::reconcile(lines.max(1), runs.max(1), server).await?;
         }
         BenchCommand::Queue { jobs } => crate::cli::bench::queue(jobs, server).await?,
         BenchCommand::Replan { orders, runs } => {

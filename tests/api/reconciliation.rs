@@ -36,6 +36,7 @@ on_both_backends!(
     a_clean_day_has_no_mismatch_and_each_injected_one_is_found_as_its_class,
     a_bounce_is_matched_on_both_sides_and_a_statement_failing_its_hash_reconciles_nothing_until_retried,
     a_day_of_ten_thousand_payouts_reconciles_clean_and_finds_what_changed,
+    a_fee_a_double_payment_and_a_bounce_the_statement_lacks_are_found_as_their_classes,
 );
 
 async fn spawn(backend: Backend) -> TestApp {
@@ -571,4 +572,60 @@ async fn a_day_of_ten_thousand_payouts_reconciles_clean_and_finds_what_changed(b
     );
     assert_eq!(view["sources"][0]["held"], 1);
     assert_ne!(dropped.out_bill_no, lines[5_000].out_bill_no);
+}
+
+async fn a_fee_a_double_payment_and_a_bounce_the_statement_lacks_are_found_as_their_classes(
+    backend: Backend,
+) {
+    let app = spawn(backend).await;
+    // The bank charges 0.50 a card payout; the shipped settings expect none.
+    let mut faults = sandbox(&app).faults();
+    faults.bank_order_fee_fen = 50;
+    sandbox(&app).set_faults(faults);
+    let mut bank = pay(&app, &[(PayoutChannel::Bank, 2)]).await.remove(0);
+    bank.sort_by_key(bill_no);
+    let today = china_today(&app).await;
+    let (first, second) = (bill_no(&bank[0]), bill_no(&bank[1]));
+    sandbox(&app).bounce(&first, None).unwrap();
+    wait_for_state(&app, bank[0]["id"].as_str().unwrap(), "returned").await;
+
+    // The first card payout twice on the statement, its bounce left out.
+    set_statement_faults(
+        &app,
+        StatementFaults {
+            duplicate_lines: 1,
+            drop_returns: 1,
+            ..StatementFaults::default()
+        },
+    );
+    let view = run(&app, today).await;
+    let alipay = |class: &str, bill: &str| ("alipay".to_owned(), bill.to_owned(), class.to_owned());
+    let mut expected = vec![
+        alipay("fee_differs", &first),
+        alipay("paid_twice_at_channel", &first),
+        alipay("fee_differs", &second),
+    ];
+    expected.sort();
+    assert_eq!(classes(&view), expected, "{view:#}");
+    let fee = view["mismatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["class"] == "fee_differs")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (fee["at_channel"].as_str(), fee["at_fenrun"].as_str()),
+        (Some("0.50"), Some("0.00")),
+        "{fee:#}"
+    );
+
+    // The bounce no statement showed is missing the day after.
+    advance_days(&app, 1).await;
+    let next = run(&app, today.succ_opt().unwrap()).await;
+    assert_eq!(
+        classes(&next),
+        vec![alipay("returned_at_fenrun_not_at_channel", &first)],
+        "{next:#}"
+    );
 }

@@ -56,6 +56,9 @@ const DOWNLOAD_PATH: &str = "/sandbox/download";
 /// `drop_lines`; add 1.00 yuan to the next `wrong_amount_lines`; add a return
 /// line for the next `flip_state_lines`; then add `extra_lines` payouts of
 /// 1.00 yuan for bill numbers fenrun never sent (`sbxextra0001`, …).
+/// `duplicate_lines` then pays the next that many payouts twice on the
+/// statement, and `drop_returns` leaves out the first that many returns (by
+/// bill number): a bounce the statement does not show.
 /// `corrupt_downloads` spoils the next that many files served (a byte of the
 /// WeChat bill differs from the hash its answer gives; the Alipay archive is
 /// cut short), then counts down to zero: a corrupt download and the retry
@@ -67,6 +70,8 @@ pub struct StatementFaults {
     pub extra_lines: u32,
     pub wrong_amount_lines: u32,
     pub flip_state_lines: u32,
+    pub duplicate_lines: u32,
+    pub drop_returns: u32,
     pub corrupt_downloads: u32,
 }
 
@@ -80,6 +85,8 @@ impl StatementFaults {
             ("extra_lines", self.extra_lines),
             ("wrong_amount_lines", self.wrong_amount_lines),
             ("flip_state_lines", self.flip_state_lines),
+            ("duplicate_lines", self.duplicate_lines),
+            ("drop_returns", self.drop_returns),
             ("corrupt_downloads", self.corrupt_downloads),
         ] {
             if value > Self::MAX_LINES {
@@ -289,6 +296,20 @@ fn with_faults(
     date: NaiveDate,
     dialect: &Dialect,
 ) -> Vec<StatementLine> {
+    let mut returns: Vec<&str> = lines
+        .iter()
+        .filter(|line| line.kind == StatementLineKind::Return)
+        .map(|line| line.out_bill_no.as_str())
+        .collect();
+    returns.sort_unstable();
+    let dropped_returns: Vec<String> = returns
+        .into_iter()
+        .take(faults.drop_returns as usize)
+        .map(str::to_owned)
+        .collect();
+    lines.retain(|line| {
+        line.kind != StatementLineKind::Return || !dropped_returns.contains(&line.out_bill_no)
+    });
     let mut payouts: Vec<StatementLine> = Vec::new();
     lines.retain(|line| {
         let payout = line.kind == StatementLineKind::Payout;
@@ -314,6 +335,9 @@ fn with_faults(
             ..line.clone()
         });
     }
+    let duplicate_end = flip_end + take(faults.duplicate_lines, payouts.len() - flip_end);
+    let duplicates: Vec<StatementLine> = payouts[flip_end..duplicate_end].to_vec();
+    payouts.extend(duplicates);
     let noon = date.and_time(NaiveTime::from_hms_opt(12, 0, 0).expect("a valid time"));
     for n in 1..=faults.extra_lines {
         payouts.push(StatementLine {
@@ -581,6 +605,43 @@ mod tests {
                 ("sbxextra0002", Payout, 100),
             ]
         );
+    }
+
+    #[test]
+    fn a_duplicated_payout_shows_twice_and_a_dropped_return_not_at_all() {
+        let mut lines: Vec<StatementLine> = ["wd02", "wd01", "wd03"]
+            .iter()
+            .map(|no| line(no, 1000))
+            .collect();
+        for no in ["wd03", "wd01"] {
+            lines.push(StatementLine {
+                kind: StatementLineKind::Return,
+                ..line(no, 1000)
+            });
+        }
+        let faults = StatementFaults {
+            duplicate_lines: 1,
+            drop_returns: 1,
+            ..StatementFaults::default()
+        };
+        let date = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let mut seen: Vec<_> = with_faults(lines, faults, date, &WECHAT)
+            .iter()
+            .map(|line| (line.out_bill_no.clone(), line.kind.clone()))
+            .collect();
+        seen.sort_by(|a, b| (&a.0, a.1.is_income()).cmp(&(&b.0, b.1.is_income())));
+        use StatementLineKind::{Payout, Return};
+        let expected: Vec<(String, StatementLineKind)> = [
+            ("wd01", Payout),
+            ("wd01", Payout),
+            ("wd02", Payout),
+            ("wd03", Payout),
+            ("wd03", Return),
+        ]
+        .into_iter()
+        .map(|(no, kind)| (no.to_owned(), kind))
+        .collect();
+        assert_eq!(seen, expected);
     }
 
     fn ledger_bill(

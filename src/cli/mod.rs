@@ -93,6 +93,11 @@ pub enum Command {
         #[command(subcommand)]
         command: MonthCloseCommand,
     },
+    /// Webhook tools: check a delivery's Standard Webhooks signature.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Benchmarks; they print figures.
     Bench {
         #[command(subcommand)]
@@ -264,6 +269,33 @@ pub enum LedgerCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Check a delivery's `webhook-signature` against its raw body and the
+    /// endpoint's secret (when a receiver refuses what fenrun sent): prints
+    /// why not and exits 1, or says it is genuine.
+    Verify {
+        /// The endpoint's secret, `whsec_…` (or FENRUN_WEBHOOK_SECRET, which
+        /// keeps it out of the process list).
+        #[arg(long, env = "FENRUN_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: secrecy::SecretString,
+        /// The `webhook-id` header.
+        #[arg(long)]
+        id: String,
+        /// The `webhook-timestamp` header (Unix seconds).
+        #[arg(long)]
+        timestamp: String,
+        /// The `webhook-signature` header (one or more `v1,…` entries).
+        #[arg(long)]
+        signature: String,
+        /// Skip the five-minute freshness check, for a delivery saved earlier.
+        #[arg(long)]
+        any_time: bool,
+        /// The raw body as received, byte for byte; `-` for standard input.
+        file: std::path::PathBuf,
     },
 }
 
@@ -443,6 +475,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workflows { command } => commands::workflows::run(&settings, command),
         Command::Bench { command } => commands::bench::run(&settings, command).await,
         Command::MonthClose { command } => commands::month_close::run(&settings, command).await,
+        Command::Webhooks { command } => commands::webhooks::run(command),
         Command::Tax { command } => commands::tax::run(command),
         Command::Demo { keep } => {
             demo::run(keep).await?;

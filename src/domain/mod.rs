@@ -2,7 +2,8 @@
 //! time it needs as an argument. `payout_cycle` says when a standard
 //! withdrawal is sent (its settlement cycle's cut-off); `banks` the banks a
 //! card payout can go to and what a company account needs; `reconciliation`
-//! how a gateway's daily statement is matched against our payouts.
+//! how a gateway's daily statement is matched against our payouts;
+//! `webhook_signature` the Standard Webhooks signature of a delivery.
 
 pub mod access;
 pub mod banks;
@@ -20,6 +21,7 @@ pub mod plan;
 pub mod reconciliation;
 pub mod settlement;
 pub mod tax;
+pub mod webhook_signature;
 pub mod withdrawal;
 
 /// A stored or sent name that no variant of a domain enum has, such as an

@@ -244,3 +244,61 @@ fn a_full_demo_run_logs_json_lines_with_step_context_and_no_secret() {
         );
     }
 }
+
+/// `fenrun webhooks verify` as a receiver's author runs it: the convention's
+/// test vector (saved, so past the freshness window: `--any-time`), a fresh
+/// delivery signed during a rotation, and the refusals — a tampered body, a
+/// stale timestamp, a malformed secret — each with exit code 1 or 2 and why.
+#[test]
+fn webhooks_verify_tells_a_genuine_delivery_from_a_tampered_or_stale_one() {
+    use fenrun::domain::webhook_signature::{WebhookSecret, signature_header};
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, br#"{"test": 2432232314}"#).unwrap();
+    let verify = |secret: &str, id: &str, timestamp: &str, signature: &str, extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fenrun"));
+        command
+            .env("FENRUN_WEBHOOK_SECRET", secret)
+            .args(["webhooks", "verify", "--id", id, "--timestamp", timestamp])
+            .args(["--signature", signature])
+            .args(extra)
+            .arg(&body);
+        command.output().expect("run fenrun")
+    };
+    let vector = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+    let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    let saved = verify(SECRET, id, "1614265330", vector, &["--any-time"]);
+    assert!(saved.status.success(), "{}", text(&saved.stdout));
+    assert!(text(&saved.stdout).starts_with("genuine"));
+
+    let stale = verify(SECRET, id, "1614265330", vector, &[]);
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(
+        text(&stale.stdout).contains("timestamp"),
+        "{}",
+        text(&stale.stdout)
+    );
+
+    // Signed now, with the old and the new secret of a rotation.
+    let now = chrono::Utc::now().timestamp();
+    let old = WebhookSecret::from_bytes(vec![9; 32]).unwrap();
+    let new = WebhookSecret::parse(SECRET).unwrap();
+    let header = signature_header(&[&new, &old], "evt_1", now, br#"{"test": 2432232314}"#);
+    let fresh = verify(&old.reveal(), "evt_1", &now.to_string(), &header, &[]);
+    assert!(fresh.status.success(), "{}", text(&fresh.stdout));
+
+    std::fs::write(&body, br#"{"test": 2432232315}"#).unwrap();
+    let tampered = verify(SECRET, "evt_1", &now.to_string(), &header, &[]);
+    assert_eq!(tampered.status.code(), Some(1));
+    assert!(text(&tampered.stdout).starts_with("NOT genuine"));
+
+    let malformed = verify("not-a-secret", "evt_1", &now.to_string(), &header, &[]);
+    assert!(!malformed.status.success());
+    assert!(
+        text(&malformed.stderr).contains("whsec_"),
+        "{}",
+        text(&malformed.stderr)
+    );
+    assert!(!text(&malformed.stderr).contains("not-a-secret"));
+}

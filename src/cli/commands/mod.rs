@@ -12,6 +12,7 @@ pub mod sandbox;
 pub mod serve;
 pub mod tax;
 pub mod token;
+pub mod webhooks;
 pub mod workflows;
 
 use secrecy::ExposeSecret;

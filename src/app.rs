@@ -302,33 +302,9 @@ impl Runtime {
         let public = settings.public_url.clone().unwrap_or(default_public_url);
         let notify = crate::engine::gateway::NotifyUrls::below(&public);
         let gateway = Arc::new(crate::engine::gateway::Gateway::connect(settings, &notify).await?);
-        self.state.withdrawals.connect_gateway(gateway.clone());
-        self.follow_simulated_clock_in_sandbox(gateway);
+        self.state.withdrawals.connect_gateway(gateway);
+        self.state.align_sandbox_clock();
         Ok(())
-    }
-
-    /// Under a simulated clock, the in-process sandbox's clock follows it:
-    /// the sandbox stamps payouts and serves statements by its own clock,
-    /// and a statement of a simulated day must hold that day's payouts.
-    fn follow_simulated_clock_in_sandbox(&self, gateway: Arc<crate::engine::gateway::Gateway>) {
-        if self.state.simulated_clock.is_none() || gateway.sandbox().is_none() {
-            return;
-        }
-        let clock = self.state.clock.clone();
-        let mut moved = self.state.clock_moved.subscribe();
-        let follow = move || {
-            if let Some(sandbox) = gateway.sandbox()
-                && let Err(error) = sandbox.set_clock_offset(clock.now() - Utc::now())
-            {
-                tracing::warn!(error = %error, "the sandbox's clock cannot follow the simulated clock");
-            }
-        };
-        follow();
-        tokio::spawn(async move {
-            while moved.changed().await.is_ok() {
-                follow();
-            }
-        });
     }
 
     /// Releases the holds that fell due while no worker ran, before the

@@ -320,7 +320,7 @@ pub async fn advance_clock(
         now,
     )
     .await;
-    let _ = state.clock_moved.send(now);
+    state.announce_clock_move();
     Ok(Json(ClockView { now, released }))
 }
 

@@ -199,7 +199,11 @@ pub struct Reconciler {
     clock: Arc<dyn Clock>,
     withdrawals: Arc<WithdrawalEngine>,
     settings: ReconciliationSettings,
+    /// Held by each run: one day at a time.
     running: tokio::sync::Mutex<()>,
+    /// Held by a sweep for all its days: a tick that finds one under way
+    /// leaves the work to it.
+    sweeping: tokio::sync::Mutex<()>,
 }
 
 impl Reconciler {
@@ -215,6 +219,7 @@ impl Reconciler {
             withdrawals,
             settings,
             running: tokio::sync::Mutex::new(()),
+            sweeping: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -509,9 +514,11 @@ impl Reconciler {
             .into_iter()
             .map(|run| ((run.source.clone(), run.bill_date.clone()), run))
             .collect();
+        let sources = self.sources();
         let mut due = Vec::new();
         for date in first.iter_days().take_while(|date| *date <= last_ready) {
-            for source in self.sources() {
+            for source in &sources {
+                let source = *source;
                 match runs.get(&(source.as_str().to_owned(), date.to_string())) {
                     Some(run) if run.state == "finished" => {}
                     Some(run) if run.next_attempt_at.is_some_and(|at| at > now) => {}
@@ -539,9 +546,9 @@ impl Reconciler {
     /// Runs every day due, oldest first (a day's held payouts feed the
     /// next). Skipped when a sweep is already running in this process.
     pub async fn run_due(&self) -> usize {
-        if self.running.try_lock().is_err() {
+        let Ok(_one_sweep) = self.sweeping.try_lock() else {
             return 0;
-        }
+        };
         let due = match self.days_due().await {
             Ok(due) => due,
             Err(error) => {

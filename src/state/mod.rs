@@ -50,6 +50,30 @@ pub struct AppState {
     pub step_queues: Arc<Vec<StepQueue>>,
 }
 
+impl AppState {
+    /// Under a simulated clock, moves the in-process sandbox's clock to it:
+    /// the sandbox stamps payouts and serves statements by its own clock,
+    /// and a statement of a simulated day must hold that day's payouts.
+    pub fn align_sandbox_clock(&self) {
+        if self.simulated_clock.is_none() {
+            return;
+        }
+        if let Some(gateway) = self.withdrawals.gateway()
+            && let Some(sandbox) = gateway.sandbox()
+            && let Err(error) = sandbox.set_clock_offset(self.clock.now() - chrono::Utc::now())
+        {
+            tracing::warn!(error = %error, "the sandbox's clock cannot follow the simulated clock");
+        }
+    }
+
+    /// Whoever moves a simulated clock calls this: the sandbox's clock
+    /// follows at once, and the scheduler runs what fell due.
+    pub fn announce_clock_move(&self) {
+        self.align_sandbox_clock();
+        let _ = self.clock_moved.send(self.clock.now());
+    }
+}
+
 /// A step that runs from a queue, as the ops console groups jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepQueue {

@@ -80,7 +80,7 @@ async fn pay(app: &TestApp, batches: &[(PayoutChannel, usize)]) -> Vec<Vec<Value
 /// Waits until the sweep has reconciled the days before today that are
 /// ready (yesterday from 10:30 China time, the day before until then), so
 /// that no download of its consumes a statement knob a test sets.
-async fn wait_for_catch_up(app: &TestApp) {
+pub(crate) async fn wait_for_catch_up(app: &TestApp) {
     let today = china_today(app).await;
     let local = Utc::now().with_timezone(&chrono_tz::Asia::Shanghai).time();
     let ready_at = chrono::NaiveTime::from_hms_opt(10, 31, 0).unwrap();
@@ -109,7 +109,7 @@ async fn wait_for_catch_up(app: &TestApp) {
 }
 
 /// Today in China by the app's clock: the day after the default day.
-async fn china_today(app: &TestApp) -> NaiveDate {
+pub(crate) async fn china_today(app: &TestApp) -> NaiveDate {
     let view = day(app, None).await;
     let yesterday: NaiveDate = view["date"].as_str().unwrap().parse().unwrap();
     yesterday.succ_opt().unwrap()

@@ -5,8 +5,6 @@
 //! resolves it, audited, and the gauge falls back to 0. Running a day
 //! again from the page says how it went, a failure included, on the page.
 
-use std::time::{Duration, Instant};
-
 use chrono::NaiveDate;
 use fenrun_integrations::sandbox::StatementFaults;
 use reqwest::StatusCode;
@@ -16,6 +14,7 @@ use serde_json::{Value, json};
 use crate::channels::fen;
 use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
+use crate::reconciliation::{china_today, wait_for_catch_up};
 use crate::tax_page::{browser, get_page, sign_in};
 use crate::withdrawals::{advance_days, funded_distributor, request, sandbox, wait_for_state};
 
@@ -25,56 +24,6 @@ on_both_backends!(
 );
 
 const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
-
-/// Waits until the sweep the clock's last move set off has reconciled
-/// every day before today that is ready, so that no download of its
-/// consumes a statement knob the test sets afterwards.
-async fn wait_for_catch_up(app: &TestApp) {
-    let today = china_today(app).await;
-    let local = chrono::Utc::now()
-        .with_timezone(&chrono_tz::Asia::Shanghai)
-        .time();
-    let ready_at = chrono::NaiveTime::from_hms_opt(10, 31, 0).unwrap();
-    let back = if local >= ready_at { 1 } else { 2 };
-    let last_ready = today - chrono::Days::new(back);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let view: Value = app
-            .get(
-                &format!("/v1/ops/reconciliation?date={last_ready}"),
-                &app.ops,
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
-        if view["sources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|source| source["state"] == "finished")
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sweep never caught up: {view:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Today in China by the app's clock: the day after the default day.
-async fn china_today(app: &TestApp) -> NaiveDate {
-    let view: Value = app
-        .get("/v1/ops/reconciliation", &app.ops)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let yesterday: NaiveDate = view["date"].as_str().unwrap().parse().unwrap();
-    yesterday.succ_opt().unwrap()
-}
 
 /// `/metrics`' value of `series` (a name with its labels).
 async fn gauge(app: &TestApp, series: &str) -> f64 {

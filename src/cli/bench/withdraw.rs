@@ -263,10 +263,10 @@ pub(crate) async fn withdraw_once(
     setup.finish();
     // Past the new-distributor and new-account risk windows.
     if let Some(simulated) = &state.simulated_clock {
-        let now = simulated.advance(chrono::Duration::days(4))?;
+        simulated.advance(chrono::Duration::days(4))?;
         // As `POST /v1/admin/clock/advance` does: the sandbox's clock follows,
         // so the reconciliation sweep finds its statements of the days passed.
-        let _ = state.clock_moved.send(now);
+        state.announce_clock_move();
     }
 
     let client = reqwest::Client::builder()

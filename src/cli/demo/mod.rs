@@ -374,24 +374,6 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Tells the application that the demo moved its simulated clock, as
-/// `POST /v1/admin/clock/advance` does (the demo moves it directly): the
-/// in-process sandbox's clock, which stamps payouts and bounces and dates
-/// its statements, follows at once, so a statement of a simulated day holds
-/// that day's payouts.
-pub(crate) fn clock_moved(state: &crate::state::AppState) -> anyhow::Result<()> {
-    let now = state.clock.now();
-    if let Some(gateway) = state.withdrawals.gateway()
-        && let Some(sandbox) = gateway.sandbox()
-    {
-        sandbox
-            .set_clock_offset(now - chrono::Utc::now())
-            .map_err(|error| anyhow::anyhow!("the sandbox's clock cannot follow: {error}"))?;
-    }
-    let _ = state.clock_moved.send(now);
-    Ok(())
-}
-
 /// Refunds everything that is left of `order`.
 async fn refund_in_full(
     engine: &crate::engine::settlement::SettlementEngine,

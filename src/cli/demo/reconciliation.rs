@@ -47,7 +47,7 @@ pub async fn run(
         .sandbox()
         .ok_or_else(|| anyhow::anyhow!("the demo reconciles against the in-process sandbox"))?;
     // The sandbox serves no statement of a day after its today.
-    crate::cli::demo::clock_moved(state)?;
+    state.announce_clock_move();
     let time_zone = state.reconciliation.settings().time_zone;
     // The simulated clock stands still: a payout of this very instant is
     // before `now + 1 s`.

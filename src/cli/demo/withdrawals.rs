@@ -194,7 +194,7 @@ async fn reach_cutoff(
         return Ok(());
     };
     clock.advance(cutoff - clock.now())?;
-    crate::cli::demo::clock_moved(state)?;
+    state.announce_clock_move();
     let sent = state.withdrawals.send_due(chrono::Duration::zero()).await?;
     println!(
         "the clock reaches the cut-off {}: {sent} standard withdrawal(s) go out together",
@@ -223,7 +223,7 @@ pub async fn run(state: &AppState, clock: &SimulatedClock) -> anyhow::Result<boo
     }
     // Past the "new payout account" window, except for d06's second account below.
     clock.advance(chrono::Duration::days(2))?;
-    crate::cli::demo::clock_moved(state)?;
+    state.announce_clock_move();
     let d06_fresh_account = credentials(state, &PLANS[5], clock.now()).await?;
     accounts[5] = d06_fresh_account;
 

@@ -3,7 +3,7 @@
 //! audited resolution of a mismatch. A finished day is written in one
 //! transaction, so a re-run replaces it whole or not at all.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
@@ -424,21 +424,15 @@ impl Repo {
         ))
         .fetch_all(&self.pool)
         .await?;
-        let mut counts = HashMap::new();
-        for row in &rows {
-            let channel: String = row.try_get("channel")?;
-            counts.insert(
-                channel.clone(),
-                UnresolvedMismatches {
-                    channel,
+        rows.iter()
+            .map(|row| {
+                Ok(UnresolvedMismatches {
+                    channel: row.try_get("channel")?,
                     count: row.try_get("count")?,
                     oldest_found_at: row.try_get::<DbTime, _>("oldest")?.0,
-                },
-            );
-        }
-        let mut counts: Vec<_> = counts.into_values().collect();
-        counts.sort_by(|a, b| a.channel.cmp(&b.channel));
-        Ok(counts)
+                })
+            })
+            .collect()
     }
 
     /// Resolves mismatch `id` by taking `side` (`ledger` or `channel`) for

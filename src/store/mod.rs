@@ -39,6 +39,8 @@ pub use records::{
     WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals,
     YearApplication,
 };
+/// The journal as a page shows it (see `Store::ledger_transfers_of`).
+pub use records::{JournalPosting, JournalTransfer};
 
 /// Largest page any list query returns, whatever the caller asks for.
 pub const MAX_PAGE: i64 = 500;
@@ -613,6 +615,20 @@ impl Store {
         E: From<StoreError>,
     {
         dispatch!(self, repo => repo.refund_order(request, now, decide).await)
+    }
+
+    /// The transfers of `subject` (`withdrawal:{id}` or `order:{id}`),
+    /// oldest first, with their postings.
+    pub async fn ledger_transfers_of(
+        &self,
+        subject: &str,
+    ) -> Result<Vec<JournalTransfer>, StoreError> {
+        dispatch!(self, repo => repo.ledger_transfers_of(subject).await)
+    }
+
+    /// An order's items, in line order.
+    pub async fn order_items(&self, order_id: &str) -> Result<Vec<ItemRecord>, StoreError> {
+        dispatch!(self, repo => repo.order_items(order_id).await)
     }
 
     /// Orders the risk rules flagged, most recently confirmed first.

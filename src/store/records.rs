@@ -144,6 +144,26 @@ pub struct SessionRecord {
     pub expires_at: DateTime<Utc>,
 }
 
+/// One ledger transfer as the journal holds it, with its postings, for
+/// showing what moved for a withdrawal or an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalTransfer {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub kind: String,
+    pub created_at: DateTime<Utc>,
+    /// In the order they were written; they sum to zero.
+    pub postings: Vec<JournalPosting>,
+}
+
+/// One leg of a [`JournalTransfer`]: the account as stored
+/// (`distributor:{id}:{bucket}` or `platform:{name}`) and its signed amount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalPosting {
+    pub account: String,
+    pub amount: Money,
+}
+
 /// The result of re-deriving the ledger from its postings.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct LedgerReport {

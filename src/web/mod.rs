@@ -5,8 +5,9 @@
 //! shares, and the guard on every page response (no caching, no framing, no
 //! cross-site form posts). [`tax`] is the accountant's page, [`ops`] the
 //! console. The files the pages link to (declarations, certificates, a
-//! withdrawal's JSON) are served under the pages' own paths with the
-//! session, by the API's handlers: the API itself takes only bearer tokens.
+//! withdrawal's or an order's JSON) are served under the pages' own paths
+//! with the session, by the API's handlers: the API itself takes only
+//! bearer tokens.
 
 pub mod ops;
 pub mod session;
@@ -71,7 +72,8 @@ pub fn router() -> Router<AppState> {
         .route("/ops", get(ops::page))
         .route("/ops/refresh.js", get(ops::refresh_script))
         .route("/ops/queues.json", get(queues_json))
-        .route("/ops/withdrawals/{id}", get(withdrawal_json))
+        .route("/ops/withdrawals/{id}", get(ops::timeline::withdrawal_page))
+        .route("/ops/orders/{id}", get(ops::timeline::order_page))
         .route("/ops/jobs/{id}/{action}", post(ops::job))
         .route("/ops/withdrawals/{id}/{decision}", post(ops::review))
         .route("/ops/reconciliation/run", post(ops::reconciliation::run))
@@ -321,8 +323,8 @@ async fn queues_json(
     })
 }
 
-/// `GET /ops/withdrawals/{id}`: `GET /v1/withdrawals/{id}` for the
-/// signed-in console.
+/// `GET /ops/withdrawals/{id}.json` (see [`ops::timeline`]):
+/// `GET /v1/withdrawals/{id}` for the signed-in console.
 async fn withdrawal_json(
     State(state): State<AppState>,
     caller: Result<PageCaller, ApiError>,

@@ -5,12 +5,14 @@
 //! a warning when the business calendar runs out; and a day's
 //! reconciliation against the gateways' statements ([`reconciliation`]):
 //! both sides' totals, the mismatches, resolving one, running the day
-//! again. Plain HTML whose buttons are forms (safe to press twice: the
+//! again. Each withdrawal and order it names links to its own page
+//! ([`timeline`]). Plain HTML whose buttons are forms (safe to press twice: the
 //! actions are idempotent); it reloads itself every few seconds with a
 //! small script that waits while someone writes in a form, or with a meta
 //! refresh when scripts are off.
 
 pub(crate) mod reconciliation;
+pub(crate) mod timeline;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Form, Path, Query, State};
@@ -163,7 +165,7 @@ fn flagged_table(flagged: &[FlaggedOrder]) -> Markup {
                 tbody {
                     @for order in flagged {
                         tr id={ "flagged-" (order.order_id) } {
-                            td { code { (order.order_id) } }
+                            td { a href=(timeline::order_path(&order.order_id)) { code { (order.order_id) } } }
                             td { code { (order.distributor_id) } }
                             td { code { (order.buyer_id) } }
                             td { (order.state.as_str()) }
@@ -268,8 +270,8 @@ fn jobs_table(title: &str, empty: &str, jobs: &[JobView]) -> Markup {
                             td { (job.workflow.as_deref().unwrap_or("?")) " / " (job.step.as_deref().unwrap_or(&job.queue)) }
                             td {
                                 @match &job.target {
-                                    // The API's path of a withdrawal, opened through the
-                                    // console's own route (the API takes no cookie).
+                                    // The API's path of a withdrawal, opened as the
+                                    // console's page of it (the API takes no cookie).
                                     Some(target) if target.starts_with('/') => a href=(target.replacen("/v1/withdrawals/", "/ops/withdrawals/", 1)) { (target) },
                                     Some(target) => (target),
                                     None => "—",
@@ -308,7 +310,7 @@ fn review_table(reviewing: &[WithdrawalRecord]) -> Markup {
                 tbody {
                     @for withdrawal in reviewing {
                         tr {
-                            td { a href={"/ops/withdrawals/" (withdrawal.id)} { code { (withdrawal.id) } } }
+                            td { a href=(timeline::withdrawal_path(withdrawal.id.as_str())) { code { (withdrawal.id) } } }
                             td { (withdrawal.distributor_id.as_str()) }
                             td.num { (withdrawal.gross) }
                             td.num { (withdrawal.net) }

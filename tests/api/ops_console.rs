@@ -146,3 +146,168 @@ async fn ops_steer_the_queue_and_the_review_queue_from_the_console(backend: Back
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
+
+on_both_backends!(
+    ops_open_a_paid_withdrawal_and_a_released_order_as_pages_with_their_steps_and_transfers
+);
+
+/// The order's API view once its release (moved by the clock) has run.
+async fn wait_for_order_state(app: &crate::helpers::TestApp, id: &str, state: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let order: Value = app
+            .get(&format!("/v1/orders/{id}"), &app.ops)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if order["state"] == state {
+            return order;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "order {id} never reached {state}: {order:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts `html` holds every one of `expected`.
+fn assert_shows(html: &str, expected: &[&str]) {
+    for text in expected {
+        assert!(
+            html.contains(text),
+            "{text:?} missing from the page:\n{html}"
+        );
+    }
+}
+
+async fn ops_open_a_paid_withdrawal_and_a_released_order_as_pages_with_their_steps_and_transfers(
+    backend: Backend,
+) {
+    let app = crate::withdrawals::spawn(backend).await;
+    let (_, paid, certificate) = certified_payout(&app, "carol").await;
+    let withdrawal = paid["id"].as_str().unwrap().to_owned();
+    crate::ops::scheduled_release(&app, "o-timeline-1", "carol").await;
+    crate::withdrawals::advance_days(&app, 7).await;
+    let order = wait_for_order_state(&app, "o-timeline-1", "released").await;
+    let withdrawal_page = format!("/ops/withdrawals/{withdrawal}");
+    let order_page = "/ops/orders/o-timeline-1".to_owned();
+
+    // Signed out: to the login page, and back here after it. Signed in
+    // with another role than ops or admin: refused.
+    let distributor = app.distributor_token("carol").await;
+    let distributor = sign_in(&app, &distributor).await;
+    let accountant = sign_in(&app, &app.accountant).await;
+    for path in [&withdrawal_page, &order_page] {
+        let response = browser().get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
+        let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
+        assert!(location.starts_with("/login?next=%2Fops%2F"), "{location}");
+        for cookie in [&distributor, &accountant] {
+            assert_eq!(
+                get_page(&app, path, cookie).await.status(),
+                StatusCode::FORBIDDEN,
+                "{path}"
+            );
+        }
+    }
+
+    let cookie = sign_in(&app, &app.ops).await;
+    // The withdrawal: its facts, every step of its timeline, and the
+    // reserve and payment transfers with their postings.
+    let response = get_page(&app, &withdrawal_page, &cookie).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = response.text().await.unwrap();
+    let reserve = format!("withdrawal:{withdrawal}:reserve");
+    let payment = format!("withdrawal:{withdrawal}:paid");
+    assert_shows(
+        &html,
+        &[
+            "<strong>paid</strong>",
+            "1500.00",
+            "-1500.00",
+            "140.00",
+            "1360.00",
+            "wechat",
+            &certificate,
+            &reserve,
+            &payment,
+            "Webhook deliveries 推送记录",
+            &format!("href=\"{withdrawal_page}.json\""),
+        ],
+    );
+    let timeline = paid["timeline"].as_array().unwrap();
+    assert!(!timeline.is_empty());
+    for step in timeline {
+        assert_shows(&html, &[step["step"].as_str().unwrap()]);
+    }
+    assert!(
+        html.find(&reserve) < html.find(&payment),
+        "transfers oldest first"
+    );
+    if let Some(reference) = paid["gateway"]["bill_no"].as_str() {
+        assert_shows(&html, &[reference]);
+    }
+    // The JSON the console linked to before stays, beside the page.
+    let json: Value = get_page(&app, &format!("{withdrawal_page}.json"), &cookie)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["id"], withdrawal.as_str());
+    assert_eq!(json["state"], "paid");
+
+    // The order: items, commissions per level, the hold's release, its
+    // steps and its pending and release transfers.
+    let response = get_page(&app, &order_page, &cookie).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = response.text().await.unwrap();
+    assert_shows(
+        &html,
+        &[
+            "<strong>released</strong>",
+            "100.00",
+            "<code>S1</code>",
+            "order:o-timeline-1:pending",
+            "order:o-timeline-1:release",
+            "Webhook deliveries 推送记录",
+            "解冻 Hold release",
+        ],
+    );
+    for step in order["timeline"].as_array().unwrap() {
+        assert_shows(&html, &[step["step"].as_str().unwrap()]);
+    }
+    for line in order["commissions"].as_array().unwrap() {
+        assert_shows(
+            &html,
+            &[
+                &format!("id=\"commission-{}\"", line["level"]),
+                line["amount"].as_str().unwrap(),
+            ],
+        );
+    }
+    let json: Value = get_page(&app, &format!("{order_page}.json"), &cookie)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["order_id"], "o-timeline-1");
+
+    // Ids that name nothing: a 404 page.
+    for path in [
+        "/ops/withdrawals/wd000000000000000000000000000000",
+        "/ops/withdrawals/not-an-id",
+        "/ops/orders/no-such-order",
+    ] {
+        let response = get_page(&app, path, &cookie).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        assert!(response.text().await.unwrap().contains("404"), "{path}");
+    }
+}

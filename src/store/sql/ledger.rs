@@ -23,8 +23,8 @@ use crate::domain::settlement::DistributorStatus;
 use crate::store::MAX_PAGE;
 use crate::store::error::StoreError;
 use crate::store::records::{
-    AccountMismatch, Actor, Balance, Creation, Distributor, LedgerReport, NewDistributor, NewPlan,
-    StoredPlan, TransferOutcome,
+    AccountMismatch, Actor, Balance, Creation, Distributor, JournalPosting, JournalTransfer,
+    LedgerReport, NewDistributor, NewPlan, StoredPlan, TransferOutcome,
 };
 use crate::store::time::DbTime;
 
@@ -572,6 +572,60 @@ impl Repo {
                 .collect(),
             negative_accounts,
         })
+    }
+
+    /// The transfers whose idempotency key belongs to `subject`
+    /// (`withdrawal:{id}` or `order:{id}`: keys are `{subject}:{step}`,
+    /// see `domain::ledger`), oldest first, each with its postings.
+    ///
+    /// Matched with `substr`, not `like`: SQLite's `like` ignores ASCII case
+    /// and both treat `_` as a wildcard, and ids may hold either. That reads
+    /// the keys without their index; the page that asks shows one subject.
+    pub async fn ledger_transfers_of(
+        &self,
+        subject: &str,
+    ) -> Result<Vec<JournalTransfer>, StoreError> {
+        let prefix = format!("{subject}:");
+        let rows = sqlx::query(concat!(
+            "select t.id, t.idempotency_key, t.kind, t.created_at, p.account_id, p.amount_fen ",
+            "from ledger_transfers t join ledger_postings p on p.transfer_id = t.id ",
+            "where substr(t.idempotency_key, 1, cast($2 as integer)) = $1 ",
+            "order by t.id, p.id limit $3"
+        ))
+        .bind(&prefix)
+        .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
+        .bind(MAX_PAGE)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut transfers: Vec<JournalTransfer> = Vec::new();
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let posting = JournalPosting {
+                account: row.try_get("account_id")?,
+                amount: Money::from_fen(row.try_get("amount_fen")?),
+            };
+            match transfers.last_mut() {
+                Some(last) if last.id == id => last.postings.push(posting),
+                _ => transfers.push(JournalTransfer {
+                    id,
+                    idempotency_key: row.try_get("idempotency_key")?,
+                    kind: row.try_get("kind")?,
+                    created_at: row.try_get::<DbTime, _>("created_at")?.0,
+                    postings: vec![posting],
+                }),
+            }
+        }
+        // Each transfer balanced when it was written; a page must not show
+        // one that does not (a broken invariant, not bad input).
+        for transfer in &transfers {
+            let sum: i64 = transfer.postings.iter().map(|p| p.amount.fen()).sum();
+            debug_assert_eq!(
+                sum, 0,
+                "transfer {} does not balance",
+                transfer.idempotency_key
+            );
+        }
+        Ok(transfers)
     }
 
     /// Stores a new plan version, applied by `actor`, with its audit entry;

@@ -495,6 +495,12 @@ impl Repo {
         load_order(&mut conn, order_id, false).await
     }
 
+    /// An order's items with what was refunded of each, in line order.
+    pub async fn order_items(&self, order_id: &str) -> Result<Vec<ItemRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load_items(&mut conn, order_id).await
+    }
+
     /// A beneficiary's commission lines, newest first, before `before_id` (keyset pagination).
     pub async fn commissions(
         &self,

@@ -375,7 +375,7 @@ fn mismatch_card(mismatch: &MismatchView, selection: DaySelection) -> Markup {
                 tr { th { "bill" } td { code { (mismatch.bill_no) } } }
                 tr { th { "withdrawal" } td {
                     @match &mismatch.withdrawal_id {
-                        Some(id) => a href={ "/ops/withdrawals/" (id) } { code { (id) } },
+                        Some(id) => a href=(super::timeline::withdrawal_path(id)) { code { (id) } },
                         None => "— (none of ours)",
                     }
                 } }

@@ -47,6 +47,7 @@ mod tax_cli;
 mod tax_page;
 mod two_months;
 mod void_commission;
+mod webhook_receivers;
 mod withdrawal_findings;
 mod withdrawal_storm;
 mod withdrawals;

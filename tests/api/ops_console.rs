@@ -64,6 +64,8 @@ async fn ops_steer_the_queue_and_the_review_queue_from_the_console(backend: Back
         "over_auto_approve_limit",
         "new_distributor",
         &format!("action=\"/ops/withdrawals/{withdrawal}/approve\""),
+        // The review queue links each withdrawal to its page.
+        &format!("href=\"/ops/withdrawals/{withdrawal}\""),
     ] {
         assert!(
             html.contains(expected),

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod ops;
 pub mod orders;
 pub mod policy;
+pub mod portal_links;
 pub mod rate_limit;
 pub mod reconciliation;
 pub mod responses;
@@ -45,6 +46,7 @@ use crate::state::AppState;
     info(title = "fenrun", description = "Payout and compliance orchestrator for social distribution commerce"),
     paths(
         distributors::create, distributors::list, distributors::get, distributors::balance,
+        portal_links::create,
         credentials::put_identity, credentials::add_payout_account, credentials::list_payout_accounts,
         admin::apply_plan, admin::list_plans, admin::adjust, admin::advance_clock, admin::audit,
         admin::list_tokens, admin::revoke_token, calendars::put_year, calendars::get_year,
@@ -94,6 +96,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route("/v1/distributors/{id}", get(distributors::get))
         .route("/v1/distributors/{id}/balance", get(distributors::balance))
+        .route(
+            "/v1/distributors/{id}/portal-links",
+            axum::routing::post(portal_links::create),
+        )
         .route(
             "/v1/distributors/{id}/reinstate",
             axum::routing::post(lifecycle::reinstate),

@@ -187,6 +187,21 @@ where
     }
 }
 
+impl<P: Policy> Owner<P> {
+    /// A principal authenticated another way (a page's session), acting
+    /// about `distributor`, admitted as the extractor admits a token's
+    /// (403 for a role `P` does not admit or another distributor's).
+    pub fn admit(principal: Principal, distributor: DistributorId) -> Result<Owner<P>, ApiError> {
+        let allowed = Allowed::<P>::admit(principal)?;
+        allowed.for_distributor(&distributor)?;
+        Ok(Owner {
+            principal: allowed.principal,
+            distributor,
+            policy: PhantomData,
+        })
+    }
+}
+
 impl<P> Deref for Owner<P> {
     type Target = Principal;
 

@@ -8,5 +8,6 @@ pub mod calendars;
 pub mod certificates;
 pub mod ops;
 pub mod plans;
+pub mod portal_links;
 pub mod reconciliation;
 pub mod tokens;

@@ -1368,6 +1368,50 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+pub use records::PortalLinkOpening;
+
+/// The distributor page's sign-in links and lists; the SQL is in
+/// `sql/portal_links.rs` and `sql/withdrawals.rs`.
+impl Store {
+    /// Stores a sign-in link's hash; `NotFound` for an unknown distributor.
+    pub async fn insert_portal_link(
+        &self,
+        link_sha256: &str,
+        distributor: &DistributorId,
+        created_by: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, repo => repo.insert_portal_link(link_sha256, distributor, created_by, now, expires_at).await)
+    }
+
+    /// Uses a sign-in link at most once (see `sql/portal_links.rs`).
+    pub async fn open_portal_link(
+        &self,
+        link_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<PortalLinkOpening, StoreError> {
+        dispatch!(self, repo => repo.open_portal_link(link_sha256, now).await)
+    }
+
+    /// When the distributor's next pending commission is due to be released.
+    pub async fn next_release_at(
+        &self,
+        beneficiary: &DistributorId,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        dispatch!(self, repo => repo.next_release_at(beneficiary).await)
+    }
+
+    /// A distributor's withdrawals, newest first.
+    pub async fn withdrawals_of_distributor(
+        &self,
+        distributor: &DistributorId,
+        limit: i64,
+    ) -> Result<Vec<WithdrawalRecord>, StoreError> {
+        dispatch!(self, repo => repo.withdrawals_of_distributor(distributor, limit).await)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

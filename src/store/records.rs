@@ -1098,3 +1098,16 @@ pub struct UnresolvedMismatches {
     pub count: i64,
     pub oldest_found_at: DateTime<Utc>,
 }
+
+/// What opening a portal sign-in link found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortalLinkOpening {
+    /// This call used the link: sign in as this distributor.
+    Opened(DistributorId),
+    /// Used before (by this browser or another).
+    Used,
+    /// Never used, but past its five minutes.
+    Expired,
+    /// No link has this secret.
+    Unknown,
+}

@@ -9,6 +9,7 @@
 //! with the session, by the API's handlers: the API itself takes only
 //! bearer tokens.
 
+pub mod me;
 pub mod ops;
 pub mod session;
 pub mod tax;
@@ -33,6 +34,9 @@ use crate::state::AppState;
 use crate::store::StoreError;
 use session::{LEGACY_TOKEN_COOKIE, PageCaller, SESSION_COOKIE};
 
+/// Every role but the distributor's: who may use the console's and tax
+/// page's routes at all.
+const STAFF_ROLES: [Role; 4] = [Role::Admin, Role::Ingest, Role::Ops, Role::Accountant];
 /// Where logging in lands without a usable `next`.
 const DEFAULT_PAGE: &str = "/tax";
 /// Longest `next` carried through the login form; a longer one is dropped
@@ -69,6 +73,11 @@ pub fn router() -> Router<AppState> {
         )
         .route("/tax/declarations/{file}", get(declaration_file))
         .route("/tax/certificates/{file}", get(certificate_file))
+        .route("/me", get(me::page))
+        .route("/me/open", get(me::open_link))
+        .route("/me/withdrawals", post(me::withdraw))
+        .route("/me/payout-accounts", post(me::add_account))
+        .route("/me/certificates/{file}", get(me::certificate))
         .route("/ops", get(ops::page))
         .route("/ops/refresh.js", get(ops::refresh_script))
         .route("/ops/queues.json", get(queues_json))
@@ -117,6 +126,28 @@ async fn guard(request: Request, next: Next) -> Response {
 /// A page: the frame around `content`, with the navigation and a log-out
 /// button unless this is the login page itself.
 pub(crate) fn layout(title: &str, signed_in: bool, content: Markup) -> Markup {
+    let navigation = html! {
+        @if signed_in {
+            a href="/ops" { "运营 Ops" }
+            a href="/tax" { "税务 Tax" }
+            (logout_button())
+        }
+    };
+    frame(title, "", navigation, content)
+}
+
+/// The log-out button of a page's header.
+pub(crate) fn logout_button() -> Markup {
+    html! {
+        form.inline method="post" action="/logout" {
+            button type="submit" { "退出 Log out" }
+        }
+    }
+}
+
+/// The HTML around every page: the shared style plus `extra_css`, a header
+/// holding `navigation`, and `content`.
+pub(crate) fn frame(title: &str, extra_css: &str, navigation: Markup, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="zh-CN" {
@@ -124,18 +155,12 @@ pub(crate) fn layout(title: &str, signed_in: bool, content: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · fenrun" }
-                style { (PreEscaped(CSS)) }
+                style { (PreEscaped(CSS)) (PreEscaped(extra_css)) }
             }
             body {
                 header {
                     strong { "fenrun" }
-                    @if signed_in {
-                        a href="/ops" { "运营 Ops" }
-                        a href="/tax" { "税务 Tax" }
-                        form.inline method="post" action="/logout" {
-                            button type="submit" { "退出 Log out" }
-                        }
-                    }
+                    (navigation)
                 }
                 main { (content) }
             }
@@ -251,14 +276,21 @@ pub(crate) fn signed_in_as(
     }
 }
 
-/// The signed-in caller, whatever the role (the API handler a file route
-/// delegates to decides what the role may see); without a session, a
-/// sign-in that returns to `back_to`.
+/// The signed-in staff caller, whatever the staff role (the API handler a
+/// file route delegates to decides what the role may see); without a
+/// session, a sign-in that returns to `back_to`. A distributor's session
+/// (from a sign-in link) gets 403: its page is `/me`, and the console's
+/// and tax page's routes are not for it.
 fn signed_in<P: Policy>(
     caller: Result<PageCaller, ApiError>,
     back_to: &str,
 ) -> Result<Allowed<P>, PageError> {
-    let principal = signed_in_as(caller, back_to, &Role::ALL, "")?;
+    let principal = signed_in_as(
+        caller,
+        back_to,
+        &STAFF_ROLES,
+        "This page is for staff tokens; a distributor's page is /me. 仅限员工令牌。",
+    )?;
     Allowed::admit(principal).map_err(PageError::from)
 }
 
@@ -466,6 +498,15 @@ async fn login(
         .await
         .map_err(ApiError::internal)?;
     tracing::info!(token_id = %principal.token_id, role = %principal.role, "signed in to the pages");
+    signed_in_response(&session, next)
+}
+
+/// A redirect to `next` that gives the browser `session`'s cookie (and
+/// drops the cookie of earlier versions).
+pub(crate) fn signed_in_response(
+    session: &session::NewSession,
+    next: &str,
+) -> Result<Response, PageError> {
     // A session cookie (no Max-Age or Expires): the browser forgets it when
     // it closes; the server ends it earlier when idle or at its absolute end.
     let mut cookie = HeaderValue::from_str(&format!(

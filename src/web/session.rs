@@ -96,11 +96,16 @@ pub async fn start(
             &sha256_hex(id.as_bytes()),
             &principal.token_id,
             now,
-            now + seconds(settings.session_absolute_timeout_seconds),
+            absolute_end(state, now),
             now - seconds(settings.session_idle_timeout_seconds),
         )
         .await?;
     Ok(NewSession { id })
+}
+
+/// When a session started at `now` ends, however busy it is.
+pub fn absolute_end(state: &AppState, now: DateTime<Utc>) -> DateTime<Utc> {
+    now + seconds(state.settings.guard.session_absolute_timeout_seconds)
 }
 
 /// Ends the session the request's cookie names, if any.

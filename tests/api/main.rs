@@ -26,6 +26,8 @@ mod grade_review;
 mod http;
 mod ledger_properties;
 mod limits;
+mod me_browser;
+mod me_page;
 mod migrations;
 mod monitoring;
 mod month_close;

@@ -31,7 +31,7 @@ const CHROMIUM_FLAGS: [&str; 6] = [
 ];
 
 /// Where screenshots go: `FENRUN_TEST_ARTIFACTS`, else `target/tmp/artifacts`.
-fn artifacts_dir() -> PathBuf {
+pub(crate) fn artifacts_dir() -> PathBuf {
     let dir = std::env::var_os("FENRUN_TEST_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts"));
@@ -40,13 +40,13 @@ fn artifacts_dir() -> PathBuf {
 }
 
 /// A chromedriver on a free loopback port, killed with the test.
-struct Chromedriver {
+pub(crate) struct Chromedriver {
     process: Child,
     url: String,
 }
 
 impl Chromedriver {
-    fn start(log: &Path) -> Chromedriver {
+    pub(crate) fn start(log: &Path) -> Chromedriver {
         let binary = std::env::var("FENRUN_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -83,7 +83,7 @@ impl Drop for Chromedriver {
     }
 }
 
-async fn open_browser(driver: &Chromedriver, profile: &Path) -> Client {
+pub(crate) async fn open_browser(driver: &Chromedriver, profile: &Path) -> Client {
     let chromium = std::env::var("FENRUN_TEST_BROWSER").expect("FENRUN_TEST_BROWSER");
     let mut args: Vec<String> = CHROMIUM_FLAGS
         .iter()
@@ -232,7 +232,7 @@ async fn wait_for_console(browser: &Client) {
         .expect("the console");
 }
 
-async fn screenshot(browser: &Client, name: &str) {
+pub(crate) async fn screenshot(browser: &Client, name: &str) {
     let png = browser.screenshot().await.expect("screenshot");
     let path = artifacts_dir().join(name);
     std::fs::write(&path, png).unwrap();
@@ -256,22 +256,31 @@ async fn ops_sign_in_retry_a_failed_payout_and_approve_a_review_in_chromium() {
 
     let driver = Chromedriver::start(&artifacts_dir().join("chromedriver.log"));
     let browser = open_browser(&driver, &folder.path().join("profile")).await;
-    let outcome = std::panic::AssertUnwindSafe(drive(
+    let drive = drive(
         &app,
         &browser,
         &erin_withdrawal,
         &failed_job,
         &dora_withdrawal,
-    ))
-    .catch_unwind()
-    .await;
+    );
+    drive_then_close(&browser, "ops-console-failure.png", drive).await;
+}
+
+/// Runs `drive` in `browser`, then closes it; a failure leaves a screenshot
+/// named `failure_png` before it is passed on.
+pub(crate) async fn drive_then_close(
+    browser: &Client,
+    failure_png: &str,
+    drive: impl std::future::Future<Output = ()>,
+) {
+    let outcome = std::panic::AssertUnwindSafe(drive).catch_unwind().await;
     if outcome.is_err() {
         let _ = browser
             .screenshot()
             .await
-            .map(|png| std::fs::write(artifacts_dir().join("ops-console-failure.png"), png));
+            .map(|png| std::fs::write(artifacts_dir().join(failure_png), png));
     }
-    let _ = browser.close().await;
+    let _ = browser.clone().close().await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }

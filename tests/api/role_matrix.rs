@@ -16,7 +16,10 @@ use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
 use crate::withdrawals::{id_number, spawn};
 
-on_both_backends!(every_route_answers_every_role_as_the_matrix_says);
+on_both_backends!(
+    every_route_answers_every_role_as_the_matrix_says,
+    every_page_answers_every_session_as_the_matrix_says,
+);
 
 const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
 
@@ -267,6 +270,13 @@ async fn every_route_answers_every_role_as_the_matrix_says(backend: Backend) {
             "/v1/distributors/carol/earnings?from=2026-01-01&to=2026-01-02".into(),
             None,
             Access::Roles(staff_and_self, 403),
+        ),
+        route(
+            "POST",
+            "/v1/distributors/{id}/portal-links",
+            "/v1/distributors/carol/portal-links".into(),
+            None,
+            Access::Roles(&[Ingest], 403),
         ),
         route(
             "POST",
@@ -632,6 +642,66 @@ async fn every_route_answers_every_role_as_the_matrix_says(backend: Backend) {
     assert!(
         wrong.is_empty(),
         "the role matrix is broken:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The pages × every kind of session: staff signed in with their tokens,
+/// the distributor a certificate belongs to and another, each signed in by
+/// a link, and none. `/me` is a distributor's only (staff get 403, no
+/// session 401) and shows its own certificate only; the console's and tax
+/// page's routes refuse a distributor's session (403) whatever it asks.
+async fn every_page_answers_every_session_as_the_matrix_says(backend: Backend) {
+    use crate::me_page::link_session;
+    use crate::tax_page::{get_page, sign_in};
+
+    let app = spawn(backend).await;
+    let (_, withdrawal, number) = certified_payout(&app, "carol").await;
+    let withdrawal = withdrawal["id"].as_str().unwrap().to_owned();
+    app.create_distributor("dave", None, None).await;
+    let sessions = [
+        ("admin", sign_in(&app, &app.admin).await),
+        ("ops", sign_in(&app, &app.ops).await),
+        ("accountant", sign_in(&app, &app.accountant).await),
+        ("ingest", sign_in(&app, &app.ingest).await),
+        ("carol", link_session(&app, "carol").await),
+        ("dave", link_session(&app, "dave").await),
+        ("none", String::new()),
+    ];
+    // Statuses for admin, ops, accountant, ingest, carol, dave, none.
+    let pages: [(String, [u16; 7]); 7] = [
+        ("/me".into(), [403, 403, 403, 403, 200, 200, 401]),
+        (
+            format!("/me/certificates/{number}.pdf"),
+            [403, 403, 403, 403, 200, 404, 401],
+        ),
+        ("/ops".into(), [200, 200, 403, 403, 403, 403, 303]),
+        ("/tax".into(), [200, 403, 200, 403, 403, 403, 303]),
+        (
+            "/ops/queues.json".into(),
+            [200, 200, 403, 403, 403, 403, 303],
+        ),
+        (
+            format!("/ops/withdrawals/{withdrawal}"),
+            [200, 200, 403, 403, 403, 403, 303],
+        ),
+        (
+            format!("/tax/certificates/{number}.pdf"),
+            [200, 403, 200, 403, 403, 403, 303],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (path, expected) in &pages {
+        for ((who, cookie), status) in sessions.iter().zip(expected) {
+            let got = get_page(&app, path, cookie).await.status().as_u16();
+            if got != *status {
+                wrong.push(format!("GET {path} as {who}: {got}, not {status}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the page matrix is broken:\n{}",
         wrong.join("\n")
     );
 }

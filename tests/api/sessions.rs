@@ -35,7 +35,7 @@ async fn opens(app: &TestApp, path: &str, cookie: &str) -> bool {
     }
 }
 
-async fn advance(app: &TestApp, seconds: u64) {
+pub async fn advance(app: &TestApp, seconds: u64) {
     let response = app
         .post_json(
             "/v1/admin/clock/advance",

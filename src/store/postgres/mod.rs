@@ -47,6 +47,9 @@ mod order_void;
 #[path = "../sql/orders.rs"]
 mod orders;
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/portal_links.rs"]
+mod portal_links;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/reconciliation.rs"]
 mod reconciliation;
 #[allow(clippy::duplicate_mod)]

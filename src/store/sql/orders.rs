@@ -737,3 +737,22 @@ async fn rewrite_commission_lines(
     }
     Ok(())
 }
+
+impl Repo {
+    /// When the next of `beneficiary`'s pending commission lines is due to
+    /// be released: the earliest release time of a holding order it earns
+    /// on; `None` when nothing is pending.
+    pub async fn next_release_at(
+        &self,
+        beneficiary: &DistributorId,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next: Option<DbTime> = sqlx::query_scalar(concat!(
+            "select min(o.release_at) from commission_lines l join orders o on o.order_id = l.order_id ",
+            "where l.beneficiary_id = $1 and l.state = 'pending' and o.state = 'holding'"
+        ))
+        .bind(beneficiary.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(next.map(|at| at.0))
+    }
+}

@@ -1242,3 +1242,25 @@ async fn write_request(
     }
     Ok(())
 }
+
+impl Repo {
+    /// A distributor's withdrawals, newest first, at most `limit` (the
+    /// distributor page's list; the index on distributor and request time
+    /// serves it).
+    pub async fn withdrawals_of_distributor(
+        &self,
+        distributor: &DistributorId,
+        limit: i64,
+    ) -> Result<Vec<WithdrawalRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "select ",
+            withdrawal_columns!(),
+            " from withdrawals where distributor_id = $1 order by requested_at desc, id desc limit $2"
+        ))
+        .bind(distributor.as_str())
+        .bind(limit.clamp(1, MAX_PAGE))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(withdrawal_from_row).collect()
+    }
+}

@@ -14,13 +14,17 @@ use crate::helpers::{Backend, TestApp, error_of};
 use crate::on_both_backends;
 use crate::sessions::advance;
 use crate::tax_page::{browser, get_page, sign_in};
-use crate::withdrawals::{advance_days, balance, funded_distributor, spawn};
+use crate::withdrawals::{
+    advance_days, balance, funded_distributor, sandbox, spawn, wait_for_state,
+};
 
 on_both_backends!(
     a_link_signs_its_distributor_in_once_and_shows_only_that_distributor,
     a_link_expires_after_five_minutes_and_two_opens_at_once_sign_in_once,
     the_withdrawal_form_quotes_and_requests_exactly_one_withdrawal,
     bad_input_shows_what_to_do_and_changes_nothing,
+    a_withdrawal_awaiting_the_payee_shows_the_wechat_package,
+    a_link_is_built_on_public_url_when_it_is_set,
 );
 
 const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
@@ -86,6 +90,15 @@ async fn post_form(
         .send()
         .await
         .unwrap()
+}
+
+/// The withdrawal the form's redirect names (`/me?requested={id}#withdrawals`).
+fn requested_id(location: &str) -> String {
+    location
+        .strip_prefix("/me?requested=")
+        .and_then(|rest| rest.strip_suffix("#withdrawals"))
+        .unwrap_or_else(|| panic!("{location}"))
+        .to_owned()
 }
 
 /// How many payout accounts `distributor` has, as ops see them.
@@ -285,11 +298,7 @@ async fn the_withdrawal_form_quotes_and_requests_exactly_one_withdrawal(backend:
     assert_eq!(second.status(), StatusCode::SEE_OTHER);
     let location = first.headers()[LOCATION].to_str().unwrap().to_owned();
     assert_eq!(second.headers()[LOCATION].to_str().unwrap(), location);
-    let id = location
-        .strip_prefix("/me?requested=")
-        .and_then(|rest| rest.strip_suffix("#withdrawals"))
-        .unwrap()
-        .to_owned();
+    let id = requested_id(&location);
     let after = balance(&app, "fay").await;
     assert_eq!(after["available"], "300.00", "{after:#}");
     let html = page_text(&app, &location, &cookie, StatusCode::OK).await;
@@ -377,4 +386,58 @@ async fn bad_input_shows_what_to_do_and_changes_nothing(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+async fn a_withdrawal_awaiting_the_payee_shows_the_wechat_package(backend: Backend) {
+    let app = spawn(backend).await;
+    let (_, account) = funded_distributor(&app, "ivy", "300.00", OPENID).await;
+    advance_days(&app, 4).await;
+    // The payee has not confirmed in WeChat yet.
+    sandbox(&app).set_faults(fenrun_integrations::sandbox::Faults {
+        confirm: fenrun_integrations::sandbox::ConfirmMode::Hold,
+        ..Default::default()
+    });
+    let cookie = link_session(&app, "ivy").await;
+    let nonce = nonce_of(&page_text(&app, "/me", &cookie, StatusCode::OK).await);
+    let response = post_form(
+        &app,
+        "/me/withdrawals",
+        &cookie,
+        &[
+            ("amount", "100.00"),
+            ("payout_account_id", &account),
+            ("speed", "standard"),
+            ("nonce", &nonce),
+            ("action", "withdraw"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    let id = requested_id(&location);
+    let waiting = wait_for_state(&app, &id, "awaiting_payee_confirmation").await;
+    let package = waiting["package_info"].as_str().unwrap().to_owned();
+    let html = page_text(&app, "/me", &cookie, StatusCode::OK).await;
+    assert!(
+        html.contains(&format!("data-package-info=\"{package}\"")),
+        "{html}"
+    );
+    assert!(html.contains("Confirm receipt in WeChat"), "{html}");
+}
+
+async fn a_link_is_built_on_public_url_when_it_is_set(backend: Backend) {
+    let app = crate::helpers::spawn_app_with(backend, |settings| {
+        settings.public_url = Some("https://shop.example/fenrun/".to_owned());
+    })
+    .await;
+    app.create_distributor("jay", None, None).await;
+    let link = portal_link(&app, "jay").await;
+    let url = link["url"].as_str().unwrap();
+    let secret = url
+        .strip_prefix("https://shop.example/fenrun/me/open?link=")
+        .unwrap_or_else(|| panic!("{url}"));
+    assert_eq!(secret.len(), 64, "{url}");
+    // The same secret opens the page here.
+    let response = open(&app.url(&format!("/me/open?link={secret}"))).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
 }

@@ -448,7 +448,8 @@ impl Runtime {
         Ok(handles)
     }
 
-    /// Starts the withdrawal transfer and certificate workers and the payout poller.
+    /// Starts the withdrawal transfer and certificate workers, the payout
+    /// poller and the webhook deliveries.
     pub fn spawn_payout_workers(
         &self,
         stop: &watch::Receiver<bool>,
@@ -504,7 +505,15 @@ impl Runtime {
             self.state.clock.clone(),
             stop.clone(),
         ));
-        Ok(vec![worker, certificate_worker, poller])
+        let deliverer = Arc::new(crate::engine::webhooks::WebhookDeliverer::new(
+            self.state.store.clone(),
+            self.state.vault.clone(),
+            self.state.clock.clone(),
+            self.state.settings.webhooks.allow_private_targets,
+        )?);
+        let webhooks =
+            tokio::spawn(deliverer.run(stop.clone(), self.state.clock_moved.subscribe()));
+        Ok(vec![worker, certificate_worker, poller, webhooks])
     }
 
     /// A worker process's own small HTTP surface on `listen`: `/healthz`,

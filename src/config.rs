@@ -178,12 +178,31 @@ pub struct Settings {
     /// `api::rate_limit`, `server`).
     #[serde(flatten)]
     pub guard: GuardSettings,
+    /// Outgoing webhooks (`[webhooks]` in the file).
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
     /// Where the master keys come from (SPEC §5): the environment only
     /// (see the module doc), so no settings file or serialized settings
     /// ever holds a key.
     #[serde(skip)]
     pub master_key: KeySources,
 }
+
+/// Outgoing webhooks (issue 16).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Lets endpoints name loopback, private or link-local addresses and
+    /// plain http: for tests and the demo, whose receivers run on this
+    /// machine. Off in production, where such a target could reach the
+    /// internal network (server-side request forgery).
+    /// `FENRUN_WEBHOOKS_ALLOW_PRIVATE_TARGETS=true`.
+    #[serde(default)]
+    pub allow_private_targets: bool,
+}
+
+/// The variable that sets `webhooks.allow_private_targets`.
+pub const ALLOW_PRIVATE_TARGETS_VAR: &str = "FENRUN_WEBHOOKS_ALLOW_PRIVATE_TARGETS";
 
 /// Sessions of the HTML pages, rate limits on the routes anyone can call,
 /// and how long a client may take to send a request. Rate limits count per
@@ -356,6 +375,7 @@ impl Default for Settings {
             order_total_max_fen: 1_000_000_000,
             adjustment_amount_max_fen: 1_000_000_000,
             guard: GuardSettings::default(),
+            webhooks: WebhookSettings::default(),
             master_key: KeySources::default(),
         }
     }
@@ -438,6 +458,11 @@ impl Settings {
         figment = figment.merge(
             Env::prefixed("FENRUN_")
                 .only(&[&Settings::KEYS[..], &GuardSettings::KEYS[..]].concat()),
+        );
+        figment = figment.merge(
+            Env::raw()
+                .only(&[ALLOW_PRIVATE_TARGETS_VAR])
+                .map(|_| "webhooks.allow_private_targets".into()),
         );
         let mut settings: Settings = figment.extract().map_err(|error| ConfigError {
             key: error.path.join("."),
@@ -782,6 +807,20 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(settings.validate().unwrap_err().key, "database_url");
+    }
+
+    #[test]
+    fn private_webhook_targets_are_refused_unless_the_file_allows_them() {
+        assert!(!Settings::default().webhooks.allow_private_targets);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fenrun.toml");
+        std::fs::write(&path, "[webhooks]\nallow_private_targets = true\n").unwrap();
+        assert!(
+            Settings::load(Some(&path))
+                .unwrap()
+                .webhooks
+                .allow_private_targets
+        );
     }
 
     #[test]

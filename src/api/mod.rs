@@ -27,6 +27,7 @@ pub mod responses;
 pub mod server;
 pub mod statements;
 pub mod tax;
+pub mod webhooks;
 pub mod withdrawals;
 
 use axum::Router;
@@ -60,6 +61,8 @@ use crate::state::AppState;
         statements::list, statements::get, statements::team_bonuses, statements::earnings,
         statements::close_month,
         reconciliation::day, reconciliation::run, reconciliation::resolve_mismatch,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::rotate_secret,
+        webhooks::enable, webhooks::deliveries, webhooks::replay, webhooks::replay_range,
         health::healthz, health::readyz,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
@@ -133,6 +136,31 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/v1/ops/month-close/{month}",
             axum::routing::post(statements::close_month),
+        )
+        .route(
+            "/v1/admin/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}/rotate-secret",
+            axum::routing::post(webhooks::rotate_secret),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}/enable",
+            axum::routing::post(webhooks::enable),
+        )
+        .route("/v1/ops/webhooks/deliveries", get(webhooks::deliveries))
+        .route(
+            "/v1/ops/webhooks/deliveries/{id}/replay",
+            axum::routing::post(webhooks::replay),
+        )
+        .route(
+            "/v1/ops/webhooks/endpoints/{id}/replay",
+            axum::routing::post(webhooks::replay_range),
         )
         .route("/v1/ops/reconciliation", get(reconciliation::day))
         .route(

@@ -22,6 +22,7 @@ pub mod reconciliation;
 pub mod settlement;
 pub mod tax;
 pub mod webhook_signature;
+pub mod webhooks;
 pub mod withdrawal;
 
 /// A stored or sent name that no variant of a domain enum has, such as an

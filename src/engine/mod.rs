@@ -43,5 +43,6 @@ pub mod month_close;
 pub mod reconciliation;
 pub mod settlement;
 pub mod step;
+pub mod webhooks;
 pub mod withdrawal;
 pub mod worker;

@@ -11,3 +11,4 @@ pub mod plans;
 pub mod portal_links;
 pub mod reconciliation;
 pub mod tokens;
+pub mod webhooks;

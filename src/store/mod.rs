@@ -39,6 +39,10 @@ pub use records::{
     WithdrawalEvent, WithdrawalFacts, WithdrawalRecord, WithdrawalRequestOutcome, WithdrawalTotals,
     YearApplication,
 };
+pub use records::{
+    AttemptEffect, ClaimedDelivery, DeliveryFilter, NewWebhookEndpoint, ReplayRefusal,
+    WebhookAttempt, WebhookDeliveryRecord, WebhookEndpointRecord,
+};
 /// The journal as a page shows it (see `Store::ledger_transfers_of`).
 pub use records::{JournalPosting, JournalTransfer};
 
@@ -341,6 +345,127 @@ impl Store {
         F: FnMut(DateTime<Utc>, u32) -> HoldPlan,
     {
         dispatch!(self, repo => repo.replan_holds(expected_generation, from, plan, describe, release_job, now).await)
+    }
+}
+
+/// Outgoing webhooks: endpoints, the delivery queue and replays; the SQL is
+/// in `sql/webhooks.rs` (the outbox itself is written by each change's own
+/// transaction there).
+impl Store {
+    pub async fn insert_webhook_endpoint(
+        &self,
+        new: &records::NewWebhookEndpoint,
+        actor: &Actor,
+    ) -> Result<records::WebhookEndpointRecord, StoreError> {
+        dispatch!(self, repo => repo.insert_webhook_endpoint(new, actor).await)
+    }
+
+    pub async fn webhook_endpoints(
+        &self,
+    ) -> Result<Vec<records::WebhookEndpointRecord>, StoreError> {
+        dispatch!(self, repo => repo.webhook_endpoints().await)
+    }
+
+    pub async fn webhook_endpoint(
+        &self,
+        id: &str,
+    ) -> Result<Option<records::WebhookEndpointRecord>, StoreError> {
+        dispatch!(self, repo => repo.webhook_endpoint(id).await)
+    }
+
+    pub async fn delete_webhook_endpoint(
+        &self,
+        id: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, repo => repo.delete_webhook_endpoint(id, actor, now).await)
+    }
+
+    pub async fn rotate_webhook_secret(
+        &self,
+        id: &str,
+        sealed_secret: &[u8],
+        sealed_previous: &[u8],
+        previous_until: DateTime<Utc>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, repo => repo.rotate_webhook_secret(id, sealed_secret, sealed_previous, previous_until, actor, now).await)
+    }
+
+    pub async fn webhook_secrets(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+        dispatch!(self, repo => repo.webhook_secrets(id, now).await)
+    }
+
+    pub async fn enable_webhook_endpoint(
+        &self,
+        id: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, repo => repo.enable_webhook_endpoint(id, actor, now).await)
+    }
+
+    pub async fn claim_webhook_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<records::ClaimedDelivery>, StoreError> {
+        dispatch!(self, repo => repo.claim_webhook_deliveries(now, lease_until, limit).await)
+    }
+
+    pub async fn record_webhook_attempt(
+        &self,
+        attempt: &records::WebhookAttempt,
+    ) -> Result<records::AttemptEffect, StoreError> {
+        dispatch!(self, repo => repo.record_webhook_attempt(attempt).await)
+    }
+
+    pub async fn webhook_deliveries(
+        &self,
+        filter: &records::DeliveryFilter,
+    ) -> Result<Vec<records::WebhookDeliveryRecord>, StoreError> {
+        dispatch!(self, repo => repo.webhook_deliveries(filter).await)
+    }
+
+    pub async fn webhook_deliveries_of_subject(
+        &self,
+        subject: &str,
+    ) -> Result<Vec<records::WebhookDeliveryRecord>, StoreError> {
+        dispatch!(self, repo => repo.webhook_deliveries_of_subject(subject).await)
+    }
+
+    pub async fn webhook_delivery(
+        &self,
+        id: i64,
+    ) -> Result<Option<records::WebhookDeliveryRecord>, StoreError> {
+        dispatch!(self, repo => repo.webhook_delivery(id).await)
+    }
+
+    pub async fn replay_webhook_delivery(
+        &self,
+        id: i64,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Result<records::WebhookDeliveryRecord, records::ReplayRefusal>, StoreError> {
+        dispatch!(self, repo => repo.replay_webhook_delivery(id, actor, now).await)
+    }
+
+    pub async fn replay_failed_webhook_deliveries(
+        &self,
+        endpoint_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Result<u64, records::ReplayRefusal>, StoreError> {
+        dispatch!(self, repo => repo.replay_failed_webhook_deliveries(endpoint_id, from, to, actor, now).await)
     }
 }
 

@@ -1111,3 +1111,114 @@ pub enum PortalLinkOpening {
     /// No link has this secret.
     Unknown,
 }
+
+/// A webhook endpoint as stored, without its secrets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookEndpointRecord {
+    pub id: String,
+    pub url: String,
+    /// The subscribed types (or `*`).
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    /// `enabled` or `disabled`.
+    pub state: String,
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// The first failure since the last success, while it keeps failing.
+    pub failing_since: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// Until when the previous secret still signs (a rotation's overlap).
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub pending_deliveries: i64,
+    pub failed_deliveries: i64,
+}
+
+/// A new endpoint, its secret already sealed.
+#[derive(Debug, Clone)]
+pub struct NewWebhookEndpoint {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub sealed_secret: Vec<u8>,
+    pub now: DateTime<Utc>,
+}
+
+/// A delivery claimed for sending: the event, the endpoint and its sealed
+/// secrets (the previous one while it still signs).
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub delivery_id: i64,
+    pub lease_until: DateTime<Utc>,
+    pub attempts: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub body: String,
+    pub endpoint_id: String,
+    pub url: String,
+    pub sealed_secret: Vec<u8>,
+    pub sealed_previous_secret: Option<Vec<u8>>,
+}
+
+/// What one attempt got, to be recorded against its claim.
+#[derive(Debug, Clone)]
+pub struct WebhookAttempt {
+    pub delivery_id: i64,
+    pub endpoint_id: String,
+    pub lease_until: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    /// The start of the answer's body, for ops.
+    pub response: Option<String>,
+    pub verdict: crate::domain::webhooks::Verdict,
+    /// When to try again; `None` gives the delivery up (or it was delivered).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// What recording an attempt did beyond the delivery itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttemptEffect {
+    /// The claim had lapsed and another worker recorded it: nothing written.
+    pub stale: bool,
+    /// The endpoint was disabled, and why.
+    pub disabled: Option<String>,
+}
+
+/// A delivery as ops sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookDeliveryRecord {
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub subject: String,
+    pub occurred_at: DateTime<Utc>,
+    pub endpoint_id: String,
+    pub endpoint_url: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_response: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Which deliveries a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub state: Option<String>,
+    pub endpoint_id: Option<String>,
+    pub limit: i64,
+}
+
+/// Why a replay was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplayRefusal {
+    NotFound,
+    EndpointDisabled,
+}

@@ -34,6 +34,13 @@ pub const RECONCILIATION_RUNS: &str = "fenrun_reconciliation_runs_total";
 pub const RECONCILIATION_UNRESOLVED: &str = "fenrun_reconciliation_unresolved_mismatches";
 pub const RECONCILIATION_OLDEST_UNRESOLVED: &str =
     "fenrun_reconciliation_oldest_unresolved_mismatch_seconds";
+pub const WEBHOOK_DELIVERIES: &str = "fenrun_webhook_deliveries_total";
+pub const WEBHOOK_ENDPOINT_FAILING: &str = "fenrun_webhook_endpoint_failing_seconds";
+pub const WEBHOOK_ENDPOINT_DISABLED: &str = "fenrun_webhook_endpoint_disabled";
+pub const WEBHOOK_DELIVERIES_BY_STATE: &str = "fenrun_webhook_deliveries";
+
+/// The outcomes an attempt is counted under.
+pub const WEBHOOK_OUTCOMES: [&str; 4] = ["delivered", "retrying", "failed", "gone"];
 
 /// Latency buckets, in seconds: a millisecond to a minute.
 const SECONDS_BUCKETS: [f64; 14] = [
@@ -70,6 +77,9 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                                 .increment(0);
                         }
                     }
+                    for outcome in WEBHOOK_OUTCOMES {
+                        metrics::counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(0);
+                    }
                     Some(handle)
                 }
                 Err(error) => {
@@ -99,6 +109,12 @@ pub fn auth_failure(
 /// (`finished` or `failed`).
 pub fn reconciliation_run(source: &'static str, outcome: &'static str) {
     metrics::counter!(RECONCILIATION_RUNS, "source" => source, "outcome" => outcome).increment(1);
+}
+
+/// Counts one webhook delivery attempt by its outcome (one of
+/// [`WEBHOOK_OUTCOMES`]).
+pub fn webhook_attempt(outcome: &'static str) {
+    metrics::counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
 }
 
 /// Counts a request refused by a rate limit (`limit` names its route family).

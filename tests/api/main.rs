@@ -50,6 +50,7 @@ mod tax_page;
 mod two_months;
 mod void_commission;
 mod webhook_receivers;
+mod webhooks;
 mod withdrawal_findings;
 mod withdrawal_storm;
 mod withdrawals;

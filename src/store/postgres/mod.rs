@@ -59,6 +59,9 @@ mod sessions;
 #[path = "../sql/totals.rs"]
 mod totals;
 #[allow(clippy::duplicate_mod)]
+#[path = "../sql/webhooks.rs"]
+mod webhooks;
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/withdrawals.rs"]
 mod withdrawals;
 

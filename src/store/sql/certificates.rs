@@ -9,10 +9,12 @@ use sqlx::Row;
 use super::Repo;
 use super::audit::audit_in;
 use super::dialect::{Conn, DbRow, ROWS_PER_STATEMENT, push_job};
+use super::webhooks::record_events;
 use crate::domain::ids::{CertificateNumber, DistributorId, WithdrawalId};
 use crate::domain::ledger::{AccountId, PlatformAccount};
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
+use crate::domain::webhooks::{EventType, NewEvent};
 use crate::store::error::StoreError;
 use crate::store::records::{
     Actor, CertificateRecord, CorrectionOutcome, NewCertificate, PreparedDeclaration,
@@ -437,8 +439,9 @@ impl Repo {
 
 /// Inserts a certificate row; a second original for a withdrawal, or a
 /// second correction of a certificate, is skipped by the unique indexes.
+/// A certificate written tells the shop (`certificate.issued`).
 async fn insert_certificate_row(conn: &mut Conn, new: &NewCertificate) -> Result<(), StoreError> {
-    sqlx::query(concat!(
+    let inserted = sqlx::query(concat!(
         "insert into certificates (number, withdrawal_id, distributor_id, tax_month, key_id, gross_fen, tax_fen, ",
         "net_fen, pdf, pdf_sha256, manifest, replaces, reason, issued_at) ",
         "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) on conflict do nothing"
@@ -458,6 +461,27 @@ async fn insert_certificate_row(conn: &mut Conn, new: &NewCertificate) -> Result
     .bind(new.reason.as_deref())
     .bind(DbTime(new.issued_at))
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        let data = serde_json::json!({
+            "number": new.number.as_str(),
+            "withdrawal_id": new.withdrawal_id.as_str(),
+            "distributor_id": new.distributor_id.as_str(),
+            "tax_month": new.tax_month,
+            "gross": new.gross.to_string(),
+            "tax": new.tax.to_string(),
+            "net": new.net.to_string(),
+            "replaces": new.replaces.as_ref().map(CertificateNumber::as_str),
+        });
+        let event = NewEvent::new(
+            EventType::CertificateIssued,
+            new.number.as_str(),
+            new.withdrawal_id.as_str(),
+            new.issued_at,
+            data,
+        );
+        record_events(conn, &[event]).await?;
+    }
     Ok(())
 }

@@ -12,9 +12,11 @@ use super::Repo;
 use super::audit::audit_in;
 use super::dialect::{Conn, for_update};
 use super::ledger::fetch_distributor;
+use super::webhooks::record_events;
 use crate::domain::grades::ReviewFacts;
 use crate::domain::ids::DistributorId;
 use crate::domain::money::Money;
+use crate::domain::webhooks::{EventType, NewEvent};
 use crate::store::MAX_PAGE;
 use crate::store::error::StoreError;
 use crate::store::records::{
@@ -254,6 +256,22 @@ async fn write_change(
         return Ok(false);
     }
     insert_event(conn, id, kind, &change.detail, &change.figures, actor, now).await?;
+    if let LifecycleChange::Upgrade { from, to } = &change.change {
+        let data = serde_json::json!({
+            "distributor_id": id,
+            "grade": to,
+            "previous_grade": from,
+            "reason": change.detail,
+        });
+        let event = NewEvent::new(
+            EventType::DistributorGradeChanged,
+            &format!("{id}:{from}:{to}:{}", now.timestamp_micros()),
+            id,
+            now,
+            data,
+        );
+        record_events(conn, &[event]).await?;
+    }
     let mut after = after;
     after["figures"] = change.figures.clone();
     audit_in(

@@ -19,10 +19,12 @@ use super::dialect::Conn;
 use super::ledger::apply_transfer;
 use super::orders::{NewEvent, insert_events, load_items, load_order};
 use super::totals;
+use super::webhooks::{CommissionChange, commission_event, record_events};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::commission_void;
 use crate::domain::money::Money;
 use crate::domain::settlement::OrderState;
+use crate::domain::webhooks::EventType;
 use crate::store::error::StoreError;
 use crate::store::records::{
     Actor, OrderRecord, OrderSnapshot, TotalsDelta, VoidOutcome, VoidedOrder,
@@ -72,6 +74,32 @@ impl Repo {
                 Ok((DistributorId::parse(line.beneficiary_id.as_str())?, back))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let kind = if after_release {
+            EventType::CommissionClawedBack
+        } else {
+            EventType::CommissionVoided
+        };
+        let events: Vec<_> = order
+            .lines
+            .iter()
+            .filter(|line| !line.amount.is_zero())
+            .map(|line| {
+                commission_event(
+                    kind,
+                    &CommissionChange {
+                        order_id,
+                        beneficiary_id: &line.beneficiary_id,
+                        level: line.level,
+                        amount: Money::ZERO,
+                        previous_amount: Some(line.amount),
+                        refund_id: None,
+                        release_at: None,
+                    },
+                    now,
+                )
+            })
+            .collect();
+        record_events(&mut tx, &events).await?;
         let reversed = Money::checked_sum(order.lines.iter().map(|line| line.amount))
             .ok_or_else(|| StoreError::Corrupt(format!("commission total of {order_id}")))?;
         let items = load_items(&mut tx, order_id).await?;

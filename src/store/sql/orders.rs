@@ -19,11 +19,13 @@ use super::dialect::{
 };
 use super::ledger::{apply_transfer, apply_transfers};
 use super::totals::{self, TotalsToRead};
+use super::webhooks::{CommissionChange, commission_event, record_events};
 use crate::domain::commission::{ExplainedLine, OrderItem};
 use crate::domain::ids::DistributorId;
 use crate::domain::ledger::{Transfer, commission_release};
 use crate::domain::money::{Money, Rate};
 use crate::domain::settlement::{LineState, OrderState};
+use crate::domain::webhooks::EventType;
 use crate::store::error::StoreError;
 use crate::store::records::{
     CalendarLock, FlaggedOrder, IngestOutcome, ItemRecord, LineRecord, OrderEvent, OrderRecord,
@@ -288,6 +290,26 @@ impl Repo {
         for chunk in lines.chunks(ROWS_PER_STATEMENT) {
             insert_line_rows(&mut tx, chunk, now).await?;
         }
+        let pending_events: Vec<_> = lines
+            .iter()
+            .filter(|(_, explained)| !explained.line.amount.is_zero())
+            .map(|(order, explained)| {
+                commission_event(
+                    EventType::CommissionPending,
+                    &CommissionChange {
+                        order_id: order.order_id.as_str(),
+                        beneficiary_id: explained.line.beneficiary.as_str(),
+                        level: explained.line.level,
+                        amount: explained.line.amount,
+                        previous_amount: None,
+                        refund_id: None,
+                        release_at: Some(order.release_at),
+                    },
+                    now,
+                )
+            })
+            .collect();
+        record_events(&mut tx, &pending_events).await?;
         let transfers: Vec<Transfer> = fresh
             .iter()
             .filter_map(|order| order.pending_transfer.clone())
@@ -415,6 +437,25 @@ impl Repo {
             transfers.extend(transfer);
         }
         apply_transfers(&mut tx, &transfers, now).await?;
+        let released_events: Vec<_> = lines
+            .iter()
+            .map(|line| {
+                commission_event(
+                    EventType::CommissionReleased,
+                    &CommissionChange {
+                        order_id: &line.order_id,
+                        beneficiary_id: &line.beneficiary_id,
+                        level: line.level,
+                        amount: line.amount,
+                        previous_amount: None,
+                        refund_id: None,
+                        release_at: None,
+                    },
+                    now,
+                )
+            })
+            .collect();
+        record_events(&mut tx, &released_events).await?;
         for chunk in due.chunks(ROWS_PER_STATEMENT) {
             mark_released(&mut tx, chunk, now).await?;
         }
@@ -606,6 +647,7 @@ async fn write_refund(
 ) -> Result<(), StoreError> {
     record_refund(conn, request, decision, now).await?;
     rewrite_commission_lines(conn, request, snapshot, decision, now).await?;
+    record_events(conn, &reduced_line_events(request, snapshot, decision, now)).await?;
     // Totals before ledger accounts: the lock order of every writer.
     totals::add(conn, &decision.totals).await?;
     if let Some(transfer) = &decision.transfer {
@@ -623,6 +665,53 @@ async fn write_refund(
         now,
     )
     .await
+}
+
+/// The webhook events of the lines a refund reduced: voided in the hold,
+/// clawed back after the release.
+fn reduced_line_events(
+    request: &RefundRequest,
+    snapshot: &OrderSnapshot,
+    decision: &RefundDecision,
+    now: DateTime<Utc>,
+) -> Vec<crate::domain::webhooks::NewEvent> {
+    let kind = if snapshot.order.state == OrderState::Released {
+        EventType::CommissionClawedBack
+    } else {
+        EventType::CommissionVoided
+    };
+    snapshot
+        .order
+        .lines
+        .iter()
+        .filter(|line| !line.amount.is_zero())
+        .filter_map(|line| {
+            let updated = decision
+                .line_updates
+                .iter()
+                .find(|update| update.level == line.level && update.rate == line.rate);
+            let amount = match (updated, decision.new_state) {
+                (_, OrderState::Cancelled) => Money::ZERO,
+                (Some(update), _) => update.amount,
+                (None, _) => line.amount,
+            };
+            (amount < line.amount).then(|| {
+                commission_event(
+                    kind,
+                    &CommissionChange {
+                        order_id: &request.order_id,
+                        beneficiary_id: &line.beneficiary_id,
+                        level: line.level,
+                        amount,
+                        previous_amount: Some(line.amount),
+                        refund_id: Some(&request.refund_id),
+                        release_at: None,
+                    },
+                    now,
+                )
+            })
+        })
+        .collect()
 }
 
 /// The refund row, the items' refunded amounts and the order's new total

@@ -15,6 +15,7 @@ use super::audit::audit_in;
 use super::credentials::{account_columns, account_from_row};
 use super::dialect::{Conn, Db, DbRow, ROWS_PER_STATEMENT, for_update, lock_accounts, push_job};
 use super::ledger::{apply_transfer, fetch_distributor};
+use super::webhooks::record_events;
 use crate::domain::identity::PayoutChannel;
 use crate::domain::ids::{DistributorId, PayoutAccountId, WithdrawalId};
 use crate::domain::ledger::{
@@ -22,6 +23,7 @@ use crate::domain::ledger::{
 };
 use crate::domain::money::Money;
 use crate::domain::tax::Month;
+use crate::domain::webhooks::{EventType, NewEvent};
 use crate::domain::withdrawal::{GatewayOutcome, ReviewDecision};
 use crate::domain::withdrawal::{
     RiskFlag, Speed, StateRefusal, WithdrawalState, check_cancellable, check_reviewable,
@@ -178,7 +180,40 @@ async fn move_withdrawal(
     .execute(&mut *conn)
     .await?
     .rows_affected();
+    if moved == 1
+        && let Some(kind) = EventType::of_withdrawal_state(to)
+    {
+        record_withdrawal_event(conn, id, kind, Some(from), now).await?;
+    }
     Ok(moved == 1)
+}
+
+/// Writes the webhook event of a withdrawal's change into the outbox of the
+/// change's transaction: its ids, amounts and new state.
+async fn record_withdrawal_event(
+    conn: &mut Conn,
+    id: &WithdrawalId,
+    kind: EventType,
+    previous_state: Option<WithdrawalState>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let Some(withdrawal) = load_withdrawal(conn, id, false).await? else {
+        return Ok(());
+    };
+    let data = serde_json::json!({
+        "id": withdrawal.id.as_str(),
+        "distributor_id": withdrawal.distributor_id.as_str(),
+        "state": withdrawal.state.as_str(),
+        "previous_state": previous_state.map(WithdrawalState::as_str),
+        "channel": withdrawal.channel.as_str(),
+        "speed": withdrawal.speed.as_str(),
+        "gross": withdrawal.gross.to_string(),
+        "tax": withdrawal.tax.to_string(),
+        "fee": withdrawal.fee.to_string(),
+        "net": withdrawal.net.to_string(),
+    });
+    let event = NewEvent::new(kind, id.as_str(), id.as_str(), now, data);
+    record_events(conn, &[event]).await
 }
 
 fn ledger_error(error: TransferError) -> StoreError {
@@ -1174,6 +1209,17 @@ async fn write_request(
     let reserve = ledger_rules::withdrawal_reserve(draft.id.as_str(), distributor, decision.gross)
         .map_err(ledger_error)?;
     apply_transfer(conn, &reserve, draft.now).await?;
+    record_withdrawal_event(
+        conn,
+        &draft.id,
+        EventType::WithdrawalRequested,
+        None,
+        draft.now,
+    )
+    .await?;
+    if let Some(kind) = EventType::of_withdrawal_state(decision.state) {
+        record_withdrawal_event(conn, &draft.id, kind, None, draft.now).await?;
+    }
     let figures = format!(
         "gross {} tax {} fee {} net {} ({})",
         decision.gross, decision.tax, decision.fee, decision.net, decision.tax_method

@@ -27,7 +27,8 @@ use crate::domain::webhooks::{
 };
 use crate::store::{ClaimedDelivery, Store, StoreError, WebhookAttempt};
 use crate::telemetry::metrics as telemetry;
-use crate::vault::{Aad, SealedValue, Vault};
+use crate::vault::credentials::webhook_secret_aad;
+use crate::vault::{SealedValue, Vault};
 
 /// How long a receiver has to answer.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -42,15 +43,6 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 const ERROR_BACKOFF: Duration = Duration::from_secs(5);
 /// How much of an answer's body ops sees.
 const RESPONSE_KEPT_BYTES: usize = 512;
-/// The table the secrets are sealed in (their vault binding).
-pub const SECRETS_TABLE: &str = "webhook_endpoints";
-
-/// The vault binding of an endpoint's current (`secret`) or previous
-/// (`previous_secret`) secret.
-pub fn secret_aad(column: &'static str, endpoint_id: &str) -> Aad {
-    Aad::new(SECRETS_TABLE, column, endpoint_id)
-}
-
 /// Resolves host names to public addresses only, so a name pointing at the
 /// internal network (or re-pointed there after the endpoint was checked)
 /// is refused at connect time.
@@ -306,7 +298,7 @@ impl WebhookDeliverer {
                 .map_err(|error| format!("the endpoint's secret cannot be read: {error}"))?;
             let text = self
                 .vault
-                .open(&sealed, &secret_aad(column, &delivery.endpoint_id))
+                .open(&sealed, &webhook_secret_aad(column, &delivery.endpoint_id))
                 .map_err(|error| format!("the endpoint's secret cannot be opened: {error}"))?;
             WebhookSecret::parse(secrecy::ExposeSecret::expose_secret(&text))
                 .map_err(|error| error.to_string())

@@ -13,13 +13,13 @@ use utoipa::ToSchema;
 
 use crate::domain::webhook_signature::WebhookSecret;
 use crate::domain::webhooks::{ALL_EVENTS, EventType, TargetError, check_target};
-use crate::engine::webhooks::secret_aad;
 use crate::state::AppState;
 use crate::store::{
     Actor, DeliveryFilter, NewWebhookEndpoint, ReplayRefusal, StoreError, WebhookDeliveryRecord,
     WebhookEndpointRecord,
 };
 use crate::vault::SealedValue;
+use crate::vault::credentials::webhook_secret_aad;
 
 /// Bytes of a new secret: 256 bits, inside the convention's 24–64.
 const SECRET_BYTES: usize = 32;
@@ -237,7 +237,7 @@ fn seal(
 ) -> Result<Vec<u8>, WebhookError> {
     Ok(state
         .vault
-        .seal(secret, &secret_aad(column, id))
+        .seal(secret, &webhook_secret_aad(column, id))
         .map_err(|error| WebhookError::Secret(error.to_string()))?
         .to_stored())
 }
@@ -354,7 +354,7 @@ pub async fn rotate_secret(
         .await?
         .ok_or(WebhookError::NotFound("webhook endpoint"))?;
     let current = SealedValue::from_stored(&sealed_current)
-        .and_then(|sealed| state.vault.open(&sealed, &secret_aad("secret", id)))
+        .and_then(|sealed| state.vault.open(&sealed, &webhook_secret_aad("secret", id)))
         .map_err(|error| WebhookError::Secret(error.to_string()))?;
     let secret = new_secret()?;
     // Whole seconds: the time shown is the time stored, on both databases.

@@ -402,6 +402,21 @@ impl Store {
         dispatch!(self, repo => repo.webhook_secrets(id, now).await)
     }
 
+    pub async fn sealed_webhook_secrets(
+        &self,
+    ) -> Result<Vec<(String, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+        dispatch!(self, repo => repo.sealed_webhook_secrets().await)
+    }
+
+    pub async fn reseal_webhook_secrets(
+        &self,
+        id: &str,
+        expected: (&[u8], Option<&[u8]>),
+        resealed: (&[u8], Option<&[u8]>),
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, repo => repo.reseal_webhook_secrets(id, expected, resealed).await)
+    }
+
     pub async fn enable_webhook_endpoint(
         &self,
         id: &str,

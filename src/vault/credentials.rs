@@ -24,6 +24,8 @@ use crate::vault::{Aad, SealedValue, Vault, VaultError};
 pub const IDENTITIES_TABLE: &str = "distributor_identities";
 /// The payout account table, as named in every account value's AAD.
 pub const ACCOUNTS_TABLE: &str = "payout_accounts";
+/// Where the webhook endpoints' signing secrets are sealed.
+pub const WEBHOOK_SECRETS_TABLE: &str = "webhook_endpoints";
 /// Rows `keys rotate` reads per page: small enough that a page's reseal
 /// holds no lock for long, large enough that paging costs nothing.
 pub const ROTATE_PAGE_ROWS: i64 = 200;
@@ -75,6 +77,12 @@ pub struct NewAccount<'a> {
     pub bank_name: Option<String>,
     /// Bank accounts only: personal, or a company's with its branch.
     pub bank_account: Option<BankAccountKind>,
+}
+
+/// The binding of a webhook endpoint's current (`secret`) or previous
+/// (`previous_secret`) signing secret.
+pub fn webhook_secret_aad(column: &'static str, endpoint_id: &str) -> Aad {
+    Aad::new(WEBHOOK_SECRETS_TABLE, column, endpoint_id)
 }
 
 /// Seals a new payout account under a fresh id; `account` is the openid,
@@ -179,6 +187,7 @@ pub struct RotationCounts {
 pub struct RotationReport {
     pub identities: RotationCounts,
     pub payout_accounts: RotationCounts,
+    pub webhook_secrets: RotationCounts,
 }
 
 /// `fenrun keys rotate`: reseals every credential not under the vault's
@@ -257,5 +266,50 @@ pub async fn rotate(
         }
         progress(ACCOUNTS_TABLE, report.payout_accounts);
     }
+
+    // Webhook endpoints are few: one pass, each row checked by its bytes.
+    for (id, secret, previous) in store.sealed_webhook_secrets().await? {
+        let reseal = |column: &'static str, stored: &[u8]| {
+            SealedValue::from_stored(stored)
+                .and_then(|sealed| {
+                    if vault.needs_reseal(&sealed) {
+                        vault
+                            .reseal(&sealed, &webhook_secret_aad(column, &id))
+                            .map(|resealed| Some(resealed.to_stored()))
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .map_err(|source| RotateError::Vault {
+                    table: WEBHOOK_SECRETS_TABLE,
+                    row_id: id.clone(),
+                    source,
+                })
+        };
+        let new_secret = reseal("secret", &secret)?;
+        let new_previous = previous
+            .as_deref()
+            .map(|stored| reseal("previous_secret", stored))
+            .transpose()?
+            .flatten();
+        if new_secret.is_none() && new_previous.is_none() {
+            continue;
+        }
+        let resealed_secret = new_secret.as_deref().unwrap_or(&secret);
+        let resealed_previous = new_previous.as_deref().or(previous.as_deref());
+        if store
+            .reseal_webhook_secrets(
+                &id,
+                (&secret, previous.as_deref()),
+                (resealed_secret, resealed_previous),
+            )
+            .await?
+        {
+            report.webhook_secrets.resealed += 1;
+        } else {
+            report.webhook_secrets.skipped += 1;
+        }
+    }
+    progress(WEBHOOK_SECRETS_TABLE, report.webhook_secrets);
     Ok(report)
 }

@@ -725,6 +725,26 @@ async fn keys_rotate_reseals_every_credential_so_the_new_key_alone_opens_them(ba
     assert_ne!(kept.real_name, read_before.real_name);
     assert!(open_identity(&old, &kept).is_ok());
 
+    // A webhook endpoint whose secret was rotated holds two sealed secrets.
+    let created = app
+        .post_json(
+            "/v1/admin/webhooks",
+            &app.admin,
+            &json!({"url": "https://shop.example.com/hooks", "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let endpoint: Value = created.json().await.unwrap();
+    let endpoint_id = endpoint["id"].as_str().unwrap();
+    let rotated = app
+        .post_json(
+            &format!("/v1/admin/webhooks/{endpoint_id}/rotate-secret"),
+            &app.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(rotated.status(), 200);
+
     // With it, every row is resealed, page by page, while the service runs.
     let rotate = || {
         let mut rotate = fenrun(&app.db.url, NEW_MASTER_KEY);
@@ -741,7 +761,7 @@ async fn keys_rotate_reseals_every_credential_so_the_new_key_alone_opens_them(ba
         String::from_utf8_lossy(&rotated.stderr)
     );
     assert!(
-        stdout.contains("done: 2 identities and 6 payout accounts resealed"),
+        stdout.contains("done: 2 identities, 6 payout accounts and 1 webhook endpoint(s) resealed"),
         "{stdout}"
     );
 
@@ -774,6 +794,30 @@ async fn keys_rotate_reseals_every_credential_so_the_new_key_alone_opens_them(ba
         assert_eq!(opened, expected);
     }
 
+    let (_, secret, previous) = app
+        .store
+        .sealed_webhook_secrets()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(id, _, _)| id == endpoint_id)
+        .unwrap();
+    for (column, sealed) in [("secret", secret), ("previous_secret", previous.unwrap())] {
+        let sealed = fenrun::vault::SealedValue::from_stored(&sealed).unwrap();
+        let aad = fenrun::vault::credentials::webhook_secret_aad(column, endpoint_id);
+        assert!(
+            new_only
+                .open(&sealed, &aad)
+                .unwrap()
+                .expose_secret()
+                .starts_with("whsec_")
+        );
+        assert!(matches!(
+            old.open(&sealed, &aad),
+            Err(VaultError::UnknownKey(_))
+        ));
+    }
+
     // A concurrent rotation that read the row before this one wrote it
     // writes nothing.
     assert!(
@@ -788,7 +832,7 @@ async fn keys_rotate_reseals_every_credential_so_the_new_key_alone_opens_them(ba
     assert!(again.status.success());
     assert!(
         String::from_utf8_lossy(&again.stdout)
-            .contains("done: 0 identities and 0 payout accounts resealed"),
+            .contains("done: 0 identities, 0 payout accounts and 0 webhook endpoint(s) resealed"),
         "{}",
         String::from_utf8_lossy(&again.stdout)
     );

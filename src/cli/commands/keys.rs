@@ -43,6 +43,7 @@ pub async fn rotate(settings: &Settings) -> anyhow::Result<ExitCode> {
                 "key_id": vault.current_key_id().to_string(),
                 "identities_resealed": report.identities.resealed,
                 "payout_accounts_resealed": report.payout_accounts.resealed,
+                "webhook_secrets_resealed": report.webhook_secrets.resealed,
             })),
             SystemClock.now(),
         )
@@ -51,11 +52,13 @@ pub async fn rotate(settings: &Settings) -> anyhow::Result<ExitCode> {
     store.close().await;
     let report = report?;
     println!(
-        "done: {} identities and {} payout accounts resealed ({} and {} changed meanwhile and were left alone)",
+        "done: {} identities, {} payout accounts and {} webhook endpoint(s) resealed ({}, {} and {} changed meanwhile and were left alone)",
         report.identities.resealed,
         report.payout_accounts.resealed,
+        report.webhook_secrets.resealed,
         report.identities.skipped,
-        report.payout_accounts.skipped
+        report.payout_accounts.skipped,
+        report.webhook_secrets.skipped
     );
     Ok(ExitCode::SUCCESS)
 }

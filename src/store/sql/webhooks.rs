@@ -417,6 +417,41 @@ impl Repo {
             .transpose()
     }
 
+    /// Every endpoint's sealed secrets (deleted ones too: their rows keep
+    /// them), for `fenrun keys rotate`: id, current, previous.
+    pub async fn sealed_webhook_secrets(
+        &self,
+    ) -> Result<Vec<(String, Vec<u8>, Option<Vec<u8>>)>, StoreError> {
+        Ok(
+            sqlx::query_as("select id, secret, previous_secret from webhook_endpoints order by id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Writes resealed secrets back if the row still holds the sealed bytes
+    /// they were made from (a rotation of the secret meanwhile wins).
+    pub async fn reseal_webhook_secrets(
+        &self,
+        id: &str,
+        expected: (&[u8], Option<&[u8]>),
+        resealed: (&[u8], Option<&[u8]>),
+    ) -> Result<bool, StoreError> {
+        let written = sqlx::query(concat!(
+            "update webhook_endpoints set secret = $1, previous_secret = $2 where id = $3 ",
+            "and secret = $4 and (previous_secret = $5 or (previous_secret is null and $5 is null))"
+        ))
+        .bind(resealed.0)
+        .bind(resealed.1)
+        .bind(id)
+        .bind(expected.0)
+        .bind(expected.1)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(written == 1)
+    }
+
     /// Enables a disabled endpoint again, its failure streak forgotten.
     /// False when there is no such endpoint.
     pub async fn enable_webhook_endpoint(

@@ -61,7 +61,7 @@ use crate::state::AppState;
         statements::list, statements::get, statements::team_bonuses, statements::earnings,
         statements::close_month,
         reconciliation::day, reconciliation::run, reconciliation::resolve_mismatch,
-        webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::rotate_secret,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
         webhooks::enable, webhooks::deliveries, webhooks::replay, webhooks::replay_range,
         health::healthz, health::readyz,
     ),
@@ -143,7 +143,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route(
             "/v1/admin/webhooks/{id}",
-            get(webhooks::get).delete(webhooks::delete),
+            get(webhooks::get)
+                .put(webhooks::update)
+                .delete(webhooks::delete),
         )
         .route(
             "/v1/admin/webhooks/{id}/rotate-secret",

@@ -154,6 +154,37 @@ pub async fn get(
 }
 
 #[utoipa::path(
+    put, path = "/v1/admin/webhooks/{id}", tag = "admin",
+    params(("id" = String, Path)), request_body = CreateBody,
+    responses(
+        (status = 200, description = "the endpoint, pointed at the new URL and events; its secret and deliveries stay", body = EndpointView),
+        (status = 400, description = "invalid_path, malformed_json, missing_field, unknown_field, invalid_field (url, events, description)", body = ErrorBody),
+        AuthRefusals, BodyRefusals,
+        (status = 404, description = "no such endpoint", body = ErrorBody),
+        (status = 422, description = "webhook_target_refused", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Allowed<AdminOnly>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> Result<Json<EndpointView>, ApiError> {
+    Ok(Json(
+        crate::service::webhooks::update_endpoint(
+            &state,
+            &Actor::of(&caller.principal),
+            &id,
+            &body.url,
+            &body.events,
+            body.description.as_deref(),
+        )
+        .await?,
+    ))
+}
+
+#[utoipa::path(
     delete, path = "/v1/admin/webhooks/{id}", tag = "admin", params(("id" = String, Path)),
     responses(
         (status = 204, description = "deleted: nothing more is sent to it; its pending deliveries are given up"),

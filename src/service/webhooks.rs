@@ -242,6 +242,19 @@ fn seal(
         .to_stored())
 }
 
+/// A description as kept: trimmed, empty as none, at most
+/// [`MAX_DESCRIPTION_CHARS`].
+fn check_description(description: Option<&str>) -> Result<Option<String>, WebhookError> {
+    let description = description.map(str::trim).filter(|text| !text.is_empty());
+    if description.is_some_and(|text| text.chars().count() > MAX_DESCRIPTION_CHARS) {
+        return Err(WebhookError::InvalidField(
+            "description",
+            format!("description must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    Ok(description.map(str::to_owned))
+}
+
 pub async fn create_endpoint(
     state: &AppState,
     actor: &Actor,
@@ -251,13 +264,7 @@ pub async fn create_endpoint(
 ) -> Result<CreatedEndpoint, WebhookError> {
     let url = check_url(state, url)?;
     let events = parse_events(events)?;
-    let description = description.map(str::trim).filter(|text| !text.is_empty());
-    if description.is_some_and(|text| text.chars().count() > MAX_DESCRIPTION_CHARS) {
-        return Err(WebhookError::InvalidField(
-            "description",
-            format!("description must be at most {MAX_DESCRIPTION_CHARS} characters"),
-        ));
-    }
+    let description = check_description(description)?;
     let id = new_endpoint_id();
     let secret = new_secret()?;
     let now = state.clock.now();
@@ -269,7 +276,7 @@ pub async fn create_endpoint(
                 id,
                 url,
                 events,
-                description: description.map(str::to_owned),
+                description,
                 now,
             },
             actor,
@@ -299,6 +306,36 @@ pub async fn endpoint(state: &AppState, id: &str) -> Result<EndpointView, Webhoo
         .await?
         .ok_or(WebhookError::NotFound("webhook endpoint"))?;
     Ok(EndpointView::of(record, state.clock.now()))
+}
+
+/// Changes an endpoint's URL (checked as at creation), events and
+/// description; its id, secret and deliveries stay.
+pub async fn update_endpoint(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    url: &str,
+    events: &[String],
+    description: Option<&str>,
+) -> Result<EndpointView, WebhookError> {
+    let url = check_url(state, url)?;
+    let events = parse_events(events)?;
+    let description = check_description(description)?;
+    if !state
+        .store
+        .update_webhook_endpoint(
+            id,
+            &url,
+            &events,
+            description.as_deref(),
+            actor,
+            state.clock.now(),
+        )
+        .await?
+    {
+        return Err(WebhookError::NotFound("webhook endpoint"));
+    }
+    endpoint(state, id).await
 }
 
 pub async fn delete_endpoint(

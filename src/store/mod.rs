@@ -373,6 +373,18 @@ impl Store {
         dispatch!(self, repo => repo.webhook_endpoint(id).await)
     }
 
+    pub async fn update_webhook_endpoint(
+        &self,
+        id: &str,
+        url: &str,
+        events: &[String],
+        description: Option<&str>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, repo => repo.update_webhook_endpoint(id, url, events, description, actor, now).await)
+    }
+
     pub async fn delete_webhook_endpoint(
         &self,
         id: &str,

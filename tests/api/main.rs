@@ -51,6 +51,8 @@ mod two_months;
 mod void_commission;
 mod webhook_receivers;
 mod webhooks;
+mod webhooks_console;
+mod webhooks_end_to_end;
 mod withdrawal_findings;
 mod withdrawal_storm;
 mod withdrawals;

@@ -510,6 +510,13 @@ async fn every_route_answers_every_role_as_the_matrix_says(backend: Backend) {
             Access::Roles(&[Admin], 403),
         ),
         route(
+            "PUT",
+            "/v1/admin/webhooks/{id}",
+            "/v1/admin/webhooks/ep_missing".into(),
+            Some(json!({"url": "https://shop.example.com/hook", "events": ["*"]})),
+            Access::Roles(&[Admin], 403),
+        ),
+        route(
             "DELETE",
             "/v1/admin/webhooks/{id}",
             "/v1/admin/webhooks/ep_missing".into(),

@@ -322,6 +322,53 @@ impl Repo {
         row.as_ref().map(endpoint_from_row).transpose()
     }
 
+    /// Points an endpoint at a new URL and subscription, keeping its id,
+    /// secret and deliveries (pending ones go to the new URL). False when
+    /// there is no such endpoint.
+    pub async fn update_webhook_endpoint(
+        &self,
+        id: &str,
+        url: &str,
+        events: &[String],
+        description: Option<&str>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let before: Option<(String, String)> = sqlx::query_as(
+            "select url, events from webhook_endpoints where id = $1 and deleted_at is null",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((old_url, old_events)) = before else {
+            return Ok(false);
+        };
+        sqlx::query(concat!(
+            "update webhook_endpoints set url = $1, events = $2, description = $3, updated_at = $4 ",
+            "where id = $5"
+        ))
+        .bind(url)
+        .bind(events_to_db(events))
+        .bind(description)
+        .bind(DbTime(now))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        audit_in(
+            &mut tx,
+            actor,
+            now,
+            "webhooks.update_endpoint",
+            format!("webhook_endpoint:{id}"),
+            Some(serde_json::json!({ "url": old_url, "events": events_from_db(&old_events) })),
+            Some(serde_json::json!({ "url": url, "events": events })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Deletes an endpoint (kept for its deliveries' history; nothing more
     /// is sent to it). False when there is no such endpoint.
     pub async fn delete_webhook_endpoint(

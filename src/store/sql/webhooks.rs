@@ -550,6 +550,18 @@ impl Repo {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        // A read first: an idle queue (the usual case) costs no write
+        // transaction, which on SQLite would take the one writer's lock.
+        let due: Option<i64> = sqlx::query_scalar(concat!(
+            "select id from webhook_deliveries where state = 'pending' and next_attempt_at <= $1 ",
+            "and (lease_until is null or lease_until <= $1) limit 1"
+        ))
+        .bind(DbTime(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
         let ids: Vec<i64> = sqlx::query_scalar(concat!(
             "select id from webhook_deliveries where state = 'pending' and next_attempt_at <= $1 ",

@@ -1,8 +1,9 @@
 //! `GET /metrics` (SPEC §2.10): what `telemetry::metrics` recorded, and, at
 //! each scrape, the queues as the database holds them (jobs per queue and
 //! state, the oldest waiting job's age), withdrawals per state, the
-//! business calendar's coverage and the unresolved reconciliation
-//! mismatches per channel; and the middleware that counts requests.
+//! business calendar's coverage, the unresolved reconciliation
+//! mismatches per channel and the webhook endpoints' health and queues;
+//! and the middleware that counts requests.
 
 use std::time::Instant;
 
@@ -15,11 +16,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api::error::ApiError;
 use crate::domain::identity::PayoutChannel;
+use crate::service::webhooks::EndpointView;
 use crate::state::AppState;
 use crate::store::UnresolvedMismatches;
 use crate::telemetry::metrics::{
     CALENDAR_COVERED_DAYS, CALENDAR_PROVISIONAL_YEAR, HTTP_DURATION, HTTP_REQUESTS, QUEUE_JOBS,
-    QUEUE_OLDEST_WAITING, RECONCILIATION_OLDEST_UNRESOLVED, RECONCILIATION_UNRESOLVED, WITHDRAWALS,
+    QUEUE_OLDEST_WAITING, RECONCILIATION_OLDEST_UNRESOLVED, RECONCILIATION_UNRESOLVED,
+    WEBHOOK_DELIVERIES_BY_STATE, WEBHOOK_ENDPOINT_DISABLED, WEBHOOK_ENDPOINT_FAILING, WITHDRAWALS,
     install,
 };
 
@@ -100,6 +103,12 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
         &state.store.unresolved_mismatch_counts().await?,
         now,
     ));
+    queue_lines.push_str(&webhook_lines(
+        &crate::service::webhooks::endpoints(&state)
+            .await
+            .map_err(ApiError::from)?,
+        now,
+    ));
     let recorded = install().map(PrometheusHandle::render).unwrap_or_default();
     let mut response = format!("{recorded}{queue_lines}").into_response();
     response.headers_mut().insert(
@@ -144,6 +153,43 @@ fn reconciliation_lines(unresolved: &[UnresolvedMismatches], now: DateTime<Utc>)
             label(channel)
         ));
     }
+    lines
+}
+
+/// Each webhook endpoint's seconds failing (since its first failure after
+/// its last success; 0 when healthy, and when disabled: the disabled
+/// gauge speaks for it then, so one outage raises one alert at a time)
+/// and whether it is disabled; and the deliveries pending and failed over
+/// all endpoints, both states always present.
+fn webhook_lines(endpoints: &[EndpointView], now: DateTime<Utc>) -> String {
+    let mut lines = format!(
+        "# HELP {WEBHOOK_ENDPOINT_FAILING} Seconds a webhook endpoint has failed without a success (0 when healthy or disabled).\n# TYPE {WEBHOOK_ENDPOINT_FAILING} gauge\n"
+    );
+    for endpoint in endpoints {
+        let failing = match endpoint.failing_since {
+            Some(since) if endpoint.health == "failing" => (now - since).num_seconds().max(0),
+            _ => 0,
+        };
+        lines.push_str(&format!(
+            "{WEBHOOK_ENDPOINT_FAILING}{{endpoint=\"{}\"}} {failing}\n",
+            label(&endpoint.id)
+        ));
+    }
+    lines.push_str(&format!(
+        "# HELP {WEBHOOK_ENDPOINT_DISABLED} 1 for a webhook endpoint disabled (after 410 or five days failing), else 0.\n# TYPE {WEBHOOK_ENDPOINT_DISABLED} gauge\n"
+    ));
+    for endpoint in endpoints {
+        lines.push_str(&format!(
+            "{WEBHOOK_ENDPOINT_DISABLED}{{endpoint=\"{}\"}} {}\n",
+            label(&endpoint.id),
+            u8::from(endpoint.state != "enabled")
+        ));
+    }
+    let pending: i64 = endpoints.iter().map(|one| one.pending_deliveries).sum();
+    let failed: i64 = endpoints.iter().map(|one| one.failed_deliveries).sum();
+    lines.push_str(&format!(
+        "# HELP {WEBHOOK_DELIVERIES_BY_STATE} Webhook deliveries waiting to be sent (pending) or given up (failed), over all endpoints.\n# TYPE {WEBHOOK_DELIVERIES_BY_STATE} gauge\n{WEBHOOK_DELIVERIES_BY_STATE}{{state=\"pending\"}} {pending}\n{WEBHOOK_DELIVERIES_BY_STATE}{{state=\"failed\"}} {failed}\n"
+    ));
     lines
 }
 
@@ -199,6 +245,63 @@ mod tests {
             "fenrun_reconciliation_oldest_unresolved_mismatch_seconds{channel=\"alipay\"} 90000\n",
             "fenrun_reconciliation_oldest_unresolved_mismatch_seconds{channel=\"bank\"} 90\n",
             "fenrun_reconciliation_oldest_unresolved_mismatch_seconds{channel=\"wechat\"} 0\n",
+        ] {
+            assert!(
+                lines.contains(expected),
+                "{expected} missing from:\n{lines}"
+            );
+        }
+    }
+
+    fn endpoint(id: &str, health: &str, failing_since: Option<DateTime<Utc>>) -> EndpointView {
+        let at: DateTime<Utc> = "2027-03-01T00:00:00Z".parse().unwrap();
+        EndpointView {
+            id: id.to_owned(),
+            url: "https://shop.example/hooks".to_owned(),
+            events: vec!["*".to_owned()],
+            description: None,
+            state: if health == "disabled" {
+                "disabled"
+            } else {
+                "enabled"
+            }
+            .to_owned(),
+            health: health.to_owned(),
+            disabled_reason: None,
+            disabled_at: None,
+            failing_since,
+            last_success_at: None,
+            last_failure_at: None,
+            previous_secret_expires_at: None,
+            pending_deliveries: 2,
+            failed_deliveries: 1,
+            created_at: at,
+        }
+    }
+
+    #[test]
+    fn each_webhook_endpoint_has_its_failing_and_disabled_series_and_deliveries_are_totalled() {
+        let now: DateTime<Utc> = "2027-03-11T02:30:00Z".parse().unwrap();
+        let none = webhook_lines(&[], now);
+        assert!(none.contains("fenrun_webhook_deliveries{state=\"pending\"} 0\n"));
+        assert!(none.contains("fenrun_webhook_deliveries{state=\"failed\"} 0\n"));
+        let lines = webhook_lines(
+            &[
+                endpoint("ep_ok", "healthy", None),
+                endpoint("ep_bad", "failing", Some(now - chrono::Duration::hours(2))),
+                endpoint("ep_off", "disabled", Some(now - chrono::Duration::days(5))),
+            ],
+            now,
+        );
+        for expected in [
+            "fenrun_webhook_endpoint_failing_seconds{endpoint=\"ep_ok\"} 0\n",
+            "fenrun_webhook_endpoint_failing_seconds{endpoint=\"ep_bad\"} 7200\n",
+            "fenrun_webhook_endpoint_failing_seconds{endpoint=\"ep_off\"} 0\n",
+            "fenrun_webhook_endpoint_disabled{endpoint=\"ep_ok\"} 0\n",
+            "fenrun_webhook_endpoint_disabled{endpoint=\"ep_bad\"} 0\n",
+            "fenrun_webhook_endpoint_disabled{endpoint=\"ep_off\"} 1\n",
+            "fenrun_webhook_deliveries{state=\"pending\"} 6\n",
+            "fenrun_webhook_deliveries{state=\"failed\"} 3\n",
         ] {
             assert!(
                 lines.contains(expected),

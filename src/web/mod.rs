@@ -90,6 +90,14 @@ pub fn router() -> Router<AppState> {
             "/ops/reconciliation/mismatches/{id}/resolve",
             post(ops::reconciliation::resolve_mismatch),
         )
+        .route(
+            "/ops/webhooks/deliveries/{id}/replay",
+            post(ops::webhooks::replay_one),
+        )
+        .route(
+            "/ops/webhooks/endpoints/{id}/replay",
+            post(ops::webhooks::replay_range),
+        )
         .layer(middleware::from_fn(guard))
 }
 

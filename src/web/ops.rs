@@ -5,14 +5,16 @@
 //! a warning when the business calendar runs out; and a day's
 //! reconciliation against the gateways' statements ([`reconciliation`]):
 //! both sides' totals, the mismatches, resolving one, running the day
-//! again. Each withdrawal and order it names links to its own page
-//! ([`timeline`]). Plain HTML whose buttons are forms (safe to press twice: the
-//! actions are idempotent); it reloads itself every few seconds with a
-//! small script that waits while someone writes in a form, or with a meta
-//! refresh when scripts are off.
+//! again; and the outgoing webhooks ([`webhooks`]): each endpoint's
+//! health, the failed deliveries, replaying them. Each withdrawal and order
+//! it names links to its own page ([`timeline`]). Plain HTML whose buttons
+//! are forms (safe to press twice: the actions are idempotent); it reloads
+//! itself every few seconds with a small script that waits while someone
+//! writes in a form, or with a meta refresh when scripts are off.
 
 pub(crate) mod reconciliation;
 pub(crate) mod timeline;
+pub(crate) mod webhooks;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Form, Path, Query, State};
@@ -61,6 +63,7 @@ pub(crate) async fn page(
     caller: Result<PageCaller, ApiError>,
     uri: Uri,
     day: Result<Query<reconciliation::DayQuery>, QueryRejection>,
+    webhooks_notice: Result<Query<webhooks::Notice>, QueryRejection>,
 ) -> Result<Response, PageError> {
     let back_to = uri.path_and_query().map_or("/ops", |path| path.as_str());
     ops_caller(caller, back_to)?;
@@ -83,6 +86,13 @@ pub(crate) async fn page(
         .await?;
     let flagged = state.store.flagged_orders(ROWS).await?;
     let reconciliation = reconciliation::section(&state, &shown).await?;
+    let webhooks = webhooks::section(
+        &state,
+        &webhooks_notice
+            .map(|Query(notice)| notice)
+            .unwrap_or_default(),
+    )
+    .await?;
     let markup = layout(
         "运营 Ops",
         true,
@@ -98,6 +108,7 @@ pub(crate) async fn page(
             (review_table(&reviewing))
             (flagged_table(&flagged))
             (reconciliation)
+            (webhooks)
             p.muted { "Reloads every " (REFRESH_SECONDS) " s · " a href="/ops/queues.json" { "JSON" } " · " a href="/metrics" { "metrics" } }
         },
     );

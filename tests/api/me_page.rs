@@ -76,7 +76,7 @@ fn nonce_of(html: &str) -> String {
 }
 
 /// Posts a page form with `cookie`, from this site (as a browser does).
-async fn post_form(
+pub(crate) async fn post_form(
     app: &TestApp,
     path: &str,
     cookie: &str,

@@ -26,7 +26,7 @@ on_both_backends!(
 const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
 
 /// `/metrics`' value of `series` (a name with its labels).
-async fn gauge(app: &TestApp, series: &str) -> f64 {
+pub(crate) async fn gauge(app: &TestApp, series: &str) -> f64 {
     let text = app
         .client
         .get(app.url("/metrics"))

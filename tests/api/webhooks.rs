@@ -35,7 +35,7 @@ const DELIVERY_WAIT: Duration = Duration::from_secs(30);
 
 /// What the receiver answers to one request.
 #[derive(Debug, Clone)]
-enum Reply {
+pub(crate) enum Reply {
     Status(u16),
     RetryAfter(u16, &'static str),
     Redirect,
@@ -82,13 +82,13 @@ struct ReceiverState {
 
 /// A webhook receiver on a free loopback port: answers from its script,
 /// then 204, and keeps every request.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     state: Arc<ReceiverState>,
 }
 
 impl Receiver {
-    async fn start(script: Vec<Reply>) -> Receiver {
+    pub(crate) async fn start(script: Vec<Reply>) -> Receiver {
         let state = Arc::new(ReceiverState {
             script: Mutex::new(script.into()),
             received: Mutex::default(),
@@ -109,12 +109,16 @@ impl Receiver {
         Receiver { url, state }
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
     }
 
     /// Waits until some request satisfies `found`.
-    async fn wait_for(&self, what: &str, found: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub(crate) async fn wait_for(
+        &self,
+        what: &str,
+        found: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
         let deadline = Instant::now() + DELIVERY_WAIT;
         loop {
             let received = self.received();
@@ -206,7 +210,7 @@ async fn receive(
     response
 }
 
-async fn spawn(backend: Backend) -> TestApp {
+pub(crate) async fn spawn(backend: Backend) -> TestApp {
     spawn_app_with(backend, |settings| {
         settings.simulated_clock = true;
         settings.webhooks.allow_private_targets = true;
@@ -215,7 +219,7 @@ async fn spawn(backend: Backend) -> TestApp {
 }
 
 /// Registers an endpoint for `events`; returns its id and secret.
-async fn endpoint(http: &Http, url: &str, events: &[&str]) -> (String, String) {
+pub(crate) async fn endpoint(http: &Http, url: &str, events: &[&str]) -> (String, String) {
     let response = http
         .post_json(
             "/v1/admin/webhooks",
@@ -233,7 +237,7 @@ async fn endpoint(http: &Http, url: &str, events: &[&str]) -> (String, String) {
 
 /// Pays an express withdrawal of `amount` from a fresh distributor `id`;
 /// returns the withdrawal's id once paid.
-async fn pay(app: &TestApp, id: &str, amount: &str) -> String {
+pub(crate) async fn pay(app: &TestApp, id: &str, amount: &str) -> String {
     let (token, account) = funded_distributor_paid_to(
         app,
         id,
@@ -555,7 +559,7 @@ async fn a_failing_receiver_gets_the_same_id_until_it_answers_and_410_disables_u
 }
 
 /// Moves the simulated clock forward.
-async fn advance(http: &Http, seconds: u64) {
+pub(crate) async fn advance(http: &Http, seconds: u64) {
     let response = http
         .post_json(
             "/v1/admin/clock/advance",
@@ -571,7 +575,7 @@ fn at(value: &Value) -> DateTime<Utc> {
 }
 
 /// Waits until the endpoint's only (newest) delivery satisfies `done`.
-async fn wait_for_delivery(
+pub(crate) async fn wait_for_delivery(
     app: &TestApp,
     endpoint_id: &str,
     done: impl Fn(&Value) -> bool,

@@ -187,7 +187,21 @@ fn assert_shows(html: &str, expected: &[&str]) {
 async fn ops_open_a_paid_withdrawal_and_a_released_order_as_pages_with_their_steps_and_transfers(
     backend: Backend,
 ) {
-    let app = crate::withdrawals::spawn(backend).await;
+    let app = crate::helpers::spawn_app_with(backend, |settings| {
+        settings.simulated_clock = true;
+        settings.webhooks.allow_private_targets = true;
+    })
+    .await;
+    // The shop's endpoint, on a closed local port: every event is written
+    // with a delivery that stays pending, which the pages list.
+    let response = app
+        .post_json(
+            "/v1/admin/webhooks",
+            &app.admin,
+            &json!({"url": "http://127.0.0.1:9/hooks", "events": ["*"]}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
     let (_, paid, certificate) = certified_payout(&app, "carol").await;
     let withdrawal = paid["id"].as_str().unwrap().to_owned();
     crate::ops::scheduled_release(&app, "o-timeline-1", "carol").await;
@@ -242,6 +256,10 @@ async fn ops_open_a_paid_withdrawal_and_a_released_order_as_pages_with_their_ste
             &reserve,
             &payment,
             "Webhook deliveries 推送记录",
+            "withdrawal.requested",
+            "withdrawal.paid",
+            "certificate.issued",
+            "http://127.0.0.1:9/hooks",
             &format!("href=\"{withdrawal_page}.json\""),
         ],
     );
@@ -280,6 +298,8 @@ async fn ops_open_a_paid_withdrawal_and_a_released_order_as_pages_with_their_ste
             "order:o-timeline-1:pending",
             "order:o-timeline-1:release",
             "Webhook deliveries 推送记录",
+            "commission.pending",
+            "commission.released",
             "解冻 Hold release",
         ],
     );

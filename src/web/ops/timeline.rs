@@ -19,7 +19,9 @@ use crate::api::error::ApiError;
 use crate::api::policy::{AdminOpsOrIngest, Allowed};
 use crate::domain::ids::{OrderId, WithdrawalId};
 use crate::state::AppState;
-use crate::store::{ItemRecord, JournalTransfer, LineRecord, OrderRecord, WithdrawalRecord};
+use crate::store::{
+    ItemRecord, JournalTransfer, LineRecord, OrderRecord, WebhookDeliveryRecord, WithdrawalRecord,
+};
 use crate::web::session::PageCaller;
 use crate::web::{PageError, api_path, here, html_response, layout, signed_in};
 
@@ -36,23 +38,6 @@ pub(crate) fn withdrawal_path(id: &str) -> String {
 /// The path of an order's page on the console.
 pub(crate) fn order_path(id: &str) -> String {
     format!("/ops/orders/{id}")
-}
-
-/// One webhook delivery as the page lists it. The webhooks outbox maps its
-/// records to this, so the page does not depend on how they are stored.
-#[derive(Debug, Clone)]
-pub(crate) struct DeliveryRow {
-    /// The `webhook-id` (one per event, the receiver's dedupe key).
-    pub(crate) webhook_id: String,
-    pub(crate) event_type: String,
-    pub(crate) endpoint: String,
-    /// e.g. pending, delivered, failed.
-    pub(crate) state: String,
-    pub(crate) attempts: i64,
-    /// The receiver's last HTTP status, if it answered.
-    pub(crate) last_status: Option<u16>,
-    pub(crate) last_error: Option<String>,
-    pub(crate) at: DateTime<Utc>,
 }
 
 /// The [`Step`]s of a withdrawal's or an order's events (the two have the
@@ -171,7 +156,7 @@ struct Subject<'a> {
     heading: &'static str,
     id: &'a str,
     /// `withdrawal:{id}` or `order:{id}`: what its ledger transfers' keys
-    /// and its webhook deliveries are filed under.
+    /// are filed under (its webhook events are filed under the bare id).
     key: String,
     /// The page's own path.
     path: String,
@@ -186,7 +171,10 @@ async fn subject_page(
     steps: &[Step<'_>],
 ) -> Result<Response, PageError> {
     let transfers = state.store.ledger_transfers_of(&subject.key).await?;
-    let deliveries = deliveries_of(state, &subject.key).await?;
+    let deliveries = state
+        .store
+        .webhook_deliveries_of_subject(subject.id)
+        .await?;
     let title = format!("{} {}", subject.heading, subject.id);
     let markup = layout(
         &title,
@@ -205,12 +193,6 @@ async fn subject_page(
         },
     );
     Ok(html_response(StatusCode::OK, markup))
-}
-
-/// The webhook deliveries about `subject`, newest first.
-async fn deliveries_of(_state: &AppState, _subject: &str) -> Result<Vec<DeliveryRow>, PageError> {
-    // filled by the webhooks outbox
-    Ok(Vec::new())
 }
 
 /// A timeline entry, whichever kind of subject it belongs to.
@@ -401,8 +383,9 @@ fn transfers_section(transfers: &[JournalTransfer]) -> Markup {
     }
 }
 
-/// The webhook deliveries about this withdrawal or order, with their state.
-fn webhook_deliveries_section(deliveries: &[DeliveryRow]) -> Markup {
+/// The webhook deliveries of the events about this withdrawal or order
+/// (one row per event and endpoint), oldest first, with how each went.
+fn webhook_deliveries_section(deliveries: &[WebhookDeliveryRecord]) -> Markup {
     html! {
         h2 id="webhook-deliveries" { "Webhook deliveries 推送记录" }
         @if deliveries.is_empty() {
@@ -410,26 +393,36 @@ fn webhook_deliveries_section(deliveries: &[DeliveryRow]) -> Markup {
         } @else {
             div.scroll { table id="deliveries" {
                 thead { tr {
-                    th { "event" } th { "webhook-id" } th { "endpoint" } th { "state" }
-                    th.num { "attempts" } th { "last answer" } th { "at" }
+                    th.num { "delivery" } th { "event" } th { "webhook-id" } th { "occurred" } th { "endpoint" } th { "state" }
+                    th.num { "attempts" } th { "last answer" } th { "next attempt" }
                 } }
                 tbody {
                     @for delivery in deliveries {
-                        tr {
+                        tr.delivery data-state=(delivery.state) {
+                            td.num { (delivery.id) }
                             td { (delivery.event_type) }
-                            td { code { (delivery.webhook_id) } }
-                            td { (delivery.endpoint) }
-                            td { (delivery.state) }
+                            td { code { (delivery.event_id) } }
+                            td { (moment(delivery.occurred_at)) }
+                            td { code { (delivery.endpoint_url) } }
+                            td {
+                                @match delivery.state.as_str() {
+                                    "delivered" => span.ok { "delivered" },
+                                    "failed" => span.error { "failed" },
+                                    other => (other),
+                                }
+                                @if let Some(at) = delivery.delivered_at { " " (moment(at)) }
+                            }
                             td.num { (delivery.attempts) }
                             td {
                                 @if let Some(status) = delivery.last_status { (status) " " }
                                 @if let Some(error) = &delivery.last_error { span.error { (error) } }
                             }
-                            td { (moment(delivery.at)) }
+                            td { (delivery.next_attempt_at.map_or_else(|| "—".to_owned(), moment)) }
                         }
                     }
                 }
             } }
+            p.muted { "To send one again: POST /v1/ops/webhooks/deliveries/{delivery}/replay (ops). 重放推送。" }
         }
     }
 }

@@ -51,7 +51,7 @@ use crate::state::AppState;
         credentials::put_identity, credentials::add_payout_account, credentials::list_payout_accounts,
         admin::apply_plan, admin::list_plans, admin::adjust, admin::advance_clock, admin::audit,
         admin::list_tokens, admin::revoke_token, calendars::put_year, calendars::get_year,
-        orders::ingest, orders::refund, orders::get, orders::commissions,
+        orders::ingest, orders::batch::ingest, orders::refund, orders::get, orders::commissions,
         lifecycle::reinstate, lifecycle::void_commission,
         withdrawals::quote, withdrawals::create, withdrawals::get, withdrawals::list,
         withdrawals::cancel, withdrawals::approve, withdrawals::reject, withdrawals::wechat_notify, withdrawals::alipay_notify,
@@ -174,6 +174,13 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             axum::routing::post(reconciliation::resolve_mismatch),
         )
         .route("/v1/orders", axum::routing::post(orders::ingest))
+        .route(
+            "/v1/orders/batch",
+            // GET reads an order whose id is "batch", as `/v1/orders/{id}` would.
+            get(orders::get_order_named_batch)
+                .post(orders::batch::ingest)
+                .layer(DefaultBodyLimit::max(orders::batch::BATCH_BODY_LIMIT_BYTES)),
+        )
         .route("/v1/orders/{id}", get(orders::get))
         .route(
             "/v1/orders/{id}/refunds",

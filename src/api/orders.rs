@@ -21,6 +21,8 @@ use crate::engine::settlement::{IngestAnswer, NewOrder, SettlementError};
 use crate::state::AppState;
 use crate::store::{LineRecord, OrderRecord, RefundOutcome};
 
+pub mod batch;
+
 /// Most items one order may carry.
 const MAX_ITEMS: usize = 500;
 /// Longest sku or category.
@@ -262,6 +264,15 @@ pub async fn ingest(
     _caller: Allowed<IngestOnly>,
     JsonBody(request): JsonBody<ConfirmedOrder>,
 ) -> Result<(StatusCode, Json<IngestView>), ApiError> {
+    let order = prepare(&state, request)?;
+    let (view, _) = ingest_prepared(&state, order).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+/// Checks a confirmed order at the edge (items, times, ceilings, labels) and
+/// makes it the engine's, fingerprinted for idempotency. Shared by the
+/// single and the batch endpoint, so an order answers the same either way.
+pub(crate) fn prepare(state: &AppState, request: ConfirmedOrder) -> Result<NewOrder, ApiError> {
     if request.items.is_empty() {
         return Err(
             ApiError::unprocessable("no_items", "an order needs at least one item")
@@ -309,7 +320,7 @@ pub async fn ingest(
         ));
     }
     let fingerprint = serde_json::to_vec(&request).map_err(ApiError::internal)?;
-    let order = NewOrder {
+    Ok(NewOrder {
         order_id: request.order_id,
         distributor_id: request.distributor_id,
         buyer_id: request.buyer_id,
@@ -317,8 +328,18 @@ pub async fn ingest(
         confirmed_at: request.confirmed_at.to_utc(),
         items,
         request_sha256: sha256_hex(&fingerprint),
-    };
-    let view = match state.settlement.ingest(order).await? {
+    })
+}
+
+/// Hands a prepared order to the group-commit ingest; the view, and whether
+/// it was a replay of an order already stored.
+pub(crate) async fn ingest_prepared(
+    state: &AppState,
+    order: NewOrder,
+) -> Result<(IngestView, bool), ApiError> {
+    let answer = state.settlement.ingest(order).await?;
+    let replayed = matches!(answer, IngestAnswer::Replayed(_));
+    let view = match answer {
         IngestAnswer::Created(order) => IngestView {
             order_id: order.order_id.to_string(),
             state: OrderState::Holding,
@@ -340,7 +361,7 @@ pub async fn ingest(
             extra_hold_days: order.extra_hold_days,
         },
     };
-    Ok((StatusCode::ACCEPTED, Json(view)))
+    Ok((view, replayed))
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -352,6 +373,15 @@ pub struct RefundBody {
     /// Refund this sku's lines; without it the refund is spread over the
     /// items in proportion to what remains of each.
     pub sku: Option<String>,
+}
+
+/// `GET /v1/orders/batch`: the order whose id is "batch" (the batch route
+/// shadows `/v1/orders/{id}` for that one id).
+pub async fn get_order_named_batch(
+    state: State<AppState>,
+    caller: Allowed<AdminOpsOrIngest>,
+) -> Result<Json<OrderView>, ApiError> {
+    get(state, caller, Path("batch".to_owned())).await
 }
 
 #[utoipa::path(

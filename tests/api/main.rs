@@ -35,6 +35,7 @@ mod names_and_ids;
 mod ops;
 mod ops_browser;
 mod ops_console;
+mod order_batches;
 mod orders;
 mod payout_crash;
 mod payout_cycles;

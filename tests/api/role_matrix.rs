@@ -286,6 +286,13 @@ async fn every_route_answers_every_role_as_the_matrix_says(backend: Backend) {
             Access::Roles(&[Ingest], 403),
         ),
         route(
+            "POST",
+            "/v1/orders/batch",
+            "/v1/orders/batch".into(),
+            Some(json!({"orders": [order.clone()]})),
+            Access::Roles(&[Ingest], 403),
+        ),
+        route(
             "GET",
             "/v1/orders/{id}",
             "/v1/orders/o-matrix".into(),

@@ -223,6 +223,36 @@ fn a_full_demo_run_logs_json_lines_with_step_context_and_no_secret() {
             "the demo's output holds {secret:?}"
         );
     }
+    // The shop's receiver got the demo's events, each verified; its
+    // whsec_ secret is never shown.
+    let webhooks = stdout
+        .lines()
+        .find(|line| line.starts_with("the shop received "))
+        .unwrap_or_else(|| panic!("no webhooks line in the demo's output:\n{stdout}"));
+    assert!(
+        webhooks.contains(" verified, 0 refused,") && !webhooks.contains("received 0 events"),
+        "{webhooks}"
+    );
+    for kind in [
+        "commission.pending",
+        "withdrawal.paid",
+        "certificate.issued",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|line| line.trim_start().starts_with(kind)),
+            "no {kind} count in the demo's output"
+        );
+    }
+    for (what, printed) in [("output", &stdout), ("logs", &logs)] {
+        let shown = printed.match_indices("whsec_").any(|(at, prefix)| {
+            printed[at + prefix.len()..].starts_with(|next: char| {
+                next.is_ascii_alphanumeric() || next == '+' || next == '/'
+            })
+        });
+        assert!(!shown, "the demo's {what} show a webhook secret");
+    }
     let mut steps = std::collections::BTreeMap::<String, usize>::new();
     for line in logs.lines().filter(|line| line.starts_with('{')) {
         let entry: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");

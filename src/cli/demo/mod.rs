@@ -4,13 +4,16 @@
 //! fast-forward past T+3, then every distributor's balances; withdrawals
 //! through the sandbox gateway (`withdrawals.rs`), the commission rules
 //! (`rules.rs`), the day's reconciliation against the gateways' statements
-//! (`reconciliation.rs`), and `ledger verify`.
+//! (`reconciliation.rs`), and `ledger verify`. All along, the shop's app — a
+//! receiver inside the demo — gets every event as a signed webhook
+//! (`webhooks.rs`) and says at the end what it got.
 //!
 //! It drives the same engine the HTTP API does (ingest through the group-commit
 //! writer, refunds, the release step), only without the HTTP hop.
 
 mod reconciliation;
 mod rules;
+mod webhooks;
 mod withdrawals;
 
 pub use crate::cli::demo::withdrawals::secrets;
@@ -23,7 +26,7 @@ use secrecy::SecretString;
 
 use crate::app::Application;
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{Settings, WebhookSettings};
 use crate::domain::commission::OrderItem;
 use crate::domain::digest::sha256_hex;
 use crate::domain::ids::{BuyerId, DistributorId, OrderId};
@@ -118,11 +121,20 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         simulated_clock: true,
         run_workers: false,
         log_filter: "warn".to_owned(),
+        // The shop's receiver listens on 127.0.0.1, in this process: a
+        // private target, refused unless allowed. Only this process's
+        // settings allow it; no file or environment is changed.
+        webhooks: WebhookSettings {
+            allow_private_targets: true,
+        },
         ..Settings::default()
     };
     println!(
         "fenrun demo — SQLite database {}, simulated clock",
         path.display()
+    );
+    println!(
+        "webhooks.allow_private_targets is on in the demo's own settings, so its shop's receiver on 127.0.0.1 may be a target (as in the tests; off by default)"
     );
     // The demo's database is thrown away, so its credentials' key is too.
     let vault = crate::vault::Vault::new(crate::vault::MasterKey::generate()?, Vec::new());
@@ -140,6 +152,9 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("the demo needs the simulated clock"))?;
     let store = &state.store;
     let engine = &state.settlement;
+    // Registered before anything happens: events are only written for the
+    // endpoints there are.
+    let shop = crate::cli::demo::webhooks::Shop::open(state).await?;
 
     let plan = crate::service::plans::apply(
         store,
@@ -348,6 +363,7 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     let paid_out = crate::cli::demo::withdrawals::run(state, &clock).await?;
     crate::cli::demo::rules::run(state, &clock).await?;
     let reconciled = crate::cli::demo::reconciliation::run(state, &clock, payouts_since).await?;
+    let webhooks_received = shop.finish(state, &clock, payouts_since).await?;
     let report = store.verify_ledger().await?;
     print!(
         "{}",
@@ -369,6 +385,11 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<()> {
     if !reconciled {
         anyhow::bail!(
             "the reconciliation found a mismatch on a clean day, or missed or kept the injected one"
+        );
+    }
+    if !webhooks_received {
+        anyhow::bail!(
+            "the shop's receiver got no events, refused one, or missed a paid withdrawal's withdrawal.paid"
         );
     }
     Ok(())

@@ -134,12 +134,24 @@ fn node_path() -> String {
     }
 }
 
-fn succeeds(command: &mut Command) -> bool {
-    command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
+/// Runs a check; `Err` with the error it printed (or why it could not
+/// run), to say why a receiver cannot start.
+fn check(program: &str, command: &mut Command) -> Result<(), String> {
+    match command.stdin(Stdio::null()).output() {
+        Ok(output) if output.status.success() => Ok(()),
+        Ok(output) => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            // The error itself: Python ends with it, Node prints its
+            // version after it.
+            let mut lines = stderr.lines().rev();
+            let error = lines
+                .clone()
+                .find(|line| line.contains("Error"))
+                .or_else(|| lines.find(|line| !line.trim().is_empty()));
+            Err(format!("{program}: {}", error.unwrap_or("failed").trim()))
+        }
+        Err(error) => Err(format!("{program}: {error}")),
+    }
 }
 
 /// The command that runs `language`'s receiver with its library, or why
@@ -148,26 +160,35 @@ fn interpreter(language: Language) -> Result<Command, String> {
     match language {
         Language::Python => {
             let venv = installed().join("venv").join("bin").join("python");
+            let mut failures = Vec::new();
             for python in [venv.display().to_string(), "python3".to_owned()] {
-                if succeeds(Command::new(&python).args(["-c", "import standardwebhooks"])) {
-                    return Ok(Command::new(python));
+                match check(
+                    &python,
+                    Command::new(&python).args(["-c", "import standardwebhooks"]),
+                ) {
+                    Ok(()) => return Ok(Command::new(python)),
+                    Err(failure) => failures.push(failure),
                 }
             }
-            Err("no python3 with the standardwebhooks module (PyPI)".to_owned())
+            Err(format!(
+                "no python3 with the standardwebhooks module (PyPI) ({})",
+                failures.join("; ")
+            ))
         }
         Language::Node => {
             let path = node_path();
-            if succeeds(
+            check(
+                "node",
                 Command::new("node")
                     .args(["-e", "require('standardwebhooks')"])
                     .env("NODE_PATH", &path),
-            ) {
-                let mut node = Command::new("node");
-                node.env("NODE_PATH", path);
-                Ok(node)
-            } else {
-                Err("no node with the standardwebhooks package (npm)".to_owned())
-            }
+            )
+            .map_err(|failure| {
+                format!("no node with the standardwebhooks package (npm) ({failure})")
+            })?;
+            let mut node = Command::new("node");
+            node.env("NODE_PATH", path);
+            Ok(node)
         }
     }
 }

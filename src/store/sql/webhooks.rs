@@ -554,7 +554,8 @@ impl Repo {
         // transaction, which on SQLite would take the one writer's lock.
         let due: Option<i64> = sqlx::query_scalar(concat!(
             "select id from webhook_deliveries where state = 'pending' and next_attempt_at <= $1 ",
-            "and (lease_until is null or lease_until <= $1) limit 1"
+            "and (lease_until is null or lease_until <= $1) ",
+            "and endpoint_id in (select id from webhook_endpoints where state = 'enabled') limit 1"
         ))
         .bind(DbTime(now))
         .fetch_optional(&self.pool)
@@ -565,7 +566,10 @@ impl Repo {
         let mut tx = self.begin_write().await?;
         let ids: Vec<i64> = sqlx::query_scalar(concat!(
             "select id from webhook_deliveries where state = 'pending' and next_attempt_at <= $1 ",
-            "and (lease_until is null or lease_until <= $1) order by next_attempt_at, id limit $2",
+            "and (lease_until is null or lease_until <= $1) ",
+            // Queued in the instant its endpoint was disabled: not sent.
+            "and endpoint_id in (select id from webhook_endpoints where state = 'enabled') ",
+            "order by next_attempt_at, id limit $2",
             skip_locked!()
         ))
         .bind(DbTime(now))

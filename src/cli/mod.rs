@@ -166,6 +166,10 @@ pub enum BenchCommand {
         /// Concurrent HTTP clients.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Orders per request: 1 sends each to `POST /v1/orders`; more
+        /// sends them in batches to `POST /v1/orders/batch` (at most 1,000).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        batch: u16,
         /// Runs; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,

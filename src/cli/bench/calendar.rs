@@ -55,6 +55,7 @@ async fn replan_once(url: &str, orders: usize) -> anyhow::Result<f64> {
         orders,
         super::BENCH_DISTRIBUTORS,
         FILL_CONCURRENCY,
+        1,
         Utc::now(),
         Some(&progress),
     )

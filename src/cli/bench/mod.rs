@@ -170,6 +170,7 @@ fn v2_bench_plan(now: chrono::DateTime<chrono::Utc>) -> String {
 pub async fn settle(
     orders: usize,
     concurrency: usize,
+    batch: usize,
     runs: usize,
     plan: BenchPlan,
     server_url: Option<&str>,
@@ -180,7 +181,12 @@ pub async fn settle(
         "SQLite"
     };
     println!(
-        "bench settle: {orders} orders, {concurrency} concurrent HTTP clients, {runs} run(s), {backend}, {}",
+        "bench settle: {orders} orders, {concurrency} concurrent HTTP clients, {}, {runs} run(s), {backend}, {}",
+        if batch > 1 {
+            format!("{batch} orders per request (POST /v1/orders/batch)")
+        } else {
+            "one order per request".to_owned()
+        },
         plan.label()
     );
     let mut figures: Vec<(BenchPlan, SettleFigures)> = Vec::new();
@@ -199,7 +205,7 @@ pub async fn settle(
         }
         for &which in plan.plans() {
             let db = ScratchDb::new(server_url, "settle").await?;
-            let result = settle_once(&db.url, orders, concurrency, which).await;
+            let result = settle_once(&db.url, orders, concurrency, batch, which).await;
             db.drop().await;
             let result = result?;
             println!(
@@ -250,6 +256,27 @@ pub async fn settle(
         peak_rss_mib().map_or("?".to_owned(), |mib| mib.to_string())
     );
     Ok(())
+}
+
+/// The bench's order number `number`: one to three items, its seller one
+/// of `sellers` spread by a prime stride.
+fn bench_order(
+    number: usize,
+    sellers: usize,
+    confirmed_at: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
+    let seller = 1 + (number * 7_919) % sellers;
+    let items: Vec<_> = (0..1 + number % 3)
+        .map(|line| json!({"sku": format!("S{line}"), "category": "bench", "amount": format!("{}.{:02}", 10 + number % 990, number % 100)}))
+        .collect();
+    json!({
+        "order_id": format!("b{number}"),
+        "distributor_id": format!("d{seller}"),
+        "buyer_id": format!("buyer{number}"),
+        "placed_at": confirmed_at.to_rfc3339(),
+        "confirmed_at": confirmed_at.to_rfc3339(),
+        "items": items,
+    })
 }
 
 /// The application on a scratch database, serving on a free port with a
@@ -357,57 +384,74 @@ impl BenchApp {
     }
 
     /// `orders` orders confirmed at `confirmed_at`, sent by `concurrency`
-    /// clients; answers how long it took.
+    /// clients, one per request (`batch` 1: `POST /v1/orders`) or `batch`
+    /// per request (`POST /v1/orders/batch`, as an ERP syncs); answers how
+    /// long it took.
     pub(crate) async fn ingest(
         &self,
         orders: usize,
         sellers: usize,
         concurrency: usize,
+        batch: usize,
         confirmed_at: chrono::DateTime<chrono::Utc>,
         progress: Option<&indicatif::ProgressBar>,
     ) -> anyhow::Result<Duration> {
         let limiter = Arc::new(Semaphore::new(concurrency));
         let started = Instant::now();
         let mut sending = tokio::task::JoinSet::new();
-        for number in 0..orders {
+        let batch = batch.max(1);
+        for first in (0..orders).step_by(batch) {
             let permit = limiter.clone().acquire_owned().await?;
             let client = self.client.clone();
             let address = self.address.clone();
             let token = self.ingest_token.clone();
+            let numbers = first..(first + batch).min(orders);
             sending.spawn(async move {
                 let _permit = permit;
-                let seller = 1 + (number * 7_919) % sellers;
-                let items: Vec<_> = (0..1 + number % 3)
-                    .map(|line| json!({"sku": format!("S{line}"), "category": "bench", "amount": format!("{}.{:02}", 10 + number % 990, number % 100)}))
+                let count = numbers.len();
+                let bodies: Vec<serde_json::Value> = numbers
+                    .map(|number| bench_order(number, sellers, confirmed_at))
                     .collect();
-                let body = json!({
-                    "order_id": format!("b{number}"),
-                    "distributor_id": format!("d{seller}"),
-                    "buyer_id": format!("buyer{number}"),
-                    "placed_at": confirmed_at.to_rfc3339(),
-                    "confirmed_at": confirmed_at.to_rfc3339(),
-                    "items": items,
-                });
-                let response = client
-                    .post(format!("{address}/v1/orders"))
-                    .bearer_auth(token.as_str())
-                    .json(&body)
-                    .send()
-                    .await?;
-                anyhow::ensure!(response.status().as_u16() == 202, "order b{number}: {}", response.status());
-                Ok(())
+                if batch == 1 {
+                    let response = client
+                        .post(format!("{address}/v1/orders"))
+                        .bearer_auth(token.as_str())
+                        .json(&bodies[0])
+                        .send()
+                        .await?;
+                    anyhow::ensure!(
+                        response.status().as_u16() == 202,
+                        "order b{first}: {}",
+                        response.status()
+                    );
+                } else {
+                    let response = client
+                        .post(format!("{address}/v1/orders/batch"))
+                        .bearer_auth(token.as_str())
+                        .json(&json!({ "orders": bodies }))
+                        .send()
+                        .await?;
+                    let status = response.status();
+                    let answer: serde_json::Value = response.json().await?;
+                    anyhow::ensure!(
+                        status.as_u16() == 200 && answer["accepted"].as_u64() == Some(count as u64),
+                        "batch from b{first}: {status}, {} accepted of {count}",
+                        answer["accepted"]
+                    );
+                }
+                Ok(count)
             });
             while let Some(done) = sending.try_join_next() {
-                done??;
+                let count = done??;
                 if let Some(progress) = progress {
-                    progress.inc(1);
+                    progress.inc(count as u64);
                 }
             }
         }
         while let Some(done) = sending.join_next().await {
-            done??;
+            let count = done??;
             if let Some(progress) = progress {
-                progress.inc(1);
+                progress.inc(count as u64);
             }
         }
         Ok(started.elapsed())
@@ -443,6 +487,7 @@ async fn settle_once(
     url: &str,
     orders: usize,
     concurrency: usize,
+    batch: usize,
     plan: BenchPlan,
 ) -> anyhow::Result<SettleFigures> {
     let app = BenchApp::start(url, concurrency).await?;
@@ -461,6 +506,7 @@ async fn settle_once(
             orders,
             BENCH_DISTRIBUTORS,
             concurrency,
+            batch,
             chrono::Utc::now(),
             None,
         )

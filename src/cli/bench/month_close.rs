@@ -71,6 +71,7 @@ async fn close_once(url: &str, distributors: usize) -> anyhow::Result<(f64, serd
         distributors,
         distributors,
         FILL_CONCURRENCY,
+        1,
         now,
         Some(&progress),
     )

@@ -18,11 +18,19 @@ pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<E
         BenchCommand::Settle {
             orders,
             concurrency,
+            batch,
             runs,
             plan,
         } => {
-            crate::cli::bench::settle(orders, concurrency.max(1), runs.max(1), plan, server)
-                .await?;
+            crate::cli::bench::settle(
+                orders,
+                concurrency.max(1),
+                usize::from(batch),
+                runs.max(1),
+                plan,
+                server,
+            )
+            .await?;
         }
         BenchCommand::MonthClose { distributors, runs } => {
             crate::cli::bench::month_close::month_close(distributors.max(1), runs.max(1), server)

@@ -481,7 +481,7 @@ async fn insert_certificate_row(conn: &mut Conn, new: &NewCertificate) -> Result
             new.issued_at,
             data,
         );
-        record_events(conn, &[event]).await?;
+        record_events(conn, || vec![event]).await?;
     }
     Ok(())
 }

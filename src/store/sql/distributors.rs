@@ -270,7 +270,7 @@ async fn write_change(
             now,
             data,
         );
-        record_events(conn, &[event]).await?;
+        record_events(conn, || vec![event]).await?;
     }
     let mut after = after;
     after["figures"] = change.figures.clone();

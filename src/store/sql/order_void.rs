@@ -79,27 +79,29 @@ impl Repo {
         } else {
             EventType::CommissionVoided
         };
-        let events: Vec<_> = order
-            .lines
-            .iter()
-            .filter(|line| !line.amount.is_zero())
-            .map(|line| {
-                commission_event(
-                    kind,
-                    &CommissionChange {
-                        order_id,
-                        beneficiary_id: &line.beneficiary_id,
-                        level: line.level,
-                        amount: Money::ZERO,
-                        previous_amount: Some(line.amount),
-                        refund_id: None,
-                        release_at: None,
-                    },
-                    now,
-                )
-            })
-            .collect();
-        record_events(&mut tx, &events).await?;
+        let events = || {
+            order
+                .lines
+                .iter()
+                .filter(|line| !line.amount.is_zero())
+                .map(|line| {
+                    commission_event(
+                        kind,
+                        &CommissionChange {
+                            order_id,
+                            beneficiary_id: &line.beneficiary_id,
+                            level: line.level,
+                            amount: Money::ZERO,
+                            previous_amount: Some(line.amount),
+                            refund_id: None,
+                            release_at: None,
+                        },
+                        now,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        record_events(&mut tx, events).await?;
         let reversed = Money::checked_sum(order.lines.iter().map(|line| line.amount))
             .ok_or_else(|| StoreError::Corrupt(format!("commission total of {order_id}")))?;
         let items = load_items(&mut tx, order_id).await?;

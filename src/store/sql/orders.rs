@@ -290,26 +290,28 @@ impl Repo {
         for chunk in lines.chunks(ROWS_PER_STATEMENT) {
             insert_line_rows(&mut tx, chunk, now).await?;
         }
-        let pending_events: Vec<_> = lines
-            .iter()
-            .filter(|(_, explained)| !explained.line.amount.is_zero())
-            .map(|(order, explained)| {
-                commission_event(
-                    EventType::CommissionPending,
-                    &CommissionChange {
-                        order_id: order.order_id.as_str(),
-                        beneficiary_id: explained.line.beneficiary.as_str(),
-                        level: explained.line.level,
-                        amount: explained.line.amount,
-                        previous_amount: None,
-                        refund_id: None,
-                        release_at: Some(order.release_at),
-                    },
-                    now,
-                )
-            })
-            .collect();
-        record_events(&mut tx, &pending_events).await?;
+        let pending_events = || {
+            lines
+                .iter()
+                .filter(|(_, explained)| !explained.line.amount.is_zero())
+                .map(|(order, explained)| {
+                    commission_event(
+                        EventType::CommissionPending,
+                        &CommissionChange {
+                            order_id: order.order_id.as_str(),
+                            beneficiary_id: explained.line.beneficiary.as_str(),
+                            level: explained.line.level,
+                            amount: explained.line.amount,
+                            previous_amount: None,
+                            refund_id: None,
+                            release_at: Some(order.release_at),
+                        },
+                        now,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        record_events(&mut tx, pending_events).await?;
         let transfers: Vec<Transfer> = fresh
             .iter()
             .filter_map(|order| order.pending_transfer.clone())
@@ -437,25 +439,27 @@ impl Repo {
             transfers.extend(transfer);
         }
         apply_transfers(&mut tx, &transfers, now).await?;
-        let released_events: Vec<_> = lines
-            .iter()
-            .map(|line| {
-                commission_event(
-                    EventType::CommissionReleased,
-                    &CommissionChange {
-                        order_id: &line.order_id,
-                        beneficiary_id: &line.beneficiary_id,
-                        level: line.level,
-                        amount: line.amount,
-                        previous_amount: None,
-                        refund_id: None,
-                        release_at: None,
-                    },
-                    now,
-                )
-            })
-            .collect();
-        record_events(&mut tx, &released_events).await?;
+        let released_events = || {
+            lines
+                .iter()
+                .map(|line| {
+                    commission_event(
+                        EventType::CommissionReleased,
+                        &CommissionChange {
+                            order_id: &line.order_id,
+                            beneficiary_id: &line.beneficiary_id,
+                            level: line.level,
+                            amount: line.amount,
+                            previous_amount: None,
+                            refund_id: None,
+                            release_at: None,
+                        },
+                        now,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        record_events(&mut tx, released_events).await?;
         for chunk in due.chunks(ROWS_PER_STATEMENT) {
             mark_released(&mut tx, chunk, now).await?;
         }
@@ -647,7 +651,10 @@ async fn write_refund(
 ) -> Result<(), StoreError> {
     record_refund(conn, request, decision, now).await?;
     rewrite_commission_lines(conn, request, snapshot, decision, now).await?;
-    record_events(conn, &reduced_line_events(request, snapshot, decision, now)).await?;
+    record_events(conn, || {
+        reduced_line_events(request, snapshot, decision, now)
+    })
+    .await?;
     // Totals before ledger accounts: the lock order of every writer.
     totals::add(conn, &decision.totals).await?;
     if let Some(transfer) = &decision.transfer {

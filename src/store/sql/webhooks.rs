@@ -37,25 +37,44 @@ fn subscribes(events: &str, kind: &str) -> bool {
     events.contains(&format!(",{ALL_EVENTS},")) || events.contains(&format!(",{kind},"))
 }
 
-/// Writes `events` into the outbox inside the caller's transaction, with a
-/// pending delivery per enabled endpoint subscribing to each: the change and
-/// its events commit or vanish together. Without subscribers nothing is
-/// written (one read of the small endpoints table). An event already written
-/// (the same change again) is left as it is.
-pub(super) async fn record_events(conn: &mut Conn, events: &[NewEvent]) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let endpoints: Vec<(String, String)> = sqlx::query_as(
+/// The enabled endpoints and their stored subscriptions.
+async fn enabled_endpoints(conn: &mut Conn) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(sqlx::query_as(
         "select id, events from webhook_endpoints where state = 'enabled' and deleted_at is null",
     )
     .fetch_all(&mut *conn)
-    .await?;
+    .await?)
+}
+
+/// Whether some enabled endpoint subscribes to `kind`: a change whose event
+/// costs a read to describe asks first.
+pub(super) async fn anyone_subscribes(
+    conn: &mut Conn,
+    kind: EventType,
+) -> Result<bool, StoreError> {
+    Ok(enabled_endpoints(conn)
+        .await?
+        .iter()
+        .any(|(_, subscribed)| subscribes(subscribed, kind.as_str())))
+}
+
+/// Writes the events `build` makes into the outbox inside the caller's
+/// transaction, with a pending delivery per enabled endpoint subscribing to
+/// each: the change and its events commit or vanish together. Without
+/// subscribers nothing is built or written (one read of the small
+/// endpoints table), so a hot path pays nothing for bodies nobody wants. An
+/// event already written (the same change again) is left as it is.
+pub(super) async fn record_events(
+    conn: &mut Conn,
+    build: impl FnOnce() -> Vec<NewEvent>,
+) -> Result<(), StoreError> {
+    let endpoints = enabled_endpoints(conn).await?;
     if endpoints.is_empty() {
         return Ok(());
     }
+    let events = build();
     let created = DbTime(Utc::now());
-    for event in events {
+    for event in &events {
         let subscribers: Vec<&str> = endpoints
             .iter()
             .filter(|(_, subscribed)| subscribes(subscribed, event.kind.as_str()))

@@ -15,7 +15,7 @@ use super::audit::audit_in;
 use super::credentials::{account_columns, account_from_row};
 use super::dialect::{Conn, Db, DbRow, ROWS_PER_STATEMENT, for_update, lock_accounts, push_job};
 use super::ledger::{apply_transfer, fetch_distributor};
-use super::webhooks::record_events;
+use super::webhooks::{anyone_subscribes, record_events};
 use crate::domain::identity::PayoutChannel;
 use crate::domain::ids::{DistributorId, PayoutAccountId, WithdrawalId};
 use crate::domain::ledger::{
@@ -197,6 +197,9 @@ async fn record_withdrawal_event(
     previous_state: Option<WithdrawalState>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    if !anyone_subscribes(conn, kind).await? {
+        return Ok(());
+    }
     let Some(withdrawal) = load_withdrawal(conn, id, false).await? else {
         return Ok(());
     };
@@ -213,7 +216,7 @@ async fn record_withdrawal_event(
         "net": withdrawal.net.to_string(),
     });
     let event = NewEvent::new(kind, id.as_str(), id.as_str(), now, data);
-    record_events(conn, &[event]).await
+    record_events(conn, || vec![event]).await
 }
 
 fn ledger_error(error: TransferError) -> StoreError {
